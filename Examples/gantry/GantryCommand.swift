@@ -1,0 +1,90 @@
+import ArgumentParser
+import Foundation
+import Gantry
+import Logging
+
+@main
+struct GantryCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gantry",
+        abstract: "Pull, build, unpack and run OCI images natively, without a daemon.",
+        subcommands: [ImageCommand.self]
+    )
+
+    /// Parses the command line and runs the command, printing errors from
+    /// Gantry as one line and exiting non-zero.
+    static func main() async {
+        do {
+            var command = try parseAsRoot(hoistingGlobalOptions(Array(CommandLine.arguments.dropFirst())))
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
+        } catch let error as OCIImageError {
+            Terminal.printError(error.description)
+            _exit(1)
+        } catch let error as RuntimeError {
+            Terminal.printError(error.description)
+            _exit(1)
+        } catch {
+            exit(withError: error)
+        }
+    }
+}
+
+/// Moves global options written before the subcommand (`gantry --root DIR
+/// image ls`) behind it, where the argument parser looks for them.
+func hoistingGlobalOptions(_ arguments: [String]) -> [String] {
+    var leading: [String] = []
+    var rest = arguments[...]
+    while let first = rest.first, first.hasPrefix("-") {
+        if first == "--root", rest.count >= 2 {
+            leading.append(contentsOf: rest.prefix(2))
+            rest = rest.dropFirst(2)
+        } else if first.hasPrefix("--root=") || first == "--debug" {
+            leading.append(first)
+            rest = rest.dropFirst()
+        } else {
+            break
+        }
+    }
+    guard !leading.isEmpty else { return arguments }
+    // Options after a "--" terminator would be taken as arguments.
+    if let terminator = rest.firstIndex(of: "--") {
+        return Array(rest[..<terminator]) + leading + Array(rest[terminator...])
+    }
+    return Array(rest) + leading
+}
+
+/// Options every command that touches the state root accepts.
+struct GlobalOptions: ParsableArguments {
+    @Option(name: .long, help: ArgumentHelp("The state root.", discussion: "Defaults to $GANTRY_ROOT, else /var/lib/gantry for root, else $XDG_DATA_HOME/gantry.", valueName: "dir"))
+    var root: String?
+
+    @Flag(name: .long, help: "Log debug messages to standard error.")
+    var debug = false
+
+    var stateRoot: StateRoot {
+        if let root { return StateRoot(root) }
+        if let root = ProcessInfo.processInfo.environment["GANTRY_ROOT"], !root.isEmpty { return StateRoot(root) }
+        return .default
+    }
+
+    func openGantry() async throws -> Gantry {
+        var logger = Logger(label: "gantry") { label in StreamLogHandler.standardError(label: label) }
+        logger.logLevel = debug ? .debug : .warning
+        return try await Gantry(root: stateRoot, logger: logger)
+    }
+}
+
+/// `--format table|json`.
+enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
+    case table
+    case json
+}
+
+struct FormatOption: ParsableArguments {
+    @Option(name: .long, help: "Output format: table or json.")
+    var format: OutputFormat = .table
+}

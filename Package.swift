@@ -1,0 +1,112 @@
+// swift-tools-version: 6.2
+import PackageDescription
+
+/// Every Swift target is built in the Swift 6 language mode (strict concurrency)
+/// and treats warnings as errors.
+let strict: [SwiftSetting] = [
+    .swiftLanguageMode(.v6),
+    .treatAllWarnings(as: .error),
+]
+
+let package = Package(
+    name: "Gantry",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Gantry", targets: ["Gantry"]),
+        .library(name: "OCIImage", targets: ["OCIImage"]),
+        .library(name: "Runtime", targets: ["Runtime"]),
+        .library(name: "Scheduler", targets: ["Scheduler"]),
+        .library(name: "Reconciler", targets: ["Reconciler"]),
+        .library(name: "Observability", targets: ["Observability"]),
+        .executable(name: "gantry", targets: ["GantryCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.10.0"),
+    ],
+    targets: [
+        // System libraries, found through pkg-config.
+        .systemLibrary(
+            name: "CArchive",
+            pkgConfig: "libarchive",
+            providers: [.apt(["libarchive-dev"])]
+        ),
+        .systemLibrary(
+            name: "CSeccomp",
+            pkgConfig: "libseccomp",
+            providers: [.apt(["libseccomp-dev"])]
+        ),
+        // Thin wrappers for Linux system calls that glibc does not expose.
+        .target(name: "CGantrySystem"),
+
+        .target(
+            name: "OCIImage",
+            dependencies: [
+                "CArchive",
+                "CGantrySystem",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Runtime",
+            dependencies: [
+                "OCIImage",
+                "CSeccomp",
+                "CGantrySystem",
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Scheduler",
+            dependencies: ["Runtime"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Reconciler",
+            dependencies: ["Scheduler", "Runtime"],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Observability",
+            dependencies: [
+                "OCIImage", "Runtime", "Scheduler", "Reconciler",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        .target(
+            name: "Gantry",
+            dependencies: ["OCIImage", "Runtime", "Scheduler", "Reconciler", "Observability"],
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "GantryCLI",
+            dependencies: [
+                "Gantry",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Examples/gantry",
+            swiftSettings: strict
+        ),
+
+        .testTarget(
+            name: "OCIImageTests",
+            dependencies: ["OCIImage", "CArchive", "CGantrySystem"],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime"], swiftSettings: strict),
+        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler"], swiftSettings: strict),
+        .testTarget(name: "ReconcilerTests", dependencies: ["Reconciler"], swiftSettings: strict),
+        .testTarget(name: "ObservabilityTests", dependencies: ["Observability"], swiftSettings: strict),
+    ]
+)

@@ -1,0 +1,51 @@
+#ifndef GANTRY_SYSTEM_H
+#define GANTRY_SYSTEM_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+/// Flags for `gantry_openat2`'s `resolve` argument (see openat2(2)).
+#define GANTRY_RESOLVE_NO_XDEV       0x01
+#define GANTRY_RESOLVE_NO_MAGICLINKS 0x02
+#define GANTRY_RESOLVE_NO_SYMLINKS   0x04
+#define GANTRY_RESOLVE_BENEATH       0x08
+#define GANTRY_RESOLVE_IN_ROOT       0x10
+
+/// Flags for `gantry_renameat2`.
+#define GANTRY_RENAME_NOREPLACE 0x1
+#define GANTRY_RENAME_EXCHANGE  0x2
+
+/// openat2(2): open `path` relative to `dirfd` with path-resolution
+/// restrictions. Returns the new descriptor, or -1 with errno set.
+/// Retries EINTR and EAGAIN (the latter happens under concurrent renames).
+int gantry_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve);
+
+/// renameat2(2). Returns 0, or -1 with errno set.
+int gantry_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
+
+/// The calling thread's errno.
+int gantry_errno(void);
+
+
+
+#include <sys/types.h>
+/// makedev(3), which is a macro in glibc.
+dev_t gantry_makedev(unsigned int major, unsigned int minor);
+
+/// O_PATH, which glibc declares only for _GNU_SOURCE.
+extern const int GANTRY_O_PATH;
+
+/// fsetxattr(2). Returns 0, or -1 with errno set.
+int gantry_fsetxattr(int fd, const char *name, const void *value, size_t size, int flags);
+
+/// flistxattr(2) and fgetxattr(2).
+ssize_t gantry_flistxattr(int fd, char *list, size_t size);
+ssize_t gantry_fgetxattr(int fd, const char *name, void *value, size_t size);
+
+/// copy_file_range(2) over whole descriptors (current offsets).
+ssize_t gantry_copy_file_range(int from, int to, size_t length);
+
+/// syncfs(2).
+int gantry_syncfs(int fd);
+
+#endif

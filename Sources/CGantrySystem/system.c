@@ -1,0 +1,54 @@
+#define _GNU_SOURCE
+#include "CGantrySystem.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+_Static_assert(sizeof(struct open_how) == 24, "struct open_how changed size");
+_Static_assert(RESOLVE_NO_XDEV == GANTRY_RESOLVE_NO_XDEV, "RESOLVE_NO_XDEV");
+_Static_assert(RESOLVE_NO_MAGICLINKS == GANTRY_RESOLVE_NO_MAGICLINKS, "RESOLVE_NO_MAGICLINKS");
+_Static_assert(RESOLVE_NO_SYMLINKS == GANTRY_RESOLVE_NO_SYMLINKS, "RESOLVE_NO_SYMLINKS");
+_Static_assert(RESOLVE_BENEATH == GANTRY_RESOLVE_BENEATH, "RESOLVE_BENEATH");
+_Static_assert(RESOLVE_IN_ROOT == GANTRY_RESOLVE_IN_ROOT, "RESOLVE_IN_ROOT");
+_Static_assert(RENAME_NOREPLACE == GANTRY_RENAME_NOREPLACE, "RENAME_NOREPLACE");
+_Static_assert(RENAME_EXCHANGE == GANTRY_RENAME_EXCHANGE, "RENAME_EXCHANGE");
+
+int gantry_openat2(int dirfd, const char *path, uint64_t flags, uint64_t mode, uint64_t resolve) {
+    struct open_how how = { .flags = flags, .mode = mode, .resolve = resolve };
+    for (;;) {
+        long fd = syscall(SYS_openat2, dirfd, path, &how, sizeof(how));
+        if (fd >= 0) return (int)fd;
+        if (errno != EINTR && errno != EAGAIN) return -1;
+    }
+}
+
+int gantry_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags) {
+    return renameat2(olddirfd, oldpath, newdirfd, newpath, flags);
+}
+
+int gantry_errno(void) { return errno; }
+
+#include <sys/sysmacros.h>
+dev_t gantry_makedev(unsigned int major, unsigned int minor) { return makedev(major, minor); }
+
+#include <sys/xattr.h>
+
+const int GANTRY_O_PATH = O_PATH;
+
+int gantry_fsetxattr(int fd, const char *name, const void *value, size_t size, int flags) {
+    return fsetxattr(fd, name, value, size, flags);
+}
+
+ssize_t gantry_flistxattr(int fd, char *list, size_t size) { return flistxattr(fd, list, size); }
+
+ssize_t gantry_fgetxattr(int fd, const char *name, void *value, size_t size) { return fgetxattr(fd, name, value, size); }
+
+ssize_t gantry_copy_file_range(int from, int to, size_t length) {
+    return copy_file_range(from, NULL, to, NULL, length, 0);
+}
+
+int gantry_syncfs(int fd) { return syncfs(fd); }

@@ -1,0 +1,4 @@
+#ifndef GANTRY_CSECCOMP_SHIM_H
+#define GANTRY_CSECCOMP_SHIM_H
+#include <seccomp.h>
+#endif

@@ -1,0 +1,110 @@
+import SystemPackage
+
+/// An error raised by the OCIImage module.
+///
+/// Every error carries a ``Code`` that callers can switch over, a message that
+/// names the thing that is wrong (an image, a digest, a path), and the
+/// underlying system error where there is one. New codes may be added in
+/// later versions without breaking existing code.
+public struct OCIImageError: Error, Sendable, CustomStringConvertible {
+    /// What went wrong, as a value that can grow without breaking the API.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        private enum Storage: Hashable, Sendable {
+            case invalidDigest, invalidReference, invalidPlatform, invalidMediaType
+            case unsupportedSchemaVersion, invalidManifest, invalidConfiguration
+            case platformNotFound, blobNotFound, digestMismatch, sizeMismatch
+            case invalidLayout, imageNotFound, tagNotFound, ambiguousImage
+            case unsafeLayerEntries, corruptLayer, invalidArgument, systemCall
+            case cancelled
+        }
+        private let storage: Storage
+        private init(_ storage: Storage) { self.storage = storage }
+
+        /// A digest string is malformed or uses an unsupported algorithm.
+        public static let invalidDigest = Code(.invalidDigest)
+        /// An image reference does not follow the distribution reference grammar.
+        public static let invalidReference = Code(.invalidReference)
+        /// A platform string (`os/arch[/variant]`) is malformed.
+        public static let invalidPlatform = Code(.invalidPlatform)
+        /// A media type is unknown or not allowed where it appears.
+        public static let invalidMediaType = Code(.invalidMediaType)
+        /// The document uses a schema Gantry refuses, such as Docker schema 1.
+        public static let unsupportedSchemaVersion = Code(.unsupportedSchemaVersion)
+        /// A manifest or index cannot be decoded or breaks the specification.
+        public static let invalidManifest = Code(.invalidManifest)
+        /// An image configuration cannot be decoded or breaks the specification.
+        public static let invalidConfiguration = Code(.invalidConfiguration)
+        /// No manifest in an index matches the requested platform.
+        public static let platformNotFound = Code(.platformNotFound)
+        /// A blob is not in the content store or layout.
+        public static let blobNotFound = Code(.blobNotFound)
+        /// Content does not hash to the digest it was promised to have.
+        public static let digestMismatch = Code(.digestMismatch)
+        /// Content does not have the size it was promised to have.
+        public static let sizeMismatch = Code(.sizeMismatch)
+        /// A directory is not a valid OCI image layout.
+        public static let invalidLayout = Code(.invalidLayout)
+        /// No image with the given name exists in the store.
+        public static let imageNotFound = Code(.imageNotFound)
+        /// No manifest in a layout carries the requested tag.
+        public static let tagNotFound = Code(.tagNotFound)
+        /// A name or digest prefix matches more than one image.
+        public static let ambiguousImage = Code(.ambiguousImage)
+        /// A layer holds entries that would escape the target or that may not
+        /// be created; ``OCIImageError/refusedEntries`` lists every one.
+        public static let unsafeLayerEntries = Code(.unsafeLayerEntries)
+        /// A layer archive is truncated or malformed.
+        public static let corruptLayer = Code(.corruptLayer)
+        /// An argument is out of range or malformed.
+        public static let invalidArgument = Code(.invalidArgument)
+        /// A system call failed; ``OCIImageError/underlying`` holds its errno.
+        public static let systemCall = Code(.systemCall)
+        /// The operation was cancelled.
+        public static let cancelled = Code(.cancelled)
+
+        public var description: String { "\(storage)" }
+    }
+
+    /// A layer entry that was refused, and why.
+    public struct RefusedEntry: Hashable, Sendable, CustomStringConvertible {
+        /// The entry's path as written in the layer archive.
+        public var path: String
+        /// Why the entry was refused.
+        public var reason: String
+
+        /// Creates a refused-entry record.
+        public init(path: String, reason: String) {
+            self.path = path
+            self.reason = reason
+        }
+
+        public var description: String { "\(path) (\(reason))" }
+    }
+
+    /// What went wrong.
+    public var code: Code
+    /// A sentence naming the thing that is wrong.
+    public var message: String
+    /// The system error behind this error, if any.
+    public var underlying: Errno?
+    /// For ``Code/unsafeLayerEntries``: every entry that was refused.
+    public var refusedEntries: [RefusedEntry]
+
+    /// Creates an error.
+    public init(_ code: Code, _ message: String, underlying: Errno? = nil, refusedEntries: [RefusedEntry] = []) {
+        self.code = code
+        self.message = message
+        self.underlying = underlying
+        self.refusedEntries = refusedEntries
+    }
+
+    public var description: String {
+        var text = message
+        if let underlying { text += ": \(underlying)" }
+        return text
+    }
+
+    static func system(_ call: String, _ path: String, _ errno: Errno) -> OCIImageError {
+        OCIImageError(.systemCall, "\(call) \(path) failed", underlying: errno)
+    }
+}

@@ -1,0 +1,95 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One layer of an image, as the snapshotter needs it.
+struct LayerSource: Sendable {
+    var descriptor: Descriptor
+    var diffID: Digest
+}
+
+/// Unpacks each layer once into `snapshots/<chain-id>/`, ready to be stacked
+/// as overlayfs lower directories.
+///
+/// A layer is unpacked into a scratch directory and renamed into place only
+/// when complete and verified, so a snapshot directory is always whole. When
+/// two processes prepare the same layer at once, the first rename wins and
+/// the other discards its copy.
+struct Snapshotter: Sendable {
+    let root: StateRoot
+    let content: ContentStore
+    let database: MetadataDatabase
+
+    /// The directory of the snapshot `chainID`.
+    static func directory(for chainID: Digest, in root: StateRoot) -> String {
+        root.snapshots + "/" + chainID.encoded
+    }
+
+    /// The chain IDs of a stack of layers: the first is the first DiffID, each
+    /// next is `sha256(previous + " " + diffID)`.
+    static func chainIDs(_ diffIDs: [Digest]) -> [Digest] {
+        var result: [Digest] = []
+        for diffID in diffIDs {
+            guard let previous = result.last else {
+                result.append(diffID)
+                continue
+            }
+            result.append(Digest.compute(Array("\(previous) \(diffID)".utf8)))
+        }
+        return result
+    }
+
+    /// Makes sure every layer has a snapshot; returns them base first.
+    func prepare(
+        _ layers: [LayerSource], privileged: Bool, progress: ImageProgressHandler?, isCancelled: @escaping @Sendable () -> Bool
+    ) throws -> [Snapshot] {
+        let chainIDs = Self.chainIDs(layers.map(\.diffID))
+        var snapshots: [Snapshot] = []
+        for (index, layer) in layers.enumerated() {
+            let chainID = chainIDs[index]
+            let parent = index > 0 ? chainIDs[index - 1] : nil
+            let directory = Self.directory(for: chainID, in: root)
+            if let existing = try database.snapshot(chainID, root: root), Sys.lstat(directory) != nil {
+                snapshots.append(existing)
+                continue
+            }
+            if Sys.lstat(directory) == nil {
+                try unpack(layer, into: directory, lowers: snapshots.reversed().map(\.directory), index: index, count: layers.count,
+                           privileged: privileged, progress: progress, isCancelled: isCancelled)
+            }
+            // A directory without a record was renamed into place by a process
+            // that stopped before recording it; it is complete.
+            try database.addSnapshot(chainID: chainID, parent: parent, diffID: layer.diffID, size: layer.descriptor.size)
+            guard let snapshot = try database.snapshot(chainID, root: root) else {
+                throw OCIImageError(.systemCall, "snapshot \(chainID) vanished while being recorded")
+            }
+            snapshots.append(snapshot)
+        }
+        return snapshots
+    }
+
+    private func unpack(
+        _ layer: LayerSource, into directory: String, lowers: [String], index: Int, count: Int,
+        privileged: Bool, progress: ImageProgressHandler?, isCancelled: @escaping @Sendable () -> Bool
+    ) throws {
+        let scratch = root.snapshots + "/.tmp-" + Sys.randomSuffix()
+        try Sys.check("mkdir", scratch) { mkdir(scratch, 0o755) }
+        do {
+            let options = LayerUnpackOptions(
+                whiteouts: .overlay(lowerLayers: lowers), privileged: privileged, expectedDiffID: layer.diffID,
+                progress: ImageProgress.unpacking(layer.descriptor, index: index, count: count, handler: progress),
+                isCancelled: isCancelled)
+            try LayerUnpacker.unpack(layerAt: content.path(for: layer.descriptor.digest), into: scratch, options: options)
+            if rename(scratch, directory) != 0 {
+                let error = Sys.errno
+                // Someone else finished the same snapshot first.
+                guard error == .directoryNotEmpty || error == .fileExists else { throw OCIImageError.system("rename", directory, error) }
+                try Sys.removeTree(scratch)
+            }
+        } catch {
+            try? Sys.removeTree(scratch)
+            throw error
+        }
+    }
+}

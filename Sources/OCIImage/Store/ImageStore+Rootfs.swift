@@ -1,0 +1,172 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Settings for an image made from a directory.
+public struct RootfsImportOptions: Sendable {
+    /// The run configuration of the new image (command, environment, …).
+    public var config: RunConfiguration
+    /// The platform to record; defaults to the host's.
+    public var platform: Platform
+    /// The creation time to record; defaults to now. A fixed value makes the
+    /// image's digests reproducible.
+    public var created: Date?
+    /// The `created_by` text of the image's single history entry.
+    public var history: String
+
+    /// Creates options.
+    public init(config: RunConfiguration = RunConfiguration(), platform: Platform = .host, created: Date? = nil,
+                history: String = "gantry image import-rootfs") {
+        self.config = config
+        self.platform = platform
+        self.created = created
+        self.history = history
+    }
+}
+
+/// What unpacking an image into a directory did.
+public struct RootfsUnpackReport: Hashable, Sendable, Codable {
+    /// The manifest that was unpacked.
+    public var manifest: Digest
+    /// The number of layers applied.
+    public var layers: Int
+    /// The number of archive entries processed.
+    public var entries: Int
+    /// The uncompressed size of all layers.
+    public var bytes: Int64
+}
+
+extension ImageStore {
+    /// Makes a single-layer image from a directory, like `docker import`.
+    ///
+    /// - Parameters:
+    ///   - directory: The root filesystem to pack.
+    ///   - name: The name to give the image.
+    @discardableResult
+    public func importRootfs(at directory: String, name: String, options: RootfsImportOptions = RootfsImportOptions(),
+                             progress: ImageProgressHandler? = nil) async throws -> ImageRecord {
+        let reference = try Self.namingReference(name)
+        return try await offload { isCancelled in
+            try self.lock.withLock(.shared) {
+                let source = absolutePath(directory)
+                var isDirectory: ObjCBool = false
+                guard FileManager.default.fileExists(atPath: source, isDirectory: &isDirectory), isDirectory.boolValue else {
+                    throw OCIImageError(.invalidArgument, "\(directory) is not a directory")
+                }
+                progress?(ImageProgress(phase: .packing, digest: nil, index: 0, count: 1, completed: 0, total: nil))
+                let blob = try self.content.writer()
+                let layer = try LayerWriter(source: source, into: blob)
+                let (diffID, _) = try layer.write()
+                if isCancelled() {
+                    blob.cancel()
+                    throw OCIImageError(.cancelled, "importing \(directory) was cancelled")
+                }
+                let (layerDigest, layerSize) = try blob.commit()
+
+                let created = Self.timestamp(options.created ?? Date())
+                let configuration = ImageConfiguration(
+                    platform: options.platform, config: options.config, diffIDs: [diffID],
+                    history: [ImageConfiguration.History(created: created, createdBy: options.history)], created: created)
+                let configData = try JSONEncoder.canonical.encode(configuration)
+                let (configDigest, configSize) = try self.content.ingest(configData)
+                let manifest = Manifest(
+                    config: Descriptor(mediaType: .ociConfig, digest: configDigest, size: configSize),
+                    layers: [Descriptor(mediaType: .ociLayerGzip, digest: layerDigest, size: layerSize)],
+                    annotations: [AnnotationKey.created: created])
+                let manifestData = try JSONEncoder.canonical.encode(manifest)
+                let (manifestDigest, manifestSize) = try self.content.ingest(manifestData)
+                try self.database.setImage(reference, to: Descriptor(mediaType: .ociManifest, digest: manifestDigest, size: manifestSize))
+                return try self.lookup(reference.description)
+            }
+        }
+    }
+
+    static func timestamp(_ date: Date) -> String {
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime]
+        formatter.timeZone = TimeZone(identifier: "UTC")
+        return formatter.string(from: date)
+    }
+
+    /// Writes an image's merged root filesystem into `directory`, applying
+    /// its layers in order (whiteouts delete).
+    ///
+    /// - Parameters:
+    ///   - directory: A new or empty directory.
+    ///   - platform: The platform to unpack for a multi-platform image.
+    /// - Throws: ``OCIImageError``; then `directory` is left as it was
+    ///   (removed if this call created it, emptied otherwise).
+    @discardableResult
+    public func unpack(_ name: String, into directory: String, platform: Platform? = nil, progress: ImageProgressHandler? = nil) async throws -> RootfsUnpackReport {
+        try await offload { isCancelled in
+            try self.lock.withLock(.shared) {
+                let image = try self.resolve(try self.lookup(name), platform: platform)
+                let target = absolutePath(directory)
+                let created = try Self.prepareEmptyDirectory(target)
+                do {
+                    var report = RootfsUnpackReport(manifest: image.manifestDescriptor.digest, layers: 0, entries: 0, bytes: 0)
+                    for (index, layer) in image.layers.enumerated() {
+                        let options = LayerUnpackOptions(
+                            whiteouts: .apply, expectedDiffID: layer.diffID,
+                            progress: ImageProgress.unpacking(layer.descriptor, index: index, count: image.layers.count, handler: progress),
+                            isCancelled: isCancelled)
+                        let result = try LayerUnpacker.unpack(layerAt: self.content.path(for: layer.descriptor.digest), into: target, options: options)
+                        report.layers += 1
+                        report.entries += result.entries
+                        report.bytes += result.uncompressedSize
+                    }
+                    return report
+                } catch {
+                    if created {
+                        try? Sys.removeTree(target)
+                    } else {
+                        let fd = Glibc.open(Sys.parentDirectory(of: target), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                        if fd >= 0 {
+                            try? Sys.removeContents(at: fd, name: Array(Sys.lastComponent(of: target).utf8), display: target)
+                            Sys.close(fd)
+                        }
+                    }
+                    throw error
+                }
+            }
+        }
+    }
+
+    /// Creates `path` if missing; refuses a non-empty or non-directory path.
+    /// Returns whether the directory was created.
+    static func prepareEmptyDirectory(_ path: String) throws -> Bool {
+        if let st = Sys.lstat(path) {
+            guard (st.st_mode & S_IFMT) == S_IFDIR else {
+                throw OCIImageError(.invalidArgument, "\(path) exists and is not a directory")
+            }
+            let fd = try Sys.open(path, O_RDONLY | O_DIRECTORY)
+            defer { Sys.close(fd) }
+            guard try Sys.listDirectory(fd, display: path).isEmpty else {
+                throw OCIImageError(.invalidArgument, "\(path) is not empty; unpack into a new or empty directory")
+            }
+            return false
+        }
+        try Sys.makeDirectories(Sys.parentDirectory(of: path))
+        try Sys.check("mkdir", path) { mkdir(path, 0o755) }
+        return true
+    }
+
+    /// Unpacks each layer of an image once into a snapshot (reusing existing
+    /// ones) and returns the snapshots base first, ready to be stacked as
+    /// overlayfs lower directories (which take the top-most first).
+    public func prepareSnapshots(_ name: String, platform: Platform? = nil, privileged: Bool? = nil,
+                                 progress: ImageProgressHandler? = nil) async throws -> [Snapshot] {
+        try await offload { isCancelled in
+            try self.lock.withLock(.shared) {
+                let image = try self.resolve(try self.lookup(name), platform: platform)
+                return try self.snapshotter.prepare(image.layers, privileged: privileged ?? Sys.isPrivileged, progress: progress, isCancelled: isCancelled)
+            }
+        }
+    }
+
+    /// Every snapshot the store holds.
+    public func snapshots() async throws -> [Snapshot] {
+        try await offload { _ in try self.database.snapshots(root: self.root) }
+    }
+}

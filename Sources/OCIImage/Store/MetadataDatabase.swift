@@ -1,0 +1,149 @@
+import Foundation
+import GRDB
+
+/// A named image: a name and the manifest or index it points to.
+public struct ImageRecord: Hashable, Sendable, Codable {
+    /// The image's normalised name, with its tag.
+    public var reference: ImageReference
+    /// The manifest or index the name points to.
+    public var descriptor: Descriptor
+    /// When the name was first given to this content.
+    public var created: Date
+    /// When the name last changed.
+    public var updated: Date
+}
+
+/// A layer unpacked once for overlay stacks.
+public struct Snapshot: Hashable, Sendable, Codable {
+    /// The chain ID that names the snapshot: the layer with all layers below it.
+    public var chainID: Digest
+    /// The chain ID of the snapshot below, if any.
+    public var parent: Digest?
+    /// The uncompressed digest of this layer alone.
+    public var diffID: Digest
+    /// The directory holding the layer's files.
+    public var directory: String
+    /// The size of the layer's uncompressed archive in bytes.
+    public var size: Int64
+    /// When the snapshot was made.
+    public var created: Date
+}
+
+/// The SQLite database (WAL mode) that holds image names and snapshot records.
+struct MetadataDatabase: Sendable {
+    let pool: DatabasePool
+
+    init(path: String) throws {
+        var configuration = Configuration()
+        configuration.busyMode = .timeout(30)
+        configuration.label = "gantry"
+        do {
+            pool = try DatabasePool(path: path, configuration: configuration)
+            try Self.migrator.migrate(pool)
+        } catch let error as DatabaseError {
+            throw OCIImageError(.systemCall, "the metadata database \(path) cannot be opened: \(error.message ?? error.description)")
+        }
+    }
+
+    private static var migrator: DatabaseMigrator {
+        var migrator = DatabaseMigrator()
+        migrator.registerMigration("v1") { db in
+            try db.create(table: "image") { table in
+                table.primaryKey("name", .text)
+                table.column("digest", .text).notNull().indexed()
+                table.column("mediaType", .text).notNull()
+                table.column("size", .integer).notNull()
+                table.column("created", .datetime).notNull()
+                table.column("updated", .datetime).notNull()
+            }
+            try db.create(table: "snapshot") { table in
+                table.primaryKey("chainID", .text)
+                table.column("parent", .text)
+                table.column("diffID", .text).notNull()
+                table.column("size", .integer).notNull()
+                table.column("created", .datetime).notNull()
+            }
+        }
+        return migrator
+    }
+
+    private struct ImageRow: Codable, FetchableRecord, PersistableRecord {
+        static let databaseTableName = "image"
+        var name: String
+        var digest: String
+        var mediaType: String
+        var size: Int64
+        var created: Date
+        var updated: Date
+    }
+
+    private struct SnapshotRow: Codable, FetchableRecord, PersistableRecord {
+        static let databaseTableName = "snapshot"
+        var chainID: String
+        var parent: String?
+        var diffID: String
+        var size: Int64
+        var created: Date
+    }
+
+    private func record(_ row: ImageRow) throws -> ImageRecord {
+        ImageRecord(
+            reference: try ImageReference(parsing: row.name),
+            descriptor: Descriptor(mediaType: MediaType(row.mediaType), digest: try Digest(parsing: row.digest), size: row.size),
+            created: row.created, updated: row.updated)
+    }
+
+    func images() throws -> [ImageRecord] {
+        try pool.read { db in try ImageRow.order(Column("name")).fetchAll(db) }.map(record)
+    }
+
+    func image(named name: String) throws -> ImageRecord? {
+        try pool.read { db in try ImageRow.fetchOne(db, key: name) }.map(record)
+    }
+
+    /// Points `reference` at `descriptor`, keeping the creation date when the
+    /// name already pointed at the same content. Returns the previous record.
+    @discardableResult
+    func setImage(_ reference: ImageReference, to descriptor: Descriptor) throws -> ImageRecord? {
+        let name = reference.description
+        let now = Date()
+        let previous = try pool.write { db -> ImageRow? in
+            let old = try ImageRow.fetchOne(db, key: name)
+            let created = (old?.digest == descriptor.digest.description) ? old?.created ?? now : now
+            try ImageRow(name: name, digest: descriptor.digest.description, mediaType: descriptor.mediaType.rawValue,
+                         size: descriptor.size, created: created, updated: now).save(db)
+            return old
+        }
+        return try previous.map(record)
+    }
+
+    @discardableResult
+    func removeImage(named name: String) throws -> Bool {
+        try pool.write { db in try ImageRow.deleteOne(db, key: name) }
+    }
+
+    func snapshots(root: StateRoot) throws -> [Snapshot] {
+        try pool.read { db in try SnapshotRow.fetchAll(db) }.map { try snapshot($0, root: root) }
+    }
+
+    func snapshot(_ chainID: Digest, root: StateRoot) throws -> Snapshot? {
+        try pool.read { db in try SnapshotRow.fetchOne(db, key: chainID.description) }.map { try snapshot($0, root: root) }
+    }
+
+    private func snapshot(_ row: SnapshotRow, root: StateRoot) throws -> Snapshot {
+        let chainID = try Digest(parsing: row.chainID)
+        return Snapshot(chainID: chainID, parent: try row.parent.map(Digest.init(parsing:)), diffID: try Digest(parsing: row.diffID),
+                        directory: Snapshotter.directory(for: chainID, in: root), size: row.size, created: row.created)
+    }
+
+    func addSnapshot(chainID: Digest, parent: Digest?, diffID: Digest, size: Int64) throws {
+        try pool.write { db in
+            try SnapshotRow(chainID: chainID.description, parent: parent?.description, diffID: diffID.description, size: size, created: Date())
+                .insert(db, onConflict: .ignore)
+        }
+    }
+
+    func removeSnapshot(_ chainID: Digest) throws {
+        _ = try pool.write { db in try SnapshotRow.deleteOne(db, key: chainID.description) }
+    }
+}

@@ -1,0 +1,223 @@
+import CGantrySystem
+import Foundation
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Thin wrappers over the system calls the image store uses. Each retries
+/// `EINTR` and throws an ``OCIImageError`` that names the call and the path.
+enum Sys {
+    static var errno: Errno { Errno(rawValue: gantry_errno()) }
+
+    @discardableResult
+    static func check(_ call: String, _ path: @autoclosure () -> String, _ body: () -> Int32) throws -> Int32 {
+        while true {
+            let result = body()
+            if result >= 0 { return result }
+            let error = Sys.errno
+            if error == .interrupted { continue }
+            throw OCIImageError.system(call, path(), error)
+        }
+    }
+
+    /// Like ``check(_:_:_:)`` but returns the errno instead of throwing.
+    static func attempt(_ body: () -> Int32) -> Result<Int32, Errno> {
+        while true {
+            let result = body()
+            if result >= 0 { return .success(result) }
+            let error = Sys.errno
+            if error != .interrupted { return .failure(error) }
+        }
+    }
+
+    static func open(_ path: String, _ flags: Int32, _ mode: mode_t = 0) throws -> Int32 {
+        try check("open", path) { Glibc.open(path, flags | O_CLOEXEC, mode) }
+    }
+
+    static func openat(_ dirfd: Int32, _ path: String, _ flags: Int32, _ mode: mode_t = 0, display: String? = nil) throws -> Int32 {
+        try check("open", display ?? path) { Glibc.openat(dirfd, path, flags | O_CLOEXEC, mode) }
+    }
+
+    static func close(_ fd: Int32) {
+        _ = Glibc.close(fd)
+    }
+
+    static func fstat(_ fd: Int32, path: String) throws -> stat {
+        var st = stat()
+        try check("stat", path) { Glibc.fstat(fd, &st) }
+        return st
+    }
+
+    static func lstat(_ path: String) -> stat? {
+        var st = stat()
+        return Glibc.lstat(path, &st) == 0 ? st : nil
+    }
+
+    static func fsync(_ fd: Int32, path: String) throws {
+        try check("fsync", path) { Glibc.fsync(fd) }
+    }
+
+    /// Writes every byte, retrying short writes.
+    static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, path: String) throws {
+        guard var base = buffer.baseAddress else { return }
+        var remaining = buffer.count
+        while remaining > 0 {
+            let written = Glibc.write(fd, base, remaining)
+            if written < 0 {
+                if Sys.errno == .interrupted { continue }
+                throw OCIImageError.system("write", path, Sys.errno)
+            }
+            remaining -= written
+            base += written
+        }
+    }
+
+    /// Reads up to `buffer.count` bytes; 0 means end of file.
+    static func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, path: String) throws -> Int {
+        while true {
+            let count = Glibc.read(fd, buffer.baseAddress, buffer.count)
+            if count >= 0 { return count }
+            if Sys.errno == .interrupted { continue }
+            throw OCIImageError.system("read", path, Sys.errno)
+        }
+    }
+
+    /// Creates a directory and any missing parents.
+    static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
+        var current = path.hasPrefix("/") ? "" : "."
+        for component in path.split(separator: "/") {
+            current += "/" + component
+            if Glibc.mkdir(current, mode) != 0 && Sys.errno != .fileExists {
+                throw OCIImageError.system("mkdir", current, Sys.errno)
+            }
+        }
+    }
+
+    /// Removes a file or directory tree if it exists. Never follows symlinks.
+    static func removeTree(_ path: String) throws {
+        let fd = Glibc.open(parentDirectory(of: path), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else {
+            if Sys.errno == .noSuchFileOrDirectory { return }
+            throw OCIImageError.system("open", parentDirectory(of: path), Sys.errno)
+        }
+        defer { Sys.close(fd) }
+        try removeTree(at: fd, name: Array(lastComponent(of: path).utf8), display: path)
+    }
+
+    /// Removes `name` inside `dirfd`, recursing into directories. Never follows symlinks.
+    static func removeTree(at dirfd: Int32, name: [UInt8], display: String) throws {
+        if withCString(name, { unlinkat(dirfd, $0, 0) }) == 0 { return }
+        switch Sys.errno {
+        case .noSuchFileOrDirectory: return
+        case .isDirectory, .notPermitted: break
+        case let error: throw OCIImageError.system("unlink", display, error)
+        }
+        try removeContents(at: dirfd, name: name, display: display)
+        if withCString(name, { unlinkat(dirfd, $0, AT_REMOVEDIR) }) != 0 && Sys.errno != .noSuchFileOrDirectory {
+            throw OCIImageError.system("rmdir", display, Sys.errno)
+        }
+    }
+
+    /// Removes everything inside the directory `name` of `dirfd`, but not the directory.
+    static func removeContents(at dirfd: Int32, name: [UInt8], display: String) throws {
+        let child = try check("open", display) {
+            withCString(name) { Glibc.openat(dirfd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+        }
+        defer { Sys.close(child) }
+        // Entries are listed first so that removing them does not disturb the iteration.
+        for entry in try listDirectory(child, display: display) {
+            try removeTree(at: child, name: entry, display: display + "/" + String(decoding: entry, as: UTF8.self))
+        }
+    }
+
+    /// The names in a directory as raw bytes, without `.` and `..`. Does not close `fd`.
+    static func listDirectory(_ fd: Int32, display: String) throws -> [[UInt8]] {
+        let copy = try check("dup", display) { Glibc.fcntl(fd, F_DUPFD_CLOEXEC, 0) }
+        guard let dir = fdopendir(copy) else {
+            Sys.close(copy)
+            throw OCIImageError.system("opendir", display, Sys.errno)
+        }
+        defer { closedir(dir) }
+        rewinddir(dir)
+        var names: [[UInt8]] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in Array(raw.prefix(while: { $0 != 0 })) }
+            if name != [0x2e] && name != [0x2e, 0x2e] { names.append(name) }
+        }
+        return names
+    }
+
+    /// The names in a directory, without `.` and `..`. Does not close `fd`.
+    static func listDirectoryNames(_ fd: Int32, display: String) throws -> [String] {
+        try listDirectory(fd, display: display).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// Writes `data` to `path` atomically: a temporary file in the same
+    /// directory, fsync, rename, then fsync of the directory.
+    static func writeFileAtomically(_ path: String, _ data: Data, mode: mode_t = 0o644) throws {
+        let directory = parentDirectory(of: path)
+        let temporary = directory + "/.tmp-" + lastComponent(of: path) + "-" + randomSuffix()
+        let fd = try open(temporary, O_WRONLY | O_CREAT | O_EXCL, mode)
+        do {
+            try data.withUnsafeBytes { try writeAll(fd, $0, path: temporary) }
+            try fsync(fd, path: temporary)
+            Sys.close(fd)
+            try check("rename", path) { Glibc.rename(temporary, path) }
+        } catch {
+            Sys.close(fd)
+            _ = Glibc.unlink(temporary)
+            throw error
+        }
+        try syncDirectory(directory)
+    }
+
+    static func syncDirectory(_ path: String) throws {
+        let fd = try open(path, O_RDONLY | O_DIRECTORY)
+        defer { Sys.close(fd) }
+        try fsync(fd, path: path)
+    }
+
+    static func randomSuffix() -> String {
+        hexString((0..<8).map { _ in UInt8.random(in: 0...255) })
+    }
+
+    static func parentDirectory(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return "." }
+        return slash == path.startIndex ? "/" : String(path[..<slash])
+    }
+
+    static func lastComponent(of path: String) -> String {
+        guard let slash = path.lastIndex(of: "/") else { return path }
+        return String(path[path.index(after: slash)...])
+    }
+
+    /// Whether the process may create device nodes and set any owner:
+    /// it is root with CAP_MKNOD and CAP_CHOWN in its effective set.
+    static var isPrivileged: Bool {
+        guard geteuid() == 0 else { return false }
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
+              let mask = UInt64(line.dropFirst("CapEff:".count).trimmingCharacters(in: .whitespaces), radix: 16)
+        else { return true }
+        let chown: UInt64 = 1 << 0
+        let mknod: UInt64 = 1 << 27
+        return mask & (chown | mknod) == (chown | mknod)
+    }
+}
+
+/// Calls `body` with `bytes` as a NUL-terminated C string.
+@inline(__always) @discardableResult
+func withCString<R>(_ bytes: [UInt8], _ body: (UnsafePointer<CChar>) throws -> R) rethrows -> R {
+    var terminated = bytes
+    terminated.append(0)
+    return try terminated.withUnsafeBufferPointer { buffer in
+        try buffer.withMemoryRebound(to: CChar.self) { try body($0.baseAddress.unsafelyUnwrapped) }
+    }
+}
+
+/// Absolute, standardised form of a path given on a command line or in the API.
+func absolutePath(_ path: String) -> String {
+    let url = URL(fileURLWithPath: path)
+    return url.standardizedFileURL.path
+}

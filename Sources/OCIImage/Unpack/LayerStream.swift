@@ -1,0 +1,186 @@
+import CArchive
+import Dispatch
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The uncompressed bytes of a layer blob, produced by a decompression thread
+/// and consumed as a tar stream on the calling thread.
+///
+/// Decompression (gzip, zstd, or none, detected from the content) runs on its
+/// own thread, at most `slotCount` buffers ahead of extraction, so that the
+/// two overlap on machines with more than one core while memory stays
+/// bounded. The consumer hashes what it reads, which yields the layer's
+/// DiffID.
+final class LayerStream: @unchecked Sendable {
+    private enum Item {
+        case data(slot: Int, count: Int)
+        case end
+    }
+
+    // Shared between the two threads. Slot memory is owned by the producer
+    // from `free.wait()` until it queues the slot, and by the consumer from
+    // dequeuing it until its next call to `next()`. `lock` guards the rest.
+    private let slotSize = 1 << 20
+    private let slotCount = 4
+    private let slots: UnsafeMutableRawPointer
+    private let free: DispatchSemaphore
+    private let filled = DispatchSemaphore(value: 0)
+    private let finished = DispatchSemaphore(value: 0)
+    private let lock = NSLock()
+    private var queue: [Item] = []
+    private var producerError: OCIImageError?
+    private var stopRequested = false
+    private var compressedBytes: Int64 = 0
+
+    // Consumer-only state.
+    /// The error `next()` threw, kept for callers that see only a failed read.
+    private(set) var consumerError: OCIImageError?
+    private var heldSlot = false
+    private var ended = false
+    private(set) var hasher = DigestHasher(algorithm: .sha256)
+
+    private let fd: Int32
+    private let path: String
+
+    /// Creates a stream over the layer blob open at `fd` (which the caller
+    /// keeps open until ``stop()`` returns).
+    init(fd: Int32, path: String) {
+        self.fd = fd
+        self.path = path
+        slots = UnsafeMutableRawPointer.allocate(byteCount: slotSize * slotCount, alignment: 64)
+        free = DispatchSemaphore(value: slotCount)
+    }
+
+    deinit {
+        slots.deallocate()
+    }
+
+    /// Starts the decompression thread.
+    func start() {
+        let thread = Thread { [self] in
+            produce()
+            finished.signal()
+        }
+        thread.name = "gantry-decompress"
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    /// Stops the producer if it still runs, and waits for it to exit.
+    func stop() {
+        lock.withLock { stopRequested = true }
+        // Wake a producer that waits for a free slot.
+        for _ in 0..<slotCount { free.signal() }
+        finished.wait()
+    }
+
+    /// The compressed bytes read from the blob so far.
+    var bytesRead: Int64 { lock.withLock { compressedBytes } }
+
+    // MARK: Producer
+
+    private func produce() {
+        guard let archive = archive_read_new() else {
+            finish(OCIImageError(.systemCall, "libarchive could not allocate a reader"))
+            return
+        }
+        defer { archive_read_free(archive) }
+        archive_read_support_filter_all(archive)
+        archive_read_support_format_raw(archive)
+        archive_read_support_format_empty(archive)
+        guard archive_read_open_fd(archive, fd, 1 << 20) == ARCHIVE_OK else {
+            finish(OCIImageError(.corruptLayer, "layer \(path) cannot be read: \(archiveMessage(archive))"))
+            return
+        }
+        var entry: OpaquePointer?
+        let header = archive_read_next_header(archive, &entry)
+        if header == ARCHIVE_EOF {
+            finish(nil)
+            return
+        }
+        guard header >= ARCHIVE_WARN else {
+            finish(OCIImageError(.corruptLayer, "layer \(path) cannot be decompressed: \(archiveMessage(archive))"))
+            return
+        }
+        var slot = 0
+        var used = 0
+        free.wait()
+        while true {
+            if lock.withLock({ stopRequested }) { return }
+            let count = archive_read_data(archive, slots + slot * slotSize + used, slotSize - used)
+            if count < 0 {
+                let error = OCIImageError(.corruptLayer, "layer \(path) is corrupt or truncated: \(archiveMessage(archive))")
+                if used > 0 { enqueue(.data(slot: slot, count: used)) }
+                finish(error)
+                return
+            }
+            used += count
+            let position = archive_filter_bytes(archive, -1)
+            lock.withLock { compressedBytes = position }
+            if count == 0 {
+                if used > 0 { enqueue(.data(slot: slot, count: used)) }
+                finish(nil)
+                return
+            }
+            if used == slotSize {
+                enqueue(.data(slot: slot, count: used))
+                slot = (slot + 1) % slotCount
+                used = 0
+                free.wait()
+            }
+        }
+    }
+
+    private func enqueue(_ item: Item) {
+        lock.withLock { queue.append(item) }
+        filled.signal()
+    }
+
+    private func finish(_ error: OCIImageError?) {
+        lock.withLock { producerError = error }
+        enqueue(.end)
+    }
+
+    // MARK: Consumer
+
+    /// The next block of uncompressed bytes; an empty buffer at the end.
+    ///
+    /// - Throws: The producer's error if decompression failed.
+    func next() throws -> UnsafeRawBufferPointer {
+        if ended { return UnsafeRawBufferPointer(start: nil, count: 0) }
+        if heldSlot {
+            heldSlot = false
+            free.signal()
+        }
+        filled.wait()
+        let item = lock.withLock { queue.removeFirst() }
+        switch item {
+        case .data(let slot, let count):
+            heldSlot = true
+            let buffer = UnsafeRawBufferPointer(start: slots + slot * slotSize, count: count)
+            hasher.update(buffer)
+            return buffer
+        case .end:
+            ended = true
+            if let error = lock.withLock({ producerError }) {
+                consumerError = error
+                throw error
+            }
+            return UnsafeRawBufferPointer(start: nil, count: 0)
+        }
+    }
+
+    /// Reads and hashes whatever follows the end of the tar archive, so that
+    /// the digest covers the whole uncompressed stream.
+    func drain() throws {
+        while try next().count > 0 {}
+    }
+}
+
+/// libarchive's message for the last error of `archive`.
+func archiveMessage(_ archive: OpaquePointer?) -> String {
+    guard let archive, let message = archive_error_string(archive) else { return "unknown libarchive error" }
+    return String(cString: message)
+}

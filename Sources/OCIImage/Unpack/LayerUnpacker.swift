@@ -1,0 +1,129 @@
+import CArchive
+import Foundation
+
+/// What to do with a layer's whiteouts (`.wh.NAME`, `.wh..wh..opq`).
+public enum WhiteoutMode: Hashable, Sendable {
+    /// The target holds the layers below; whiteouts delete what they name
+    /// there. Used to produce a merged root filesystem.
+    case apply
+    /// The target is a fresh directory for this layer alone, to be stacked
+    /// with overlayfs; whiteouts become overlay whiteouts (character device
+    /// 0/0, `overlay.opaque` extended attribute). `lowerLayers` are the
+    /// directories of the layers below, top-most first: they supply the
+    /// metadata of parent directories the layer leaves implicit and the
+    /// targets of hard links into lower layers.
+    case overlay(lowerLayers: [String])
+}
+
+/// Options for ``LayerUnpacker/unpack(layerAt:into:options:)``.
+public struct LayerUnpackOptions: Sendable {
+    /// How whiteouts are handled.
+    public var whiteouts: WhiteoutMode
+    /// Whether to set owners, create device nodes and write `trusted.*` and
+    /// `security.capability` attributes. Defaults to whether the process has
+    /// CAP_CHOWN and CAP_MKNOD. Without it, files belong to the caller and
+    /// device nodes are refused.
+    public var privileged: Bool
+    /// The digest the uncompressed stream must have (the layer's DiffID).
+    public var expectedDiffID: Digest?
+    /// Called now and then with the number of compressed bytes read.
+    public var progress: (@Sendable (Int64) -> Void)?
+    /// Polled between entries; when it returns true, unpacking stops with
+    /// ``OCIImageError/Code/cancelled``.
+    public var isCancelled: (@Sendable () -> Bool)?
+
+    /// Creates options.
+    public init(
+        whiteouts: WhiteoutMode = .apply, privileged: Bool? = nil, expectedDiffID: Digest? = nil,
+        progress: (@Sendable (Int64) -> Void)? = nil, isCancelled: (@Sendable () -> Bool)? = nil
+    ) {
+        self.whiteouts = whiteouts
+        self.privileged = privileged ?? Sys.isPrivileged
+        self.expectedDiffID = expectedDiffID
+        self.progress = progress
+        self.isCancelled = isCancelled
+    }
+}
+
+/// What unpacking a layer did.
+public struct LayerUnpackReport: Hashable, Sendable {
+    /// The digest of the uncompressed stream.
+    public var diffID: Digest
+    /// The size of the uncompressed stream.
+    public var uncompressedSize: Int64
+    /// The number of archive entries processed.
+    public var entries: Int
+    /// Extended attributes that were not applied (not allowed, or not
+    /// supported by the file system), by name.
+    public var skippedAttributes: Set<String>
+}
+
+/// Unpacks layer archives (tar, gzip or zstd) into directories, streaming,
+/// with every path resolved inside the target.
+///
+/// No entry can create or change anything outside the target: absolute
+/// paths and `..` components are refused, parent directories are opened with
+/// `openat2(RESOLVE_BENEATH)` so that a symlink (even one planted by an
+/// earlier layer) cannot lead out, final components are never followed, and
+/// hard links may only point inside. Refused entries are skipped while the
+/// rest of the layer is read, then reported together in one
+/// ``OCIImageError/Code/unsafeLayerEntries`` error.
+public enum LayerUnpacker {
+    /// Unpacks one layer blob into `target`, which must exist.
+    ///
+    /// - Throws: ``OCIImageError`` — `unsafeLayerEntries` listing every refused
+    ///   entry, `corruptLayer`, `digestMismatch` when `expectedDiffID` does
+    ///   not match, `cancelled`, or `systemCall`. After an error the target
+    ///   may hold part of the layer; callers unpack into a scratch directory.
+    @discardableResult
+    public static func unpack(layerAt path: String, into target: String, options: LayerUnpackOptions = LayerUnpackOptions()) throws -> LayerUnpackReport {
+        let fd = try Sys.open(path, O_RDONLY)
+        defer { Sys.close(fd) }
+        let rootFD = try Sys.open(target, O_RDONLY | O_DIRECTORY)
+        defer { Sys.close(rootFD) }
+        var lowerFDs: [Int32] = []
+        defer { lowerFDs.forEach(Sys.close) }
+        if case .overlay(let lowers) = options.whiteouts {
+            for lower in lowers { lowerFDs.append(try Sys.open(lower, O_RDONLY | O_DIRECTORY)) }
+        }
+
+        let stream = LayerStream(fd: fd, path: path)
+        stream.start()
+        defer { stream.stop() }
+
+        guard let reader = archive_read_new() else {
+            throw OCIImageError(.systemCall, "libarchive could not allocate a reader")
+        }
+        defer { archive_read_free(reader) }
+        archive_read_support_format_tar(reader)
+        archive_read_support_format_empty(reader)
+        let context = Unmanaged.passUnretained(stream).toOpaque()
+        let opened = archive_read_open(reader, context, nil, { _, context, buffer in
+            guard let context, let buffer else { return -1 }
+            let stream = Unmanaged<LayerStream>.fromOpaque(context).takeUnretainedValue()
+            guard let block = try? stream.next() else { return -1 }
+            buffer.pointee = block.baseAddress
+            return block.count
+        }, nil)
+        guard opened == ARCHIVE_OK else {
+            throw stream.consumerError ?? OCIImageError(.corruptLayer, "layer \(path) cannot be read: \(archiveMessage(reader))")
+        }
+
+        let applier = LayerApplier(rootFD: rootFD, target: target, layer: path, options: options, lowerFDs: lowerFDs, stream: stream)
+        defer { applier.closeCachedDirectories() }
+        let entries = try applier.applyAll(reader)
+        try stream.drain()
+        let diffID = stream.hasher.finalize()
+        if let expected = options.expectedDiffID, expected != diffID {
+            throw OCIImageError(.digestMismatch, "layer \(path) unpacks to content with DiffID \(diffID), but the image configuration says \(expected)")
+        }
+        if !applier.refused.isEmpty {
+            let shown = applier.refused.prefix(20).map(\.description).joined(separator: "; ")
+            let more = applier.refused.count > 20 ? " and \(applier.refused.count - 20) more" : ""
+            throw OCIImageError(.unsafeLayerEntries, "layer \(path) has \(applier.refused.count) refused entries: \(shown)\(more)",
+                                refusedEntries: applier.refused)
+        }
+        return LayerUnpackReport(diffID: diffID, uncompressedSize: stream.hasher.count, entries: entries,
+                                 skippedAttributes: applier.skippedAttributes)
+    }
+}
