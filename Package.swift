@@ -102,6 +102,7 @@ let package = Package(
         .testTarget(
             name: "OCIImageTests",
             dependencies: ["OCIImage", "CArchive", "CGantrySystem"],
+            exclude: ["Fixtures"],
             swiftSettings: strict
         ),
         .testTarget(name: "RuntimeTests", dependencies: ["Runtime"], swiftSettings: strict),

@@ -120,8 +120,48 @@ extension ImageCommand {
             if text.hasPrefix("["), let data = text.data(using: .utf8), let array = try? JSONDecoder().decode([String].self, from: data) {
                 return array
             }
-            let words = text.split(whereSeparator: \.isWhitespace).map(String.init)
+            let words = try shellWords(text)
             guard !words.isEmpty else { throw ValidationError("the command \"\(text)\" is empty") }
+            return words
+        }
+
+        /// Splits a command line as a POSIX shell would, honouring single and
+        /// double quotes and backslashes (no expansions).
+        private func shellWords(_ text: String) throws -> [String] {
+            var words: [String] = []
+            var current = ""
+            var inWord = false
+            var quote: Character?
+            var escaped = false
+            for character in text {
+                if escaped {
+                    current.append(character)
+                    escaped = false
+                } else if let open = quote {
+                    if character == open {
+                        quote = nil
+                    } else if character == "\\" && open == "\"" {
+                        escaped = true
+                    } else {
+                        current.append(character)
+                    }
+                } else if character == "\\" {
+                    escaped = true
+                    inWord = true
+                } else if character == "'" || character == "\"" {
+                    quote = character
+                    inWord = true
+                } else if character.isWhitespace {
+                    if inWord { words.append(current) }
+                    current = ""
+                    inWord = false
+                } else {
+                    current.append(character)
+                    inWord = true
+                }
+            }
+            guard quote == nil, !escaped else { throw ValidationError("the command \"\(text)\" has an unclosed quote or a trailing backslash") }
+            if inWord { words.append(current) }
             return words
         }
     }

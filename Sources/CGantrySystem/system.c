@@ -52,3 +52,7 @@ ssize_t gantry_copy_file_range(int from, int to, size_t length) {
 }
 
 int gantry_syncfs(int fd) { return syncfs(fd); }
+
+ssize_t gantry_llistxattr(const char *path, char *list, size_t size) { return llistxattr(path, list, size); }
+
+ssize_t gantry_lgetxattr(const char *path, const char *name, void *value, size_t size) { return lgetxattr(path, name, value, size); }

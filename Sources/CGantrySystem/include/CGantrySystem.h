@@ -42,6 +42,10 @@ int gantry_fsetxattr(int fd, const char *name, const void *value, size_t size, i
 ssize_t gantry_flistxattr(int fd, char *list, size_t size);
 ssize_t gantry_fgetxattr(int fd, const char *name, void *value, size_t size);
 
+/// llistxattr(2) and lgetxattr(2), which do not follow symlinks.
+ssize_t gantry_llistxattr(const char *path, char *list, size_t size);
+ssize_t gantry_lgetxattr(const char *path, const char *name, void *value, size_t size);
+
 /// copy_file_range(2) over whole descriptors (current offsets).
 ssize_t gantry_copy_file_range(int from, int to, size_t length);
 

@@ -77,6 +77,9 @@ public struct ImageReference: Hashable, Sendable, CustomStringConvertible, Codab
             }
         }
         if registry == "index.docker.io" || registry == "registry-1.docker.io" { registry = ImageReference.defaultRegistry }
+        if path.lowercased() != path {
+            throw fail("the repository name \"\(path)\" must be lowercase")
+        }
         var repository = String(path)
         if registry == ImageReference.defaultRegistry && !repository.contains("/") {
             repository = "library/" + repository
@@ -203,9 +206,6 @@ public struct ImageReference: Hashable, Sendable, CustomStringConvertible, Codab
 
     /// Components of `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*` separated by '/'.
     static func validateRepository(_ repository: String, fail: (String) -> OCIImageError) throws {
-        if repository.lowercased() != repository {
-            throw fail("the repository name \"\(repository)\" must be lowercase")
-        }
         for component in repository.split(separator: "/", omittingEmptySubsequences: false) {
             guard !component.isEmpty else { throw fail("the repository name \"\(repository)\" has an empty path component") }
             let bytes = Array(component.utf8)

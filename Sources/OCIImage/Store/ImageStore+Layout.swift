@@ -8,11 +8,12 @@ extension ImageStore {
     ///   - directory: The layout's directory.
     ///   - tag: The `org.opencontainers.image.ref.name` to import; `nil`
     ///     imports every image listed in `index.json`.
-    ///   - name: The name to give the image. Without one, a layout tag that
-    ///     is a full reference is used as the name; otherwise the name is the
-    ///     layout directory's name with the layout tag as tag. When several
-    ///     images are imported, `name` gives the repository and each keeps its
-    ///     layout tag.
+    ///   - name: The name to give the image (`latest` is its tag when it has
+    ///     none). When several images are imported, `name` is a repository and
+    ///     each image keeps its layout tag. Without a name, a layout tag that is
+    ///     a full reference is used as the name; otherwise the name is the
+    ///     layout directory's name with the layout tag as tag.
+    ///   - progress: Receives a report before and after each blob is copied.
     /// - Returns: The records created, in `index.json` order.
     /// - Throws: ``OCIImageError`` naming the layout, tag or blob at fault;
     ///   the store then has no new names (blobs already copied stay until the
@@ -45,10 +46,7 @@ extension ImageStore {
         if let name {
             let reference = try namingReference(name)
             let explicit = hasExplicitTag(name)
-            if !multiple {
-                guard !explicit, let layoutTag else { return reference }
-                return try reference.withTag(bareTag(layoutTag))
-            }
+            if !multiple { return reference }
             if explicit {
                 throw OCIImageError(.invalidArgument, "the layout \(layout.directory) holds several images; give a name without a tag so that each keeps its own")
             }
@@ -140,6 +138,7 @@ extension ImageStore {
     ///   - name: The image to export.
     ///   - directory: The layout directory: new, empty, or an existing layout.
     ///   - tag: The layout tag; defaults to the image's tag.
+    ///   - progress: Receives a report as each blob is copied.
     public func exportLayout(_ name: String, to directory: String, tag: String? = nil, progress: ImageProgressHandler? = nil) async throws {
         try await offload { _ in
             try self.lock.withLock(.shared) {

@@ -43,6 +43,8 @@ extension ImageStore {
     /// - Parameters:
     ///   - directory: The root filesystem to pack.
     ///   - name: The name to give the image.
+    ///   - options: The configuration, platform and time to record.
+    ///   - progress: Receives a report when packing starts.
     @discardableResult
     public func importRootfs(at directory: String, name: String, options: RootfsImportOptions = RootfsImportOptions(),
                              progress: ImageProgressHandler? = nil) async throws -> ImageRecord {
@@ -93,8 +95,10 @@ extension ImageStore {
     /// its layers in order (whiteouts delete).
     ///
     /// - Parameters:
+    ///   - name: The image's name or digest.
     ///   - directory: A new or empty directory.
     ///   - platform: The platform to unpack for a multi-platform image.
+    ///   - progress: Receives the compressed bytes read of each layer.
     /// - Throws: ``OCIImageError``; then `directory` is left as it was
     ///   (removed if this call created it, emptied otherwise).
     @discardableResult

@@ -126,6 +126,7 @@ final class LayerApplier {
         }
 
         guard case .found(let parentFD) = try directory(parent, create: true, display: display) else { return }
+        preserveTimes(of: join(parent), fd: parentFD)
         let path = join(components)
         written.insert(path)
 
@@ -367,6 +368,16 @@ final class LayerApplier {
         deferDirectoryMetadata(path, entry)
     }
 
+    /// Records the mode and times of a directory this layer changes without
+    /// declaring it, so that they are restored afterwards as they were.
+    private func preserveTimes(of path: Path, fd: Int32) {
+        guard deferred[path] == nil else { return }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return }
+        deferredOrder.append(path)
+        deferred[path] = DirectoryMetadata(mode: st.st_mode & 0o7777, times: (st.st_atim, st.st_mtim))
+    }
+
     private func deferDirectoryMetadata(_ path: Path, _ entry: OpaquePointer) {
         if deferred[path] == nil { deferredOrder.append(path) }
         deferred[path] = DirectoryMetadata(mode: archive_entry_perm(entry), times: times(entry))
@@ -526,6 +537,7 @@ final class LayerApplier {
         if case .overlay = options.whiteouts { overlay = true } else { overlay = false }
         if name == opaqueMarker {
             guard case .found(let parentFD) = try directory(parent, create: overlay, display: display) else { return }
+            preserveTimes(of: join(parent), fd: parentFD)
             let fd = try Sys.check("open", "\(target)/\(text(join(parent)))") {
                 gantry_openat2(parentFD, ".", UInt64(O_RDONLY | O_DIRECTORY | O_CLOEXEC), 0, 0)
             }
@@ -548,6 +560,7 @@ final class LayerApplier {
         // A whiteout hides lower layers only, never what this layer made.
         if written.contains(hiddenPath) { return }
         guard case .found(let parentFD) = try directory(parent, create: overlay, display: display) else { return }
+        preserveTimes(of: join(parent), fd: parentFD)
         if overlay {
             written.insert(hiddenPath)
             try replacing(parentFD, hidden, display) { mknodat(parentFD, $0, S_IFCHR, gantry_makedev(0, 0)) }

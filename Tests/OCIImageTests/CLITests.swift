@@ -1,0 +1,89 @@
+import Foundation
+import Testing
+@testable import OCIImage
+
+/// Runs the example CLI, built beside this test bundle.
+@Suite struct CLITests {
+    let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("gantry").path
+
+    func gantry(_ root: String, _ arguments: String...) throws -> (status: Int32, output: String, error: String) {
+        try #require(FileManager.default.isExecutableFile(atPath: binary), "build the gantry product first (swift build)")
+        return try runWithStatus(binary, ["--root", root] + arguments)
+    }
+
+    func json(_ text: String) throws -> Any {
+        try JSONSerialization.jsonObject(with: Data(text.utf8))
+    }
+
+    @Test func imageCommandsEndToEnd() async throws {
+        try await withTemporaryDirectory("cli") { dir in
+            let root = dir + "/state"
+            try Fixtures.busyboxRootfs(dir + "/rootfs")
+
+            let imported = try gantry(root, "image", "import-rootfs", dir + "/rootfs", "--name", "tools:1", "--cmd", "sh -c 'echo hi'", "--format", "json")
+            #expect(imported.status == 0, "\(imported.error)")
+            let records = try #require(try json(imported.output) as? [[String: Any]])
+            #expect(records.first?["reference"] as? String == "docker.io/library/tools:1")
+
+            let table = try gantry(root, "image", "ls")
+            #expect(table.output.split(separator: "\n").first?.hasPrefix("REPOSITORY") == true)
+            #expect(table.output.contains("tools") && table.output.contains("linux/"))
+            let list = try #require(try json(try gantry(root, "image", "ls", "--format", "json").output) as? [[String: Any]])
+            #expect(list.map { $0["familiarName"] as? String } == ["tools:1"])
+
+            let inspected = try #require(try json(try gantry(root, "image", "inspect", "tools:1", "--format", "json").output) as? [String: Any])
+            let config = try #require((inspected["config"] as? [String: Any])?["config"] as? [String: Any])
+            #expect(config["Cmd"] as? [String] == ["sh", "-c", "echo hi"])
+            #expect(try gantry(root, "image", "inspect", "tools:1").output.contains("Layer 1"))
+
+            #expect(try gantry(root, "image", "unpack", "tools:1", dir + "/out").status == 0)
+            #expect(FileManager.default.isExecutableFile(atPath: dir + "/out/bin/busybox"))
+
+            #expect(try gantry(root, "image", "export-layout", "tools:1", dir + "/layout:v1").status == 0)
+            let other = dir + "/other"
+            let reimported = try gantry(other, "image", "import-layout", dir + "/layout:v1", "--name", "copy:v1")
+            #expect(reimported.status == 0, "\(reimported.error)")
+            #expect(reimported.output.contains(try #require(inspected["digest"] as? String)))
+
+            let removed = try #require(try json(try gantry(root, "image", "rm", "tools:1", "--format", "json").output) as? [[String: Any]])
+            #expect((removed.first?["freed"] as? [String: Any])?["blobs"] as? Int == 3)
+            let pruned = try #require(try json(try gantry(root, "image", "prune", "--format", "json").output) as? [String: Any])
+            #expect(pruned["blobs"] as? Int == 0)
+            #expect(try gantry(root, "image", "ls", "--quiet").output.isEmpty)
+        }
+    }
+
+    @Test(arguments: [
+        (["image", "inspect", "missing:1"], "no image named \"missing:1\""),
+        (["image", "import-rootfs", "/nonexistent-dir", "--name", "x"], "/nonexistent-dir is not a directory"),
+        (["image", "import-rootfs", "/tmp", "--name", "Bad Name"], "invalid image reference \"Bad Name\""),
+        (["image", "import-layout", "/tmp"], "/tmp is not an OCI image layout"),
+        (["image", "inspect", "x", "--platform", "linux/"], "invalid platform"),
+    ])
+    func errorsAreOneLine(arguments: [String], message: String) async throws {
+        try await withTemporaryDirectory("cli-error") { dir in
+            try #require(FileManager.default.isExecutableFile(atPath: binary), "build the gantry product first (swift build)")
+            let result = try runWithStatus(binary, ["--root", dir] + arguments)
+            #expect(result.status == 1)
+            #expect(result.output.isEmpty)
+            let lines = result.error.split(separator: "\n")
+            #expect(lines.count == 1)
+            #expect(lines.first?.hasPrefix("gantry: error: ") == true)
+            #expect(result.error.contains(message), "\(result.error)")
+        }
+    }
+
+    @Test func globalOptionsGoAnywhere() async throws {
+        try await withTemporaryDirectory("cli-global") { dir in
+            try #require(FileManager.default.isExecutableFile(atPath: binary), "build the gantry product first (swift build)")
+            let before = try runWithStatus(binary, ["--root", dir + "/a", "image", "ls", "--format", "json"])
+            let after = try runWithStatus(binary, ["image", "ls", "--format", "json", "--root", dir + "/b"])
+            #expect(before.status == 0 && after.status == 0)
+            #expect(FileManager.default.fileExists(atPath: dir + "/a/gantry.sqlite"))
+            #expect(FileManager.default.fileExists(atPath: dir + "/b/gantry.sqlite"))
+            let environment = try runWithStatus(binary, ["image", "ls"], environment: ["GANTRY_ROOT": dir + "/c"])
+            #expect(environment.status == 0)
+            #expect(FileManager.default.fileExists(atPath: dir + "/c/gantry.sqlite"))
+        }
+    }
+}
