@@ -27,10 +27,14 @@ import Testing
             let unnamed = try await store.importLayout(at: dir + "/umoci")
             #expect(unnamed.map(\.reference.familiarDescription) == ["umoci:1.0"])
 
-            let source = try snapshotTree(dir + "/busybox-rootfs", directoryMtimes: false)
+            // umoci rounds times to whole seconds when it packs, so only the
+            // rest is compared with the source; times are compared with
+            // umoci's own unpacking elsewhere.
+            let source = try snapshotTree(dir + "/busybox-rootfs", mtimes: false)
             for name in ["bb:umoci", "bb:skopeo"] {
                 try await store.unpack(name, into: "\(dir)/out-\(name)")
-                #expect(differences(source, try snapshotTree("\(dir)/out-\(name)", directoryMtimes: false)) == [], "\(name)")
+                let unpacked = try snapshotTree("\(dir)/out-\(name)", mtimes: false)
+                #expect(differences(source, unpacked) == [], "\(name)")
             }
         }
     }
