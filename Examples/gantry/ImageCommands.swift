@@ -177,20 +177,23 @@ extension ImageCommand {
 
         func run() async throws {
             let gantry = try await global.openGantry()
-            let images = try await gantry.images.listDetails()
+            // An image that cannot be read for this host is still listed.
+            var images: [(record: ImageRecord, details: ImageDetails?)] = []
+            for record in try await gantry.images.list() {
+                images.append((record, try? await gantry.images.inspect(record.reference.description)))
+            }
             if quiet {
-                images.forEach { print($0.familiarName) }
+                images.forEach { print($0.record.reference.familiarDescription) }
                 return
             }
             switch output.format {
-            case .json: try Terminal.printJSON(images.map(ImageSummary.init))
+            case .json: try Terminal.printJSON(images.map { ImageSummary($0.record, $0.details) })
             case .table:
                 Terminal.printTable(
                     ["REPOSITORY", "TAG", "DIGEST", "PLATFORM", "CREATED", "SIZE"],
-                    images.map { image in
-                        let reference = try? ImageReference(parsing: image.name)
-                        return [reference?.familiarName ?? image.name, reference?.tag ?? "<none>", image.digest.shortForm,
-                                image.platform.description, Terminal.age(image.created), Terminal.bytes(image.size)]
+                    images.map { record, details in
+                        [record.reference.familiarName, record.reference.tag ?? "<none>", record.descriptor.digest.shortForm,
+                         details?.platform.description ?? "-", Terminal.age(details?.created), details.map { Terminal.bytes($0.size) } ?? "-"]
                     })
             }
         }
@@ -202,20 +205,20 @@ extension ImageCommand {
         var familiarName: String
         var digest: Digest
         var mediaType: MediaType
-        var platform: String
+        var platform: String?
         var created: String?
-        var size: Int64
-        var layers: Int
+        var size: Int64?
+        var layers: Int?
 
-        init(_ details: ImageDetails) {
-            name = details.name
-            familiarName = details.familiarName
-            digest = details.digest
-            mediaType = details.mediaType
-            platform = details.platform.description
-            created = details.created
-            size = details.size
-            layers = details.layers.count
+        init(_ record: ImageRecord, _ details: ImageDetails?) {
+            name = record.reference.description
+            familiarName = record.reference.familiarDescription
+            digest = record.descriptor.digest
+            mediaType = record.descriptor.mediaType
+            platform = details?.platform.description
+            created = details?.created
+            size = details?.size
+            layers = details?.layers.count
         }
     }
 
@@ -380,7 +383,10 @@ extension ImageCommand {
             let (directory, tag) = splitLocation(location)
             let record = try await gantry.images.image(image)
             let finalTag = tag ?? record.reference.tag ?? ImageReference.defaultTag
-            try await gantry.images.exportLayout(image, to: directory, tag: finalTag)
+            let progress = ProgressLine(enabled: Terminal.isInteractive && output.format == .table)
+            defer { progress.finish() }
+            try await gantry.images.exportLayout(image, to: directory, tag: finalTag, progress: progress.handler)
+            progress.finish()
             let export = Export(image: record.reference.description, layout: directory, tag: finalTag)
             switch output.format {
             case .json: try Terminal.printJSON(export)

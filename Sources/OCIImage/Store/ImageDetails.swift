@@ -36,14 +36,6 @@ extension ImageStore {
         try await offload { _ in try self.details(try self.lookup(name), platform: platform) }
     }
 
-    /// Details of every named image, sorted by name. Images that cannot be
-    /// resolved for this host are left out.
-    public func listDetails() async throws -> [ImageDetails] {
-        try await offload { _ in
-            try self.database.images().compactMap { try? self.details($0, platform: nil) }
-        }
-    }
-
     func details(_ record: ImageRecord, platform: Platform?) throws -> ImageDetails {
         let image = try resolve(record, platform: platform)
         var size = image.manifestDescriptor.size + image.manifest.config.size + image.manifest.layers.reduce(0) { $0 + $1.size }

@@ -145,7 +145,7 @@ final class LayerApplier {
                 return
             }
             try replacing(parentFD, name, display) { symlinkat(linkTarget, parentFD, $0) }
-            try setOwnerAndTimes(parentFD: parentFD, name: name, entry, display: display, symlink: true)
+            try setOwnerAndTimes(parentFD: parentFD, name: name, entry, display: display)
         case GANTRY_AE_IFIFO:
             try replacing(parentFD, name, display) { mknodat(parentFD, $0, S_IFIFO | 0o600, 0) }
             try setSpecialFileMetadata(parentFD: parentFD, name: name, entry, display: display)
@@ -476,7 +476,7 @@ final class LayerApplier {
         return false
     }
 
-    private func setOwnerAndTimes(parentFD: Int32, name: Path, _ entry: OpaquePointer, display: String, symlink: Bool) throws {
+    private func setOwnerAndTimes(parentFD: Int32, name: Path, _ entry: OpaquePointer, display: String) throws {
         try withCString(name) { cName in
             if options.privileged {
                 let uid = uid_t(truncatingIfNeeded: archive_entry_uid(entry))
@@ -490,8 +490,8 @@ final class LayerApplier {
             }
         }
         if archive_entry_xattr_count(entry) > 0 {
-            // Attributes on symlinks are rare and only `trusted.*` or `security.*`
-            // are possible there; they are not carried.
+            // Symlinks and special files cannot have `user.*` attributes, and
+            // others on them are rare; they are reported as skipped.
             archive_entry_xattr_reset(entry)
             var name: UnsafePointer<CChar>?
             var value: UnsafeRawPointer?
@@ -507,7 +507,7 @@ final class LayerApplier {
         try withCString(name) { cName in
             try Sys.check("chmod", "\(target)/\(display)") { fchmodat(parentFD, cName, archive_entry_perm(entry), 0) }
         }
-        try setOwnerAndTimes(parentFD: parentFD, name: name, entry, display: display, symlink: false)
+        try setOwnerAndTimes(parentFD: parentFD, name: name, entry, display: display)
     }
 
     private func finishDirectories() throws {
