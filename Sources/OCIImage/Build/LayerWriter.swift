@@ -166,19 +166,12 @@ final class LayerWriter {
     }
 
     private func filterAttributes(_ entry: OpaquePointer) {
-        guard archive_entry_xattr_count(entry) > 0 else { return }
-        var kept: [(String, Data)] = []
-        archive_entry_xattr_reset(entry)
-        var name: UnsafePointer<CChar>?
-        var value: UnsafeRawPointer?
-        var size = 0
-        while archive_entry_xattr_next(entry, &name, &value, &size) == ARCHIVE_OK {
-            guard let name else { continue }
+        var kept: [(String, [UInt8])] = []
+        ExtendedAttributes.forEach(in: entry) { name, value in
             let key = String(cString: name)
-            let carried = (key.hasPrefix("user.") || key.hasPrefix("trusted.") || key == "security.capability")
-                && !key.hasPrefix("trusted.overlay.") && !key.hasPrefix("user.overlay.")
-            if carried { kept.append((key, value.map { Data(bytes: $0, count: size) } ?? Data())) }
+            if ExtendedAttributes.isCarried(key) { kept.append((key, Array(value))) }
         }
+        guard archive_entry_xattr_count(entry) > 0 else { return }
         archive_entry_xattr_clear(entry)
         for (key, value) in kept.sorted(by: { $0.0 < $1.0 }) {
             value.withUnsafeBytes { archive_entry_xattr_add_entry(entry, key, $0.baseAddress, $0.count) }

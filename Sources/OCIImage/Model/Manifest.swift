@@ -65,20 +65,7 @@ public struct Manifest: Hashable, Sendable, Codable, PreservesUnknownFields {
     /// - Throws: ``OCIImageError`` with ``OCIImageError/Code/unsupportedSchemaVersion``
     ///   for Docker schema 1, or ``OCIImageError/Code/invalidManifest``.
     public static func decode(_ data: Data, mediaType: MediaType? = nil) throws -> Manifest {
-        let kind = try DocumentKind.detect(data, announced: mediaType)
-        guard kind == .manifest else {
-            throw OCIImageError(.invalidManifest, "expected an image manifest but found \(kind)")
-        }
-        let manifest: Manifest
-        do {
-            manifest = try JSONDecoder().decode(Manifest.self, from: data)
-        } catch {
-            throw OCIImageError(.invalidManifest, "the image manifest cannot be decoded: \(describe(error))")
-        }
-        guard manifest.schemaVersion == 2 else {
-            throw OCIImageError(.invalidManifest, "the image manifest has schemaVersion \(manifest.schemaVersion), expected 2")
-        }
-        return manifest
+        try DocumentKind.manifest.decode(Manifest.self, from: data, announced: mediaType, schemaVersion: \.schemaVersion)
     }
 }
 
@@ -136,20 +123,7 @@ public struct ImageIndex: Hashable, Sendable, Codable, PreservesUnknownFields {
 
     /// Decodes and validates an index.
     public static func decode(_ data: Data, mediaType: MediaType? = nil) throws -> ImageIndex {
-        let kind = try DocumentKind.detect(data, announced: mediaType)
-        guard kind == .index else {
-            throw OCIImageError(.invalidManifest, "expected an image index but found \(kind)")
-        }
-        let index: ImageIndex
-        do {
-            index = try JSONDecoder().decode(ImageIndex.self, from: data)
-        } catch {
-            throw OCIImageError(.invalidManifest, "the image index cannot be decoded: \(describe(error))")
-        }
-        guard index.schemaVersion == 2 else {
-            throw OCIImageError(.invalidManifest, "the image index has schemaVersion \(index.schemaVersion), expected 2")
-        }
-        return index
+        try DocumentKind.index.decode(ImageIndex.self, from: data, announced: mediaType, schemaVersion: \.schemaVersion)
     }
 
     /// The manifest for `platform`: an exact match if there is one, else the
@@ -193,6 +167,27 @@ public enum DocumentKind: Hashable, Sendable, CustomStringConvertible {
         var layers: JSONValue?
         var config: JSONValue?
         var fsLayers: JSONValue?
+    }
+
+    /// Decodes `data` as a document of this kind, checking that it is one
+    /// and that its schema version is 2.
+    func decode<Document: Decodable>(
+        _ type: Document.Type, from data: Data, announced: MediaType?, schemaVersion: KeyPath<Document, Int>
+    ) throws -> Document {
+        let kind = try DocumentKind.detect(data, announced: announced)
+        guard kind == self else {
+            throw OCIImageError(.invalidManifest, "expected \(self) but found \(kind)")
+        }
+        let document: Document
+        do {
+            document = try JSONDecoder().decode(Document.self, from: data)
+        } catch {
+            throw OCIImageError(.invalidManifest, "\(self) cannot be decoded: \(describe(error))")
+        }
+        guard document[keyPath: schemaVersion] == 2 else {
+            throw OCIImageError(.invalidManifest, "\(self) has schemaVersion \(document[keyPath: schemaVersion]), expected 2")
+        }
+        return document
     }
 
     /// Works out whether `data` is a manifest or an index from its declared

@@ -1,0 +1,230 @@
+import CArchive
+import CGantrySystem
+import Foundation
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension LayerApplier {
+    // MARK: Creating entries
+
+    /// Runs `create` on the entry's name; if something is in the way, removes
+    /// it (a directory with its contents) and tries once more.
+    func replacing(_ parentFD: Int32, _ name: Path, _ display: String, _ create: (UnsafePointer<CChar>) -> Int32) throws {
+        try withCString(name) { cName in
+            if create(cName) == 0 { return }
+            guard Sys.errno == .fileExists else { throw OCIImageError.system("create", "\(target)/\(display)", Sys.errno) }
+            try removeExisting(parentFD, name, display: display)
+            try Sys.check("create", "\(target)/\(display)") { create(cName) }
+        }
+    }
+
+    func removeExisting(_ parentFD: Int32, _ name: Path, display: String) throws {
+        var st = stat()
+        guard withCString(name, { fstatat(parentFD, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else { return }
+        if (st.st_mode & S_IFMT) == S_IFDIR {
+            closeCachedDirectories()
+            try Sys.removeTree(at: parentFD, name: name, display: "\(target)/\(display)")
+        } else {
+            try Sys.check("unlink", "\(target)/\(display)") { withCString(name) { unlinkat(parentFD, $0, 0) } }
+        }
+    }
+
+    func createFile(_ entry: OpaquePointer, _ reader: OpaquePointer, parentFD: Int32, name: Path, display: String) throws {
+        let flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC
+        var fd = withCString(name) { openat(parentFD, $0, flags, 0o600) }
+        if fd < 0 && Sys.errno == .fileExists {
+            try removeExisting(parentFD, name, display: display)
+            fd = withCString(name) { openat(parentFD, $0, flags, 0o600) }
+        }
+        guard fd >= 0 else { throw OCIImageError.system("create", "\(target)/\(display)", Sys.errno) }
+        defer { Sys.close(fd) }
+        try writeData(fd, reader, size: archive_entry_size_is_set(entry) != 0 ? archive_entry_size(entry) : nil, display: display)
+        try setOwnerAndAttributes(fd: fd, entry, display: display)
+        try Sys.check("chmod", "\(target)/\(display)") { fchmod(fd, archive_entry_perm(entry)) }
+        if var times = times(entry) {
+            try Sys.check("utimens", "\(target)/\(display)") { withUnsafePointer(to: &times) { $0.withMemoryRebound(to: timespec.self, capacity: 2) { futimens(fd, $0) } } }
+        }
+    }
+
+    func writeData(_ fd: Int32, _ reader: OpaquePointer, size: Int64?, display: String) throws {
+        var block: UnsafeRawPointer?
+        var length = 0
+        var offset: la_int64_t = 0
+        var position: Int64 = 0
+        while true {
+            let status = archive_read_data_block(reader, &block, &length, &offset)
+            if status == ARCHIVE_EOF { break }
+            guard status >= ARCHIVE_WARN else { throw corrupt(reader) }
+            if offset != position {
+                // A hole in a sparse file.
+                guard lseek(fd, off_t(offset), SEEK_SET) >= 0 else { throw OCIImageError.system("lseek", "\(target)/\(display)", Sys.errno) }
+                position = offset
+            }
+            try Sys.writeAll(fd, UnsafeRawBufferPointer(start: block, count: length), path: "\(target)/\(display)")
+            position += Int64(length)
+        }
+        if let size, position < size {
+            try Sys.check("truncate", "\(target)/\(display)") { ftruncate(fd, off_t(size)) }
+        }
+    }
+
+    func createDirectory(_ entry: OpaquePointer, parentFD: Int32, name: Path, path: Path, display: String) throws {
+        let made = withCString(name) { mkdirat(parentFD, $0, 0o700) }
+        if made != 0 {
+            guard Sys.errno == .fileExists else { throw OCIImageError.system("mkdir", "\(target)/\(display)", Sys.errno) }
+            var st = stat()
+            let isDirectory = withCString(name) { fstatat(parentFD, $0, &st, AT_SYMLINK_NOFOLLOW) } == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+            if !isDirectory {
+                try removeExisting(parentFD, name, display: display)
+                try Sys.check("mkdir", "\(target)/\(display)") { withCString(name) { mkdirat(parentFD, $0, 0o700) } }
+            }
+        }
+        let fd = try Sys.check("open", "\(target)/\(display)") {
+            withCString(name) { openat(parentFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+        }
+        defer { Sys.close(fd) }
+        try setOwnerAndAttributes(fd: fd, entry, display: display)
+        deferDirectoryMetadata(path, entry)
+    }
+
+    /// Records the mode and times of a directory this layer changes without
+    /// declaring it, so that they are restored afterwards as they were.
+    func preserveTimes(of path: Path, fd: Int32) {
+        guard deferred[path] == nil else { return }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return }
+        deferredOrder.append(path)
+        deferred[path] = DirectoryMetadata(mode: st.st_mode & 0o7777, times: (st.st_atim, st.st_mtim))
+    }
+
+    func deferDirectoryMetadata(_ path: Path, _ entry: OpaquePointer) {
+        if deferred[path] == nil { deferredOrder.append(path) }
+        deferred[path] = DirectoryMetadata(mode: archive_entry_perm(entry), times: times(entry))
+    }
+
+    func link(_ entry: OpaquePointer, to rawTarget: Path, parentFD: Int32, name: Path, display: String) throws {
+        let components: [Path]
+        switch normalize(rawTarget) {
+        case .success(let value): components = value
+        case .failure(let reason):
+            refuse(display, "hard link target \(String(decoding: rawTarget, as: UTF8.self)): \(reason.message)")
+            return
+        }
+        guard let targetName = components.last else {
+            refuse(display, "hard link to the layer root")
+            return
+        }
+        let targetPath = join(components)
+        let targetText = text(targetPath)
+        var targetParent = try directory(components.dropLast(), create: false, display: display)
+        if case .overlay = options.whiteouts, !existsInLayer(targetPath) {
+            // The target is in a lower layer: copy it up into this one first.
+            if try copyUp(components, display: display) {
+                targetParent = try directory(components.dropLast(), create: false, display: display)
+            }
+        }
+        guard case .found(let targetParentFD) = targetParent else {
+            if case .missing = targetParent { refuse(display, "hard link target \(targetText) does not exist") }
+            return
+        }
+        try withCString(targetName) { cTarget in
+            try withCString(name) { cName in
+                if linkat(targetParentFD, cTarget, parentFD, cName, 0) == 0 { return }
+                var error = Sys.errno
+                if error == .fileExists {
+                    try removeExisting(parentFD, name, display: display)
+                    if linkat(targetParentFD, cTarget, parentFD, cName, 0) == 0 { return }
+                    error = Sys.errno
+                }
+                switch error {
+                case .noSuchFileOrDirectory: refuse(display, "hard link target \(targetText) does not exist")
+                case .notPermitted: refuse(display, "hard link target \(targetText) is a directory or may not be linked")
+                default: throw OCIImageError.system("link", "\(target)/\(display)", error)
+                }
+            }
+        }
+    }
+
+    // MARK: Metadata
+
+    func times(_ entry: OpaquePointer) -> (timespec, timespec)? {
+        guard archive_entry_mtime_is_set(entry) != 0 else { return nil }
+        let mtime = timespec(tv_sec: time_t(archive_entry_mtime(entry)), tv_nsec: Int(archive_entry_mtime_nsec(entry)))
+        let atime = archive_entry_atime_is_set(entry) != 0
+            ? timespec(tv_sec: time_t(archive_entry_atime(entry)), tv_nsec: Int(archive_entry_atime_nsec(entry)))
+            : mtime
+        return (atime, mtime)
+    }
+
+    /// Owner first (changing it clears set-user-ID bits and file
+    /// capabilities), then extended attributes.
+    func setOwnerAndAttributes(fd: Int32, _ entry: OpaquePointer, display: String) throws {
+        if options.privileged {
+            let uid = uid_t(truncatingIfNeeded: archive_entry_uid(entry))
+            let gid = gid_t(truncatingIfNeeded: archive_entry_gid(entry))
+            try Sys.check("chown", "\(target)/\(display)") { fchown(fd, uid, gid) }
+        }
+        try ExtendedAttributes.forEach(in: entry) { name, value in
+            let key = String(cString: name)
+            guard ExtendedAttributes.isCarried(key), options.privileged || !ExtendedAttributes.needsPrivilege(key) else {
+                skippedAttributes.insert(key)
+                return
+            }
+            if gantry_fsetxattr(fd, name, value.baseAddress, value.count, 0) != 0 {
+                let error = Sys.errno
+                guard error == .notSupported || error == .notPermitted else {
+                    throw OCIImageError.system("setxattr \(key) on", "\(target)/\(display)", error)
+                }
+                skippedAttributes.insert(key)
+            }
+        }
+    }
+
+    func setOwnerAndTimes(parentFD: Int32, name: Path, _ entry: OpaquePointer, display: String) throws {
+        try withCString(name) { cName in
+            if options.privileged {
+                let uid = uid_t(truncatingIfNeeded: archive_entry_uid(entry))
+                let gid = gid_t(truncatingIfNeeded: archive_entry_gid(entry))
+                try Sys.check("chown", "\(target)/\(display)") { fchownat(parentFD, cName, uid, gid, AT_SYMLINK_NOFOLLOW) }
+            }
+            if var times = times(entry) {
+                try Sys.check("utimens", "\(target)/\(display)") {
+                    withUnsafePointer(to: &times) { $0.withMemoryRebound(to: timespec.self, capacity: 2) { utimensat(parentFD, cName, $0, AT_SYMLINK_NOFOLLOW) } }
+                }
+            }
+        }
+        // Symlinks and special files cannot have `user.*` attributes, and
+        // others on them are rare; they are reported as skipped.
+        ExtendedAttributes.forEach(in: entry) { name, _ in skippedAttributes.insert(String(cString: name)) }
+    }
+
+    func setSpecialFileMetadata(parentFD: Int32, name: Path, _ entry: OpaquePointer, display: String) throws {
+        // The node was just created here and is not a symlink, so following is safe.
+        try withCString(name) { cName in
+            try Sys.check("chmod", "\(target)/\(display)") { fchmodat(parentFD, cName, archive_entry_perm(entry), 0) }
+        }
+        try setOwnerAndTimes(parentFD: parentFD, name: name, entry, display: display)
+    }
+
+    func finishDirectories() throws {
+        for path in deferredOrder.reversed() {
+            guard let metadata = deferred[path] else { continue }
+            let fd: Int32
+            switch openBeneath(path, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW, noSymlinks: true) {
+            case .success(let value): fd = value
+            // Replaced or removed later in the layer.
+            case .failure(.noSuchFileOrDirectory), .failure(.notDirectory), .failure(.tooManySymbolicLinkLevels), .failure(.improperLink): continue
+            case .failure(let error): throw OCIImageError.system("open", target + "/" + text(path), error)
+            }
+            defer { Sys.close(fd) }
+            try Sys.check("chmod", target + "/" + text(path)) { fchmod(fd, metadata.mode) }
+            if var times = metadata.times {
+                try Sys.check("utimens", target + "/" + text(path)) {
+                    withUnsafePointer(to: &times) { $0.withMemoryRebound(to: timespec.self, capacity: 2) { futimens(fd, $0) } }
+                }
+            }
+        }
+    }
+}
