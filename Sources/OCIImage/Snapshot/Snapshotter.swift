@@ -54,13 +54,14 @@ struct Snapshotter: Sendable {
                 snapshots.append(existing)
                 continue
             }
-            if Sys.lstat(directory) == nil {
-                try unpack(layer, into: directory, lowers: snapshots.reversed().map(\.directory), index: index, count: layers.count,
-                           privileged: privileged, progress: progress, isCancelled: isCancelled)
-            }
             // A directory without a record was renamed into place by a process
-            // that stopped before recording it; it is complete.
-            try database.addSnapshot(chainID: chainID, parent: parent, diffID: layer.diffID, size: layer.descriptor.size)
+            // that stopped before recording it; it is complete, of unknown size.
+            var size: Int64 = 0
+            if Sys.lstat(directory) == nil {
+                size = try unpack(layer, into: directory, lowers: snapshots.reversed().map(\.directory), index: index, count: layers.count,
+                                  privileged: privileged, progress: progress, isCancelled: isCancelled)
+            }
+            try database.addSnapshot(chainID: chainID, parent: parent, diffID: layer.diffID, size: size)
             guard let snapshot = try database.snapshot(chainID, root: root) else {
                 throw OCIImageError(.systemCall, "snapshot \(chainID) vanished while being recorded")
             }
@@ -72,7 +73,7 @@ struct Snapshotter: Sendable {
     private func unpack(
         _ layer: LayerSource, into directory: String, lowers: [String], index: Int, count: Int,
         privileged: Bool, progress: ImageProgressHandler?, isCancelled: @escaping @Sendable () -> Bool
-    ) throws {
+    ) throws -> Int64 {
         let scratch = root.snapshots + "/.tmp-" + Sys.randomSuffix()
         try Sys.check("mkdir", scratch) { mkdir(scratch, 0o755) }
         do {
@@ -80,13 +81,14 @@ struct Snapshotter: Sendable {
                 whiteouts: .overlay(lowerLayers: lowers), privileged: privileged, expectedDiffID: layer.diffID,
                 progress: ImageProgress.unpacking(layer.descriptor, index: index, count: count, handler: progress),
                 isCancelled: isCancelled)
-            try LayerUnpacker.unpack(layerAt: content.path(for: layer.descriptor.digest), into: scratch, options: options)
+            let report = try LayerUnpacker.unpack(layerAt: content.path(for: layer.descriptor.digest), into: scratch, options: options)
             if rename(scratch, directory) != 0 {
                 let error = Sys.errno
                 // Someone else finished the same snapshot first.
                 guard error == .directoryNotEmpty || error == .fileExists else { throw OCIImageError.system("rename", directory, error) }
                 try Sys.removeTree(scratch)
             }
+            return report.uncompressedSize
         } catch {
             try? Sys.removeTree(scratch)
             throw error

@@ -23,7 +23,8 @@ public struct Snapshot: Hashable, Sendable, Codable {
     public var diffID: Digest
     /// The directory holding the layer's files.
     public var directory: String
-    /// The size of the layer's uncompressed archive in bytes.
+    /// The size of the layer's uncompressed archive in bytes (0 when a
+    /// snapshot left by an interrupted process was adopted).
     public var size: Int64
     /// When the snapshot was made.
     public var created: Date

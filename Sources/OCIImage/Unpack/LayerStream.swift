@@ -39,14 +39,15 @@ final class LayerStream: @unchecked Sendable {
     private(set) var consumerError: OCIImageError?
     private var heldSlot = false
     private var ended = false
-    private(set) var hasher = DigestHasher(algorithm: .sha256)
+    private(set) var hasher: DigestHasher
 
     private let fd: Int32
     private let path: String
 
     /// Creates a stream over the layer blob open at `fd` (which the caller
-    /// keeps open until ``stop()`` returns).
-    init(fd: Int32, path: String) {
+    /// keeps open until ``stop()`` returns), hashing with `algorithm`.
+    init(fd: Int32, path: String, algorithm: Digest.Algorithm) {
+        hasher = DigestHasher(algorithm: algorithm)
         self.fd = fd
         self.path = path
         slots = UnsafeMutableRawPointer.allocate(byteCount: slotSize * slotCount, alignment: 64)

@@ -47,7 +47,8 @@ public struct LayerUnpackOptions: Sendable {
 
 /// What unpacking a layer did.
 public struct LayerUnpackReport: Hashable, Sendable {
-    /// The digest of the uncompressed stream.
+    /// The digest of the uncompressed stream (SHA-256, or the algorithm of
+    /// the expected DiffID).
     public var diffID: Digest
     /// The size of the uncompressed stream.
     public var uncompressedSize: Int64
@@ -87,7 +88,7 @@ public enum LayerUnpacker {
             for lower in lowers { lowerFDs.append(try Sys.open(lower, O_RDONLY | O_DIRECTORY)) }
         }
 
-        let stream = LayerStream(fd: fd, path: path)
+        let stream = LayerStream(fd: fd, path: path, algorithm: options.expectedDiffID?.algorithm ?? .sha256)
         stream.start()
         defer { stream.stop() }
 

@@ -45,7 +45,7 @@ enum Fixtures {
         let bundle = scratch + "/busybox-bundle"
         try run("umoci", ["init", "--layout", layout])
         try run("umoci", ["new", "--image", "\(layout):\(tag)"])
-        try run("umoci", ["unpack", "--image", "\(layout):\(tag)", bundle])
+        try run("umoci", ["unpack"] + (geteuid() == 0 ? [] : ["--rootless"]) + ["--image", "\(layout):\(tag)", bundle])
         try run("cp", ["-a", rootfs + "/.", bundle + "/rootfs/"])
         try run("umoci", ["repack", "--image", "\(layout):\(tag)", bundle])
         try run("umoci", ["config", "--image", "\(layout):\(tag)", "--config.cmd", "/bin/sh"])

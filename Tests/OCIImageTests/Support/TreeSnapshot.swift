@@ -73,7 +73,9 @@ private func xattrs(_ path: String) -> [String: String] {
     let length = gantry_llistxattr(path, &names, names.count)
     guard length > 0 else { return result }
     let raw = names[..<length].split(separator: 0).map { String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
-    for name in raw where !name.contains("overlay.") && !name.hasPrefix("security.selinux") {
+    // overlayfs and SELinux attributes belong to the host; umoci records
+    // rootless owners in user.rootlesscontainers.
+    for name in raw where !name.contains("overlay.") && !name.hasPrefix("security.selinux") && name != "user.rootlesscontainers" {
         var value = [UInt8](repeating: 0, count: 65536)
         let size = gantry_lgetxattr(path, name, &value, value.count)
         if size >= 0 { result[name] = value[..<size].map { String(format: "%02x", $0) }.joined() }
