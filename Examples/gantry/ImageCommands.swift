@@ -294,6 +294,7 @@ extension ImageCommand {
 
         struct Removal: Encodable {
             var removed: String
+            var familiarName: String
             var digest: Digest
             var freed: PruneReport?
         }
@@ -303,13 +304,14 @@ extension ImageCommand {
             var removals: [Removal] = []
             for (index, image) in images.enumerated() {
                 let (record, report) = try await gantry.images.remove(image, prune: !noPrune && index == images.count - 1)
-                removals.append(Removal(removed: record.reference.description, digest: record.descriptor.digest, freed: report))
+                removals.append(Removal(removed: record.reference.description, familiarName: record.reference.familiarDescription,
+                                        digest: record.descriptor.digest, freed: report))
             }
             switch output.format {
             case .json: try Terminal.printJSON(removals)
             case .table:
                 for removal in removals {
-                    print("Removed \(removal.removed) (\(removal.digest.shortForm))")
+                    print("Removed \(removal.familiarName) (\(removal.digest.shortForm))")
                     if let freed = removal.freed {
                         print("Freed \(Terminal.bytes(freed.bytes)) in \(freed.blobs) blobs and \(freed.snapshots) snapshots")
                     }
