@@ -38,6 +38,8 @@ dev_t gantry_makedev(unsigned int major, unsigned int minor) { return makedev(ma
 #include <sys/xattr.h>
 
 const int GANTRY_O_PATH = O_PATH;
+const int GANTRY_SEEK_DATA = SEEK_DATA;
+const int GANTRY_SEEK_HOLE = SEEK_HOLE;
 
 int gantry_fsetxattr(int fd, const char *name, const void *value, size_t size, int flags) {
     return fsetxattr(fd, name, value, size, flags);
@@ -47,12 +49,17 @@ ssize_t gantry_flistxattr(int fd, char *list, size_t size) { return flistxattr(f
 
 ssize_t gantry_fgetxattr(int fd, const char *name, void *value, size_t size) { return fgetxattr(fd, name, value, size); }
 
-ssize_t gantry_copy_file_range(int from, int to, size_t length) {
-    return copy_file_range(from, NULL, to, NULL, length, 0);
-}
-
-int gantry_syncfs(int fd) { return syncfs(fd); }
 
 ssize_t gantry_llistxattr(const char *path, char *list, size_t size) { return llistxattr(path, list, size); }
 
 ssize_t gantry_lgetxattr(const char *path, const char *name, void *value, size_t size) { return lgetxattr(path, name, value, size); }
+
+ssize_t gantry_copy_file_range_at(int from, int64_t *from_offset, int to, int64_t *to_offset, size_t length) {
+    loff_t in = *from_offset, out = *to_offset;
+    ssize_t copied = copy_file_range(from, &in, to, &out, length, 0);
+    *from_offset = in;
+    *to_offset = out;
+    return copied;
+}
+
+int gantry_fremovexattr(int fd, const char *name) { return fremovexattr(fd, name); }

@@ -32,8 +32,10 @@ int gantry_errno(void);
 /// makedev(3), which is a macro in glibc.
 dev_t gantry_makedev(unsigned int major, unsigned int minor);
 
-/// O_PATH, which glibc declares only for _GNU_SOURCE.
+/// O_PATH, SEEK_DATA and SEEK_HOLE, which glibc declares only for _GNU_SOURCE.
 extern const int GANTRY_O_PATH;
+extern const int GANTRY_SEEK_DATA;
+extern const int GANTRY_SEEK_HOLE;
 
 /// fsetxattr(2). Returns 0, or -1 with errno set.
 int gantry_fsetxattr(int fd, const char *name, const void *value, size_t size, int flags);
@@ -46,10 +48,10 @@ ssize_t gantry_fgetxattr(int fd, const char *name, void *value, size_t size);
 ssize_t gantry_llistxattr(const char *path, char *list, size_t size);
 ssize_t gantry_lgetxattr(const char *path, const char *name, void *value, size_t size);
 
-/// copy_file_range(2) over whole descriptors (current offsets).
-ssize_t gantry_copy_file_range(int from, int to, size_t length);
+/// copy_file_range(2) between explicit offsets, which it advances.
+ssize_t gantry_copy_file_range_at(int from, int64_t *from_offset, int to, int64_t *to_offset, size_t length);
 
-/// syncfs(2).
-int gantry_syncfs(int fd);
+/// fremovexattr(2).
+int gantry_fremovexattr(int fd, const char *name);
 
 #endif

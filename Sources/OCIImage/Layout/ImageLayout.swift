@@ -118,14 +118,7 @@ public struct ImageLayout: Sendable {
         do {
             defer { Sys.close(output) }
             let size = try Sys.fstat(input, path: source).st_size
-            var remaining = Int(size)
-            while remaining > 0 {
-                let copied = gantry_copy_file_range(input, output, remaining)
-                guard copied > 0 else {
-                    throw OCIImageError.system("copy_file_range", destination, copied == 0 ? .ioError : Sys.errno)
-                }
-                remaining -= copied
-            }
+            try Sys.copyFile(from: input, to: output, size: Int64(size), display: destination)
             try Sys.fsync(output, path: temporary)
             try Sys.check("rename", destination) { rename(temporary, destination) }
         } catch {

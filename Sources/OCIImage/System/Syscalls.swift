@@ -105,7 +105,8 @@ enum Sys {
         try removeTree(at: fd, name: Array(lastComponent(of: path).utf8), display: path)
     }
 
-    /// Removes `name` inside `dirfd`, recursing into directories. Never follows symlinks.
+    /// Removes `name` inside `dirfd`, with everything below it if it is a
+    /// directory. Never follows symlinks.
     static func removeTree(at dirfd: Int32, name: [UInt8], display: String) throws {
         if withCString(name, { unlinkat(dirfd, $0, 0) }) == 0 { return }
         switch Sys.errno {
@@ -119,16 +120,57 @@ enum Sys {
         }
     }
 
-    /// Removes everything inside the directory `name` of `dirfd`, but not the directory.
+    /// Removes everything inside the directory `name` of `dirfd`, but not the
+    /// directory. However deep the tree, one descriptor is open at a time:
+    /// the walk goes down by name and back up through `..`.
     static func removeContents(at dirfd: Int32, name: [UInt8], display: String) throws {
-        let child = try check("open", display) {
-            withCString(name) { Glibc.openat(dirfd, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+        var fd = try openForRemoval(dirfd, name, display: display)
+        defer { Sys.close(fd) }
+        var stack: [[UInt8]] = []
+        while true {
+            var descended = false
+            for entry in try listDirectory(fd, display: display) {
+                if withCString(entry, { unlinkat(fd, $0, 0) }) == 0 { continue }
+                switch Sys.errno {
+                case .noSuchFileOrDirectory: continue
+                case .isDirectory, .notPermitted: break
+                case let error: throw OCIImageError.system("unlink", display + "/…/" + String(decoding: entry, as: UTF8.self), error)
+                }
+                let child = try openForRemoval(fd, entry, display: display)
+                Sys.close(fd)
+                fd = child
+                stack.append(entry)
+                descended = true
+                break
+            }
+            if descended { continue }
+            // This directory is empty: go up and remove it.
+            guard let emptied = stack.popLast() else { return }
+            let parent = try check("open", display + "/…/..") { Glibc.openat(fd, "..", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
+            Sys.close(fd)
+            fd = parent
+            if withCString(emptied, { unlinkat(fd, $0, AT_REMOVEDIR) }) != 0 && Sys.errno != .noSuchFileOrDirectory {
+                throw OCIImageError.system("rmdir", display + "/…/" + String(decoding: emptied, as: UTF8.self), Sys.errno)
+            }
         }
-        defer { Sys.close(child) }
-        // Entries are listed first so that removing them does not disturb the iteration.
-        for entry in try listDirectory(child, display: display) {
-            try removeTree(at: child, name: entry, display: display + "/" + String(decoding: entry, as: UTF8.self))
+    }
+
+    /// Opens a directory to empty it, making it writable first if its mode
+    /// keeps its owner out (a read-only directory from an image).
+    private static func openForRemoval(_ dirfd: Int32, _ name: [UInt8], display: String) throws -> Int32 {
+        let flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC
+        var fd = withCString(name) { Glibc.openat(dirfd, $0, flags) }
+        if fd < 0 && Sys.errno == .permissionDenied {
+            _ = withCString(name) { fchmodat(dirfd, $0, 0o700, AT_SYMLINK_NOFOLLOW) }
+            fd = withCString(name) { Glibc.openat(dirfd, $0, flags) }
         }
+        guard fd >= 0 else { throw OCIImageError.system("open", display, Sys.errno) }
+        // Unlinking needs write and search permission on the directory itself.
+        var st = stat()
+        if Glibc.fstat(fd, &st) == 0 && st.st_mode & 0o300 != 0o300 && st.st_uid == geteuid() {
+            _ = fchmod(fd, 0o700)
+        }
+        return fd
     }
 
     /// The names in a directory as raw bytes, without `.` and `..`. Does not close `fd`.
@@ -160,16 +202,45 @@ enum Sys {
         let temporary = directory + "/.tmp-" + lastComponent(of: path) + "-" + randomSuffix()
         let fd = try open(temporary, O_WRONLY | O_CREAT | O_EXCL, mode)
         do {
+            defer { Sys.close(fd) }
             try data.withUnsafeBytes { try writeAll(fd, $0, path: temporary) }
             try fsync(fd, path: temporary)
-            Sys.close(fd)
+        } catch {
+            _ = Glibc.unlink(temporary)
+            throw error
+        }
+        do {
             try check("rename", path) { Glibc.rename(temporary, path) }
         } catch {
-            Sys.close(fd)
             _ = Glibc.unlink(temporary)
             throw error
         }
         try syncDirectory(directory)
+    }
+
+    /// Copies a regular file's bytes from `source` to `destination` (both
+    /// at offset 0), keeping holes: only the data regions are copied, and the
+    /// destination gets `size` by truncation.
+    static func copyFile(from source: Int32, to destination: Int32, size: Int64, display: String) throws {
+        var offset: off_t = 0
+        while offset < size {
+            let data = lseek(source, offset, GANTRY_SEEK_DATA)
+            if data < 0 {
+                if Sys.errno == .noSuchAddressOrDevice { break }
+                throw OCIImageError.system("lseek", display, Sys.errno)
+            }
+            let hole = lseek(source, data, GANTRY_SEEK_HOLE)
+            guard hole >= 0 else { throw OCIImageError.system("lseek", display, Sys.errno) }
+            var from = Int64(data)
+            var to = Int64(data)
+            while from < Int64(hole) {
+                let copied = gantry_copy_file_range_at(source, &from, destination, &to, Int(Int64(hole) - from))
+                if copied < 0 && Sys.errno == .interrupted { continue }
+                guard copied > 0 else { throw OCIImageError.system("copy_file_range", display, copied == 0 ? .ioError : Sys.errno) }
+            }
+            offset = hole
+        }
+        try check("truncate", display) { ftruncate(destination, off_t(size)) }
     }
 
     static func syncDirectory(_ path: String) throws {

@@ -23,8 +23,10 @@ extension LayerApplier {
     func removeExisting(_ parentFD: Int32, _ name: Path, display: String) throws {
         var st = stat()
         guard withCString(name, { fstatat(parentFD, $0, &st, AT_SYMLINK_NOFOLLOW) }) == 0 else { return }
+        // Cached paths may lead through what is removed (a directory, or a
+        // symlink to one).
+        invalidateCache()
         if (st.st_mode & S_IFMT) == S_IFDIR {
-            closeCachedDirectories()
             try Sys.removeTree(at: parentFD, name: name, display: "\(target)/\(display)")
         } else {
             try Sys.check("unlink", "\(target)/\(display)") { withCString(name) { unlinkat(parentFD, $0, 0) } }
@@ -53,10 +55,15 @@ extension LayerApplier {
         var length = 0
         var offset: la_int64_t = 0
         var position: Int64 = 0
+        var blocks = 0
         while true {
             let status = archive_read_data_block(reader, &block, &length, &offset)
             if status == ARCHIVE_EOF { break }
             guard status >= ARCHIVE_WARN else { throw corrupt(reader) }
+            blocks += 1
+            if blocks & 63 == 0 && options.isCancelled?() == true {
+                throw OCIImageError(.cancelled, "unpacking layer \(layer) was cancelled")
+            }
             if offset != position {
                 // A hole in a sparse file.
                 guard lseek(fd, off_t(offset), SEEK_SET) >= 0 else { throw OCIImageError.system("lseek", "\(target)/\(display)", Sys.errno) }
@@ -71,12 +78,16 @@ extension LayerApplier {
     }
 
     func createDirectory(_ entry: OpaquePointer, parentFD: Int32, name: Path, path: Path, display: String) throws {
-        let made = withCString(name) { mkdirat(parentFD, $0, 0o700) }
-        if made != 0 {
+        var replacedWhiteout = false
+        var existed = false
+        if withCString(name, { mkdirat(parentFD, $0, 0o700) }) != 0 {
             guard Sys.errno == .fileExists else { throw OCIImageError.system("mkdir", "\(target)/\(display)", Sys.errno) }
             var st = stat()
-            let isDirectory = withCString(name) { fstatat(parentFD, $0, &st, AT_SYMLINK_NOFOLLOW) } == 0 && (st.st_mode & S_IFMT) == S_IFDIR
-            if !isDirectory {
+            let found = withCString(name) { fstatat(parentFD, $0, &st, AT_SYMLINK_NOFOLLOW) } == 0
+            if found && (st.st_mode & S_IFMT) == S_IFDIR {
+                existed = true
+            } else {
+                replacedWhiteout = found && isOverlay && isWhiteout(st)
                 try removeExisting(parentFD, name, display: display)
                 try Sys.check("mkdir", "\(target)/\(display)") { withCString(name) { mkdirat(parentFD, $0, 0o700) } }
             }
@@ -85,27 +96,54 @@ extension LayerApplier {
             withCString(name) { openat(parentFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
         }
         defer { Sys.close(fd) }
+        // A directory declared again takes the attributes the layer gives it,
+        // not those it had.
+        if existed { try clearAttributes(fd: fd, display: display) }
         try setOwnerAndAttributes(fd: fd, entry, display: display)
-        deferDirectoryMetadata(path, entry)
+        if replacedWhiteout {
+            // The layer deleted the lower directory, then made a new one.
+            try setOpaque(fd, display: display)
+        }
+        deferDirectoryMetadata(fd: fd, path: path, entry)
+    }
+
+    /// Removes the carried extended attributes a directory has.
+    func clearAttributes(fd: Int32, display: String) throws {
+        for name in attributeNames(fd) where ExtendedAttributes.isCarried(name) {
+            if gantry_fremovexattr(fd, name) != 0 && Sys.errno != .noData && Sys.errno != .notSupported && Sys.errno != .notPermitted {
+                throw OCIImageError.system("removexattr \(name) on", "\(target)/\(display)", Sys.errno)
+            }
+        }
+    }
+
+    /// The names of a file's extended attributes.
+    func attributeNames(_ fd: Int32) -> [String] {
+        var buffer = [CChar](repeating: 0, count: 65536)
+        let length = gantry_flistxattr(fd, &buffer, buffer.count)
+        guard length > 0 else { return [] }
+        return buffer[..<length].split(separator: 0).map { String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+    }
+
+    func setOpaque(_ fd: Int32, display: String) throws {
+        try Sys.check("setxattr \(opaqueAttribute) on", "\(target)/\(display)") { gantry_fsetxattr(fd, opaqueAttribute, "y", 1, 0) }
     }
 
     /// Records the mode and times of a directory this layer changes without
     /// declaring it, so that they are restored afterwards as they were.
     func preserveTimes(of path: Path, fd: Int32) {
-        guard deferred[path] == nil else { return }
         var st = stat()
-        guard fstat(fd, &st) == 0 else { return }
-        deferredOrder.append(path)
-        deferred[path] = DirectoryMetadata(mode: st.st_mode & 0o7777, times: (st.st_atim, st.st_mtim))
+        guard fstat(fd, &st) == 0, deferred[FileID(st)] == nil else { return }
+        deferred[FileID(st)] = DirectoryMetadata(path: path, mode: st.st_mode & 0o7777, times: (st.st_atim, st.st_mtim))
     }
 
-    func deferDirectoryMetadata(_ path: Path, _ entry: OpaquePointer) {
-        if deferred[path] == nil { deferredOrder.append(path) }
-        deferred[path] = DirectoryMetadata(mode: archive_entry_perm(entry), times: times(entry))
+    func deferDirectoryMetadata(fd: Int32, path: Path, _ entry: OpaquePointer) {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return }
+        deferred[FileID(st)] = DirectoryMetadata(path: path, mode: archive_entry_perm(entry), times: times(entry))
     }
 
     func link(_ entry: OpaquePointer, to rawTarget: Path, parentFD: Int32, name: Path, display: String) throws {
-        let components: [Path]
+        var components: [Path]
         switch normalize(rawTarget) {
         case .success(let value): components = value
         case .failure(let reason):
@@ -116,15 +154,34 @@ extension LayerApplier {
             refuse(display, "hard link to the layer root")
             return
         }
-        let targetPath = join(components)
-        let targetText = text(targetPath)
-        var targetParent = try directory(components.dropLast(), create: false, display: display)
-        if case .overlay = options.whiteouts, !existsInLayer(targetPath) {
-            // The target is in a lower layer: copy it up into this one first.
-            if try copyUp(components, display: display) {
-                targetParent = try directory(components.dropLast(), create: false, display: display)
+        let targetText = text(join(components))
+        if isOverlay {
+            // Find the target where the layer stack has it, and bring it into
+            // this layer if it is below.
+            switch resolveThroughLowers(Array(components.dropLast())) {
+            case .success(let parent): components = parent + [targetName]
+            case .failure(let refusal):
+                refuse(display, "hard link target: \(refusal.message)")
+                return
+            }
+            if let st = statBeneath(rootFD, join(components)) {
+                if isWhiteout(st) {
+                    refuse(display, "hard link target \(targetText) does not exist")
+                    return
+                }
+            } else {
+                switch try copyUp(components, display: display) {
+                case .copied: break
+                case .missing:
+                    refuse(display, "hard link target \(targetText) does not exist")
+                    return
+                case .refused(let reason):
+                    refuse(display, "hard link target \(targetText): \(reason)")
+                    return
+                }
             }
         }
+        let targetParent = try directory(components.dropLast(), create: false, display: display)
         guard case .found(let targetParentFD) = targetParent else {
             if case .missing = targetParent { refuse(display, "hard link target \(targetText) does not exist") }
             return
@@ -208,20 +265,32 @@ extension LayerApplier {
         try setOwnerAndTimes(parentFD: parentFD, name: name, entry, display: display)
     }
 
+    /// Applies deferred directory modes and times, deepest first. Each
+    /// directory is found again by a path beneath the root and must still be
+    /// the same directory; one that was replaced or removed is left alone.
     func finishDirectories() throws {
-        for path in deferredOrder.reversed() {
-            guard let metadata = deferred[path] else { continue }
+        let ordered = deferred.map { (depth: $0.value.path.count(where: { $0 == 0x2f }), identity: $0.key, metadata: $0.value) }
+            .sorted { $0.depth > $1.depth }
+        for (_, identity, metadata) in ordered {
+            let display = target + "/" + text(metadata.path)
+            var opened = openBeneath(metadata.path, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+            if case .failure(.noSuchFileOrDirectory) = opened, isOverlay,
+               case .success(let resolved) = resolveThroughLowers(metadata.path.split(separator: 0x2f).map(Array.init)) {
+                // The path went through a symlink in a lower layer.
+                opened = openBeneath(join(resolved), flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW)
+            }
             let fd: Int32
-            switch openBeneath(path, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW, noSymlinks: true) {
+            switch opened {
             case .success(let value): fd = value
-            // Replaced or removed later in the layer.
             case .failure(.noSuchFileOrDirectory), .failure(.notDirectory), .failure(.tooManySymbolicLinkLevels), .failure(.improperLink): continue
-            case .failure(let error): throw OCIImageError.system("open", target + "/" + text(path), error)
+            case .failure(let error): throw OCIImageError.system("open", display, error)
             }
             defer { Sys.close(fd) }
-            try Sys.check("chmod", target + "/" + text(path)) { fchmod(fd, metadata.mode) }
+            var st = stat()
+            guard fstat(fd, &st) == 0, FileID(st) == identity else { continue }
+            try Sys.check("chmod", display) { fchmod(fd, metadata.mode) }
             if var times = metadata.times {
-                try Sys.check("utimens", target + "/" + text(path)) {
+                try Sys.check("utimens", display) {
                     withUnsafePointer(to: &times) { $0.withMemoryRebound(to: timespec.self, capacity: 2) { futimens(fd, $0) } }
                 }
             }

@@ -10,8 +10,7 @@ extension LayerApplier {
     // MARK: Whiteouts
 
     func applyWhiteout(name: Path, parent: ArraySlice<Path>, display: String) throws {
-        let overlay: Bool
-        if case .overlay = options.whiteouts { overlay = true } else { overlay = false }
+        let overlay = isOverlay
         if name == opaqueMarker {
             guard case .found(let parentFD) = try directory(parent, create: overlay, display: display) else { return }
             preserveTimes(of: join(parent), fd: parentFD)
@@ -20,7 +19,7 @@ extension LayerApplier {
             }
             defer { Sys.close(fd) }
             if overlay {
-                try Sys.check("setxattr \(opaqueAttribute) on", "\(target)/\(text(join(parent)))") { gantry_fsetxattr(fd, opaqueAttribute, "y", 1, 0) }
+                try setOpaque(fd, display: text(join(parent)))
             } else {
                 try removeLowerContent(fd, path: join(parent))
             }
@@ -39,7 +38,7 @@ extension LayerApplier {
         guard case .found(let parentFD) = try directory(parent, create: overlay, display: display) else { return }
         preserveTimes(of: join(parent), fd: parentFD)
         if overlay {
-            written.insert(hiddenPath)
+            markWritten(Array(parent) + [hidden])
             try replacing(parentFD, hidden, display) { mknodat(parentFD, $0, S_IFCHR, gantry_makedev(0, 0)) }
         } else {
             var st = stat()
@@ -71,23 +70,57 @@ extension LayerApplier {
 
     // MARK: Lower layers (overlay mode)
 
-    func existsInLayer(_ path: Path) -> Bool {
+    /// `path`'s metadata in the layer at `layerFD`, without following any
+    /// symlink, or `nil` when the layer does not have it.
+    func statBeneath(_ layerFD: Int32, _ path: Path) -> stat? {
+        let resolve = UInt64(GANTRY_RESOLVE_BENEATH | GANTRY_RESOLVE_NO_MAGICLINKS | GANTRY_RESOLVE_NO_SYMLINKS)
+        let fd = withCString(path.isEmpty ? [0x2e] : path) {
+            gantry_openat2(layerFD, $0, UInt64(GANTRY_O_PATH | O_NOFOLLOW | O_CLOEXEC), 0, resolve)
+        }
+        guard fd >= 0 else { return nil }
+        defer { Sys.close(fd) }
         var st = stat()
-        return withCString(path) { fstatat(rootFD, $0, &st, AT_SYMLINK_NOFOLLOW) } == 0
+        return fstat(fd, &st) == 0 ? st : nil
     }
 
-    /// The topmost lower layer holding `path` and the metadata it has there,
-    /// or `nil` when no lower layer has it or a whiteout hides it.
-    func lowerStat(_ path: Path) -> (layerFD: Int32, stat: stat)? {
-        for lower in lowerFDs {
-            let resolve = UInt64(GANTRY_RESOLVE_BENEATH | GANTRY_RESOLVE_NO_MAGICLINKS)
-            let fd = withCString(path) { gantry_openat2(lower, $0, UInt64(GANTRY_O_PATH | O_NOFOLLOW | O_CLOEXEC), 0, resolve) }
-            guard fd >= 0 else { continue }
-            defer { Sys.close(fd) }
-            var st = stat()
-            guard fstat(fd, &st) == 0 else { continue }
-            if (st.st_mode & S_IFMT) == S_IFCHR && st.st_rdev == 0 { return nil }
-            return (lower, st)
+    /// An overlay whiteout: a character device with device number 0/0.
+    func isWhiteout(_ st: stat) -> Bool {
+        (st.st_mode & S_IFMT) == S_IFCHR && st.st_rdev == 0
+    }
+
+    func isOpaque(_ layerFD: Int32, _ path: Path) -> Bool {
+        let resolve = UInt64(GANTRY_RESOLVE_BENEATH | GANTRY_RESOLVE_NO_MAGICLINKS | GANTRY_RESOLVE_NO_SYMLINKS)
+        let fd = withCString(path.isEmpty ? [0x2e] : path) {
+            gantry_openat2(layerFD, $0, UInt64(O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), 0, resolve)
+        }
+        guard fd >= 0 else { return false }
+        defer { Sys.close(fd) }
+        var value: UInt8 = 0
+        return gantry_fgetxattr(fd, opaqueAttribute, &value, 1) == 1 && value == UInt8(ascii: "y")
+    }
+
+    /// Whether a layer that lacks `path` hides it from the layers below: an
+    /// ancestor of it there is a whiteout, not a directory, or opaque.
+    func hidesBelow(_ layerFD: Int32, _ components: [Path]) -> Bool {
+        for length in 0..<components.count {
+            let prefix = join(components.prefix(length))
+            guard let st = statBeneath(layerFD, prefix) else { return false }
+            if (st.st_mode & S_IFMT) != S_IFDIR || isOpaque(layerFD, prefix) { return true }
+        }
+        return false
+    }
+
+    /// What the stack of this layer over the lower layers shows at `path`,
+    /// as overlayfs would: the highest layer that has it, unless a whiteout or
+    /// an opaque directory above hides it. Every prefix of `path` is a
+    /// directory or missing in each layer.
+    func stackEntry(_ path: Path) -> (layerFD: Int32, stat: stat)? {
+        let components = path.split(separator: 0x2f).map(Array.init)
+        for layerFD in [rootFD] + lowerFDs {
+            if let st = statBeneath(layerFD, path) {
+                return isWhiteout(st) ? nil : (layerFD, st)
+            }
+            if hidesBelow(layerFD, components) { return nil }
         }
         return nil
     }
@@ -97,28 +130,26 @@ extension LayerApplier {
         case symlink([UInt8])
     }
 
-    /// What `path` is in the stack of this layer over the lower layers:
-    /// this layer first, then each lower one until a whiteout hides it.
-    /// Every prefix of `path` is known to be a directory or missing.
+    /// What `path` is in the layer stack.
     func unionLookup(_ path: Path) -> UnionEntry {
-        let resolve = UInt64(GANTRY_RESOLVE_BENEATH | GANTRY_RESOLVE_NO_MAGICLINKS | GANTRY_RESOLVE_NO_SYMLINKS)
-        for layerFD in [rootFD] + lowerFDs {
-            let fd = withCString(path) { gantry_openat2(layerFD, $0, UInt64(GANTRY_O_PATH | O_NOFOLLOW | O_CLOEXEC), 0, resolve) }
-            guard fd >= 0 else { continue }
-            defer { Sys.close(fd) }
-            var st = stat()
-            guard fstat(fd, &st) == 0 else { continue }
-            switch st.st_mode & S_IFMT {
-            case S_IFDIR: return .directory
-            case S_IFCHR where st.st_rdev == 0: return .missing
-            case S_IFLNK:
-                var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
-                let count = readlinkat(fd, "", &buffer, buffer.count)
-                return count > 0 ? .symlink(buffer[..<count].map { UInt8(bitPattern: $0) }) : .other
-            default: return .other
-            }
+        guard let (layerFD, st) = stackEntry(path) else { return .missing }
+        switch st.st_mode & S_IFMT {
+        case S_IFDIR: return .directory
+        case S_IFLNK:
+            guard let target = readLink(layerFD, path) else { return .other }
+            return .symlink(target)
+        default: return .other
         }
-        return .missing
+    }
+
+    func readLink(_ layerFD: Int32, _ path: Path) -> [UInt8]? {
+        let resolve = UInt64(GANTRY_RESOLVE_BENEATH | GANTRY_RESOLVE_NO_MAGICLINKS | GANTRY_RESOLVE_NO_SYMLINKS)
+        let fd = withCString(path) { gantry_openat2(layerFD, $0, UInt64(GANTRY_O_PATH | O_NOFOLLOW | O_CLOEXEC), 0, resolve) }
+        guard fd >= 0 else { return nil }
+        defer { Sys.close(fd) }
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
+        let count = readlinkat(fd, "", &buffer, buffer.count)
+        return count > 0 ? buffer[..<count].map { UInt8(bitPattern: $0) } : nil
     }
 
     /// Resolves a directory path through symlinks found in the layer stack,
@@ -155,79 +186,103 @@ extension LayerApplier {
     }
 
     /// Creates a parent directory the layer does not list. In overlay mode it
-    /// takes the metadata of the same directory in the lower layers, as
-    /// overlayfs's copy-up would; otherwise it is root's, mode 0755.
-    func makeImplicitDirectory(parentFD: Int32, name: Path, path: Path) throws {
-        try Sys.check("mkdir", target + "/" + text(path)) { withCString(name) { mkdirat(parentFD, $0, 0o700) } }
-        let fd = try Sys.check("open", target + "/" + text(path)) {
+    /// takes the owner, mode, times and attributes of the same directory in
+    /// the lower layers, as overlayfs's copy-up would; otherwise, or when it
+    /// is `opaque` (replacing a whiteout), it is root's, mode 0755. The mode is
+    /// applied last, so that a read-only directory can still be filled.
+    func makeImplicitDirectory(parentFD: Int32, name: Path, path: Path, opaque: Bool) throws {
+        let display = target + "/" + text(path)
+        let lower = opaque ? nil : stackEntry(path).flatMap { ($0.stat.st_mode & S_IFMT) == S_IFDIR ? $0 : nil }
+        try Sys.check("mkdir", display) { withCString(name) { mkdirat(parentFD, $0, 0o700) } }
+        let fd = try Sys.check("open", display) {
             withCString(name) { openat(parentFD, $0, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) }
         }
         defer { Sys.close(fd) }
-        var mode: mode_t = 0o755
-        var owner: (uid_t, gid_t) = (0, 0)
-        if let lower = lowerStat(path) {
-            if (lower.stat.st_mode & S_IFMT) == S_IFDIR {
-                mode = lower.stat.st_mode & 0o7777
-                owner = (lower.stat.st_uid, lower.stat.st_gid)
-                if deferred[path] == nil { deferredOrder.append(path) }
-                deferred[path] = DirectoryMetadata(mode: mode, times: (lower.stat.st_atim, lower.stat.st_mtim))
-            }
-        }
+        var st = stat()
+        try Sys.check("stat", display) { fstat(fd, &st) }
         if options.privileged {
-            try Sys.check("chown", target + "/" + text(path)) { fchown(fd, owner.0, owner.1) }
+            try Sys.check("chown", display) { fchown(fd, lower?.stat.st_uid ?? 0, lower?.stat.st_gid ?? 0) }
         }
-        try Sys.check("chmod", target + "/" + text(path)) { fchmod(fd, mode) }
+        if let lower {
+            try copyAttributes(from: lower.layerFD, path: path, to: fd, display: display)
+            deferred[FileID(st)] = DirectoryMetadata(path: path, mode: lower.stat.st_mode & 0o7777, times: (lower.stat.st_atim, lower.stat.st_mtim))
+        } else {
+            deferred[FileID(st)] = DirectoryMetadata(path: path, mode: 0o755, times: nil)
+        }
+        if opaque { try setOpaque(fd, display: text(path)) }
     }
 
-    /// Copies a regular file or symlink from the lower layers into this one.
-    /// Returns false when no lower layer has it.
-    func copyUp(_ components: [Path], display: String) throws -> Bool {
-        let path = join(components)
-        guard let name = components.last, let lower = lowerStat(path) else { return false }
-        let resolve = UInt64(GANTRY_RESOLVE_BENEATH | GANTRY_RESOLVE_NO_MAGICLINKS)
-        let kind = lower.stat.st_mode & S_IFMT
-        guard kind == S_IFREG || kind == S_IFLNK else { return false }
-        guard case .found(let parentFD) = try directory(components.dropLast(), create: true, display: display) else { return false }
-        let destination = target + "/" + text(path)
-        if kind == S_IFLNK {
-            var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-            let linkFD = try Sys.check("open", destination) {
-                withCString(path) { gantry_openat2(lower.layerFD, $0, UInt64(GANTRY_O_PATH | O_NOFOLLOW | O_CLOEXEC), 0, resolve) }
-            }
-            defer { Sys.close(linkFD) }
-            let count = readlinkat(linkFD, "", &buffer, buffer.count - 1)
-            guard count >= 0 else { throw OCIImageError.system("readlink", destination, Sys.errno) }
-            buffer[count] = 0
-            try withCString(name) { cName in
-                try Sys.check("symlink", destination) { symlinkat(buffer, parentFD, cName) }
-                if options.privileged {
-                    try Sys.check("chown", destination) { fchownat(parentFD, cName, lower.stat.st_uid, lower.stat.st_gid, AT_SYMLINK_NOFOLLOW) }
-                }
-            }
-            return true
-        }
-        let source = try Sys.check("open", destination) {
-            withCString(path) { gantry_openat2(lower.layerFD, $0, UInt64(O_RDONLY | O_NOFOLLOW | O_CLOEXEC), 0, resolve) }
-        }
+    /// Copies the carried extended attributes of `path` in a lower layer.
+    func copyAttributes(from layerFD: Int32, path: Path, to fd: Int32, display: String) throws {
+        let resolve = UInt64(GANTRY_RESOLVE_BENEATH | GANTRY_RESOLVE_NO_MAGICLINKS | GANTRY_RESOLVE_NO_SYMLINKS)
+        let source = withCString(path) { gantry_openat2(layerFD, $0, UInt64(O_RDONLY | O_NOFOLLOW | O_CLOEXEC), 0, resolve) }
+        guard source >= 0 else { return }
         defer { Sys.close(source) }
-        let fd = try Sys.check("create", destination) {
-            withCString(name) { openat(parentFD, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
+        var value = [UInt8](repeating: 0, count: 65536)
+        for name in attributeNames(source) where ExtendedAttributes.isCarried(name) {
+            guard options.privileged || !ExtendedAttributes.needsPrivilege(name) else { continue }
+            let size = gantry_fgetxattr(source, name, &value, value.count)
+            guard size >= 0 else { continue }
+            if gantry_fsetxattr(fd, name, value, size, 0) != 0 && Sys.errno != .notSupported {
+                throw OCIImageError.system("setxattr \(name) on", display, Sys.errno)
+            }
         }
-        defer { Sys.close(fd) }
-        var remaining = Int(lower.stat.st_size)
-        while remaining > 0 {
-            let copied = gantry_copy_file_range(source, fd, remaining)
-            guard copied > 0 else { throw OCIImageError.system("copy_file_range", destination, Sys.errno) }
-            remaining -= copied
+    }
+
+    enum CopyUp {
+        case copied, missing
+        case refused(String)
+    }
+
+    /// Copies a file from the lower layers into this one, with its owner,
+    /// mode, times and attributes (and its holes, if sparse).
+    func copyUp(_ components: [Path], display: String) throws -> CopyUp {
+        let path = join(components)
+        guard let name = components.last, let (layerFD, st) = stackEntry(path) else { return .missing }
+        let kind = st.st_mode & S_IFMT
+        guard kind != S_IFDIR else { return .refused("it is a directory") }
+        guard case .found(let parentFD) = try directory(components.dropLast(), create: true, display: display) else {
+            return .refused("its directory cannot be made")
         }
-        if options.privileged {
-            try Sys.check("chown", destination) { fchown(fd, lower.stat.st_uid, lower.stat.st_gid) }
+        let destination = target + "/" + text(path)
+        let resolve = UInt64(GANTRY_RESOLVE_BENEATH | GANTRY_RESOLVE_NO_MAGICLINKS | GANTRY_RESOLVE_NO_SYMLINKS)
+        switch kind {
+        case S_IFREG:
+            let source = try Sys.check("open", destination) {
+                withCString(path) { gantry_openat2(layerFD, $0, UInt64(O_RDONLY | O_NOFOLLOW | O_CLOEXEC), 0, resolve) }
+            }
+            defer { Sys.close(source) }
+            let fd = try Sys.check("create", destination) {
+                withCString(name) { openat(parentFD, $0, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
+            }
+            defer { Sys.close(fd) }
+            try Sys.copyFile(from: source, to: fd, size: Int64(st.st_size), display: destination)
+            if options.privileged { try Sys.check("chown", destination) { fchown(fd, st.st_uid, st.st_gid) } }
+            try copyAttributes(from: layerFD, path: path, to: fd, display: destination)
+            try Sys.check("chmod", destination) { fchmod(fd, st.st_mode & 0o7777) }
+        case S_IFLNK:
+            guard let linkTarget = readLink(layerFD, path) else { return .refused("its symlink cannot be read") }
+            try withCString(linkTarget) { cTarget in
+                try withCString(name) { cName in try Sys.check("symlink", destination) { symlinkat(cTarget, parentFD, cName) } }
+            }
+        case S_IFIFO, S_IFCHR, S_IFBLK:
+            guard kind == S_IFIFO || options.privileged else { return .refused("device nodes can only be created with root privileges") }
+            try withCString(name) { cName in
+                try Sys.check("mknod", destination) { mknodat(parentFD, cName, kind | 0o600, st.st_rdev) }
+                try Sys.check("chmod", destination) { fchmodat(parentFD, cName, st.st_mode & 0o7777, 0) }
+            }
+        default:
+            return .refused("it cannot be copied")
         }
-        try Sys.check("chmod", destination) { fchmod(fd, lower.stat.st_mode & 0o7777) }
-        var times = (lower.stat.st_atim, lower.stat.st_mtim)
-        try Sys.check("utimens", destination) {
-            withUnsafePointer(to: &times) { $0.withMemoryRebound(to: timespec.self, capacity: 2) { futimens(fd, $0) } }
+        try withCString(name) { cName in
+            if options.privileged && kind != S_IFREG {
+                try Sys.check("chown", destination) { fchownat(parentFD, cName, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) }
+            }
+            var times = (st.st_atim, st.st_mtim)
+            try Sys.check("utimens", destination) {
+                withUnsafePointer(to: &times) { $0.withMemoryRebound(to: timespec.self, capacity: 2) { utimensat(parentFD, cName, $0, AT_SYMLINK_NOFOLLOW) } }
+            }
         }
-        return true
+        return .copied
     }
 }

@@ -17,10 +17,26 @@ final class LayerApplier {
         case refused
     }
 
+    /// A directory's identity, which stays the same whatever path leads to it.
+    struct FileID: Hashable {
+        var device: UInt64
+        var inode: UInt64
+
+        init(_ st: stat) {
+            device = UInt64(st.st_dev)
+            inode = UInt64(st.st_ino)
+        }
+    }
+
     struct DirectoryMetadata {
+        /// A path that led to the directory, to find it again.
+        var path: Path
         var mode: mode_t
         var times: (timespec, timespec)?
     }
+
+    /// The most refused entries an error lists; the rest are counted.
+    static let refusalLimit = 1000
 
     let rootFD: Int32
     let target: String
@@ -30,17 +46,21 @@ final class LayerApplier {
     let stream: LayerStream
     let opaqueAttribute: String
 
-    /// GANTRY_O_PATH descriptors of directories already resolved, by path. Cleared
-    /// whenever a directory is removed, since a path may then name something else.
+    /// O_PATH descriptors of directories already resolved, by path. Emptied
+    /// whenever something is removed, since a path may then lead elsewhere.
     var directoryCache: [Path: Int32] = [:]
-    /// Every path this layer created, for whiteouts that must only hide lower layers.
+    /// Descriptors dropped from the cache while an entry may still use them;
+    /// closed once the entry is done, so that no number is reused under it.
+    var retiredDescriptors: [Int32] = []
+    /// Every path this layer created and their ancestors, for whiteouts that
+    /// must only hide lower layers.
     var written: Set<Path> = []
-    /// Directory modes and times are set last, children first, so that adding
+    /// Directory modes and times are set last, deepest first, so that adding
     /// children does not change them and read-only directories can be filled.
-    var deferred: [Path: DirectoryMetadata] = [:]
-    var deferredOrder: [Path] = []
+    var deferred: [FileID: DirectoryMetadata] = [:]
 
     var refused: [OCIImageError.RefusedEntry] = []
+    var refusedCount = 0
     var skippedAttributes: Set<String> = []
 
     init(rootFD: Int32, target: String, layer: String, options: LayerUnpackOptions, lowerFDs: [Int32], stream: LayerStream) {
@@ -53,9 +73,21 @@ final class LayerApplier {
         opaqueAttribute = options.privileged ? "trusted.overlay.opaque" : "user.overlay.opaque"
     }
 
-    func closeCachedDirectories() {
-        for fd in directoryCache.values { Sys.close(fd) }
+    /// Forgets every cached directory; their descriptors close after the
+    /// current entry.
+    func invalidateCache() {
+        retiredDescriptors.append(contentsOf: directoryCache.values)
         directoryCache.removeAll()
+    }
+
+    func closeRetiredDescriptors() {
+        retiredDescriptors.forEach(Sys.close)
+        retiredDescriptors.removeAll()
+    }
+
+    func closeCachedDirectories() {
+        invalidateCache()
+        closeRetiredDescriptors()
     }
 
     // MARK: The entry loop
@@ -67,9 +99,11 @@ final class LayerApplier {
         while true {
             let status = archive_read_next_header(reader, &entry)
             if status == ARCHIVE_EOF { break }
-            if status == ARCHIVE_RETRY { continue }
-            guard status >= ARCHIVE_WARN, let entry else { throw corrupt(reader) }
+            // ARCHIVE_RETRY is a damaged header that libarchive would skip;
+            // other tools would read the stream differently from there on.
+            guard status == ARCHIVE_OK || status == ARCHIVE_WARN, let entry else { throw corrupt(reader) }
             try apply(entry, reader)
+            closeRetiredDescriptors()
             count += 1
             if count & 63 == 0 {
                 if options.isCancelled?() == true {
@@ -78,7 +112,9 @@ final class LayerApplier {
                 options.progress?(stream.bytesRead)
             }
         }
-        try finishDirectories()
+        // A layer with refused entries is discarded, so its directories are
+        // left writable for the clean-up.
+        if refused.isEmpty { try finishDirectories() }
         options.progress?(stream.bytesRead)
         return count
     }
@@ -88,7 +124,10 @@ final class LayerApplier {
     }
 
     func refuse(_ display: String, _ reason: String) {
-        refused.append(OCIImageError.RefusedEntry(path: display, reason: reason))
+        refusedCount += 1
+        if refused.count < Self.refusalLimit {
+            refused.append(OCIImageError.RefusedEntry(path: display, reason: reason))
+        }
     }
 
     func apply(_ entry: OpaquePointer, _ reader: OpaquePointer) throws {
@@ -114,8 +153,9 @@ final class LayerApplier {
                 refuse(display, "the root of a layer can only be a directory")
                 return
             }
+            try clearAttributes(fd: rootFD, display: target)
             try setOwnerAndAttributes(fd: rootFD, entry, display: target)
-            deferDirectoryMetadata(Path(), entry)
+            deferDirectoryMetadata(fd: rootFD, path: Path(), entry)
             return
         }
         let parent = components.dropLast()
@@ -128,7 +168,7 @@ final class LayerApplier {
         guard case .found(let parentFD) = try directory(parent, create: true, display: display) else { return }
         preserveTimes(of: join(parent), fd: parentFD)
         let path = join(components)
-        written.insert(path)
+        markWritten(components)
 
         if let hardlink {
             try link(entry, to: bytes(hardlink), parentFD: parentFD, name: name, display: display)
@@ -156,7 +196,13 @@ final class LayerApplier {
             }
             let kind: mode_t = type == GANTRY_AE_IFCHR ? S_IFCHR : S_IFBLK
             let device = archive_entry_rdev(entry)
-            try replacing(parentFD, name, display) { mknodat(parentFD, $0, kind | 0o600, device) }
+            do {
+                try replacing(parentFD, name, display) { mknodat(parentFD, $0, kind | 0o600, device) }
+            } catch let error as OCIImageError where error.underlying == .notPermitted {
+                // Root in a user namespace has CAP_MKNOD but may not use it.
+                refuse(display, "device nodes cannot be created here (\(error.underlying?.description ?? ""))")
+                return
+            }
             try setSpecialFileMetadata(parentFD: parentFD, name: name, entry, display: display)
         case GANTRY_AE_IFSOCK:
             // Sockets cannot be carried by an archive; like tar, skip them.
@@ -175,18 +221,29 @@ final class LayerApplier {
     let metadataPrefix: Path = Array(".wh..wh.".utf8)
 
     /// Splits a path into components, dropping `.` and empty ones; refuses
-    /// absolute paths and `..`.
+    /// absolute paths, `..`, and names or paths longer than Linux allows.
     func normalize(_ raw: Path) -> Result<[Path], Refusal> {
         if raw.first == 0x2f { return .failure(Refusal(message: "absolute path")) }
+        guard raw.count < Int(PATH_MAX) else { return .failure(Refusal(message: "path longer than \(PATH_MAX - 1) bytes")) }
         var components: [Path] = []
         for component in raw.split(separator: 0x2f, omittingEmptySubsequences: true) {
             if component.count == 1 && component[component.startIndex] == 0x2e { continue }
             if component.count == 2 && component.allSatisfy({ $0 == 0x2e }) {
                 return .failure(Refusal(message: "path has a '..' component"))
             }
+            guard component.count <= Int(NAME_MAX) else { return .failure(Refusal(message: "a name longer than \(NAME_MAX) bytes")) }
             components.append(Array(component))
         }
         return .success(components)
+    }
+
+    /// Records that this layer wrote `components`, and so also every
+    /// directory above it (stopping at the first one already recorded).
+    func markWritten(_ components: some Collection<Path>) {
+        var path = join(components)
+        while written.insert(path).inserted, let slash = path.lastIndex(of: 0x2f) {
+            path.removeSubrange(slash...)
+        }
     }
 
     func join(_ components: some Collection<Path>) -> Path {
@@ -216,16 +273,24 @@ final class LayerApplier {
     }
 
     /// Finds (and, with `create`, makes) the directory `components` beneath
-    /// the root, returning a cached GANTRY_O_PATH descriptor. Records a refusal for
+    /// the root, returning a cached O_PATH descriptor. Records a refusal for
     /// `display` when the path leads outside the root or through a non-directory.
     func directory(_ components: ArraySlice<Path>, create: Bool, display: String) throws -> Lookup {
         if components.isEmpty { return .found(rootFD) }
         let path = join(components)
         if let fd = directoryCache[path] { return .found(fd) }
-        switch openBeneath(path, flags: GANTRY_O_PATH | O_DIRECTORY) {
+        let existing = openBeneath(path, flags: GANTRY_O_PATH | O_DIRECTORY)
+        var needsCreation = false
+        switch existing {
+        case .failure(.noSuchFileOrDirectory): needsCreation = create
+        // In overlay mode a whiteout this layer made may stand where a directory goes.
+        case .failure(.notDirectory): needsCreation = create && isOverlay
+        default: break
+        }
+        switch existing {
         case .success(let fd):
             return .found(cache(path, fd))
-        case .failure(.noSuchFileOrDirectory) where create:
+        case .failure where needsCreation:
             var components = components
             if !lowerFDs.isEmpty {
                 // A missing parent may be a symlink in a lower layer; resolve
@@ -248,9 +313,15 @@ final class LayerApplier {
                     parentFD = fd
                     continue
                 }
+                let name = components[components.startIndex + length - 1]
                 var result = openBeneath(prefix, flags: GANTRY_O_PATH | O_DIRECTORY)
                 if case .failure(.noSuchFileOrDirectory) = result {
-                    try makeImplicitDirectory(parentFD: parentFD, name: components[components.startIndex + length - 1], path: prefix)
+                    try makeImplicitDirectory(parentFD: parentFD, name: name, path: prefix, opaque: false)
+                    result = openBeneath(prefix, flags: GANTRY_O_PATH | O_DIRECTORY)
+                } else if case .failure(.notDirectory) = result, isOverlay, let st = statBeneath(rootFD, prefix), isWhiteout(st) {
+                    // This layer deleted the lower directory and now fills a new one.
+                    try removeExisting(parentFD, name, display: display)
+                    try makeImplicitDirectory(parentFD: parentFD, name: name, path: prefix, opaque: true)
                     result = openBeneath(prefix, flags: GANTRY_O_PATH | O_DIRECTORY)
                 }
                 switch result {
@@ -281,8 +352,13 @@ final class LayerApplier {
     }
 
     func cache(_ path: Path, _ fd: Int32) -> Int32 {
-        if directoryCache.count >= 512 { closeCachedDirectories() }
+        if directoryCache.count >= 512 { invalidateCache() }
         directoryCache[path] = fd
         return fd
+    }
+
+    var isOverlay: Bool {
+        if case .overlay = options.whiteouts { return true }
+        return false
     }
 }

@@ -8,10 +8,10 @@ import Glibc
 /// The uncompressed bytes of a layer blob, produced by a decompression thread
 /// and consumed as a tar stream on the calling thread.
 ///
-/// Decompression (gzip, zstd, or none, detected from the content) runs on its
-/// own thread, at most `slotCount` buffers ahead of extraction, so that the
-/// two overlap on machines with more than one core while memory stays
-/// bounded. The consumer hashes what it reads, which yields the layer's
+/// Decompression (gzip, zstd, or none, detected from the content whatever
+/// the media type claims) runs on its own thread, at most `slotCount`
+/// buffers ahead of extraction, so that the two overlap on machines with more
+/// than one core while memory stays bounded. The consumer hashes what it reads, which yields the layer's
 /// DiffID.
 final class LayerStream: @unchecked Sendable {
     private enum Item {
@@ -51,7 +51,10 @@ final class LayerStream: @unchecked Sendable {
         self.fd = fd
         self.path = path
         slots = UnsafeMutableRawPointer.allocate(byteCount: slotSize * slotCount, alignment: 64)
-        free = DispatchSemaphore(value: slotCount)
+        // Starting from zero and signalling up keeps the semaphore at or above
+        // its initial value whenever it is released, as libdispatch requires.
+        free = DispatchSemaphore(value: 0)
+        for _ in 0..<slotCount { free.signal() }
     }
 
     deinit {
@@ -88,7 +91,10 @@ final class LayerStream: @unchecked Sendable {
             return
         }
         defer { archive_read_free(archive) }
-        archive_read_support_filter_all(archive)
+        // Only the compressions layers use. Others would widen what untrusted
+        // input can reach, and some (lrzip, lzop, grzip) run external programs.
+        archive_read_support_filter_gzip(archive)
+        archive_read_support_filter_zstd(archive)
         archive_read_support_format_raw(archive)
         archive_read_support_format_empty(archive)
         guard archive_read_open_fd(archive, fd, 1 << 20) == ARCHIVE_OK else {

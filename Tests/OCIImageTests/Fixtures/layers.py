@@ -160,9 +160,74 @@ def malicious(out, outside):
     ])
 
 
+def edge(out):
+    """Layers that once tripped the unpacker up; each name says what it does."""
+    write(f"{out}/replace-deep-directory.tar", [
+        directory("a"), directory("a/b"), entry("a/b/inner", data=b"x"), entry("a/b", data=b"now a file"),
+    ])
+    write(f"{out}/lower-doc.tar", [
+        directory("usr"), directory("usr/share"), directory("usr/share/doc"), entry("usr/share/doc/readme", data=b"r"),
+        directory("d"), entry("d/old", data=b"old"),
+        directory("etc", xattrs={"user.a": b"1"}),
+        directory("ro", mode=0o555),
+        directory("x"), entry("x/old", data=b"old"),
+        symlink("lib", "usr/lib"), directory("usr/lib"),
+        entry("bin-ping", mode=0o755, data=b"ping", xattrs={"user.note": b"n"}),
+    ])
+    write(f"{out}/upper-doc.tar", [
+        entry("usr/share/.wh.doc"),
+        entry("d/sub/new", data=b"new"),
+        entry("d/.wh..wh..opq"),
+        directory("etc", xattrs={"user.b": b"2"}),
+        entry("ro/y", data=b"y"),
+        entry(".wh.x"),
+        entry("x/y", data=b"y"),
+        directory("lib/plugins", mode=0o751),
+        hardlink("bin-ping2", "bin-ping"),
+    ])
+    write(f"{out}/relink.tar", [
+        directory("usr"), directory("usr/lib"), directory("x"), directory("y"),
+        symlink("lib", "usr/lib"), entry("lib/a", data=b"a"),
+        directory("lib"), entry("lib/b", data=b"b"),
+        symlink("cur", "x"), entry("cur/1", data=b"1"),
+        symlink("cur", "y"), entry("cur/2", data=b"2"),
+    ])
+    depth = 1500
+    write(f"{out}/deep.tar", [
+        *[directory("/".join(["a"] * level)) for level in range(1, depth + 1)],
+        entry("/".join(["a"] * depth) + "/f", data=b"deep"),
+        entry("a", data=b"flat again"),
+    ])
+    write(f"{out}/children-first.tar", [
+        directory("p/q/r", mode=0o700), entry("p/q/r/f", data=b"f"), directory("p", mode=0o500), directory("p/q", mode=0o500),
+    ])
+    big = b"z" * (20 << 20)
+    write(f"{out}/long-name-then-data.tar", [
+        entry("n" * 300, data=b"too long"), entry("big", data=big),
+    ])
+    write(f"{out}/many-then-big.tar", [
+        *[entry(f"small-{i}", data=b"s") for i in range(100)], entry("big", data=big),
+    ])
+    # A header whose checksum is damaged, hiding another header in its data.
+    hidden = tarfile.TarInfo("hidden")
+    hidden.size = 0
+    hidden.mtime = MTIME
+    cover_data = hidden.tobuf(format=tarfile.USTAR_FORMAT)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        for info, data in [entry("visible", data=b"v"), entry("cover", data=cover_data)]:
+            archive.addfile(info, data)
+    raw = bytearray(buffer.getvalue())
+    raw[1024 + 148:1024 + 156] = b"0000000\0"
+    with open(f"{out}/damaged-header.tar", "wb") as output:
+        output.write(raw)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "rich":
         rich(sys.argv[2])
+    elif sys.argv[1] == "edge":
+        edge(sys.argv[2])
     elif sys.argv[1] == "malicious":
         malicious(sys.argv[2], sys.argv[3])
     else:
