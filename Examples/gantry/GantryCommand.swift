@@ -8,7 +8,7 @@ struct GantryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gantry",
         abstract: "Pull, build, unpack and run OCI images natively, without a daemon.",
-        subcommands: [ImageCommand.self]
+        subcommands: [ImageCommand.self, Login.self, Logout.self]
     )
 
     /// Parses the command line and runs the command, printing errors from
@@ -71,10 +71,15 @@ struct GlobalOptions: ParsableArguments {
         return .default
     }
 
-    func openGantry() async throws -> Gantry {
+    var logger: Logger {
         var logger = Logger(label: "gantry") { label in StreamLogHandler.standardError(label: label) }
         logger.logLevel = debug ? .debug : .warning
-        return try await Gantry(root: stateRoot, logger: logger)
+        return logger
+    }
+
+    func openGantry(registry: RegistryFlags? = nil, insecure registries: [String] = []) async throws -> Gantry {
+        let client = try registry?.client(insecure: registries, logger: logger)
+        return try await Gantry(root: stateRoot, registry: client, logger: logger)
     }
 }
 
@@ -87,4 +92,35 @@ enum OutputFormat: String, ExpressibleByArgument, CaseIterable {
 struct FormatOption: ParsableArguments {
     @Option(name: .long, help: "Output format: table or json.")
     var format: OutputFormat = .table
+}
+
+/// Options of commands that talk to registries.
+struct RegistryFlags: ParsableArguments {
+    @Flag(help: "Reach the registry over plain HTTP (loopback registries always are).")
+    var insecure = false
+
+    @Option(name: .customLong("ca-file"), help: ArgumentHelp("PEM certificate authorities to trust besides the system's.", valueName: "file"))
+    var certificateAuthority: String?
+
+    @Option(name: .customLong("auth-file"), help: ArgumentHelp("The credentials file (default: $GANTRY_AUTH_FILE or ~/.config/gantry/auth.json, then ~/.docker/config.json).", valueName: "file"))
+    var authFile: String?
+
+    @Option(name: .customLong("chunk-size"), help: ArgumentHelp("Upload blobs in chunks of this many bytes instead of one request each.", valueName: "bytes"))
+    var chunkSize: Int?
+
+    var credentials: any CredentialProvider {
+        authFile.map { AuthFile(path: $0) } ?? CredentialChain.standard
+    }
+
+    var authFileForWriting: AuthFile {
+        authFile.map { AuthFile(path: $0) } ?? .default
+    }
+
+    /// A client for these flags; `insecure` names the registries that
+    /// `--insecure` applies to.
+    func client(insecure registries: [String], logger: Logger) throws -> RegistryClient {
+        let options = RegistryOptions(
+            insecureRegistries: insecure ? Set(registries) : [], certificateAuthority: certificateAuthority, uploadChunkSize: chunkSize)
+        return try RegistryClient(options: options, credentials: credentials, logger: logger)
+    }
 }

@@ -8,6 +8,7 @@ struct ImageCommand: AsyncParsableCommand {
         abstract: "Manage local images.",
         subcommands: [
             ImportLayout.self, ImportRootfs.self, List.self, Inspect.self, Tag.self, Remove.self, Prune.self, Unpack.self, ExportLayout.self,
+            Pull.self, Push.self, Tags.self,
         ]
     )
 }
@@ -47,7 +48,7 @@ extension ImageCommand {
         func run() async throws {
             let gantry = try await global.openGantry()
             let (directory, tag) = splitLocation(location)
-            let progress = ProgressLine(enabled: Terminal.isInteractive && output.format == .table)
+            let progress = ProgressLine(enabled: output.format == .table)
             defer { progress.finish() }
             let records = try await gantry.images.importLayout(at: directory, tag: tag, name: name, progress: progress.handler)
             progress.finish()
@@ -351,7 +352,7 @@ extension ImageCommand {
 
         func run() async throws {
             let gantry = try await global.openGantry()
-            let progress = ProgressLine(enabled: Terminal.isInteractive && output.format == .table)
+            let progress = ProgressLine(enabled: output.format == .table)
             defer { progress.finish() }
             let report = try await gantry.images.unpack(image, into: directory, platform: try platform.map(Platform.init(parsing:)), progress: progress.handler)
             progress.finish()
@@ -385,7 +386,7 @@ extension ImageCommand {
             let (directory, tag) = splitLocation(location)
             let record = try await gantry.images.image(image)
             let finalTag = tag ?? record.reference.tag ?? ImageReference.defaultTag
-            let progress = ProgressLine(enabled: Terminal.isInteractive && output.format == .table)
+            let progress = ProgressLine(enabled: output.format == .table)
             defer { progress.finish() }
             try await gantry.images.exportLayout(image, to: directory, tag: finalTag, progress: progress.handler)
             progress.finish()

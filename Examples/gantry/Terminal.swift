@@ -55,43 +55,69 @@ enum Terminal {
     static var isInteractive: Bool { isatty(STDERR_FILENO) == 1 }
 }
 
-/// A one-line progress display on standard error, redrawn at most ten times
-/// a second; silent when standard error is not a terminal.
+/// Progress on standard error. On a terminal: one line with a bar for the
+/// whole operation, redrawn at most ten times a second. Otherwise: a plain
+/// line as each blob completes.
 final class ProgressLine: Sendable {
-    private let last = Mutex<(time: UInt64, drawn: Bool)>((0, false))
-    private let enabled: Bool
+    private struct State {
+        var lastDraw: UInt64 = 0
+        var drawn = false
+        var blobs: [Int: (completed: Int64, total: Int64?)] = [:]
+        var finished: Set<Int> = []
+    }
 
-    init(enabled: Bool = Terminal.isInteractive) {
-        self.enabled = enabled
+    private let state = Mutex(State())
+    private let interactive: Bool
+    private let plain: Bool
+
+    /// - Parameters:
+    ///   - enabled: Whether to report at all (not with `--format json`).
+    init(enabled: Bool) {
+        interactive = enabled && Terminal.isInteractive
+        plain = enabled && !Terminal.isInteractive
     }
 
     var handler: ImageProgressHandler? {
-        guard enabled else { return nil }
+        guard interactive || plain else { return nil }
         return { [self] progress in update(progress) }
     }
 
     private func update(_ progress: ImageProgress) {
         let now = DispatchTime.now().uptimeNanoseconds
-        let draw = last.withLock { state -> Bool in
-            guard now - state.time > 100_000_000 || progress.completed == progress.total else { return false }
-            state = (now, true)
-            return true
+        let line: String? = state.withLock { state in
+            state.blobs[progress.index] = (progress.completed, progress.total)
+            let done = progress.total.map { progress.completed >= $0 } ?? false
+            if plain {
+                guard done, state.finished.insert(progress.index).inserted else { return nil }
+                var text = "\(progress.phase.rawValue) \(progress.index + 1)/\(progress.count)"
+                if let digest = progress.digest { text += " \(digest)" }
+                if let total = progress.total { text += " \(Terminal.bytes(total))" }
+                return text + "\n"
+            }
+            if done { state.finished.insert(progress.index) }
+            guard now - state.lastDraw > 100_000_000 || done else { return nil }
+            state.lastDraw = now
+            state.drawn = true
+            let completed = state.blobs.values.reduce(Int64(0)) { $0 + $1.completed }
+            let total = state.blobs.values.reduce(Int64(0)) { $0 + ($1.total ?? 0) }
+            var text = "\r\u{1B}[K\(progress.phase.rawValue) \(state.finished.count)/\(progress.count)"
+            if total > 0 {
+                let percent = min(100, Int(completed * 100 / total))
+                let filled = percent / 4
+                text += " [" + String(repeating: "#", count: filled) + String(repeating: " ", count: 25 - filled) + "] \(percent)%"
+                text += " \(Terminal.bytes(completed))/\(Terminal.bytes(total))"
+            }
+            return text
         }
-        guard draw else { return }
-        var line = "\(progress.phase.rawValue) \(progress.index + 1)/\(progress.count)"
-        if let digest = progress.digest { line += " \(digest.shortForm)" }
-        if let total = progress.total, total > 0 {
-            let percent = min(100, Int(progress.completed * 100 / total))
-            let filled = percent / 5
-            line += " [" + String(repeating: "#", count: filled) + String(repeating: " ", count: 20 - filled) + "] \(percent)%"
-            line += " \(Terminal.bytes(progress.completed))/\(Terminal.bytes(total))"
-        }
-        FileHandle.standardError.write(Data("\r\u{1B}[K\(line)".utf8))
+        if let line { FileHandle.standardError.write(Data(line.utf8)) }
     }
 
     /// Clears the line.
     func finish() {
-        let drawn = last.withLock { $0.drawn }
-        if enabled && drawn { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        let drawn = state.withLock { state in
+            defer { state.drawn = false }
+            return state.drawn
+        }
+        if interactive && drawn { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
     }
 }

@@ -9,7 +9,7 @@ import Logging
 ///
 /// ```swift
 /// let gantry = try await Gantry(root: .default, logger: logger)
-/// try await gantry.images.importRootfs(at: "/tmp/rootfs", name: "tools:1")
+/// try await gantry.images.pull("127.0.0.1:5000/tools:1")
 /// try await gantry.images.unpack("tools:1", into: "/tmp/unpacked")
 /// ```
 public final class Gantry: Sendable {
@@ -19,8 +19,14 @@ public final class Gantry: Sendable {
     public let images: ImageStore
 
     /// Opens (creating if needed) the state root.
-    public init(root: StateRoot = .default, logger: Logger = Logger(label: "gantry")) async throws {
+    ///
+    /// - Parameters:
+    ///   - root: The state root.
+    ///   - registry: The registry client for pulls and pushes; by default one
+    ///     with default options and the standard credential files.
+    ///   - logger: Where Gantry logs.
+    public init(root: StateRoot = .default, registry: RegistryClient? = nil, logger: Logger = Logger(label: "gantry")) async throws {
         self.root = root
-        images = try ImageStore(root: root, logger: logger)
+        images = try ImageStore(root: root, registry: registry, logger: logger)
     }
 }

@@ -15,7 +15,7 @@ public struct OCIImageError: Error, Sendable, CustomStringConvertible {
             case platformNotFound, blobNotFound, digestMismatch, sizeMismatch
             case invalidLayout, imageNotFound, tagNotFound, ambiguousImage
             case unsafeLayerEntries, corruptLayer, invalidArgument, systemCall
-            case cancelled
+            case cancelled, unauthorized, notFound, registryError, network, insecureConnection
         }
         private let storage: Storage
         private init(_ storage: Storage) { self.storage = storage }
@@ -61,6 +61,16 @@ public struct OCIImageError: Error, Sendable, CustomStringConvertible {
         public static let systemCall = Code(.systemCall)
         /// The operation was cancelled.
         public static let cancelled = Code(.cancelled)
+        /// A registry refused the credentials, or asked for some and none were given.
+        public static let unauthorized = Code(.unauthorized)
+        /// A registry has no such repository, tag, manifest or blob.
+        public static let notFound = Code(.notFound)
+        /// A registry answered with an error or with something that breaks the protocol.
+        public static let registryError = Code(.registryError)
+        /// A registry could not be reached, even after retries.
+        public static let network = Code(.network)
+        /// Credentials would have gone over plain HTTP to a registry not marked insecure.
+        public static let insecureConnection = Code(.insecureConnection)
 
         public var description: String { "\(storage)" }
     }

@@ -127,10 +127,11 @@ public struct ContentStore: Sendable {
     }
 }
 
-/// Writes one blob into a ``ContentStore``. Not thread-safe: one writer
-/// belongs to one task. A writer that is neither committed nor cancelled
-/// removes its temporary file when released.
-public final class BlobWriter {
+/// Writes one blob into a ``ContentStore``. Not thread-safe: a writer
+/// belongs to one task at a time (it may be handed to another, as to a
+/// thread that commits it). A writer that is neither committed nor
+/// cancelled removes its temporary file when released.
+public final class BlobWriter: @unchecked Sendable {
     private let store: ContentStore
     private let expected: Digest?
     private let expectedSize: Int64?

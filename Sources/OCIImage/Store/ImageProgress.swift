@@ -10,6 +10,10 @@ public struct ImageProgress: Hashable, Sendable {
         case unpacking
         /// Packing a directory into a layer.
         case packing
+        /// Downloading a blob from a registry.
+        case downloading
+        /// Uploading a blob to a registry.
+        case uploading
     }
 
     /// What is being done.
@@ -42,9 +46,14 @@ public typealias ImageProgressHandler = @Sendable (ImageProgress) -> Void
 extension ImageProgress {
     /// A byte-count callback for unpacking `layer` that reports to `handler`.
     static func unpacking(_ layer: Descriptor, index: Int, count: Int, handler: ImageProgressHandler?) -> (@Sendable (Int64) -> Void)? {
+        reporter(.unpacking, layer, index: index, count: count, handler: handler)
+    }
+
+    /// A byte-count callback for work on `blob` that reports to `handler`.
+    static func reporter(_ phase: Phase, _ blob: Descriptor, index: Int, count: Int, handler: ImageProgressHandler?) -> (@Sendable (Int64) -> Void)? {
         guard let handler else { return nil }
         return { bytes in
-            handler(ImageProgress(phase: .unpacking, digest: layer.digest, index: index, count: count, completed: bytes, total: layer.size))
+            handler(ImageProgress(phase: phase, digest: blob.digest, index: index, count: count, completed: bytes, total: blob.size))
         }
     }
 }

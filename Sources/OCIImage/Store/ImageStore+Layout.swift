@@ -143,19 +143,7 @@ extension ImageStore {
         try await offload { _ in
             try self.lock.withLock(.shared) {
                 let record = try self.lookup(name)
-                // An index is exported only when every manifest it lists is here;
-                // otherwise the manifest for the host platform stands alone.
-                var descriptor = record.descriptor
-                var blobs = try self.reachableBlobs(from: descriptor)
-                if descriptor.mediaType.isIndex {
-                    let index = try ImageIndex.decode(try self.content.document(descriptor), mediaType: descriptor.mediaType)
-                    if !index.manifests.allSatisfy({ self.content.contains($0.digest) }) {
-                        let resolved = try self.resolve(record, platform: nil)
-                        descriptor = resolved.manifestDescriptor
-                        descriptor.platform = resolved.configuration.platform
-                        blobs = try self.reachableBlobs(from: descriptor)
-                    }
-                }
+                let (descriptor, blobs) = try self.completeGraph(record)
                 let layoutTag = tag ?? record.reference.tag ?? ImageReference.defaultTag
                 let layout = try ImageLayout(creatingAt: directory)
                 for (index, blob) in blobs.enumerated() {
@@ -165,5 +153,21 @@ extension ImageStore {
                 try layout.setTag(layoutTag, to: descriptor)
             }
         }
+    }
+
+    /// What of an image can be copied elsewhere whole: its index with every
+    /// blob, when every manifest the index lists is here; otherwise the
+    /// manifest for the host platform alone. Blobs come children first.
+    func completeGraph(_ record: ImageRecord) throws -> (descriptor: Descriptor, blobs: [Descriptor]) {
+        var descriptor = record.descriptor
+        if descriptor.mediaType.isIndex {
+            let index = try ImageIndex.decode(try content.document(descriptor), mediaType: descriptor.mediaType)
+            if !index.manifests.allSatisfy({ content.contains($0.digest) }) {
+                let resolved = try resolve(record, platform: nil)
+                descriptor = resolved.manifestDescriptor
+                descriptor.platform = resolved.configuration.platform
+            }
+        }
+        return (descriptor, try reachableBlobs(from: descriptor).reversed())
     }
 }

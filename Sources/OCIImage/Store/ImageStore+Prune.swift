@@ -51,6 +51,7 @@ extension ImageStore {
             // Sweep.
             for (digest, size) in try content.list() where !liveBlobs.contains(digest) {
                 try content.delete(digest)
+                try database.removeBlobSources(digest)
                 report.blobs += 1
                 report.bytes += size
             }

@@ -12,14 +12,23 @@ public final class ImageStore: Sendable {
     public let root: StateRoot
     /// The blob store.
     public let content: ContentStore
+    /// The client for pulls and pushes that name none.
+    public let registry: RegistryClient
     let database: MetadataDatabase
     let lock: StoreLock
     let logger: Logger
 
     /// Opens (creating if needed) the image store in `root`.
-    public init(root: StateRoot = .default, logger: Logger = Logger(label: "gantry.images")) throws {
+    ///
+    /// - Parameters:
+    ///   - root: The state root.
+    ///   - registry: The client for pulls and pushes; by default one with
+    ///     default options and the standard credential files.
+    ///   - logger: Where the store logs.
+    public init(root: StateRoot = .default, registry: RegistryClient? = nil, logger: Logger = Logger(label: "gantry.images")) throws {
         try root.create()
         self.root = root
+        self.registry = try registry ?? RegistryClient(logger: logger)
         content = try ContentStore(root: root.path)
         database = try MetadataDatabase(path: root.database)
         lock = StoreLock(path: root.lockFile)
@@ -46,8 +55,7 @@ public final class ImageStore: Sendable {
     }
 
     func lookup(_ name: String) throws -> ImageRecord {
-        if let reference = try? ImageReference(parsing: name), reference.digest == nil,
-           let record = try database.image(named: reference.description) {
+        if let reference = try? ImageReference(parsing: name), let record = try database.image(named: reference.description) {
             return record
         }
         var hex = name

@@ -65,6 +65,15 @@ struct MetadataDatabase: Sendable {
                 table.column("created", .datetime).notNull()
             }
         }
+        migrator.registerMigration("v2") { db in
+            // Where blobs are known to live, for cross-repository mounts.
+            try db.create(table: "blobSource") { table in
+                table.column("digest", .text).notNull()
+                table.column("registry", .text).notNull()
+                table.column("repository", .text).notNull()
+                table.primaryKey(["digest", "registry", "repository"])
+            }
+        }
         return migrator
     }
 
@@ -142,6 +151,29 @@ struct MetadataDatabase: Sendable {
             try SnapshotRow(chainID: chainID.description, parent: parent?.description, diffID: diffID.description, size: size, created: Date())
                 .insert(db, onConflict: .ignore)
         }
+    }
+
+    /// Records that `registry/repository` holds these blobs.
+    func addBlobSources(_ digests: [Digest], registry: String, repository: String) throws {
+        try pool.write { db in
+            for digest in digests {
+                try db.execute(sql: "INSERT OR IGNORE INTO blobSource (digest, registry, repository) VALUES (?, ?, ?)",
+                               arguments: [digest.description, registry, repository])
+            }
+        }
+    }
+
+    /// The repositories of `registry` known to hold a blob.
+    func blobSources(_ digest: Digest, registry: String) throws -> [String] {
+        try pool.read { db in
+            try String.fetchAll(db, sql: "SELECT repository FROM blobSource WHERE digest = ? AND registry = ? ORDER BY repository",
+                                arguments: [digest.description, registry])
+        }
+    }
+
+    /// Forgets blobs that are no longer in the store.
+    func removeBlobSources(_ digest: Digest) throws {
+        try pool.write { db in try db.execute(sql: "DELETE FROM blobSource WHERE digest = ?", arguments: [digest.description]) }
     }
 
     func removeSnapshot(_ chainID: Digest) throws {

@@ -1,0 +1,141 @@
+import Crypto
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+@testable import OCIImage
+
+/// A token service for the Distribution registry's token authentication:
+/// it checks Basic credentials and issues ES256-signed JWTs whose `x5c`
+/// header carries a self-signed certificate that the registry trusts
+/// (`rootcertbundle`). The registry verifies every token for real.
+final class TokenServer: Sendable {
+    static let service = "gantry-test-registry"
+    static let issuer = "gantry-test-issuer"
+
+    let port: Int
+    let certificatePath: String
+    private let channel: any Channel
+    private let log = TokenLog()
+
+    /// The number of tokens requested so far, and their scopes.
+    var requests: Int { log.state.withLock { $0.requests } }
+    var scopesRequested: [String] { log.state.withLock { $0.scopesRequested } }
+
+    init(directory: String, users: [String: String]) async throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let keyPath = directory + "/token-key.pem"
+        certificatePath = directory + "/token-cert.pem"
+        try run("openssl", ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", keyPath])
+        try run("openssl", ["req", "-x509", "-new", "-key", keyPath, "-subj", "/CN=gantry-test-token-issuer", "-days", "2", "-out", certificatePath])
+        let key = try P256.Signing.PrivateKey(pemRepresentation: try readText(keyPath))
+        let certificate = try readText(certificatePath).split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
+        let issuer = TokenIssuer(key: key, certificate: certificate, users: users, log: log)
+        channel = try await ServerBootstrap(group: NIOSingletons.posixEventLoopGroup)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(TokenHandler(issuer: issuer))
+                }
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        port = channel.localAddress?.port ?? 0
+    }
+
+    func shutdown() async throws {
+        try await channel.close()
+    }
+}
+
+/// What the token server was asked.
+final class TokenLog: Sendable {
+    struct State {
+        var requests = 0
+        var scopesRequested: [String] = []
+    }
+
+    let state = Mutex(State())
+}
+
+/// Makes the tokens.
+struct TokenIssuer: Sendable {
+    let key: P256.Signing.PrivateKey
+    let certificate: String
+    let users: [String: String]
+    let log: TokenLog
+
+    /// The response to a token request: status and body.
+    func respond(uri: String, authorization: String?) -> (HTTPResponseStatus, String) {
+        let components = URLComponents(string: uri)
+        let items = components?.queryItems ?? []
+        let scopes = items.filter { $0.name == "scope" }.compactMap(\.value)
+        log.state.withLock {
+            $0.requests += 1
+            $0.scopesRequested.append(contentsOf: scopes)
+        }
+        var subject = ""
+        if let authorization, authorization.hasPrefix("Basic "),
+           let decoded = Data(base64Encoded: String(authorization.dropFirst(6))).map({ String(decoding: $0, as: UTF8.self) }),
+           let colon = decoded.firstIndex(of: ":") {
+            let user = String(decoded[..<colon])
+            guard users[user] == String(decoded[decoded.index(after: colon)...]) else {
+                return (.unauthorized, #"{"errors":[{"code":"UNAUTHORIZED","message":"wrong user name or password"}]}"#)
+            }
+            subject = user
+        }
+        // Known users get what they ask for; anonymous callers get nothing.
+        let access: [[String: Any]] = subject.isEmpty ? [] : scopes.compactMap { scope in
+            let parts = scope.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count >= 3 else { return nil }
+            return ["type": String(parts[0]), "name": parts[1..<(parts.count - 1)].joined(separator: ":"),
+                    "actions": parts[parts.count - 1].split(separator: ",").map(String.init)]
+        }
+        let now = Int(Date().timeIntervalSince1970)
+        let header: [String: Any] = ["typ": "JWT", "alg": "ES256", "x5c": [certificate]]
+        let claims: [String: Any] = [
+            "iss": TokenServer.issuer, "sub": subject, "aud": TokenServer.service, "exp": now + 300, "nbf": now - 10, "iat": now,
+            "jti": UUID().uuidString, "access": access,
+        ]
+        func encode(_ object: [String: Any]) -> String {
+            base64URL((try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data())
+        }
+        let signingInput = encode(header) + "." + encode(claims)
+        guard let signature = try? key.signature(for: Data(signingInput.utf8)) else { return (.internalServerError, "{}") }
+        let token = signingInput + "." + base64URL(signature.rawRepresentation)
+        return (.ok, #"{"token":"\#(token)","access_token":"\#(token)","expires_in":300}"#)
+    }
+
+    private func base64URL(_ data: Data) -> String {
+        data.base64EncodedString().replacingOccurrences(of: "+", with: "-").replacingOccurrences(of: "/", with: "_")
+            .replacingOccurrences(of: "=", with: "")
+    }
+}
+
+private final class TokenHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    let issuer: TokenIssuer
+    private var head: HTTPRequestHead?
+
+    init(issuer: TokenIssuer) { self.issuer = issuer }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .head(let request): head = request
+        case .body: break
+        case .end:
+            guard let head else { return }
+            let (status, body) = issuer.respond(uri: head.uri, authorization: head.headers.first(name: "Authorization"))
+            var headers = HTTPHeaders()
+            headers.add(name: "Content-Type", value: "application/json")
+            headers.add(name: "Content-Length", value: "\(body.utf8.count)")
+            context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
+            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            self.head = nil
+        }
+    }
+}
