@@ -10,8 +10,10 @@ if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 packages=(
     # Build: C libraries found through pkg-config.
     pkg-config libarchive-dev libseccomp-dev libsqlite3-dev
-    # Tests: tools that make and read images, and compressors.
-    busybox-static umoci skopeo tar gzip zstd python3
+    # Tests: tools that make, move and read images; compressors; the
+    # Distribution registry with htpasswd and token authentication.
+    busybox-static umoci skopeo tar gzip zstd bzip2 python3
+    docker-registry apache2-utils openssl
     # Benchmarks.
     debootstrap hyperfine time
 )

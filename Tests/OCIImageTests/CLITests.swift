@@ -87,3 +87,49 @@ import Testing
         }
     }
 }
+
+@Suite struct CLIRegistryTests {
+    let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("gantry").path
+
+    @Test func pullPushLoginAndTags() async throws {
+        try await withTemporaryDirectory("cli-registry") { dir in
+            try #require(FileManager.default.isExecutableFile(atPath: binary), "build the gantry product first (swift build)")
+            try await withTestRegistry(dir, authentication: .htpasswd(user: "carol", password: "pa55")) { registry in
+                let auth = dir + "/auth.json"
+                func gantry(_ arguments: [String], input: String? = nil) throws -> (status: Int32, output: String, error: String) {
+                    try runWithStatus(binary, ["--root", dir + "/state"] + arguments, input: input.map { Data($0.utf8) }, environment: ["GANTRY_AUTH_FILE": auth])
+                }
+                let refused = try gantry(["login", registry.host, "-u", "carol", "--password-stdin"], input: "wrong\n")
+                #expect(refused.status == 1 && refused.error.contains("refused"))
+                #expect(!FileManager.default.fileExists(atPath: auth))
+                let login = try gantry(["login", registry.host, "-u", "carol", "--password-stdin"], input: "pa55\n")
+                #expect(login.status == 0, "\(login.error)")
+                var st = stat()
+                stat(auth, &st)
+                #expect(st.st_mode & 0o777 == 0o600)
+
+                try Fixtures.busyboxRootfs(dir + "/rootfs")
+                #expect(try gantry(["image", "import-rootfs", dir + "/rootfs", "--name", "local/tools:1"]).status == 0)
+                let push = try gantry(["image", "push", "local/tools:1", "\(registry.host)/team/tools:1", "--format", "json"])
+                #expect(push.status == 0, "\(push.error)")
+                let pushed = try #require(try JSONSerialization.jsonObject(with: Data(push.output.utf8)) as? [String: Any])
+                let digest = try #require(pushed["digest"] as? String)
+
+                #expect(try gantry(["image", "rm", "local/tools:1"]).status == 0)
+                let pull = try gantry(["image", "pull", "\(registry.host)/team/tools:1"])
+                #expect(pull.status == 0, "\(pull.error)")
+                #expect(pull.output.contains(digest))
+                // Without a terminal, progress is a plain line per blob.
+                #expect(pull.error.split(separator: "\n").filter { $0.hasPrefix("downloading") }.count == 2)
+                let inspected = try #require(try JSONSerialization.jsonObject(with: Data(try gantry(["image", "inspect", "\(registry.host)/team/tools:1", "--format", "json"]).output.utf8)) as? [String: Any])
+                #expect(inspected["digest"] as? String == digest)
+                #expect(try gantry(["image", "tags", "\(registry.host)/team/tools"]).output == "1\n")
+
+                #expect(try gantry(["logout", registry.host]).status == 0)
+                let anonymous = try gantry(["image", "pull", "\(registry.host)/team/tools:1"])
+                #expect(anonymous.status == 1)
+                #expect(anonymous.error.hasPrefix("gantry: error: ") && anonymous.error.contains("gantry login \(registry.host)"))
+            }
+        }
+    }
+}

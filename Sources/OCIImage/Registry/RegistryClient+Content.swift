@@ -65,21 +65,22 @@ extension RegistryClient {
         }
         let data = Data(body.readableBytesView)
         let digest = Digest.compute(data, algorithm: expected?.algorithm ?? .sha256)
-        if let expected, digest != expected {
-            throw OCIImageError(.digestMismatch, "\(request.subject): the registry served content that hashes to \(digest)")
-        }
-        if let announced = response.headers.first(name: "Docker-Content-Digest").flatMap({ try? Digest(parsing: $0) }),
-           announced.algorithm == digest.algorithm, announced != digest {
-            throw OCIImageError(.digestMismatch, "\(request.subject): the registry announced \(announced) but served content that hashes to \(digest)")
-        }
         let contentType = response.headers.first(name: "Content-Type")?.split(separator: ";").first
             .map { MediaType(String($0).trimmingCharacters(in: .whitespaces)) }
         let announcedType = contentType.flatMap { $0.isIndex || $0.isManifest || $0.isSchema1 ? $0 : nil }
         let kind: DocumentKind
         do {
+            // First, so that schema 1 (whose digests leave out signatures) is named as such.
             kind = try DocumentKind.detect(data, announced: announcedType)
         } catch let error as OCIImageError {
             throw OCIImageError(error.code, "\(request.subject): \(error.message)")
+        }
+        if let announced = response.headers.first(name: "Docker-Content-Digest").flatMap({ try? Digest(parsing: $0) }),
+           announced.algorithm == digest.algorithm, announced != digest {
+            throw OCIImageError(.digestMismatch, "\(request.subject): the registry announced \(announced) but served content that hashes to \(digest)")
+        }
+        if let expected, digest != expected {
+            throw OCIImageError(.digestMismatch, "\(request.subject): the registry served content that hashes to \(digest)")
         }
         let declared = (try? JSONDecoder().decode(MediaTypeProbe.self, from: data))?.mediaType.map(MediaType.init(rawValue:))
         let mediaType = announcedType ?? declared ?? (kind == .index ? .ociIndex : .ociManifest)

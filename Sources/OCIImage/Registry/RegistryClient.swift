@@ -33,7 +33,7 @@ public final class RegistryClient: Sendable {
     public init(options: RegistryOptions = RegistryOptions(), credentials: any CredentialProvider = CredentialChain.standard,
                 logger: Logger = Logger(label: "gantry.registry")) throws {
         self.options = options
-        http = try SharedHTTPClients.client(certificateAuthority: options.certificateAuthority)
+        http = try SharedHTTPClients.client(certificateAuthority: options.certificateAuthority, connectTimeout: options.connectTimeout)
         authenticator = RegistryAuthenticator(credentials: credentials, options: options, http: http)
         self.logger = logger
     }
@@ -84,6 +84,7 @@ public final class RegistryClient: Sendable {
         var attempt = 0
         var redirects = 0
         var answeredChallenge = false
+        var firstConnectionFailure: ContinuousClock.Instant?
         while true {
             try Task.checkCancellation()
             let onRegistryHost = Self.hostAndPort(url) == Self.hostAndPort(request.url)
@@ -102,8 +103,12 @@ public final class RegistryClient: Sendable {
             } catch let error as CancellationError {
                 throw error
             } catch {
+                // Attempts and a time window both bound retries: one attempt
+                // may itself spend the connect timeout reconnecting.
                 attempt += 1
-                guard attempt < options.retry.attempts else {
+                let failedSince = firstConnectionFailure ?? .now
+                firstConnectionFailure = failedSince
+                guard attempt < options.retry.attempts, ContinuousClock.now - failedSince < options.retry.connectionWindow else {
                     throw OCIImageError(.network, "\(request.subject): registry \(request.registry) cannot be reached: \(Self.describe(error))")
                 }
                 let delay = options.retry.delay(beforeRetry: attempt)
@@ -214,8 +219,9 @@ public final class RegistryClient: Sendable {
 enum SharedHTTPClients {
     private static let clients = Mutex<[String: HTTPClient]>([:])
 
-    static func client(certificateAuthority: String?) throws -> HTTPClient {
-        let key = certificateAuthority ?? ""
+    static func client(certificateAuthority: String?, connectTimeout: Duration) throws -> HTTPClient {
+        let milliseconds = Int64(connectTimeout.components.seconds * 1000 + connectTimeout.components.attoseconds / 1_000_000_000_000_000)
+        let key = "\(certificateAuthority ?? "")|\(milliseconds)"
         return try clients.withLock { clients in
             if let existing = clients[key] { return existing }
             var tls = TLSConfiguration.makeClientConfiguration()
@@ -229,7 +235,7 @@ enum SharedHTTPClients {
             let configuration = HTTPClient.Configuration(
                 tlsConfiguration: tls,
                 redirectConfiguration: .disallow,
-                timeout: HTTPClient.Configuration.Timeout(connect: .seconds(15), read: .seconds(120)),
+                timeout: HTTPClient.Configuration.Timeout(connect: .milliseconds(milliseconds), read: .seconds(120)),
                 decompression: .disabled)
             let client = HTTPClient(eventLoopGroup: HTTPClient.defaultEventLoopGroup, configuration: configuration)
             clients[key] = client

@@ -19,13 +19,17 @@ public struct RegistryOptions: Sendable {
     public var uploadChunkSize: Int?
     /// The `User-Agent` header.
     public var userAgent: String
+    /// How long one attempt keeps trying to connect (the HTTP client retries
+    /// refused connections within it).
+    public var connectTimeout: Duration
 
     /// Creates options.
     public init(
         insecureRegistries: Set<String> = [], loopbackIsInsecure: Bool = true, certificateAuthority: String? = nil,
         maximumConcurrentTransfers: Int = 4, retry: RetryPolicy = RetryPolicy(), uploadChunkSize: Int? = nil,
-        userAgent: String = "gantry/0.1"
+        userAgent: String = "gantry/0.1", connectTimeout: Duration = .seconds(5)
     ) {
+        self.connectTimeout = connectTimeout
         self.insecureRegistries = insecureRegistries
         self.loopbackIsInsecure = loopbackIsInsecure
         self.certificateAuthority = certificateAuthority
@@ -66,12 +70,16 @@ public struct RetryPolicy: Hashable, Sendable {
     public var initialDelay: Duration
     /// The longest back-off.
     public var maximumDelay: Duration
+    /// How long a registry that cannot be connected to is retried, in all.
+    public var connectionWindow: Duration
 
     /// Creates a policy; the defaults ride out a registry restart of a few seconds.
-    public init(attempts: Int = 8, initialDelay: Duration = .milliseconds(200), maximumDelay: Duration = .seconds(10)) {
+    public init(attempts: Int = 8, initialDelay: Duration = .milliseconds(200), maximumDelay: Duration = .seconds(10),
+                connectionWindow: Duration = .seconds(20)) {
         self.attempts = max(1, attempts)
         self.initialDelay = initialDelay
         self.maximumDelay = maximumDelay
+        self.connectionWindow = connectionWindow
     }
 
     /// The back-off before retry number `retry` (from 1).
