@@ -28,32 +28,12 @@ for tool in debootstrap umoci hyperfine tar python3 /usr/bin/time; do
 done
 
 work="${GANTRY_BENCH_DIR:-/var/tmp/gantry-bench}"
-mkdir -p "$work"
-rootfs="$work/bookworm-rootfs"
+source Benchmarks/lib/bookworm.sh
+bookworm_layout "$work"
 layout="$work/layout"
 
-if [ ! -f "$rootfs/.complete" ]; then
-    echo "== debootstrap --variant=minbase bookworm (once)"
-    rm -rf "$rootfs"
-    debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >"$work/debootstrap.log"
-    # As Debian's published images do: no package caches or lists.
-    rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
-    touch "$rootfs/.complete"
-fi
-if [ ! -f "$layout/index.json" ]; then
-    echo "== umoci: packing the rootfs into an OCI layout (once)"
-    rm -rf "$layout" "$work/bundle"
-    umoci init --layout "$layout"
-    umoci new --image "$layout:bookworm"
-    umoci unpack --image "$layout:bookworm" "$work/bundle" >/dev/null
-    (cd "$rootfs" && tar --exclude ./.complete -cf - .) | tar -C "$work/bundle/rootfs" -xf -
-    umoci repack --image "$layout:bookworm" "$work/bundle"
-    rm -rf "$work/bundle"
-fi
-
 echo "== building gantry (release)"
-swift build -c release --product gantry >/dev/null
-gantry="$(swift build -c release --show-bin-path)/gantry"
+gantry="$(gantry_release)"
 state="$work/state"
 rm -rf "$state"
 "$gantry" --root "$state" image import-layout "$layout:bookworm" --name bench:bookworm >/dev/null

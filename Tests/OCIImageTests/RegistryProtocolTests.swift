@@ -77,3 +77,45 @@ import Testing
         }
     }
 }
+
+/// Registries may send blob downloads to other storage with a redirect
+/// (S3, a CDN). A small server on 127.0.0.1 plays such a registry and one
+/// on 127.0.0.2 the storage behind it.
+@Suite struct RegistryRedirectTests {
+    @Test func credentialsStayWithTheRegistry() async throws {
+        try await withTemporaryDirectory("redirect") { dir in
+            let blob = Data("blob bytes behind a redirect".utf8)
+            let digest = Digest.compute(blob)
+            let seen = Once()
+            let storage = try await TestHTTPServer(host: "127.0.0.2") { request in
+                if request.headers.contains(name: "Authorization") { _ = seen.claim() }
+                return (.ok, ["Content-Type": "application/octet-stream"], blob)
+            }
+            let registry = try await TestHTTPServer { request in
+                guard request.headers.first(name: "Authorization") == "Basic " + Data("dave:pw".utf8).base64EncodedString() else {
+                    return (.unauthorized, ["WWW-Authenticate": #"Basic realm="test""#], Data())
+                }
+                return (.temporaryRedirect, ["Location": "http://127.0.0.2:\(storage.port)/storage/\(digest.encoded)?signature=x"], Data())
+            }
+            let client = try RegistryClient(credentials: StaticCredentials(["127.0.0.1:\(registry.port)": .basic(username: "dave", password: "pw")]))
+            let content = try ContentStore(root: dir)
+            let descriptor = Descriptor(mediaType: .ociLayerGzip, digest: digest, size: Int64(blob.count))
+            try await client.download(descriptor, registry: "127.0.0.1:\(registry.port)", repository: "a/b", into: content)
+            #expect(try Data(file: content.path(for: digest)) == blob)
+            #expect(!seen.claimed, "the storage host received the registry's credentials")
+            try await storage.shutdown()
+            try await registry.shutdown()
+        }
+    }
+
+    @Test func credentialsNeverGoOverPlainHTTPToAnUntrustedTokenService() async throws {
+        let registry = try await TestHTTPServer { _ in
+            (.unauthorized, ["WWW-Authenticate": #"Bearer realm="http://tokens.example.com/token",service="registry""#], Data())
+        }
+        let client = try RegistryClient(credentials: StaticCredentials(["127.0.0.1:\(registry.port)": .basic(username: "u", password: "p")]))
+        await #expect {
+            try await client.manifest(registry: "127.0.0.1:\(registry.port)", repository: "a/b", reference: "latest")
+        } throws: { ($0 as? OCIImageError)?.code == .insecureConnection }
+        try await registry.shutdown()
+    }
+}

@@ -139,6 +139,10 @@ public final class BlobWriter: @unchecked Sendable {
     private var fd: Int32
     private let temporaryPath: String
     private var finished = false
+    /// Small writes (network reads are tens of kilobytes) are gathered here
+    /// and written a mebibyte at a time.
+    private let staging = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+    private var staged = 0
 
     init(store: ContentStore, expected: Digest?, expectedSize: Int64?) throws {
         if let expectedSize, expectedSize < 0 {
@@ -149,11 +153,17 @@ public final class BlobWriter: @unchecked Sendable {
         self.expectedSize = expectedSize
         hasher = DigestHasher(algorithm: expected?.algorithm ?? .sha256)
         temporaryPath = store.ingestDirectory + "/" + Sys.randomSuffix()
-        fd = try Sys.open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL, 0o444)
+        do {
+            fd = try Sys.open(temporaryPath, O_WRONLY | O_CREAT | O_EXCL, 0o444)
+        } catch {
+            staging.deallocate()
+            throw error
+        }
     }
 
     deinit {
         if !finished { discard() }
+        staging.deallocate()
     }
 
     /// The number of bytes written so far.
@@ -169,11 +179,23 @@ public final class BlobWriter: @unchecked Sendable {
         }
         hasher.update(bytes)
         do {
-            try Sys.writeAll(fd, bytes, path: temporaryPath)
+            if staged + bytes.count > staging.count { try flush() }
+            if bytes.count >= staging.count {
+                try Sys.writeAll(fd, bytes, path: temporaryPath)
+            } else if let base = bytes.baseAddress {
+                (staging.baseAddress.unsafelyUnwrapped + staged).copyMemory(from: base, byteCount: bytes.count)
+                staged += bytes.count
+            }
         } catch {
             cancel()
             throw error
         }
+    }
+
+    private func flush() throws {
+        guard staged > 0 else { return }
+        try Sys.writeAll(fd, UnsafeRawBufferPointer(rebasing: staging[..<staged]), path: temporaryPath)
+        staged = 0
     }
 
     /// Verifies digest and size, then makes the blob visible.
@@ -195,6 +217,7 @@ public final class BlobWriter: @unchecked Sendable {
             throw OCIImageError(.digestMismatch, "the content expected as \(expected) hashes to \(actual) (corrupt or wrong blob)")
         }
         do {
+            try flush()
             try Sys.fsync(fd, path: temporaryPath)
         } catch {
             cancel()

@@ -14,10 +14,11 @@ final class TokenServer: Sendable {
     static let service = "gantry-test-registry"
     static let issuer = "gantry-test-issuer"
 
-    let port: Int
     let certificatePath: String
-    private let channel: any Channel
+    private let server: TestHTTPServer
     private let log = TokenLog()
+
+    var port: Int { server.port }
 
     /// The number of tokens requested so far, and their scopes.
     var requests: Int { log.state.withLock { $0.requests } }
@@ -32,20 +33,14 @@ final class TokenServer: Sendable {
         let key = try P256.Signing.PrivateKey(pemRepresentation: try readText(keyPath))
         let certificate = try readText(certificatePath).split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
         let issuer = TokenIssuer(key: key, certificate: certificate, users: users, log: log)
-        channel = try await ServerBootstrap(group: NIOSingletons.posixEventLoopGroup)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
-                    try channel.pipeline.syncOperations.addHandler(TokenHandler(issuer: issuer))
-                }
-            }
-            .bind(host: "127.0.0.1", port: 0).get()
-        port = channel.localAddress?.port ?? 0
+        server = try await TestHTTPServer { request in
+            let (status, body) = issuer.respond(uri: request.uri, authorization: request.headers.first(name: "Authorization"))
+            return (status, ["Content-Type": "application/json"], Data(body.utf8))
+        }
     }
 
     func shutdown() async throws {
-        try await channel.close()
+        try await server.shutdown()
     }
 }
 
@@ -113,14 +108,39 @@ struct TokenIssuer: Sendable {
     }
 }
 
-private final class TokenHandler: ChannelInboundHandler, @unchecked Sendable {
+/// A small HTTP/1.1 server on loopback whose answers come from a closure.
+final class TestHTTPServer: Sendable {
+    typealias Responder = @Sendable (HTTPRequestHead) -> (HTTPResponseStatus, [String: String], Data)
+
+    let port: Int
+    private let channel: any Channel
+
+    init(host: String = "127.0.0.1", respond: @escaping Responder) async throws {
+        channel = try await ServerBootstrap(group: NIOSingletons.posixEventLoopGroup)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline()
+                    try channel.pipeline.syncOperations.addHandler(ResponderHandler(respond: respond))
+                }
+            }
+            .bind(host: host, port: 0).get()
+        port = channel.localAddress?.port ?? 0
+    }
+
+    func shutdown() async throws {
+        try await channel.close()
+    }
+}
+
+private final class ResponderHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    let issuer: TokenIssuer
+    let respond: TestHTTPServer.Responder
     private var head: HTTPRequestHead?
 
-    init(issuer: TokenIssuer) { self.issuer = issuer }
+    init(respond: @escaping TestHTTPServer.Responder) { self.respond = respond }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         switch unwrapInboundIn(data) {
@@ -128,12 +148,13 @@ private final class TokenHandler: ChannelInboundHandler, @unchecked Sendable {
         case .body: break
         case .end:
             guard let head else { return }
-            let (status, body) = issuer.respond(uri: head.uri, authorization: head.headers.first(name: "Authorization"))
-            var headers = HTTPHeaders()
-            headers.add(name: "Content-Type", value: "application/json")
-            headers.add(name: "Content-Length", value: "\(body.utf8.count)")
+            let (status, fields, body) = respond(head)
+            var headers = HTTPHeaders(fields.map { ($0.key, $0.value) })
+            headers.add(name: "Content-Length", value: "\(body.count)")
             context.write(wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status, headers: headers))), promise: nil)
-            context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(string: body)))), promise: nil)
+            if head.method != .HEAD {
+                context.write(wrapOutboundOut(.body(.byteBuffer(ByteBuffer(bytes: body)))), promise: nil)
+            }
             context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
             self.head = nil
         }
