@@ -105,8 +105,10 @@ actor RegistryAuthenticator {
     }
 
     /// Takes in a 401 challenge and gets what answering it needs: fresh
-    /// credentials or a fresh token. Throws when there is nothing to answer with.
-    func respond(to header: String?, registry: String, scopes: [String]) async throws {
+    /// credentials or a fresh token. Throws when there is nothing to answer
+    /// with. Returns the scopes to ask for from now on: the request's and
+    /// any the challenge adds.
+    func respond(to header: String?, registry: String, scopes: [String]) async throws -> [String] {
         guard let header, let challenge = AuthChallenge.parse(header) else {
             throw OCIImageError(.unauthorized, "registry \(registry) refused the request without saying how to authenticate")
         }
@@ -116,8 +118,11 @@ actor RegistryAuthenticator {
             guard case .basic? = try await credentials.credential(for: registry) else {
                 throw OCIImageError(.unauthorized, "registry \(registry) asks for a user name and password; log in first (gantry login \(registry))")
             }
+            return scopes
         case .bearer:
-            _ = try await token(challenge, registry: registry, scopes: scopes + (challenge.scope.map { [$0] } ?? []), refresh: true)
+            let wanted = challenge.scope.map { scopes.contains($0) ? scopes : scopes + [$0] } ?? scopes
+            _ = try await token(challenge, registry: registry, scopes: wanted, refresh: true)
+            return wanted
         }
     }
 

@@ -120,7 +120,7 @@ extension RegistryClient {
         defer { writer.cancel() }
         var interruptions = 0
         var transferred: Int64 = 0
-        while true {
+        while writer.count < descriptor.size || descriptor.size == 0 {
             var attempt = request
             if writer.count > 0 { attempt.headers.add(name: "Range", value: "bytes=\(writer.count)-") }
             let response = try await send(attempt)
@@ -152,10 +152,12 @@ extension RegistryClient {
                 try await Task.sleep(for: options.retry.delay(beforeRetry: interruptions))
                 continue
             }
-            let finished = writer
-            _ = try await offload { _ in try finished.commit() }
-            return transferred
+            break
         }
+        // Everything arrived (perhaps just before a connection broke).
+        let finished = writer
+        _ = try await offload { _ in try finished.commit() }
+        return transferred
     }
 
     static func contentRange(_ value: String?, startsAt offset: Int64) -> Bool {

@@ -85,6 +85,7 @@ public final class RegistryClient: Sendable {
         var redirects = 0
         var answeredChallenge = false
         var firstConnectionFailure: ContinuousClock.Instant?
+        var scopes = request.scopes
         while true {
             try Task.checkCancellation()
             let onRegistryHost = Self.hostAndPort(url) == Self.hostAndPort(request.url)
@@ -92,7 +93,7 @@ public final class RegistryClient: Sendable {
             outgoing.method = method
             outgoing.headers = request.headers
             outgoing.headers.replaceOrAdd(name: "User-Agent", value: options.userAgent)
-            if onRegistryHost, let authorization = try await authenticator.authorization(registry: request.registry, scopes: request.scopes) {
+            if onRegistryHost, let authorization = try await authenticator.authorization(registry: request.registry, scopes: scopes) {
                 outgoing.headers.replaceOrAdd(name: "Authorization", value: authorization)
             }
             if includeBody, let body = request.body { outgoing.body = try body() }
@@ -121,7 +122,7 @@ public final class RegistryClient: Sendable {
             switch status {
             case 401 where onRegistryHost && !answeredChallenge:
                 await Self.drain(response)
-                try await authenticator.respond(to: response.headers.first(name: "WWW-Authenticate"), registry: request.registry, scopes: request.scopes)
+                scopes = try await authenticator.respond(to: response.headers.first(name: "WWW-Authenticate"), registry: request.registry, scopes: scopes)
                 answeredChallenge = true
                 continue
             case 301, 302, 303, 307, 308:
