@@ -87,3 +87,21 @@ import Testing
         }
     }
 }
+
+@Suite struct LayoutConcurrencyTests {
+    @Test func concurrentExportsKeepEveryTag() async throws {
+        try await withTemporaryDirectory("layout-concurrent") { dir in
+            try Fixtures.busyboxRootfs(dir + "/rootfs")
+            let store = try ImageStore(root: StateRoot(dir + "/state"))
+            try await store.importRootfs(at: dir + "/rootfs", name: "tools:1")
+            _ = try ImageLayout(creatingAt: dir + "/layout")
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for tag in 0..<12 {
+                    group.addTask { try await store.exportLayout("tools:1", to: dir + "/layout", tag: "t\(tag)") }
+                }
+                try await group.waitForAll()
+            }
+            #expect(try ImageLayout(opening: dir + "/layout").tags().sorted() == (0..<12).map { "t\($0)" }.sorted())
+        }
+    }
+}

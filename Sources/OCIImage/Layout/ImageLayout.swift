@@ -130,6 +130,10 @@ public struct ImageLayout: Sendable {
     /// Adds `descriptor` to `index.json` under `tag`, replacing any entry
     /// with the same tag.
     public func setTag(_ tag: String, to descriptor: Descriptor) throws {
+        // Writers of one layout (in any process) take turns on index.json.
+        let lock = try Sys.open(directory, O_RDONLY | O_DIRECTORY)
+        defer { Sys.close(lock) }
+        try Sys.check("flock", directory) { flock(lock, LOCK_EX) }
         var index = try index()
         var entry = descriptor
         var annotations = entry.annotations ?? [:]
