@@ -167,3 +167,29 @@ import Testing
         }
     }
 }
+
+@Suite struct UnprivilegedUnpackTests {
+    let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("gantry").path
+
+    /// A user who is not root unpacks an image in which one layer makes a
+    /// directory read-only and the next writes into it.
+    @Test(.requiresRoot) func laterLayersWriteIntoReadOnlyDirectories() async throws {
+        try await withTemporaryDirectory("unprivileged") { dir in
+            try #require(FileManager.default.isExecutableFile(atPath: binary), "build the gantry product first (swift build)")
+            chmod(dir, 0o777)
+            try Fixtures.layers("edge", into: dir)
+            try Fixtures.umociLayout(dir + "/layout", tag: "ro", layers: [dir + "/lower-doc.tar", dir + "/upper-doc.tar"])
+            try run("chmod", ["-R", "a+rX", dir + "/layout"])
+            let asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups", binary, "--root", dir + "/state"]
+            let imported = try runWithStatus("setpriv", asNobody + ["image", "import-layout", dir + "/layout:ro", "--name", "ro:1"])
+            #expect(imported.status == 0, "\(imported.error)")
+            let unpacked = try runWithStatus("setpriv", asNobody + ["image", "unpack", "ro:1", dir + "/out"])
+            #expect(unpacked.status == 0, "\(unpacked.error)")
+            #expect(try readText(dir + "/out/ro/y") == "y")
+            var st = stat()
+            lstat(dir + "/out/ro", &st)
+            #expect(st.st_mode & 0o7777 == 0o555)
+            chmod(dir + "/out/ro", 0o755)
+        }
+    }
+}

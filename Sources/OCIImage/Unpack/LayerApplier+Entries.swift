@@ -130,10 +130,18 @@ extension LayerApplier {
 
     /// Records the mode and times of a directory this layer changes without
     /// declaring it, so that they are restored afterwards as they were.
+    ///
+    /// Without privileges, a directory an earlier layer made read-only is
+    /// opened up for its owner meanwhile (its mode is restored with the rest),
+    /// as root would not need.
     func preserveTimes(of path: Path, fd: Int32) {
         var st = stat()
         guard fstat(fd, &st) == 0, deferred[FileID(st)] == nil else { return }
         deferred[FileID(st)] = DirectoryMetadata(path: path, mode: st.st_mode & 0o7777, times: (st.st_atim, st.st_mtim))
+        if !options.privileged && st.st_uid == geteuid() && st.st_mode & 0o700 != 0o700 {
+            // `fd` is an O_PATH descriptor; chmod reaches the directory through /proc.
+            _ = chmod("/proc/self/fd/\(fd)", (st.st_mode & 0o7777) | 0o700)
+        }
     }
 
     func deferDirectoryMetadata(fd: Int32, path: Path, _ entry: OpaquePointer) {
