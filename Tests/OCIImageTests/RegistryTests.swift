@@ -159,3 +159,32 @@ final class Once: Sendable {
     func claim() -> Bool { state.withLock { claimed in defer { claimed = true }; return !claimed } }
     var claimed: Bool { state.withLock { $0 } }
 }
+
+@Suite struct RegistryTLSTests {
+    @Test func httpsWithAnExtraCertificateAuthority() async throws {
+        try await withTemporaryDirectory("registry-tls") { dir in
+            let pki = try makeCertificates(dir + "/pki")
+            try await withTestRegistry(dir, tls: (pki.certificate, pki.key)) { registry in
+                func store(_ name: String, authority: String?) throws -> ImageStore {
+                    let options = RegistryOptions(loopbackIsInsecure: false, certificateAuthority: authority,
+                                                  retry: RetryPolicy(attempts: 2, initialDelay: .milliseconds(10), connectionWindow: .seconds(1)),
+                                                  connectTimeout: .seconds(1))
+                    return try ImageStore(root: StateRoot(dir + "/" + name), registry: try RegistryClient(options: options, credentials: StaticCredentials()))
+                }
+                try Fixtures.busyboxRootfs(dir + "/rootfs")
+                let trusting = try store("trusting", authority: pki.authority)
+                try await trusting.importRootfs(at: dir + "/rootfs", name: "local/tools:1")
+                let pushed = try await trusting.push("local/tools:1", to: "\(registry.host)/secure/tools:1")
+                let pulled = try await store("fresh", authority: pki.authority).pull("\(registry.host)/secure/tools:1")
+                #expect(pulled.digest == pushed.digest)
+
+                // Without the authority, the certificate is not trusted.
+                let doubting = try store("doubting", authority: nil)
+                await #expect { try await doubting.pull("\(registry.host)/secure/tools:1") } throws: { error in
+                    let error = error as? OCIImageError
+                    return error?.code == .network && error?.message.contains("certificate is not trusted") == true
+                }
+            }
+        }
+    }
+}

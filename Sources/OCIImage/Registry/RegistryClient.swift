@@ -103,6 +103,11 @@ public final class RegistryClient: Sendable {
                 response = try await http.execute(outgoing, deadline: deadline, logger: logger)
             } catch let error as CancellationError {
                 throw error
+            } catch let error as NIOSSLError {
+                // Retrying does not make a certificate trusted.
+                let reason = "\(error)".contains("CERTIFICATE_VERIFY_FAILED") ? "its certificate is not trusted" : "\(error)"
+                throw OCIImageError(.network, "\(request.subject): the TLS handshake with registry \(request.registry) failed: \(reason); "
+                    + "trust its certificate authority (--ca-file) or, on a trusted network, mark it insecure")
             } catch {
                 // Attempts and a time window both bound retries: one attempt
                 // may itself spend the connect timeout reconnecting.

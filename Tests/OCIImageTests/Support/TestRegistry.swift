@@ -20,7 +20,7 @@ final class TestRegistry: @unchecked Sendable {
     /// Where the registry keeps blobs: `<storage>/docker/registry/v2/blobs/sha256/xx/HEX/data`.
     var storage: String { directory + "/storage" }
 
-    init(directory: String, authentication: Authentication = .none, schema1: Bool = false) throws {
+    init(directory: String, authentication: Authentication = .none, schema1: Bool = false, tls: (certificate: String, key: String)? = nil) throws {
         self.directory = directory
         port = try freePort()
         try FileManager.default.createDirectory(atPath: storage, withIntermediateDirectories: true)
@@ -39,6 +39,9 @@ final class TestRegistry: @unchecked Sendable {
           addr: 127.0.0.1:\(port)
 
         """
+        if let tls {
+            config += "  tls:\n    certificate: \(tls.certificate)\n    key: \(tls.key)\n"
+        }
         switch authentication {
         case .none: break
         case .htpasswd(let user, let password):
@@ -101,8 +104,8 @@ final class TestRegistry: @unchecked Sendable {
 
 /// Runs `body` with a registry, stopping it afterwards whatever happens.
 func withTestRegistry<T>(_ directory: String, authentication: TestRegistry.Authentication = .none, schema1: Bool = false,
-                         _ body: (TestRegistry) async throws -> T) async throws -> T {
-    let registry = try TestRegistry(directory: directory + "/registry", authentication: authentication, schema1: schema1)
+                         tls: (certificate: String, key: String)? = nil, _ body: (TestRegistry) async throws -> T) async throws -> T {
+    let registry = try TestRegistry(directory: directory + "/registry", authentication: authentication, schema1: schema1, tls: tls)
     defer { registry.stop() }
     return try await body(registry)
 }
@@ -137,4 +140,18 @@ func isListening(_ port: Int) -> Bool {
     address.sin_addr.s_addr = inet_addr("127.0.0.1")
     address.sin_port = UInt16(port).bigEndian
     return withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } } == 0
+}
+
+/// A certificate authority and a server certificate for 127.0.0.1 signed
+/// by it, made with openssl. Returns the CA's PEM file and the server's
+/// certificate and key.
+func makeCertificates(_ directory: String) throws -> (authority: String, certificate: String, key: String) {
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    try run("openssl", ["req", "-x509"] + ec + ["-keyout", directory + "/ca.key", "-out", directory + "/ca.pem", "-days", "2", "-subj", "/CN=gantry-test-ca"])
+    try run("openssl", ["req"] + ec + ["-keyout", directory + "/server.key", "-out", directory + "/server.csr", "-subj", "/CN=127.0.0.1"])
+    try write("subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n", to: directory + "/ext.cnf")
+    try run("openssl", ["x509", "-req", "-in", directory + "/server.csr", "-CA", directory + "/ca.pem", "-CAkey", directory + "/ca.key",
+                        "-CAcreateserial", "-out", directory + "/server.pem", "-days", "2", "-extfile", directory + "/ext.cnf"])
+    return (directory + "/ca.pem", directory + "/server.pem", directory + "/server.key")
 }
