@@ -13,6 +13,26 @@ import Testing
         #expect(basic.scheme == .basic && basic.realm == #"with "quotes", and commas"#)
         #expect(AuthChallenge.parse("Negotiate abc") == nil)
         #expect(AuthChallenge.parse("bearer realm=unquoted, service = svc")?.service == "svc")
+        // Several challenges in one value, or in several headers: Bearer wins.
+        let mixed = AuthChallenge.parseAll(#"Negotiate, Basic realm="b", Bearer realm="https://t/token",service="s""#)
+        #expect(mixed.map(\.scheme) == [.basic, .bearer])
+        #expect(mixed.first?.parameters.keys.sorted() == ["realm"])
+        #expect(AuthChallenge.preferred([#"Basic realm="b""#, #"Bearer realm="https://t/token""#])?.scheme == .bearer)
+        #expect(AuthChallenge.preferred(["Negotiate"]) == nil)
+    }
+
+    @Test func credentialsAreFoundHoweverTheRegistryIsSpelled() async throws {
+        let credentials = StaticCredentials(["docker.io": .basic(username: "a", password: "b"), "https://ghcr.io": .identityToken("t")])
+        #expect(try await credentials.credential(for: "docker.io") == .basic(username: "a", password: "b"))
+        #expect(try await credentials.credential(for: "index.docker.io") == .basic(username: "a", password: "b"))
+        #expect(try await credentials.credential(for: "ghcr.io") == .identityToken("t"))
+    }
+
+    @Test func originsIncludeSchemeAndEffectivePort() {
+        #expect(RegistryClient.Origin("https://h.example/v2/") == RegistryClient.Origin("https://H.example:443/x"))
+        #expect(RegistryClient.Origin("https://h.example/v2/") != RegistryClient.Origin("http://h.example/v2/"))
+        #expect(RegistryClient.Origin("http://h.example/") != RegistryClient.Origin("http://h.example:8080/"))
+        #expect(RegistryClient.Origin("ftp://h.example/") == nil)
     }
 
     @Test func readsRetryAfterAndLinks() {
@@ -46,6 +66,9 @@ import Testing
         #expect(options.isInsecure("registry.lan:5000") && !options.isInsecure("registry.lan"))
         #expect(!options.isInsecure("ghcr.io"))
         #expect(!RegistryOptions(loopbackIsInsecure: false).isInsecure("127.0.0.1:5000"))
+        // Names that only look like loopback addresses are not loopback.
+        #expect(!options.isInsecure("127.attacker.example") && !options.isInsecure("127.0.0.1.nip.io:443"))
+        #expect(options.isInsecure("127.1.2.3:80"))
     }
 
     @Test func authFilesAreDockerCompatibleAndPrivate() async throws {
@@ -104,6 +127,41 @@ import Testing
             #expect(try Data(file: content.path(for: digest)) == blob)
             #expect(!seen.claimed, "the storage host received the registry's credentials")
             try await storage.shutdown()
+            try await registry.shutdown()
+        }
+    }
+
+    @Test func uploadLocationsAndPageLinksOnOtherHostsGetNoCredentials() async throws {
+        try await withTemporaryDirectory("foreign-origin") { dir in
+            let leaked = Once()
+            let basic = "Basic " + Data("erin:pw".utf8).base64EncodedString()
+            let elsewhere = try await TestHTTPServer(host: "127.0.0.2") { request in
+                if request.headers.contains(name: "Authorization") { _ = leaked.claim() }
+                if request.uri.hasPrefix("/token") { return (.ok, [:], Data(#"{"token":"t"}"#.utf8)) }
+                if request.uri.hasPrefix("/page") {
+                    // A host trying to collect the registry's credentials through its own token service.
+                    return (.unauthorized, ["WWW-Authenticate": #"Bearer realm="http://127.0.0.2:\#(request.headers.first(name: "Host")?.split(separator: ":").last ?? "")/token""#], Data())
+                }
+                return (.created, [:], Data())
+            }
+            let registry = try await TestHTTPServer { request in
+                guard request.headers.first(name: "Authorization") == basic else {
+                    return (.unauthorized, ["WWW-Authenticate": #"Basic realm="r""#], Data())
+                }
+                switch (request.method, request.uri) {
+                case (.HEAD, _): return (.notFound, [:], Data())
+                case (.POST, _): return (.accepted, ["Location": "http://127.0.0.2:\(elsewhere.port)/upload/1"], Data())
+                default: return (.ok, ["Link": "<http://127.0.0.2:\(elsewhere.port)/page?n=1>; rel=\"next\""], Data(#"{"tags":["a"]}"#.utf8))
+                }
+            }
+            let host = "127.0.0.1:\(registry.port)"
+            let client = try RegistryClient(credentials: StaticCredentials([host: .basic(username: "erin", password: "pw")]))
+            try write("blob", to: dir + "/blob")
+            let descriptor = Descriptor(mediaType: .ociLayer, digest: Digest.compute(Data("blob".utf8)), size: 4)
+            #expect(try await client.upload(descriptor, from: dir + "/blob", registry: host, repository: "a/b") == .uploaded)
+            await #expect { try await client.tags(registry: host, repository: "a/b") } throws: { ($0 as? OCIImageError)?.code == .unauthorized }
+            #expect(!leaked.claimed, "another host received the registry's credentials")
+            try await elsewhere.shutdown()
             try await registry.shutdown()
         }
     }

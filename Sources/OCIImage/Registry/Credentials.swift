@@ -25,9 +25,10 @@ public struct StaticCredentials: CredentialProvider {
     /// The credentials, by registry host.
     public var credentials: [String: RegistryCredential]
 
-    /// Creates a provider.
+    /// Creates a provider. Keys may be spelled as users write registries
+    /// (`docker.io`, `https://ghcr.io`); they are normalised.
     public init(_ credentials: [String: RegistryCredential] = [:]) {
-        self.credentials = credentials
+        self.credentials = Dictionary(credentials.map { (AuthFile.key(for: $0.key), $0.value) }) { first, _ in first }
     }
 
     public func credential(for registry: String) async throws -> RegistryCredential? {

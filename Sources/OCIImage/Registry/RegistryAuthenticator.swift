@@ -13,24 +13,51 @@ struct AuthChallenge: Hashable, Sendable {
     var service: String? { parameters["service"] }
     var scope: String? { parameters["scope"] }
 
-    /// Parses the first Basic or Bearer challenge of a header value such as
-    /// `Bearer realm="https://auth.example/token",service="registry",scope="repository:a/b:pull"`.
+    /// The challenge to answer among all those of the `WWW-Authenticate`
+    /// header values: Bearer if offered, else Basic.
+    static func preferred(_ headers: [String]) -> AuthChallenge? {
+        let all = headers.flatMap(parseAll)
+        return all.first { $0.scheme == .bearer } ?? all.first { $0.scheme == .basic }
+    }
+
+    /// The first Basic or Bearer challenge of a header value.
     static func parse(_ header: String) -> AuthChallenge? {
-        var rest = Substring(header).drop(while: \.isWhitespace)
-        let schemeName = rest.prefix(while: { !$0.isWhitespace && $0 != "," })
-        rest = rest.dropFirst(schemeName.count)
-        let scheme: Scheme
-        switch schemeName.lowercased() {
-        case "basic": scheme = .basic
-        case "bearer": scheme = .bearer
-        default: return nil
+        parseAll(header).first
+    }
+
+    /// Every Basic and Bearer challenge of one header value, such as
+    /// `Bearer realm="https://auth.example/token",service="registry",scope="repository:a/b:pull"`
+    /// or `Negotiate, Basic realm="x"`. Other schemes are skipped.
+    static func parseAll(_ header: String) -> [AuthChallenge] {
+        var challenges: [AuthChallenge] = []
+        var rest = Substring(header)
+        var current: (name: String, parameters: [String: String])?
+        func close() {
+            guard let current else { return }
+            switch current.name.lowercased() {
+            case "basic": challenges.append(AuthChallenge(scheme: .basic, parameters: current.parameters))
+            case "bearer": challenges.append(AuthChallenge(scheme: .bearer, parameters: current.parameters))
+            default: break
+            }
         }
-        var parameters: [String: String] = [:]
+        func isTokenCharacter(_ c: Character) -> Bool { !c.isWhitespace && c != "," && c != "=" && c != "\"" }
         while true {
             rest = rest.drop(while: { $0.isWhitespace || $0 == "," })
-            guard let equals = rest.firstIndex(of: "=") else { break }
-            let key = rest[..<equals].trimmingCharacters(in: .whitespaces).lowercased()
-            rest = rest[rest.index(after: equals)...]
+            guard !rest.isEmpty else { break }
+            let token = rest.prefix(while: isTokenCharacter)
+            guard !token.isEmpty else {
+                rest = rest.dropFirst()
+                continue
+            }
+            let afterToken = rest.dropFirst(token.count).drop(while: \.isWhitespace)
+            guard afterToken.first == "=" else {
+                // A scheme name starts a new challenge.
+                close()
+                current = (String(token), [:])
+                rest = rest.dropFirst(token.count)
+                continue
+            }
+            rest = afterToken.dropFirst().drop(while: \.isWhitespace)
             var value = ""
             if rest.first == "\"" {
                 rest = rest.dropFirst()
@@ -52,9 +79,10 @@ struct AuthChallenge: Hashable, Sendable {
                 value = String(rest.prefix(while: { $0 != "," }).trimmingCharacters(in: .whitespaces))
                 rest = rest.drop(while: { $0 != "," })
             }
-            parameters[key] = value
+            current?.parameters[token.lowercased()] = value
         }
-        return AuthChallenge(scheme: scheme, parameters: parameters)
+        close()
+        return challenges
     }
 }
 
@@ -108,19 +136,24 @@ actor RegistryAuthenticator {
     /// credentials or a fresh token. Throws when there is nothing to answer
     /// with. Returns the scopes to ask for from now on: the request's and
     /// any the challenge adds.
-    func respond(to header: String?, registry: String, scopes: [String]) async throws -> [String] {
-        guard let header, let challenge = AuthChallenge.parse(header) else {
+    func respond(to headers: [String], registry: String, scopes: [String]) async throws -> [String] {
+        guard let challenge = AuthChallenge.preferred(headers) else {
             throw OCIImageError(.unauthorized, "registry \(registry) refused the request without saying how to authenticate")
         }
         challenges[registry] = challenge
         switch challenge.scheme {
         case .basic:
-            guard case .basic? = try await credentials.credential(for: registry) else {
+            switch try await credentials.credential(for: registry) {
+            case .basic?: return scopes
+            case .identityToken?:
+                throw OCIImageError(.unauthorized, "registry \(registry) asks for a user name and password, but the stored credential is an identity token; log in again (gantry login \(registry))")
+            case nil:
                 throw OCIImageError(.unauthorized, "registry \(registry) asks for a user name and password; log in first (gantry login \(registry))")
             }
-            return scopes
         case .bearer:
-            let wanted = challenge.scope.map { scopes.contains($0) ? scopes : scopes + [$0] } ?? scopes
+            // A challenge may name several scopes, separated by spaces.
+            let extra = (challenge.scope ?? "").split(separator: " ").map(String.init).filter { !scopes.contains($0) }
+            let wanted = scopes + extra
             _ = try await token(challenge, registry: registry, scopes: wanted, refresh: true)
             return wanted
         }
@@ -156,6 +189,18 @@ actor RegistryAuthenticator {
             case token
             case accessToken = "access_token"
             case expiresIn = "expires_in"
+        }
+
+        init(from decoder: any Decoder) throws {
+            let container = try decoder.container(keyedBy: CodingKeys.self)
+            token = try? container.decodeIfPresent(String.self, forKey: .token)
+            accessToken = try? container.decodeIfPresent(String.self, forKey: .accessToken)
+            // Some services send the lifetime as a fraction or a string.
+            if let seconds = try? container.decodeIfPresent(Double.self, forKey: .expiresIn) {
+                expiresIn = Int(seconds)
+            } else if let text = try? container.decodeIfPresent(String.self, forKey: .expiresIn) {
+                expiresIn = Double(text).map { Int($0) }
+            }
         }
     }
 
@@ -194,11 +239,25 @@ actor RegistryAuthenticator {
         }
         request.headers.add(name: "User-Agent", value: options.userAgent)
         tokenRequests += 1
-        let response: HTTPClientResponse
-        do {
-            response = try await http.execute(request, timeout: .seconds(60))
-        } catch {
-            throw OCIImageError(.network, "the token service \(key.realm) of \(registry) cannot be reached: \(error)")
+        // Token services fail now and then too: retry as the registry client does.
+        var attempt = 0
+        var response: HTTPClientResponse
+        while true {
+            try Task.checkCancellation()
+            attempt += 1
+            do {
+                response = try await http.execute(request, timeout: .seconds(60))
+                let status = response.status.code
+                guard [429, 500, 502, 503, 504].contains(status), attempt < options.retry.attempts else { break }
+                _ = try? await response.body.collect(upTo: 1 << 20)
+            } catch let error as CancellationError {
+                throw error
+            } catch {
+                guard attempt < options.retry.attempts else {
+                    throw OCIImageError(.network, "the token service \(key.realm) of \(registry) cannot be reached: \(error)")
+                }
+            }
+            try await Task.sleep(for: options.retry.delay(beforeRetry: attempt))
         }
         let body = try await response.body.collect(upTo: 1 << 20)
         switch response.status.code {

@@ -68,19 +68,23 @@ extension RegistryClient {
         let contentType = response.headers.first(name: "Content-Type")?.split(separator: ";").first
             .map { MediaType(String($0).trimmingCharacters(in: .whitespaces)) }
         let announcedType = contentType.flatMap { $0.isIndex || $0.isManifest || $0.isSchema1 ? $0 : nil }
-        let kind: DocumentKind
-        do {
-            // First, so that schema 1 (whose digests leave out signatures) is named as such.
-            kind = try DocumentKind.detect(data, announced: announcedType)
-        } catch let error as OCIImageError {
+        let detected = Result { try DocumentKind.detect(data, announced: announcedType) }
+        // Schema 1 first: its digests leave out its signatures, so they never match.
+        if case .failure(let error as OCIImageError) = detected, error.code == .unsupportedSchemaVersion {
             throw OCIImageError(error.code, "\(request.subject): \(error.message)")
+        }
+        if let expected, digest != expected {
+            throw OCIImageError(.digestMismatch, "\(request.subject): the registry served content that hashes to \(digest)")
         }
         if let announced = response.headers.first(name: "Docker-Content-Digest").flatMap({ try? Digest(parsing: $0) }),
            announced.algorithm == digest.algorithm, announced != digest {
             throw OCIImageError(.digestMismatch, "\(request.subject): the registry announced \(announced) but served content that hashes to \(digest)")
         }
-        if let expected, digest != expected {
-            throw OCIImageError(.digestMismatch, "\(request.subject): the registry served content that hashes to \(digest)")
+        let kind: DocumentKind
+        do {
+            kind = try detected.get()
+        } catch let error as OCIImageError {
+            throw OCIImageError(error.code, "\(request.subject): \(error.message)")
         }
         let declared = (try? JSONDecoder().decode(MediaTypeProbe.self, from: data))?.mediaType.map(MediaType.init(rawValue:))
         let mediaType = announcedType ?? declared ?? (kind == .index ? .ociIndex : .ociManifest)
@@ -175,35 +179,79 @@ extension RegistryClient {
         let request = Request(registry: registry, method: .HEAD, url: repositoryURL(registry, repository) + "/blobs/" + digest.description,
                               scopes: ["repository:\(repository):pull,push"], subject: "blob \(digest) of \(registry)/\(repository)")
         let response = try await send(request)
+        try await expect(response, [200, 404], request)
         await Self.drain(response)
-        switch response.status.code {
-        case 200: return true
-        case 404: return false
-        default:
-            try await expect(response, [200, 404], request)
-            return false
-        }
+        return response.status.code == 200
     }
 
     /// Uploads a blob from a file unless the registry has it, mounting it
     /// from `mountFrom` (another repository of the same registry) when it can.
+    ///
+    /// An upload that breaks off (a dropped connection, a server error, an
+    /// upload session the registry forgot) is started over, with back-off,
+    /// up to ``RetryPolicy/attempts`` times.
     public func upload(_ descriptor: Descriptor, from path: String, registry: String, repository: String, mountFrom: String? = nil,
                        progress: (@Sendable (Int64) -> Void)? = nil) async throws -> BlobPushOutcome {
         if try await blobExists(descriptor.digest, registry: registry, repository: repository) {
             progress?(descriptor.size)
             return .existed
         }
+        var attempt = 0
+        var mount = mountFrom.flatMap { $0 == repository ? nil : $0 }
+        while true {
+            attempt += 1
+            do {
+                return try await uploadOnce(descriptor, from: path, registry: registry, repository: repository, mountFrom: mount, progress: progress)
+            } catch let error as OCIImageError where error.code == .unauthorized && mount != nil {
+                // Some token services refuse a token that also reads the source
+                // repository; upload the bytes instead.
+                logger.debug("mount refused; uploading", metadata: ["digest": "\(descriptor.digest)", "error": "\(error)"])
+                mount = nil
+            } catch let failure as InterruptedUpload where attempt < options.retry.attempts {
+                logger.debug("starting an upload over", metadata: ["digest": "\(descriptor.digest)", "error": "\(failure.error)"])
+                try await Task.sleep(for: options.retry.delay(beforeRetry: attempt))
+            } catch let failure as InterruptedUpload {
+                throw failure.error
+            }
+        }
+    }
+
+    /// An upload that failed in a way starting over may cure.
+    struct InterruptedUpload: Error {
+        var error: OCIImageError
+    }
+
+    /// Sends one request of an upload; failures that starting over may cure
+    /// (a broken connection, a server error, a forgotten session, a range the
+    /// registry does not expect) come back as ``InterruptedUpload``.
+    private func sendUploadStep(_ request: Request, expecting expected: Set<UInt>) async throws -> HTTPClientResponse {
+        let response: HTTPClientResponse
+        do {
+            response = try await send(request)
+        } catch let error as OCIImageError where error.code == .network {
+            throw InterruptedUpload(error: error)
+        }
+        let status = response.status.code
+        do {
+            try await expect(response, expected, request)
+        } catch let error as OCIImageError where [416, 429, 500, 502, 503, 504].contains(status) || error.message.contains("BLOB_UPLOAD") {
+            throw InterruptedUpload(error: error)
+        }
+        await Self.drain(response)
+        return response
+    }
+
+    private func uploadOnce(_ descriptor: Descriptor, from path: String, registry: String, repository: String, mountFrom: String?,
+                            progress: (@Sendable (Int64) -> Void)?) async throws -> BlobPushOutcome {
         let uploads = repositoryURL(registry, repository) + "/blobs/uploads/"
         let subject = "blob \(descriptor.digest) to \(registry)/\(repository)"
         var start = Request(registry: registry, method: .POST, url: uploads, scopes: ["repository:\(repository):pull,push"], subject: subject)
-        if let mountFrom, mountFrom != repository {
+        if let mountFrom {
             start.url += "?mount=\(descriptor.digest)&from=\(mountFrom)"
             start.scopes.append("repository:\(mountFrom):pull")
         }
         start.headers.add(name: "Content-Length", value: "0")
-        let started = try await send(start)
-        try await expect(started, [201, 202], start)
-        await Self.drain(started)
+        let started = try await sendUploadStep(start, expecting: [201, 202])
         if started.status.code == 201 {
             progress?(descriptor.size)
             return .mounted
@@ -211,25 +259,24 @@ extension RegistryClient {
         guard var location = started.headers.first(name: "Location").flatMap({ URL(string: $0, relativeTo: URL(string: uploads))?.absoluteString }) else {
             throw OCIImageError(.registryError, "\(subject): the registry started an upload without a location")
         }
+        let scopes = ["repository:\(repository):pull,push"]
         if let chunkSize = options.uploadChunkSize, descriptor.size > 0 {
             var offset: Int64 = 0
             while offset < descriptor.size {
                 let length = min(Int64(chunkSize), descriptor.size - offset)
-                var patch = Request(registry: registry, method: .PATCH, url: location, scopes: start.scopes, subject: subject)
+                var patch = Request(registry: registry, method: .PATCH, url: location, scopes: scopes, subject: subject, repeatable: false)
                 patch.headers.add(name: "Content-Type", value: "application/octet-stream")
                 patch.headers.add(name: "Content-Range", value: "\(offset)-\(offset + length - 1)")
                 patch.headers.add(name: "Content-Length", value: "\(length)")
                 let chunkOffset = offset
                 patch.body = { .stream(FileChunks(path: path, offset: chunkOffset, length: length, progress: progress), length: .known(length)) }
-                let response = try await send(patch)
-                try await expect(response, [202], patch)
-                await Self.drain(response)
+                let response = try await sendUploadStep(patch, expecting: [202])
                 location = response.headers.first(name: "Location").flatMap { URL(string: $0, relativeTo: URL(string: location))?.absoluteString } ?? location
                 offset += length
             }
         }
         var finish = Request(registry: registry, method: .PUT, url: location + (location.contains("?") ? "&" : "?") + "digest=\(descriptor.digest)",
-                             scopes: start.scopes, subject: subject)
+                             scopes: scopes, subject: subject, repeatable: false)
         finish.headers.add(name: "Content-Type", value: "application/octet-stream")
         if options.uploadChunkSize == nil || descriptor.size == 0 {
             let size = descriptor.size
@@ -238,14 +285,14 @@ extension RegistryClient {
         } else {
             finish.headers.add(name: "Content-Length", value: "0")
         }
-        let response = try await send(finish)
-        try await expect(response, [201, 204], finish)
-        await Self.drain(response)
+        _ = try await sendUploadStep(finish, expecting: [201, 204])
         return .uploaded
     }
 }
 
-/// A byte range of a file as a stream of buffers, for upload bodies.
+/// A byte range of a file as a stream of buffers, for upload bodies. The
+/// file is open only while the stream is iterated, and closed however the
+/// iteration ends.
 struct FileChunks: AsyncSequence, Sendable {
     typealias Element = ByteBuffer
     let path: String
@@ -253,30 +300,35 @@ struct FileChunks: AsyncSequence, Sendable {
     let length: Int64
     let progress: (@Sendable (Int64) -> Void)?
 
+    /// Closes the file when the iterator is dropped.
+    final class OpenFile {
+        let fd: Int32
+        init(_ path: String) throws { fd = try Sys.open(path, O_RDONLY) }
+        deinit { Sys.close(fd) }
+    }
+
     struct AsyncIterator: AsyncIteratorProtocol {
         let source: FileChunks
-        var fd: Int32 = -1
+        var file: OpenFile?
         var position: Int64
-        var end: Int64
+        let end: Int64
 
         mutating func next() async throws -> ByteBuffer? {
-            if fd < 0 {
-                fd = try Sys.open(source.path, O_RDONLY)
-            }
             guard position < end else {
-                Sys.close(fd)
-                fd = Int32.min
+                file = nil
                 return nil
             }
+            let open = try file ?? OpenFile(source.path)
+            file = open
             let count = Int(Swift.min(1 << 20, end - position))
             var buffer = ByteBufferAllocator().buffer(capacity: count)
             let read = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
-                let result = pread(fd, raw.baseAddress, count, off_t(position))
+                let result = pread(open.fd, raw.baseAddress, count, off_t(position))
                 if result < 0 { throw OCIImageError.system("read", source.path, Sys.errno) }
                 return result
             }
             guard read > 0 else {
-                Sys.close(fd)
+                file = nil
                 throw OCIImageError(.systemCall, "\(source.path) ended before its expected size")
             }
             position += Int64(read)

@@ -32,10 +32,11 @@ extension RegistryClient {
                        decode: (Data) throws -> [String]) async throws -> [String] {
         var results: [String] = []
         var next: String? = first
-        var pages = 0
+        var visited: Set<String> = []
         while let url = next {
-            pages += 1
-            guard pages <= 10_000 else { throw OCIImageError(.registryError, "\(subject): the registry keeps sending more pages") }
+            guard visited.insert(url).inserted, visited.count <= 10_000 else {
+                throw OCIImageError(.registryError, "\(subject): the registry's page links go round in a circle")
+            }
             let request = Request(registry: registry, url: url, scopes: scopes, subject: subject)
             let response = try await send(request)
             try await expect(response, [200], request)

@@ -21,6 +21,7 @@ public final class RegistryClient: Sendable {
     public let options: RegistryOptions
     let http: HTTPClient
     let authenticator: RegistryAuthenticator
+    let credentials: any CredentialProvider
     let logger: Logger
 
     /// Creates a client.
@@ -35,6 +36,7 @@ public final class RegistryClient: Sendable {
         self.options = options
         http = try SharedHTTPClients.client(certificateAuthority: options.certificateAuthority, connectTimeout: options.connectTimeout)
         authenticator = RegistryAuthenticator(credentials: credentials, options: options, http: http)
+        self.credentials = credentials
         self.logger = logger
     }
 
@@ -52,10 +54,20 @@ public final class RegistryClient: Sendable {
         return (options.isInsecure(registry) ? "http://" : "https://") + host + "/v2"
     }
 
-    static func hostAndPort(_ url: String) -> String? {
-        guard let components = URLComponents(string: url), let host = components.host else { return nil }
-        let bracketed = host.contains(":") ? "[\(host)]" : host
-        return components.port.map { "\(bracketed):\($0)" } ?? bracketed
+    /// Scheme, host and effective port: credentials go only to the registry's own origin.
+    struct Origin: Hashable {
+        var scheme: String
+        var host: String
+        var port: Int
+
+        init?(_ url: String) {
+            guard let components = URLComponents(string: url), let scheme = components.scheme?.lowercased(),
+                  let host = components.host?.lowercased(), scheme == "http" || scheme == "https"
+            else { return nil }
+            self.scheme = scheme
+            self.host = host
+            port = components.port ?? (scheme == "https" ? 443 : 80)
+        }
     }
 
     // MARK: Requests
@@ -72,6 +84,10 @@ public final class RegistryClient: Sendable {
         var scopes: [String]
         /// For messages: what the request is about.
         var subject: String
+        /// Whether the request may be sent again after a broken connection or a
+        /// server error. Upload bodies may not: the registry may have taken
+        /// part of one, and the upload is started over instead.
+        var repeatable = true
     }
 
     /// Sends a request, authenticating, following redirects and retrying as
@@ -86,9 +102,12 @@ public final class RegistryClient: Sendable {
         var answeredChallenge = false
         var firstConnectionFailure: ContinuousClock.Instant?
         var scopes = request.scopes
+        let registryOrigin = Origin(baseURL(request.registry))
         while true {
             try Task.checkCancellation()
-            let onRegistryHost = Self.hostAndPort(url) == Self.hostAndPort(request.url)
+            // Credentials go only to the registry itself, never to another
+            // origin a redirect, an upload location or a page link names.
+            let onRegistryHost = registryOrigin != nil && Origin(url) == registryOrigin
             var outgoing = HTTPClientRequest(url: url)
             outgoing.method = method
             outgoing.headers = request.headers
@@ -103,6 +122,9 @@ public final class RegistryClient: Sendable {
                 response = try await http.execute(outgoing, deadline: deadline, logger: logger)
             } catch let error as CancellationError {
                 throw error
+            } catch let error as OCIImageError {
+                // From making the body (a local file): not the network's fault.
+                throw error
             } catch let error as NIOSSLError {
                 // Retrying does not make a certificate trusted.
                 let reason = "\(error)".contains("CERTIFICATE_VERIFY_FAILED") ? "its certificate is not trusted" : "\(error)"
@@ -114,7 +136,7 @@ public final class RegistryClient: Sendable {
                 attempt += 1
                 let failedSince = firstConnectionFailure ?? .now
                 firstConnectionFailure = failedSince
-                guard attempt < options.retry.attempts, ContinuousClock.now - failedSince < options.retry.connectionWindow else {
+                guard request.repeatable, attempt < options.retry.attempts, ContinuousClock.now - failedSince < options.retry.connectionWindow else {
                     throw OCIImageError(.network, "\(request.subject): registry \(request.registry) cannot be reached: \(Self.describe(error))")
                 }
                 let delay = options.retry.delay(beforeRetry: attempt)
@@ -127,7 +149,8 @@ public final class RegistryClient: Sendable {
             switch status {
             case 401 where onRegistryHost && !answeredChallenge:
                 await Self.drain(response)
-                scopes = try await authenticator.respond(to: response.headers.first(name: "WWW-Authenticate"), registry: request.registry, scopes: scopes)
+                scopes = try await authenticator.respond(to: response.headers[canonicalForm: "WWW-Authenticate"].map(String.init),
+                                                         registry: request.registry, scopes: scopes)
                 answeredChallenge = true
                 continue
             case 301, 302, 303, 307, 308:
@@ -148,6 +171,7 @@ public final class RegistryClient: Sendable {
                 url = next
                 continue
             case 429, 500, 502, 503, 504:
+                guard request.repeatable else { return response }
                 let retryAfter = Self.retryAfter(response.headers.first(name: "Retry-After"))
                 let message = await Self.errorMessage(response)
                 attempt += 1
@@ -171,7 +195,10 @@ public final class RegistryClient: Sendable {
         let message = await Self.errorMessage(response)
         switch response.status.code {
         case 401, 403:
-            throw OCIImageError(.unauthorized, "\(request.subject): registry \(request.registry) refused access (\(response.status.code))\(message)")
+            let hint = (try? await credentials.credential(for: request.registry)) == nil ? "; log in first (gantry login \(request.registry))" : ""
+            throw OCIImageError(.unauthorized, "\(request.subject): registry \(request.registry) refused access (\(response.status.code))\(message)\(hint)")
+        case 404 where message.contains("BLOB_UPLOAD"):
+            throw OCIImageError(.registryError, "\(request.subject): the registry dropped the upload\(message)")
         case 404:
             throw OCIImageError(.notFound, "\(request.subject): not found in registry \(request.registry)\(message)")
         default:

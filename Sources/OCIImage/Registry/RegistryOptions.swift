@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// How a ``RegistryClient`` talks to registries.
 public struct RegistryOptions: Sendable {
     /// Registries (`host` or `host:port`) reached over plain HTTP. Credentials
@@ -55,8 +59,17 @@ public struct RegistryOptions: Sendable {
         return registry.split(separator: ":", maxSplits: 1).first.map(String.init) ?? registry
     }
 
+    /// `localhost`, an IPv4 address in 127.0.0.0/8, or `::1` — as addresses,
+    /// not names that merely start like one (`127.example.com`).
     static func isLoopback(_ host: String) -> Bool {
-        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+        if host == "localhost" { return true }
+        var v4 = in_addr()
+        if inet_pton(AF_INET, host, &v4) == 1 { return UInt32(bigEndian: v4.s_addr) >> 24 == 127 }
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, host, &v6) == 1 {
+            return withUnsafeBytes(of: &v6) { $0.dropLast().allSatisfy { $0 == 0 } && $0.last == 1 }
+        }
+        return false
     }
 }
 

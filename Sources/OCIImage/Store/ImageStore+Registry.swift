@@ -88,7 +88,7 @@ extension ImageStore {
             let blobs = [manifest.config] + manifest.layers
             let present = blobs.filter { self.content.size(of: $0.digest) == $0.size }.count
             let content = self.content
-            let bytes = try await transfer(blobs) { index, blob in
+            let bytes = try await transfer(blobs, limit: client.options.maximumConcurrentTransfers) { index, blob in
                 let reporter = ImageProgress.reporter(.downloading, blob, index: index, count: blobs.count, handler: progress)
                 return try await client.download(blob, registry: registry, repository: repository, into: content, progress: reporter)
             }
@@ -132,7 +132,7 @@ extension ImageStore {
             let outcomes = Outcomes()
             let database = self.database
             let content = self.content
-            let bytes = try await transfer(blobs) { index, blob in
+            let bytes = try await transfer(blobs, limit: client.options.maximumConcurrentTransfers) { index, blob in
                 let sources = try database.blobSources(blob.digest, registry: target.registry).filter { $0 != target.repository }
                 let reporter = ImageProgress.reporter(.uploading, blob, index: index, count: blobs.count, handler: progress)
                 let outcome = try await client.upload(blob, from: content.path(for: blob.digest), registry: target.registry,
@@ -153,12 +153,11 @@ extension ImageStore {
             return PushReport(reference: target, digest: top.digest, blobs: outcomes.all, bytes: bytes.reduce(0, +))
     }
 
-    /// Runs `work` for each blob, at most
-    /// ``RegistryOptions/maximumConcurrentTransfers`` at once; returns the
+    /// Runs `work` for each blob, at most `limit` at once; returns the
     /// results in the blobs' order. The first error cancels the rest.
-    private func transfer<Result: Sendable>(_ blobs: [Descriptor], _ work: @escaping @Sendable (Int, Descriptor) async throws -> Result) async throws -> [Result] {
-        let limit = registry.options.maximumConcurrentTransfers
-        return try await withThrowingTaskGroup(of: (Int, Result).self) { group in
+    private func transfer<Result: Sendable>(_ blobs: [Descriptor], limit: Int,
+                                            _ work: @escaping @Sendable (Int, Descriptor) async throws -> Result) async throws -> [Result] {
+        try await withThrowingTaskGroup(of: (Int, Result).self) { group in
             var results = [Result?](repeating: nil, count: blobs.count)
             var next = 0
             while next < min(limit, blobs.count) {

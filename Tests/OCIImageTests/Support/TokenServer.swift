@@ -24,7 +24,9 @@ final class TokenServer: Sendable {
     var requests: Int { log.state.withLock { $0.requests } }
     var scopesRequested: [String] { log.state.withLock { $0.scopesRequested } }
 
-    init(directory: String, users: [String: String]) async throws {
+    /// - Parameters:
+    ///   - failures: How many requests to answer with 503 before working.
+    init(directory: String, users: [String: String], failures: Int = 0) async throws {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let keyPath = directory + "/token-key.pem"
         certificatePath = directory + "/token-cert.pem"
@@ -32,7 +34,7 @@ final class TokenServer: Sendable {
         try run("openssl", ["req", "-x509", "-new", "-key", keyPath, "-subj", "/CN=gantry-test-token-issuer", "-days", "2", "-out", certificatePath])
         let key = try P256.Signing.PrivateKey(pemRepresentation: try readText(keyPath))
         let certificate = try readText(certificatePath).split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
-        let issuer = TokenIssuer(key: key, certificate: certificate, users: users, log: log)
+        let issuer = TokenIssuer(key: key, certificate: certificate, users: users, log: log, failures: failures)
         server = try await TestHTTPServer { request in
             let (status, body) = issuer.respond(uri: request.uri, authorization: request.headers.first(name: "Authorization"))
             return (status, ["Content-Type": "application/json"], Data(body.utf8))
@@ -60,16 +62,19 @@ struct TokenIssuer: Sendable {
     let certificate: String
     let users: [String: String]
     let log: TokenLog
+    let failures: Int
 
     /// The response to a token request: status and body.
     func respond(uri: String, authorization: String?) -> (HTTPResponseStatus, String) {
         let components = URLComponents(string: uri)
         let items = components?.queryItems ?? []
         let scopes = items.filter { $0.name == "scope" }.compactMap(\.value)
-        log.state.withLock {
+        let count = log.state.withLock {
             $0.requests += 1
             $0.scopesRequested.append(contentsOf: scopes)
+            return $0.requests
         }
+        if count <= failures { return (.serviceUnavailable, "{}") }
         var subject = ""
         if let authorization, authorization.hasPrefix("Basic "),
            let decoded = Data(base64Encoded: String(authorization.dropFirst(6))).map({ String(decoding: $0, as: UTF8.self) }),
