@@ -159,6 +159,11 @@ actor RegistryAuthenticator {
         }
     }
 
+    /// Whether a credential is stored for `registry`.
+    func hasCredential(for registry: String) async -> Bool {
+        (try? await credentials.credential(for: registry)) != nil
+    }
+
     /// Forgets what the registry said about authentication, so that the
     /// next request starts anonymous.
     func reset(registry: String) {

@@ -21,7 +21,6 @@ public final class RegistryClient: Sendable {
     public let options: RegistryOptions
     let http: HTTPClient
     let authenticator: RegistryAuthenticator
-    let credentials: any CredentialProvider
     let logger: Logger
 
     /// Creates a client.
@@ -36,7 +35,6 @@ public final class RegistryClient: Sendable {
         self.options = options
         http = try SharedHTTPClients.client(certificateAuthority: options.certificateAuthority, connectTimeout: options.connectTimeout)
         authenticator = RegistryAuthenticator(credentials: credentials, options: options, http: http)
-        self.credentials = credentials
         self.logger = logger
     }
 
@@ -195,7 +193,7 @@ public final class RegistryClient: Sendable {
         let message = await Self.errorMessage(response)
         switch response.status.code {
         case 401, 403:
-            let hint = (try? await credentials.credential(for: request.registry)) == nil ? "; log in first (gantry login \(request.registry))" : ""
+            let hint = await authenticator.hasCredential(for: request.registry) ? "" : "; log in first (gantry login \(request.registry))"
             throw OCIImageError(.unauthorized, "\(request.subject): registry \(request.registry) refused access (\(response.status.code))\(message)\(hint)")
         case 404 where message.contains("BLOB_UPLOAD"):
             throw OCIImageError(.registryError, "\(request.subject): the registry dropped the upload\(message)")
