@@ -58,51 +58,51 @@ extension ImageStore {
 
     private func performPull(_ reference: ImageReference, platform: Platform?, client: RegistryClient,
                              progress: ImageProgressHandler?) async throws -> PullReport {
-            let registry = reference.registry
-            let repository = reference.repository
-            let top = try await client.manifest(registry: registry, repository: repository,
-                                                reference: reference.digest?.description ?? reference.tag ?? ImageReference.defaultTag)
-            _ = try await offload { _ in try self.content.ingest(top.data, expected: top.digest) }
-            var manifestDescriptor = top.descriptor
-            var manifestData = top.data
-            if top.kind == .index {
-                let index = try ImageIndex.decode(top.data, mediaType: top.mediaType)
-                let wanted = platform ?? .host
-                let chosen: Descriptor
-                do {
-                    chosen = try index.manifest(for: wanted)
-                } catch let error as OCIImageError where error.code == .platformNotFound {
-                    throw OCIImageError(.platformNotFound, "image \(reference): \(error.message)")
-                }
-                let fetched = try await client.manifest(registry: registry, repository: repository, reference: chosen.digest.description)
-                guard fetched.kind == .manifest else {
-                    throw OCIImageError(.invalidManifest, "image \(reference): nested indexes are not supported")
-                }
-                _ = try await offload { _ in try self.content.ingest(fetched.data, expected: fetched.digest) }
-                manifestDescriptor = fetched.descriptor
-                manifestData = fetched.data
+        let registry = reference.registry
+        let repository = reference.repository
+        let top = try await client.manifest(registry: registry, repository: repository,
+                                            reference: reference.digest?.description ?? reference.tag ?? ImageReference.defaultTag)
+        _ = try await offload { _ in try self.content.ingest(top.data, expected: top.digest) }
+        var manifestDescriptor = top.descriptor
+        var manifestData = top.data
+        if top.kind == .index {
+            let index = try ImageIndex.decode(top.data, mediaType: top.mediaType)
+            let wanted = platform ?? .host
+            let chosen: Descriptor
+            do {
+                chosen = try index.manifest(for: wanted)
+            } catch let error as OCIImageError where error.code == .platformNotFound {
+                throw OCIImageError(.platformNotFound, "image \(reference): \(error.message)")
             }
-            let manifest = try Manifest.decode(manifestData, mediaType: manifestDescriptor.mediaType)
-            try Self.validateImageManifest(manifest, digest: manifestDescriptor.digest)
+            let fetched = try await client.manifest(registry: registry, repository: repository, reference: chosen.digest.description)
+            guard fetched.kind == .manifest else {
+                throw OCIImageError(.invalidManifest, "image \(reference): nested indexes are not supported")
+            }
+            _ = try await offload { _ in try self.content.ingest(fetched.data, expected: fetched.digest) }
+            manifestDescriptor = fetched.descriptor
+            manifestData = fetched.data
+        }
+        let manifest = try Manifest.decode(manifestData, mediaType: manifestDescriptor.mediaType)
+        try Self.validateImageManifest(manifest, digest: manifestDescriptor.digest)
 
-            let blobs = [manifest.config] + manifest.layers
-            let present = blobs.filter { self.content.size(of: $0.digest) == $0.size }.count
-            let content = self.content
-            let bytes = try await transfer(blobs, limit: client.options.maximumConcurrentTransfers) { index, blob in
-                let reporter = ImageProgress.reporter(.downloading, blob, index: index, count: blobs.count, handler: progress)
-                return try await client.download(blob, registry: registry, repository: repository, into: content, progress: reporter)
-            }
-            let configuration = try ImageConfiguration.decode(try self.content.document(manifest.config))
-            guard configuration.rootfs.diffIDs.count == manifest.layers.count else {
-                throw OCIImageError(.invalidConfiguration, "image \(reference) has \(manifest.layers.count) layers but \(configuration.rootfs.diffIDs.count) DiffIDs")
-            }
-            let sources = blobs.map(\.digest) + [manifestDescriptor.digest, top.digest]
-            try await offload { _ in
-                try self.database.addBlobSources(sources, registry: registry, repository: repository)
-                try self.database.setImage(reference, to: top.descriptor)
-            }
-            return PullReport(reference: reference, digest: top.digest, manifestDigest: manifestDescriptor.digest,
-                              downloaded: blobs.count - present, present: present, bytes: bytes.reduce(0, +))
+        let blobs = [manifest.config] + manifest.layers
+        let present = blobs.filter { self.content.size(of: $0.digest) == $0.size }.count
+        let content = self.content
+        let bytes = try await transfer(blobs, limit: client.options.maximumConcurrentTransfers) { index, blob in
+            let reporter = ImageProgress.reporter(.downloading, blob, index: index, count: blobs.count, handler: progress)
+            return try await client.download(blob, registry: registry, repository: repository, into: content, progress: reporter)
+        }
+        let configuration = try ImageConfiguration.decode(try self.content.document(manifest.config))
+        guard configuration.rootfs.diffIDs.count == manifest.layers.count else {
+            throw OCIImageError(.invalidConfiguration, "image \(reference) has \(manifest.layers.count) layers but \(configuration.rootfs.diffIDs.count) DiffIDs")
+        }
+        let sources = blobs.map(\.digest) + [manifestDescriptor.digest, top.digest]
+        try await offload { _ in
+            try self.database.addBlobSources(sources, registry: registry, repository: repository)
+            try self.database.setImage(reference, to: top.descriptor)
+        }
+        return PullReport(reference: reference, digest: top.digest, manifestDigest: manifestDescriptor.digest,
+                          downloaded: blobs.count - present, present: present, bytes: bytes.reduce(0, +))
     }
 
     /// Pushes a local image (however it came here) to a registry: blobs
@@ -126,31 +126,31 @@ extension ImageStore {
 
     private func performPush(_ name: String, to target: ImageReference, client: RegistryClient,
                              progress: ImageProgressHandler?) async throws -> PushReport {
-            let (top, graph) = try await offload { _ in try self.completeGraph(try self.lookup(name)) }
-            let blobs = graph.filter { !$0.mediaType.isIndex && !$0.mediaType.isManifest }
-            let manifests = graph.filter { $0.mediaType.isIndex || $0.mediaType.isManifest }
-            let outcomes = Outcomes()
-            let database = self.database
-            let content = self.content
-            let bytes = try await transfer(blobs, limit: client.options.maximumConcurrentTransfers) { index, blob in
-                let sources = try database.blobSources(blob.digest, registry: target.registry).filter { $0 != target.repository }
-                let reporter = ImageProgress.reporter(.uploading, blob, index: index, count: blobs.count, handler: progress)
-                let outcome = try await client.upload(blob, from: content.path(for: blob.digest), registry: target.registry,
-                                                      repository: target.repository, mountFrom: sources.first, progress: reporter)
-                outcomes.set(blob.digest, outcome)
-                return outcome == .uploaded ? blob.size : 0
-            }
-            for manifest in manifests {
-                let data = try await offload { _ in try self.content.document(manifest) }
-                try await client.putManifest(data, mediaType: manifest.mediaType, registry: target.registry, repository: target.repository,
-                                             reference: manifest.digest.description)
-            }
-            if let tag = target.tag {
-                let data = try await offload { _ in try self.content.document(top) }
-                try await client.putManifest(data, mediaType: top.mediaType, registry: target.registry, repository: target.repository, reference: tag)
-            }
-            try await offload { _ in try self.database.addBlobSources(graph.map(\.digest), registry: target.registry, repository: target.repository) }
-            return PushReport(reference: target, digest: top.digest, blobs: outcomes.all, bytes: bytes.reduce(0, +))
+        let (top, graph) = try await offload { _ in try self.completeGraph(try self.lookup(name)) }
+        let blobs = graph.filter { !$0.mediaType.isIndex && !$0.mediaType.isManifest }
+        let manifests = graph.filter { $0.mediaType.isIndex || $0.mediaType.isManifest }
+        let outcomes = Outcomes()
+        let database = self.database
+        let content = self.content
+        let bytes = try await transfer(blobs, limit: client.options.maximumConcurrentTransfers) { index, blob in
+            let sources = try database.blobSources(blob.digest, registry: target.registry).filter { $0 != target.repository }
+            let reporter = ImageProgress.reporter(.uploading, blob, index: index, count: blobs.count, handler: progress)
+            let outcome = try await client.upload(blob, from: content.path(for: blob.digest), registry: target.registry,
+                                                  repository: target.repository, mountFrom: sources.first, progress: reporter)
+            outcomes.set(blob.digest, outcome)
+            return outcome == .uploaded ? blob.size : 0
+        }
+        for manifest in manifests {
+            let data = try await offload { _ in try self.content.document(manifest) }
+            try await client.putManifest(data, mediaType: manifest.mediaType, registry: target.registry, repository: target.repository,
+                                         reference: manifest.digest.description)
+        }
+        if let tag = target.tag {
+            let data = try await offload { _ in try self.content.document(top) }
+            try await client.putManifest(data, mediaType: top.mediaType, registry: target.registry, repository: target.repository, reference: tag)
+        }
+        try await offload { _ in try self.database.addBlobSources(graph.map(\.digest), registry: target.registry, repository: target.repository) }
+        return PushReport(reference: target, digest: top.digest, blobs: outcomes.all, bytes: bytes.reduce(0, +))
     }
 
     /// Runs `work` for each blob, at most `limit` at once; returns the
