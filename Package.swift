@@ -97,8 +97,12 @@ let package = Package(
         ),
         .executableTarget(
             name: "GantryCLI",
+            // The layers are listed besides the umbrella so that SwiftPM
+            // recompiles the CLI when they change: optimized builds inline
+            // their class layouts, and a change seen only through
+            // `@_exported import` does not trigger a rebuild.
             dependencies: [
-                "Gantry",
+                "Gantry", "OCIImage", "Runtime", "Scheduler", "Reconciler", "Observability",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
