@@ -3,14 +3,8 @@ import Testing
 @testable import OCIImage
 
 @Suite struct ImageStoreTests {
-    /// A gzip layer made by GNU tar from a small tree, with its DiffID.
     func gzipLayer(_ dir: String, files: [String: String]) throws -> (Data, Digest) {
-        let tree = dir + "/tree-" + UUID().uuidString.prefix(6)
-        for (path, content) in files { try write(content, to: tree + "/" + path) }
-        try run("tar", ["--format=pax", "-C", tree, "-cf", tree + ".tar", "."])
-        let diffID = Digest.compute(try Data(file: tree + ".tar"))
-        try run("gzip", ["-n", tree + ".tar"])
-        return (try Data(file: tree + ".tar.gz"), diffID)
+        try Fixtures.gzipLayer(in: dir, files: files)
     }
 
     func snapshotDirectoryNames(_ store: ImageStore) throws -> [String] {

@@ -111,11 +111,7 @@ import Testing
         try await withTemporaryDirectory("registry-index") { dir in
             try await withTestRegistry(dir) { registry in
                 func gzipLayer(_ content: String) throws -> (Data, Digest) {
-                    try write(content, to: "\(dir)/tree-\(content)/file")
-                    try run("tar", ["-C", "\(dir)/tree-\(content)", "-cf", "\(dir)/\(content).tar", "."])
-                    let diffID = Digest.compute(try Data(file: "\(dir)/\(content).tar"))
-                    try run("gzip", ["-n", "\(dir)/\(content).tar"])
-                    return (try Data(file: "\(dir)/\(content).tar.gz"), diffID)
+                    try Fixtures.gzipLayer(in: dir, files: ["file": content])
                 }
                 var layout = try Fixtures.HandmadeLayout(dir + "/layout")
                 let (amd, amdID) = try gzipLayer("amd64")

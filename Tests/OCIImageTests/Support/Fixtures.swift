@@ -52,6 +52,17 @@ enum Fixtures {
         try Sys.removeTree(bundle)
     }
 
+    /// A gzip layer made by GNU tar from a small tree of `files` (path →
+    /// content), with its DiffID.
+    static func gzipLayer(in dir: String, files: [String: String]) throws -> (Data, Digest) {
+        let tree = dir + "/tree-" + UUID().uuidString.prefix(6)
+        for (path, content) in files { try write(content, to: tree + "/" + path) }
+        try run("tar", ["--format=pax", "-C", tree, "-cf", tree + ".tar", "."])
+        let diffID = Digest.compute(try Data(file: tree + ".tar"))
+        try run("gzip", ["-n", tree + ".tar"])
+        return (try Data(file: tree + ".tar.gz"), diffID)
+    }
+
     /// Writes an OCI layout by hand from layer blobs, for images no tool
     /// would make (truncated, mislabelled, multi-platform).
     struct HandmadeLayout {
