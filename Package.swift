@@ -8,6 +8,13 @@ let strict: [SwiftSetting] = [
     .treatAllWarnings(as: .error),
 ]
 
+/// C targets: all warnings, as errors.
+let strictC: [CSetting] = [
+    .enableWarning("all"),
+    .enableWarning("extra"),
+    .treatAllWarnings(as: .error),
+]
+
 let package = Package(
     name: "Gantry",
     platforms: [.macOS(.v15)],
@@ -43,7 +50,9 @@ let package = Package(
             providers: [.apt(["libseccomp-dev"])]
         ),
         // Thin wrappers for Linux system calls that glibc does not expose.
-        .target(name: "CGantrySystem"),
+        .target(name: "CGantrySystem", cSettings: strictC),
+        // The launcher: clone3 into namespaces, then raw system calls until execve.
+        .target(name: "CGantryLauncher", cSettings: strictC),
 
         .target(
             name: "OCIImage",
@@ -67,6 +76,7 @@ let package = Package(
                 "OCIImage",
                 "CSeccomp",
                 "CGantrySystem",
+                "CGantryLauncher",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -110,10 +120,18 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // Helpers shared by the test targets: temporary directories with leak
+        // checks, running tools, fixtures.
+        .target(
+            name: "GantryTestSupport",
+            dependencies: ["OCIImage"],
+            path: "Tests/GantryTestSupport",
+            swiftSettings: strict
+        ),
         .testTarget(
             name: "OCIImageTests",
             dependencies: [
-                "OCIImage", "CArchive", "CGantrySystem",
+                "OCIImage", "CArchive", "CGantrySystem", "GantryTestSupport",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -122,7 +140,7 @@ let package = Package(
             exclude: ["Fixtures"],
             swiftSettings: strict
         ),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime"], swiftSettings: strict),
+        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "CGantryLauncher", "GantryTestSupport"], swiftSettings: strict),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler"], swiftSettings: strict),
         .testTarget(name: "ReconcilerTests", dependencies: ["Reconciler"], swiftSettings: strict),
         .testTarget(name: "ObservabilityTests", dependencies: ["Observability"], swiftSettings: strict),

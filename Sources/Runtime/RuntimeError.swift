@@ -7,7 +7,7 @@ public struct RuntimeError: Error, Sendable, CustomStringConvertible {
     /// What went wrong.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Storage: Hashable, Sendable {
-            case unsupportedHost, seccomp
+            case unsupportedHost, seccomp, launch, invalidSpec, cgroup, notFound, invalidState, systemCall
         }
         private let storage: Storage
         private init(_ storage: Storage) { self.storage = storage }
@@ -16,6 +16,18 @@ public struct RuntimeError: Error, Sendable, CustomStringConvertible {
         public static let unsupportedHost = Code(.unsupportedHost)
         /// A seccomp filter cannot be built.
         public static let seccomp = Code(.seccomp)
+        /// A container's process could not be started; the message names the step.
+        public static let launch = Code(.launch)
+        /// A container specification is incomplete or contradictory.
+        public static let invalidSpec = Code(.invalidSpec)
+        /// A cgroup could not be created, configured, read or removed.
+        public static let cgroup = Code(.cgroup)
+        /// No container has that name or ID.
+        public static let notFound = Code(.notFound)
+        /// The container is not in a state that allows the operation.
+        public static let invalidState = Code(.invalidState)
+        /// A system call failed; ``RuntimeError/underlying`` holds its errno.
+        public static let systemCall = Code(.systemCall)
 
         public var description: String { "\(storage)" }
     }

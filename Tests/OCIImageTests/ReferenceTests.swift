@@ -1,3 +1,4 @@
+import GantryTestSupport
 import Testing
 @testable import OCIImage
 

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import GantryTestSupport
 import Testing
 @testable import OCIImage
 

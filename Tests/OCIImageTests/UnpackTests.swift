@@ -1,5 +1,6 @@
 import CGantrySystem
 import Foundation
+import GantryTestSupport
 import Testing
 @testable import OCIImage
 

@@ -1,4 +1,5 @@
 import Foundation
+import GantryTestSupport
 import Testing
 @testable import OCIImage
 
@@ -23,18 +24,7 @@ enum Fixtures {
 
     /// A small root filesystem around the static busybox.
     static func busyboxRootfs(_ directory: String) throws {
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"].first { FileManager.default.isExecutableFile(atPath: $0) }
-        let binary = try #require(busybox, "busybox-static is not installed")
-        for sub in ["bin", "etc", "tmp", "root", "var/empty"] {
-            try FileManager.default.createDirectory(atPath: directory + "/" + sub, withIntermediateDirectories: true)
-        }
-        try FileManager.default.copyItem(atPath: binary, toPath: directory + "/bin/busybox")
-        for applet in ["sh", "ls", "cat", "echo", "true", "false", "sleep", "wget", "httpd", "id", "env"] {
-            try FileManager.default.createSymbolicLink(atPath: directory + "/bin/" + applet, withDestinationPath: "busybox")
-        }
-        try write("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/var/empty:/bin/false\n", to: directory + "/etc/passwd")
-        try write("root:x:0:\nnogroup:x:65534:\n", to: directory + "/etc/group")
-        chmod(directory + "/tmp", 0o1777)
+        try makeBusyboxRootfs(directory)
     }
 
     /// Packs a root filesystem into an OCI layout with umoci, the way a
@@ -120,3 +110,8 @@ extension Data {
         self = try Data(contentsOf: URL(fileURLWithPath: path))
     }
 }
+
+/// The directory holding test fixtures' scripts.
+let fixturesDirectory: String = {
+    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures").path
+}()

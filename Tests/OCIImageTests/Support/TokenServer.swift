@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import GantryTestSupport
 import NIOCore
 import NIOHTTP1
 import NIOPosix

@@ -1,5 +1,6 @@
 import CGantrySystem
 import Foundation
+import GantryTestSupport
 @testable import OCIImage
 
 /// Everything about one file that an unpacked tree must reproduce.

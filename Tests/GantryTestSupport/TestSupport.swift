@@ -4,14 +4,14 @@ import Testing
 
 extension Trait where Self == ConditionTrait {
     /// For tests that set owners, create device nodes or mount file systems.
-    static var requiresRoot: Self {
+    public static var requiresRoot: Self {
         .enabled(if: geteuid() == 0, "needs root: it sets file owners, creates device nodes or mounts (CI runs as root)")
     }
 }
 
 /// Runs `body` with a fresh directory under /tmp, then checks that nothing
 /// is left open or mounted inside it and removes it.
-func withTemporaryDirectory<T>(_ label: String = "test", _ body: (String) async throws -> T) async throws -> T {
+public func withTemporaryDirectory<T>(_ label: String = "test", _ body: (String) async throws -> T) async throws -> T {
     let path = "/tmp/gantry-\(label)-\(UUID().uuidString.prefix(8).lowercased())"
     try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: false)
     func cleanUp() {
@@ -36,14 +36,14 @@ func withTemporaryDirectory<T>(_ label: String = "test", _ body: (String) async 
 }
 
 /// The targets of this process's open descriptors that lie under `path`.
-func openDescriptors(under path: String) -> [String] {
+public func openDescriptors(under path: String) -> [String] {
     let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
     return fds.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\($0)") }
         .filter { $0 == path || $0.hasPrefix(path + "/") }
 }
 
 /// Mount points under `path`.
-func mounts(under path: String) -> [String] {
+public func mounts(under path: String) -> [String] {
     guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else { return [] }
     return text.split(separator: "\n").compactMap { line in
         let fields = line.split(separator: " ")
@@ -53,18 +53,19 @@ func mounts(under path: String) -> [String] {
     }
 }
 
-struct ToolError: Error, CustomStringConvertible {
-    var description: String
+public struct ToolError: Error, CustomStringConvertible {
+    public var description: String
+    public init(description: String) { self.description = description }
 }
 
 /// Runs a program found on PATH; returns its standard output.
 /// Throws with its standard error when it exits non-zero.
 @discardableResult
-func run(_ program: String, _ arguments: [String], input: Data? = nil, environment: [String: String]? = nil) throws -> String {
+public func run(_ program: String, _ arguments: [String], input: Data? = nil, environment: [String: String]? = nil) throws -> String {
     try runWithStatus(program, arguments, input: input, environment: environment, check: true).output
 }
 
-func runWithStatus(_ program: String, _ arguments: [String], input: Data? = nil, environment: [String: String]? = nil, check: Bool = false)
+public func runWithStatus(_ program: String, _ arguments: [String], input: Data? = nil, environment: [String: String]? = nil, check: Bool = false)
     throws -> (status: Int32, output: String, error: String)
 {
     let process = Process()
@@ -106,16 +107,29 @@ final class LockedData: @unchecked Sendable {
     func get() -> Data { lock.withLock { data } }
 }
 
-/// The directory holding test fixtures' scripts.
-let fixturesDirectory: String = {
-    URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures").path
-}()
-
-func write(_ text: String, to path: String) throws {
+public func write(_ text: String, to path: String) throws {
     try FileManager.default.createDirectory(atPath: Sys.parentDirectory(of: path), withIntermediateDirectories: true)
     try Data(text.utf8).write(to: URL(fileURLWithPath: path))
 }
 
-func readText(_ path: String) throws -> String {
+public func readText(_ path: String) throws -> String {
     try String(contentsOfFile: path, encoding: .utf8)
+}
+
+/// A small root filesystem around the static busybox: a shell and common
+/// applets, /etc/passwd and /etc/group with root and nobody, /tmp (1777).
+public func makeBusyboxRootfs(_ directory: String, applets: [String] = []) throws {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"].first { FileManager.default.isExecutableFile(atPath: $0) }
+    guard let binary = busybox else { throw ToolError(description: "busybox-static is not installed") }
+    for sub in ["bin", "etc", "tmp", "root", "var/empty"] {
+        try FileManager.default.createDirectory(atPath: directory + "/" + sub, withIntermediateDirectories: true)
+    }
+    try FileManager.default.copyItem(atPath: binary, toPath: directory + "/bin/busybox")
+    let standard = ["sh", "ls", "cat", "echo", "true", "false", "sleep", "wget", "httpd", "id", "env"]
+    for applet in standard + applets {
+        try FileManager.default.createSymbolicLink(atPath: directory + "/bin/" + applet, withDestinationPath: "busybox")
+    }
+    try write("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/var/empty:/bin/false\n", to: directory + "/etc/passwd")
+    try write("root:x:0:\nnogroup:x:65534:\n", to: directory + "/etc/group")
+    chmod(directory + "/tmp", 0o1777)
 }

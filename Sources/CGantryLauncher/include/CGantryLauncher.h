@@ -1,0 +1,169 @@
+#ifndef GANTRY_LAUNCHER_H
+#define GANTRY_LAUNCHER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/// Namespace flags for `gantry_launch_plan.clone_flags` (as in <sched.h>).
+#define GANTRY_CLONE_NEWNS     0x00020000ULL
+#define GANTRY_CLONE_NEWCGROUP 0x02000000ULL
+#define GANTRY_CLONE_NEWUTS    0x04000000ULL
+#define GANTRY_CLONE_NEWIPC    0x08000000ULL
+#define GANTRY_CLONE_NEWUSER   0x10000000ULL
+#define GANTRY_CLONE_NEWPID    0x20000000ULL
+#define GANTRY_CLONE_NEWNET    0x40000000ULL
+
+/// pipe2(O_CLOEXEC).
+int gantry_pipe(int fds[2]);
+
+/// How one mount in the container is made. Paths are inside the new root,
+/// resolved with openat2(RESOLVE_IN_ROOT) so that no symlink in the image
+/// can point a mount outside it.
+enum gantry_mount_kind {
+    /// mount(source, target, fstype, flags, data) of a new file system.
+    GANTRY_MOUNT_FILESYSTEM = 0,
+    /// A bind mount of `source` (a host path, or a path in the new root when
+    /// `source_in_root` is set) onto `target`, then remounted with `flags`.
+    GANTRY_MOUNT_BIND = 1,
+    /// A symlink `target` -> `source`.
+    GANTRY_MOUNT_SYMLINK = 2,
+    /// A device node `target` bound from the host device `source`
+    /// (so that it also works in a user namespace).
+    GANTRY_MOUNT_DEVICE = 3,
+};
+
+struct gantry_mount {
+    int kind;
+    const char *source;
+    const char *target;
+    const char *fstype;
+    const char *data;
+    unsigned long flags;
+    /// Whether `target` is a directory (1) or a file (0), for creating it.
+    int directory;
+};
+
+struct gantry_rlimit {
+    int resource;
+    uint64_t soft;
+    uint64_t hard;
+};
+
+/// Everything the child needs, fully allocated before the clone: the child
+/// reads it and calls the kernel, nothing else.
+struct gantry_launch_plan {
+    /// Candidate paths for the executable, tried in order (PATH search).
+    const char *const *executables;
+    size_t executable_count;
+    char *const *argv;
+    char *const *envp;
+    const char *cwd;
+
+    uint64_t clone_flags;
+    /// For cgroup v2: a descriptor of the cgroup directory (CLONE_INTO_CGROUP), or -1.
+    int cgroup_fd;
+    /// For cgroup v1: descriptors of `cgroup.procs` files the parent writes the pid to.
+    const int *cgroup_procs_fds;
+    size_t cgroup_procs_count;
+
+    /// With CLONE_NEWUSER: the contents the parent writes to uid_map,
+    /// gid_map and setgroups ("deny") before letting the child go on.
+    const char *uid_map;
+    const char *gid_map;
+
+    const char *hostname;
+
+    /// The directory that becomes the root. With `overlay_options`, an
+    /// overlay file system is mounted there first.
+    const char *rootfs;
+    const char *overlay_options;
+    const struct gantry_mount *mounts;
+    size_t mount_count;
+    const char *const *masked_paths;
+    size_t masked_count;
+    const char *const *readonly_paths;
+    size_t readonly_count;
+    int readonly_rootfs;
+
+    /// "net.ipv4.ip_forward=1"-style pairs as /proc/sys paths and values.
+    const char *const *sysctl_paths;
+    const char *const *sysctl_values;
+    size_t sysctl_count;
+
+    const struct gantry_rlimit *rlimits;
+    size_t rlimit_count;
+
+    uid_t uid;
+    gid_t gid;
+    const gid_t *groups;
+    size_t group_count;
+
+    uint64_t cap_bounding;
+    uint64_t cap_effective;
+    uint64_t cap_permitted;
+    uint64_t cap_inheritable;
+    uint64_t cap_ambient;
+    int no_new_privs;
+
+    /// A compiled seccomp BPF program (struct sock_filter[]), or NULL.
+    const void *seccomp_filter;
+    size_t seccomp_filter_length;
+
+    /// Descriptors that become 0, 1 and 2 in the child.
+    int stdin_fd;
+    int stdout_fd;
+    int stderr_fd;
+    /// Make the child a session leader with stdin as its controlling terminal.
+    int controlling_terminal;
+};
+
+/// Where a launch failed: the step and the errno.
+struct gantry_launch_failure {
+    int stage;
+    int error;
+};
+
+/// The steps of a launch, as reported in `gantry_launch_failure.stage`.
+enum gantry_launch_stage {
+    GANTRY_STAGE_NONE = 0,
+    GANTRY_STAGE_PIPE, GANTRY_STAGE_CLONE, GANTRY_STAGE_CGROUP, GANTRY_STAGE_ID_MAPS, GANTRY_STAGE_SYNC,
+    GANTRY_STAGE_SIGNALS, GANTRY_STAGE_SESSION, GANTRY_STAGE_MOUNT_PRIVATE, GANTRY_STAGE_ROOTFS, GANTRY_STAGE_MOUNTS,
+    GANTRY_STAGE_PIVOT_ROOT, GANTRY_STAGE_MASKED_PATHS, GANTRY_STAGE_READONLY_PATHS, GANTRY_STAGE_SYSCTL,
+    GANTRY_STAGE_READONLY_ROOTFS, GANTRY_STAGE_HOSTNAME, GANTRY_STAGE_RLIMITS, GANTRY_STAGE_CWD, GANTRY_STAGE_STDIO,
+    GANTRY_STAGE_CLOSE_FDS, GANTRY_STAGE_CAPABILITIES, GANTRY_STAGE_USER, GANTRY_STAGE_NO_NEW_PRIVS,
+    GANTRY_STAGE_SECCOMP, GANTRY_STAGE_EXEC,
+};
+
+/// A human-readable name for a stage.
+const char *gantry_launch_stage_name(int stage);
+
+/// Launches the process the plan describes. On success returns 0 and
+/// fills the child's pid and a pidfd (close-on-exec); the child has
+/// executed the program. On failure returns -1 and fills `failure`; any
+/// child has been reaped.
+///
+/// Thread-safe; all signals are blocked in the calling thread around the
+/// clone. The child is created with no exit signal, so a host's SIGCHLD
+/// handler or `waitpid(-1)` never sees it; reap it with
+/// `waitid(P_PIDFD, pidfd, …, WEXITED | __WALL)`.
+int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid, int *pidfd, struct gantry_launch_failure *failure);
+
+/// waitid(P_PIDFD) for one child: returns 0 with the exit status decoded
+/// (`code` for an exit, `signal` for a signal), or -1 with errno set.
+/// With `nohang`, returns 1 when the child has not exited.
+int gantry_wait_pidfd(int pidfd, int nohang, int *exited_code, int *signal);
+
+/// pidfd_send_signal(2).
+int gantry_pidfd_signal(int pidfd, int signal);
+
+/// epoll, with the packed struct kept on the C side.
+int gantry_epoll_create(void);
+/// Watches `fd` for readability once (EPOLLONESHOT).
+int gantry_epoll_add_oneshot(int epoll, int fd);
+int gantry_epoll_delete(int epoll, int fd);
+/// Waits for events; fills `fds` with the ready descriptors. Returns their
+/// number, or -1 with errno set.
+int gantry_epoll_wait(int epoll, int *fds, int capacity, int timeout_ms);
+
+#endif

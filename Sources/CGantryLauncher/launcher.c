@@ -1,0 +1,509 @@
+// The launcher: clones a process into new namespaces and prepares it to run
+// a container's program. After the clone the child runs raw system calls
+// only (no allocation, no locks, no libc functions that keep state), since
+// the parent is a multithreaded Swift process.
+#define _GNU_SOURCE
+#include "CGantryLauncher.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/capability.h>
+#include <linux/filter.h>
+#include <linux/openat2.h>
+#include <linux/sched.h>
+#include <linux/seccomp.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#ifndef CLOSE_RANGE_CLOEXEC
+#define CLOSE_RANGE_CLOEXEC (1U << 2)
+#endif
+
+_Static_assert(sizeof(struct clone_args) >= 88, "struct clone_args lacks the cgroup field");
+_Static_assert(GANTRY_CLONE_NEWNS == CLONE_NEWNS && GANTRY_CLONE_NEWCGROUP == CLONE_NEWCGROUP && GANTRY_CLONE_NEWUTS == CLONE_NEWUTS &&
+               GANTRY_CLONE_NEWIPC == CLONE_NEWIPC && GANTRY_CLONE_NEWUSER == CLONE_NEWUSER && GANTRY_CLONE_NEWPID == CLONE_NEWPID &&
+               GANTRY_CLONE_NEWNET == CLONE_NEWNET, "namespace flags");
+
+int gantry_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+const char *gantry_launch_stage_name(int stage) {
+    static const char *const names[] = {
+        "none", "pipe", "clone", "cgroup", "id maps", "sync", "signals", "session", "mount namespace", "root file system",
+        "mounts", "pivot_root", "masked paths", "read-only paths", "sysctl", "read-only root", "hostname", "rlimits",
+        "working directory", "stdio", "close descriptors", "capabilities", "user", "no_new_privs", "seccomp", "exec",
+    };
+    if (stage < 0 || stage >= (int)(sizeof(names) / sizeof(names[0]))) return "unknown";
+    return names[stage];
+}
+
+// MARK: - Child helpers (async-signal-safe)
+
+__attribute__((noreturn))
+static void child_fail(int fd, int stage) {
+    struct gantry_launch_failure failure = { .stage = stage, .error = errno };
+    ssize_t ignored = write(fd, &failure, sizeof(failure));
+    (void)ignored;
+    _exit(127);
+}
+
+static size_t child_strlen(const char *s) {
+    size_t n = 0;
+    while (s[n]) n++;
+    return n;
+}
+
+/// Writes "/proc/self/fd/<fd>" into `buffer` (at least 32 bytes).
+static void proc_fd_path(char *buffer, int fd) {
+    const char *prefix = "/proc/self/fd/";
+    size_t n = 0;
+    while (prefix[n]) { buffer[n] = prefix[n]; n++; }
+    char digits[16];
+    int d = 0;
+    unsigned int value = (unsigned int)fd;
+    do { digits[d++] = (char)('0' + value % 10); value /= 10; } while (value);
+    while (d) buffer[n++] = digits[--d];
+    buffer[n] = 0;
+}
+
+static int open_in_root(int root_fd, const char *path, int flags) {
+    struct open_how how = { .flags = (uint64_t)(flags | O_CLOEXEC), .mode = 0, .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS };
+    for (;;) {
+        long fd = syscall(SYS_openat2, root_fd, path, &how, sizeof(how));
+        if (fd >= 0 || (errno != EINTR && errno != EAGAIN)) return (int)fd;
+    }
+}
+
+/// Makes `path` (inside the root) exist, creating missing directories, and
+/// the last component as a directory or an empty file. Returns an O_PATH
+/// descriptor of it, or -1.
+static int ensure_in_root(int root_fd, const char *path, int directory) {
+    char prefix[4096];
+    size_t length = child_strlen(path);
+    if (length >= sizeof(prefix)) { errno = ENAMETOOLONG; return -1; }
+    size_t i = 0;
+    while (i < length) {
+        while (i < length && path[i] == '/') i++;
+        size_t start = i;
+        while (i < length && path[i] != '/') i++;
+        if (i == start) break;
+        int last = (i >= length) || (i + 1 >= length && path[i] == '/');
+        for (size_t k = 0; k < i; k++) prefix[k] = path[k];
+        prefix[i] = 0;
+        int fd = open_in_root(root_fd, prefix, O_PATH);
+        if (fd >= 0) {
+            if (last) return fd;
+            close(fd);
+            continue;
+        }
+        if (errno != ENOENT) return -1;
+        // Create the component in its (resolved) parent.
+        char parent[4096];
+        size_t p = start;
+        for (size_t k = 0; k < p; k++) parent[k] = path[k];
+        parent[p] = 0;
+        int parent_fd = p ? open_in_root(root_fd, parent, O_PATH | O_DIRECTORY) : open_in_root(root_fd, "/", O_PATH | O_DIRECTORY);
+        if (parent_fd < 0) return -1;
+        char name[256];
+        size_t name_length = i - start;
+        if (name_length >= sizeof(name)) { close(parent_fd); errno = ENAMETOOLONG; return -1; }
+        for (size_t k = 0; k < name_length; k++) name[k] = path[start + k];
+        name[name_length] = 0;
+        int made;
+        if (!last || directory) {
+            made = mkdirat(parent_fd, name, 0755);
+        } else {
+            int file = openat(parent_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+            made = file < 0 ? -1 : 0;
+            if (file >= 0) close(file);
+        }
+        close(parent_fd);
+        if (made < 0 && errno != EEXIST) return -1;
+        fd = open_in_root(root_fd, prefix, O_PATH);
+        if (fd < 0) return -1;
+        if (last) return fd;
+        close(fd);
+    }
+    return open_in_root(root_fd, "/", O_PATH);
+}
+
+static int mount_at_fd(const char *source, int target_fd, const char *fstype, unsigned long flags, const char *data) {
+    char target[32];
+    proc_fd_path(target, target_fd);
+    return mount(source, target, fstype, flags, data);
+}
+
+static int apply_mount(int root_fd, const struct gantry_mount *m) {
+    if (m->kind == GANTRY_MOUNT_SYMLINK) {
+        int made = symlinkat(m->source, root_fd, m->target[0] == '/' ? m->target + 1 : m->target);
+        return (made < 0 && errno != EEXIST) ? -1 : 0;
+    }
+    int target = ensure_in_root(root_fd, m->target, m->directory);
+    if (target < 0) return -1;
+    int result;
+    if (m->kind == GANTRY_MOUNT_FILESYSTEM) {
+        result = mount_at_fd(m->source, target, m->fstype, m->flags, m->data);
+    } else {
+        result = mount_at_fd(m->source, target, NULL, MS_BIND | MS_REC, NULL);
+        unsigned long remount = m->flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+        if (result == 0 && remount) {
+            // Reopen: the old descriptor refers to what lies under the new mount.
+            close(target);
+            target = open_in_root(root_fd, m->target, O_PATH);
+            if (target < 0) return -1;
+            result = mount_at_fd(NULL, target, NULL, MS_BIND | MS_REMOUNT | remount, NULL);
+        }
+    }
+    int saved = errno;
+    close(target);
+    errno = saved;
+    return result;
+}
+
+static int mask_path(const char *path) {
+    int fd = open(path, O_PATH | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return errno == ENOENT ? 0 : -1;
+    struct stat st;
+    int result = fstat(fd, &st);
+    if (result == 0) {
+        if (S_ISDIR(st.st_mode)) {
+            result = mount_at_fd("tmpfs", fd, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=0k");
+        } else {
+            result = mount_at_fd("/dev/null", fd, NULL, MS_BIND, NULL);
+        }
+    }
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return result;
+}
+
+static int readonly_path(const char *path) {
+    int fd = open(path, O_PATH | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0) return errno == ENOENT ? 0 : -1;
+    int result = mount_at_fd(path, fd, NULL, MS_BIND | MS_REC, NULL);
+    if (result == 0) {
+        // Reopen: the old descriptor refers to what lies under the new mount.
+        close(fd);
+        fd = open(path, O_PATH | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0) return -1;
+        result = mount_at_fd(NULL, fd, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    }
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return result;
+}
+
+static int write_file(const char *path, const char *value) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    size_t length = child_strlen(value);
+    ssize_t written = write(fd, value, length);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return written == (ssize_t)length ? 0 : -1;
+}
+
+static int make_working_directory(const char *cwd) {
+    if (chdir(cwd) == 0) return 0;
+    if (errno != ENOENT) return -1;
+    int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0) return -1;
+    int fd = ensure_in_root(root, cwd, 1);
+    close(root);
+    if (fd < 0) return -1;
+    close(fd);
+    return chdir(cwd);
+}
+
+static int set_capabilities(const struct gantry_launch_plan *plan) {
+    struct __user_cap_header_struct header = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+    struct __user_cap_data_struct data[2] = {
+        { .effective = (uint32_t)plan->cap_effective, .permitted = (uint32_t)plan->cap_permitted, .inheritable = (uint32_t)plan->cap_inheritable },
+        { .effective = (uint32_t)(plan->cap_effective >> 32), .permitted = (uint32_t)(plan->cap_permitted >> 32), .inheritable = (uint32_t)(plan->cap_inheritable >> 32) },
+    };
+    if (syscall(SYS_capset, &header, data) < 0) return -1;
+    if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) < 0 && errno != EINVAL) return -1;
+    for (int cap = 0; cap < 64; cap++) {
+        if (!(plan->cap_ambient & (1ULL << cap))) continue;
+        if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0) < 0) return -1;
+    }
+    return 0;
+}
+
+static int install_seccomp(const struct gantry_launch_plan *plan) {
+    if (!plan->seccomp_filter) return 0;
+    struct sock_fprog program = { .len = (unsigned short)plan->seccomp_filter_length, .filter = (struct sock_filter *)plan->seccomp_filter };
+    return prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &program, 0, 0);
+}
+
+/// Moves the three stdio descriptors to 0, 1 and 2, whatever numbers they
+/// have now (they may themselves be 0–2).
+static int setup_stdio(const struct gantry_launch_plan *plan) {
+    int sources[3] = { plan->stdin_fd, plan->stdout_fd, plan->stderr_fd };
+    int high[3];
+    for (int i = 0; i < 3; i++) {
+        high[i] = fcntl(sources[i], F_DUPFD_CLOEXEC, 10);
+        if (high[i] < 0) return -1;
+    }
+    for (int i = 0; i < 3; i++) {
+        if (dup3(high[i], i, 0) < 0) return -1;
+        close(high[i]);
+    }
+    return 0;
+}
+
+__attribute__((noreturn))
+static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_read, int sync_write) {
+    // Signals: default dispositions, nothing blocked.
+    close(sync_write);
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < _NSIG; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP) continue;
+        syscall(SYS_rt_sigaction, sig, &dfl, NULL, _NSIG / 8);
+    }
+    sigset_t empty;
+    sigemptyset(&empty);
+    if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, NULL, _NSIG / 8) < 0) child_fail(error_fd, GANTRY_STAGE_SIGNALS);
+
+    // Wait until the parent has written id maps and joined cgroups.
+    char byte;
+    ssize_t got;
+    do { got = read(sync_read, &byte, 1); } while (got < 0 && errno == EINTR);
+    if (got < 0) child_fail(error_fd, GANTRY_STAGE_SYNC);
+    close(sync_read);
+
+    if (setsid() < 0) child_fail(error_fd, GANTRY_STAGE_SESSION);
+
+    if (plan->clone_flags & CLONE_NEWNS) {
+        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) child_fail(error_fd, GANTRY_STAGE_MOUNT_PRIVATE);
+        if (plan->overlay_options) {
+            if (mount("overlay", plan->rootfs, "overlay", 0, plan->overlay_options) < 0) child_fail(error_fd, GANTRY_STAGE_ROOTFS);
+        } else if (mount(plan->rootfs, plan->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0) {
+            child_fail(error_fd, GANTRY_STAGE_ROOTFS);
+        }
+        int root_fd = open(plan->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (root_fd < 0) child_fail(error_fd, GANTRY_STAGE_ROOTFS);
+        for (size_t i = 0; i < plan->mount_count; i++) {
+            if (apply_mount(root_fd, &plan->mounts[i]) < 0) child_fail(error_fd, GANTRY_STAGE_MOUNTS);
+        }
+        if (fchdir(root_fd) < 0) child_fail(error_fd, GANTRY_STAGE_PIVOT_ROOT);
+        close(root_fd);
+        if (syscall(SYS_pivot_root, ".", ".") < 0) child_fail(error_fd, GANTRY_STAGE_PIVOT_ROOT);
+        if (umount2(".", MNT_DETACH) < 0) child_fail(error_fd, GANTRY_STAGE_PIVOT_ROOT);
+        if (chdir("/") < 0) child_fail(error_fd, GANTRY_STAGE_PIVOT_ROOT);
+
+        for (size_t i = 0; i < plan->sysctl_count; i++) {
+            if (write_file(plan->sysctl_paths[i], plan->sysctl_values[i]) < 0) child_fail(error_fd, GANTRY_STAGE_SYSCTL);
+        }
+        for (size_t i = 0; i < plan->masked_count; i++) {
+            if (mask_path(plan->masked_paths[i]) < 0) child_fail(error_fd, GANTRY_STAGE_MASKED_PATHS);
+        }
+        for (size_t i = 0; i < plan->readonly_count; i++) {
+            if (readonly_path(plan->readonly_paths[i]) < 0) child_fail(error_fd, GANTRY_STAGE_READONLY_PATHS);
+        }
+        if (plan->readonly_rootfs && mount(NULL, "/", NULL, MS_BIND | MS_REMOUNT | MS_RDONLY, NULL) < 0) {
+            child_fail(error_fd, GANTRY_STAGE_READONLY_ROOTFS);
+        }
+    }
+
+    if (plan->hostname && (plan->clone_flags & CLONE_NEWUTS)) {
+        if (sethostname(plan->hostname, child_strlen(plan->hostname)) < 0) child_fail(error_fd, GANTRY_STAGE_HOSTNAME);
+    }
+    for (size_t i = 0; i < plan->rlimit_count; i++) {
+        struct rlimit limit = { .rlim_cur = plan->rlimits[i].soft, .rlim_max = plan->rlimits[i].hard };
+        if (syscall(SYS_prlimit64, 0, plan->rlimits[i].resource, &limit, NULL) < 0) child_fail(error_fd, GANTRY_STAGE_RLIMITS);
+    }
+    if (plan->cwd && make_working_directory(plan->cwd) < 0) child_fail(error_fd, GANTRY_STAGE_CWD);
+
+    if (setup_stdio(plan) < 0) child_fail(error_fd, GANTRY_STAGE_STDIO);
+    if (plan->controlling_terminal && ioctl(0, TIOCSCTTY, 0) < 0) child_fail(error_fd, GANTRY_STAGE_STDIO);
+    // Everything but stdio and the error pipe (already close-on-exec) closes at exec.
+    if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0) child_fail(error_fd, GANTRY_STAGE_CLOSE_FDS);
+
+    // Without no_new_privs the filter needs CAP_SYS_ADMIN: install it while we have it.
+    if (!plan->no_new_privs && install_seccomp(plan) < 0) child_fail(error_fd, GANTRY_STAGE_SECCOMP);
+
+    for (int cap = 0; cap < 64; cap++) {
+        if (plan->cap_bounding & (1ULL << cap)) continue;
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL) child_fail(error_fd, GANTRY_STAGE_CAPABILITIES);
+    }
+    if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) child_fail(error_fd, GANTRY_STAGE_CAPABILITIES);
+    // Raw system calls: glibc's wrappers would try to synchronise threads
+    // that no longer exist in this child.
+    if (!(plan->clone_flags & CLONE_NEWUSER)) {
+        if (syscall(SYS_setgroups, plan->group_count, plan->groups) < 0) child_fail(error_fd, GANTRY_STAGE_USER);
+    }
+    if (syscall(SYS_setresgid, plan->gid, plan->gid, plan->gid) < 0) child_fail(error_fd, GANTRY_STAGE_USER);
+    if (syscall(SYS_setresuid, plan->uid, plan->uid, plan->uid) < 0) child_fail(error_fd, GANTRY_STAGE_USER);
+    if (set_capabilities(plan) < 0) child_fail(error_fd, GANTRY_STAGE_CAPABILITIES);
+
+    if (plan->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) child_fail(error_fd, GANTRY_STAGE_NO_NEW_PRIVS);
+    if (plan->no_new_privs && install_seccomp(plan) < 0) child_fail(error_fd, GANTRY_STAGE_SECCOMP);
+
+    // A PATH search over the candidates, as execvp does.
+    int error = ENOENT;
+    for (size_t i = 0; i < plan->executable_count; i++) {
+        execve(plan->executables[i], plan->argv, plan->envp);
+        if (errno != ENOENT && errno != ENOTDIR) error = errno;
+    }
+    errno = error;
+    child_fail(error_fd, GANTRY_STAGE_EXEC);
+}
+
+// MARK: - Parent
+
+static int write_pid(int fd, pid_t pid) {
+    char digits[16];
+    int n = 0;
+    unsigned int value = (unsigned int)pid;
+    do { digits[15 - n++] = (char)('0' + value % 10); value /= 10; } while (value);
+    return write(fd, digits + 16 - n, (size_t)n) == n ? 0 : -1;
+}
+
+static int write_proc_file(pid_t pid, const char *name, const char *value) {
+    char path[64];
+    char number[16];
+    int n = 0;
+    unsigned int v = (unsigned int)pid;
+    do { number[n++] = (char)('0' + v % 10); v /= 10; } while (v);
+    size_t p = 0;
+    const char *prefix = "/proc/";
+    while (prefix[p]) { path[p] = prefix[p]; p++; }
+    while (n) path[p++] = number[--n];
+    path[p++] = '/';
+    for (size_t i = 0; name[i]; i++) path[p++] = name[i];
+    path[p] = 0;
+    return write_file(path, value);
+}
+
+int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pidfd_out, struct gantry_launch_failure *failure) {
+    failure->stage = GANTRY_STAGE_NONE;
+    failure->error = 0;
+    int error_pipe[2], sync_pipe[2];
+    if (pipe2(error_pipe, O_CLOEXEC) < 0) { failure->stage = GANTRY_STAGE_PIPE; failure->error = errno; return -1; }
+    if (pipe2(sync_pipe, O_CLOEXEC) < 0) {
+        failure->stage = GANTRY_STAGE_PIPE; failure->error = errno;
+        close(error_pipe[0]); close(error_pipe[1]);
+        return -1;
+    }
+
+    int pidfd = -1;
+    struct clone_args args;
+    memset(&args, 0, sizeof(args));
+    args.flags = CLONE_PIDFD | plan->clone_flags;
+    args.pidfd = (uint64_t)(uintptr_t)&pidfd;
+    args.exit_signal = 0;
+    if (plan->cgroup_fd >= 0) {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = (uint64_t)plan->cgroup_fd;
+    }
+
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    long pid = syscall(SYS_clone3, &args, sizeof(args));
+    if (pid == 0) child(plan, error_pipe[1], sync_pipe[0], sync_pipe[1]);
+    int clone_errno = errno;
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    close(error_pipe[1]);
+    close(sync_pipe[0]);
+    if (pid < 0) {
+        close(error_pipe[0]); close(sync_pipe[1]);
+        failure->stage = GANTRY_STAGE_CLONE; failure->error = clone_errno;
+        return -1;
+    }
+
+    int stage = GANTRY_STAGE_NONE;
+    for (size_t i = 0; i < plan->cgroup_procs_count && !stage; i++) {
+        if (write_pid(plan->cgroup_procs_fds[i], (pid_t)pid) < 0) stage = GANTRY_STAGE_CGROUP;
+    }
+    if (!stage && (plan->clone_flags & CLONE_NEWUSER)) {
+        if ((plan->gid_map && write_proc_file((pid_t)pid, "setgroups", "deny") < 0) ||
+            (plan->uid_map && write_proc_file((pid_t)pid, "uid_map", plan->uid_map) < 0) ||
+            (plan->gid_map && write_proc_file((pid_t)pid, "gid_map", plan->gid_map) < 0)) {
+            stage = GANTRY_STAGE_ID_MAPS;
+        }
+    }
+    int parent_errno = errno;
+    if (stage) {
+        syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+    }
+    // Closing our end lets the child go on (or, after SIGKILL, die).
+    close(sync_pipe[1]);
+
+    struct gantry_launch_failure reported;
+    ssize_t got;
+    do { got = read(error_pipe[0], &reported, sizeof(reported)); } while (got < 0 && errno == EINTR);
+    close(error_pipe[0]);
+    if (stage || got != 0) {
+        siginfo_t info;
+        while (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED | __WALL) < 0 && errno == EINTR) {}
+        close(pidfd);
+        if (stage) {
+            failure->stage = stage; failure->error = parent_errno;
+        } else if (got == (ssize_t)sizeof(reported)) {
+            *failure = reported;
+        } else {
+            failure->stage = GANTRY_STAGE_EXEC; failure->error = EIO;
+        }
+        return -1;
+    }
+    *pid_out = (pid_t)pid;
+    *pidfd_out = pidfd;
+    return 0;
+}
+
+int gantry_wait_pidfd(int pidfd, int nohang, int *exited_code, int *signal) {
+    siginfo_t info;
+    memset(&info, 0, sizeof(info));
+    for (;;) {
+        if (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED | __WALL | (nohang ? WNOHANG : 0)) == 0) break;
+        if (errno != EINTR) return -1;
+    }
+    if (info.si_pid == 0) return 1;
+    *exited_code = -1;
+    *signal = 0;
+    if (info.si_code == CLD_EXITED) {
+        *exited_code = info.si_status;
+    } else {
+        *signal = info.si_status;
+    }
+    return 0;
+}
+
+int gantry_pidfd_signal(int pidfd, int signal) {
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0);
+}
+
+int gantry_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int gantry_epoll_add_oneshot(int epoll, int fd) {
+    struct epoll_event event = { .events = EPOLLIN | EPOLLONESHOT, .data.fd = fd };
+    return epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event);
+}
+
+int gantry_epoll_delete(int epoll, int fd) { return epoll_ctl(epoll, EPOLL_CTL_DEL, fd, NULL); }
+
+int gantry_epoll_wait(int epoll, int *fds, int capacity, int timeout_ms) {
+    struct epoll_event events[64];
+    if (capacity > 64) capacity = 64;
+    int count = epoll_wait(epoll, events, capacity, timeout_ms);
+    for (int i = 0; i < count; i++) fds[i] = events[i].data.fd;
+    return count;
+}

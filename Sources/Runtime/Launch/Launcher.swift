@@ -1,0 +1,27 @@
+import CGantryLauncher
+import SystemPackage
+
+/// A process the launcher started: its pid and a pidfd owned by the caller.
+struct LaunchedProcess: Sendable {
+    var pid: Int32
+    var pidfd: Int32
+}
+
+enum Launcher {
+    /// Starts the process a plan describes. Returns once the program has
+    /// been executed (or the launch failed and the child was reaped).
+    ///
+    /// - Throws: ``RuntimeError`` with code `launch`, naming the step that
+    ///   failed and the errno.
+    static func launch(_ plan: LaunchPlan, what: String) throws -> LaunchedProcess {
+        var pid: pid_t = 0
+        var pidfd: Int32 = -1
+        var failure = gantry_launch_failure()
+        let result = plan.withUnsafePlan { gantry_launch($0, &pid, &pidfd, &failure) }
+        guard result == 0 else {
+            let stage = String(cString: gantry_launch_stage_name(failure.stage))
+            throw RuntimeError(.launch, "\(what) could not be started: the \(stage) step failed", underlying: Errno(rawValue: failure.error))
+        }
+        return LaunchedProcess(pid: pid, pidfd: pidfd)
+    }
+}
