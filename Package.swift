@@ -140,7 +140,12 @@ let package = Package(
             exclude: ["Fixtures"],
             swiftSettings: strict
         ),
-        .testTarget(name: "RuntimeTests", dependencies: ["Runtime", "CGantryLauncher", "GantryTestSupport"], swiftSettings: strict),
+        .testTarget(
+            name: "RuntimeTests",
+            dependencies: ["Runtime", "OCIImage", "CGantryLauncher", "GantryTestSupport"],
+            exclude: ["Fixtures"],
+            swiftSettings: strict
+        ),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler"], swiftSettings: strict),
         .testTarget(name: "ReconcilerTests", dependencies: ["Reconciler"], swiftSettings: strict),
         .testTarget(name: "ObservabilityTests", dependencies: ["Observability"], swiftSettings: strict),

@@ -15,9 +15,11 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -38,11 +40,14 @@ _Static_assert(GANTRY_CLONE_NEWNS == CLONE_NEWNS && GANTRY_CLONE_NEWCGROUP == CL
 
 int gantry_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
+int gantry_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+
 const char *gantry_launch_stage_name(int stage) {
     static const char *const names[] = {
         "none", "pipe", "clone", "cgroup", "id maps", "sync", "signals", "session", "mount namespace", "root file system",
         "mounts", "pivot_root", "masked paths", "read-only paths", "sysctl", "read-only root", "hostname", "rlimits",
         "working directory", "stdio", "close descriptors", "capabilities", "user", "no_new_privs", "seccomp", "exec",
+        "join namespaces", "init", "parent death signal",
     };
     if (stage < 0 || stage >= (int)(sizeof(names) / sizeof(names[0]))) return "unknown";
     return names[stage];
@@ -266,6 +271,41 @@ static int setup_stdio(const struct gantry_launch_plan *plan) {
     return 0;
 }
 
+/// The tiny init: forks; the child returns to exec the program, while this
+/// process stays as its parent, reaping every process that ends and
+/// forwarding every signal to the program, until the program ends.
+static void run_init(int error_fd) {
+    sigset_t all;
+    sigfillset(&all);
+    if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, NULL, _NSIG / 8) < 0) child_fail(error_fd, GANTRY_STAGE_INIT);
+    long program = syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+    if (program < 0) child_fail(error_fd, GANTRY_STAGE_INIT);
+    if (program == 0) {
+        sigset_t empty;
+        sigemptyset(&empty);
+        if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, NULL, _NSIG / 8) < 0) child_fail(error_fd, GANTRY_STAGE_INIT);
+        return;
+    }
+    // The program reports its own exec failure; stdio stays with it.
+    close(error_fd);
+    for (int fd = 0; fd < 3; fd++) close(fd);
+    for (;;) {
+        siginfo_t info;
+        long sig = syscall(SYS_rt_sigtimedwait, &all, &info, NULL, _NSIG / 8);
+        if (sig < 0) continue;
+        if (sig != SIGCHLD) {
+            syscall(SYS_kill, program, sig);
+            continue;
+        }
+        int status;
+        long reaped;
+        while ((reaped = syscall(SYS_wait4, -1, &status, WNOHANG, NULL)) > 0) {
+            if (reaped != program) continue;
+            _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+        }
+    }
+}
+
 __attribute__((noreturn))
 static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_read, int sync_write) {
     // Signals: default dispositions, nothing blocked.
@@ -287,6 +327,13 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
     do { got = read(sync_read, &byte, 1); } while (got < 0 && errno == EINTR);
     if (got < 0) child_fail(error_fd, GANTRY_STAGE_SYNC);
     close(sync_read);
+
+    if (plan->join_pidfd >= 0) {
+        // No one may ptrace or read the memory of a process entering a container.
+        if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) child_fail(error_fd, GANTRY_STAGE_JOIN);
+        uint64_t flags = plan->join_namespaces & ~(uint64_t)CLONE_NEWPID;
+        if (flags && setns(plan->join_pidfd, (int)flags) < 0) child_fail(error_fd, GANTRY_STAGE_JOIN);
+    }
 
     if (setsid() < 0) child_fail(error_fd, GANTRY_STAGE_SESSION);
 
@@ -354,7 +401,12 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
     if (set_capabilities(plan) < 0) child_fail(error_fd, GANTRY_STAGE_CAPABILITIES);
 
     if (plan->no_new_privs && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) child_fail(error_fd, GANTRY_STAGE_NO_NEW_PRIVS);
+    // Set late: changing credentials clears it.
+    if (plan->parent_death_signal && prctl(PR_SET_PDEATHSIG, plan->parent_death_signal, 0, 0, 0) < 0) {
+        child_fail(error_fd, GANTRY_STAGE_PARENT_DEATH);
+    }
     if (plan->no_new_privs && install_seccomp(plan) < 0) child_fail(error_fd, GANTRY_STAGE_SECCOMP);
+    if (plan->init) run_init(error_fd);
 
     // A PATH search over the candidates, as execvp does.
     int error = ENOENT;
@@ -414,6 +466,19 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
         args.cgroup = (uint64_t)plan->cgroup_fd;
     }
 
+    // Entering a PID namespace affects only the children of this thread:
+    // switch to it for the clone and back.
+    int own_pid_namespace = -1;
+    if (plan->join_pidfd >= 0 && (plan->join_namespaces & CLONE_NEWPID)) {
+        own_pid_namespace = open("/proc/thread-self/ns/pid", O_RDONLY | O_CLOEXEC);
+        if (own_pid_namespace < 0 || setns(plan->join_pidfd, CLONE_NEWPID) < 0) {
+            failure->stage = GANTRY_STAGE_JOIN; failure->error = errno;
+            if (own_pid_namespace >= 0) close(own_pid_namespace);
+            close(error_pipe[0]); close(error_pipe[1]); close(sync_pipe[0]); close(sync_pipe[1]);
+            return -1;
+        }
+    }
+
     sigset_t all, previous;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &previous);
@@ -421,6 +486,12 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
     if (pid == 0) child(plan, error_pipe[1], sync_pipe[0], sync_pipe[1]);
     int clone_errno = errno;
     pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    if (own_pid_namespace >= 0) {
+        // Returning to one's own namespace cannot fail for root; if it did,
+        // later children of this thread would start in the container.
+        if (setns(own_pid_namespace, CLONE_NEWPID) < 0) abort();
+        close(own_pid_namespace);
+    }
     close(error_pipe[1]);
     close(sync_pipe[0]);
     if (pid < 0) {
@@ -487,6 +558,12 @@ int gantry_wait_pidfd(int pidfd, int nohang, int *exited_code, int *signal) {
     return 0;
 }
 
+int gantry_pidfd_open(pid_t pid) {
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return fd;
+}
+
 int gantry_pidfd_signal(int pidfd, int signal) {
     return (int)syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0);
 }
@@ -496,6 +573,11 @@ int gantry_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
 int gantry_epoll_add_oneshot(int epoll, int fd) {
     struct epoll_event event = { .events = EPOLLIN | EPOLLONESHOT, .data.fd = fd };
     return epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event);
+}
+
+int gantry_epoll_rearm(int epoll, int fd) {
+    struct epoll_event event = { .events = EPOLLIN | EPOLLONESHOT, .data.fd = fd };
+    return epoll_ctl(epoll, EPOLL_CTL_MOD, fd, &event);
 }
 
 int gantry_epoll_delete(int epoll, int fd) { return epoll_ctl(epoll, EPOLL_CTL_DEL, fd, NULL); }

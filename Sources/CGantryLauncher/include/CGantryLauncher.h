@@ -17,6 +17,9 @@
 /// pipe2(O_CLOEXEC).
 int gantry_pipe(int fds[2]);
 
+/// memfd_create(name, MFD_CLOEXEC).
+int gantry_memfd(const char *name);
+
 /// How one mount in the container is made. Paths are inside the new root,
 /// resolved with openat2(RESOLVE_IN_ROOT) so that no symlink in the image
 /// can point a mount outside it.
@@ -116,6 +119,18 @@ struct gantry_launch_plan {
     int stderr_fd;
     /// Make the child a session leader with stdin as its controlling terminal.
     int controlling_terminal;
+
+    /// A signal the process gets when the thread that launched it ends (0: none).
+    int parent_death_signal;
+    /// Run a tiny init as the process: it forks the program, reaps every
+    /// zombie, forwards signals to the program and exits as it does.
+    int init;
+
+    /// To start a process inside a running container: a pidfd of a process
+    /// in it, and the namespaces (CLONE_NEW* flags) to join through it.
+    /// The process is also made non-dumpable before it joins. -1: none.
+    int join_pidfd;
+    uint64_t join_namespaces;
 };
 
 /// Where a launch failed: the step and the errno.
@@ -132,7 +147,7 @@ enum gantry_launch_stage {
     GANTRY_STAGE_PIVOT_ROOT, GANTRY_STAGE_MASKED_PATHS, GANTRY_STAGE_READONLY_PATHS, GANTRY_STAGE_SYSCTL,
     GANTRY_STAGE_READONLY_ROOTFS, GANTRY_STAGE_HOSTNAME, GANTRY_STAGE_RLIMITS, GANTRY_STAGE_CWD, GANTRY_STAGE_STDIO,
     GANTRY_STAGE_CLOSE_FDS, GANTRY_STAGE_CAPABILITIES, GANTRY_STAGE_USER, GANTRY_STAGE_NO_NEW_PRIVS,
-    GANTRY_STAGE_SECCOMP, GANTRY_STAGE_EXEC,
+    GANTRY_STAGE_SECCOMP, GANTRY_STAGE_EXEC, GANTRY_STAGE_JOIN, GANTRY_STAGE_INIT, GANTRY_STAGE_PARENT_DEATH,
 };
 
 /// A human-readable name for a stage.
@@ -154,6 +169,9 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid, int *pidfd,
 /// With `nohang`, returns 1 when the child has not exited.
 int gantry_wait_pidfd(int pidfd, int nohang, int *exited_code, int *signal);
 
+/// pidfd_open(2), close-on-exec.
+int gantry_pidfd_open(pid_t pid);
+
 /// pidfd_send_signal(2).
 int gantry_pidfd_signal(int pidfd, int signal);
 
@@ -161,6 +179,8 @@ int gantry_pidfd_signal(int pidfd, int signal);
 int gantry_epoll_create(void);
 /// Watches `fd` for readability once (EPOLLONESHOT).
 int gantry_epoll_add_oneshot(int epoll, int fd);
+/// Watches `fd` for readability once more (after EPOLLONESHOT fired).
+int gantry_epoll_rearm(int epoll, int fd);
 int gantry_epoll_delete(int epoll, int fd);
 /// Waits for events; fills `fds` with the ready descriptors. Returns their
 /// number, or -1 with errno set.

@@ -48,6 +48,8 @@ extension ImageStore {
                     liveChains.formUnion(Snapshotter.chainIDs(configuration.rootfs.diffIDs))
                 }
             }
+            // Snapshots containers stand on stay, whatever happened to their images.
+            liveChains.formUnion(try heldChainIDs())
             // Sweep.
             for (digest, size) in try content.list() where !liveBlobs.contains(digest) {
                 try content.delete(digest)
@@ -80,7 +82,8 @@ extension ImageStore {
         }
     }
 
-    private func directoryNames(_ path: String) throws -> [String] {
+    func directoryNames(_ path: String) throws -> [String] {
+        guard Sys.lstat(path) != nil else { return [] }
         let fd = try Sys.open(path, O_RDONLY | O_DIRECTORY)
         defer { Sys.close(fd) }
         return try Sys.listDirectoryNames(fd, display: path)

@@ -159,14 +159,55 @@ extension ImageStore {
     /// Unpacks each layer of an image once into a snapshot (reusing existing
     /// ones) and returns the snapshots base first, ready to be stacked as
     /// overlayfs lower directories (which take the top-most first).
-    public func prepareSnapshots(_ name: String, platform: Platform? = nil, privileged: Bool? = nil,
+    ///
+    /// With a `holder` (a container ID, say), the snapshots are also held
+    /// for it: garbage collection keeps them, even after the image is
+    /// removed, until ``releaseSnapshots(holder:)``.
+    public func prepareSnapshots(_ name: String, platform: Platform? = nil, privileged: Bool? = nil, holder: String? = nil,
                                  progress: ImageProgressHandler? = nil) async throws -> [Snapshot] {
         try await offload { isCancelled in
             try self.lock.withLock(.shared) {
                 let image = try self.resolve(try self.lookup(name), platform: platform)
+                if let holder {
+                    // Recorded before the snapshots exist, under the lock garbage
+                    // collection takes: no collection can fall in between.
+                    let chainIDs = Snapshotter.chainIDs(image.layers.map(\.diffID))
+                    try Sys.makeDirectories(self.root.holds, mode: 0o700)
+                    try Sys.writeFileAtomically(self.root.holds + "/" + (try Self.holdName(holder)),
+                                                Data(chainIDs.map { $0.description + "\n" }.joined().utf8), mode: 0o600,
+                                                // Containers do not outlive a reboot; their holds need not either.
+                                                durable: false)
+                }
                 return try self.snapshotter.prepare(image.layers, privileged: privileged ?? Sys.isPrivileged, progress: progress, isCancelled: isCancelled)
             }
         }
+    }
+
+    /// Lets garbage collection remove the snapshots `holder` held.
+    public func releaseSnapshots(holder: String) throws {
+        let path = root.holds + "/" + (try Self.holdName(holder))
+        guard unlink(path) == 0 || errno == ENOENT else {
+            throw OCIImageError(.systemCall, "cannot remove the snapshot hold \(path)", underlying: Sys.errno)
+        }
+    }
+
+    /// The chain IDs every holder keeps.
+    func heldChainIDs() throws -> Set<Digest> {
+        var held: Set<Digest> = []
+        for name in try directoryNames(root.holds) {
+            guard let data = FileManager.default.contents(atPath: root.holds + "/" + name) else { continue }
+            for line in String(decoding: data, as: UTF8.self).split(separator: "\n") {
+                if let digest = try? Digest(parsing: String(line)) { held.insert(digest) }
+            }
+        }
+        return held
+    }
+
+    private static func holdName(_ holder: String) throws -> String {
+        guard !holder.isEmpty, holder.count <= 128, holder.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" || $0 == "." }),
+              holder.first != "."
+        else { throw OCIImageError(.invalidArgument, "\"\(holder)\" cannot name a snapshot holder") }
+        return holder
     }
 
     /// Every snapshot the store holds.

@@ -35,6 +35,10 @@ public struct StateRoot: Hashable, Sendable, CustomStringConvertible {
     public var scratch: String { path + "/tmp" }
     /// `gantry.sqlite`: the metadata database.
     public var database: String { path + "/gantry.sqlite" }
+    /// `holds/`: one file per container, listing the snapshots it stands on.
+    public var holds: String { path + "/holds" }
+    /// `containers/`: one directory per container (state, log, upper layer).
+    public var containers: String { path + "/containers" }
     /// `lock`: taken shared by every operation and exclusive by garbage collection.
     public var lockFile: String { path + "/lock" }
 

@@ -196,15 +196,16 @@ enum Sys {
     }
 
     /// Writes `data` to `path` atomically: a temporary file in the same
-    /// directory, fsync, rename, then fsync of the directory.
-    static func writeFileAtomically(_ path: String, _ data: Data, mode: mode_t = 0o644) throws {
+    /// directory, fsync, rename, then fsync of the directory. Without
+    /// `durable`, the fsyncs are left out (for state a reboot voids anyway).
+    static func writeFileAtomically(_ path: String, _ data: Data, mode: mode_t = 0o644, durable: Bool = true) throws {
         let directory = parentDirectory(of: path)
         let temporary = directory + "/.tmp-" + lastComponent(of: path) + "-" + randomSuffix()
         let fd = try open(temporary, O_WRONLY | O_CREAT | O_EXCL, mode)
         do {
             defer { Sys.close(fd) }
             try data.withUnsafeBytes { try writeAll(fd, $0, path: temporary) }
-            try fsync(fd, path: temporary)
+            if durable { try fsync(fd, path: temporary) }
         } catch {
             _ = Glibc.unlink(temporary)
             throw error
@@ -215,7 +216,7 @@ enum Sys {
             _ = Glibc.unlink(temporary)
             throw error
         }
-        try syncDirectory(directory)
+        if durable { try syncDirectory(directory) }
     }
 
     /// Copies a regular file's bytes from `source` to `destination` (both

@@ -1,7 +1,7 @@
 import CGantryLauncher
 
 /// Linux namespaces a container gets of its own.
-public struct Namespaces: OptionSet, Hashable, Sendable {
+public struct Namespaces: OptionSet, Hashable, Sendable, Codable {
     public let rawValue: UInt64
     public init(rawValue: UInt64) { self.rawValue = rawValue }
 

@@ -67,6 +67,10 @@ struct LaunchPlan: Sendable {
     var stdout: Int32
     var stderr: Int32
     var controllingTerminal = false
+    var parentDeathSignal: Int32 = 0
+    var initProcess = false
+    var joinPidfd: Int32 = -1
+    var joinNamespaces: UInt64 = 0
 
     /// Calls `body` with a C plan whose memory lives until `body` returns.
     func withUnsafePlan<T>(_ body: (UnsafePointer<gantry_launch_plan>) throws -> T) rethrows -> T {
@@ -121,6 +125,10 @@ struct LaunchPlan: Sendable {
         plan.stdout_fd = stdout
         plan.stderr_fd = stderr
         plan.controlling_terminal = controllingTerminal ? 1 : 0
+        plan.parent_death_signal = parentDeathSignal
+        plan.`init` = initProcess ? 1 : 0
+        plan.join_pidfd = joinPidfd
+        plan.join_namespaces = joinNamespaces
         return try withUnsafePointer(to: &plan) { try body($0) }
     }
 }

@@ -6,7 +6,7 @@ import Glibc
 #endif
 
 /// How a process ended.
-public enum ProcessExit: Hashable, Sendable, CustomStringConvertible {
+public enum ProcessExit: Hashable, Sendable, Codable, CustomStringConvertible {
     /// It exited with a status code.
     case exited(Int32)
     /// A signal killed it.
@@ -28,66 +28,84 @@ public enum ProcessExit: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-/// One thread, started on first use, waits on the pidfds of every process
-/// Gantry started and reaps each with `waitid(P_PIDFD)` — only Gantry's own
-/// children, never others, and with no SIGCHLD handler.
+/// One thread, started on first use, waits with epoll on the pidfds of
+/// every process Gantry started (reaping each with `waitid(P_PIDFD)`: only
+/// Gantry's own children, and with no SIGCHLD handler) and on the pipes
+/// their output arrives on.
 final class ProcessSupervisor: Sendable {
     static let shared = ProcessSupervisor()
 
-    /// Continuations waiting for an exit, by pidfd.
-    private final class Waiters: Sendable {
-        let table = Mutex<[Int32: CheckedContinuation<ProcessExit, Never>]>([:])
+    /// What to do when a descriptor becomes readable; returns whether to keep watching.
+    typealias Handler = @Sendable (Int32) -> Bool
 
-        func add(_ pidfd: Int32, _ continuation: CheckedContinuation<ProcessExit, Never>) {
-            table.withLock { $0[pidfd] = continuation }
-        }
-
-        func take(_ pidfd: Int32) -> CheckedContinuation<ProcessExit, Never>? {
-            table.withLock { $0.removeValue(forKey: pidfd) }
-        }
+    /// The handlers by descriptor, shared with the thread.
+    private final class Handlers: Sendable {
+        let table = Mutex<[Int32: Handler]>([:])
     }
 
     private let epoll: Int32
-    private let waiters = Waiters()
+    private let handlers = Handlers()
 
     private init() {
         epoll = gantry_epoll_create()
-        let thread = Thread { [epoll, waiters] in
-            ProcessSupervisor.run(epoll: epoll, waiters: waiters)
+        let thread = Thread { [epoll, handlers] in
+            ProcessSupervisor.run(epoll: epoll, handlers: handlers)
         }
         thread.name = "gantry-supervisor"
-        thread.stackSize = 256 << 10
+        thread.stackSize = 512 << 10
         thread.start()
+    }
+
+    /// Calls `handler` on the supervisor thread whenever `fd` is readable,
+    /// until it returns `false`. The handler must not block.
+    func watch(_ fd: Int32, handler: @escaping Handler) {
+        handlers.table.withLock { $0[fd] = handler }
+        if gantry_epoll_add_oneshot(epoll, fd) != 0 {
+            // Not pollable (a regular file): nothing will ever wait.
+            _ = handlers.table.withLock { $0.removeValue(forKey: fd) }
+            if handler(fd) { preconditionFailure("descriptor \(fd) cannot be watched") }
+        }
+    }
+
+    /// Calls `handler` on the supervisor thread once the process behind
+    /// `pidfd` has exited, after reaping it. The caller keeps the pidfd.
+    func onExit(of pidfd: Int32, _ handler: @escaping @Sendable (ProcessExit) -> Void) {
+        watch(pidfd) { fd in
+            handler(ProcessSupervisor.reap(fd))
+            return false
+        }
     }
 
     /// Waits for the process behind `pidfd` to exit and reaps it. The
     /// caller keeps ownership of `pidfd` and closes it afterwards.
     func exit(of pidfd: Int32) async -> ProcessExit {
         await withCheckedContinuation { continuation in
-            waiters.add(pidfd, continuation)
-            if gantry_epoll_add_oneshot(epoll, pidfd) != 0 {
-                // Only a bad descriptor gets here; report what waitid says now.
-                waiters.take(pidfd)?.resume(returning: Self.reap(pidfd))
-            }
+            onExit(of: pidfd) { continuation.resume(returning: $0) }
         }
     }
 
-    private static func reap(_ pidfd: Int32) -> ProcessExit {
+    /// Reaps a child; for a process that is not a child (adopted after a
+    /// restart), the status cannot be known and is reported as SIGKILL.
+    static func reap(_ pidfd: Int32) -> ProcessExit {
         var code: Int32 = 0
         var signal: Int32 = 0
         guard gantry_wait_pidfd(pidfd, 0, &code, &signal) == 0 else { return .signaled(SIGKILL) }
         return signal != 0 ? .signaled(signal) : .exited(code)
     }
 
-    private static func run(epoll: Int32, waiters: Waiters) {
+    private static func run(epoll: Int32, handlers: Handlers) {
         var ready = [Int32](repeating: -1, count: 64)
         while true {
             let count = gantry_epoll_wait(epoll, &ready, Int32(ready.count), -1)
             guard count > 0 else { continue }
-            for pidfd in ready[..<Int(count)] {
-                gantry_epoll_delete(epoll, pidfd)
-                let status = reap(pidfd)
-                waiters.take(pidfd)?.resume(returning: status)
+            for fd in ready[..<Int(count)] {
+                guard let handler = handlers.table.withLock({ $0[fd] }) else { continue }
+                if handler(fd) {
+                    gantry_epoll_rearm(epoll, fd)
+                } else {
+                    handlers.table.withLock { _ = $0.removeValue(forKey: fd) }
+                    gantry_epoll_delete(epoll, fd)
+                }
             }
         }
     }

@@ -1,0 +1,569 @@
+import CGantryLauncher
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A container: a handle to start, watch, signal, pause and remove it, and
+/// to read its output. Get one from ``ContainerRuntime/create(_:)`` or
+/// ``ContainerRuntime/container(_:)``; any number of handles may refer to
+/// the same container, from any process opening the same state root.
+public final class Container: Sendable {
+    /// 64 hex digits.
+    public let id: String
+    /// The unique name.
+    public let name: String
+    let runtime: ContainerRuntime
+    let logPath: String
+    let outputSignal = OutputSignal()
+    private let state: Mutex<LiveState>
+
+    /// What this process knows of a container it runs.
+    struct LiveState {
+        var record: ContainerRecord
+        /// Whether this process started (or adopted) it and so records its end.
+        var owned: Bool
+        var pidfd: Int32 = -1
+        var stdin: Int32 = -1
+        var exitStatus: ProcessExit?
+        var openStreams = 0
+        var finished = false
+        var timedOut = false
+        var waiters: [CheckedContinuation<ContainerExit, Never>] = []
+        var timeoutTask: Task<Void, Never>?
+        var log: ContainerLogWriter?
+    }
+
+    init(runtime: ContainerRuntime, record: ContainerRecord, owned: Bool) {
+        id = record.id
+        name = record.name
+        self.runtime = runtime
+        logPath = runtime.containerDirectory(record.id) + "/container.log"
+        state = Mutex(LiveState(record: record, owned: owned))
+    }
+
+    /// The container's record as it is now (re-read from the state root
+    /// when another process runs it).
+    public var record: ContainerRecord {
+        get throws {
+            let (record, owned) = state.withLock { ($0.record, $0.owned) }
+            if owned { return record }
+            let fresh = try runtime.load(id)
+            state.withLock { $0.record = fresh }
+            return fresh
+        }
+    }
+
+    /// The current status.
+    public var status: ContainerStatus {
+        get throws { try record.status }
+    }
+
+    private func invalid(_ action: String, _ status: ContainerStatus) -> RuntimeError {
+        RuntimeError(.invalidState, "cannot \(action) container \(name): it is \(status)")
+    }
+
+    // MARK: - Starting
+
+    /// Starts the container's process. Returns once the program has been
+    /// executed in its sandbox.
+    ///
+    /// - Throws: ``RuntimeError`` with code `invalidState` unless the
+    ///   container is created, or `launch` naming the step that failed.
+    public func start() async throws {
+        let record = try state.withLock { state -> ContainerRecord in
+            guard state.record.status == .created else { throw invalid("start", state.record.status) }
+            guard state.owned else {
+                throw RuntimeError(.invalidState, "container \(name) was created by another process (pid \(state.record.ownerPid ?? 0)), which starts it")
+            }
+            state.record.status = .running
+            return state.record
+        }
+        do {
+            try await launch(record)
+        } catch {
+            state.withLock { $0.record.status = .created }
+            throw error
+        }
+    }
+
+    private func launch(_ record: ContainerRecord) async throws {
+        let spec = record.spec
+        var descriptors: [Int32] = []
+        defer { descriptors.forEach { close($0) } }
+        func pipe() throws -> (read: Int32, write: Int32) {
+            var fds: [Int32] = [-1, -1]
+            guard gantry_pipe(&fds) == 0 else { throw RuntimeError(.systemCall, "cannot create a pipe", underlying: FileIO.errno) }
+            return (fds[0], fds[1])
+        }
+        let stdout = try pipe()
+        let stderr = try pipe()
+        descriptors += [stdout.write, stderr.write]
+        var stdinPipe: (read: Int32, write: Int32)?
+        let stdinFD: Int32
+        if spec.openStdin {
+            let made = try pipe()
+            stdinPipe = made
+            descriptors.append(made.read)
+            stdinFD = made.read
+        } else {
+            stdinFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
+            descriptors.append(stdinFD)
+        }
+        let cgroup = try runtime.cgroups.openForLaunch(record.cgroup)
+        descriptors += cgroup.procs
+        if cgroup.directory >= 0 { descriptors.append(cgroup.directory) }
+
+        var plan = try makePlan(record, stdin: stdinFD, stdout: stdout.write, stderr: stderr.write)
+        plan.cgroupDescriptor = cgroup.directory
+        plan.cgroupProcsDescriptors = cgroup.procs
+        let writer: ContainerLogWriter
+        let process: LaunchedProcess
+        do {
+            writer = try ContainerLogWriter(path: logPath, options: spec.log)
+            let what = "container \(name)"
+            process = try await LaunchThreads.shared.run { [plan] in try Launcher.launch(plan, what: what) }
+        } catch {
+            [stdout.read, stderr.read, stdinPipe?.write].compactMap { $0 }.forEach { close($0) }
+            throw error
+        }
+        let now = Date()
+        let startTime = processStartTime(process.pid)
+        let updated = try? runtime.update(id) {
+            $0.status = .running
+            $0.pid = process.pid
+            $0.pidStartTime = startTime
+            $0.startedAt = now
+        }
+        state.withLock { state in
+            if let updated { state.record = updated }
+            state.pidfd = process.pidfd
+            state.stdin = stdinPipe?.write ?? -1
+            state.openStreams = 2
+            state.log = writer
+        }
+        watchOutput(stdout.read, stream: .stdout, writer: writer)
+        watchOutput(stderr.read, stream: .stderr, writer: writer)
+        ProcessSupervisor.shared.onExit(of: process.pidfd) { [self] status in
+            exited(status)
+        }
+        if let timeout = spec.timeout {
+            let task = Task { [weak self] in
+                try? await Task.sleep(for: timeout)
+                guard !Task.isCancelled, let self else { return }
+                self.timeOut()
+            }
+            state.withLock { state in
+                if state.finished { task.cancel() } else { state.timeoutTask = task }
+            }
+        }
+    }
+
+    /// The launch plan of the container's main process.
+    private func makePlan(_ record: ContainerRecord, stdin: Int32, stdout: Int32, stderr: Int32) throws -> LaunchPlan {
+        let spec = record.spec
+        let process = record.process
+        let directory = runtime.containerDirectory(id)
+        var plan = LaunchPlan(
+            executables: ContainerRuntime.executableCandidates(process.arguments[0], environment: process.environment),
+            arguments: process.arguments, environment: process.environment, workingDirectory: process.workingDirectory,
+            cloneFlags: spec.namespaces.rawValue, hostname: spec.hostname ?? record.shortID,
+            rootfs: record.usesOverlay ? directory + "/rootfs" : record.layers[0],
+            stdin: stdin, stdout: stdout, stderr: stderr)
+        if record.usesOverlay {
+            plan.overlayOptions = "lowerdir=\(record.layers.joined(separator: ":")),upperdir=\(directory)/upper,workdir=\(directory)/work"
+        }
+        plan.uidMap = ContainerRuntime.idMap(spec.uidMappings)
+        plan.gidMap = ContainerRuntime.idMap(spec.gidMappings)
+        plan.mounts = try ContainerRuntime.mounts(spec)
+        plan.maskedPaths = ContainerDefaults.maskedPaths
+        plan.readonlyPaths = ContainerDefaults.readonlyPaths
+        plan.readonlyRootfs = spec.readOnlyRootfs
+        plan.sysctls = try ContainerRuntime.sysctls(spec)
+        plan.rlimits = try ContainerRuntime.resourceLimits(spec)
+        plan.uid = process.uid
+        plan.gid = process.gid
+        plan.groups = process.groups
+        let mask = Capability.mask(try ContainerRuntime.capabilities(spec))
+        // As Docker does: a process that is not root keeps only the bounding set.
+        plan.capabilities = process.uid == 0 ? .container(mask) : CapabilitySets(bounding: mask, effective: 0, permitted: 0, inheritable: 0, ambient: 0)
+        plan.noNewPrivileges = spec.noNewPrivileges
+        plan.seccompFilter = try runtime.seccompProgram(spec)
+        plan.initProcess = spec.initProcess
+        plan.parentDeathSignal = spec.lifetime == .boundToHost ? SIGKILL : 0
+        return plan
+    }
+
+    private func watchOutput(_ fd: Int32, stream: OutputStream, writer: ContainerLogWriter) {
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        ProcessSupervisor.shared.watch(fd) { [self] fd in
+            withUnsafeTemporaryAllocation(byteCount: 65536, alignment: 16) { buffer in
+                for _ in 0 ..< 16 {
+                    let count = read(fd, buffer.baseAddress, buffer.count)
+                    if count > 0 {
+                        writer.append(UnsafeRawBufferPointer(rebasing: buffer[..<count]), stream: stream)
+                        outputSignal.bump()
+                        continue
+                    }
+                    if count < 0 && (errno == EAGAIN || errno == EINTR) { return true }
+                    close(fd)
+                    state.withLock { $0.openStreams -= 1 }
+                    finishIfDone()
+                    return false
+                }
+                return true
+            }
+        }
+    }
+
+    private func exited(_ status: ProcessExit) {
+        let (hasPidNamespace, cgroup) = state.withLock { state in
+            state.exitStatus = status
+            return (state.record.spec.namespaces.contains(.pid), state.record.cgroup)
+        }
+        // The container ends with its main process: without a PID namespace
+        // to take the rest down, the cgroup's other processes are killed.
+        if !hasPidNamespace {
+            for pid in (try? runtime.cgroups.processes(cgroup)) ?? [] { Glibc.kill(pid, SIGKILL) }
+        }
+        finishIfDone()
+    }
+
+    /// Records the end once the process has exited and its output is read.
+    private func finishIfDone() {
+        let ready = state.withLock { state -> Bool in
+            guard let _ = state.exitStatus, state.openStreams == 0, !state.finished else { return false }
+            state.finished = true
+            return true
+        }
+        guard ready else { return }
+        let (status, cgroup, timedOut, pidfd, stdin) = state.withLock {
+            ($0.exitStatus!, $0.record.cgroup, $0.timedOut, $0.pidfd, $0.stdin)
+        }
+        let oomKilled = runtime.cgroups.oomKills(cgroup) > 0
+        let now = Date()
+        var exit = ContainerExit(status: status, reason: .exited)
+        let record = try? runtime.update(id) { record in
+            if oomKilled {
+                exit.reason = .oomKilled
+            } else if timedOut {
+                exit.reason = .timedOut
+            } else if record.stopRequested == true {
+                exit.reason = .stopped
+            }
+            record.status = .stopped
+            record.exit = exit
+            record.finishedAt = now
+            record.pid = nil
+        }
+        if pidfd >= 0 { close(pidfd) }
+        if stdin >= 0 { close(stdin) }
+        let (waiters, task) = state.withLock { state in
+            if let record { state.record = record } else {
+                state.record.status = .stopped
+                state.record.exit = exit
+                state.record.finishedAt = now
+            }
+            state.pidfd = -1
+            state.stdin = -1
+            state.log = nil
+            defer { state.waiters.removeAll() }
+            return (state.waiters, state.timeoutTask)
+        }
+        task?.cancel()
+        outputSignal.bump(finished: true)
+        waiters.forEach { $0.resume(returning: exit) }
+        runtime.logger.debug("exited", metadata: ["container": "\(name)", "exit": "\(exit)"])
+    }
+
+    private func timeOut() {
+        let pidfd = state.withLock { state -> Int32 in
+            guard !state.finished, state.pidfd >= 0 else { return -1 }
+            state.timedOut = true
+            return state.pidfd
+        }
+        guard pidfd >= 0 else { return }
+        thawIfPaused()
+        gantry_pidfd_signal(pidfd, SIGKILL)
+    }
+
+    // MARK: - Waiting
+
+    /// Waits for the container's process to end and returns how it ended.
+    ///
+    /// - Throws: ``RuntimeError`` with code `invalidState` when it was never started.
+    public func wait() async throws -> ContainerExit {
+        let immediate = try state.withLock { state -> ContainerExit? in
+            if let exit = state.record.exit, state.record.status == .stopped { return exit }
+            if state.owned && state.record.status == .created { throw invalid("wait for", .created) }
+            return nil
+        }
+        if let immediate { return immediate }
+        if state.withLock({ $0.owned }) {
+            return await withCheckedContinuation { continuation in
+                let done = state.withLock { state -> ContainerExit? in
+                    if state.finished, let exit = state.record.exit { return exit }
+                    state.waiters.append(continuation)
+                    return nil
+                }
+                if let done { continuation.resume(returning: done) }
+            }
+        }
+        // Another process runs it: follow its record.
+        while true {
+            let record = try runtime.load(id)
+            state.withLock { $0.record = record }
+            if record.status == .stopped, let exit = record.exit { return exit }
+            if record.status == .created { throw invalid("wait for", .created) }
+            if !ContainerRuntime.isAlive(pid: record.ownerPid, startTime: record.ownerStartTime),
+               !ContainerRuntime.isAlive(pid: record.pid, startTime: record.pidStartTime) {
+                return ContainerExit(status: .signaled(SIGKILL), reason: .unknown)
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    // MARK: - Signals
+
+    /// Sends `signal` to the container's main process.
+    ///
+    /// - Throws: ``RuntimeError`` with code `invalidState` unless it runs (or is paused).
+    public func kill(_ signal: Int32 = SIGKILL) throws {
+        let record = try record
+        guard record.status == .running || record.status == .paused else { throw invalid("signal", record.status) }
+        try send(signal, record)
+        if signal == SIGKILL { thawIfPaused() }
+    }
+
+    private func send(_ signal: Int32, _ record: ContainerRecord) throws {
+        var pidfd = state.withLock { $0.pidfd }
+        var opened = false
+        if pidfd < 0 {
+            guard let pid = record.pid, ContainerRuntime.isAlive(pid: pid, startTime: record.pidStartTime) else { return }
+            pidfd = gantry_pidfd_open(pid)
+            guard pidfd >= 0 else { return }
+            opened = true
+        }
+        defer { if opened { close(pidfd) } }
+        guard gantry_pidfd_signal(pidfd, signal) == 0 || errno == ESRCH else {
+            throw RuntimeError(.systemCall, "cannot send signal \(signal) to container \(name)", underlying: FileIO.errno)
+        }
+    }
+
+    private func thawIfPaused() {
+        guard let record = try? record, record.status == .paused else { return }
+        try? runtime.cgroups.setFrozen(false, record.cgroup)
+        _ = try? runtime.update(id) { if $0.status == .paused { $0.status = .running } }
+    }
+
+    /// Stops the container: its stop signal, then SIGKILL if it is still
+    /// running after `grace` (the spec's stop grace period by default).
+    /// Returns how it ended; a container that is not running is left as it is.
+    @discardableResult
+    public func stop(grace: Duration? = nil) async throws -> ContainerExit? {
+        var record = try record
+        guard record.status == .running || record.status == .paused else { return record.exit }
+        record = try runtime.update(id) { $0.stopRequested = true }
+        state.withLock { $0.record.stopRequested = true }
+        try send(record.spec.stopSignal, record)
+        thawIfPaused()
+        let grace = grace ?? record.spec.stopGracePeriod
+        return try await withThrowingTaskGroup(of: ContainerExit?.self) { group in
+            group.addTask { try await self.wait() }
+            group.addTask {
+                try? await Task.sleep(for: grace)
+                return nil
+            }
+            while let result = try await group.next() {
+                if let exit = result {
+                    group.cancelAll()
+                    return exit
+                }
+                try? send(SIGKILL, try self.record)
+            }
+            return nil
+        }
+    }
+
+    /// Freezes every process of the container.
+    public func pause() throws { try freeze(true) }
+
+    /// Thaws a paused container.
+    public func resume() throws { try freeze(false) }
+
+    private func freeze(_ frozen: Bool) throws {
+        let record = try record
+        let (from, to): (ContainerStatus, ContainerStatus) = frozen ? (.running, .paused) : (.paused, .running)
+        guard record.status == from else { throw invalid(frozen ? "pause" : "resume", record.status) }
+        try runtime.cgroups.setFrozen(frozen, record.cgroup)
+        let updated = try runtime.update(id) { $0.status = to }
+        state.withLock { $0.record = updated }
+    }
+
+    /// What the container has used, from its cgroup.
+    public func usage() throws -> ResourceUsage {
+        let record = try record
+        guard record.status != .removed else { throw invalid("measure", record.status) }
+        return try runtime.cgroups.usage(record.cgroup)
+    }
+
+    // MARK: - Removing
+
+    /// Removes the container and everything it had: cgroup, upper layer,
+    /// log and state. A running container is killed first with `force`,
+    /// otherwise refused.
+    public func remove(force: Bool = false) async throws {
+        var record = try record
+        if record.status == .running || record.status == .paused {
+            guard force else {
+                throw RuntimeError(.invalidState, "cannot remove container \(name): it is \(record.status); stop it first or force the removal")
+            }
+            try? send(SIGKILL, record)
+            thawIfPaused()
+            _ = try await wait()
+            record = try self.record
+        }
+        try runtime.destroy(record)
+        let waiters = state.withLock { state in
+            state.record.status = .removed
+            defer { state.waiters.removeAll() }
+            return state.waiters
+        }
+        outputSignal.bump(finished: true)
+        let exit = record.exit ?? ContainerExit(status: .signaled(SIGKILL), reason: .unknown)
+        waiters.forEach { $0.resume(returning: exit) }
+    }
+
+    /// Kills the container when the task using it is cancelled.
+    func killForCancellation() {
+        let pidfd = state.withLock { $0.pidfd }
+        if pidfd >= 0 { gantry_pidfd_signal(pidfd, SIGKILL) }
+        thawIfPaused()
+    }
+
+    // MARK: - Input and output
+
+    /// Both output streams as they arrive (and as kept in the log), from
+    /// the first byte, until the container ends.
+    public var output: ContainerOutput { ContainerOutput(follower: follower([.stdout, .stderr], follow: true)) }
+    /// Standard output only.
+    public var stdout: ContainerOutput { ContainerOutput(follower: follower([.stdout], follow: true)) }
+    /// Standard error only.
+    public var stderr: ContainerOutput { ContainerOutput(follower: follower([.stderr], follow: true)) }
+
+    /// The log as kept so far, without waiting for more.
+    public var logs: ContainerOutput { ContainerOutput(follower: follower([.stdout, .stderr], follow: false)) }
+
+    private func follower(_ streams: Set<OutputStream>, follow: Bool) -> LogFollower {
+        let owned = state.withLock { $0.owned }
+        let runtime = runtime
+        let id = id
+        let maxFiles = state.withLock { $0.record.spec.log.maxFiles }
+        return LogFollower(path: logPath, maxFiles: maxFiles, streams: streams, follow: follow, signal: owned ? outputSignal : nil) {
+            guard let record = try? runtime.load(id) else { return true }
+            return record.status == .stopped || record.status == .removed
+        }
+    }
+
+    /// Writes to the container's standard input (with `openStdin`).
+    public func write(_ bytes: some Sequence<UInt8>) throws {
+        let fd = state.withLock { $0.stdin }
+        guard fd >= 0 else { throw RuntimeError(.invalidState, "container \(name) has no open standard input") }
+        let data = Array(bytes)
+        var offset = 0
+        while offset < data.count {
+            let written = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
+            if written < 0 && errno == EINTR { continue }
+            guard written > 0 else { throw RuntimeError(.systemCall, "cannot write to the input of container \(name)", underlying: FileIO.errno) }
+            offset += written
+        }
+    }
+
+    /// Closes the container's standard input, so that it reads end-of-file.
+    public func closeStdin() {
+        let fd = state.withLock { state -> Int32 in
+            defer { state.stdin = -1 }
+            return state.stdin
+        }
+        if fd >= 0 { close(fd) }
+    }
+
+    // MARK: - Adoption
+
+    /// Watches a container that survived the process that started it.
+    func adopt() throws {
+        let record = try record
+        guard let pid = record.pid else { return }
+        let pidfd = gantry_pidfd_open(pid)
+        guard pidfd >= 0 else { throw RuntimeError(.systemCall, "cannot open pid \(pid) of container \(name)", underlying: FileIO.errno) }
+        let updated = try runtime.update(id) {
+            $0.ownerPid = runtime.owner.pid
+            $0.ownerStartTime = runtime.owner.startTime
+        }
+        state.withLock { state in
+            state.record = updated
+            state.owned = true
+            state.pidfd = pidfd
+        }
+        // Not our child: its status is unknown; the pidfd says when it ends.
+        ProcessSupervisor.shared.watch(pidfd) { [self] _ in
+            state.withLock { $0.exitStatus = .signaled(SIGKILL) }
+            finishIfDone()
+            return false
+        }
+    }
+}
+
+/// A container's output: chunks of bytes as they arrive, or ``lines``.
+public struct ContainerOutput: AsyncSequence, Sendable {
+    public typealias Element = OutputChunk
+    let follower: LogFollower
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        var base: LogFollower.AsyncIterator
+        public mutating func next() async throws -> OutputChunk? { try await base.next() }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: follower.makeAsyncIterator()) }
+
+    /// The output as lines of text, without their newlines (each stream's
+    /// partial lines joined).
+    public var lines: AsyncThrowingStream<String, any Error> {
+        let follower = follower
+        return AsyncThrowingStream { continuation in
+            let task = Task {
+                var pending: [OutputStream: [UInt8]] = [:]
+                do {
+                    for try await chunk in ContainerOutput(follower: follower) {
+                        var bytes = pending[chunk.stream, default: []] + chunk.bytes
+                        while let newline = bytes.firstIndex(of: 0x0a) {
+                            continuation.yield(String(decoding: bytes[..<newline], as: UTF8.self))
+                            bytes.removeSubrange(...newline)
+                        }
+                        pending[chunk.stream] = bytes
+                    }
+                    for stream in [OutputStream.stdout, .stderr] {
+                        if let rest = pending[stream], !rest.isEmpty { continuation.yield(String(decoding: rest, as: UTF8.self)) }
+                    }
+                    continuation.finish()
+                } catch {
+                    continuation.finish(throwing: error)
+                }
+            }
+            continuation.onTermination = { _ in task.cancel() }
+        }
+    }
+
+    /// Every byte, both streams in order of arrival.
+    public func collect() async throws -> [UInt8] {
+        var bytes: [UInt8] = []
+        for try await chunk in self { bytes += chunk.bytes }
+        return bytes
+    }
+
+    /// Everything as text.
+    public func text() async throws -> String {
+        String(decoding: try await collect(), as: UTF8.self)
+    }
+}

@@ -1,0 +1,146 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What `create` works out once, so that `start` only launches.
+struct PreparedLaunch: Sendable {
+    var plan: LaunchPlan
+    var seccompKey: String?
+}
+
+extension ContainerRuntime {
+    /// The process a spec runs: the image's configuration with the spec's overrides.
+    static func resolveProcess(_ spec: ContainerSpec, image: RunConfigurationValues, users: UserDatabase, hostname: String) throws -> ResolvedProcess {
+        let entrypoint = spec.entrypoint ?? image.entrypoint ?? []
+        // Docker drops the image's command when the entrypoint is replaced.
+        let command = spec.command ?? (spec.entrypoint == nil ? image.cmd ?? [] : [])
+        let arguments = entrypoint + command
+        guard let program = arguments.first, !program.isEmpty else {
+            throw RuntimeError(.invalidSpec, "no command to run: neither the spec nor the image names one")
+        }
+        let user = try users.resolve(spec.user ?? image.user)
+        var environment: [(String, String)] = []
+        func set(_ pair: String) throws {
+            guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else {
+                throw RuntimeError(.invalidSpec, "environment entry \"\(pair)\" is not KEY=VALUE")
+            }
+            let key = String(pair[..<equals])
+            let value = String(pair[pair.index(after: equals)...])
+            if let index = environment.firstIndex(where: { $0.0 == key }) {
+                environment[index].1 = value
+            } else {
+                environment.append((key, value))
+            }
+        }
+        try set(ContainerDefaults.path)
+        try set("HOSTNAME=" + hostname)
+        try set("HOME=" + user.home)
+        if spec.terminal { try set("TERM=xterm") }
+        for pair in image.env ?? [] { try set(pair) }
+        for pair in spec.environment { try set(pair) }
+        let workingDirectory = spec.workingDirectory ?? image.workingDir.flatMap { $0.isEmpty ? nil : $0 } ?? "/"
+        guard workingDirectory.hasPrefix("/") else {
+            throw RuntimeError(.invalidSpec, "working directory \"\(workingDirectory)\" is not an absolute path")
+        }
+        return ResolvedProcess(arguments: arguments, environment: environment.map { "\($0.0)=\($0.1)" },
+                               workingDirectory: workingDirectory, uid: user.uid, gid: user.gid,
+                               groups: user.groups + spec.supplementaryGroups)
+    }
+
+    /// Where `execve` looks for the program: itself if it has a slash,
+    /// otherwise each directory of the container's PATH.
+    static func executableCandidates(_ program: String, environment: [String]) -> [String] {
+        if program.contains("/") { return [program] }
+        let path = environment.last { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) } ?? ""
+        let directories = path.split(separator: ":").map(String.init).filter { $0.hasPrefix("/") }
+        return (directories.isEmpty ? ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"] : directories)
+            .map { $0 + "/" + program }
+    }
+
+    /// The capability mask a spec grants: Docker's defaults, minus the
+    /// dropped, plus the added (so `--cap-drop ALL --cap-add X` keeps X).
+    static func capabilities(_ spec: ContainerSpec) throws -> Set<Capability> {
+        let dropped = try Capability.parse(spec.capabilitiesDropped)
+        let added = try Capability.parse(spec.capabilitiesAdded)
+        return Capability.dockerDefault.subtracting(dropped).union(added)
+    }
+
+    /// The kernel parameters a spec may set: those of namespaces it owns.
+    static func sysctls(_ spec: ContainerSpec) throws -> [(path: String, value: String)] {
+        try spec.sysctls.sorted { $0.key < $1.key }.map { key, value in
+            let ipc = key.hasPrefix("kernel.shm") || key.hasPrefix("kernel.msg") || key == "kernel.sem" || key.hasPrefix("fs.mqueue.")
+            let uts = key == "kernel.hostname" || key == "kernel.domainname"
+            let net = key.hasPrefix("net.")
+            let owned = (ipc && spec.namespaces.contains(.ipc)) || (uts && spec.namespaces.contains(.uts))
+                || (net && spec.namespaces.contains(.network))
+            guard owned else {
+                throw RuntimeError(.invalidSpec, "sysctl \(key) is not namespaced by the container's own namespaces; it would change the host")
+            }
+            guard !key.contains(".."), !key.contains("/"), !value.contains("\n") else {
+                throw RuntimeError(.invalidSpec, "sysctl \(key)=\(value) is malformed")
+            }
+            return ("/proc/sys/" + key.replacingOccurrences(of: ".", with: "/"), value)
+        }
+    }
+
+    /// Resource limits by `ulimit` name, clamped to what this process may
+    /// set: nothing can raise a hard limit without CAP_SYS_RESOURCE.
+    static func resourceLimits(_ spec: ContainerSpec) throws -> [(resource: Int32, soft: UInt64, hard: UInt64)] {
+        let names: [String: Int32] = [
+            "cpu": 0, "fsize": 1, "data": 2, "stack": 3, "core": 4, "rss": 5, "nproc": 6, "nofile": 7, "memlock": 8, "as": 9,
+            "locks": 10, "sigpending": 11, "msgqueue": 12, "nice": 13, "rtprio": 14, "rttime": 15,
+        ]
+        return try spec.resourceLimits.map { limit in
+            guard let resource = names[limit.name.lowercased().replacingOccurrences(of: "rlimit_", with: "")] else {
+                throw RuntimeError(.invalidSpec, "unknown resource limit \(limit.name); expected one of \(names.keys.sorted().joined(separator: ", "))")
+            }
+            guard limit.soft <= limit.hard else {
+                throw RuntimeError(.invalidSpec, "resource limit \(limit.name): soft \(limit.soft) is above hard \(limit.hard)")
+            }
+            var current = rlimit()
+            getrlimit(__rlimit_resource_t(UInt32(resource)), &current)
+            let ceiling = UInt64(current.rlim_max)
+            return (resource, min(limit.soft, ceiling), min(limit.hard, ceiling))
+        }
+    }
+
+    /// The mounts of a container: the standard ones, then the spec's.
+    static func mounts(_ spec: ContainerSpec) throws -> [PlannedMount] {
+        var mounts = ContainerDefaults.mounts(ownNetwork: spec.namespaces.contains(.network))
+        for mount in spec.mounts {
+            guard mount.target.hasPrefix("/"), !mount.target.split(separator: "/").contains("..") else {
+                throw RuntimeError(.invalidSpec, "mount target \"\(mount.target)\" is not an absolute path without ..")
+            }
+            switch mount {
+            case .bind(let source, let target, let readOnly):
+                var info = stat()
+                guard stat(source, &info) == 0 else {
+                    throw RuntimeError(.invalidSpec, "bind mount source \(source) does not exist", underlying: FileIO.errno)
+                }
+                let flags = (readOnly ? ContainerDefaults.rdonly : 0)
+                mounts.append(.bind(source, at: target, flags: flags, directory: (info.st_mode & S_IFMT) == S_IFDIR))
+            case .tmpfs(let target, let size, let mode):
+                var data = "mode=" + String(mode, radix: 8)
+                if let size { data += ",size=\(size)" }
+                mounts.append(.filesystem("tmpfs", at: target, source: "tmpfs",
+                                          flags: ContainerDefaults.nosuid | ContainerDefaults.nodev, data: data))
+            }
+        }
+        return mounts
+    }
+
+    /// `inside outside size` lines for uid_map and gid_map.
+    static func idMap(_ mappings: [ContainerSpec.IDMapping]) -> String? {
+        mappings.isEmpty ? nil : mappings.map { "\($0.containerID) \($0.hostID) \($0.size)\n" }.joined()
+    }
+}
+
+/// The parts of an image's run configuration a container uses.
+struct RunConfigurationValues: Sendable {
+    var entrypoint: [String]?
+    var cmd: [String]?
+    var env: [String]?
+    var workingDir: String?
+    var user: String?
+}

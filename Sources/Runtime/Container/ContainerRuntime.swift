@@ -1,0 +1,331 @@
+import CGantryLauncher
+import Foundation
+import Logging
+import OCIImage
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Creates, starts and manages containers on this host, in-process: no
+/// daemon and no helper process per container. State lives under the image
+/// store's state root (`containers/`), so every process opening the same
+/// root sees the same containers.
+public final class ContainerRuntime: Sendable {
+    /// The image store containers are created from.
+    public let images: ImageStore
+    /// The cgroup driver.
+    public let cgroups: any CgroupDriver
+    /// The cgroup every container's cgroup is created under (`gantry`).
+    public let cgroupParent: String
+    let logger: Logger
+    let directory: String
+
+    /// Containers this process owns, by ID.
+    let live = Mutex<[String: Container]>([:])
+    /// Compiled seccomp programs, by profile and capability set.
+    let seccompCache = Mutex<[String: [UInt8]]>([:])
+    /// This process and its start time, recorded as each container's owner.
+    let owner: (pid: Int32, startTime: UInt64)
+
+    /// Opens the runtime over `images`' state root. Containers left by a
+    /// process that ended are cleaned up (when bound to it) or adopted.
+    ///
+    /// - Parameters:
+    ///   - cgroupParent: the cgroup path containers are created under.
+    ///   - cgroups: the driver; the host's (v1, v2 or hybrid) by default.
+    public init(images: ImageStore, cgroupParent: String = "gantry", cgroups: (any CgroupDriver)? = nil,
+                logger: Logger = Logger(label: "gantry.runtime")) throws {
+        guard !cgroupParent.isEmpty, !cgroupParent.split(separator: "/").contains(".."), !cgroupParent.hasPrefix("/") else {
+            throw RuntimeError(.invalidSpec, "cgroup parent \"\(cgroupParent)\" must be a relative path without ..")
+        }
+        self.images = images
+        self.cgroups = try cgroups ?? Cgroups.hostDriver()
+        self.cgroupParent = cgroupParent
+        self.logger = logger
+        directory = images.root.containers
+        let pid = getpid()
+        owner = (pid, processStartTime(pid) ?? 0)
+        try FileIO.makeDirectories(directory + "/names", mode: 0o700)
+        chmod(directory, 0o700)
+        recover()
+    }
+
+    // MARK: - Creating
+
+    /// Creates a container: resolves its image and process, records it,
+    /// and prepares its root file system layers and cgroup. It does not run
+    /// until ``Container/start()``.
+    ///
+    /// - Throws: ``RuntimeError`` naming what is wrong in the spec, or
+    ///   `OCIImageError` when the image cannot be found or unpacked.
+    public func create(_ spec: ContainerSpec) async throws -> Container {
+        let id = Self.newID()
+        let name = spec.name ?? "gantry-" + id.prefix(12)
+        try Self.validate(name: name)
+        guard spec.namespaces.contains(.mount) else {
+            throw RuntimeError(.invalidSpec, "container \(name) needs a mount namespace of its own for its root file system")
+        }
+        if !spec.uidMappings.isEmpty || !spec.gidMappings.isEmpty, !spec.namespaces.contains(.user) {
+            throw RuntimeError(.invalidSpec, "container \(name) has ID mappings but no user namespace")
+        }
+        try spec.resources.validate()
+        let containerDirectory = directory + "/" + id
+        try FileIO.makeDirectories(containerDirectory, mode: 0o700)
+        // The name is taken atomically, across processes.
+        guard symlink(id, directory + "/names/" + name) == 0 else {
+            let error = FileIO.errno
+            try? FileIO.removeTree(containerDirectory)
+            if error == .fileExists { throw RuntimeError(.invalidSpec, "the name \(name) is already in use by another container") }
+            throw RuntimeError(.systemCall, "cannot record the name \(name)", underlying: error)
+        }
+        do {
+            let record = try await prepare(spec, id: id, name: name, directory: containerDirectory)
+            let container = Container(runtime: self, record: record, owned: true)
+            live.withLock { $0[id] = container }
+            logger.debug("created", metadata: ["container": "\(name)", "id": "\(record.shortID)"])
+            return container
+        } catch {
+            try? images.releaseSnapshots(holder: id)
+            try? cgroups.remove(cgroupParent + "/" + id)
+            try? FileIO.removeTree(containerDirectory)
+            unlink(directory + "/names/" + name)
+            throw error
+        }
+    }
+
+    private func prepare(_ spec: ContainerSpec, id: String, name: String, directory: String) async throws -> ContainerRecord {
+        var layers: [String] = []
+        var configuration = RunConfigurationValues()
+        var imageDigest: String?
+        switch spec.root {
+        case .image(let reference):
+            let resolved = try await images.resolve(reference)
+            imageDigest = resolved.manifestDescriptor.digest.description
+            if let config = resolved.configuration.config {
+                configuration = RunConfigurationValues(entrypoint: config.entrypoint, cmd: config.cmd, env: config.env,
+                                                       workingDir: config.workingDir, user: config.user)
+            }
+            // Top-most first, as overlayfs stacks lower directories.
+            layers = try await images.prepareSnapshots(reference, holder: id).map(\.directory).reversed()
+            guard !layers.isEmpty else { throw RuntimeError(.invalidSpec, "image \(reference) has no layers") }
+            for sub in ["upper", "work", "rootfs"] { try FileIO.makeDirectories(directory + "/" + sub, mode: 0o755) }
+        case .directory(let path):
+            var info = stat()
+            guard path.hasPrefix("/"), stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
+                throw RuntimeError(.invalidSpec, "root file system \(path) is not an existing directory (given as an absolute path)")
+            }
+            layers = [path]
+        }
+        let hostname = spec.hostname ?? String(id.prefix(12))
+        let process = try Self.resolveProcess(spec, image: configuration, users: UserDatabase(roots: layers), hostname: hostname)
+        let cgroup = cgroupParent + "/" + id
+        try cgroups.create(cgroup, limits: spec.resources)
+        // Checked now, so that start cannot fail on them.
+        _ = try Self.sysctls(spec)
+        _ = try Self.resourceLimits(spec)
+        _ = try Self.mounts(spec)
+        _ = try seccompProgram(spec)
+        let record = ContainerRecord(id: id, name: name, spec: spec, process: process, imageDigest: imageDigest, cgroup: cgroup,
+                                     status: .created, ownerPid: owner.pid, ownerStartTime: owner.startTime,
+                                     createdAt: Date(), layers: layers)
+        try store(record)
+        return record
+    }
+
+    /// The compiled seccomp program of a spec, compiled once per profile and capability set.
+    func seccompProgram(_ spec: ContainerSpec) throws -> [UInt8]? {
+        let profile: SeccompProfile
+        switch spec.seccomp {
+        case .unconfined: return nil
+        case .default: profile = .default
+        case .profile(let custom): profile = custom
+        }
+        let capabilities = try Self.capabilities(spec)
+        let key = "\(profile.hashValue)-\(Capability.mask(capabilities))"
+        if let cached = seccompCache.withLock({ $0[key] }) { return cached }
+        let program = try SeccompCompiler.compile(profile, capabilities: capabilities)
+        seccompCache.withLock { $0[key] = program }
+        return program
+    }
+
+    // MARK: - Finding
+
+    /// Every container in the state root, newest first.
+    public func list() throws -> [ContainerRecord] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.filter { $0.count == 64 }.compactMap { try? load($0) }.sorted { $0.createdAt > $1.createdAt }
+    }
+
+    /// The container with this name, ID or unique ID prefix.
+    ///
+    /// - Throws: ``RuntimeError`` with code `notFound`.
+    public func container(_ nameOrID: String) throws -> Container {
+        let id = try resolveID(nameOrID)
+        if let container = live.withLock({ $0[id] }) { return container }
+        let record = try load(id)
+        return Container(runtime: self, record: record, owned: false)
+    }
+
+    func resolveID(_ nameOrID: String) throws -> String {
+        if !nameOrID.isEmpty, !nameOrID.contains("/"), let target = try? FileManager.default.destinationOfSymbolicLink(atPath: directory + "/names/" + nameOrID) {
+            return target
+        }
+        let hex = nameOrID.lowercased()
+        if hex.count >= 4, hex.allSatisfy(\.isHexDigit) {
+            let matches = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.count == 64 && $0.hasPrefix(hex) }
+            if matches.count == 1 { return matches[0] }
+            if matches.count > 1 { throw RuntimeError(.notFound, "\(nameOrID) names more than one container; give more of the ID") }
+        }
+        throw RuntimeError(.notFound, "no container is named \(nameOrID)")
+    }
+
+    // MARK: - Scoped use
+
+    /// Creates a container, passes it (not started) to `body`, and removes
+    /// it afterwards — on return, on a throw and on cancellation — killing
+    /// it first if it still runs.
+    public func withContainer<T: Sendable>(_ spec: ContainerSpec, _ body: (Container) async throws -> T) async throws -> T {
+        let container = try await create(spec)
+        do {
+            let result = try await withTaskCancellationHandler {
+                try await body(container)
+            } onCancel: {
+                container.killForCancellation()
+            }
+            try await container.remove(force: true)
+            return result
+        } catch {
+            try? await container.remove(force: true)
+            throw error
+        }
+    }
+
+    /// Runs a container to its end and removes it: creates, starts, passes
+    /// the running container to `body` (to read its output, write its
+    /// input), waits for it to exit, and returns both results.
+    public func run<T: Sendable>(_ spec: ContainerSpec, _ body: (Container) async throws -> T) async throws -> (result: T, exit: ContainerExit) {
+        try await withContainer(spec) { container in
+            try await container.start()
+            let result = try await body(container)
+            return (result, try await container.wait())
+        }
+    }
+
+    /// Runs a container to its end, removes it, and returns how it ended.
+    @discardableResult
+    public func run(_ spec: ContainerSpec) async throws -> ContainerExit {
+        try await run(spec) { _ in () }.exit
+    }
+
+    // MARK: - State files
+
+    func containerDirectory(_ id: String) -> String { directory + "/" + id }
+
+    func load(_ id: String) throws -> ContainerRecord {
+        let path = containerDirectory(id) + "/state.json"
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw RuntimeError(.notFound, "container \(id.prefix(12)) has no state (\(path))")
+        }
+        do {
+            return try Self.decoder.decode(ContainerRecord.self, from: data)
+        } catch {
+            throw RuntimeError(.invalidState, "the state of container \(id.prefix(12)) cannot be read: \(error)")
+        }
+    }
+
+    func store(_ record: ContainerRecord) throws {
+        try FileIO.writeAtomically(try Self.encoder.encode(record), to: containerDirectory(record.id) + "/state.json")
+    }
+
+    /// Changes a container's record under its lock, from the file as it is now.
+    @discardableResult
+    func update(_ id: String, _ change: (inout ContainerRecord) throws -> Void) throws -> ContainerRecord {
+        let lock = open(containerDirectory(id) + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lock >= 0 else { throw RuntimeError(.notFound, "container \(id.prefix(12)) is gone", underlying: FileIO.errno) }
+        defer { close(lock) }
+        flock(lock, LOCK_EX)
+        var record = try load(id)
+        try change(&record)
+        try store(record)
+        return record
+    }
+
+    static let encoder: JSONEncoder = {
+        let encoder = JSONEncoder()
+        encoder.dateEncodingStrategy = .millisecondsSince1970
+        encoder.outputFormatting = [.sortedKeys]
+        return encoder
+    }()
+
+    static let decoder: JSONDecoder = {
+        let decoder = JSONDecoder()
+        decoder.dateDecodingStrategy = .millisecondsSince1970
+        return decoder
+    }()
+
+    /// Removes every trace of a container: cgroup, directory, name, hold.
+    func destroy(_ record: ContainerRecord) throws {
+        try cgroups.remove(record.cgroup)
+        try FileIO.removeTree(containerDirectory(record.id))
+        if (try? resolveID(record.name)) == record.id { unlink(directory + "/names/" + record.name) }
+        try images.releaseSnapshots(holder: record.id)
+        live.withLock { _ = $0.removeValue(forKey: record.id) }
+    }
+
+    // MARK: - Recovery
+
+    /// Whether a recorded process is still the same one (pid reuse aside).
+    static func isAlive(pid: Int32?, startTime: UInt64?) -> Bool {
+        guard let pid, pid > 0, let startTime else { return false }
+        return processStartTime(pid) == startTime
+    }
+
+    /// Cleans up after processes that ended: containers bound to them are
+    /// removed; independent ones are adopted (or marked stopped).
+    private func recover() {
+        for record in (try? list()) ?? [] {
+            let ownerAlive = Self.isAlive(pid: record.ownerPid, startTime: record.ownerStartTime)
+            if ownerAlive { continue }
+            let processAlive = Self.isAlive(pid: record.pid, startTime: record.pidStartTime)
+            do {
+                if record.spec.lifetime == .boundToHost {
+                    logger.info("removing a container its process left behind", metadata: ["container": "\(record.name)"])
+                    try destroy(record)
+                } else if processAlive, record.status == .running || record.status == .paused {
+                    let container = Container(runtime: self, record: record, owned: false)
+                    try container.adopt()
+                    live.withLock { $0[record.id] = container }
+                } else if record.status == .running || record.status == .paused {
+                    try update(record.id) {
+                        $0.status = .stopped
+                        $0.finishedAt = $0.finishedAt ?? Date()
+                        $0.exit = ContainerExit(status: .signaled(SIGKILL), reason: .unknown)
+                        $0.pid = nil
+                    }
+                    try? cgroups.remove(record.cgroup)
+                }
+            } catch {
+                logger.warning("cannot recover a container", metadata: ["container": "\(record.name)", "error": "\(error)"])
+            }
+        }
+    }
+
+    // MARK: - Names and IDs
+
+    static func newID() -> String {
+        var generator = SystemRandomNumberGenerator()
+        return (0 ..< 4).map { _ in
+            let value = generator.next() as UInt64
+            let text = String(value, radix: 16)
+            return String(repeating: "0", count: 16 - text.count) + text
+        }.joined()
+    }
+
+    static func validate(name: String) throws {
+        let allowed = name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "." || $0 == "-") }
+        guard !name.isEmpty, name.count <= 128, allowed, name.first?.isLetter == true || name.first?.isNumber == true else {
+            throw RuntimeError(.invalidSpec, "\"\(name)\" is not a valid container name: use letters, digits, _ . -, starting with a letter or digit")
+        }
+    }
+}

@@ -1,0 +1,237 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Everything about a container to create: what runs, from which root
+/// file system, with which limits and isolation. A value type; the
+/// modifiers return a changed copy:
+///
+/// ```swift
+/// let spec = ContainerSpec(image: "busybox", command: ["sh", "-c", "echo hi"])
+///     .resources(cpus: 0.5, memory: 64 << 20, pids: 64)
+///     .readOnlyRootfs()
+///     .timeout(.seconds(30))
+/// ```
+public struct ContainerSpec: Hashable, Sendable, Codable {
+    /// Where the root file system comes from.
+    public enum Root: Hashable, Sendable, Codable {
+        /// An image in the store, by name or digest: each container gets an
+        /// overlay of the image's layer snapshots with its own upper layer.
+        case image(String)
+        /// A directory used as it is (bind-mounted; writes land in it).
+        case directory(String)
+    }
+
+    /// Which seccomp filter the container's processes run under.
+    public enum Seccomp: Hashable, Sendable, Codable {
+        /// Docker's default profile (``SeccompProfile/default``).
+        case `default`
+        /// No filter.
+        case unconfined
+        /// A profile of one's own, in Docker's JSON format.
+        case profile(SeccompProfile)
+    }
+
+    /// A mount besides the standard ones.
+    public enum Mount: Hashable, Sendable, Codable {
+        /// A host path bound into the container.
+        case bind(source: String, target: String, readOnly: Bool = false)
+        /// A fresh tmpfs, `size` bytes at most (nil: half the memory).
+        case tmpfs(target: String, size: Int64? = nil, mode: UInt32 = 0o1777)
+
+        /// The path inside the container.
+        public var target: String {
+            switch self {
+            case .bind(_, let target, _), .tmpfs(let target, _, _): target
+            }
+        }
+    }
+
+    /// A range of IDs mapped into a user namespace.
+    public struct IDMapping: Hashable, Sendable, Codable {
+        /// The first ID inside the container.
+        public var containerID: UInt32
+        /// The ID it is on the host.
+        public var hostID: UInt32
+        /// How many IDs.
+        public var size: UInt32
+
+        public init(containerID: UInt32 = 0, hostID: UInt32, size: UInt32 = 65536) {
+            self.containerID = containerID
+            self.hostID = hostID
+            self.size = size
+        }
+    }
+
+    /// A resource limit of the process (setrlimit(2)).
+    public struct ResourceLimit: Hashable, Sendable, Codable {
+        /// The name as in `ulimit`/Docker: `nofile`, `nproc`, `core`, `stack`, …
+        public var name: String
+        public var soft: UInt64
+        public var hard: UInt64
+
+        public init(_ name: String, soft: UInt64, hard: UInt64) {
+            self.name = name
+            self.soft = soft
+            self.hard = hard
+        }
+    }
+
+    /// What happens to the container when the process that created it ends.
+    public enum Lifetime: String, Hashable, Sendable, Codable {
+        /// It is killed with the host process, and the next open of the
+        /// state root removes what is left of it.
+        case boundToHost
+        /// It keeps running; the next open of the state root adopts it
+        /// (recognised by pid and start time).
+        case independent
+    }
+
+    /// Limits on the container's output log.
+    public struct LogOptions: Hashable, Sendable, Codable {
+        /// The largest a log file grows before it is rotated.
+        public var maxSize: Int64
+        /// How many files are kept, the current one included.
+        public var maxFiles: Int
+
+        public init(maxSize: Int64 = 10 << 20, maxFiles: Int = 2) {
+            self.maxSize = maxSize
+            self.maxFiles = maxFiles
+        }
+    }
+
+    /// The root file system.
+    public var root: Root
+    /// A unique name; a random one is chosen when `nil`.
+    public var name: String?
+    /// Replaces the image's entrypoint.
+    public var entrypoint: [String]?
+    /// Replaces the image's command (the arguments after the entrypoint).
+    public var command: [String]?
+    /// Variables set over the image's (`KEY=VALUE`, later wins).
+    public var environment: [String]
+    /// The working directory; the image's, or `/`.
+    public var workingDirectory: String?
+    /// `uid[:gid]` or `name[:group]` from the image's `/etc/passwd` and
+    /// `/etc/group`; the image's user, or root.
+    public var user: String?
+    /// Extra group IDs.
+    public var supplementaryGroups: [UInt32]
+    /// The host name (with a UTS namespace); the container's short ID when `nil`.
+    public var hostname: String?
+    /// cgroup limits.
+    public var resources: ResourceLimits
+    /// Process resource limits, clamped to what the host allows.
+    public var resourceLimits: [ResourceLimit]
+    /// Capabilities added to Docker's default set.
+    public var capabilitiesAdded: [String]
+    /// Capabilities removed from it (`ALL` removes every one).
+    public var capabilitiesDropped: [String]
+    /// Whether `no_new_privs` is set (so set-user-ID programs gain nothing).
+    public var noNewPrivileges: Bool
+    /// The seccomp filter.
+    public var seccomp: Seccomp
+    /// Whether the root file system is mounted read-only.
+    public var readOnlyRootfs: Bool
+    /// Extra mounts.
+    public var mounts: [Mount]
+    /// The namespaces the container gets of its own.
+    public var namespaces: Namespaces
+    /// With a user namespace: the UID and GID mappings.
+    public var uidMappings: [IDMapping]
+    public var gidMappings: [IDMapping]
+    /// Kernel parameters under `/proc/sys` (namespaced ones only, as `net.ipv4.ip_forward`).
+    public var sysctls: [String: String]
+    /// Runs a tiny init as PID 1 that reaps zombies and forwards signals.
+    public var initProcess: Bool
+    /// Kills the container after this long.
+    public var timeout: Duration?
+    /// The signal ``Container/stop(grace:)`` sends first.
+    public var stopSignal: Int32
+    /// How long ``Container/stop(grace:)`` waits before SIGKILL.
+    public var stopGracePeriod: Duration
+    /// Free-form labels.
+    public var labels: [String: String]
+    /// What happens when the host process ends.
+    public var lifetime: Lifetime
+    /// Whether the container reads a stdin the caller writes to.
+    public var openStdin: Bool
+    /// Whether the container runs on a pseudo-terminal.
+    public var terminal: Bool
+    /// Output log limits.
+    public var log: LogOptions
+
+    /// A container from `image` running `command` (or the image's command).
+    public init(image: String, command: [String]? = nil) {
+        self.init(root: .image(image), command: command)
+    }
+
+    /// A container from a root file system.
+    public init(root: Root, command: [String]? = nil) {
+        self.root = root
+        self.command = command
+        environment = []
+        supplementaryGroups = []
+        resources = ResourceLimits()
+        resourceLimits = []
+        capabilitiesAdded = []
+        capabilitiesDropped = []
+        noNewPrivileges = true
+        seccomp = .default
+        readOnlyRootfs = false
+        mounts = []
+        namespaces = .isolated
+        uidMappings = []
+        gidMappings = []
+        sysctls = [:]
+        initProcess = false
+        stopSignal = SIGTERM
+        stopGracePeriod = .seconds(10)
+        labels = [:]
+        lifetime = .boundToHost
+        openStdin = false
+        terminal = false
+        log = LogOptions()
+    }
+
+    /// With CPU, memory and pids limits (`cpus` CPUs' worth of time per period).
+    public func resources(cpus: Double? = nil, memory: Int64? = nil, pids: Int64? = nil) -> ContainerSpec {
+        var copy = self
+        if let cpus {
+            let (quota, period) = ResourceLimits.quota(cpus: cpus)
+            copy.resources.cpuQuota = quota
+            copy.resources.cpuPeriod = period
+        }
+        if let memory { copy.resources.memory = memory }
+        if let pids { copy.resources.pids = pids }
+        return copy
+    }
+
+    /// With a read-only root file system.
+    public func readOnlyRootfs(_ readOnly: Bool = true) -> ContainerSpec {
+        var copy = self
+        copy.readOnlyRootfs = readOnly
+        return copy
+    }
+
+    /// Killed after `duration`.
+    public func timeout(_ duration: Duration) -> ContainerSpec {
+        var copy = self
+        copy.timeout = duration
+        return copy
+    }
+
+    /// With these environment variables added.
+    public func environment(_ variables: [String: String]) -> ContainerSpec {
+        var copy = self
+        copy.environment += variables.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        return copy
+    }
+
+    /// Named `name`.
+    public func named(_ name: String) -> ContainerSpec {
+        var copy = self
+        copy.name = name
+        return copy
+    }
+}

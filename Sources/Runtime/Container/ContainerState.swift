@@ -1,0 +1,143 @@
+import Foundation
+
+/// Where a container is in its life.
+public enum ContainerStatus: String, Hashable, Sendable, Codable, CustomStringConvertible {
+    /// Prepared (cgroup, directories) but not started.
+    case created
+    /// Its process runs.
+    case running
+    /// Its processes are frozen.
+    case paused
+    /// Its process has ended.
+    case stopped
+    /// Gone: nothing of it is left.
+    case removed
+
+    public var description: String { rawValue }
+}
+
+/// Why a container's process ended.
+public enum ExitReason: String, Hashable, Sendable, Codable, CustomStringConvertible {
+    /// It ended by itself (or by a signal someone sent it).
+    case exited
+    /// The kernel's OOM killer killed a process of it (its memory limit was reached).
+    case oomKilled
+    /// Its timeout ran out and it was killed.
+    case timedOut
+    /// ``Container/stop(grace:)`` ended it.
+    case stopped
+    /// It ended while no Gantry process watched it, so its status is unknown.
+    case unknown
+
+    public var description: String { rawValue }
+}
+
+/// How a container's process ended, and why.
+public struct ContainerExit: Hashable, Sendable, Codable, CustomStringConvertible {
+    /// The exit code or signal.
+    public var status: ProcessExit
+    /// Why.
+    public var reason: ExitReason
+
+    public init(status: ProcessExit, reason: ExitReason) {
+        self.status = status
+        self.reason = reason
+    }
+
+    /// The code a shell would report: the exit code, or 128 + the signal
+    /// (137 after SIGKILL or an OOM kill).
+    public var code: Int32 { status.shellStatus }
+
+    public var description: String {
+        reason == .exited ? status.description : "\(status.description) (\(reason))"
+    }
+}
+
+/// The process a container runs, as resolved from its spec and image.
+public struct ResolvedProcess: Hashable, Sendable, Codable {
+    /// argv, the program first.
+    public var arguments: [String]
+    /// `KEY=VALUE` pairs.
+    public var environment: [String]
+    /// The working directory.
+    public var workingDirectory: String
+    /// The user and group IDs it runs as.
+    public var uid: UInt32
+    public var gid: UInt32
+    /// Supplementary groups.
+    public var groups: [UInt32]
+}
+
+/// What the state root records about a container. Written atomically on
+/// every change, so that any process opening the root can list and manage it.
+public struct ContainerRecord: Hashable, Sendable, Codable {
+    /// 64 hex digits.
+    public var id: String
+    /// The unique name.
+    public var name: String
+    /// What was asked for.
+    public var spec: ContainerSpec
+    /// The process, as resolved from the spec and the image.
+    public var process: ResolvedProcess
+    /// The image's manifest digest, for image-based containers.
+    public var imageDigest: String?
+    /// The container's cgroup, relative to the hierarchy's root.
+    public var cgroup: String
+    /// Where things stand.
+    public var status: ContainerStatus
+    /// The main process's pid on the host while it runs.
+    public var pid: Int32?
+    /// That process's start time (clock ticks after boot), to recognise it
+    /// after pid reuse.
+    public var pidStartTime: UInt64?
+    /// The Gantry process that started the container, and its start time.
+    public var ownerPid: Int32?
+    public var ownerStartTime: UInt64?
+    /// When it was created, started and finished.
+    public var createdAt: Date
+    public var startedAt: Date?
+    public var finishedAt: Date?
+    /// How it ended.
+    public var exit: ContainerExit?
+    /// Whether a stop was asked for, so that its end is reported as stopped.
+    public var stopRequested: Bool?
+    /// The root file system's layers, top-most first (snapshot directories
+    /// of the image), or the one directory it is.
+    public var layers: [String]
+
+    /// Whether the root file system is an overlay of image layers.
+    var usesOverlay: Bool {
+        if case .image = spec.root { return true }
+        return false
+    }
+
+    /// The short form of the ID (12 hex digits).
+    public var shortID: String { String(id.prefix(12)) }
+
+    init(id: String, name: String, spec: ContainerSpec, process: ResolvedProcess, imageDigest: String?, cgroup: String,
+         status: ContainerStatus, ownerPid: Int32?, ownerStartTime: UInt64?, createdAt: Date, layers: [String]) {
+        self.id = id
+        self.name = name
+        self.spec = spec
+        self.process = process
+        self.imageDigest = imageDigest
+        self.cgroup = cgroup
+        self.status = status
+        self.ownerPid = ownerPid
+        self.ownerStartTime = ownerStartTime
+        self.createdAt = createdAt
+        self.layers = layers
+    }
+}
+
+/// Reads a process's start time from `/proc/<pid>/stat` (field 22).
+func processStartTime(_ pid: Int32) -> UInt64? {
+    guard let text = try? FileIO.read("/proc/\(pid)/stat", code: .systemCall),
+          let close = text.lastIndex(of: ")")
+    else { return nil }
+    // Fields after the command name, which may contain spaces and parentheses.
+    let fields = text[text.index(after: close)...].split(separator: " ")
+    // fields[0] is the state (field 3); the start time is field 22.
+    guard fields.count > 19 else { return nil }
+    return UInt64(fields[19])
+}

@@ -1,0 +1,118 @@
+import Foundation
+import SystemPackage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Small, allocation-light file helpers for kernel interfaces (cgroup files,
+/// `/proc`) and state files, each error naming the path.
+enum FileIO {
+    /// The calling thread's errno as an `Errno`.
+    static var errno: Errno { Errno(rawValue: Glibc.errno) }
+
+    /// Writes `value` to an existing file (a cgroup or proc file) in one `write`.
+    static func write(_ value: String, to path: String, code: RuntimeError.Code = .cgroup) throws {
+        let fd = open(path, O_WRONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw RuntimeError(code, "cannot open \(path)", underlying: errno) }
+        defer { close(fd) }
+        let bytes = Array(value.utf8)
+        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        guard written == bytes.count else {
+            throw RuntimeError(code, "cannot write \"\(value)\" to \(path)", underlying: errno)
+        }
+    }
+
+    /// Reads a small file (up to 64 KiB) as text.
+    static func read(_ path: String, code: RuntimeError.Code = .cgroup) throws -> String {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw RuntimeError(code, "cannot open \(path)", underlying: errno) }
+        defer { close(fd) }
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        var total = 0
+        while total < buffer.count {
+            let count = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + total, $0.count - total) }
+            if count < 0 && Glibc.errno == EINTR { continue }
+            guard count >= 0 else { throw RuntimeError(code, "cannot read \(path)", underlying: errno) }
+            if count == 0 { break }
+            total += count
+        }
+        return String(decoding: buffer[..<total], as: UTF8.self)
+    }
+
+    /// Reads a file holding one integer (or `max`, returned as `nil`).
+    static func readNumber(_ path: String) throws -> Int64? {
+        let text = try read(path).trimmingCharacters(in: .whitespacesAndNewlines)
+        if text == "max" { return nil }
+        guard let value = Int64(text) else {
+            throw RuntimeError(.cgroup, "\(path) holds \"\(text)\", not a number")
+        }
+        return value
+    }
+
+    /// The value of `key` in a flat keyed file (`key value` per line), as
+    /// `memory.stat`, `cpu.stat` and `memory.events` are.
+    static func keyedValue(_ key: String, in text: String) -> Int64? {
+        for line in text.split(separator: "\n") {
+            let fields = line.split(separator: " ", maxSplits: 1)
+            if fields.count == 2, fields[0] == key { return Int64(fields[1].trimmingCharacters(in: .whitespaces)) }
+        }
+        return nil
+    }
+
+    /// Writes `data` to `path` atomically: a temporary file beside it,
+    /// renamed over it. Runtime state describes processes, which a machine
+    /// crash ends anyway, so it is not flushed to disk (as runc keeps its
+    /// state on tmpfs).
+    static func writeAtomically(_ data: Data, to path: String) throws {
+        let temporary = path + ".tmp-\(getpid())-\(UInt32.random(in: 0 ... .max))"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw RuntimeError(.systemCall, "cannot create \(temporary)", underlying: errno) }
+        let written = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        let writeError = errno
+        close(fd)
+        guard written == data.count else {
+            unlink(temporary)
+            throw RuntimeError(.systemCall, "cannot write \(temporary)", underlying: writeError)
+        }
+        guard rename(temporary, path) == 0 else {
+            let error = errno
+            unlink(temporary)
+            throw RuntimeError(.systemCall, "cannot rename \(temporary) to \(path)", underlying: error)
+        }
+    }
+
+    /// `mkdir -p` with `mode` for the directories it creates.
+    static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
+        if mkdir(path, mode) == 0 || Glibc.errno == EEXIST { return }
+        guard Glibc.errno == ENOENT else { throw RuntimeError(.systemCall, "cannot create \(path)", underlying: errno) }
+        let parent = (path as NSString).deletingLastPathComponent
+        guard !parent.isEmpty, parent != path else { throw RuntimeError(.systemCall, "cannot create \(path)", underlying: errno) }
+        try makeDirectories(parent, mode: mode)
+        guard mkdir(path, mode) == 0 || Glibc.errno == EEXIST else {
+            throw RuntimeError(.systemCall, "cannot create \(path)", underlying: errno)
+        }
+    }
+
+    /// Removes a tree without following symlinks, staying on its file
+    /// system. A missing tree is not an error.
+    static func removeTree(_ path: String) throws {
+        var info = stat()
+        guard lstat(path, &info) == 0 else {
+            if Glibc.errno == ENOENT { return }
+            throw RuntimeError(.systemCall, "cannot inspect \(path)", underlying: errno)
+        }
+        if (info.st_mode & S_IFMT) == S_IFDIR {
+            // Directories an image made unwritable still have to go.
+            chmod(path, 0o700)
+            let entries = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+            for entry in entries { try removeTree(path + "/" + entry) }
+            guard rmdir(path) == 0 || Glibc.errno == ENOENT else {
+                throw RuntimeError(.systemCall, "cannot remove \(path)", underlying: errno)
+            }
+        } else {
+            guard unlink(path) == 0 || Glibc.errno == ENOENT else {
+                throw RuntimeError(.systemCall, "cannot remove \(path)", underlying: errno)
+            }
+        }
+    }
+}

@@ -1,0 +1,253 @@
+import Foundation
+import GantryTestSupport
+import Testing
+@testable import Runtime
+
+@Suite(.requiresRoot) struct ContainerTests {
+    @Test func reportsOutputAndExitCodes() async throws {
+        try await withRuntime("ctr-output") { runtime, _ in
+            let (exit, output) = try await runCollecting(runtime, shell("echo out; echo err >&2; exit 7"))
+            #expect(exit == ContainerExit(status: .exited(7), reason: .exited))
+            #expect(output.split(separator: "\n").sorted() == ["err", "out"])
+            let (success, _) = try await runCollecting(runtime, ContainerSpec(image: "busybox:test", command: ["true"]))
+            #expect(success.code == 0)
+        }
+    }
+
+    @Test func appliesEnvironmentWorkingDirectoryAndUser() async throws {
+        try await withRuntime("ctr-env") { runtime, _ in
+            var spec = shell("echo $GREETING; pwd; id -u; id -g; echo $HOME")
+            spec.environment = ["GREETING=hello"]
+            spec.workingDirectory = "/work/dir"
+            spec.user = "nobody"
+            let (exit, output) = try await runCollecting(runtime, spec)
+            #expect(exit.code == 0)
+            #expect(output == "hello\n/work/dir\n65534\n65534\n/var/empty\n")
+            spec.user = "1234:4321"
+            let (_, numeric) = try await runCollecting(runtime, spec)
+            #expect(numeric.hasSuffix("1234\n4321\n/\n"))
+            spec.user = "nosuchuser"
+            await #expect { _ = try await runtime.create(spec) } throws: {
+                ($0 as? RuntimeError)?.message.contains("nosuchuser") == true
+            }
+        }
+    }
+
+    @Test func isolatesProcessesAndHostName() async throws {
+        try await withRuntime("ctr-isolation") { runtime, _ in
+            var spec = shell("echo $$; hostname; ls /proc | grep -c '^[0-9]'; test -d /proc/\(getpid()) || echo host-hidden")
+            spec.hostname = "sandbox"
+            let (_, output) = try await runCollecting(runtime, spec)
+            let lines = output.split(separator: "\n")
+            #expect(lines.first == "1")
+            #expect(lines.dropFirst().first == "sandbox")
+            #expect(lines.contains("host-hidden"))
+            // Only the shell and ls (and grep) are there.
+            #expect((Int(lines[2]) ?? 99) <= 3)
+        }
+    }
+
+    @Test func hidesAndProtectsKernelInterfaces() async throws {
+        try await withRuntime("ctr-kernel") { runtime, _ in
+            let script = """
+            touch /sys/kernel/x 2>/dev/null || echo sys-read-only
+            cat /proc/kcore 2>/dev/null | wc -c
+            ls /sys/firmware | wc -l
+            { echo 1 > /proc/sys/kernel/domainname; } 2>/dev/null || echo proc-sys-read-only
+            grep -E '^(CapEff|NoNewPrivs)' /proc/self/status
+            """
+            let (_, output) = try await runCollecting(runtime, shell(script))
+            let lines = output.split(separator: "\n").map(String.init)
+            #expect(lines == ["sys-read-only", "0", "0", "proc-sys-read-only", "CapEff:\t00000000a80425fb", "NoNewPrivs:\t1"])
+            var dropped = shell("grep CapEff /proc/self/status")
+            dropped.capabilitiesDropped = ["ALL"]
+            let droppedOutput = try await runCollecting(runtime, dropped).1
+            #expect(droppedOutput == "CapEff:\t0000000000000000\n")
+            var added = dropped
+            added.capabilitiesAdded = ["NET_ADMIN"]
+            let addedOutput = try await runCollecting(runtime, added).1
+            #expect(addedOutput == "CapEff:\t0000000000001000\n")
+        }
+    }
+
+    @Test func filtersSystemCallsWithTheDefaultProfile() async throws {
+        try await withRuntime("ctr-seccomp", probe: true) { runtime, _ in
+            let spec = ContainerSpec(image: "busybox:test", command: ["/bin/syscall-probe"])
+            let (_, output) = try await runCollecting(runtime, spec)
+            #expect(output == "unshare EPERM\nmount EPERM\nkeyctl EPERM\nkexec_load EPERM\nbpf EPERM\ngetpid ok\n")
+            // Unconfined, keyctl reaches the kernel (which answers for itself).
+            var unconfined = spec
+            unconfined.seccomp = .unconfined
+            let (_, open) = try await runCollecting(runtime, unconfined)
+            #expect(!open.contains("keyctl EPERM"))
+            // A custom profile in Docker's format.
+            let profile = try SeccompProfile.decode(Data("""
+            {"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["getpid"],"action":"SCMP_ACT_ERRNO","errnoRet":1}]}
+            """.utf8))
+            var custom = spec
+            custom.seccomp = .profile(profile)
+            let output1 = try await runCollecting(runtime, custom).1
+            #expect(output1.contains("getpid EPERM"))
+            // Ordinary programs run.
+            let output2 = try await runCollecting(runtime, shell("seq 3 | sort -r | head -1")).1
+            #expect(output2 == "3\n")
+        }
+    }
+
+    @Test func refusesWritesToAReadOnlyRoot() async throws {
+        try await withRuntime("ctr-readonly") { runtime, _ in
+            var spec = shell("touch /file 2>/dev/null && echo wrote || echo refused; touch /tmp/x && echo tmp-ok")
+            spec.mounts = [.tmpfs(target: "/tmp", size: 1 << 20)]
+            let output3 = try await runCollecting(runtime, spec).1
+            #expect(output3 == "wrote\ntmp-ok\n")
+            let output4 = try await runCollecting(runtime, spec.readOnlyRootfs()).1
+            #expect(output4 == "refused\ntmp-ok\n")
+        }
+    }
+
+    @Test func reportsAnOOMKill() async throws {
+        try await withRuntime("ctr-oom") { runtime, _ in
+            // tail buffers a line without end until the limit stops it.
+            var spec = ContainerSpec(image: "busybox:test", command: ["tail", "/dev/zero"]).resources(memory: 32 << 20)
+            spec.resources.memorySwap = 32 << 20
+            let exit = try await runtime.run(spec)
+            #expect(exit.reason == .oomKilled)
+            #expect(exit.code == 137)
+        }
+    }
+
+    @Test func holdsAForkBombWithThePidsLimit() async throws {
+        try await withRuntime("ctr-forkbomb") { runtime, _ in
+            let spec = shell("bomb() { bomb | bomb & }; bomb; sleep 30").resources(pids: 32).timeout(.seconds(20))
+            try await runtime.withContainer(spec) { container in
+                try await container.start()
+                try await Task.sleep(for: .milliseconds(500))
+                let usage = try container.usage()
+                #expect(usage.pids <= 32)
+                #expect(usage.pidsLimit == 32)
+                // The host still forks.
+                #expect(try run("/bin/true", []) == "")
+                try container.kill()
+                _ = try await container.wait()
+            }
+        }
+    }
+
+    @Test func throttlesWithACPUQuota() async throws {
+        try await withRuntime("ctr-cpu") { runtime, _ in
+            let spec = shell("timeout 1 sh -c 'while :; do :; done'; true").resources(cpus: 0.2)
+            let (usage, exit) = try await runtime.run(spec) { container in
+                try await Task.sleep(for: .milliseconds(900))
+                return try container.usage()
+            }
+            #expect(exit.code == 0)
+            // 0.2 CPU for ~0.9 s is ~0.18 s; without the quota it would be ~0.9 s.
+            #expect(usage.cpuNanoseconds < 400_000_000, "used \(usage.cpuNanoseconds) ns")
+            #expect(usage.cpuNanoseconds > 50_000_000)
+        }
+    }
+
+    @Test func killsAtTheTimeout() async throws {
+        try await withRuntime("ctr-timeout") { runtime, _ in
+            let clock = ContinuousClock()
+            let start = clock.now
+            let exit = try await runtime.run(ContainerSpec(image: "busybox:test", command: ["sleep", "30"]).timeout(.milliseconds(300)))
+            #expect(exit == ContainerExit(status: .signaled(SIGKILL), reason: .timedOut))
+            #expect(clock.now - start < .seconds(10))
+        }
+    }
+
+    @Test func stopEscalatesToSIGKILL() async throws {
+        try await withRuntime("ctr-stop") { runtime, _ in
+            // As PID 1 without a handler, sleep ignores SIGTERM.
+            try await runtime.withContainer(ContainerSpec(image: "busybox:test", command: ["sleep", "30"])) { container in
+                try await container.start()
+                let exit = try await container.stop(grace: .milliseconds(200))
+                #expect(exit == ContainerExit(status: .signaled(SIGKILL), reason: .stopped))
+                #expect(try container.status == .stopped)
+                // A shell that handles SIGTERM ends on it.
+                let polite = try await runtime.create(shell("trap 'exit 3' TERM; while :; do sleep 0.05; done"))
+                try await polite.start()
+                try await Task.sleep(for: .milliseconds(200))
+                #expect(try await polite.stop(grace: .seconds(10)) == ContainerExit(status: .exited(3), reason: .stopped))
+                try await polite.remove()
+            }
+        }
+    }
+
+    @Test func pausesAndResumes() async throws {
+        try await withRuntime("ctr-pause") { runtime, _ in
+            let spec = shell("i=0; while :; do i=$((i+1)); echo $i > /tmp/count; sleep 0.02; done")
+            try await runtime.withContainer(spec) { container in
+                try await container.start()
+                try await Task.sleep(for: .milliseconds(200))
+                try container.pause()
+                #expect(try container.status == .paused)
+                #expect(throws: RuntimeError.self) { try container.pause() }
+                let before = try container.usage().cpuNanoseconds
+                try await Task.sleep(for: .milliseconds(300))
+                #expect(try container.usage().cpuNanoseconds == before)
+                try container.resume()
+                #expect(try container.status == .running)
+                try await Task.sleep(for: .milliseconds(200))
+                #expect(try container.usage().cpuNanoseconds > before)
+            }
+        }
+    }
+
+    @Test func readsStandardInput() async throws {
+        try await withRuntime("ctr-stdin") { runtime, _ in
+            var spec = ContainerSpec(image: "busybox:test", command: ["sh", "-c", "tr a-z A-Z"])
+            spec.openStdin = true
+            let (output, exit) = try await runtime.run(spec) { container in
+                try container.write(Array("hello\nworld\n".utf8))
+                container.closeStdin()
+                return try await container.stdout.text()
+            }
+            #expect(exit.code == 0)
+            #expect(output == "HELLO\nWORLD\n")
+        }
+    }
+
+    @Test func keepsTheLogAfterTheFact() async throws {
+        try await withRuntime("ctr-log") { runtime, _ in
+            var spec = shell("for i in $(seq 1 2000); do echo line-$i; done; printf partial")
+            spec.log = .init(maxSize: 16 << 10, maxFiles: 3)
+            let container = try await runtime.create(spec)
+            try await container.start()
+            _ = try await container.wait()
+            var lines: [String] = []
+            for try await line in container.logs.lines { lines.append(line) }
+            // Rotation kept the newest entries, in order, up to the partial line.
+            #expect(lines.last == "partial")
+            #expect(lines.dropLast().last == "line-2000")
+            let numbers = lines.dropLast().compactMap { Int($0.dropFirst(5)) }
+            #expect(numbers == Array((numbers.first ?? 0)...2000))
+            let files = try FileManager.default.contentsOfDirectory(atPath: runtime.containerDirectory(container.id)).filter { $0.hasPrefix("container.log") }
+            #expect(files.count == 3)
+            try await container.remove()
+        }
+    }
+
+    @Test func rejectsInvalidTransitionsAndSpecs() async throws {
+        try await withRuntime("ctr-states") { runtime, _ in
+            let container = try await runtime.create(ContainerSpec(image: "busybox:test", command: ["sleep", "30"]).named("states"))
+            #expect(try container.status == .created)
+            #expect(throws: RuntimeError.self) { try container.pause() }
+            await #expect(throws: RuntimeError.self) { _ = try await runtime.create(shell("true").named("states")) }
+            try await container.start()
+            await #expect(throws: RuntimeError.self) { try await container.start() }
+            await #expect(throws: RuntimeError.self) { try await container.remove() }
+            // Another handle, as another process would have, sees the same state.
+            #expect(try runtime.list().first { $0.name == "states" }?.status == .running)
+            try await container.remove(force: true)
+            #expect(throws: RuntimeError.self) { try runtime.container("states") }
+            await #expect { _ = try await runtime.create(ContainerSpec(image: "busybox:test", command: ["true"]).resources(memory: 10)) } throws: {
+                ($0 as? RuntimeError)?.message.contains("memory limit") == true
+            }
+            await #expect { _ = try await runtime.create(ContainerSpec(image: "no-such-image:1")) } throws: { error in
+                "\(error)".contains("no-such-image")
+            }
+        }
+    }
+}
