@@ -286,9 +286,14 @@ static void run_init(int error_fd) {
         if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, NULL, _NSIG / 8) < 0) child_fail(error_fd, GANTRY_STAGE_INIT);
         return;
     }
-    // The program reports its own exec failure; stdio stays with it.
+    // The program reports its own exec failure; stdio stays with it. Every
+    // other descriptor goes too: the init never executes, so close-on-exec
+    // would never close what it inherited (such as pipes of launches other
+    // threads were making), and readers would wait for their end forever.
     close(error_fd);
-    for (int fd = 0; fd < 3; fd++) close(fd);
+    if (syscall(SYS_close_range, 0, ~0U, 0) < 0) {
+        for (int fd = 0; fd < 1024; fd++) close(fd);
+    }
     for (;;) {
         siginfo_t info;
         long sig = syscall(SYS_rt_sigtimedwait, &all, &info, NULL, _NSIG / 8);
@@ -321,11 +326,17 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
     sigemptyset(&empty);
     if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, NULL, _NSIG / 8) < 0) child_fail(error_fd, GANTRY_STAGE_SIGNALS);
 
-    // Wait until the parent has written id maps and joined cgroups.
+    // Wait until the parent has written id maps and joined cgroups. It
+    // writes a byte: end-of-file cannot be the signal, since a child that
+    // another thread clones at the same moment holds a copy of the write
+    // end until it executes.
     char byte;
     ssize_t got;
     do { got = read(sync_read, &byte, 1); } while (got < 0 && errno == EINTR);
-    if (got < 0) child_fail(error_fd, GANTRY_STAGE_SYNC);
+    if (got != 1) {
+        if (got == 0) errno = ECANCELED;
+        child_fail(error_fd, GANTRY_STAGE_SYNC);
+    }
     close(sync_read);
 
     if (plan->join_pidfd >= 0) {
@@ -515,7 +526,11 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
     if (stage) {
         syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
     }
-    // Closing our end lets the child go on (or, after SIGKILL, die).
+    // A byte lets the child go on; after SIGKILL, closing is enough.
+    if (!stage) {
+        ssize_t sent;
+        do { sent = write(sync_pipe[1], "", 1); } while (sent < 0 && errno == EINTR);
+    }
     close(sync_pipe[1]);
 
     struct gantry_launch_failure reported;

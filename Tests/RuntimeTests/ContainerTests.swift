@@ -251,3 +251,115 @@ import Testing
         }
     }
 }
+
+@Suite(.requiresRoot) struct ContainerExecTests {
+    @Test func execJoinsTheRunningContainer() async throws {
+        try await withRuntime("ctr-exec") { runtime, _ in
+            var spec = ContainerSpec(image: "busybox:test", command: ["sh", "-c", "echo ready > /tmp/marker; sleep 30"])
+            spec.hostname = "inside"
+            try await runtime.withContainer(spec) { container in
+                try await container.start()
+                try await Task.sleep(for: .milliseconds(200))
+                let process = try await container.exec(ExecSpec(
+                    ["sh", "-c", "cat /tmp/marker; hostname; echo $$; ps -o pid,comm | grep -c sleep; grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; echo $EXTRA"],
+                    environment: ["EXTRA=yes"]))
+                var output = ""
+                for await chunk in process.output { output += chunk.text }
+                #expect(await process.wait() == .exited(0))
+                let lines = output.split(separator: "\n").map(String.init)
+                #expect(lines.first == "ready")
+                #expect(lines.dropFirst().first == "inside")
+                // A pid inside the container's namespace, where sleep is visible.
+                #expect((Int(lines[2]) ?? 0) > 1)
+                #expect(lines[3] == "1")
+                #expect(lines.contains("CapEff:\t00000000a80425fb"))
+                #expect(lines.contains("NoNewPrivs:\t1"))
+                #expect(lines.last == "yes")
+                // In the container's cgroup while it runs.
+                let interactive = try await container.exec(ExecSpec(["sh", "-c", "read line; echo got $line; id -u"], user: "nobody", openStdin: true))
+                #expect(try container.usage().pids >= 2)
+                try interactive.write(Array("hello\n".utf8))
+                interactive.closeStdin()
+                var reply = ""
+                for await chunk in interactive.output { reply += chunk.text }
+                #expect(reply == "got hello\n65534\n")
+                #expect(await interactive.wait() == .exited(0))
+                await #expect(throws: RuntimeError.self) { _ = try await container.exec(ExecSpec(["/no/such/program"])) }
+            }
+        }
+    }
+
+    @Test func initReapsAndForwardsSignals() async throws {
+        try await withRuntime("ctr-init") { runtime, _ in
+            var spec = shell("trap 'echo got-term; exit 5' TERM; (sleep 0.1 &); echo $$; while :; do sleep 0.05; done")
+            spec.initProcess = true
+            try await runtime.withContainer(spec) { container in
+                try await container.start()
+                try await Task.sleep(for: .milliseconds(500))
+                // The shell is not PID 1; the init forwards SIGTERM to it.
+                let exit = try await container.stop(grace: .seconds(10))
+                #expect(exit == ContainerExit(status: .exited(5), reason: .stopped))
+                let output = try await container.logs.text()
+                #expect(output.hasPrefix("2\n"))
+                #expect(output.contains("got-term"))
+            }
+        }
+    }
+
+    @Test func runsManyContainersAtOnce() async throws {
+        try await withRuntime("ctr-many") { runtime, _ in
+            let exits = try await withThrowingTaskGroup(of: ContainerExit.self) { group in
+                for index in 0 ..< 50 {
+                    group.addTask { try await runtime.run(shell("sleep 0.5; exit \(index % 7)")) }
+                }
+                return try await group.reduce(into: []) { $0.append($1) }
+            }
+            #expect(exits.count == 50)
+            #expect(exits.map(\.code).sorted() == (0 ..< 50).map { Int32($0 % 7) }.sorted())
+        }
+    }
+
+    @Test func leavesNothingBehindAfterManyCycles() async throws {
+        try await withRuntime("ctr-cycles") { runtime, _ in
+            // Warm up: the supervisor and launch threads, cached filters.
+            try await runtime.run(ContainerSpec(image: "busybox:test", command: ["true"]))
+            let descriptors = leftDescriptors(runtime)
+            let mounts = try readText("/proc/self/mountinfo")
+            let cgroups = cgroupDirectories(runtime.cgroupParent, runtime: runtime).map { (try? FileManager.default.contentsOfDirectory(atPath: $0))?.count ?? 0 }
+            for _ in 0 ..< 200 {
+                let container = try await runtime.create(ContainerSpec(image: "busybox:test", command: ["true"]))
+                try await container.start()
+                #expect(try await container.wait().code == 0)
+                try await container.remove()
+            }
+            // Other tests run alongside and open descriptors of their own:
+            // count those this runtime could have left — files of its state
+            // root and cgroups, and pidfds of processes already reaped.
+            // (A concurrent test may hold a reaped pidfd for a moment; a
+            // leak per cycle would show 200.)
+            let left = leftDescriptors(runtime)
+            #expect(left.count <= descriptors.count + 4, "left open: \(left)")
+            #expect(try readText("/proc/self/mountinfo") == mounts)
+            let after = cgroupDirectories(runtime.cgroupParent, runtime: runtime).map { (try? FileManager.default.contentsOfDirectory(atPath: $0))?.count ?? 0 }
+            #expect(after == cgroups)
+            #expect(try runtime.list().isEmpty)
+        }
+    }
+}
+
+/// Descriptors that would betray a leak by `runtime`: its files (but the
+/// metadata database), its cgroups' files, and pidfds of reaped processes.
+func leftDescriptors(_ runtime: ContainerRuntime) -> [String] {
+    let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+    let cgroups = cgroupDirectories(runtime.cgroupParent, runtime: runtime)
+    return fds.compactMap { fd -> String? in
+        guard let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(fd)") else { return nil }
+        if target.hasPrefix(runtime.images.root.path + "/") && !target.contains("gantry.sqlite") { return target }
+        if cgroups.contains(where: { target.hasPrefix($0 + "/") }) { return target }
+        if target == "anon_inode:[pidfd]", let info = try? String(contentsOfFile: "/proc/self/fdinfo/\(fd)", encoding: .utf8),
+           info.contains("Pid:\t-1") {
+            return "pidfd of a reaped process"
+        }
+        return nil
+    }.sorted()
+}

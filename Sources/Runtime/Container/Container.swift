@@ -90,44 +90,8 @@ public final class Container: Sendable {
 
     private func launch(_ record: ContainerRecord) async throws {
         let spec = record.spec
-        var descriptors: [Int32] = []
-        defer { descriptors.forEach { close($0) } }
-        func pipe() throws -> (read: Int32, write: Int32) {
-            var fds: [Int32] = [-1, -1]
-            guard gantry_pipe(&fds) == 0 else { throw RuntimeError(.systemCall, "cannot create a pipe", underlying: FileIO.errno) }
-            return (fds[0], fds[1])
-        }
-        let stdout = try pipe()
-        let stderr = try pipe()
-        descriptors += [stdout.write, stderr.write]
-        var stdinPipe: (read: Int32, write: Int32)?
-        let stdinFD: Int32
-        if spec.openStdin {
-            let made = try pipe()
-            stdinPipe = made
-            descriptors.append(made.read)
-            stdinFD = made.read
-        } else {
-            stdinFD = open("/dev/null", O_RDONLY | O_CLOEXEC)
-            descriptors.append(stdinFD)
-        }
-        let cgroup = try runtime.cgroups.openForLaunch(record.cgroup)
-        descriptors += cgroup.procs
-        if cgroup.directory >= 0 { descriptors.append(cgroup.directory) }
-
-        var plan = try makePlan(record, stdin: stdinFD, stdout: stdout.write, stderr: stderr.write)
-        plan.cgroupDescriptor = cgroup.directory
-        plan.cgroupProcsDescriptors = cgroup.procs
-        let writer: ContainerLogWriter
-        let process: LaunchedProcess
-        do {
-            writer = try ContainerLogWriter(path: logPath, options: spec.log)
-            let what = "container \(name)"
-            process = try await LaunchThreads.shared.run { [plan] in try Launcher.launch(plan, what: what) }
-        } catch {
-            [stdout.read, stderr.read, stdinPipe?.write].compactMap { $0 }.forEach { close($0) }
-            throw error
-        }
+        let writer = try ContainerLogWriter(path: logPath, options: spec.log)
+        let (process, pipes) = try await launchInCgroup(record, openStdin: spec.openStdin, what: "container \(name)") { _ in }
         let now = Date()
         let startTime = processStartTime(process.pid)
         let updated = try? runtime.update(id) {
@@ -139,12 +103,12 @@ public final class Container: Sendable {
         state.withLock { state in
             if let updated { state.record = updated }
             state.pidfd = process.pidfd
-            state.stdin = stdinPipe?.write ?? -1
+            state.stdin = pipes.stdin
             state.openStreams = 2
             state.log = writer
         }
-        watchOutput(stdout.read, stream: .stdout, writer: writer)
-        watchOutput(stderr.read, stream: .stderr, writer: writer)
+        watchOutput(pipes.stdout, stream: .stdout, writer: writer)
+        watchOutput(pipes.stderr, stream: .stderr, writer: writer)
         ProcessSupervisor.shared.onExit(of: process.pidfd) { [self] status in
             exited(status)
         }
@@ -160,8 +124,28 @@ public final class Container: Sendable {
         }
     }
 
+    /// Launches a process of the container in its cgroup, with pipes for
+    /// its stdio: the plan of the main process, changed by `configure`.
+    /// Returns the process and the parent's ends of the pipes.
+    func launchInCgroup(_ record: ContainerRecord, openStdin: Bool, what: String,
+                        configure: (inout LaunchPlan) throws -> Void) async throws -> (LaunchedProcess, ProcessPipes) {
+        let pipes = try ProcessPipes.make(openStdin: openStdin)
+        defer { pipes.closeChildEnds() }
+        var launched = false
+        defer { if !launched { pipes.closeParentEnds() } }
+        let cgroup = try runtime.cgroups.openForLaunch(record.cgroup)
+        defer { (cgroup.procs + [cgroup.directory]).filter { $0 >= 0 }.forEach { close($0) } }
+        var plan = try makePlan(record, stdin: pipes.childStdin, stdout: pipes.childStdout, stderr: pipes.childStderr)
+        plan.cgroupDescriptor = cgroup.directory
+        plan.cgroupProcsDescriptors = cgroup.procs
+        try configure(&plan)
+        let process = try await LaunchThreads.shared.run { [plan] in try Launcher.launch(plan, what: what) }
+        launched = true
+        return (process, pipes)
+    }
+
     /// The launch plan of the container's main process.
-    private func makePlan(_ record: ContainerRecord, stdin: Int32, stdout: Int32, stderr: Int32) throws -> LaunchPlan {
+    func makePlan(_ record: ContainerRecord, stdin: Int32, stdout: Int32, stderr: Int32) throws -> LaunchPlan {
         let spec = record.spec
         let process = record.process
         let directory = runtime.containerDirectory(id)
@@ -470,14 +454,13 @@ public final class Container: Sendable {
     public func write(_ bytes: some Sequence<UInt8>) throws {
         let fd = state.withLock { $0.stdin }
         guard fd >= 0 else { throw RuntimeError(.invalidState, "container \(name) has no open standard input") }
-        let data = Array(bytes)
-        var offset = 0
-        while offset < data.count {
-            let written = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
-            if written < 0 && errno == EINTR { continue }
-            guard written > 0 else { throw RuntimeError(.systemCall, "cannot write to the input of container \(name)", underlying: FileIO.errno) }
-            offset += written
-        }
+        try writeAll(fd, Array(bytes), what: "container \(name)")
+    }
+
+    /// A duplicate of the main process's pidfd while this process watches
+    /// it (the caller closes it), or -1.
+    func duplicatePidfd() -> Int32 {
+        state.withLock { $0.pidfd >= 0 ? fcntl($0.pidfd, F_DUPFD_CLOEXEC, 3) : -1 }
     }
 
     /// Closes the container's standard input, so that it reads end-of-file.

@@ -1,3 +1,4 @@
+import CGantryLauncher
 import Foundation
 import Synchronization
 #if canImport(Glibc)
@@ -308,4 +309,55 @@ func parseTimestamp(_ text: String) -> Date? {
     let seconds = timegm(&fields)
     let fraction = numbers.count > 6 ? (Double("0." + numbers[6]) ?? 0) : 0
     return Date(timeIntervalSince1970: Double(seconds) + fraction)
+}
+
+/// The pipes between Gantry and a process it starts: the child's ends
+/// become its stdio; the parent keeps the others.
+struct ProcessPipes {
+    var childStdin: Int32
+    var childStdout: Int32
+    var childStderr: Int32
+    /// -1 when the process reads /dev/null.
+    var stdin: Int32
+    var stdout: Int32
+    var stderr: Int32
+
+    /// Makes the pipes; with `openStdin`, one for input too.
+    static func make(openStdin: Bool) throws -> ProcessPipes {
+        var made: [Int32] = []
+        func pipe() throws -> (read: Int32, write: Int32) {
+            var fds: [Int32] = [-1, -1]
+            guard gantry_pipe(&fds) == 0 else {
+                let error = FileIO.errno
+                made.forEach { close($0) }
+                throw RuntimeError(.systemCall, "cannot create a pipe", underlying: error)
+            }
+            made += fds
+            return (fds[0], fds[1])
+        }
+        let out = try pipe()
+        let err = try pipe()
+        if openStdin {
+            let input = try pipe()
+            return ProcessPipes(childStdin: input.read, childStdout: out.write, childStderr: err.write,
+                                stdin: input.write, stdout: out.read, stderr: err.read)
+        }
+        let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
+        guard null >= 0 else {
+            let error = FileIO.errno
+            made.forEach { close($0) }
+            throw RuntimeError(.systemCall, "cannot open /dev/null", underlying: error)
+        }
+        return ProcessPipes(childStdin: null, childStdout: out.write, childStderr: err.write, stdin: -1, stdout: out.read, stderr: err.read)
+    }
+
+    /// Closes the child's ends (once it has them, or when it failed to start).
+    func closeChildEnds() {
+        [childStdin, childStdout, childStderr].forEach { close($0) }
+    }
+
+    /// Closes the parent's ends (when the process failed to start).
+    func closeParentEnds() {
+        [stdin, stdout, stderr].filter { $0 >= 0 }.forEach { close($0) }
+    }
 }
