@@ -112,7 +112,7 @@ let package = Package(
             // their class layouts, and a change seen only through
             // `@_exported import` does not trigger a rebuild.
             dependencies: [
-                "Gantry", "OCIImage", "Runtime", "Scheduler", "Reconciler", "Observability",
+                "Gantry", "OCIImage", "Runtime", "Scheduler", "Reconciler", "Observability", "CGantryLauncher",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -8,7 +8,10 @@ struct GantryCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gantry",
         abstract: "Pull, build, unpack and run OCI images natively, without a daemon.",
-        subcommands: [ImageCommand.self, Login.self, Logout.self]
+        subcommands: [
+            Run.self, PS.self, Inspect.self, Logs.self, Exec.self, Stop.self, Kill.self, Remove.self, Stats.self, Pause.self, Unpause.self,
+            ImageCommand.self, Login.self, Logout.self,
+        ]
     )
 
     /// Parses the command line and runs the command, printing errors from
@@ -50,11 +53,15 @@ func hoistingGlobalOptions(_ arguments: [String]) -> [String] {
         }
     }
     guard !leading.isEmpty else { return arguments }
-    // Options after a "--" terminator would be taken as arguments.
-    if let terminator = rest.firstIndex(of: "--") {
-        return Array(rest[..<terminator]) + leading + Array(rest[terminator...])
+    // Right after the (sub)command's name: later, they could be taken for
+    // the arguments of the command a container runs.
+    let groups: Set<String> = ["image"]
+    var path = 0
+    while path < rest.count, !rest[rest.startIndex + path].hasPrefix("-") {
+        path += 1
+        if !groups.contains(rest[rest.startIndex + path - 1]) { break }
     }
-    return Array(rest) + leading
+    return Array(rest.prefix(path)) + leading + Array(rest.dropFirst(path))
 }
 
 /// Options every command that touches the state root accepts.
@@ -79,7 +86,8 @@ struct GlobalOptions: ParsableArguments {
 
     func openGantry(registry: RegistryFlags? = nil, insecure registries: [String] = []) async throws -> Gantry {
         let client = try registry?.client(insecure: registries, logger: logger)
-        return try await Gantry(root: stateRoot, registry: client, logger: logger)
+        let parent = ProcessInfo.processInfo.environment["GANTRY_CGROUP_PARENT"].flatMap { $0.isEmpty ? nil : $0 } ?? "gantry"
+        return try await Gantry(root: stateRoot, registry: client, cgroupParent: parent, logger: logger)
     }
 }
 

@@ -3,6 +3,7 @@
 // only (no allocation, no locks, no libc functions that keep state), since
 // the parent is a multithreaded Swift process.
 #define _GNU_SOURCE
+#define _XOPEN_SOURCE 600
 #include "CGantryLauncher.h"
 
 #include <errno.h>
@@ -39,6 +40,42 @@ _Static_assert(GANTRY_CLONE_NEWNS == CLONE_NEWNS && GANTRY_CLONE_NEWCGROUP == CL
                GANTRY_CLONE_NEWNET == CLONE_NEWNET, "namespace flags");
 
 int gantry_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int gantry_openpty(int *master, int *slave, unsigned short rows, unsigned short columns) {
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (m < 0) return -1;
+    int unlock = 0;
+    if (ioctl(m, TIOCSPTLCK, &unlock) < 0) { close(m); return -1; }
+    int s = ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (s < 0) { close(m); return -1; }
+    if (rows && columns) {
+        struct winsize size = { .ws_row = rows, .ws_col = columns };
+        ioctl(m, TIOCSWINSZ, &size);
+    }
+    *master = m;
+    *slave = s;
+    return 0;
+}
+
+int gantry_terminal_raw(int fd, void *saved, size_t size) {
+    if (size < sizeof(struct termios)) { errno = EINVAL; return -1; }
+    struct termios settings;
+    if (tcgetattr(fd, &settings) < 0) return -1;
+    memcpy(saved, &settings, sizeof(settings));
+    cfmakeraw(&settings);
+    return tcsetattr(fd, TCSANOW, &settings);
+}
+
+int gantry_terminal_restore(int fd, const void *saved) {
+    return tcsetattr(fd, TCSANOW, (const struct termios *)saved);
+}
+
+void gantry_terminal_size(int fd, unsigned short *rows, unsigned short *columns) {
+    struct winsize size = { 0 };
+    ioctl(fd, TIOCGWINSZ, &size);
+    *rows = size.ws_row;
+    *columns = size.ws_col;
+}
 
 int gantry_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
 

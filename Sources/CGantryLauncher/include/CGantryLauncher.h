@@ -17,6 +17,17 @@
 /// pipe2(O_CLOEXEC).
 int gantry_pipe(int fds[2]);
 
+/// A new pseudo-terminal pair, both close-on-exec: the master, and the
+/// slave opened from it (TIOCGPTPEER), sized `rows` x `columns` when those are not 0.
+int gantry_openpty(int *master, int *slave, unsigned short rows, unsigned short columns);
+
+/// Puts a terminal into raw mode, saving its settings in `saved` (a buffer of
+/// at least 64 bytes) for gantry_terminal_restore. Returns 0, or -1 with errno.
+int gantry_terminal_raw(int fd, void *saved, size_t size);
+int gantry_terminal_restore(int fd, const void *saved);
+/// The size of a terminal, or 0s.
+void gantry_terminal_size(int fd, unsigned short *rows, unsigned short *columns);
+
 /// memfd_create(name, MFD_CLOEXEC).
 int gantry_memfd(const char *name);
 

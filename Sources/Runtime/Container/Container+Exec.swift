@@ -147,7 +147,7 @@ extension Container {
             environment.removeAll { $0.hasPrefix(pair[...equals]) }
             environment.append(pair)
         }
-        let (process, pipes) = try await launchInCgroup(record, openStdin: exec.openStdin, what: "a process in container \(name)") { plan in
+        let (process, pipes) = try await launchInCgroup(record, pipes: .make(openStdin: exec.openStdin), what: "a process in container \(name)") { plan in
             plan.cloneFlags = 0
             plan.mounts = []
             plan.maskedPaths = []

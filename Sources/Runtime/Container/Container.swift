@@ -90,8 +90,13 @@ public final class Container: Sendable {
 
     private func launch(_ record: ContainerRecord) async throws {
         let spec = record.spec
-        let writer = try ContainerLogWriter(path: logPath, options: spec.log)
-        let (process, pipes) = try await launchInCgroup(record, openStdin: spec.openStdin, what: "container \(name)") { _ in }
+        let independent = spec.lifetime == .independent
+        let writer = independent ? nil : try ContainerLogWriter(path: logPath, options: spec.log)
+        let directory = runtime.containerDirectory(id)
+        let (process, pipes) = try await launchInCgroup(
+            record, pipes: independent ? .files(stdout: directory + "/stdout.log", stderr: directory + "/stderr.log")
+                : spec.terminal ? .terminal() : .make(openStdin: spec.openStdin),
+            what: "container \(name)") { plan in plan.controllingTerminal = spec.terminal && !independent }
         let now = Date()
         let startTime = processStartTime(process.pid)
         let updated = try? runtime.update(id) {
@@ -104,11 +109,13 @@ public final class Container: Sendable {
             if let updated { state.record = updated }
             state.pidfd = process.pidfd
             state.stdin = pipes.stdin
-            state.openStreams = 2
+            state.openStreams = writer == nil ? 0 : [pipes.stdout, pipes.stderr].filter { $0 >= 0 }.count
             state.log = writer
         }
-        watchOutput(pipes.stdout, stream: .stdout, writer: writer)
-        watchOutput(pipes.stderr, stream: .stderr, writer: writer)
+        if let writer {
+            watchOutput(pipes.stdout, stream: .stdout, writer: writer)
+            if pipes.stderr >= 0 { watchOutput(pipes.stderr, stream: .stderr, writer: writer) }
+        }
         ProcessSupervisor.shared.onExit(of: process.pidfd) { [self] status in
             exited(status)
         }
@@ -127,9 +134,9 @@ public final class Container: Sendable {
     /// Launches a process of the container in its cgroup, with pipes for
     /// its stdio: the plan of the main process, changed by `configure`.
     /// Returns the process and the parent's ends of the pipes.
-    func launchInCgroup(_ record: ContainerRecord, openStdin: Bool, what: String,
+    func launchInCgroup(_ record: ContainerRecord, pipes makePipes: @autoclosure () throws -> ProcessPipes, what: String,
                         configure: (inout LaunchPlan) throws -> Void) async throws -> (LaunchedProcess, ProcessPipes) {
-        let pipes = try ProcessPipes.make(openStdin: openStdin)
+        let pipes = try makePipes()
         defer { pipes.closeChildEnds() }
         var launched = false
         defer { if !launched { pipes.closeParentEnds() } }
@@ -430,24 +437,30 @@ public final class Container: Sendable {
 
     /// Both output streams as they arrive (and as kept in the log), from
     /// the first byte, until the container ends.
-    public var output: ContainerOutput { ContainerOutput(follower: follower([.stdout, .stderr], follow: true)) }
+    public var output: ContainerOutput { follower([.stdout, .stderr], follow: true) }
     /// Standard output only.
-    public var stdout: ContainerOutput { ContainerOutput(follower: follower([.stdout], follow: true)) }
+    public var stdout: ContainerOutput { follower([.stdout], follow: true) }
     /// Standard error only.
-    public var stderr: ContainerOutput { ContainerOutput(follower: follower([.stderr], follow: true)) }
+    public var stderr: ContainerOutput { follower([.stderr], follow: true) }
 
     /// The log as kept so far, without waiting for more.
-    public var logs: ContainerOutput { ContainerOutput(follower: follower([.stdout, .stderr], follow: false)) }
+    public var logs: ContainerOutput { follower([.stdout, .stderr], follow: false) }
 
-    private func follower(_ streams: Set<OutputStream>, follow: Bool) -> LogFollower {
-        let owned = state.withLock { $0.owned }
+    private func follower(_ streams: Set<OutputStream>, follow: Bool) -> ContainerOutput {
+        let (owned, spec) = state.withLock { ($0.owned, $0.record.spec) }
         let runtime = runtime
         let id = id
-        let maxFiles = state.withLock { $0.record.spec.log.maxFiles }
-        return LogFollower(path: logPath, maxFiles: maxFiles, streams: streams, follow: follow, signal: owned ? outputSignal : nil) {
+        let isFinished: @Sendable () -> Bool = {
             guard let record = try? runtime.load(id) else { return true }
             return record.status == .stopped || record.status == .removed
         }
+        if spec.lifetime == .independent {
+            let directory = runtime.containerDirectory(id)
+            let files = [OutputStream.stdout, .stderr].filter(streams.contains).map { ($0, directory + "/\($0.rawValue).log") }
+            return ContainerOutput(source: .raw(RawOutputFollower(files: files, follow: follow, isFinished: isFinished)))
+        }
+        return ContainerOutput(source: .log(LogFollower(path: logPath, maxFiles: spec.log.maxFiles, streams: streams, follow: follow,
+                                                        signal: owned ? outputSignal : nil, isFinished: isFinished)))
     }
 
     /// Writes to the container's standard input (with `openStdin`).
@@ -461,6 +474,14 @@ public final class Container: Sendable {
     /// it (the caller closes it), or -1.
     func duplicatePidfd() -> Int32 {
         state.withLock { $0.pidfd >= 0 ? fcntl($0.pidfd, F_DUPFD_CLOEXEC, 3) : -1 }
+    }
+
+    /// Sets the size of the container's terminal (with `terminal`).
+    public func resizeTerminal(rows: UInt16, columns: UInt16) {
+        let fd = state.withLock { $0.stdin }
+        guard fd >= 0 else { return }
+        var size = winsize(ws_row: rows, ws_col: columns, ws_xpixel: 0, ws_ypixel: 0)
+        _ = ioctl(fd, UInt(TIOCSWINSZ), &size)
     }
 
     /// Closes the container's standard input, so that it reads end-of-file.
@@ -501,24 +522,52 @@ public final class Container: Sendable {
 /// A container's output: chunks of bytes as they arrive, or ``lines``.
 public struct ContainerOutput: AsyncSequence, Sendable {
     public typealias Element = OutputChunk
-    let follower: LogFollower
 
-    public struct AsyncIterator: AsyncIteratorProtocol {
-        var base: LogFollower.AsyncIterator
-        public mutating func next() async throws -> OutputChunk? { try await base.next() }
+    enum Source: Sendable {
+        case log(LogFollower)
+        case raw(RawOutputFollower)
     }
 
-    public func makeAsyncIterator() -> AsyncIterator { AsyncIterator(base: follower.makeAsyncIterator()) }
+    let source: Source
+
+    public struct AsyncIterator: AsyncIteratorProtocol {
+        enum Base {
+            case log(LogFollower.AsyncIterator)
+            case raw(RawOutputFollower.AsyncIterator)
+        }
+
+        var base: Base
+
+        public mutating func next() async throws -> OutputChunk? {
+            switch base {
+            case .log(var iterator):
+                let chunk = try await iterator.next()
+                base = .log(iterator)
+                return chunk
+            case .raw(var iterator):
+                let chunk = try await iterator.next()
+                base = .raw(iterator)
+                return chunk
+            }
+        }
+    }
+
+    public func makeAsyncIterator() -> AsyncIterator {
+        switch source {
+        case .log(let follower): AsyncIterator(base: .log(follower.makeAsyncIterator()))
+        case .raw(let follower): AsyncIterator(base: .raw(follower.makeAsyncIterator()))
+        }
+    }
 
     /// The output as lines of text, without their newlines (each stream's
     /// partial lines joined).
     public var lines: AsyncThrowingStream<String, any Error> {
-        let follower = follower
+        let output = self
         return AsyncThrowingStream { continuation in
             let task = Task {
                 var pending: [OutputStream: [UInt8]] = [:]
                 do {
-                    for try await chunk in ContainerOutput(follower: follower) {
+                    for try await chunk in output {
                         var bytes = pending[chunk.stream, default: []] + chunk.bytes
                         while let newline = bytes.firstIndex(of: 0x0a) {
                             continuation.yield(String(decoding: bytes[..<newline], as: UTF8.self))

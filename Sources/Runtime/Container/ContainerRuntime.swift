@@ -281,17 +281,24 @@ public final class ContainerRuntime: Sendable {
         return processStartTime(pid) == startTime
     }
 
-    /// Cleans up after processes that ended: containers bound to them are
-    /// removed; independent ones are adopted (or marked stopped).
+    /// Cleans up after processes that ended: containers bound to them that
+    /// were still created, running or paused are killed and removed (those
+    /// that had stopped stay until removed, as their exit and logs are
+    /// wanted); independent ones are adopted, or marked stopped.
     private func recover() {
         for record in (try? list()) ?? [] {
             let ownerAlive = Self.isAlive(pid: record.ownerPid, startTime: record.ownerStartTime)
             if ownerAlive { continue }
             let processAlive = Self.isAlive(pid: record.pid, startTime: record.pidStartTime)
             do {
-                if record.spec.lifetime == .boundToHost {
+                if record.spec.lifetime == .boundToHost && record.status != .stopped {
+                    // It died with its process (or was never started): nothing of it may stay.
                     logger.info("removing a container its process left behind", metadata: ["container": "\(record.name)"])
+                    try? cgroups.remove(record.cgroup)
                     try destroy(record)
+                } else if record.spec.lifetime == .boundToHost {
+                    // It had ended: it stays, for its exit and logs, until removed.
+                    continue
                 } else if processAlive, record.status == .running || record.status == .paused {
                     let container = Container(runtime: self, record: record, owned: false)
                     try container.adopt()

@@ -293,6 +293,45 @@ struct LogFollower: AsyncSequence, Sendable {
     func makeAsyncIterator() -> AsyncIterator { AsyncIterator(self) }
 }
 
+/// Reads the raw output files of a container that outlives the process
+/// that started it: standard output first, then standard error, each as
+/// written (no timestamps), following them until the container ends.
+struct RawOutputFollower: AsyncSequence, Sendable {
+    typealias Element = OutputChunk
+
+    let files: [(stream: OutputStream, path: String)]
+    let follow: Bool
+    let isFinished: @Sendable () -> Bool
+
+    struct AsyncIterator: AsyncIteratorProtocol {
+        let follower: RawOutputFollower
+        var offsets: [Int64]
+
+        mutating func next() async throws -> OutputChunk? {
+            while true {
+                let finished = follower.isFinished()
+                for (index, file) in follower.files.enumerated() {
+                    let fd = open(file.path, O_RDONLY | O_CLOEXEC)
+                    guard fd >= 0 else { continue }
+                    defer { close(fd) }
+                    var buffer = [UInt8](repeating: 0, count: 65536)
+                    let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offsets[index])) }
+                    if count > 0 {
+                        offsets[index] += Int64(count)
+                        return OutputChunk(stream: file.stream, time: Date(), bytes: Array(buffer[..<count]))
+                    }
+                }
+                if !follower.follow || finished { return nil }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+
+    func makeAsyncIterator() -> AsyncIterator {
+        AsyncIterator(follower: self, offsets: files.map { _ in 0 })
+    }
+}
+
 /// Parses `2026-01-02T03:04:05.123456789Z`.
 func parseTimestamp(_ text: String) -> Date? {
     let numbers = text.split(whereSeparator: { !$0.isNumber }).map(String.init)
@@ -349,6 +388,41 @@ struct ProcessPipes {
             throw RuntimeError(.systemCall, "cannot open /dev/null", underlying: error)
         }
         return ProcessPipes(childStdin: null, childStdout: out.write, childStderr: err.write, stdin: -1, stdout: out.read, stderr: err.read)
+    }
+
+    /// Output straight into two files (for a container that outlives this
+    /// process, which could no longer relay it); input from /dev/null.
+    static func files(stdout: String, stderr: String) throws -> ProcessPipes {
+        var opened: [Int32] = []
+        for path in ["/dev/null", stdout, stderr] {
+            let fd = path == "/dev/null" ? open(path, O_RDONLY | O_CLOEXEC) : open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
+            guard fd >= 0 else {
+                let error = FileIO.errno
+                opened.forEach { close($0) }
+                throw RuntimeError(.systemCall, "cannot open \(path)", underlying: error)
+            }
+            opened.append(fd)
+        }
+        return ProcessPipes(childStdin: opened[0], childStdout: opened[1], childStderr: opened[2], stdin: -1, stdout: -1, stderr: -1)
+    }
+
+    /// A pseudo-terminal: the child's stdio is its slave side; the parent
+    /// reads output from and writes input to the master (no separate stderr).
+    static func terminal(rows: UInt16 = 24, columns: UInt16 = 80) throws -> ProcessPipes {
+        var master: Int32 = -1
+        var slave: Int32 = -1
+        guard gantry_openpty(&master, &slave, rows, columns) == 0 else {
+            throw RuntimeError(.systemCall, "cannot open a pseudo-terminal", underlying: FileIO.errno)
+        }
+        let input = fcntl(master, F_DUPFD_CLOEXEC, 3)
+        let second = fcntl(slave, F_DUPFD_CLOEXEC, 3)
+        let third = fcntl(slave, F_DUPFD_CLOEXEC, 3)
+        guard input >= 0, second >= 0, third >= 0 else {
+            let error = FileIO.errno
+            [master, slave, input, second, third].filter { $0 >= 0 }.forEach { close($0) }
+            throw RuntimeError(.systemCall, "cannot duplicate the pseudo-terminal", underlying: error)
+        }
+        return ProcessPipes(childStdin: slave, childStdout: second, childStderr: third, stdin: input, stdout: master, stderr: -1)
     }
 
     /// Closes the child's ends (once it has them, or when it failed to start).

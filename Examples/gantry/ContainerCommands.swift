@@ -1,0 +1,454 @@
+import ArgumentParser
+import CGantryLauncher
+import Foundation
+import Gantry
+
+/// `64m`, `1g`, `512k` or a number of bytes.
+func parseSize(_ text: String) throws -> Int64 {
+    let lower = text.lowercased().replacingOccurrences(of: "ib", with: "").replacingOccurrences(of: "b", with: "")
+    let units: [Character: Int64] = ["k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40]
+    if let last = lower.last, let unit = units[last], let value = Double(lower.dropLast()), value > 0 {
+        return Int64(value * Double(unit))
+    }
+    guard let value = Int64(lower), value > 0 else { throw ValidationError("\"\(text)\" is not a size such as 64m, 1g or 1048576") }
+    return value
+}
+
+/// `30s`, `500ms`, `2m`, `1h` or a number of seconds.
+func parseDuration(_ text: String) throws -> Duration {
+    let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
+    for (suffix, scale) in units where text.hasSuffix(suffix) {
+        if let value = Double(text.dropLast(suffix.count)), value >= 0 { return .milliseconds(Int64(value * scale * 1000)) }
+    }
+    if let value = Double(text), value >= 0 { return .milliseconds(Int64(value * 1000)) }
+    throw ValidationError("\"\(text)\" is not a duration such as 30s, 500ms or 2m")
+}
+
+/// A signal by name (`TERM`, `SIGKILL`) or number.
+func parseSignal(_ text: String) throws -> Int32 {
+    if let number = Int32(text), number > 0, number < 65 { return number }
+    let names: [String: Int32] = [
+        "HUP": SIGHUP, "INT": SIGINT, "QUIT": SIGQUIT, "KILL": SIGKILL, "USR1": SIGUSR1, "USR2": SIGUSR2, "TERM": SIGTERM,
+        "CONT": SIGCONT, "STOP": SIGSTOP, "WINCH": SIGWINCH, "ALRM": SIGALRM,
+    ]
+    var name = text.uppercased()
+    if name.hasPrefix("SIG") { name.removeFirst(3) }
+    guard let signal = names[name] else { throw ValidationError("unknown signal \(text)") }
+    return signal
+}
+
+/// Times as ISO 8601 with milliseconds.
+func formatTime(_ date: Date?) -> String? {
+    guard let date else { return nil }
+    let formatter = ISO8601DateFormatter()
+    formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    return formatter.string(from: date)
+}
+
+/// What `inspect` and `ps --format json` print about a container.
+struct ContainerSummary: Encodable {
+    var id: String
+    var name: String
+    var image: String
+    var command: [String]
+    var status: String
+    var pid: Int32?
+    var exitCode: Int32?
+    var signal: Int32?
+    var reason: String?
+    var oomKilled: Bool
+    var createdAt: String?
+    var startedAt: String?
+    var finishedAt: String?
+    var limits: ResourceLimits
+    var labels: [String: String]
+
+    init(_ record: ContainerRecord) {
+        id = record.id
+        name = record.name
+        switch record.spec.root {
+        case .image(let image): self.image = image
+        case .directory(let path): image = path
+        }
+        command = record.process.arguments
+        status = record.status.rawValue
+        pid = record.pid
+        if let exit = record.exit {
+            exitCode = exit.code
+            if case .signaled(let number) = exit.status { signal = number }
+            reason = exit.reason.rawValue
+        }
+        oomKilled = record.exit?.reason == .oomKilled
+        createdAt = formatTime(record.createdAt)
+        startedAt = formatTime(record.startedAt)
+        finishedAt = formatTime(record.finishedAt)
+        limits = record.spec.resources
+        labels = record.spec.labels
+    }
+}
+
+/// Relays the local terminal to a container's pseudo-terminal in raw mode.
+final class TerminalRelay: @unchecked Sendable {
+    private var saved = [UInt8](repeating: 0, count: 256)
+    private var active = false
+
+    func enterRaw() {
+        guard isatty(0) == 1 else { return }
+        active = saved.withUnsafeMutableBytes { gantry_terminal_raw(0, $0.baseAddress, $0.count) } == 0
+    }
+
+    func restore() {
+        guard active else { return }
+        _ = saved.withUnsafeBytes { gantry_terminal_restore(0, $0.baseAddress) }
+        active = false
+    }
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a command in a new container.",
+        discussion: "Exits with the container's exit code (128 + the signal when a signal ended it: 137 after SIGKILL or an OOM kill).")
+
+    @Flag(help: "Remove the container when it ends.") var rm = false
+    @Flag(name: .shortAndLong, help: "Run in the background, outliving this command; print the ID.") var detach = false
+    @Option(help: "A name for the container.") var name: String?
+    @Option(name: .shortAndLong, help: ArgumentHelp("Set an environment variable.", valueName: "KEY=VALUE")) var env: [String] = []
+    @Option(name: .shortAndLong, help: "The working directory.") var workdir: String?
+    @Option(name: .shortAndLong, help: ArgumentHelp("The user: uid[:gid] or a name from the image.", valueName: "user")) var user: String?
+    @Option(help: "The host name.") var hostname: String?
+    @Option(help: ArgumentHelp("The memory limit (64m, 1g).", valueName: "size")) var memory: String?
+    @Option(name: .customLong("memory-swap"), help: ArgumentHelp("Memory plus swap (-1: unlimited).", valueName: "size")) var memorySwap: String?
+    @Option(help: "CPUs' worth of time (0.5: half a CPU).") var cpus: Double?
+    @Option(name: .customLong("cpu-shares"), help: "Relative CPU weight (v1 shares).") var cpuShares: UInt64?
+    @Option(name: .customLong("cpuset-cpus"), help: "The CPUs it may use (0-3,5).") var cpusetCPUs: String?
+    @Option(help: "The most processes and threads.") var pids: Int64?
+    @Option(help: ArgumentHelp("A process limit, as nofile=1024:2048 (clamped to this host's hard limits).", valueName: "name=soft[:hard]")) var ulimit: [String] = []
+    @Flag(name: .customLong("read-only"), help: "Mount the root file system read-only.") var readOnly = false
+    @Option(name: .customLong("cap-add"), help: "Add a capability (NET_ADMIN, ALL).") var capAdd: [String] = []
+    @Option(name: .customLong("cap-drop"), help: "Drop a capability (ALL drops every one).") var capDrop: [String] = []
+    @Option(name: .customLong("security-opt"), help: ArgumentHelp("seccomp=unconfined|FILE, or no-new-privileges=false.", valueName: "opt")) var securityOptions: [String] = []
+    @Option(help: ArgumentHelp("Mount a tmpfs: /path[:size].", valueName: "path")) var tmpfs: [String] = []
+    @Option(name: .shortAndLong, help: ArgumentHelp("Bind a host path: /host:/container[:ro].", valueName: "bind")) var volume: [String] = []
+    @Option(name: .customLong("sysctl"), help: ArgumentHelp("Set a namespaced kernel parameter.", valueName: "key=value")) var sysctls: [String] = []
+    @Option(name: .customLong("label"), help: ArgumentHelp("Set a label.", valueName: "key=value")) var labels: [String] = []
+    @Option(help: ArgumentHelp("Kill the container after this long (30s, 2m).", valueName: "duration")) var timeout: String?
+    @Option(name: .customLong("stop-signal"), help: "The signal stop sends first.") var stopSignal: String?
+    @Option(name: .customLong("stop-timeout"), help: ArgumentHelp("How long stop waits before SIGKILL.", valueName: "duration")) var stopTimeout: String?
+    @Flag(help: "Run a tiny init as PID 1 that reaps zombies and forwards signals.") var `init` = false
+    @Flag(name: .shortAndLong, help: "Keep standard input open and pass it to the container.") var interactive = false
+    @Flag(name: .shortAndLong, help: "Run on a pseudo-terminal.") var tty = false
+    @Argument(help: "The image.") var image: String
+    @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (default: the image's).") var command: [String] = []
+    @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+        if detach && (interactive || tty) { throw ValidationError("--detach cannot be combined with -i or -t") }
+        if detach && rm { throw ValidationError("--rm cannot be combined with --detach: the container outlives this command") }
+    }
+
+    func makeSpec() throws -> ContainerSpec {
+        var spec = ContainerSpec(image: image, command: command.isEmpty ? nil : command)
+        spec.name = name
+        spec.environment = env
+        spec.workingDirectory = workdir
+        spec.user = user
+        spec.hostname = hostname
+        spec = spec.resources(cpus: cpus, memory: try memory.map(parseSize), pids: pids)
+        if let memorySwap { spec.resources.memorySwap = memorySwap == "-1" ? -1 : try parseSize(memorySwap) }
+        spec.resources.cpuShares = cpuShares
+        spec.resources.cpusetCPUs = cpusetCPUs
+        spec.resourceLimits = try ulimit.map { item in
+            let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+            let values = parts.count == 2 ? parts[1].split(separator: ":").compactMap { UInt64($0) } : []
+            guard parts.count == 2, values.count == 1 || values.count == 2 else { throw ValidationError("--ulimit \(item) is not name=soft[:hard]") }
+            return .init(parts[0], soft: values[0], hard: values.last!)
+        }
+        spec.readOnlyRootfs = readOnly
+        spec.capabilitiesAdded = capAdd
+        spec.capabilitiesDropped = capDrop
+        for option in securityOptions {
+            if option == "seccomp=unconfined" || option == "seccomp:unconfined" {
+                spec.seccomp = .unconfined
+            } else if option.hasPrefix("seccomp=") || option.hasPrefix("seccomp:") {
+                spec.seccomp = .profile(try SeccompProfile.load(contentsOf: String(option.dropFirst(8))))
+            } else if option == "no-new-privileges=false" || option == "no-new-privileges:false" {
+                spec.noNewPrivileges = false
+            } else if option == "no-new-privileges" || option.hasSuffix("=true") || option.hasSuffix(":true") {
+                spec.noNewPrivileges = true
+            } else {
+                throw ValidationError("unsupported --security-opt \(option)")
+            }
+        }
+        spec.mounts = try tmpfs.map { item in
+            let parts = item.split(separator: ":", maxSplits: 1).map(String.init)
+            return .tmpfs(target: parts[0], size: parts.count > 1 ? try parseSize(parts[1]) : nil)
+        } + volume.map { item in
+            let parts = item.split(separator: ":").map(String.init)
+            guard parts.count == 2 || (parts.count == 3 && ["ro", "rw"].contains(parts[2])) else {
+                throw ValidationError("-v \(item) is not /host:/container[:ro]")
+            }
+            return .bind(source: parts[0], target: parts[1], readOnly: parts.count == 3 && parts[2] == "ro")
+        }
+        for item in sysctls {
+            let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2 else { throw ValidationError("--sysctl \(item) is not key=value") }
+            spec.sysctls[parts[0]] = parts[1]
+        }
+        for item in labels {
+            let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+            spec.labels[parts[0]] = parts.count > 1 ? parts[1] : ""
+        }
+        spec.timeout = try timeout.map(parseDuration)
+        if let stopSignal { spec.stopSignal = try parseSignal(stopSignal) }
+        if let stopTimeout { spec.stopGracePeriod = try parseDuration(stopTimeout) }
+        spec.initProcess = `init`
+        spec.openStdin = interactive
+        spec.terminal = tty
+        spec.lifetime = detach ? .independent : .boundToHost
+        return spec
+    }
+
+    func run() async throws {
+        let gantry = try await global.openGantry()
+        let runtime = try gantry.containers
+        let container = try await runtime.create(try makeSpec())
+        do {
+            try await container.start()
+        } catch {
+            try? await container.remove(force: true)
+            throw error
+        }
+        if detach {
+            print(container.id)
+            return
+        }
+        // Signals to this command go to the container, as with docker run.
+        let forwarding = SignalForwarder(container: container, signals: [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2])
+        let relay = TerminalRelay()
+        if tty { relay.enterRaw() }
+        defer { relay.restore() }
+        if interactive || tty {
+            let inputThread = Thread {
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                while true {
+                    let count = read(0, &buffer, buffer.count)
+                    if count <= 0 { break }
+                    if (try? container.write(buffer[..<count])) == nil { break }
+                }
+                if !tty { container.closeStdin() }
+            }
+            inputThread.start()
+        }
+        for try await chunk in container.output {
+            let handle = chunk.stream == .stderr ? FileHandle.standardError : FileHandle.standardOutput
+            handle.write(Data(chunk.bytes))
+        }
+        let exit = try await container.wait()
+        forwarding.stop()
+        relay.restore()
+        if rm { try await container.remove() }
+        if exit.reason != .exited { Terminal.printError("container \(container.name) \(exit)") }
+        _exit(exit.code)
+    }
+}
+
+/// Forwards this process's signals to a container while it runs.
+final class SignalForwarder: @unchecked Sendable {
+    // The sources are created once and only cancelled afterwards.
+    private let sources: [any DispatchSourceSignal]
+
+    init(container: Container, signals: [Int32]) {
+        sources = signals.map { number in
+            signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number)
+            source.setEventHandler { try? container.kill(number) }
+            source.resume()
+            return source
+        }
+    }
+
+    func stop() { sources.forEach { $0.cancel() } }
+}
+
+struct PS: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ps", abstract: "List containers.")
+    @Flag(name: .shortAndLong, help: "Also list containers that are not running.") var all = false
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var output: FormatOption
+
+    func run() async throws {
+        let records = try await global.openGantry().containers.list().filter { all || $0.status == .running || $0.status == .paused }
+        switch output.format {
+        case .json: try Terminal.printJSON(records.map(ContainerSummary.init))
+        case .table:
+            Terminal.printTable(["ID", "NAME", "IMAGE", "STATUS", "COMMAND"], records.map { record in
+                let summary = ContainerSummary(record)
+                let status = record.exit.map { "\(record.status) (\($0.code)\($0.reason == .exited ? "" : ", \($0.reason)"))" } ?? record.status.rawValue
+                return [record.shortID, record.name, summary.image, status, summary.command.joined(separator: " ")]
+            })
+        }
+    }
+}
+
+struct Inspect: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show a container's state, process, limits and exit.")
+    @Argument(help: "The container's name or ID.") var names: [String]
+    @OptionGroup var global: GlobalOptions
+    @Option(name: .long, help: "Output format: json.") var format: String = "json"
+
+    func run() async throws {
+        let runtime = try await global.openGantry().containers
+        let summaries = try names.map { ContainerSummary(try runtime.container($0).record) }
+        try Terminal.printJSON(summaries.count == 1 ? [summaries[0]] : summaries)
+    }
+}
+
+struct Logs: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print a container's output.")
+    @Flag(name: .shortAndLong, help: "Follow the output until the container ends.") var follow = false
+    @Flag(name: .shortAndLong, help: "Prefix each chunk with its time.") var timestamps = false
+    @Argument(help: "The container's name or ID.") var name: String
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let container = try await global.openGantry().containers.container(name)
+        for try await chunk in follow ? container.output : container.logs {
+            let handle = chunk.stream == .stderr ? FileHandle.standardError : FileHandle.standardOutput
+            if timestamps { handle.write(Data((formatTime(chunk.time) ?? "") .utf8 + [0x20])) }
+            handle.write(Data(chunk.bytes))
+        }
+    }
+}
+
+struct Exec: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run a command in a running container.")
+    @Flag(name: .shortAndLong, help: "Pass standard input to the command.") var interactive = false
+    @Flag(name: .shortAndLong, help: "Accepted for compatibility; exec runs without a terminal.") var tty = false
+    @Option(name: .shortAndLong, help: ArgumentHelp("Set an environment variable.", valueName: "KEY=VALUE")) var env: [String] = []
+    @Option(name: .shortAndLong, help: "The working directory.") var workdir: String?
+    @Option(name: .shortAndLong, help: "The user: uid[:gid] or a name.") var user: String?
+    @Argument(help: "The container's name or ID.") var name: String
+    @Argument(parsing: .captureForPassthrough, help: "The command and its arguments.") var command: [String]
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let container = try await global.openGantry().containers.container(name)
+        let process = try await container.exec(ExecSpec(command, environment: env, workingDirectory: workdir, user: user, openStdin: interactive))
+        if interactive {
+            Thread {
+                var buffer = [UInt8](repeating: 0, count: 4096)
+                while true {
+                    let count = read(0, &buffer, buffer.count)
+                    if count <= 0 { break }
+                    if (try? process.write(buffer[..<count])) == nil { break }
+                }
+                process.closeStdin()
+            }.start()
+        }
+        for await chunk in process.output {
+            (chunk.stream == .stderr ? FileHandle.standardError : FileHandle.standardOutput).write(Data(chunk.bytes))
+        }
+        _exit(await process.wait().shellStatus)
+    }
+}
+
+struct Stop: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Stop containers: their stop signal, then SIGKILL after the grace period.")
+    @Option(name: .shortAndLong, help: ArgumentHelp("The grace period (default: the container's).", valueName: "duration")) var time: String?
+    @Argument(help: "Names or IDs.") var names: [String]
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let runtime = try await global.openGantry().containers
+        for name in names {
+            try await runtime.container(name).stop(grace: try time.map(parseDuration))
+            print(name)
+        }
+    }
+}
+
+struct Kill: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Send a signal to containers.")
+    @Option(name: .shortAndLong, help: "The signal (default KILL).") var signal: String = "KILL"
+    @Argument(help: "Names or IDs.") var names: [String]
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let runtime = try await global.openGantry().containers
+        let number = try parseSignal(signal)
+        for name in names {
+            try runtime.container(name).kill(number)
+            print(name)
+        }
+    }
+}
+
+struct Remove: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove containers.")
+    @Flag(name: .shortAndLong, help: "Kill running containers first.") var force = false
+    @Argument(help: "Names or IDs.") var names: [String]
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let runtime = try await global.openGantry().containers
+        for name in names {
+            try await runtime.container(name).remove(force: force)
+            print(name)
+        }
+    }
+}
+
+struct Stats: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Show what containers use (CPU time, memory, pids, OOM kills).")
+    @Argument(help: "Names or IDs.") var names: [String]
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var output: FormatOption
+
+    struct Row: Encodable {
+        var name: String
+        var usage: ResourceUsage
+    }
+
+    func run() async throws {
+        let runtime = try await global.openGantry().containers
+        let rows = try names.map { Row(name: $0, usage: try runtime.container($0).usage()) }
+        switch output.format {
+        case .json: try Terminal.printJSON(rows)
+        case .table:
+            Terminal.printTable(["NAME", "CPU", "MEMORY", "PEAK", "LIMIT", "PIDS", "OOM KILLS"], rows.map { row in
+                let usage = row.usage
+                return [row.name, String(format: "%.3fs", Double(usage.cpuNanoseconds) / 1e9), Terminal.bytes(usage.memory),
+                        usage.memoryPeak.map(Terminal.bytes) ?? "-", usage.memoryLimit.map(Terminal.bytes) ?? "-",
+                        "\(usage.pids)/\(usage.pidsLimit.map(String.init) ?? "-")", "\(usage.oomKills)"]
+            })
+        }
+    }
+}
+
+struct Pause: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Freeze every process of containers.")
+    @Argument(help: "Names or IDs.") var names: [String]
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let runtime = try await global.openGantry().containers
+        for name in names {
+            try runtime.container(name).pause()
+            print(name)
+        }
+    }
+}
+
+struct Unpause: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Thaw paused containers.")
+    @Argument(help: "Names or IDs.") var names: [String]
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let runtime = try await global.openGantry().containers
+        for name in names {
+            try runtime.container(name).resume()
+            print(name)
+        }
+    }
+}
