@@ -26,6 +26,7 @@ let package = Package(
         .library(name: "Reconciler", targets: ["Reconciler"]),
         .library(name: "Observability", targets: ["Observability"]),
         .executable(name: "gantry", targets: ["GantryCLI"]),
+        .executable(name: "gantry-bench", targets: ["GantryBench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
@@ -117,6 +118,15 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Examples/gantry",
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "GantryBench",
+            dependencies: [
+                "OCIImage", "Runtime",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "Benchmarks/GantryBench",
             swiftSettings: strict
         ),
 

@@ -14,8 +14,10 @@ packages=(
     # Distribution registry with htpasswd and token authentication.
     busybox-static umoci skopeo tar gzip zstd bzip2 python3
     docker-registry apache2-utils openssl
-    # Benchmarks.
-    debootstrap hyperfine time
+    # Runtime tests: a C compiler and static libc for a system-call probe.
+    gcc libc6-dev
+    # Benchmarks, with the runtimes Gantry is compared with.
+    debootstrap hyperfine time crun runc
 )
 $sudo apt-get update -q
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${packages[@]}"

@@ -468,6 +468,48 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
 
 // MARK: - Parent
 
+/// What the child needs, passed through the trampoline.
+struct child_arguments {
+    const struct gantry_launch_plan *plan;
+    int error_fd, sync_read, sync_write;
+};
+
+static int child_entry(void *argument) {
+    const struct child_arguments *a = argument;
+    child(a->plan, a->error_fd, a->sync_read, a->sync_write);
+}
+
+#if defined(__x86_64__)
+#define GANTRY_SHARED_MEMORY_CLONE 1
+/// clone3 onto a stack of its own: the child calls `entry(argument)` there
+/// and exits with its result (it never returns into the caller's frames).
+/// Returns the child's pid, or -errno.
+static long clone3_on_stack(struct clone_args *args, int (*entry)(void *), void *argument) {
+    long result;
+    register long function __asm__("r12") = (long)entry;
+    register long parameter __asm__("r13") = (long)argument;
+    __asm__ volatile(
+        "syscall\n\t"
+        "test %%rax, %%rax\n\t"
+        "jnz 1f\n\t"
+        "xor %%ebp, %%ebp\n\t"
+        "mov %%r13, %%rdi\n\t"
+        "call *%%r12\n\t"
+        "mov %%eax, %%edi\n\t"
+        "mov $60, %%eax\n\t"
+        "syscall\n\t"
+        "hlt\n\t"
+        "1:\n\t"
+        : "=a"(result)
+        : "a"((long)SYS_clone3), "D"(args), "S"(sizeof(*args)), "r"(function), "r"(parameter)
+        : "rcx", "r11", "memory");
+    return result;
+}
+#endif
+
+/// The child's stack when it shares the parent's memory.
+#define CHILD_STACK_SIZE (256 * 1024)
+
 static int write_pid(int fd, pid_t pid) {
     char digits[16];
     int n = 0;
@@ -527,11 +569,39 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
         }
     }
 
+    // The child shares this process's memory until it executes (CLONE_VM,
+    // on a stack of its own): copying the page tables of a large process
+    // and tearing them down at exec would cost more than the rest of the
+    // launch. An init never executes, so it gets a copy instead.
+    void *stack = MAP_FAILED;
+#ifdef GANTRY_SHARED_MEMORY_CLONE
+    if (!plan->init) {
+        stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        if (stack != MAP_FAILED) {
+            mprotect(stack, 4096, PROT_NONE);
+            args.flags |= CLONE_VM;
+            args.stack = (uint64_t)(uintptr_t)stack;
+            args.stack_size = CHILD_STACK_SIZE;
+        }
+    }
+#endif
+    struct child_arguments entry = { plan, error_pipe[1], sync_pipe[0], sync_pipe[1] };
+    (void)child_entry;
+
     sigset_t all, previous;
     sigfillset(&all);
     pthread_sigmask(SIG_SETMASK, &all, &previous);
-    long pid = syscall(SYS_clone3, &args, sizeof(args));
-    if (pid == 0) child(plan, error_pipe[1], sync_pipe[0], sync_pipe[1]);
+    long pid;
+#ifdef GANTRY_SHARED_MEMORY_CLONE
+    if (stack != MAP_FAILED) {
+        pid = clone3_on_stack(&args, child_entry, &entry);
+        if (pid < 0) { errno = (int)-pid; pid = -1; }
+    } else
+#endif
+    {
+        pid = syscall(SYS_clone3, &args, sizeof(args));
+        if (pid == 0) child(entry.plan, entry.error_fd, entry.sync_read, entry.sync_write);
+    }
     int clone_errno = errno;
     pthread_sigmask(SIG_SETMASK, &previous, NULL);
     if (own_pid_namespace >= 0) {
@@ -545,6 +615,7 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
     if (pid < 0) {
         close(error_pipe[0]); close(sync_pipe[1]);
         failure->stage = GANTRY_STAGE_CLONE; failure->error = clone_errno;
+        if (stack != MAP_FAILED) munmap(stack, CHILD_STACK_SIZE);
         return -1;
     }
 
@@ -585,8 +656,11 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
         } else {
             failure->stage = GANTRY_STAGE_EXEC; failure->error = EIO;
         }
+        if (stack != MAP_FAILED) munmap(stack, CHILD_STACK_SIZE);
         return -1;
     }
+    // The child has executed: it no longer uses this memory.
+    if (stack != MAP_FAILED) munmap(stack, CHILD_STACK_SIZE);
     *pid_out = (pid_t)pid;
     *pidfd_out = pidfd;
     return 0;

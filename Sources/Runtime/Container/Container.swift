@@ -160,7 +160,9 @@ public final class Container: Sendable {
             executables: ContainerRuntime.executableCandidates(process.arguments[0], environment: process.environment),
             arguments: process.arguments, environment: process.environment, workingDirectory: process.workingDirectory,
             cloneFlags: spec.namespaces.rawValue, hostname: spec.hostname ?? record.shortID,
-            rootfs: record.usesOverlay ? directory + "/rootfs" : record.layers[0],
+            // The overlay is mounted over the container's own directory, in
+            // the container's mount namespace only.
+            rootfs: record.usesOverlay ? directory : record.layers[0],
             stdin: stdin, stdout: stdout, stderr: stderr)
         if record.usesOverlay {
             plan.overlayOptions = "lowerdir=\(record.layers.joined(separator: ":")),upperdir=\(directory)/upper,workdir=\(directory)/work"

@@ -100,16 +100,16 @@ public final class ContainerRuntime: Sendable {
         var imageDigest: String?
         switch spec.root {
         case .image(let reference):
-            let resolved = try await images.resolve(reference)
+            let (resolved, snapshots) = try await images.prepareRoot(reference, holder: id)
             imageDigest = resolved.manifestDescriptor.digest.description
             if let config = resolved.configuration.config {
                 configuration = RunConfigurationValues(entrypoint: config.entrypoint, cmd: config.cmd, env: config.env,
                                                        workingDir: config.workingDir, user: config.user)
             }
             // Top-most first, as overlayfs stacks lower directories.
-            layers = try await images.prepareSnapshots(reference, holder: id).map(\.directory).reversed()
+            layers = snapshots.map(\.directory).reversed()
             guard !layers.isEmpty else { throw RuntimeError(.invalidSpec, "image \(reference) has no layers") }
-            for sub in ["upper", "work", "rootfs"] { try FileIO.makeDirectories(directory + "/" + sub, mode: 0o755) }
+            for sub in ["upper", "work"] { try FileIO.makeDirectories(directory + "/" + sub, mode: 0o755) }
         case .directory(let path):
             var info = stat()
             guard path.hasPrefix("/"), stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
@@ -241,7 +241,8 @@ public final class ContainerRuntime: Sendable {
     /// Changes a container's record under its lock, from the file as it is now.
     @discardableResult
     func update(_ id: String, _ change: (inout ContainerRecord) throws -> Void) throws -> ContainerRecord {
-        let lock = open(containerDirectory(id) + "/lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        // The directory itself is the lock: no file to create and remove.
+        let lock = open(containerDirectory(id), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard lock >= 0 else { throw RuntimeError(.notFound, "container \(id.prefix(12)) is gone", underlying: FileIO.errno) }
         defer { close(lock) }
         flock(lock, LOCK_EX)
