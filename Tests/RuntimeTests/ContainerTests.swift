@@ -209,6 +209,21 @@ import Testing
         }
     }
 
+    @Test func runsOnAPseudoTerminal() async throws {
+        try await withRuntime("ctr-tty") { runtime, _ in
+            var spec = shell("test -t 0 && test -t 1 && test -t 2 && echo on-a-tty; read line; echo got $line")
+            spec.terminal = true
+            let (output, exit) = try await runtime.run(spec) { container in
+                try container.write(Array("typed\n".utf8))
+                return try await container.output.text()
+            }
+            #expect(exit.code == 0)
+            // The terminal echoes input and ends lines with CR LF.
+            #expect(output.contains("on-a-tty\r\n"))
+            #expect(output.contains("got typed\r\n"))
+        }
+    }
+
     @Test func keepsTheLogAfterTheFact() async throws {
         try await withRuntime("ctr-log") { runtime, _ in
             var spec = shell("for i in $(seq 1 2000); do echo line-$i; done; printf partial")
