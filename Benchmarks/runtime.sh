@@ -36,7 +36,7 @@ done
 busybox="$(command -v busybox)" || { echo "missing busybox-static: run scripts/setup.sh" >&2; exit 1; }
 
 work="${GANTRY_BENCH_DIR:-/var/tmp/gantry-bench}/runtime"
-tmpfs_root="/run/gantry-bench-$$"
+tmpfs_root="/dev/shm/gantry-bench-$$"
 rm -rf "$work" && mkdir -p "$work"
 cleanup() {
     for id in $(crun list -q 2>/dev/null | grep '^gb-' || true); do crun delete -f "$id" >/dev/null 2>&1 || true; done

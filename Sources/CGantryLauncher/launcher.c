@@ -131,6 +131,9 @@ static int open_in_root(int root_fd, const char *path, int flags) {
 /// the last component as a directory or an empty file. Returns an O_PATH
 /// descriptor of it, or -1.
 static int ensure_in_root(int root_fd, const char *path, int directory) {
+    // Most targets exist already (in the image or made by an earlier mount).
+    int existing = open_in_root(root_fd, path, O_PATH);
+    if (existing >= 0 || errno != ENOENT) return existing;
     char prefix[4096];
     size_t length = child_strlen(path);
     if (length >= sizeof(prefix)) { errno = ENAMETOOLONG; return -1; }
@@ -186,11 +189,37 @@ static int mount_at_fd(const char *source, int target_fd, const char *fstype, un
     return mount(source, target, fstype, flags, data);
 }
 
+/// Creates the device node `m->target` with the type and numbers of the
+/// host's `m->source` (mode 0666, as the standard nodes are).
+static int make_device(int root_fd, const struct gantry_mount *m) {
+    struct stat host;
+    if (stat(m->source, &host) < 0) return -1;
+    if (!S_ISCHR(host.st_mode) && !S_ISBLK(host.st_mode)) { errno = ENODEV; return -1; }
+    size_t length = child_strlen(m->target);
+    size_t slash = length;
+    while (slash > 0 && m->target[slash - 1] != '/') slash--;
+    char parent[4096];
+    if (slash >= sizeof(parent) || slash == length) { errno = EINVAL; return -1; }
+    for (size_t k = 0; k < slash; k++) parent[k] = m->target[k];
+    parent[slash] = 0;
+    int parent_fd = ensure_in_root(root_fd, slash ? parent : "/", 1);
+    if (parent_fd < 0) return -1;
+    const char *name = m->target + slash;
+    int result = mknodat(parent_fd, name, (host.st_mode & S_IFMT) | 0666, host.st_rdev);
+    if (result < 0 && errno == EEXIST) result = 0;
+    if (result == 0) result = fchmodat(parent_fd, name, 0666, 0);
+    int saved = errno;
+    close(parent_fd);
+    errno = saved;
+    return result;
+}
+
 static int apply_mount(int root_fd, const struct gantry_mount *m) {
     if (m->kind == GANTRY_MOUNT_SYMLINK) {
         int made = symlinkat(m->source, root_fd, m->target[0] == '/' ? m->target + 1 : m->target);
         return (made < 0 && errno != EEXIST) ? -1 : 0;
     }
+    if (m->kind == GANTRY_MOUNT_DEVICE) return make_device(root_fd, m);
     int target = ensure_in_root(root_fd, m->target, m->directory);
     if (target < 0) return -1;
     int result;
@@ -375,6 +404,12 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
         child_fail(error_fd, GANTRY_STAGE_SYNC);
     }
     close(sync_read);
+
+    // In a new user namespace this process still has the host's IDs, which
+    // the namespace does not map: become its root before creating anything.
+    if (plan->clone_flags & CLONE_NEWUSER) {
+        if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setresuid, 0, 0, 0) < 0) child_fail(error_fd, GANTRY_STAGE_USER);
+    }
 
     if (plan->join_pidfd >= 0) {
         // No one may ptrace or read the memory of a process entering a container.

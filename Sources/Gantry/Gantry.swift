@@ -43,7 +43,7 @@ public final class Gantry: Sendable {
 
     /// The container runtime over this state root, opened on first use
     /// (which cleans up after processes that ended; see
-    /// ``ContainerRuntime/init(images:cgroupParent:cgroups:logger:)``).
+    /// `ContainerRuntime.init(images:cgroupParent:cgroups:logger:)`).
     public var containers: ContainerRuntime {
         get throws {
             try runtime.withLock { runtime in
@@ -55,7 +55,7 @@ public final class Gantry: Sendable {
         }
     }
 
-    /// Runs a container to its end and removes it; see ``ContainerRuntime/run(_:_:)``.
+    /// Runs a container to its end and removes it; see `ContainerRuntime.run(_:_:)`.
     public func run<T: Sendable>(_ spec: ContainerSpec, _ body: (Container) async throws -> T) async throws -> (result: T, exit: ContainerExit) {
         try await containers.run(spec, body)
     }

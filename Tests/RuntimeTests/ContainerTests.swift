@@ -378,3 +378,29 @@ func leftDescriptors(_ runtime: ContainerRuntime) -> [String] {
         return nil
     }.sorted()
 }
+
+@Suite(.requiresRoot) struct UserNamespaceTests {
+    @Test func mapsRootToAnUnprivilegedHostUser() async throws {
+        try await withRuntime("ctr-userns") { runtime, dir in
+            // A root file system of its own, owned by the mapped root.
+            let rootfs = dir + "/userns-rootfs"
+            try makeBusyboxRootfs(rootfs)
+            _ = try run("chown", ["-R", "100000:100000", rootfs])
+            var spec = ContainerSpec(root: .directory(rootfs), command: ["sh", "-c", "id -u; cat /proc/self/uid_map; echo > /ok && echo wrote"])
+            spec.namespaces.insert(.user)
+            spec.uidMappings = [.init(containerID: 0, hostID: 100_000, size: 65536)]
+            spec.gidMappings = [.init(containerID: 0, hostID: 100_000, size: 65536)]
+            let (exit, output) = try await runCollecting(runtime, spec)
+            #expect(exit.code == 0, "\(output)")
+            let lines = output.split(separator: "\n").map { $0.split(separator: " ", omittingEmptySubsequences: true).joined(separator: " ") }
+            #expect(lines == ["0", "0 100000 65536", "wrote"])
+            var owner = stat()
+            #expect(stat(rootfs + "/ok", &owner) == 0 && owner.st_uid == 100_000)
+            var fromImage = shell("true")
+            fromImage.namespaces.insert(.user)
+            fromImage.uidMappings = spec.uidMappings
+            fromImage.gidMappings = spec.gidMappings
+            await #expect { _ = try await runtime.create(fromImage) } throws: { ($0 as? RuntimeError)?.message.contains("user namespace") == true }
+        }
+    }
+}

@@ -42,8 +42,8 @@ enum gantry_mount_kind {
     GANTRY_MOUNT_BIND = 1,
     /// A symlink `target` -> `source`.
     GANTRY_MOUNT_SYMLINK = 2,
-    /// A device node `target` bound from the host device `source`
-    /// (so that it also works in a user namespace).
+    /// A device node `target` made with the type and numbers of the host
+    /// device `source` (mknod; in a user namespace, bind the host's instead).
     GANTRY_MOUNT_DEVICE = 3,
 };
 

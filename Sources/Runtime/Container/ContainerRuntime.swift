@@ -32,8 +32,10 @@ public final class ContainerRuntime: Sendable {
     /// process that ended are cleaned up (when bound to it) or adopted.
     ///
     /// - Parameters:
+    ///   - images: the image store; its state root holds the containers too.
     ///   - cgroupParent: the cgroup path containers are created under.
     ///   - cgroups: the driver; the host's (v1, v2 or hybrid) by default.
+    ///   - logger: where the runtime logs.
     public init(images: ImageStore, cgroupParent: String = "gantry", cgroups: (any CgroupDriver)? = nil,
                 logger: Logger = Logger(label: "gantry.runtime")) throws {
         guard !cgroupParent.isEmpty, !cgroupParent.split(separator: "/").contains(".."), !cgroupParent.hasPrefix("/") else {
@@ -68,6 +70,11 @@ public final class ContainerRuntime: Sendable {
         }
         if !spec.uidMappings.isEmpty || !spec.gidMappings.isEmpty, !spec.namespaces.contains(.user) {
             throw RuntimeError(.invalidSpec, "container \(name) has ID mappings but no user namespace")
+        }
+        if spec.namespaces.contains(.user), case .image(let image) = spec.root {
+            // The layers belong to the host's root and sit in private
+            // directories, out of reach of a mapped root.
+            throw RuntimeError(.invalidSpec, "container \(name): an image root (\(image)) cannot be used in a user namespace yet; use a directory root owned by the mapped IDs")
         }
         try spec.resources.validate()
         let containerDirectory = directory + "/" + id

@@ -27,8 +27,11 @@ struct PlannedMount: Hashable, Sendable {
         PlannedMount(kind: .bind, source: source, target: target, fstype: nil, data: nil, flags: flags, isDirectory: directory)
     }
 
-    static func device(_ source: String, at target: String) -> PlannedMount {
-        PlannedMount(kind: .bind, source: source, target: target, fstype: nil, data: nil, flags: 0, isDirectory: false)
+    /// A device node like the host's `source`: made with mknod, or bound
+    /// from the host in a user namespace (where mknod is not allowed).
+    static func device(_ source: String, at target: String, userNamespace: Bool = false) -> PlannedMount {
+        PlannedMount(kind: userNamespace ? .bind : .device, source: source, target: target, fstype: nil, data: nil, flags: 0,
+                     isDirectory: false)
     }
 
     static func symlink(_ target: String, to destination: String) -> PlannedMount {
