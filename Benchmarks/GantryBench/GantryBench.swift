@@ -35,6 +35,12 @@ struct BenchOptions: ParsableArguments {
         let runtime = try ContainerRuntime(images: images, cgroupParent: cgroupParent)
         let result = try await body(runtime)
         for record in try runtime.list() { try await runtime.container(record.id).remove(force: true) }
+        // The parent, now empty, in every hierarchy.
+        if let v1 = runtime.cgroups as? CgroupV1Driver {
+            for mount in Set(v1.controllerMounts.values) { rmdir(mount + "/" + cgroupParent) }
+        } else if let v2 = runtime.cgroups as? CgroupV2Driver {
+            rmdir(v2.mountPoint + "/" + cgroupParent)
+        }
         return result
     }
 }

@@ -323,7 +323,7 @@ struct Logs: AsyncParsableCommand {
 struct Exec: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run a command in a running container.")
     @Flag(name: .shortAndLong, help: "Pass standard input to the command.") var interactive = false
-    @Flag(name: .shortAndLong, help: "Accepted for compatibility; exec runs without a terminal.") var tty = false
+    @Flag(name: .shortAndLong, help: "Run the command on a pseudo-terminal.") var tty = false
     @Option(name: .shortAndLong, help: ArgumentHelp("Set an environment variable.", valueName: "KEY=VALUE")) var env: [String] = []
     @Option(name: .shortAndLong, help: "The working directory.") var workdir: String?
     @Option(name: .shortAndLong, help: "The user: uid[:gid] or a name.") var user: String?
@@ -333,8 +333,13 @@ struct Exec: AsyncParsableCommand {
 
     func run() async throws {
         let container = try await global.openGantry().containers.container(name)
-        let process = try await container.exec(ExecSpec(command, environment: env, workingDirectory: workdir, user: user, openStdin: interactive))
-        if interactive {
+        let environment = tty ? ["TERM=" + (ProcessInfo.processInfo.environment["TERM"] ?? "xterm")] + env : env
+        let process = try await container.exec(ExecSpec(command, environment: environment, workingDirectory: workdir, user: user,
+                                                        openStdin: interactive, terminal: tty))
+        let relay = TerminalRelay()
+        if tty { relay.enterRaw() }
+        defer { relay.restore() }
+        if interactive || tty {
             Thread {
                 var buffer = [UInt8](repeating: 0, count: 4096)
                 while true {
@@ -342,13 +347,15 @@ struct Exec: AsyncParsableCommand {
                     if count <= 0 { break }
                     if (try? process.write(buffer[..<count])) == nil { break }
                 }
-                process.closeStdin()
+                if !tty { process.closeStdin() }
             }.start()
         }
         for await chunk in process.output {
             (chunk.stream == .stderr ? FileHandle.standardError : FileHandle.standardOutput).write(Data(chunk.bytes))
         }
-        _exit(await process.wait().shellStatus)
+        let status = await process.wait().shellStatus
+        relay.restore()
+        _exit(status)
     }
 }
 

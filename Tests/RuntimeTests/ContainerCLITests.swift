@@ -7,9 +7,9 @@ import Testing
 @Suite(.requiresRoot) struct ContainerCLITests {
     let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("gantry").path
 
-    func gantry(_ root: String, _ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
+    func gantry(_ root: String, _ arguments: [String], parent: String = "gantry-cli-test") throws -> (status: Int32, output: String, error: String) {
         try #require(FileManager.default.isExecutableFile(atPath: binary), "build the gantry product first (swift build)")
-        return try runWithStatus(binary, ["--root", root] + arguments, environment: ["GANTRY_CGROUP_PARENT": "gantry-cli-test"])
+        return try runWithStatus(binary, ["--root", root] + arguments, environment: ["GANTRY_CGROUP_PARENT": parent])
     }
 
     func json(_ text: String) throws -> [[String: Any]] {
@@ -25,7 +25,7 @@ import Testing
                 for record in (try? json(try gantry(root, ["ps", "-a", "--format", "json"]).output)) ?? [] {
                     _ = try? gantry(root, ["rm", "-f", record["id"] as? String ?? ""])
                 }
-                rmdir("/sys/fs/cgroup/memory/gantry-cli-test")
+                removeCLICgroupParent("gantry-cli-test")
             }
 
             // Exit codes and output; the container stays, stopped.
@@ -45,7 +45,8 @@ import Testing
             #expect(oom.error.contains("oomKilled"))
 
             // Input, and --rm.
-            let piped = try runWithStatus(binary, ["--root", root, "run", "--rm", "-i", "bb:1", "tr", "a-z", "A-Z"], input: Data("shout\n".utf8))
+            let piped = try runWithStatus(binary, ["--root", root, "run", "--rm", "-i", "bb:1", "tr", "a-z", "A-Z"], input: Data("shout\n".utf8),
+                                           environment: ["GANTRY_CGROUP_PARENT": "gantry-cli-test"])
             #expect(piped.output == "SHOUT\n")
 
             // In the background, across processes: ps, exec, pause, stats, stop.
@@ -76,5 +77,52 @@ import Testing
             let badCap = try gantry(root, ["run", "--cap-add", "NOT_A_CAP", "bb:1", "true"])
             #expect(badCap.status != 0 && badCap.error.contains("NOT_A_CAP"))
         }
+    }
+
+    @Test func containersDieWithTheirProcessAndAreCleanedUp() async throws {
+        try await withTemporaryDirectory("cli-crash") { dir in
+            let root = dir + "/state"
+            try makeBusyboxRootfs(dir + "/rootfs")
+            #expect(try gantry(root, ["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
+            // A `gantry run` killed with SIGKILL while its container runs.
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: binary)
+            process.arguments = ["--root", root, "run", "--name", "doomed", "bb:1", "sleep", "60"]
+            process.environment = ["GANTRY_CGROUP_PARENT": "gantry-cli-crash"]
+            process.standardOutput = FileHandle.nullDevice
+            try process.run()
+            var pid: Int?
+            for _ in 0 ..< 100 where pid == nil {
+                try await Task.sleep(for: .milliseconds(50))
+                let id = try? FileManager.default.destinationOfSymbolicLink(atPath: root + "/containers/names/doomed")
+                let state = id.flatMap { try? String(contentsOfFile: "\(root)/containers/\($0)/state.json", encoding: .utf8) }
+                if let state, let range = state.range(of: #""pid":(\d+)"#, options: .regularExpression) {
+                    pid = Int(state[range].split(separator: ":")[1])
+                }
+            }
+            let containerPid = try #require(pid)
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            // The kernel kills the container with its process.
+            for _ in 0 ..< 100 where kill(pid_t(containerPid), 0) == 0 {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(kill(pid_t(containerPid), 0) != 0)
+            // The next open of the state root removes what was left.
+            let listed = try gantry(root, ["ps", "-a", "--format", "json"], parent: "gantry-cli-crash")
+            #expect(try json(listed.output).isEmpty)
+            #expect(!FileManager.default.fileExists(atPath: root + "/containers/names/doomed"))
+            #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/holds").isEmpty)
+            let cgroups = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup/memory/gantry-cli-crash")) ?? []
+            #expect(!cgroups.contains { $0.count == 64 })
+            removeCLICgroupParent("gantry-cli-crash")
+        }
+    }
+}
+
+/// Removes the (empty) cgroup parent the CLI tests use, in every hierarchy.
+func removeCLICgroupParent(_ parent: String) {
+    for hierarchy in ["memory", "pids", "cpu", "cpuacct", "freezer", "cpuset", "blkio", "unified", ""] {
+        rmdir("/sys/fs/cgroup/\(hierarchy)/\(parent)")
     }
 }

@@ -300,6 +300,12 @@ import Testing
                 #expect(reply == "got hello\n65534\n")
                 #expect(await interactive.wait() == .exited(0))
                 await #expect(throws: RuntimeError.self) { _ = try await container.exec(ExecSpec(["/no/such/program"])) }
+                // On a terminal of its own.
+                let onTTY = try await container.exec(ExecSpec(["sh", "-c", "test -t 0 && test -t 1 && echo tty"], terminal: true))
+                var ttyOutput = ""
+                for await chunk in onTTY.output { ttyOutput += chunk.text }
+                #expect(ttyOutput == "tty\r\n")
+                #expect(await onTTY.wait() == .exited(0))
             }
         }
     }

@@ -17,14 +17,18 @@ public struct ExecSpec: Hashable, Sendable, Codable {
     public var user: String?
     /// Whether the caller writes to the process's standard input.
     public var openStdin: Bool
+    /// Whether the process runs on a pseudo-terminal of its own (its
+    /// output then arrives as standard output; input goes to the terminal).
+    public var terminal: Bool
 
     public init(_ command: [String], environment: [String] = [], workingDirectory: String? = nil, user: String? = nil,
-                openStdin: Bool = false) {
+                openStdin: Bool = false, terminal: Bool = false) {
         self.command = command
         self.environment = environment
         self.workingDirectory = workingDirectory
         self.user = user
         self.openStdin = openStdin
+        self.terminal = terminal
     }
 }
 
@@ -147,7 +151,10 @@ extension Container {
             environment.removeAll { $0.hasPrefix(pair[...equals]) }
             environment.append(pair)
         }
-        let (process, pipes) = try await launchInCgroup(record, pipes: .make(openStdin: exec.openStdin), what: "a process in container \(name)") { plan in
+        let (process, pipes) = try await launchInCgroup(
+            record, pipes: exec.terminal ? .terminal() : .make(openStdin: exec.openStdin), what: "a process in container \(name)"
+        ) { plan in
+            plan.controllingTerminal = exec.terminal
             plan.cloneFlags = 0
             plan.mounts = []
             plan.maskedPaths = []
@@ -171,8 +178,9 @@ extension Container {
             }
         }
         let (stream, continuation) = AsyncStream<OutputChunk>.makeStream()
-        let open = Mutex(2)
-        for (fd, kind) in [(pipes.stdout, OutputStream.stdout), (pipes.stderr, .stderr)] {
+        let streams = [(pipes.stdout, OutputStream.stdout), (pipes.stderr, .stderr)].filter { $0.0 >= 0 }
+        let open = Mutex(streams.count)
+        for (fd, kind) in streams {
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
             ProcessSupervisor.shared.watch(fd) { fd in
                 var buffer = [UInt8](repeating: 0, count: 65536)

@@ -143,13 +143,16 @@ public final class ContainerRuntime: Sendable {
     /// The compiled seccomp program of a spec, compiled once per profile and capability set.
     func seccompProgram(_ spec: ContainerSpec) throws -> [UInt8]? {
         let profile: SeccompProfile
+        let profileKey: String
         switch spec.seccomp {
         case .unconfined: return nil
-        case .default: profile = .default
-        case .profile(let custom): profile = custom
+        case .default:
+            // Hashing the whole default profile would cost more than the lookup saves.
+            (profile, profileKey) = (.default, "default")
+        case .profile(let custom): (profile, profileKey) = (custom, "\(custom.hashValue)")
         }
         let capabilities = try Self.capabilities(spec)
-        let key = "\(profile.hashValue)-\(Capability.mask(capabilities))"
+        let key = "\(profileKey)-\(Capability.mask(capabilities))"
         if let cached = seccompCache.withLock({ $0[key] }) { return cached }
         let program = try SeccompCompiler.compile(profile, capabilities: capabilities)
         seccompCache.withLock { $0[key] = program }
