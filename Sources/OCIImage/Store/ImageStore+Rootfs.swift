@@ -165,35 +165,49 @@ extension ImageStore {
     /// removed, until ``releaseSnapshots(holder:)``.
     public func prepareSnapshots(_ name: String, platform: Platform? = nil, privileged: Bool? = nil, holder: String? = nil,
                                  progress: ImageProgressHandler? = nil) async throws -> [Snapshot] {
-        try await prepareRoot(name, platform: platform, privileged: privileged, holder: holder, progress: progress).snapshots
-    }
-
-    /// What a container's root is made of: the image, resolved for
-    /// `platform`, and its layer snapshots (base first), prepared and held
-    /// as ``prepareSnapshots(_:platform:privileged:holder:progress:)`` does,
-    /// in one pass over the store.
-    public func prepareRoot(_ name: String, platform: Platform? = nil, privileged: Bool? = nil, holder: String? = nil,
-                            progress: ImageProgressHandler? = nil) async throws -> (image: ResolvedImage, snapshots: [Snapshot]) {
         try await offload { isCancelled in
             try self.lock.withLock(.shared) {
                 let image = try self.resolve(try self.lookup(name), platform: platform)
-                if let holder {
-                    // Recorded before the snapshots exist, under the lock garbage
-                    // collection takes: no collection can fall in between. Made
-                    // under that lock, the file is never seen half written.
-                    let chainIDs = Snapshotter.chainIDs(image.layers.map(\.diffID))
-                    try Sys.makeDirectories(self.root.holds, mode: 0o700)
-                    let path = self.root.holds + "/" + (try Self.holdName(holder))
-                    let fd = try Sys.open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-                    defer { Sys.close(fd) }
-                    let data = Data(chainIDs.map { $0.description + "\n" }.joined().utf8)
-                    try data.withUnsafeBytes { try Sys.writeAll(fd, $0, path: path) }
-                }
-                let snapshots = try self.snapshotter.prepare(image.layers, privileged: privileged ?? Sys.isPrivileged, progress: progress,
-                                                             isCancelled: isCancelled)
-                return (image, snapshots)
+                if let holder { try self.hold(image, for: holder) }
+                return try self.snapshotter.prepare(image.layers, privileged: privileged ?? Sys.isPrivileged, progress: progress,
+                                                    isCancelled: isCancelled)
             }
         }
+    }
+
+    /// What a container's root is made of: the image, resolved for
+    /// `platform`, and the directories of its layer snapshots (base first),
+    /// prepared and held as ``prepareSnapshots(_:platform:privileged:holder:progress:)``
+    /// does — in one pass over the store, and without reading the snapshot
+    /// records when every snapshot is already there (a snapshot directory
+    /// exists only once complete).
+    public func prepareRoot(_ name: String, platform: Platform? = nil, privileged: Bool? = nil, holder: String? = nil,
+                            progress: ImageProgressHandler? = nil) async throws -> (image: ResolvedImage, layers: [String]) {
+        try await offload { isCancelled in
+            try self.lock.withLock(.shared) {
+                let image = try self.resolve(try self.lookup(name), platform: platform)
+                if let holder { try self.hold(image, for: holder) }
+                let directories = Snapshotter.chainIDs(image.layers.map(\.diffID)).map { Snapshotter.directory(for: $0, in: self.root) }
+                if directories.allSatisfy({ Sys.lstat($0) != nil }) { return (image, directories) }
+                let snapshots = try self.snapshotter.prepare(image.layers, privileged: privileged ?? Sys.isPrivileged, progress: progress,
+                                                             isCancelled: isCancelled)
+                return (image, snapshots.map(\.directory))
+            }
+        }
+    }
+
+    /// Records the chain IDs of `image` as held by `holder`. Called under the
+    /// shared store lock, before the snapshots exist: no garbage collection
+    /// (which takes the lock exclusively) can fall in between or see the
+    /// file half written.
+    private func hold(_ image: ResolvedImage, for holder: String) throws {
+        let chainIDs = Snapshotter.chainIDs(image.layers.map(\.diffID))
+        try Sys.makeDirectories(root.holds, mode: 0o700)
+        let path = root.holds + "/" + (try Self.holdName(holder))
+        let fd = try Sys.open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
+        defer { Sys.close(fd) }
+        let data = Data(chainIDs.map { $0.description + "\n" }.joined().utf8)
+        try data.withUnsafeBytes { try Sys.writeAll(fd, $0, path: path) }
     }
 
     /// Lets garbage collection remove the snapshots `holder` held.

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Synchronization
 
 /// The local image store: content-addressed blobs, image names, and layer
 /// snapshots under one ``StateRoot``.
@@ -17,6 +18,9 @@ public final class ImageStore: Sendable {
     let database: MetadataDatabase
     let lock: StoreLock
     let logger: Logger
+    /// Manifests and configurations already decoded, by manifest digest and
+    /// platform: content is immutable, so they never go stale.
+    let resolvedManifests = Mutex<[String: ResolvedImage]>([:])
 
     /// Opens (creating if needed) the image store in `root`.
     ///
@@ -136,6 +140,24 @@ public final class ImageStore: Sendable {
     }
 
     func resolve(_ record: ImageRecord, platform: Platform?) throws -> ResolvedImage {
+        // Only a plain manifest: what an index resolves to depends on which
+        // of its manifests are present, which changes.
+        let cacheKey = record.descriptor.mediaType.isManifest ? "\(record.descriptor.digest) \(platform?.description ?? "")" : nil
+        if let cacheKey, var cached = resolvedManifests.withLock({ $0[cacheKey] }) {
+            cached.record = record
+            return cached
+        }
+        let resolved = try resolveDocuments(record, platform: platform)
+        if let cacheKey {
+            resolvedManifests.withLock { cache in
+                if cache.count >= 64 { cache.removeAll() }
+                cache[cacheKey] = resolved
+            }
+        }
+        return resolved
+    }
+
+    private func resolveDocuments(_ record: ImageRecord, platform: Platform?) throws -> ResolvedImage {
         var descriptor = record.descriptor
         var platforms: [Platform]?
         for _ in 0..<4 where descriptor.mediaType.isIndex || !descriptor.mediaType.isManifest {

@@ -107,14 +107,14 @@ public final class ContainerRuntime: Sendable {
         var imageDigest: String?
         switch spec.root {
         case .image(let reference):
-            let (resolved, snapshots) = try await images.prepareRoot(reference, holder: id)
+            let (resolved, directories) = try await images.prepareRoot(reference, holder: id)
             imageDigest = resolved.manifestDescriptor.digest.description
             if let config = resolved.configuration.config {
                 configuration = RunConfigurationValues(entrypoint: config.entrypoint, cmd: config.cmd, env: config.env,
                                                        workingDir: config.workingDir, user: config.user)
             }
             // Top-most first, as overlayfs stacks lower directories.
-            layers = snapshots.map(\.directory).reversed()
+            layers = directories.reversed()
             guard !layers.isEmpty else { throw RuntimeError(.invalidSpec, "image \(reference) has no layers") }
             for sub in ["upper", "work"] { try FileIO.makeDirectories(directory + "/" + sub, mode: 0o755) }
         case .directory(let path):
