@@ -8,7 +8,7 @@ import Synchronization
 /// threads may come and go, these never do. Launching here also keeps the
 /// few milliseconds a launch blocks off the cooperative pool.
 final class LaunchThreads: Sendable {
-    static let shared = LaunchThreads(count: 2)
+    static let shared = LaunchThreads(count: 4)
 
     private final class Queue: Sendable {
         let jobs = Mutex<[@Sendable () -> Void]>([])
