@@ -182,7 +182,7 @@ extension Container {
         let open = Mutex(streams.count)
         for (fd, kind) in streams {
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-            ProcessSupervisor.shared.watch(fd) { fd in
+            ProcessSupervisor.shared.watch(fd, handler: { fd in
                 var buffer = [UInt8](repeating: 0, count: 65536)
                 while true {
                     let count = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
@@ -190,12 +190,12 @@ extension Container {
                         continuation.yield(OutputChunk(stream: kind, time: Date(), bytes: Array(buffer[..<count])))
                         continue
                     }
-                    if count < 0 && (errno == EAGAIN || errno == EINTR) { return true }
-                    close(fd)
-                    if open.withLock({ $0 -= 1; return $0 }) == 0 { continuation.finish() }
-                    return false
+                    return count < 0 && (errno == EAGAIN || errno == EINTR)
                 }
-            }
+            }, ended: {
+                close(fd)
+                if open.withLock({ $0 -= 1; return $0 }) == 0 { continuation.finish() }
+            })
         }
         return ExecProcess(pid: process.pid, pidfd: process.pidfd, stdin: pipes.stdin, output: stream)
     }

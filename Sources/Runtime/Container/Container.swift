@@ -190,7 +190,7 @@ public final class Container: Sendable {
 
     private func watchOutput(_ fd: Int32, stream: OutputStream, writer: ContainerLogWriter) {
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-        ProcessSupervisor.shared.watch(fd) { [self] fd in
+        ProcessSupervisor.shared.watch(fd, handler: { [self] fd in
             withUnsafeTemporaryAllocation(byteCount: 65536, alignment: 16) { buffer in
                 for _ in 0 ..< 16 {
                     let count = read(fd, buffer.baseAddress, buffer.count)
@@ -199,15 +199,16 @@ public final class Container: Sendable {
                         outputSignal.bump()
                         continue
                     }
-                    if count < 0 && (errno == EAGAIN || errno == EINTR) { return true }
-                    close(fd)
-                    state.withLock { $0.openStreams -= 1 }
-                    finishIfDone()
-                    return false
+                    // Nothing more now, or the end (or an error, as EIO from a terminal).
+                    return count < 0 && (errno == EAGAIN || errno == EINTR)
                 }
                 return true
             }
-        }
+        }, ended: { [self] in
+            close(fd)
+            state.withLock { $0.openStreams -= 1 }
+            finishIfDone()
+        })
     }
 
     private func exited(_ status: ProcessExit) {
@@ -513,11 +514,10 @@ public final class Container: Sendable {
             state.pidfd = pidfd
         }
         // Not our child: its status is unknown; the pidfd says when it ends.
-        ProcessSupervisor.shared.watch(pidfd) { [self] _ in
+        ProcessSupervisor.shared.watch(pidfd, handler: { _ in false }, ended: { [self] in
             state.withLock { $0.exitStatus = .signaled(SIGKILL) }
             finishIfDone()
-            return false
-        }
+        })
     }
 }
 

@@ -38,18 +38,25 @@ final class ProcessSupervisor: Sendable {
     /// What to do when a descriptor becomes readable; returns whether to keep watching.
     typealias Handler = @Sendable (Int32) -> Bool
 
-    /// The handlers by descriptor, shared with the thread.
-    private final class Handlers: Sendable {
-        let table = Mutex<[Int32: Handler]>([:])
+    /// A watched descriptor: what to do when it is readable, and once the
+    /// watch has ended.
+    private struct Watch: Sendable {
+        var handler: Handler
+        var ended: @Sendable () -> Void
+    }
+
+    /// The watches by descriptor, shared with the thread.
+    private final class Watches: Sendable {
+        let table = Mutex<[Int32: Watch]>([:])
     }
 
     private let epoll: Int32
-    private let handlers = Handlers()
+    private let watches = Watches()
 
     private init() {
         epoll = gantry_epoll_create()
-        let thread = Thread { [epoll, handlers] in
-            ProcessSupervisor.run(epoll: epoll, handlers: handlers)
+        let thread = Thread { [epoll, watches] in
+            ProcessSupervisor.run(epoll: epoll, watches: watches)
         }
         thread.name = "gantry-supervisor"
         thread.stackSize = 512 << 10
@@ -57,23 +64,31 @@ final class ProcessSupervisor: Sendable {
     }
 
     /// Calls `handler` on the supervisor thread whenever `fd` is readable,
-    /// until it returns `false`. The handler must not block.
-    func watch(_ fd: Int32, handler: @escaping Handler) {
-        handlers.table.withLock { $0[fd] = handler }
+    /// until it returns `false`; then stops watching and calls `ended`,
+    /// which may close `fd` (never the handler: the number could be reused
+    /// before the watch is gone). Neither may block.
+    func watch(_ fd: Int32, handler: @escaping Handler, ended: @escaping @Sendable () -> Void = {}) {
+        watches.table.withLock { $0[fd] = Watch(handler: handler, ended: ended) }
         if gantry_epoll_add_oneshot(epoll, fd) != 0 {
-            // Not pollable (a regular file): nothing will ever wait.
-            _ = handlers.table.withLock { $0.removeValue(forKey: fd) }
-            if handler(fd) { preconditionFailure("descriptor \(fd) cannot be watched") }
+            // Only a descriptor that is not a pipe or pidfd gets here: give
+            // it one read, and end the watch.
+            _ = watches.table.withLock { $0.removeValue(forKey: fd) }
+            _ = handler(fd)
+            ended()
         }
     }
 
     /// Calls `handler` on the supervisor thread once the process behind
-    /// `pidfd` has exited, after reaping it. The caller keeps the pidfd.
+    /// `pidfd` has exited, after reaping it. The caller keeps the pidfd
+    /// (and may close it in `handler`).
     func onExit(of pidfd: Int32, _ handler: @escaping @Sendable (ProcessExit) -> Void) {
-        watch(pidfd) { fd in
-            handler(ProcessSupervisor.reap(fd))
+        let status = Mutex<ProcessExit?>(nil)
+        watch(pidfd, handler: { fd in
+            status.withLock { $0 = ProcessSupervisor.reap(fd) }
             return false
-        }
+        }, ended: {
+            handler(status.withLock { $0 } ?? .signaled(SIGKILL))
+        })
     }
 
     /// Waits for the process behind `pidfd` to exit and reaps it. The
@@ -93,18 +108,20 @@ final class ProcessSupervisor: Sendable {
         return signal != 0 ? .signaled(signal) : .exited(code)
     }
 
-    private static func run(epoll: Int32, handlers: Handlers) {
+    private static func run(epoll: Int32, watches: Watches) {
         var ready = [Int32](repeating: -1, count: 64)
         while true {
             let count = gantry_epoll_wait(epoll, &ready, Int32(ready.count), -1)
             guard count > 0 else { continue }
             for fd in ready[..<Int(count)] {
-                guard let handler = handlers.table.withLock({ $0[fd] }) else { continue }
-                if handler(fd) {
+                guard let watch = watches.table.withLock({ $0[fd] }) else { continue }
+                if watch.handler(fd) {
                     gantry_epoll_rearm(epoll, fd)
                 } else {
-                    handlers.table.withLock { _ = $0.removeValue(forKey: fd) }
+                    // Gone from epoll and the table before anything may close it.
                     gantry_epoll_delete(epoll, fd)
+                    watches.table.withLock { _ = $0.removeValue(forKey: fd) }
+                    watch.ended()
                 }
             }
         }
