@@ -227,6 +227,21 @@ struct Run: AsyncParsableCommand {
         let relay = TerminalRelay()
         if tty { relay.enterRaw() }
         defer { relay.restore() }
+        // The container's terminal follows this one's size.
+        let resizer = tty && isatty(0) == 1 ? DispatchSource.makeSignalSource(signal: SIGWINCH) : nil
+        if let resizer {
+            let resize: @Sendable () -> Void = {
+                var rows: UInt16 = 0
+                var columns: UInt16 = 0
+                gantry_terminal_size(0, &rows, &columns)
+                if rows > 0 && columns > 0 { container.resizeTerminal(rows: rows, columns: columns) }
+            }
+            signal(SIGWINCH, SIG_IGN)
+            resizer.setEventHandler(handler: resize)
+            resizer.resume()
+            resize()
+        }
+        defer { resizer?.cancel() }
         if interactive || tty {
             let inputThread = Thread {
                 var buffer = [UInt8](repeating: 0, count: 4096)

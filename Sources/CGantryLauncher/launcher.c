@@ -24,6 +24,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -40,22 +41,6 @@ _Static_assert(GANTRY_CLONE_NEWNS == CLONE_NEWNS && GANTRY_CLONE_NEWCGROUP == CL
                GANTRY_CLONE_NEWNET == CLONE_NEWNET, "namespace flags");
 
 int gantry_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
-
-int gantry_openpty(int *master, int *slave, unsigned short rows, unsigned short columns) {
-    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
-    if (m < 0) return -1;
-    int unlock = 0;
-    if (ioctl(m, TIOCSPTLCK, &unlock) < 0) { close(m); return -1; }
-    int s = ioctl(m, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
-    if (s < 0) { close(m); return -1; }
-    if (rows && columns) {
-        struct winsize size = { .ws_row = rows, .ws_col = columns };
-        ioctl(m, TIOCSWINSZ, &size);
-    }
-    *master = m;
-    *slave = s;
-    return 0;
-}
 
 int gantry_terminal_raw(int fd, void *saved, size_t size) {
     if (size < sizeof(struct termios)) { errno = EINVAL; return -1; }
@@ -323,8 +308,9 @@ static int install_seccomp(const struct gantry_launch_plan *plan) {
 
 /// Moves the three stdio descriptors to 0, 1 and 2, whatever numbers they
 /// have now (they may themselves be 0–2).
-static int setup_stdio(const struct gantry_launch_plan *plan) {
+static int setup_stdio(const struct gantry_launch_plan *plan, int terminal) {
     int sources[3] = { plan->stdin_fd, plan->stdout_fd, plan->stderr_fd };
+    if (terminal >= 0) sources[0] = sources[1] = sources[2] = terminal;
     int high[3];
     for (int i = 0; i < 3; i++) {
         high[i] = fcntl(sources[i], F_DUPFD_CLOEXEC, 10);
@@ -336,6 +322,53 @@ static int setup_stdio(const struct gantry_launch_plan *plan) {
     }
     return 0;
 }
+
+/// Opens a pseudo-terminal in the container's own devpts, sends its master
+/// to the parent over `socket` (SCM_RIGHTS), and returns the slave.
+static int open_console(int socket) {
+    int master = open("/dev/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (master < 0) return -1;
+    int unlock = 0;
+    int slave = -1;
+    if (ioctl(master, TIOCSPTLCK, &unlock) == 0) slave = ioctl(master, TIOCGPTPEER, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (slave < 0) { int saved = errno; close(master); errno = saved; return -1; }
+    char byte = 0;
+    struct iovec data = { .iov_base = &byte, .iov_len = 1 };
+    union { char buffer[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } control;
+    memset(&control, 0, sizeof(control));
+    struct msghdr message = { .msg_iov = &data, .msg_iovlen = 1, .msg_control = control.buffer, .msg_controllen = sizeof(control.buffer) };
+    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    header->cmsg_level = SOL_SOCKET;
+    header->cmsg_type = SCM_RIGHTS;
+    header->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(header), &master, sizeof(int));
+    ssize_t sent;
+    do { sent = sendmsg(socket, &message, MSG_NOSIGNAL); } while (sent < 0 && errno == EINTR);
+    int saved = errno;
+    close(master);
+    if (sent != 1) { close(slave); errno = sent < 0 ? saved : EIO; return -1; }
+    return slave;
+}
+
+int gantry_receive_fd(int socket) {
+    char byte;
+    struct iovec data = { .iov_base = &byte, .iov_len = 1 };
+    union { char buffer[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } control;
+    struct msghdr message = { .msg_iov = &data, .msg_iovlen = 1, .msg_control = control.buffer, .msg_controllen = sizeof(control.buffer) };
+    ssize_t got;
+    do { got = recvmsg(socket, &message, MSG_CMSG_CLOEXEC | MSG_DONTWAIT); } while (got < 0 && errno == EINTR);
+    if (got != 1) { if (got >= 0) errno = EIO; return -1; }
+    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    if (!header || header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS || header->cmsg_len != CMSG_LEN(sizeof(int))) {
+        errno = EBADMSG;
+        return -1;
+    }
+    int fd;
+    memcpy(&fd, CMSG_DATA(header), sizeof(int));
+    return fd;
+}
+
+int gantry_socketpair(int fds[2]) { return socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds); }
 
 /// The tiny init: forks; the child returns to exec the program, while this
 /// process stays as its parent, reaping every process that ends and
@@ -461,8 +494,11 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
     }
     if (plan->cwd && make_working_directory(plan->cwd) < 0) child_fail(error_fd, GANTRY_STAGE_CWD);
 
-    if (setup_stdio(plan) < 0) child_fail(error_fd, GANTRY_STAGE_STDIO);
-    if (plan->controlling_terminal && ioctl(0, TIOCSCTTY, 0) < 0) child_fail(error_fd, GANTRY_STAGE_STDIO);
+    int terminal = -1;
+    if (plan->console_socket >= 0 && (terminal = open_console(plan->console_socket)) < 0) child_fail(error_fd, GANTRY_STAGE_STDIO);
+    if (setup_stdio(plan, terminal) < 0) child_fail(error_fd, GANTRY_STAGE_STDIO);
+    if (terminal >= 0) close(terminal);
+    if ((plan->controlling_terminal || terminal >= 0) && ioctl(0, TIOCSCTTY, 0) < 0) child_fail(error_fd, GANTRY_STAGE_STDIO);
     // Everything but stdio and the error pipe (already close-on-exec) closes at exec.
     if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0) child_fail(error_fd, GANTRY_STAGE_CLOSE_FDS);
 

@@ -211,7 +211,7 @@ import Testing
 
     @Test func runsOnAPseudoTerminal() async throws {
         try await withRuntime("ctr-tty") { runtime, _ in
-            var spec = shell("test -t 0 && test -t 1 && test -t 2 && echo on-a-tty; read line; echo got $line")
+            var spec = shell("test -t 0 && test -t 1 && test -t 2 && echo on-a-tty; tty; read line; echo got $line")
             spec.terminal = true
             let (output, exit) = try await runtime.run(spec) { container in
                 try container.write(Array("typed\n".utf8))
@@ -220,6 +220,8 @@ import Testing
             #expect(exit.code == 0)
             // The terminal echoes input and ends lines with CR LF.
             #expect(output.contains("on-a-tty\r\n"))
+            // A terminal of the container's own /dev/pts.
+            #expect(output.contains("/dev/pts/0\r\n"))
             #expect(output.contains("got typed\r\n"))
         }
     }
@@ -301,10 +303,10 @@ import Testing
                 #expect(await interactive.wait() == .exited(0))
                 await #expect(throws: RuntimeError.self) { _ = try await container.exec(ExecSpec(["/no/such/program"])) }
                 // On a terminal of its own.
-                let onTTY = try await container.exec(ExecSpec(["sh", "-c", "test -t 0 && test -t 1 && echo tty"], terminal: true))
+                let onTTY = try await container.exec(ExecSpec(["sh", "-c", "test -t 0 && test -t 1 && tty"], terminal: true))
                 var ttyOutput = ""
                 for await chunk in onTTY.output { ttyOutput += chunk.text }
-                #expect(ttyOutput == "tty\r\n")
+                #expect(ttyOutput.hasPrefix("/dev/pts/") && ttyOutput.hasSuffix("\r\n"))
                 #expect(await onTTY.wait() == .exited(0))
             }
         }

@@ -17,16 +17,18 @@
 /// pipe2(O_CLOEXEC).
 int gantry_pipe(int fds[2]);
 
-/// A new pseudo-terminal pair, both close-on-exec: the master, and the
-/// slave opened from it (TIOCGPTPEER), sized `rows` x `columns` when those are not 0.
-int gantry_openpty(int *master, int *slave, unsigned short rows, unsigned short columns);
-
 /// Puts a terminal into raw mode, saving its settings in `saved` (a buffer of
 /// at least 64 bytes) for gantry_terminal_restore. Returns 0, or -1 with errno.
 int gantry_terminal_raw(int fd, void *saved, size_t size);
 int gantry_terminal_restore(int fd, const void *saved);
 /// The size of a terminal, or 0s.
 void gantry_terminal_size(int fd, unsigned short *rows, unsigned short *columns);
+
+/// socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC).
+int gantry_socketpair(int fds[2]);
+/// Receives one descriptor sent with SCM_RIGHTS (close-on-exec), without
+/// waiting; returns it, or -1 with errno set.
+int gantry_receive_fd(int socket);
 
 /// memfd_create(name, MFD_CLOEXEC).
 int gantry_memfd(const char *name);
@@ -130,6 +132,11 @@ struct gantry_launch_plan {
     int stderr_fd;
     /// Make the child a session leader with stdin as its controlling terminal.
     int controlling_terminal;
+    /// A socket to send a terminal's master over, or -1. The child opens a
+    /// pseudo-terminal in its own /dev/pts (so that it is a terminal of the
+    /// container, named there), sends the master through this socket, and
+    /// makes the slave its stdio and controlling terminal.
+    int console_socket;
 
     /// A signal the process gets when the thread that launched it ends (0: none).
     int parent_death_signal;

@@ -154,7 +154,6 @@ extension Container {
         let (process, pipes) = try await launchInCgroup(
             record, pipes: exec.terminal ? .terminal() : .make(openStdin: exec.openStdin), what: "a process in container \(name)"
         ) { plan in
-            plan.controllingTerminal = exec.terminal
             plan.cloneFlags = 0
             plan.mounts = []
             plan.maskedPaths = []

@@ -96,7 +96,7 @@ public final class Container: Sendable {
         let (process, pipes) = try await launchInCgroup(
             record, pipes: independent ? .files(stdout: directory + "/stdout.log", stderr: directory + "/stderr.log")
                 : spec.terminal ? .terminal() : .make(openStdin: spec.openStdin),
-            what: "container \(name)") { plan in plan.controllingTerminal = spec.terminal && !independent }
+            what: "container \(name)") { _ in }
         let now = Date()
         let startTime = processStartTime(process.pid)
         let updated = try? runtime.update(id) {
@@ -136,7 +136,7 @@ public final class Container: Sendable {
     /// Returns the process and the parent's ends of the pipes.
     func launchInCgroup(_ record: ContainerRecord, pipes makePipes: @autoclosure () throws -> ProcessPipes, what: String,
                         configure: (inout LaunchPlan) throws -> Void) async throws -> (LaunchedProcess, ProcessPipes) {
-        let pipes = try makePipes()
+        var pipes = try makePipes()
         defer { pipes.closeChildEnds() }
         var launched = false
         defer { if !launched { pipes.closeParentEnds() } }
@@ -145,8 +145,18 @@ public final class Container: Sendable {
         var plan = try makePlan(record, stdin: pipes.childStdin, stdout: pipes.childStdout, stderr: pipes.childStderr)
         plan.cgroupDescriptor = cgroup.directory
         plan.cgroupProcsDescriptors = cgroup.procs
+        plan.consoleSocket = pipes.console
+        plan.controllingTerminal = pipes.console >= 0
         try configure(&plan)
         let process = try await LaunchThreads.shared.run { [plan] in try Launcher.launch(plan, what: what) }
+        do {
+            try pipes.receiveTerminal()
+        } catch {
+            gantry_pidfd_signal(process.pidfd, SIGKILL)
+            _ = ProcessSupervisor.reap(process.pidfd)
+            close(process.pidfd)
+            throw error
+        }
         launched = true
         return (process, pipes)
     }

@@ -70,6 +70,7 @@ struct LaunchPlan: Sendable {
     var stdout: Int32
     var stderr: Int32
     var controllingTerminal = false
+    var consoleSocket: Int32 = -1
     var parentDeathSignal: Int32 = 0
     var initProcess = false
     var joinPidfd: Int32 = -1
@@ -128,6 +129,7 @@ struct LaunchPlan: Sendable {
         plan.stdout_fd = stdout
         plan.stderr_fd = stderr
         plan.controlling_terminal = controllingTerminal ? 1 : 0
+        plan.console_socket = consoleSocket
         plan.parent_death_signal = parentDeathSignal
         plan.`init` = initProcess ? 1 : 0
         plan.join_pidfd = joinPidfd

@@ -360,6 +360,9 @@ struct ProcessPipes {
     var stdin: Int32
     var stdout: Int32
     var stderr: Int32
+    /// For a terminal: the child's end of the socket its master comes over, and ours.
+    var console: Int32 = -1
+    var consoleReceiver: Int32 = -1
 
     /// Makes the pipes; with `openStdin`, one for input too.
     static func make(openStdin: Bool) throws -> ProcessPipes {
@@ -406,32 +409,47 @@ struct ProcessPipes {
         return ProcessPipes(childStdin: opened[0], childStdout: opened[1], childStderr: opened[2], stdin: -1, stdout: -1, stderr: -1)
     }
 
-    /// A pseudo-terminal: the child's stdio is its slave side; the parent
-    /// reads output from and writes input to the master (no separate stderr).
-    static func terminal(rows: UInt16 = 24, columns: UInt16 = 80) throws -> ProcessPipes {
-        var master: Int32 = -1
-        var slave: Int32 = -1
-        guard gantry_openpty(&master, &slave, rows, columns) == 0 else {
-            throw RuntimeError(.systemCall, "cannot open a pseudo-terminal", underlying: FileIO.errno)
+    /// A pseudo-terminal: the child opens it in its own `/dev/pts`, makes
+    /// the slave its stdio, and sends the master over a socket; after the
+    /// launch ``receiveTerminal(rows:columns:)`` makes the master the
+    /// parent's end for output and input (there is no separate stderr).
+    static func terminal() throws -> ProcessPipes {
+        var fds: [Int32] = [-1, -1]
+        guard gantry_socketpair(&fds) == 0 else {
+            throw RuntimeError(.systemCall, "cannot create a socket pair for a terminal", underlying: FileIO.errno)
         }
+        return ProcessPipes(childStdin: -1, childStdout: -1, childStderr: -1, stdin: -1, stdout: -1, stderr: -1,
+                            console: fds[1], consoleReceiver: fds[0])
+    }
+
+    /// Takes the terminal's master the child sent, sized `rows` x `columns`.
+    mutating func receiveTerminal(rows: UInt16 = 24, columns: UInt16 = 80) throws {
+        guard consoleReceiver >= 0 else { return }
+        defer {
+            close(consoleReceiver)
+            consoleReceiver = -1
+        }
+        let master = gantry_receive_fd(consoleReceiver)
+        guard master >= 0 else { throw RuntimeError(.systemCall, "the container's terminal did not arrive", underlying: FileIO.errno) }
+        var size = winsize(ws_row: rows, ws_col: columns, ws_xpixel: 0, ws_ypixel: 0)
+        _ = ioctl(master, UInt(TIOCSWINSZ), &size)
         let input = fcntl(master, F_DUPFD_CLOEXEC, 3)
-        let second = fcntl(slave, F_DUPFD_CLOEXEC, 3)
-        let third = fcntl(slave, F_DUPFD_CLOEXEC, 3)
-        guard input >= 0, second >= 0, third >= 0 else {
+        guard input >= 0 else {
             let error = FileIO.errno
-            [master, slave, input, second, third].filter { $0 >= 0 }.forEach { close($0) }
-            throw RuntimeError(.systemCall, "cannot duplicate the pseudo-terminal", underlying: error)
+            close(master)
+            throw RuntimeError(.systemCall, "cannot duplicate the terminal", underlying: error)
         }
-        return ProcessPipes(childStdin: slave, childStdout: second, childStderr: third, stdin: input, stdout: master, stderr: -1)
+        stdout = master
+        stdin = input
     }
 
     /// Closes the child's ends (once it has them, or when it failed to start).
     func closeChildEnds() {
-        [childStdin, childStdout, childStderr].forEach { close($0) }
+        [childStdin, childStdout, childStderr, console].filter { $0 >= 0 }.forEach { close($0) }
     }
 
     /// Closes the parent's ends (when the process failed to start).
     func closeParentEnds() {
-        [stdin, stdout, stderr].filter { $0 >= 0 }.forEach { close($0) }
+        [stdin, stdout, stderr, consoleReceiver].filter { $0 >= 0 }.forEach { close($0) }
     }
 }
