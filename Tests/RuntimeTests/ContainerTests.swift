@@ -246,6 +246,27 @@ import Testing
         }
     }
 
+    @Test func scopedUseRemovesEverythingOnThrowAndCancellation() async throws {
+        try await withRuntime("ctr-scoped") { runtime, _ in
+            struct Failure: Error {}
+            await #expect(throws: Failure.self) {
+                try await runtime.run(ContainerSpec(image: "busybox:test", command: ["sleep", "30"])) { _ in throw Failure() }
+            }
+            #expect(try runtime.list().isEmpty)
+            let task = Task {
+                try await runtime.run(ContainerSpec(image: "busybox:test", command: ["sleep", "30"])) { container in
+                    try await container.output.text()
+                }
+            }
+            for _ in 0 ..< 200 where (try? runtime.list().first?.status) != .running {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            task.cancel()
+            _ = await task.result
+            #expect(try runtime.list().isEmpty)
+        }
+    }
+
     @Test func rejectsInvalidTransitionsAndSpecs() async throws {
         try await withRuntime("ctr-states") { runtime, _ in
             let container = try await runtime.create(ContainerSpec(image: "busybox:test", command: ["sleep", "30"]).named("states"))

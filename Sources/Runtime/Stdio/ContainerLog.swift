@@ -190,7 +190,10 @@ struct LogFollower: AsyncSequence, Sendable {
     struct AsyncIterator: AsyncIteratorProtocol {
         let follower: LogFollower
         var pendingFiles: [String]
-        var fd: Int32 = -1
+        /// The file being read; closed when the iterator goes away, however
+        /// the iteration ends (a cancelled reader included).
+        var file: OpenFile?
+        var fd: Int32 { file?.fd ?? -1 }
         var inode: UInt64 = 0
         var buffer: [UInt8] = []
         var ready: [OutputChunk] = []
@@ -246,7 +249,7 @@ struct LogFollower: AsyncSequence, Sendable {
                 let path = pendingFiles.removeFirst()
                 let opened = open(path, O_RDONLY | O_CLOEXEC)
                 if opened >= 0 {
-                    fd = opened
+                    file = OpenFile(opened)
                     var info = stat()
                     fstat(fd, &info)
                     inode = UInt64(info.st_ino)
@@ -271,8 +274,7 @@ struct LogFollower: AsyncSequence, Sendable {
         }
 
         private mutating func closeFile() {
-            if fd >= 0 { close(fd) }
-            fd = -1
+            file = nil
         }
 
         static func decode(_ line: [UInt8]) -> OutputChunk? {
@@ -291,6 +293,13 @@ struct LogFollower: AsyncSequence, Sendable {
     }
 
     func makeAsyncIterator() -> AsyncIterator { AsyncIterator(self) }
+}
+
+/// A descriptor closed with its last reference.
+final class OpenFile: @unchecked Sendable {
+    let fd: Int32
+    init(_ fd: Int32) { self.fd = fd }
+    deinit { close(fd) }
 }
 
 /// Reads the raw output files of a container that outlives the process
