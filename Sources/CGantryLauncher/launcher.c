@@ -755,6 +755,12 @@ int gantry_wait_pidfd(int pidfd, int nohang, int *exited_code, int *signal) {
     return 0;
 }
 
+void gantry_block_signals(void) {
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, NULL);
+}
+
 int gantry_pidfd_open(pid_t pid) {
     int fd = (int)syscall(SYS_pidfd_open, pid, 0);
     if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);

@@ -187,6 +187,10 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid, int *pidfd,
 /// With `nohang`, returns 1 when the child has not exited.
 int gantry_wait_pidfd(int pidfd, int nohang, int *exited_code, int *signal);
 
+/// Blocks every signal in the calling thread (for threads that only launch:
+/// no handler then runs on them and no call of theirs is interrupted).
+void gantry_block_signals(void);
+
 /// pidfd_open(2), close-on-exec.
 int gantry_pidfd_open(pid_t pid);
 

@@ -1,3 +1,4 @@
+import CGantryLauncher
 import Foundation
 import Synchronization
 
@@ -20,6 +21,10 @@ final class LaunchThreads: Sendable {
     private init(count: Int) {
         for index in 0 ..< count {
             let thread = Thread { [queue] in
+                // The children inherit this mask and reset it; the launcher
+                // reads errno after interrupted calls, which a child sharing
+                // this thread's memory could change meanwhile.
+                gantry_block_signals()
                 while true {
                     queue.available.wait()
                     let job = queue.jobs.withLock { $0.isEmpty ? nil : $0.removeFirst() }
