@@ -174,37 +174,35 @@ static int mount_at_fd(const char *source, int target_fd, const char *fstype, un
     return mount(source, target, fstype, flags, data);
 }
 
-/// Creates the device node `m->target` with the type and numbers of the
-/// host's `m->source` (mode 0666, as the standard nodes are).
-static int make_device(int root_fd, const struct gantry_mount *m) {
-    struct stat host;
-    if (stat(m->source, &host) < 0) return -1;
-    if (!S_ISCHR(host.st_mode) && !S_ISBLK(host.st_mode)) { errno = ENODEV; return -1; }
-    size_t length = child_strlen(m->target);
-    size_t slash = length;
-    while (slash > 0 && m->target[slash - 1] != '/') slash--;
-    char parent[4096];
-    if (slash >= sizeof(parent) || slash == length) { errno = EINVAL; return -1; }
-    for (size_t k = 0; k < slash; k++) parent[k] = m->target[k];
-    parent[slash] = 0;
-    int parent_fd = ensure_in_root(root_fd, slash ? parent : "/", 1);
-    if (parent_fd < 0) return -1;
-    const char *name = m->target + slash;
-    int result = mknodat(parent_fd, name, (host.st_mode & S_IFMT) | 0666, host.st_rdev);
-    if (result < 0 && errno == EEXIST) result = 0;
-    if (result == 0) result = fchmodat(parent_fd, name, 0666, 0);
-    int saved = errno;
-    close(parent_fd);
-    errno = saved;
-    return result;
+/// mount_setattr(AT_RECURSIVE): makes a mount and every mount under it
+/// read-only, nosuid, nodev or noexec as `flags` asks.
+static int set_recursive_attributes(int fd, unsigned long flags) {
+    struct { uint64_t set, clear, propagation, userns; } attributes = { 0, 0, 0, 0 };
+    if (flags & MS_RDONLY) attributes.set |= 0x00000001;   // MOUNT_ATTR_RDONLY
+    if (flags & MS_NOSUID) attributes.set |= 0x00000002;   // MOUNT_ATTR_NOSUID
+    if (flags & MS_NODEV) attributes.set |= 0x00000004;    // MOUNT_ATTR_NODEV
+    if (flags & MS_NOEXEC) attributes.set |= 0x00000008;   // MOUNT_ATTR_NOEXEC
+    return (int)syscall(442 /* SYS_mount_setattr */, fd, "", AT_EMPTY_PATH | 0x8000 /* AT_RECURSIVE */, &attributes, sizeof(attributes));
 }
 
 static int apply_mount(int root_fd, const struct gantry_mount *m) {
     if (m->kind == GANTRY_MOUNT_SYMLINK) {
-        int made = symlinkat(m->source, root_fd, m->target[0] == '/' ? m->target + 1 : m->target);
+        // The parent is resolved inside the root: an image's /dev may be a
+        // symlink to anywhere.
+        char parent[4096];
+        size_t length = child_strlen(m->target), slash = length;
+        while (slash > 0 && m->target[slash - 1] != '/') slash--;
+        if (slash >= sizeof(parent) || slash == length) { errno = EINVAL; return -1; }
+        for (size_t k = 0; k < slash; k++) parent[k] = m->target[k];
+        parent[slash] = 0;
+        int parent_fd = ensure_in_root(root_fd, slash ? parent : "/", 1);
+        if (parent_fd < 0) return -1;
+        int made = symlinkat(m->source, parent_fd, m->target + slash);
+        int saved = errno;
+        close(parent_fd);
+        errno = saved;
         return (made < 0 && errno != EEXIST) ? -1 : 0;
     }
-    if (m->kind == GANTRY_MOUNT_DEVICE) return make_device(root_fd, m);
     int target = ensure_in_root(root_fd, m->target, m->directory);
     if (target < 0) return -1;
     int result;
@@ -218,7 +216,8 @@ static int apply_mount(int root_fd, const struct gantry_mount *m) {
             close(target);
             target = open_in_root(root_fd, m->target, O_PATH);
             if (target < 0) return -1;
-            result = mount_at_fd(NULL, target, NULL, MS_BIND | MS_REMOUNT | remount, NULL);
+            // On every mount of the bound tree, not only its top.
+            result = set_recursive_attributes(target, remount);
         }
     }
     int saved = errno;
@@ -273,16 +272,68 @@ static int write_file(const char *path, const char *value) {
     return written == (ssize_t)length ? 0 : -1;
 }
 
+/// Enters the working directory, resolved inside the root and without magic
+/// links (so that `/proc/self/fd/N` cannot lead out), creating it if missing.
 static int make_working_directory(const char *cwd) {
-    if (chdir(cwd) == 0) return 0;
-    if (errno != ENOENT) return -1;
     int root = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (root < 0) return -1;
     int fd = ensure_in_root(root, cwd, 1);
     close(root);
     if (fd < 0) return -1;
+    struct stat st;
+    int result = fstat(fd, &st);
+    if (result == 0 && !S_ISDIR(st.st_mode)) { errno = ENOTDIR; result = -1; }
+    if (result == 0) result = fchdir(fd);
+    int saved = errno;
     close(fd);
-    return chdir(cwd);
+    errno = saved;
+    return result;
+}
+
+/// Closes every descriptor but stdio and `keep`, so that nothing of the
+/// host is reachable (as /proc/self/fd/N) while paths of the container are
+/// looked up and executed.
+static int close_host_descriptors(int keep) {
+    if (keep > 3 && syscall(SYS_close_range, 3, keep - 1, 0) < 0) return -1;
+    return (int)syscall(SYS_close_range, keep + 1, ~0U, 0);
+}
+
+/// Refuses a program (or the interpreter its `#!` line names) that is a
+/// magic link such as /proc/self/exe: executing it would run, inside the
+/// container, a file of the host that the container could then rewrite.
+/// (This process's root is the container's by now.)
+static int check_executable(const char *path) {
+    static char interpreter[256];
+    static char head[256];
+    const char *current = path;
+    for (int depth = 0; depth < 2 && current; depth++) {
+        struct open_how how = { .flags = O_PATH | O_CLOEXEC, .resolve = RESOLVE_NO_MAGICLINKS };
+        int fd = (int)syscall(SYS_openat2, AT_FDCWD, current, &how, sizeof(how));
+        if (fd < 0) {
+            if (errno == ELOOP) errno = EACCES;
+            return -1;
+        }
+        close(fd);
+        if (depth == 1) break;
+        struct open_how reading = { .flags = O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY, .resolve = RESOLVE_NO_MAGICLINKS };
+        int file = (int)syscall(SYS_openat2, AT_FDCWD, current, &reading, sizeof(reading));
+        current = NULL;
+        // Unreadable: the kernel cannot run it as a script either.
+        if (file < 0) break;
+        struct stat st;
+        ssize_t n = 0;
+        if (fstat(file, &st) == 0 && S_ISREG(st.st_mode)) n = read(file, head, sizeof(head) - 1);
+        close(file);
+        if (n > 2 && head[0] == '#' && head[1] == '!') {
+            ssize_t i = 2;
+            while (i < n && (head[i] == ' ' || head[i] == '\t')) i++;
+            size_t j = 0;
+            while (i < n && head[i] != ' ' && head[i] != '\t' && head[i] != '\n' && j < sizeof(interpreter) - 1) interpreter[j++] = head[i++];
+            interpreter[j] = 0;
+            if (j) current = interpreter;
+        }
+    }
+    return 0;
 }
 
 static int set_capabilities(const struct gantry_launch_plan *plan) {
@@ -385,6 +436,9 @@ static void run_init(int error_fd) {
         if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, NULL, _NSIG / 8) < 0) child_fail(error_fd, GANTRY_STAGE_INIT);
         return;
     }
+    // The init is a copy of the host process that never executes: nothing
+    // in the container may read its memory.
+    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) _exit(127);
     // The program reports its own exec failure; stdio stays with it. Every
     // other descriptor goes too: the init never executes, so close-on-exec
     // would never close what it inherited (such as pipes of launches other
@@ -438,6 +492,10 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
     }
     close(sync_read);
 
+    if (plan->cgroup_procs_count > 0 && (plan->clone_flags & CLONE_NEWCGROUP) && unshare(CLONE_NEWCGROUP) < 0) {
+        child_fail(error_fd, GANTRY_STAGE_CGROUP);
+    }
+
     // In a new user namespace this process still has the host's IDs, which
     // the namespace does not map: become its root before creating anything.
     if (plan->clone_flags & CLONE_NEWUSER) {
@@ -456,9 +514,15 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
     if (plan->clone_flags & CLONE_NEWNS) {
         if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) child_fail(error_fd, GANTRY_STAGE_MOUNT_PRIVATE);
         if (plan->overlay_options) {
-            if (mount("overlay", plan->rootfs, "overlay", 0, plan->overlay_options) < 0) child_fail(error_fd, GANTRY_STAGE_ROOTFS);
+            // nodev: a device node the container makes (it holds CAP_MKNOD)
+            // must not open the host's disks.
+            if (mount("overlay", plan->rootfs, "overlay", MS_NODEV, plan->overlay_options) < 0) child_fail(error_fd, GANTRY_STAGE_ROOTFS);
         } else if (mount(plan->rootfs, plan->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0) {
             child_fail(error_fd, GANTRY_STAGE_ROOTFS);
+        } else {
+            int root = open(plan->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+            if (root < 0 || set_recursive_attributes(root, MS_NODEV) < 0) child_fail(error_fd, GANTRY_STAGE_ROOTFS);
+            close(root);
         }
         int root_fd = open(plan->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
         if (root_fd < 0) child_fail(error_fd, GANTRY_STAGE_ROOTFS);
@@ -492,15 +556,15 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
         struct rlimit limit = { .rlim_cur = plan->rlimits[i].soft, .rlim_max = plan->rlimits[i].hard };
         if (syscall(SYS_prlimit64, 0, plan->rlimits[i].resource, &limit, NULL) < 0) child_fail(error_fd, GANTRY_STAGE_RLIMITS);
     }
-    if (plan->cwd && make_working_directory(plan->cwd) < 0) child_fail(error_fd, GANTRY_STAGE_CWD);
-
     int terminal = -1;
     if (plan->console_socket >= 0 && (terminal = open_console(plan->console_socket)) < 0) child_fail(error_fd, GANTRY_STAGE_STDIO);
     if (setup_stdio(plan, terminal) < 0) child_fail(error_fd, GANTRY_STAGE_STDIO);
     if (terminal >= 0) close(terminal);
     if ((plan->controlling_terminal || terminal >= 0) && ioctl(0, TIOCSCTTY, 0) < 0) child_fail(error_fd, GANTRY_STAGE_STDIO);
-    // Everything but stdio and the error pipe (already close-on-exec) closes at exec.
-    if (syscall(SYS_close_range, 3, ~0U, CLOSE_RANGE_CLOEXEC) < 0) child_fail(error_fd, GANTRY_STAGE_CLOSE_FDS);
+    // Nothing of the host stays open but the error pipe (close-on-exec)
+    // before any path the container controls is looked up.
+    if (close_host_descriptors(error_fd) < 0) child_fail(error_fd, GANTRY_STAGE_CLOSE_FDS);
+    if (plan->cwd && make_working_directory(plan->cwd) < 0) child_fail(error_fd, GANTRY_STAGE_CWD);
 
     // Without no_new_privs the filter needs CAP_SYS_ADMIN: install it while we have it.
     if (!plan->no_new_privs && install_seccomp(plan) < 0) child_fail(error_fd, GANTRY_STAGE_SECCOMP);
@@ -512,9 +576,9 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
     if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) child_fail(error_fd, GANTRY_STAGE_CAPABILITIES);
     // Raw system calls: glibc's wrappers would try to synchronise threads
     // that no longer exist in this child.
-    if (!(plan->clone_flags & CLONE_NEWUSER)) {
-        if (syscall(SYS_setgroups, plan->group_count, plan->groups) < 0) child_fail(error_fd, GANTRY_STAGE_USER);
-    }
+    // Also in a user namespace: the parent (root) leaves setgroups allowed,
+    // so that none of the host's groups stays.
+    if (syscall(SYS_setgroups, plan->group_count, plan->groups) < 0) child_fail(error_fd, GANTRY_STAGE_USER);
     if (syscall(SYS_setresgid, plan->gid, plan->gid, plan->gid) < 0) child_fail(error_fd, GANTRY_STAGE_USER);
     if (syscall(SYS_setresuid, plan->uid, plan->uid, plan->uid) < 0) child_fail(error_fd, GANTRY_STAGE_USER);
     if (set_capabilities(plan) < 0) child_fail(error_fd, GANTRY_STAGE_CAPABILITIES);
@@ -530,7 +594,7 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
     // A PATH search over the candidates, as execvp does.
     int error = ENOENT;
     for (size_t i = 0; i < plan->executable_count; i++) {
-        execve(plan->executables[i], plan->argv, plan->envp);
+        if (check_executable(plan->executables[i]) == 0) execve(plan->executables[i], plan->argv, plan->envp);
         if (errno != ENOENT && errno != ENOTDIR) error = errno;
     }
     errno = error;
@@ -620,6 +684,9 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
     struct clone_args args;
     memset(&args, 0, sizeof(args));
     args.flags = CLONE_PIDFD | plan->clone_flags;
+    // With v1 cgroups the pid joins them only after the clone: the cgroup
+    // namespace is made then (by the child), rooted at the container's cgroup.
+    if (plan->cgroup_procs_count > 0) args.flags &= ~(uint64_t)CLONE_NEWCGROUP;
     args.pidfd = (uint64_t)(uintptr_t)&pidfd;
     args.exit_signal = 0;
     if (plan->cgroup_fd >= 0) {
@@ -646,7 +713,9 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
     // launch. An init never executes, so it gets a copy instead.
     void *stack = MAP_FAILED;
 #ifdef GANTRY_SHARED_MEMORY_CLONE
-    if (!plan->init) {
+    // Nor does a process joining a running container: it appears there
+    // before it executes, and must not be this process's memory then.
+    if (!plan->init && plan->join_pidfd < 0) {
         stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
         if (stack != MAP_FAILED) {
             mprotect(stack, 4096, PROT_NONE);
@@ -695,8 +764,7 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
         if (write_pid(plan->cgroup_procs_fds[i], (pid_t)pid) < 0) stage = GANTRY_STAGE_CGROUP;
     }
     if (!stage && (plan->clone_flags & CLONE_NEWUSER)) {
-        if ((plan->gid_map && write_proc_file((pid_t)pid, "setgroups", "deny") < 0) ||
-            (plan->uid_map && write_proc_file((pid_t)pid, "uid_map", plan->uid_map) < 0) ||
+        if ((plan->uid_map && write_proc_file((pid_t)pid, "uid_map", plan->uid_map) < 0) ||
             (plan->gid_map && write_proc_file((pid_t)pid, "gid_map", plan->gid_map) < 0)) {
             stage = GANTRY_STAGE_ID_MAPS;
         }

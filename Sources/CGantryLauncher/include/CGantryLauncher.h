@@ -44,9 +44,6 @@ enum gantry_mount_kind {
     GANTRY_MOUNT_BIND = 1,
     /// A symlink `target` -> `source`.
     GANTRY_MOUNT_SYMLINK = 2,
-    /// A device node `target` made with the type and numbers of the host
-    /// device `source` (mknod; in a user namespace, bind the host's instead).
-    GANTRY_MOUNT_DEVICE = 3,
 };
 
 struct gantry_mount {
@@ -83,8 +80,9 @@ struct gantry_launch_plan {
     const int *cgroup_procs_fds;
     size_t cgroup_procs_count;
 
-    /// With CLONE_NEWUSER: the contents the parent writes to uid_map,
-    /// gid_map and setgroups ("deny") before letting the child go on.
+    /// With CLONE_NEWUSER: the contents the parent writes to uid_map and
+    /// gid_map before letting the child go on (setgroups stays allowed, for
+    /// the child to drop the host's groups).
     const char *uid_map;
     const char *gid_map;
 

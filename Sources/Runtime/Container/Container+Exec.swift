@@ -87,8 +87,10 @@ public final class ExecProcess: Sendable {
 
     /// Writes to its standard input (with `openStdin`).
     public func write(_ bytes: some Sequence<UInt8>) throws {
-        let fd = state.withLock { $0.stdin }
+        // A duplicate: the descriptor may be closed (and its number reused) meanwhile.
+        let fd = state.withLock { $0.stdin >= 0 ? fcntl($0.stdin, F_DUPFD_CLOEXEC, 3) : -1 }
         guard fd >= 0 else { throw RuntimeError(.invalidState, "the process \(pid) has no open standard input") }
+        defer { close(fd) }
         try writeAll(fd, Array(bytes), what: "process \(pid)")
     }
 
@@ -108,6 +110,12 @@ func writeAll(_ fd: Int32, _ data: [UInt8], what: String) throws {
     while offset < data.count {
         let written = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) }
         if written < 0 && errno == EINTR { continue }
+        if written < 0 && errno == EAGAIN {
+            // A terminal's master is non-blocking for the output reader.
+            var ready = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
+            _ = poll(&ready, 1, 1000)
+            continue
+        }
         guard written > 0 else { throw RuntimeError(.systemCall, "cannot write to the input of \(what)", underlying: FileIO.errno) }
         offset += written
     }
@@ -136,11 +144,10 @@ extension Container {
         if joinPidfd >= 0 {
             descriptors.append(joinPidfd)
         } else {
-            guard let pid = record.pid, ContainerRuntime.isAlive(pid: pid, startTime: record.pidStartTime) else {
+            guard let opened = ContainerRuntime.openPidfd(pid: record.pid, startTime: record.pidStartTime) else {
                 throw RuntimeError(.invalidState, "cannot exec in container \(name): its process is gone")
             }
-            joinPidfd = gantry_pidfd_open(pid)
-            guard joinPidfd >= 0 else { throw RuntimeError(.systemCall, "cannot open pid \(pid) of container \(name)", underlying: FileIO.errno) }
+            joinPidfd = opened
             descriptors.append(joinPidfd)
         }
         var environment = record.process.environment

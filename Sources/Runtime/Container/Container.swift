@@ -1,6 +1,7 @@
 import CGantryLauncher
 import Foundation
 import Synchronization
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -242,8 +243,14 @@ public final class Container: Sendable {
             return true
         }
         guard ready else { return }
-        let (status, cgroup, timedOut, pidfd, stdin) = state.withLock {
-            ($0.exitStatus!, $0.record.cgroup, $0.timedOut, $0.pidfd, $0.stdin)
+        // Taken (and forgotten) under the lock before they are closed, so
+        // that no one signals or writes to a number reused meanwhile.
+        let (status, cgroup, timedOut, pidfd, stdin) = state.withLock { state in
+            defer {
+                state.pidfd = -1
+                state.stdin = -1
+            }
+            return (state.exitStatus!, state.record.cgroup, state.timedOut, state.pidfd, state.stdin)
         }
         let oomKilled = runtime.cgroups.oomKills(cgroup) > 0
         let now = Date()
@@ -269,8 +276,6 @@ public final class Container: Sendable {
                 state.record.exit = exit
                 state.record.finishedAt = now
             }
-            state.pidfd = -1
-            state.stdin = -1
             state.log = nil
             defer { state.waiters.removeAll() }
             return (state.waiters, state.timeoutTask)
@@ -282,14 +287,13 @@ public final class Container: Sendable {
     }
 
     private func timeOut() {
-        let pidfd = state.withLock { state -> Int32 in
-            guard !state.finished, state.pidfd >= 0 else { return -1 }
+        let signalled = state.withLock { state -> Bool in
+            guard !state.finished, state.pidfd >= 0 else { return false }
             state.timedOut = true
-            return state.pidfd
+            gantry_pidfd_signal(state.pidfd, SIGKILL)
+            return true
         }
-        guard pidfd >= 0 else { return }
-        thawIfPaused()
-        gantry_pidfd_signal(pidfd, SIGKILL)
+        if signalled { thawIfPaused() }
     }
 
     // MARK: - Waiting
@@ -341,17 +345,21 @@ public final class Container: Sendable {
     }
 
     private func send(_ signal: Int32, _ record: ContainerRecord) throws {
-        var pidfd = state.withLock { $0.pidfd }
-        var opened = false
-        if pidfd < 0 {
-            guard let pid = record.pid, ContainerRuntime.isAlive(pid: pid, startTime: record.pidStartTime) else { return }
-            pidfd = gantry_pidfd_open(pid)
-            guard pidfd >= 0 else { return }
-            opened = true
+        // Our own pidfd is used under the lock, so that it cannot be closed meanwhile.
+        let own: Errno?? = state.withLock { state in
+            guard state.pidfd >= 0 else { return nil }
+            return gantry_pidfd_signal(state.pidfd, signal) == 0 || errno == ESRCH ? .some(nil) : .some(FileIO.errno)
         }
-        defer { if opened { close(pidfd) } }
-        guard gantry_pidfd_signal(pidfd, signal) == 0 || errno == ESRCH else {
-            throw RuntimeError(.systemCall, "cannot send signal \(signal) to container \(name)", underlying: FileIO.errno)
+        var failure: Errno?
+        if let own {
+            failure = own
+        } else {
+            guard let pidfd = ContainerRuntime.openPidfd(pid: record.pid, startTime: record.pidStartTime) else { return }
+            defer { close(pidfd) }
+            if gantry_pidfd_signal(pidfd, signal) != 0 && errno != ESRCH { failure = FileIO.errno }
+        }
+        if let failure {
+            throw RuntimeError(.systemCall, "cannot send signal \(signal) to container \(name)", underlying: failure)
         }
     }
 
@@ -441,8 +449,9 @@ public final class Container: Sendable {
 
     /// Kills the container when the task using it is cancelled.
     func killForCancellation() {
-        let pidfd = state.withLock { $0.pidfd }
-        if pidfd >= 0 { gantry_pidfd_signal(pidfd, SIGKILL) }
+        state.withLock { state in
+            if state.pidfd >= 0 { gantry_pidfd_signal(state.pidfd, SIGKILL) }
+        }
         thawIfPaused()
     }
 
@@ -478,8 +487,10 @@ public final class Container: Sendable {
 
     /// Writes to the container's standard input (with `openStdin`).
     public func write(_ bytes: some Sequence<UInt8>) throws {
-        let fd = state.withLock { $0.stdin }
+        // A duplicate: the descriptor may be closed (and its number reused) meanwhile.
+        let fd = state.withLock { $0.stdin >= 0 ? fcntl($0.stdin, F_DUPFD_CLOEXEC, 3) : -1 }
         guard fd >= 0 else { throw RuntimeError(.invalidState, "container \(name) has no open standard input") }
+        defer { close(fd) }
         try writeAll(fd, Array(bytes), what: "container \(name)")
     }
 
@@ -491,10 +502,10 @@ public final class Container: Sendable {
 
     /// Sets the size of the container's terminal (with `terminal`).
     public func resizeTerminal(rows: UInt16, columns: UInt16) {
-        let fd = state.withLock { $0.stdin }
-        guard fd >= 0 else { return }
         var size = winsize(ws_row: rows, ws_col: columns, ws_xpixel: 0, ws_ypixel: 0)
-        _ = ioctl(fd, UInt(TIOCSWINSZ), &size)
+        state.withLock { state in
+            if state.stdin >= 0 { _ = ioctl(state.stdin, UInt(TIOCSWINSZ), &size) }
+        }
     }
 
     /// Closes the container's standard input, so that it reads end-of-file.
@@ -512,8 +523,9 @@ public final class Container: Sendable {
     func adopt() throws {
         let record = try record
         guard let pid = record.pid else { return }
-        let pidfd = gantry_pidfd_open(pid)
-        guard pidfd >= 0 else { throw RuntimeError(.systemCall, "cannot open pid \(pid) of container \(name)", underlying: FileIO.errno) }
+        guard let pidfd = ContainerRuntime.openPidfd(pid: pid, startTime: record.pidStartTime) else {
+            throw RuntimeError(.invalidState, "the process \(pid) of container \(name) is gone")
+        }
         let updated = try runtime.update(id) {
             $0.ownerPid = runtime.owner.pid
             $0.ownerStartTime = runtime.owner.startTime

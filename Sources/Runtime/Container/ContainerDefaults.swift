@@ -13,13 +13,15 @@ enum ContainerDefaults {
     /// `/proc`, `/dev` with its standard nodes, `/dev/pts`, `/dev/shm`,
     /// `/dev/mqueue`, and `/sys` read-only (only with a network namespace of
     /// its own can sysfs be mounted fresh; otherwise the host's is bound).
-    static func mounts(ownNetwork: Bool, userNamespace: Bool = false) -> [PlannedMount] {
+    static func mounts(ownNetwork: Bool) -> [PlannedMount] {
         var mounts: [PlannedMount] = [
             .filesystem("proc", at: "/proc", flags: nosuid | nodev | noexec),
-            .filesystem("tmpfs", at: "/dev", source: "tmpfs", flags: nosuid, data: "mode=755,size=65536k"),
+            // nodev, with the standard nodes bound from the host's /dev: a
+            // node made inside the container opens nothing.
+            .filesystem("tmpfs", at: "/dev", source: "tmpfs", flags: nosuid | nodev, data: "mode=755,size=65536k"),
         ]
         for node in ["null", "zero", "full", "random", "urandom", "tty"] {
-            mounts.append(.device("/dev/" + node, at: "/dev/" + node, userNamespace: userNamespace))
+            mounts.append(.device("/dev/" + node, at: "/dev/" + node))
         }
         mounts += [
             .filesystem("devpts", at: "/dev/pts", source: "devpts", flags: nosuid | noexec, data: "newinstance,ptmxmode=0666,mode=0620"),

@@ -107,7 +107,7 @@ extension ContainerRuntime {
 
     /// The mounts of a container: the standard ones, then the spec's.
     static func mounts(_ spec: ContainerSpec) throws -> [PlannedMount] {
-        var mounts = ContainerDefaults.mounts(ownNetwork: spec.namespaces.contains(.network), userNamespace: spec.namespaces.contains(.user))
+        var mounts = ContainerDefaults.mounts(ownNetwork: spec.namespaces.contains(.network))
         for mount in spec.mounts {
             guard mount.target.hasPrefix("/"), !mount.target.split(separator: "/").contains("..") else {
                 throw RuntimeError(.invalidSpec, "mount target \"\(mount.target)\" is not an absolute path without ..")

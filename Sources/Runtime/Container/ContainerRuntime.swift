@@ -48,6 +48,12 @@ public final class ContainerRuntime: Sendable {
         directory = images.root.containers
         let pid = getpid()
         owner = (pid, processStartTime(pid) ?? 0)
+        // Writing to a container's input after it ended must be an error,
+        // not a SIGPIPE that ends this process (and its containers with it).
+        var current = sigaction()
+        if sigaction(SIGPIPE, nil, &current) == 0, current.__sigaction_handler.sa_handler == nil {
+            signal(SIGPIPE, SIG_IGN)
+        }
         try FileIO.makeDirectories(directory + "/names", mode: 0o700)
         chmod(directory, 0o700)
         recover()
@@ -285,6 +291,19 @@ public final class ContainerRuntime: Sendable {
     }
 
     // MARK: - Recovery
+
+    /// A pidfd of a recorded process, if it is still that process: opened
+    /// first and checked after, so that a reused pid cannot slip in between.
+    static func openPidfd(pid: Int32?, startTime: UInt64?) -> Int32? {
+        guard let pid, pid > 0, let startTime else { return nil }
+        let pidfd = gantry_pidfd_open(pid)
+        guard pidfd >= 0 else { return nil }
+        guard processStartTime(pid) == startTime else {
+            close(pidfd)
+            return nil
+        }
+        return pidfd
+    }
 
     /// Whether a recorded process is still the same one (pid reuse aside).
     static func isAlive(pid: Int32?, startTime: UInt64?) -> Bool {

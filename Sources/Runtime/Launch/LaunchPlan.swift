@@ -8,7 +8,6 @@ struct PlannedMount: Hashable, Sendable {
         case filesystem = 0
         case bind = 1
         case symlink = 2
-        case device = 3
     }
 
     var kind: Kind
@@ -27,11 +26,10 @@ struct PlannedMount: Hashable, Sendable {
         PlannedMount(kind: .bind, source: source, target: target, fstype: nil, data: nil, flags: flags, isDirectory: directory)
     }
 
-    /// A device node like the host's `source`: made with mknod, or bound
-    /// from the host in a user namespace (where mknod is not allowed).
-    static func device(_ source: String, at target: String, userNamespace: Bool = false) -> PlannedMount {
-        PlannedMount(kind: userNamespace ? .bind : .device, source: source, target: target, fstype: nil, data: nil, flags: 0,
-                     isDirectory: false)
+    /// The host's device node `source`, bound (on a nodev /dev, a bound
+    /// node still works, one made with mknod does not).
+    static func device(_ source: String, at target: String) -> PlannedMount {
+        PlannedMount(kind: .bind, source: source, target: target, fstype: nil, data: nil, flags: 0, isDirectory: false)
     }
 
     static func symlink(_ target: String, to destination: String) -> PlannedMount {

@@ -268,6 +268,8 @@ struct LogFollower: AsyncSequence, Sendable {
             }
             var info = stat()
             guard stat(follower.path, &info) == 0, UInt64(info.st_ino) != inode else { return false }
+            // Rotated: what was written to the old file before is read first.
+            if readSome() { return true }
             closeFile()
             pendingFiles = [follower.path]
             return openNext()

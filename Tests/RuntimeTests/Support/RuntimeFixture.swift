@@ -6,7 +6,7 @@ import Testing
 
 /// Busybox applets the runtime tests use.
 let busyboxApplets = [
-    "hostname", "tty", "mount", "unshare", "ps", "grep", "head", "tail", "tr", "seq", "wc", "touch", "stat", "mkdir", "dd",
+    "hostname", "tty", "mount", "unshare", "mknod", "ps", "grep", "head", "tail", "tr", "seq", "wc", "touch", "stat", "mkdir", "dd",
     "yes", "date", "pwd", "sed", "cut", "sort", "xargs", "kill", "nproc", "rm", "printf", "test", "[",
 ]
 
