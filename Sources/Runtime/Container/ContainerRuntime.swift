@@ -23,6 +23,8 @@ public final class ContainerRuntime: Sendable {
 
     /// Containers this process owns, by ID.
     let live = Mutex<[String: Container]>([:])
+    /// The records this process last wrote, with the file they went to.
+    let writtenRecords = Mutex<[String: (record: ContainerRecord, stamp: FileStamp)]>([:])
     /// Compiled seccomp programs, by profile and capability set.
     let seccompCache = Mutex<[String: [UInt8]]>([:])
     /// This process and its start time, recorded as each container's owner.
@@ -251,7 +253,11 @@ public final class ContainerRuntime: Sendable {
     }
 
     func store(_ record: ContainerRecord) throws {
-        try FileIO.writeAtomically(try Self.encoder.encode(record), to: containerDirectory(record.id) + "/state.json")
+        let path = containerDirectory(record.id) + "/state.json"
+        try FileIO.writeAtomically(try Self.encoder.encode(record), to: path)
+        if let stamp = FileStamp(path: path) {
+            writtenRecords.withLock { $0[record.id] = (record, stamp) }
+        }
     }
 
     /// Changes a container's record under its lock, from the file as it is now.
@@ -262,7 +268,15 @@ public final class ContainerRuntime: Sendable {
         guard lock >= 0 else { throw RuntimeError(.notFound, "container \(id.prefix(12)) is gone", underlying: FileIO.errno) }
         defer { close(lock) }
         flock(lock, LOCK_EX)
-        var record = try load(id)
+        // The record this process wrote last, if the file is still that one
+        // (every write replaces it, so another writer changes its inode).
+        let path = containerDirectory(id) + "/state.json"
+        var record: ContainerRecord
+        if let cached = writtenRecords.withLock({ $0[id] }), cached.stamp == FileStamp(path: path) {
+            record = cached.record
+        } else {
+            record = try load(id)
+        }
         try change(&record)
         try store(record)
         return record
@@ -288,6 +302,7 @@ public final class ContainerRuntime: Sendable {
         if (try? resolveID(record.name)) == record.id { unlink(directory + "/names/" + record.name) }
         try images.releaseSnapshots(holder: record.id)
         live.withLock { _ = $0.removeValue(forKey: record.id) }
+        writtenRecords.withLock { _ = $0.removeValue(forKey: record.id) }
     }
 
     // MARK: - Recovery
@@ -364,5 +379,22 @@ public final class ContainerRuntime: Sendable {
         guard !name.isEmpty, name.count <= 128, allowed, name.first?.isLetter == true || name.first?.isNumber == true else {
             throw RuntimeError(.invalidSpec, "\"\(name)\" is not a valid container name: use letters, digits, _ . -, starting with a letter or digit")
         }
+    }
+}
+
+/// Which file a path is now: replaced files get new inodes.
+struct FileStamp: Hashable, Sendable {
+    var device: UInt64
+    var inode: UInt64
+    var size: Int64
+    var modified: Int
+
+    init?(path: String) {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }
+        device = UInt64(info.st_dev)
+        inode = UInt64(info.st_ino)
+        size = Int64(info.st_size)
+        modified = info.st_mtim.tv_sec * 1_000_000_000 + info.st_mtim.tv_nsec
     }
 }
