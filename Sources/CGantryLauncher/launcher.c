@@ -27,6 +27,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <termios.h>
 #include <unistd.h>
@@ -60,6 +61,22 @@ void gantry_terminal_size(int fd, unsigned short *rows, unsigned short *columns)
     ioctl(fd, TIOCGWINSZ, &size);
     *rows = size.ws_row;
     *columns = size.ws_col;
+}
+
+int gantry_timer_set(int fd, uint64_t nanoseconds) {
+    if (nanoseconds == 0) nanoseconds = 1;
+    struct itimerspec when;
+    memset(&when, 0, sizeof(when));
+    when.it_value.tv_sec = (time_t)(nanoseconds / 1000000000ULL);
+    when.it_value.tv_nsec = (long)(nanoseconds % 1000000000ULL);
+    return timerfd_settime(fd, 0, &when, NULL);
+}
+
+int gantry_timer(uint64_t nanoseconds) {
+    int fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    if (fd < 0) return -1;
+    if (gantry_timer_set(fd, nanoseconds) < 0) { int saved = errno; close(fd); errno = saved; return -1; }
+    return fd;
 }
 
 int gantry_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }

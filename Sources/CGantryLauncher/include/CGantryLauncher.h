@@ -30,6 +30,12 @@ int gantry_socketpair(int fds[2]);
 /// waiting; returns it, or -1 with errno set.
 int gantry_receive_fd(int socket);
 
+/// A monotonic timerfd (close-on-exec, non-blocking) that fires once after
+/// `nanoseconds` (at least 1).
+int gantry_timer(uint64_t nanoseconds);
+/// Re-arms a timer to fire once after `nanoseconds` (at least 1).
+int gantry_timer_set(int fd, uint64_t nanoseconds);
+
 /// memfd_create(name, MFD_CLOEXEC).
 int gantry_memfd(const char *name);
 

@@ -32,7 +32,8 @@ public final class Container: Sendable {
         var finished = false
         var timedOut = false
         var waiters: [CheckedContinuation<ContainerExit, Never>] = []
-        var timeoutTask: Task<Void, Never>?
+        /// The timeout's timerfd while it is armed, or -1.
+        var timer: Int32 = -1
         var log: ContainerLogWriter?
     }
 
@@ -121,13 +122,16 @@ public final class Container: Sendable {
             exited(status)
         }
         if let timeout = spec.timeout {
-            let task = Task { [weak self] in
-                try? await Task.sleep(for: timeout)
-                guard !Task.isCancelled, let self else { return }
-                self.timeOut()
-            }
-            state.withLock { state in
-                if state.finished { task.cancel() } else { state.timeoutTask = task }
+            // A timer the supervisor thread watches: it fires however busy
+            // Swift's cooperative pool is.
+            let nanoseconds = UInt64(max(1, timeout.components.seconds * 1_000_000_000 + timeout.components.attoseconds / 1_000_000_000))
+            let timer = gantry_timer(nanoseconds)
+            if timer >= 0 {
+                state.withLock { $0.timer = timer }
+                ProcessSupervisor.shared.watch(timer, handler: { [weak self] _ in
+                    self?.timeOut()
+                    return false
+                }, ended: { close(timer) })
             }
         }
     }
@@ -270,17 +274,20 @@ public final class Container: Sendable {
         }
         if pidfd >= 0 { close(pidfd) }
         if stdin >= 0 { close(stdin) }
-        let (waiters, task) = state.withLock { state in
+        let waiters = state.withLock { state in
             if let record { state.record = record } else {
                 state.record.status = .stopped
                 state.record.exit = exit
                 state.record.finishedAt = now
             }
             state.log = nil
+            // A pending timeout fires now, finds the container finished, and
+            // so ends its watch (and closes its timer).
+            if state.timer >= 0 { gantry_timer_set(state.timer, 1) }
+            state.timer = -1
             defer { state.waiters.removeAll() }
-            return (state.waiters, state.timeoutTask)
+            return state.waiters
         }
-        task?.cancel()
         outputSignal.bump(finished: true)
         waiters.forEach { $0.resume(returning: exit) }
         runtime.logger.debug("exited", metadata: ["container": "\(name)", "exit": "\(exit)"])
@@ -288,6 +295,8 @@ public final class Container: Sendable {
 
     private func timeOut() {
         let signalled = state.withLock { state -> Bool in
+            // The timer is done: its watch ends (and closes it) after this.
+            state.timer = -1
             guard !state.finished, state.pidfd >= 0 else { return false }
             state.timedOut = true
             gantry_pidfd_signal(state.pidfd, SIGKILL)

@@ -78,3 +78,12 @@ func runCollecting(_ runtime: ContainerRuntime, _ spec: ContainerSpec) async thr
 func shell(_ script: String) -> ContainerSpec {
     ContainerSpec(image: "busybox:test", command: ["sh", "-c", script])
 }
+
+/// Waits (up to 20 s, however busy the machine) until the container has printed `text`.
+func waitForOutput(_ container: Container, _ text: String) async throws {
+    for _ in 0 ..< 2000 {
+        if try await container.logs.text().contains(text) { return }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    Issue.record("container \(container.name) did not print \(text)")
+}
