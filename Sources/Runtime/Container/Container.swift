@@ -101,11 +101,19 @@ public final class Container: Sendable {
             what: "container \(name)") { _ in }
         let now = Date()
         let startTime = processStartTime(process.pid)
-        let updated = try? runtime.update(id) {
-            $0.status = .running
-            $0.pid = process.pid
-            $0.pidStartTime = startTime
-            $0.startedAt = now
+        let updated: ContainerRecord?
+        do {
+            updated = try runtime.update(id) {
+                $0.status = .running
+                $0.pid = process.pid
+                $0.pidStartTime = startTime
+                $0.startedAt = now
+            }
+        } catch {
+            // It runs and this process supervises it; only other processes
+            // see stale state until the next write succeeds.
+            runtime.logger.warning("cannot record that a container started", metadata: ["container": "\(name)", "error": "\(error)"])
+            updated = nil
         }
         state.withLock { state in
             if let updated { state.record = updated }
@@ -259,18 +267,26 @@ public final class Container: Sendable {
         let oomKilled = runtime.cgroups.oomKills(cgroup) > 0
         let now = Date()
         var exit = ContainerExit(status: status, reason: .exited)
-        let record = try? runtime.update(id) { record in
-            if oomKilled {
-                exit.reason = .oomKilled
-            } else if timedOut {
-                exit.reason = .timedOut
-            } else if record.stopRequested == true {
-                exit.reason = .stopped
+        let record: ContainerRecord?
+        do {
+            record = try runtime.update(id) { record in
+                if oomKilled {
+                    exit.reason = .oomKilled
+                } else if timedOut {
+                    exit.reason = .timedOut
+                } else if record.stopRequested == true {
+                    exit.reason = .stopped
+                }
+                record.status = .stopped
+                record.exit = exit
+                record.finishedAt = now
+                record.pid = nil
             }
-            record.status = .stopped
-            record.exit = exit
-            record.finishedAt = now
-            record.pid = nil
+        } catch {
+            // Removed meanwhile, or the state cannot be written: waiters
+            // still learn the exit.
+            runtime.logger.warning("cannot record that a container ended", metadata: ["container": "\(name)", "error": "\(error)"])
+            record = nil
         }
         if pidfd >= 0 { close(pidfd) }
         if stdin >= 0 { close(stdin) }
