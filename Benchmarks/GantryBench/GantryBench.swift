@@ -45,6 +45,13 @@ struct BenchOptions: ParsableArguments {
     }
 }
 
+/// Creates and starts a container that sleeps for a minute.
+func startSleeper(_ runtime: ContainerRuntime) async throws -> Container {
+    let container = try await runtime.create(ContainerSpec(image: "busybox:bench", command: ["sleep", "60"]))
+    try await container.start()
+    return container
+}
+
 func milliseconds(_ duration: Duration) -> Double {
     Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
 }
@@ -128,11 +135,7 @@ extension GantryBench {
                 let start = clock.now
                 let containers = try await withThrowingTaskGroup(of: Container.self) { group in
                     for _ in 0 ..< count {
-                        group.addTask {
-                            let container = try await runtime.create(ContainerSpec(image: "busybox:bench", command: ["sleep", "60"]))
-                            try await container.start()
-                            return container
-                        }
+                        group.addTask { try await startSleeper(runtime) }
                     }
                     return try await group.reduce(into: []) { $0.append($1) }
                 }
@@ -160,19 +163,11 @@ extension GantryBench {
             let (perContainer, helpers) = try await options.withRuntime { runtime in
                 // Warm up: threads, caches and the allocator's arenas.
                 var warm: [Container] = []
-                for _ in 0 ..< 10 {
-                    let container = try await runtime.create(ContainerSpec(image: "busybox:bench", command: ["sleep", "60"]))
-                    try await container.start()
-                    warm.append(container)
-                }
+                for _ in 0 ..< 10 { warm.append(try await startSleeper(runtime)) }
                 for container in warm { try await container.remove(force: true) }
                 let before = residentKiB()
                 var containers: [Container] = []
-                for _ in 0 ..< count {
-                    let container = try await runtime.create(ContainerSpec(image: "busybox:bench", command: ["sleep", "60"]))
-                    try await container.start()
-                    containers.append(container)
-                }
+                for _ in 0 ..< count { containers.append(try await startSleeper(runtime)) }
                 let after = residentKiB()
                 let pids = Set(try containers.compactMap { try $0.record.pid })
                 let helpers = helperProcesses(containers: pids)

@@ -87,6 +87,31 @@ struct ContainerSummary: Encodable {
     }
 }
 
+/// Copies this command's standard input to a container's (or a process's)
+/// on a thread of its own, then closes it there (but for a terminal, where
+/// end-of-file is a keystroke).
+func relayStandardInput(write: @escaping @Sendable (ArraySlice<UInt8>) throws -> Void, closeAtEnd: Bool,
+                        close: @escaping @Sendable () -> Void) {
+    Thread {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = read(0, &buffer, buffer.count)
+            if count <= 0 { break }
+            if (try? write(buffer[..<count])) == nil { break }
+        }
+        if closeAtEnd { close() }
+    }.start()
+}
+
+/// Runs `action` on each named container in turn, printing each name once done.
+func forEachContainer(_ names: [String], _ global: GlobalOptions, _ action: (Container) async throws -> Void) async throws {
+    let runtime = try await global.openGantry().containers
+    for name in names {
+        try await action(try runtime.container(name))
+        print(name)
+    }
+}
+
 /// Relays the local terminal to a container's pseudo-terminal in raw mode.
 final class TerminalRelay: @unchecked Sendable {
     private var saved = [UInt8](repeating: 0, count: 256)
@@ -243,16 +268,7 @@ struct Run: AsyncParsableCommand {
         }
         defer { resizer?.cancel() }
         if interactive || tty {
-            let inputThread = Thread {
-                var buffer = [UInt8](repeating: 0, count: 4096)
-                while true {
-                    let count = read(0, &buffer, buffer.count)
-                    if count <= 0 { break }
-                    if (try? container.write(buffer[..<count])) == nil { break }
-                }
-                if !tty { container.closeStdin() }
-            }
-            inputThread.start()
+            relayStandardInput(write: { try container.write($0) }, closeAtEnd: !tty, close: { container.closeStdin() })
         }
         for try await chunk in container.output {
             let handle = chunk.stream == .stderr ? FileHandle.standardError : FileHandle.standardOutput
@@ -355,15 +371,7 @@ struct Exec: AsyncParsableCommand {
         if tty { relay.enterRaw() }
         defer { relay.restore() }
         if interactive || tty {
-            Thread {
-                var buffer = [UInt8](repeating: 0, count: 4096)
-                while true {
-                    let count = read(0, &buffer, buffer.count)
-                    if count <= 0 { break }
-                    if (try? process.write(buffer[..<count])) == nil { break }
-                }
-                if !tty { process.closeStdin() }
-            }.start()
+            relayStandardInput(write: { try process.write($0) }, closeAtEnd: !tty, close: { process.closeStdin() })
         }
         for await chunk in process.output {
             (chunk.stream == .stderr ? FileHandle.standardError : FileHandle.standardOutput).write(Data(chunk.bytes))
@@ -381,11 +389,8 @@ struct Stop: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        let runtime = try await global.openGantry().containers
-        for name in names {
-            try await runtime.container(name).stop(grace: try time.map(parseDuration))
-            print(name)
-        }
+        let grace = try time.map(parseDuration)
+        try await forEachContainer(names, global) { try await $0.stop(grace: grace) }
     }
 }
 
@@ -396,12 +401,8 @@ struct Kill: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        let runtime = try await global.openGantry().containers
         let number = try parseSignal(signal)
-        for name in names {
-            try runtime.container(name).kill(number)
-            print(name)
-        }
+        try await forEachContainer(names, global) { try $0.kill(number) }
     }
 }
 
@@ -412,11 +413,7 @@ struct Remove: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        let runtime = try await global.openGantry().containers
-        for name in names {
-            try await runtime.container(name).remove(force: force)
-            print(name)
-        }
+        try await forEachContainer(names, global) { try await $0.remove(force: force) }
     }
 }
 
@@ -453,11 +450,7 @@ struct Pause: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        let runtime = try await global.openGantry().containers
-        for name in names {
-            try runtime.container(name).pause()
-            print(name)
-        }
+        try await forEachContainer(names, global) { try $0.pause() }
     }
 }
 
@@ -467,10 +460,6 @@ struct Unpause: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        let runtime = try await global.openGantry().containers
-        for name in names {
-            try runtime.container(name).resume()
-            print(name)
-        }
+        try await forEachContainer(names, global) { try $0.resume() }
     }
 }

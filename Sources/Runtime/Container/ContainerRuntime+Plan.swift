@@ -1,4 +1,5 @@
 import Foundation
+import OCIImage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,7 +12,7 @@ struct PreparedLaunch: Sendable {
 
 extension ContainerRuntime {
     /// The process a spec runs: the image's configuration with the spec's overrides.
-    static func resolveProcess(_ spec: ContainerSpec, image: RunConfigurationValues, users: UserDatabase, hostname: String) throws -> ResolvedProcess {
+    static func resolveProcess(_ spec: ContainerSpec, image: RunConfiguration, users: UserDatabase, hostname: String) throws -> ResolvedProcess {
         let entrypoint = spec.entrypoint ?? image.entrypoint ?? []
         // Docker drops the image's command when the entrypoint is replaced.
         let command = spec.command ?? (spec.entrypoint == nil ? image.cmd ?? [] : [])
@@ -134,13 +135,4 @@ extension ContainerRuntime {
     static func idMap(_ mappings: [ContainerSpec.IDMapping]) -> String? {
         mappings.isEmpty ? nil : mappings.map { "\($0.containerID) \($0.hostID) \($0.size)\n" }.joined()
     }
-}
-
-/// The parts of an image's run configuration a container uses.
-struct RunConfigurationValues: Sendable {
-    var entrypoint: [String]?
-    var cmd: [String]?
-    var env: [String]?
-    var workingDir: String?
-    var user: String?
 }

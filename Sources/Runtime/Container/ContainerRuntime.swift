@@ -111,16 +111,13 @@ public final class ContainerRuntime: Sendable {
 
     private func prepare(_ spec: ContainerSpec, id: String, name: String, directory: String) async throws -> ContainerRecord {
         var layers: [String] = []
-        var configuration = RunConfigurationValues()
+        var configuration = RunConfiguration()
         var imageDigest: String?
         switch spec.root {
         case .image(let reference):
             let (resolved, directories) = try await images.prepareRoot(reference, holder: id)
             imageDigest = resolved.manifestDescriptor.digest.description
-            if let config = resolved.configuration.config {
-                configuration = RunConfigurationValues(entrypoint: config.entrypoint, cmd: config.cmd, env: config.env,
-                                                       workingDir: config.workingDir, user: config.user)
-            }
+            configuration = resolved.configuration.config ?? RunConfiguration()
             // Top-most first, as overlayfs stacks lower directories.
             layers = directories.reversed()
             guard !layers.isEmpty else { throw RuntimeError(.invalidSpec, "image \(reference) has no layers") }
