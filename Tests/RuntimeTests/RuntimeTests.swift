@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 @testable import Runtime
 
@@ -59,5 +60,31 @@ import Testing
         #expect(SeccompLibrary.syscallNumber("read") == 0)
         #endif
         #expect(SeccompLibrary.syscallNumber("no_such_syscall") == nil)
+    }
+}
+
+@Suite struct ContainerRecordEncodingTests {
+    /// The record is written as its fixed and changing parts joined: the two
+    /// must cover every field, so that the joined text decodes as the record.
+    @Test func fixedAndChangingPartsCoverTheRecord() throws {
+        var record = ContainerRecord(
+            id: String(repeating: "a", count: 64), name: "encoded", spec: ContainerSpec(image: "busybox:test", command: ["true"]),
+            process: ResolvedProcess(arguments: ["true"], environment: ["A=1"], workingDirectory: "/", uid: 1, gid: 2, groups: [3]),
+            imageDigest: "sha256:" + String(repeating: "b", count: 64), cgroup: "gantry/x", status: .stopped,
+            ownerPid: 10, ownerStartTime: 11, createdAt: Date(timeIntervalSince1970: 1), layers: ["/l1", "/l2"])
+        record.pid = 12
+        record.pidStartTime = 13
+        record.startedAt = Date(timeIntervalSince1970: 2)
+        record.finishedAt = Date(timeIntervalSince1970: 3)
+        record.exit = ContainerExit(status: .signaled(9), reason: .oomKilled)
+        record.stopRequested = true
+        let joined = ContainerRecord.joinObjects(
+            try ContainerRuntime.encoder.encode(ContainerRecord.FixedFields(record)),
+            try ContainerRuntime.encoder.encode(ContainerRecord.ChangingFields(record)))
+        #expect(try ContainerRuntime.decoder.decode(ContainerRecord.self, from: joined) == record)
+        let whole = try JSONSerialization.jsonObject(with: ContainerRuntime.encoder.encode(record)) as? [String: Any]
+        let parts = try JSONSerialization.jsonObject(with: joined) as? [String: Any]
+        #expect(Set(whole?.keys ?? [:].keys) == Set(parts?.keys ?? [:].keys))
+        #expect(record.fixedFieldsEqual(record))
     }
 }

@@ -24,7 +24,7 @@ public final class ContainerRuntime: Sendable {
     /// Containers this process owns, by ID.
     let live = Mutex<[String: Container]>([:])
     /// The records this process last wrote, with the file they went to.
-    let writtenRecords = Mutex<[String: (record: ContainerRecord, stamp: FileStamp)]>([:])
+    let writtenRecords = Mutex<[String: (record: ContainerRecord, stamp: FileStamp, fixedJSON: Data)]>([:])
     /// Compiled seccomp programs, by profile and capability set.
     let seccompCache = Mutex<[String: [UInt8]]>([:])
     /// This process and its start time, recorded as each container's owner.
@@ -239,11 +239,13 @@ public final class ContainerRuntime: Sendable {
 
     func load(_ id: String) throws -> ContainerRecord {
         let path = containerDirectory(id) + "/state.json"
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw RuntimeError(.notFound, "container \(id.prefix(12)) has no state (\(path))")
-        }
         do {
-            return try Self.decoder.decode(ContainerRecord.self, from: data)
+            guard let record = try FileIO.readStateFile(path, lock: containerDirectory(id), { try Self.decoder.decode(ContainerRecord.self, from: $0) }) else {
+                throw RuntimeError(.notFound, "container \(id.prefix(12)) has no state (\(path))")
+            }
+            return record
+        } catch let error as RuntimeError {
+            throw error
         } catch {
             throw RuntimeError(.invalidState, "the state of container \(id.prefix(12)) cannot be read: \(error)")
         }
@@ -251,9 +253,18 @@ public final class ContainerRuntime: Sendable {
 
     func store(_ record: ContainerRecord) throws {
         let path = containerDirectory(record.id) + "/state.json"
-        try FileIO.writeAtomically(try Self.encoder.encode(record), to: path)
+        // What never changes after creation is encoded once: encoding the
+        // whole spec on every change of status cost more than the write.
+        let fixed = ContainerRecord.FixedFields(record)
+        let cachedJSON = writtenRecords.withLock { entry -> Data? in
+            guard let cached = entry[record.id], cached.record.fixedFieldsEqual(record) else { return nil }
+            return cached.fixedJSON
+        }
+        let fixedJSON = try cachedJSON ?? Self.encoder.encode(fixed)
+        let changingJSON = try Self.encoder.encode(ContainerRecord.ChangingFields(record))
+        try FileIO.replaceStateFile(path, with: ContainerRecord.joinObjects(fixedJSON, changingJSON))
         if let stamp = FileStamp(path: path) {
-            writtenRecords.withLock { $0[record.id] = (record, stamp) }
+            writtenRecords.withLock { $0[record.id] = (record, stamp, fixedJSON) }
         }
     }
 
@@ -266,7 +277,7 @@ public final class ContainerRuntime: Sendable {
         defer { close(lock) }
         flock(lock, LOCK_EX)
         // The record this process wrote last, if the file is still that one
-        // (every write replaces it, so another writer changes its inode).
+        // (every write makes a new file, so another writer changes its inode).
         let path = containerDirectory(id) + "/state.json"
         var record: ContainerRecord
         if let cached = writtenRecords.withLock({ $0[id] }), cached.stamp == FileStamp(path: path) {

@@ -130,6 +130,60 @@ public struct ContainerRecord: Hashable, Sendable, Codable {
     }
 }
 
+extension ContainerRecord {
+    /// The fields fixed at creation, encoded once per container. Their
+    /// keys are the record's own, so that the two parts joined decode as a
+    /// `ContainerRecord`.
+    struct FixedFields: Encodable {
+        var id: String
+        var name: String
+        var spec: ContainerSpec
+        var process: ResolvedProcess
+        var imageDigest: String?
+        var cgroup: String
+        var createdAt: Date
+        var layers: [String]
+
+        init(_ record: ContainerRecord) {
+            (id, name, spec, process) = (record.id, record.name, record.spec, record.process)
+            (imageDigest, cgroup, createdAt, layers) = (record.imageDigest, record.cgroup, record.createdAt, record.layers)
+        }
+    }
+
+    /// The fields that change over the container's life.
+    struct ChangingFields: Encodable {
+        var status: ContainerStatus
+        var pid: Int32?
+        var pidStartTime: UInt64?
+        var ownerPid: Int32?
+        var ownerStartTime: UInt64?
+        var startedAt: Date?
+        var finishedAt: Date?
+        var exit: ContainerExit?
+        var stopRequested: Bool?
+
+        init(_ record: ContainerRecord) {
+            (status, pid, pidStartTime, ownerPid, ownerStartTime) = (record.status, record.pid, record.pidStartTime, record.ownerPid, record.ownerStartTime)
+            (startedAt, finishedAt, exit, stopRequested) = (record.startedAt, record.finishedAt, record.exit, record.stopRequested)
+        }
+    }
+
+    /// Whether `other` has the same fixed fields (the cheap ones compared first).
+    func fixedFieldsEqual(_ other: ContainerRecord) -> Bool {
+        id == other.id && name == other.name && cgroup == other.cgroup && createdAt == other.createdAt
+            && imageDigest == other.imageDigest && layers == other.layers && process == other.process && spec == other.spec
+    }
+
+    /// Two encoded JSON objects (`{…}`, neither empty) joined into one.
+    static func joinObjects(_ first: Data, _ second: Data) -> Data {
+        var joined = Data(capacity: first.count + second.count)
+        joined.append(first.dropLast())
+        joined.append(UInt8(ascii: ","))
+        joined.append(second.dropFirst())
+        return joined
+    }
+}
+
 /// Reads a process's start time from `/proc/<pid>/stat` (field 22).
 func processStartTime(_ pid: Int32) -> UInt64? {
     guard let text = try? FileIO.read("/proc/\(pid)/stat", code: .systemCall),
