@@ -47,7 +47,8 @@ trap cleanup EXIT
 
 echo "== busybox root file system and bundle"
 rootfs="$work/bundle/rootfs"
-mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp"
+# The mount points every image has, so that neither side makes them on each run.
+mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp" "$rootfs/proc" "$rootfs/sys" "$rootfs/dev"
 cp "$busybox" "$rootfs/bin/busybox"
 for applet in sh true sleep; do ln -s busybox "$rootfs/bin/$applet"; done
 echo 'root:x:0:0:root:/root:/bin/sh' >"$rootfs/etc/passwd"

@@ -588,7 +588,11 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
 
     for (int cap = 0; cap < 64; cap++) {
         if (plan->cap_bounding & (1ULL << cap)) continue;
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL) child_fail(error_fd, GANTRY_STAGE_CAPABILITIES);
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0) {
+            // EINVAL: past the kernel's last capability, as are all after it.
+            if (errno == EINVAL) break;
+            child_fail(error_fd, GANTRY_STAGE_CAPABILITIES);
+        }
     }
     if (prctl(PR_SET_KEEPCAPS, 1, 0, 0, 0) < 0) child_fail(error_fd, GANTRY_STAGE_CAPABILITIES);
     // Raw system calls: glibc's wrappers would try to synchronise threads

@@ -68,8 +68,9 @@ public struct ResolvedProcess: Hashable, Sendable, Codable {
     public var groups: [UInt32]
 }
 
-/// What the state root records about a container. Written atomically on
-/// every change, so that any process opening the root can list and manage it.
+/// What the state root records about a container. Written anew on every
+/// change (readers never see a partial record), so that any process
+/// opening the root can list and manage it.
 public struct ContainerRecord: Hashable, Sendable, Codable {
     /// 64 hex digits.
     public var id: String
