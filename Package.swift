@@ -50,6 +50,11 @@ let package = Package(
             pkgConfig: "libseccomp",
             providers: [.apt(["libseccomp-dev"])]
         ),
+        .systemLibrary(
+            name: "CNftables",
+            pkgConfig: "libnftables",
+            providers: [.apt(["libnftables-dev"])]
+        ),
         // Thin wrappers for Linux system calls that glibc does not expose.
         .target(name: "CGantrySystem", cSettings: strictC),
         // The launcher: clone3 into namespaces, then raw system calls until execve.
@@ -76,6 +81,7 @@ let package = Package(
             dependencies: [
                 "OCIImage",
                 "CSeccomp",
+                "CNftables",
                 "CGantrySystem",
                 "CGantryLauncher",
                 .product(name: "SystemPackage", package: "swift-system"),

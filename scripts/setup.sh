@@ -9,13 +9,14 @@ if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
 
 packages=(
     # Build: C libraries found through pkg-config.
-    pkg-config libarchive-dev libseccomp-dev libsqlite3-dev
+    pkg-config libarchive-dev libseccomp-dev libsqlite3-dev libnftables-dev
     # Tests: tools that make, move and read images; compressors; the
     # Distribution registry with htpasswd and token authentication.
     busybox-static umoci skopeo tar gzip zstd bzip2 python3
     docker-registry apache2-utils openssl
-    # Runtime tests: a C compiler and static libc for a system-call probe.
-    gcc libc6-dev
+    # Runtime tests: a C compiler and static libc for a system-call probe;
+    # nft and ip to look at what networks leave behind.
+    gcc libc6-dev nftables iproute2
     # Benchmarks, with the runtimes Gantry is compared with.
     debootstrap hyperfine time crun runc
 )

@@ -38,6 +38,17 @@ func parseSignal(_ text: String) throws -> Int32 {
 }
 
 /// Times as ISO 8601 with milliseconds.
+/// `KEY=value` options (`--label`) as a map; a bare `KEY` has an empty value.
+func parseLabels(_ items: [String], option: String = "--label") throws -> [String: String] {
+    var labels: [String: String] = [:]
+    for item in items {
+        let parts = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        guard let key = parts.first, !key.isEmpty else { throw ValidationError("\(option) \(item): expected KEY=value") }
+        labels[key] = parts.count > 1 ? parts[1] : ""
+    }
+    return labels
+}
+
 func formatTime(_ date: Date?) -> String? {
     guard let date else { return nil }
     let formatter = ISO8601DateFormatter()
@@ -62,6 +73,10 @@ struct ContainerSummary: Encodable {
     var finishedAt: String?
     var limits: ResourceLimits
     var labels: [String: String]
+    var network: String
+    var ipAddress: String?
+    var networkAliases: [String]?
+    var ports: [String]?
 
     init(_ record: ContainerRecord) {
         id = record.id
@@ -84,6 +99,10 @@ struct ContainerSummary: Encodable {
         finishedAt = formatTime(record.finishedAt)
         limits = record.spec.resources
         labels = record.spec.labels
+        network = record.spec.network.description
+        ipAddress = record.network?.address.description
+        networkAliases = record.network?.aliases
+        ports = record.network?.ports.map(\.description)
     }
 }
 
@@ -154,6 +173,9 @@ struct Run: AsyncParsableCommand {
     @Option(name: .customLong("security-opt"), help: ArgumentHelp("seccomp=unconfined|FILE, or no-new-privileges=false.", valueName: "opt")) var securityOptions: [String] = []
     @Option(help: ArgumentHelp("Mount a tmpfs: /path[:size].", valueName: "path")) var tmpfs: [String] = []
     @Option(name: .shortAndLong, help: ArgumentHelp("Bind a host path: /host:/container[:ro].", valueName: "bind")) var volume: [String] = []
+    @Option(help: ArgumentHelp("The network: none (loopback only; the default without -p), host, bridge (the default network; the default with -p) or a network's name.", valueName: "network")) var network: String = "none"
+    @Option(name: .shortAndLong, help: ArgumentHelp("Publish a port on the host: [IP:]HOST:CONTAINER[/udp] (HOST 0: a free one).", valueName: "port")) var publish: [String] = []
+    @Option(name: .customLong("net-alias"), help: ArgumentHelp("Another name the container answers to on its network.", valueName: "name")) var netAliases: [String] = []
     @Option(name: .customLong("sysctl"), help: ArgumentHelp("Set a namespaced kernel parameter.", valueName: "key=value")) var sysctls: [String] = []
     @Option(name: .customLong("label"), help: ArgumentHelp("Set a label.", valueName: "key=value")) var labels: [String] = []
     @Option(help: ArgumentHelp("Kill the container after this long (30s, 2m).", valueName: "duration")) var timeout: String?
@@ -214,15 +236,16 @@ struct Run: AsyncParsableCommand {
             }
             return .bind(source: parts[0], target: parts[1], readOnly: parts.count == 3 && parts[2] == "ro")
         }
+        spec.network = parseNetworkMode(network)
+        spec.networkAliases = netAliases
+        spec.publishedPorts = try publish.map { try PublishedPort(parsing: $0) }
+        if !publish.isEmpty, network == "none" { spec.network = .bridge(Networks.defaultName) }
         for item in sysctls {
             let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
             guard parts.count == 2 else { throw ValidationError("--sysctl \(item) is not key=value") }
             spec.sysctls[parts[0]] = parts[1]
         }
-        for item in labels {
-            let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
-            spec.labels[parts[0]] = parts.count > 1 ? parts[1] : ""
-        }
+        spec.labels.merge(try parseLabels(labels)) { $1 }
         spec.timeout = try timeout.map(parseDuration)
         if let stopSignal { spec.stopSignal = try parseSignal(stopSignal) }
         if let stopTimeout { spec.stopGracePeriod = try parseDuration(stopTimeout) }

@@ -102,14 +102,7 @@ extension ImageCommand {
             }
             config.workingDir = workingDirectory
             config.user = user
-            if !label.isEmpty {
-                var labels: [String: String] = [:]
-                for pair in label {
-                    guard let equals = pair.firstIndex(of: "=") else { throw ValidationError("--label \(pair): expected KEY=value") }
-                    labels[String(pair[..<equals])] = String(pair[pair.index(after: equals)...])
-                }
-                config.labels = labels
-            }
+            if !label.isEmpty { config.labels = try parseLabels(label) }
             var options = RootfsImportOptions(config: config)
             if let platform { options.platform = try Platform(parsing: platform) }
             let gantry = try await global.openGantry()

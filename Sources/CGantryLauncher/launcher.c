@@ -13,6 +13,7 @@
 #include <linux/openat2.h>
 #include <linux/sched.h>
 #include <linux/seccomp.h>
+#include <net/if.h>
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -86,7 +87,7 @@ const char *gantry_launch_stage_name(int stage) {
         "none", "pipe", "clone", "cgroup", "id maps", "sync", "signals", "session", "mount namespace", "root file system",
         "mounts", "pivot_root", "masked paths", "read-only paths", "sysctl", "read-only root", "hostname", "rlimits",
         "working directory", "stdio", "close descriptors", "capabilities", "user", "no_new_privs", "seccomp", "exec",
-        "join namespaces", "init", "parent death signal",
+        "join namespaces", "init", "parent death signal", "loopback",
     };
     if (stage < 0 || stage >= (int)(sizeof(names) / sizeof(names[0]))) return "unknown";
     return names[stage];
@@ -481,6 +482,22 @@ static void run_init(int error_fd) {
     }
 }
 
+/// Brings the loopback device of this process's network namespace up.
+static int loopback_up(void) {
+    int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -1;
+    struct ifreq request;
+    memset(&request, 0, sizeof(request));
+    memcpy(request.ifr_name, "lo", 3);
+    int result = ioctl(fd, SIOCGIFFLAGS, &request);
+    if (result == 0 && !(request.ifr_flags & IFF_UP)) {
+        request.ifr_flags |= IFF_UP;
+        result = ioctl(fd, SIOCSIFFLAGS, &request);
+    }
+    close(fd);
+    return result;
+}
+
 __attribute__((noreturn))
 static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_read, int sync_write) {
     // Signals: default dispositions, nothing blocked.
@@ -527,6 +544,9 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
     }
 
     if (setsid() < 0) child_fail(error_fd, GANTRY_STAGE_SESSION);
+
+    // A new network namespace has only a loopback device, and it is down.
+    if ((plan->clone_flags & CLONE_NEWNET) && loopback_up() < 0) child_fail(error_fd, GANTRY_STAGE_LOOPBACK);
 
     if (plan->clone_flags & CLONE_NEWNS) {
         if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) child_fail(error_fd, GANTRY_STAGE_MOUNT_PRIVATE);
@@ -690,6 +710,29 @@ static int write_proc_file(pid_t pid, const char *name, const char *value) {
     return write_file(path, value);
 }
 
+/// A descriptor of the calling thread's own namespace of `type`.
+static int open_own_namespace(uint64_t type) {
+    const char *path;
+    switch (type) {
+    case CLONE_NEWNET: path = "/proc/thread-self/ns/net"; break;
+    case CLONE_NEWIPC: path = "/proc/thread-self/ns/ipc"; break;
+    case CLONE_NEWUTS: path = "/proc/thread-self/ns/uts"; break;
+    case CLONE_NEWCGROUP: path = "/proc/thread-self/ns/cgroup"; break;
+    default: errno = EINVAL; return -1;
+    }
+    return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+/// Returns the calling thread to the namespaces it left (the first `count`).
+static void leave_namespaces(const struct gantry_launch_plan *plan, const int *own, size_t count) {
+    for (size_t i = 0; i < count; i++) {
+        // Returning cannot fail for root; if it did, later children of this
+        // thread would start in a container's namespace.
+        if (setns(own[i], (int)plan->namespace_types[i]) < 0) abort();
+        close(own[i]);
+    }
+}
+
 int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pidfd_out, struct gantry_launch_failure *failure) {
     failure->stage = GANTRY_STAGE_NONE;
     failure->error = 0;
@@ -715,6 +758,26 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
         args.cgroup = (uint64_t)plan->cgroup_fd;
     }
 
+    // Namespace files (a pod's network namespace): this thread enters
+    // them, so that the child starts there, and returns after the clone.
+    int own_namespaces[8];
+    size_t entered = 0;
+    if (plan->namespace_count > 8) {
+        failure->stage = GANTRY_STAGE_JOIN; failure->error = E2BIG;
+        close(error_pipe[0]); close(error_pipe[1]); close(sync_pipe[0]); close(sync_pipe[1]);
+        return -1;
+    }
+    for (; entered < plan->namespace_count; entered++) {
+        own_namespaces[entered] = open_own_namespace(plan->namespace_types[entered]);
+        if (own_namespaces[entered] < 0 || setns(plan->namespace_fds[entered], (int)plan->namespace_types[entered]) < 0) {
+            failure->stage = GANTRY_STAGE_JOIN; failure->error = errno;
+            if (own_namespaces[entered] >= 0) close(own_namespaces[entered]);
+            leave_namespaces(plan, own_namespaces, entered);
+            close(error_pipe[0]); close(error_pipe[1]); close(sync_pipe[0]); close(sync_pipe[1]);
+            return -1;
+        }
+    }
+
     // Entering a PID namespace affects only the children of this thread:
     // switch to it for the clone and back.
     int own_pid_namespace = -1;
@@ -723,6 +786,7 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
         if (own_pid_namespace < 0 || setns(plan->join_pidfd, CLONE_NEWPID) < 0) {
             failure->stage = GANTRY_STAGE_JOIN; failure->error = errno;
             if (own_pid_namespace >= 0) close(own_pid_namespace);
+            leave_namespaces(plan, own_namespaces, entered);
             close(error_pipe[0]); close(error_pipe[1]); close(sync_pipe[0]); close(sync_pipe[1]);
             return -1;
         }
@@ -771,6 +835,7 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
         if (setns(own_pid_namespace, CLONE_NEWPID) < 0) abort();
         close(own_pid_namespace);
     }
+    leave_namespaces(plan, own_namespaces, entered);
     close(error_pipe[1]);
     close(sync_pipe[0]);
     if (pid < 0) {

@@ -4,6 +4,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
 #include <stdio.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -63,3 +67,50 @@ ssize_t gantry_copy_file_range_at(int from, int64_t *from_offset, int to, int64_
 }
 
 int gantry_fremovexattr(int fd, const char *name) { return fremovexattr(fd, name); }
+
+// Namespace work runs on a short-lived thread: setns and unshare of a
+// network namespace change only the calling thread, which then ends.
+struct netns_job {
+    const char *path;
+    int netns_fd;
+    int domain, type, protocol;
+    int result;
+    int error;
+};
+
+static void *netns_create_thread(void *argument) {
+    struct netns_job *job = argument;
+    job->result = -1;
+    if (unshare(CLONE_NEWNET) < 0) { job->error = errno; return NULL; }
+    if (mount("/proc/thread-self/ns/net", job->path, NULL, MS_BIND, NULL) < 0) { job->error = errno; return NULL; }
+    job->result = 0;
+    return NULL;
+}
+
+static void *netns_socket_thread(void *argument) {
+    struct netns_job *job = argument;
+    job->result = -1;
+    if (setns(job->netns_fd, CLONE_NEWNET) < 0) { job->error = errno; return NULL; }
+    job->result = socket(job->domain, job->type | SOCK_CLOEXEC, job->protocol);
+    if (job->result < 0) job->error = errno;
+    return NULL;
+}
+
+static int run_netns_job(void *(*body)(void *), struct netns_job *job) {
+    pthread_t thread;
+    int error = pthread_create(&thread, NULL, body, job);
+    if (error != 0) { errno = error; return -1; }
+    pthread_join(thread, NULL);
+    if (job->result < 0) errno = job->error;
+    return job->result;
+}
+
+int gantry_netns_create(const char *path) {
+    struct netns_job job = { .path = path, .netns_fd = -1 };
+    return run_netns_job(netns_create_thread, &job);
+}
+
+int gantry_socket_in_netns(int netns_fd, int domain, int type, int protocol) {
+    struct netns_job job = { .netns_fd = netns_fd, .domain = domain, .type = type, .protocol = protocol };
+    return run_netns_job(netns_socket_thread, &job);
+}

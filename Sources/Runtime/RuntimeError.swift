@@ -7,7 +7,7 @@ public struct RuntimeError: Error, Sendable, CustomStringConvertible {
     /// What went wrong.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Storage: Hashable, Sendable {
-            case unsupportedHost, seccomp, launch, invalidSpec, cgroup, notFound, invalidState, systemCall
+            case unsupportedHost, seccomp, launch, invalidSpec, cgroup, notFound, invalidState, systemCall, network
         }
         private let storage: Storage
         private init(_ storage: Storage) { self.storage = storage }
@@ -28,6 +28,9 @@ public struct RuntimeError: Error, Sendable, CustomStringConvertible {
         public static let invalidState = Code(.invalidState)
         /// A system call failed; ``RuntimeError/underlying`` holds its errno.
         public static let systemCall = Code(.systemCall)
+        /// A network, its devices, addresses, routes or rules could not be
+        /// set up or removed.
+        public static let network = Code(.network)
 
         public var description: String { "\(storage)" }
     }

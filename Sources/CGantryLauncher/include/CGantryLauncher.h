@@ -153,6 +153,14 @@ struct gantry_launch_plan {
     /// The process is also made non-dumpable before it joins. -1: none.
     int join_pidfd;
     uint64_t join_namespaces;
+
+    /// Namespaces to start in rather than new ones: descriptors of
+    /// namespace files (a pod's network namespace, say) and their CLONE_NEW*
+    /// types. The launching thread enters them for the clone and returns.
+    /// Only namespaces a thread may enter alone: network, IPC, UTS, cgroup.
+    const int *namespace_fds;
+    const uint64_t *namespace_types;
+    size_t namespace_count;
 };
 
 /// Where a launch failed: the step and the errno.
@@ -170,6 +178,7 @@ enum gantry_launch_stage {
     GANTRY_STAGE_READONLY_ROOTFS, GANTRY_STAGE_HOSTNAME, GANTRY_STAGE_RLIMITS, GANTRY_STAGE_CWD, GANTRY_STAGE_STDIO,
     GANTRY_STAGE_CLOSE_FDS, GANTRY_STAGE_CAPABILITIES, GANTRY_STAGE_USER, GANTRY_STAGE_NO_NEW_PRIVS,
     GANTRY_STAGE_SECCOMP, GANTRY_STAGE_EXEC, GANTRY_STAGE_JOIN, GANTRY_STAGE_INIT, GANTRY_STAGE_PARENT_DEATH,
+    GANTRY_STAGE_LOOPBACK,
 };
 
 /// A human-readable name for a stage.

@@ -54,4 +54,15 @@ ssize_t gantry_copy_file_range_at(int from, int64_t *from_offset, int to, int64_
 /// fremovexattr(2).
 int gantry_fremovexattr(int fd, const char *name);
 
+/// Makes a new network namespace and binds it onto `path` (an existing
+/// file), so that it lives until unmounted. The work happens on a thread of
+/// its own, so the caller's thread never changes namespace. Returns 0, or
+/// -1 with errno set.
+int gantry_netns_create(const char *path);
+
+/// socket(2) in the network namespace `netns_fd` (a descriptor of a
+/// namespace file), made on a thread of its own: the socket stays in that
+/// namespace. Returns the descriptor (close-on-exec), or -1 with errno set.
+int gantry_socket_in_netns(int netns_fd, int domain, int type, int protocol);
+
 #endif

@@ -39,6 +39,8 @@ public struct StateRoot: Hashable, Sendable, CustomStringConvertible {
     public var holds: String { path + "/holds" }
     /// `containers/`: one directory per container (state, log, upper layer).
     public var containers: String { path + "/containers" }
+    /// `networks/`: one directory per network, with its address leases.
+    public var networks: String { path + "/networks" }
     /// `lock`: taken shared by every operation and exclusive by garbage collection.
     public var lockFile: String { path + "/lock" }
 

@@ -161,6 +161,18 @@ public final class Container: Sendable {
         plan.consoleSocket = pipes.console
         plan.controllingTerminal = pipes.console >= 0
         try configure(&plan)
+        // The main process starts in the network namespace made for it
+        // (a process joining the container enters it through the pidfd).
+        var namespace: Int32 = -1
+        defer { if namespace >= 0 { close(namespace) } }
+        if record.network != nil, plan.joinPidfd < 0 {
+            let path = runtime.containerDirectory(id) + "/netns"
+            namespace = open(path, O_RDONLY | O_CLOEXEC)
+            guard namespace >= 0 else {
+                throw RuntimeError(.network, "container \(name) has lost its network namespace \(path)", underlying: FileIO.errno)
+            }
+            plan.namespaceFiles = [(namespace, GANTRY_CLONE_NEWNET)]
+        }
         let process = try await LaunchThreads.shared.run { [plan] in try Launcher.launch(plan, what: what) }
         do {
             try pipes.receiveTerminal()
@@ -182,7 +194,7 @@ public final class Container: Sendable {
         var plan = LaunchPlan(
             executables: ContainerRuntime.executableCandidates(process.arguments[0], environment: process.environment),
             arguments: process.arguments, environment: process.environment, workingDirectory: process.workingDirectory,
-            cloneFlags: spec.namespaces.rawValue, hostname: spec.hostname ?? record.shortID,
+            cloneFlags: ContainerRuntime.cloneFlags(spec), hostname: spec.hostname ?? record.shortID,
             // The overlay is mounted over the container's own directory, in
             // the container's mount namespace only.
             rootfs: record.usesOverlay ? directory : record.layers[0],
@@ -193,6 +205,12 @@ public final class Container: Sendable {
         plan.uidMap = ContainerRuntime.idMap(spec.uidMappings)
         plan.gidMap = ContainerRuntime.idMap(spec.gidMappings)
         plan.mounts = try ContainerRuntime.mounts(spec)
+        if let attachment = record.network {
+            // Generated files, bound over the image's (as Docker does).
+            let files = runtime.networks.memberDirectory(attachment.network, id)
+            plan.mounts.append(.bind(files + "/hosts", at: "/etc/hosts", directory: false))
+            plan.mounts.append(.bind(files + "/resolv.conf", at: "/etc/resolv.conf", directory: false))
+        }
         plan.maskedPaths = ContainerDefaults.maskedPaths
         plan.readonlyPaths = ContainerDefaults.readonlyPaths
         plan.readonlyRootfs = spec.readOnlyRootfs

@@ -72,7 +72,7 @@ extension ContainerRuntime {
         try spec.sysctls.sorted { $0.key < $1.key }.map { key, value in
             let ipc = key.hasPrefix("kernel.shm") || key.hasPrefix("kernel.msg") || key == "kernel.sem" || key.hasPrefix("fs.mqueue.")
             let uts = key == "kernel.hostname" || key == "kernel.domainname"
-            let net = key.hasPrefix("net.")
+            let net = key.hasPrefix("net.") && spec.network != .host
             let owned = (ipc && spec.namespaces.contains(.ipc)) || (uts && spec.namespaces.contains(.uts))
                 || (net && spec.namespaces.contains(.network))
             guard owned else {
@@ -108,7 +108,7 @@ extension ContainerRuntime {
 
     /// The mounts of a container: the standard ones, then the spec's.
     static func mounts(_ spec: ContainerSpec) throws -> [PlannedMount] {
-        var mounts = ContainerDefaults.mounts(ownNetwork: spec.namespaces.contains(.network))
+        var mounts = ContainerDefaults.mounts(ownNetwork: ownsNetworkNamespace(spec))
         for mount in spec.mounts {
             guard mount.target.hasPrefix("/"), !mount.target.split(separator: "/").contains("..") else {
                 throw RuntimeError(.invalidSpec, "mount target \"\(mount.target)\" is not an absolute path without ..")
@@ -129,6 +129,26 @@ extension ContainerRuntime {
             }
         }
         return mounts
+    }
+
+    /// Whether the container's network namespace is one it may mount a
+    /// fresh sysfs for: its own, and owned by its user namespace (a bridge
+    /// network's namespace belongs to the host's).
+    static func ownsNetworkNamespace(_ spec: ContainerSpec) -> Bool {
+        switch spec.network {
+        case .host: false
+        case .none: spec.namespaces.contains(.network)
+        case .bridge: !spec.namespaces.contains(.user)
+        }
+    }
+
+    /// The namespaces the container's first process is cloned into: the
+    /// spec's, less the network namespace when it uses the host's or joins
+    /// one made beforehand.
+    static func cloneFlags(_ spec: ContainerSpec) -> UInt64 {
+        var namespaces = spec.namespaces
+        if spec.network != .none { namespaces.remove(.network) }
+        return namespaces.rawValue
     }
 
     /// `inside outside size` lines for uid_map and gid_map.

@@ -18,6 +18,8 @@ public final class ContainerRuntime: Sendable {
     public let cgroups: any CgroupDriver
     /// The cgroup every container's cgroup is created under (`gantry`).
     public let cgroupParent: String
+    /// The bridge networks containers can be put on.
+    public let networks: Networks
     let logger: Logger
     let directory: String
 
@@ -48,6 +50,7 @@ public final class ContainerRuntime: Sendable {
         self.cgroupParent = cgroupParent
         self.logger = logger
         directory = images.root.containers
+        networks = try Networks(root: images.root.networks, containers: images.root.containers, logger: logger)
         let pid = getpid()
         owner = (pid, processStartTime(pid) ?? 0)
         // Writing to a container's input after it ended must be an error,
@@ -85,6 +88,15 @@ public final class ContainerRuntime: Sendable {
             throw RuntimeError(.invalidSpec, "container \(name): an image root (\(image)) cannot be used in a user namespace yet; use a directory root owned by the mapped IDs")
         }
         try spec.resources.validate()
+        if case .bridge(let network) = spec.network {
+            guard spec.namespaces.contains(.network) else {
+                throw RuntimeError(.invalidSpec, "container \(name) is to join network \(network) but has no network namespace of its own")
+            }
+            for alias in spec.networkAliases { try Self.validate(name: alias, kind: "network alias") }
+            if network == Networks.defaultName { _ = try networks.defaultNetwork() } else { _ = try networks.network(network) }
+        } else if !spec.publishedPorts.isEmpty {
+            throw RuntimeError(.invalidSpec, "container \(name) publishes ports but is not on a bridge network (its network is \(spec.network))")
+        }
         let containerDirectory = directory + "/" + id
         try FileIO.makeDirectories(containerDirectory, mode: 0o700)
         // The name is taken atomically, across processes.
@@ -101,6 +113,9 @@ public final class ContainerRuntime: Sendable {
             logger.debug("created", metadata: ["container": "\(name)", "id": "\(record.shortID)"])
             return container
         } catch {
+            if case .bridge(let network) = spec.network {
+                try? networks.detach(containerID: id, from: network, namespacePath: containerDirectory + "/netns")
+            }
             try? images.releaseSnapshots(holder: id)
             try? cgroups.remove(cgroupParent + "/" + id)
             try? FileIO.removeTree(containerDirectory)
@@ -138,10 +153,15 @@ public final class ContainerRuntime: Sendable {
         _ = try Self.resourceLimits(spec)
         _ = try Self.mounts(spec)
         _ = try seccompProgram(spec)
-        let record = ContainerRecord(id: id, name: name, spec: spec, process: process, imageDigest: imageDigest, cgroup: cgroup,
+        var record = ContainerRecord(id: id, name: name, spec: spec, process: process, imageDigest: imageDigest, cgroup: cgroup,
                                      status: .created, ownerPid: owner.pid, ownerStartTime: owner.startTime,
                                      createdAt: Date(), layers: layers)
         try store(record)
+        if case .bridge(let network) = spec.network {
+            record.network = try networks.attach(containerID: id, name: name, aliases: spec.networkAliases, ports: spec.publishedPorts, to: network,
+                                                 namespacePath: directory + "/netns")
+            try store(record)
+        }
         return record
     }
 
@@ -306,6 +326,10 @@ public final class ContainerRuntime: Sendable {
     /// Removes every trace of a container: cgroup, directory, name, hold.
     func destroy(_ record: ContainerRecord) throws {
         try cgroups.remove(record.cgroup)
+        if case .bridge(let network) = record.spec.network {
+            try networks.detach(containerID: record.id, from: record.network?.network ?? network,
+                                namespacePath: containerDirectory(record.id) + "/netns")
+        }
         try FileIO.removeTree(containerDirectory(record.id))
         if (try? resolveID(record.name)) == record.id { unlink(directory + "/names/" + record.name) }
         try images.releaseSnapshots(holder: record.id)
@@ -369,6 +393,11 @@ public final class ContainerRuntime: Sendable {
                 logger.warning("cannot recover a container", metadata: ["container": "\(record.name)", "error": "\(error)"])
             }
         }
+        // Leases (and their devices) of containers whose creation a crash cut short.
+        networks.removeLeftovers { [directory] id in
+            // A writer replacing the record has one of the two at any moment.
+            access(directory + "/" + id + "/state.json", F_OK) == 0 || access(directory + "/" + id + "/state.json.next", F_OK) == 0
+        }
     }
 
     // MARK: - Names and IDs
@@ -382,10 +411,10 @@ public final class ContainerRuntime: Sendable {
         }.joined()
     }
 
-    static func validate(name: String) throws {
+    static func validate(name: String, kind: String = "container") throws {
         let allowed = name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "." || $0 == "-") }
         guard !name.isEmpty, name.count <= 128, allowed, name.first?.isLetter == true || name.first?.isNumber == true else {
-            throw RuntimeError(.invalidSpec, "\"\(name)\" is not a valid container name: use letters, digits, _ . -, starting with a letter or digit")
+            throw RuntimeError(.invalidSpec, "\"\(name)\" is not a valid \(kind) name: use letters, digits, _ . -, starting with a letter or digit")
         }
     }
 }

@@ -47,6 +47,26 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
         }
     }
 
+    /// How the container reaches the network.
+    public enum NetworkMode: Hashable, Sendable, Codable, CustomStringConvertible {
+        /// A network namespace of its own with only a loopback device, up:
+        /// nothing goes in or out. The default, for sandboxes.
+        case none
+        /// The host's network namespace: the host's devices and ports.
+        case host
+        /// A bridge network of the state root, by name: an address on it,
+        /// its members by name, and (unless internal) a route out.
+        case bridge(String)
+
+        public var description: String {
+            switch self {
+            case .none: "none"
+            case .host: "host"
+            case .bridge(let name): name
+            }
+        }
+    }
+
     /// A range of IDs mapped into a user namespace.
     public struct IDMapping: Hashable, Sendable, Codable {
         /// The first ID inside the container.
@@ -135,6 +155,12 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
     public var readOnlyRootfs: Bool
     /// Extra mounts.
     public var mounts: [Mount]
+    /// The network it is on.
+    public var network: NetworkMode
+    /// Names it answers to on its network besides its name.
+    public var networkAliases: [String]
+    /// Its ports reachable on the host's addresses (bridge networks only).
+    public var publishedPorts: [PublishedPort]
     /// The namespaces the container gets of its own.
     public var namespaces: Namespaces
     /// With a user namespace: the UID and GID mappings.
@@ -180,6 +206,9 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
         seccomp = .default
         readOnlyRootfs = false
         mounts = []
+        network = .none
+        networkAliases = []
+        publishedPorts = []
         namespaces = .isolated
         uidMappings = []
         gidMappings = []
@@ -225,6 +254,21 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
     public func environment(_ variables: [String: String]) -> ContainerSpec {
         var copy = self
         copy.environment += variables.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        return copy
+    }
+
+    /// On `network`, answering to `aliases` there besides its name.
+    public func network(_ network: NetworkMode, aliases: [String] = []) -> ContainerSpec {
+        var copy = self
+        copy.network = network
+        copy.networkAliases = aliases
+        return copy
+    }
+
+    /// With `ports` published on the host.
+    public func publishing(_ ports: PublishedPort...) -> ContainerSpec {
+        var copy = self
+        copy.publishedPorts += ports
         return copy
     }
 

@@ -105,6 +105,8 @@ public struct ContainerRecord: Hashable, Sendable, Codable {
     /// The root file system's layers, top-most first (snapshot directories
     /// of the image), or the one directory it is.
     public var layers: [String]
+    /// Its place on a bridge network.
+    public var network: NetworkAttachment?
 
     /// Whether the root file system is an overlay of image layers.
     var usesOverlay: Bool {
@@ -144,10 +146,11 @@ extension ContainerRecord {
         var cgroup: String
         var createdAt: Date
         var layers: [String]
+        var network: NetworkAttachment?
 
         init(_ record: ContainerRecord) {
             (id, name, spec, process) = (record.id, record.name, record.spec, record.process)
-            (imageDigest, cgroup, createdAt, layers) = (record.imageDigest, record.cgroup, record.createdAt, record.layers)
+            (imageDigest, cgroup, createdAt, layers, network) = (record.imageDigest, record.cgroup, record.createdAt, record.layers, record.network)
         }
     }
 
@@ -172,7 +175,8 @@ extension ContainerRecord {
     /// Whether `other` has the same fixed fields (the cheap ones compared first).
     func fixedFieldsEqual(_ other: ContainerRecord) -> Bool {
         id == other.id && name == other.name && cgroup == other.cgroup && createdAt == other.createdAt
-            && imageDigest == other.imageDigest && layers == other.layers && process == other.process && spec == other.spec
+            && imageDigest == other.imageDigest && layers == other.layers && network == other.network && process == other.process
+            && spec == other.spec
     }
 
     /// Two encoded JSON objects (`{…}`, neither empty) joined into one.

@@ -73,6 +73,8 @@ struct LaunchPlan: Sendable {
     var initProcess = false
     var joinPidfd: Int32 = -1
     var joinNamespaces: UInt64 = 0
+    /// Namespace files to start in (descriptors, with their CLONE_NEW* types).
+    var namespaceFiles: [(descriptor: Int32, type: UInt64)] = []
 
     /// Calls `body` with a C plan whose memory lives until `body` returns.
     func withUnsafePlan<T>(_ body: (UnsafePointer<gantry_launch_plan>) throws -> T) rethrows -> T {
@@ -132,6 +134,9 @@ struct LaunchPlan: Sendable {
         plan.`init` = initProcess ? 1 : 0
         plan.join_pidfd = joinPidfd
         plan.join_namespaces = joinNamespaces
+        plan.namespace_fds = arena.array(namespaceFiles.map(\.descriptor))
+        plan.namespace_types = arena.array(namespaceFiles.map(\.type))
+        plan.namespace_count = namespaceFiles.count
         return try withUnsafePointer(to: &plan) { try body($0) }
     }
 }

@@ -7,17 +7,19 @@ import Testing
 /// Busybox applets the runtime tests use.
 let busyboxApplets = [
     "hostname", "tty", "mount", "unshare", "mknod", "ps", "grep", "head", "tail", "tr", "seq", "wc", "touch", "stat", "mkdir", "dd",
-    "yes", "date", "pwd", "sed", "cut", "sort", "xargs", "kill", "nproc", "rm", "printf", "test", "[",
+    "yes", "date", "pwd", "sed", "cut", "sort", "xargs", "kill", "nproc", "rm", "printf", "test", "[", "ip", "timeout",
 ]
 
 /// A state root with a busybox image (`busybox:test`) and a runtime over
 /// it whose containers live under a cgroup parent of their own; afterwards
 /// every container, cgroup and file is gone, which the fixture checks.
-func withRuntime<T>(_ label: String, probe: Bool = false, _ body: (ContainerRuntime, String) async throws -> T) async throws -> T {
+func withRuntime<T>(_ label: String, probe: Bool = false, fixtures: [String] = [],
+                   _ body: (ContainerRuntime, String) async throws -> T) async throws -> T {
     try await withTemporaryDirectory(label) { dir in
         let rootfs = dir + "/rootfs"
         try makeBusyboxRootfs(rootfs, applets: busyboxApplets)
         if probe { try compileProbe(into: rootfs + "/bin/syscall-probe") }
+        for fixture in fixtures { try compileFixture(fixture, into: rootfs + "/bin/" + fixture) }
         let images = try ImageStore(root: StateRoot(dir + "/state"))
         try await images.importRootfs(at: rootfs, name: "busybox:test")
         let parent = "gantry-test-\(UUID().uuidString.prefix(8).lowercased())"
@@ -27,6 +29,12 @@ func withRuntime<T>(_ label: String, probe: Bool = false, _ body: (ContainerRunt
                 try await runtime.container(record.id).remove(force: true)
             }
             #expect(try runtime.list().isEmpty)
+            // Networks are the host's bridges and rules: none may outlive the test.
+            for network in try runtime.networks.list() {
+                try runtime.networks.remove(network.name)
+                #expect(try RouteNetlink().link(network.bridge) == nil, "bridge \(network.bridge) is left")
+                #expect(!(try Firewall.listRules()).contains { $0.comment == Firewall.networkTag(network.id) })
+            }
             try removeCgroupParent(parent, runtime: runtime)
         }
         do {
@@ -63,8 +71,13 @@ func removeCgroupParent(_ parent: String, runtime: ContainerRuntime) throws {
 
 /// Builds the static syscall probe into a root file system.
 func compileProbe(into path: String) throws {
+    try compileFixture("syscall-probe", into: path)
+}
+
+/// Builds a C program of `Fixtures/` statically into a root file system.
+func compileFixture(_ name: String, into path: String) throws {
     let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Fixtures/syscall-probe.c").path
+        .appendingPathComponent("Fixtures/\(name).c").path
     _ = try run("cc", ["-static", "-O1", "-o", path, source])
 }
 

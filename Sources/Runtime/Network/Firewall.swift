@@ -1,0 +1,134 @@
+import CNftables
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Gantry's packet filter rules: one nftables table, `ip gantry`, driven
+/// in-process through libnftables. Every rule carries a comment naming the
+/// network or container it belongs to (`gantry network <id>`, `gantry
+/// container <id>`), which is how it is found and deleted.
+///
+/// - `forward`: isolation. A network's traffic may not be forwarded to
+///   another network's bridge; an internal network's not to anywhere.
+/// - `postrouting`: a network's traffic leaving by another device is
+///   masqueraded; so is traffic from 127.0.0.0/8 to a published port
+///   (the bridge accepts it with `route_localnet`).
+/// - `prerouting` and `output` send traffic for this host's addresses to
+///   `ports`, which translates each published port to its container.
+enum Firewall {
+    static let table = "gantry"
+
+    /// libnftables contexts are not safe to share, and one at a time keeps
+    /// list-then-delete sequences of this process consistent.
+    private static let lock = Mutex(())
+
+    /// Runs nft commands; returns their (JSON) output.
+    @discardableResult
+    static func run(_ commands: String, json: Bool = false) throws -> String {
+        try lock.withLock { _ in
+            guard let context = nft_ctx_new(UInt32(NFT_CTX_DEFAULT)) else {
+                throw RuntimeError(.network, "cannot start libnftables")
+            }
+            defer { nft_ctx_free(context) }
+            if json { nft_ctx_output_set_flags(context, UInt32(NFT_CTX_OUTPUT_JSON | NFT_CTX_OUTPUT_HANDLE)) }
+            nft_ctx_buffer_output(context)
+            nft_ctx_buffer_error(context)
+            let status = nft_run_cmd_from_buffer(context, commands)
+            guard status == 0 else {
+                let message = nft_ctx_get_error_buffer(context).map { String(cString: $0) } ?? ""
+                throw RuntimeError(.network, "nftables refused the rules: \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
+            }
+            return nft_ctx_get_output_buffer(context).map { String(cString: $0) } ?? ""
+        }
+    }
+
+    /// The table and its chains (adding what exists changes nothing).
+    static func ensureTable() throws {
+        try run("""
+            add table ip \(table)
+            add chain ip \(table) forward { type filter hook forward priority filter; policy accept; }
+            add chain ip \(table) postrouting { type nat hook postrouting priority srcnat; policy accept; }
+            add chain ip \(table) ports
+            add chain ip \(table) prerouting { type nat hook prerouting priority dstnat; policy accept; }
+            add chain ip \(table) output { type nat hook output priority -100; policy accept; }
+            """)
+        // The jumps to `ports`, once.
+        let rules = try listRules()
+        for chain in ["prerouting", "output"] where !rules.contains(where: { $0.chain == chain && $0.comment == "gantry ports" }) {
+            try run("add rule ip \(table) \(chain) fib daddr type local jump ports comment \"gantry ports\"")
+        }
+    }
+
+    /// Installs a network's rules (replacing any it had).
+    static func installNetwork(_ network: NetworkRecord) throws {
+        try ensureTable()
+        let tag = networkTag(network.id)
+        let bridge = "\"\(network.bridge)\""
+        var commands = deleteCommands(tagged: tag)
+        if network.internal {
+            commands += [
+                "add rule ip \(table) forward iifname \(bridge) oifname != \(bridge) drop comment \"\(tag)\"",
+                "add rule ip \(table) forward oifname \(bridge) iifname != \(bridge) drop comment \"\(tag)\"",
+            ]
+        } else {
+            commands += [
+                "add rule ip \(table) forward iifname \(bridge) oifname != \(bridge) oifname \"gt-*\" drop comment \"\(tag)\"",
+                "add rule ip \(table) postrouting ip saddr \(network.subnet) oifname != \(bridge) masquerade comment \"\(tag)\"",
+                "add rule ip \(table) postrouting oifname \(bridge) ip saddr 127.0.0.0/8 masquerade comment \"\(tag)\"",
+            ]
+        }
+        try run(commands.joined(separator: "\n"))
+        // Published ports answer on 127.0.0.1: the bridge must accept
+        // packets from loopback addresses, which the rule above rewrites.
+        try? FileIO.write("1", to: "/proc/sys/net/ipv4/conf/\(network.bridge)/route_localnet", code: .network)
+        if !network.internal {
+            try FileIO.write("1", to: "/proc/sys/net/ipv4/ip_forward", code: .network)
+        }
+    }
+
+    /// Translates a container's published ports to its address.
+    static func installPorts(containerID: String, address: IPv4Address, ports: [PublishedPort]) throws {
+        guard !ports.isEmpty else { return }
+        try ensureTable()
+        let tag = containerTag(containerID)
+        try run(ports.map { port in
+            let destination = port.hostIP.map { "ip daddr \($0) " } ?? ""
+            return "add rule ip \(table) ports \(destination)\(port.protocol.rawValue) dport \(port.hostPort) dnat to \(address):\(port.containerPort) comment \"\(tag)\""
+        }.joined(separator: "\n"))
+    }
+
+    /// Deletes every rule tagged for a network or container.
+    static func removeRules(network id: String) throws { try removeRules(tagged: networkTag(id)) }
+    static func removeRules(container id: String) throws { try removeRules(tagged: containerTag(id)) }
+
+    /// The comments of every rule in the table (none when there is no table).
+    static func listRules() throws -> [(chain: String, handle: Int, comment: String?)] {
+        let output: String
+        do {
+            output = try run("list table ip \(table)", json: true)
+        } catch {
+            return []
+        }
+        guard let document = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any],
+              let items = document["nftables"] as? [[String: Any]] else { return [] }
+        return items.compactMap { item in
+            guard let rule = item["rule"] as? [String: Any], let chain = rule["chain"] as? String, let handle = rule["handle"] as? Int else { return nil }
+            return (chain, handle, rule["comment"] as? String)
+        }
+    }
+
+    private static func removeRules(tagged tag: String) throws {
+        let commands = deleteCommands(tagged: tag)
+        guard !commands.isEmpty else { return }
+        try run(commands.joined(separator: "\n"))
+    }
+
+    private static func deleteCommands(tagged tag: String) -> [String] {
+        ((try? listRules()) ?? []).filter { $0.comment == tag }.map { "delete rule ip \(table) \($0.chain) handle \($0.handle)" }
+    }
+
+    static func networkTag(_ id: String) -> String { "gantry network " + id.prefix(12) }
+    static func containerTag(_ id: String) -> String { "gantry container " + id.prefix(12) }
+}

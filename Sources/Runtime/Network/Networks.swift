@@ -1,0 +1,453 @@
+import CGantrySystem
+import Foundation
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The bridge networks of a state root, and the containers' places on them.
+///
+/// Each network is a directory under `networks/` holding `network.json`
+/// and one lease file per address in use (`leases/<address>.json`), changed
+/// under the directory's lock so that processes sharing the root agree.
+/// Kernel objects are named from IDs, never from user names: the bridge
+/// `gt-<network ID>`, and per container the host end of its veth pair
+/// `gv-<container ID>`. A lease is written before the devices it stands
+/// for, so that whatever a crash leaves can be found and removed.
+public final class Networks: Sendable {
+    /// The name of the network created on first use when none is named.
+    public static let defaultName = "gantry"
+
+    let directory: String
+    let containers: String
+    let logger: Logger
+
+    init(root: String, containers: String, logger: Logger) throws {
+        directory = root
+        self.containers = containers
+        self.logger = logger
+        try FileIO.makeDirectories(directory, mode: 0o700)
+    }
+
+    // MARK: - Networks
+
+    /// Creates a network.
+    ///
+    /// - Parameters:
+    ///   - name: unique among the root's networks.
+    ///   - subnet: its addresses; a free /24 from 10.88.0.0/14 when nil
+    ///     (one neither another network nor a host route uses).
+    ///   - internal: no route out; its containers reach only each other.
+    /// - Throws: ``RuntimeError`` with code `invalidSpec` for a taken name
+    ///   or an unusable subnet, `network` when the bridge cannot be made.
+    @discardableResult
+    public func create(_ name: String, subnet: IPv4Subnet? = nil, internal: Bool = false, labels: [String: String] = [:]) throws -> NetworkRecord {
+        try ContainerRuntime.validate(name: name, kind: "network")
+        return try Self.withHostLock {
+            let existing = try list()
+            if existing.contains(where: { $0.name == name }) {
+                throw RuntimeError(.invalidSpec, "a network named \(name) already exists")
+            }
+            let routed = try RouteNetlink().routedSubnets()
+            let chosen: IPv4Subnet
+            if let subnet {
+                guard subnet.prefixLength >= 8, subnet.prefixLength <= 29 else {
+                    throw RuntimeError(.invalidSpec, "subnet \(subnet) of network \(name) must have a prefix length from 8 to 29")
+                }
+                if let clash = existing.first(where: { $0.subnet.overlaps(subnet) }) {
+                    throw RuntimeError(.invalidSpec, "subnet \(subnet) of network \(name) overlaps network \(clash.name) (\(clash.subnet))")
+                }
+                if let clash = routed.first(where: { $0.overlaps(subnet) }) {
+                    throw RuntimeError(.invalidSpec, "subnet \(subnet) of network \(name) overlaps the host's route to \(clash)")
+                }
+                chosen = subnet
+            } else {
+                let taken = existing.map(\.subnet) + routed
+                guard let free = (0 ..< 1024).lazy.compactMap({ IPv4Subnet(IPv4Address(0x0A58_0000 + ($0 << 8)), prefixLength: 24) })
+                    .first(where: { candidate in !taken.contains { $0.overlaps(candidate) } })
+                else { throw RuntimeError(.invalidSpec, "no free /24 is left in 10.88.0.0/14 for network \(name); give a subnet") }
+                chosen = free
+            }
+            let id = ContainerRuntime.newID()
+            let record = NetworkRecord(id: id, name: name, bridge: "gt-" + id.prefix(12), subnet: chosen,
+                                       gateway: chosen.address(1)!, internal: `internal`, labels: labels, createdAt: Date())
+            let networkDirectory = directory + "/" + name
+            guard mkdir(networkDirectory, 0o700) == 0 else {
+                throw RuntimeError(.invalidSpec, "a network named \(name) already exists", underlying: FileIO.errno)
+            }
+            do {
+                try FileIO.makeDirectories(networkDirectory + "/leases", mode: 0o700)
+                try FileIO.replaceStateFile(networkDirectory + "/network.json", with: ContainerRuntime.encoder.encode(record))
+                try ensureBridge(record)
+            } catch {
+                try? removeBridge(record)
+                try? FileIO.removeTree(networkDirectory)
+                throw error
+            }
+            logger.debug("created network", metadata: ["network": "\(name)", "subnet": "\(chosen)"])
+            return record
+        }
+    }
+
+    /// Every network of the root, by name.
+    public func list() throws -> [NetworkRecord] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.compactMap { try? network($0) }.sorted { $0.name < $1.name }
+    }
+
+    /// The network named `name`.
+    ///
+    /// - Throws: ``RuntimeError`` with code `notFound`.
+    public func network(_ name: String) throws -> NetworkRecord {
+        let path = directory + "/" + name
+        guard !name.contains("/"), !name.hasPrefix("."),
+              let record = try FileIO.readStateFile(path + "/network.json", lock: path, { try ContainerRuntime.decoder.decode(NetworkRecord.self, from: $0) })
+        else { throw RuntimeError(.notFound, "no network is named \(name)") }
+        return record
+    }
+
+    /// The default network, created on first use.
+    public func defaultNetwork() throws -> NetworkRecord {
+        if let record = try? network(Self.defaultName) { return record }
+        do {
+            return try create(Self.defaultName)
+        } catch let error as RuntimeError where error.code == .invalidSpec {
+            // Another process made it meanwhile.
+            return try network(Self.defaultName)
+        }
+    }
+
+    /// The containers on a network: their names, aliases and addresses.
+    public func members(of name: String) throws -> [(containerID: String, name: String, address: IPv4Address)] {
+        _ = try network(name)
+        return leases(name).map { ($0.containerID, $0.name, $0.address) }
+    }
+
+    /// Removes a network and its bridge.
+    ///
+    /// - Throws: ``RuntimeError`` with code `invalidState` while containers use it.
+    public func remove(_ name: String) throws {
+        let record = try network(name)
+        try withLock(name) {
+            let users = leases(name)
+            guard users.isEmpty else {
+                throw RuntimeError(.invalidState, "network \(name) is in use by \(users.map(\.name).sorted().joined(separator: ", "))")
+            }
+            try removeBridge(record)
+            try FileIO.removeTree(directory + "/" + name)
+        }
+    }
+
+    // MARK: - Containers
+
+    /// Puts a container on a network: a lease, a network namespace bound at
+    /// `namespacePath`, a veth pair between the namespace (`eth0`, with the
+    /// leased address and the default route) and the bridge, and the
+    /// container's `hosts` file (and those of the other members, which
+    /// learn its name). On failure nothing of it is left.
+    func attach(containerID: String, name: String, aliases: [String], ports: [PublishedPort], to networkName: String,
+                namespacePath: String) throws -> NetworkAttachment {
+        let record = try network(networkName)
+        for alias in aliases { try ContainerRuntime.validate(name: alias, kind: "network alias") }
+        let hostInterface = Self.hostInterface(containerID)
+        return try withLock(networkName) {
+            // The lease first: it is what recovery finds.
+            let taken = Set(leases(networkName).map(\.address))
+            let broadcast = record.subnet.broadcast
+            var index: UInt32 = 2
+            var chosen: IPv4Address?
+            while let candidate = record.subnet.address(index), candidate != broadcast {
+                if !taken.contains(candidate), candidate != record.gateway { chosen = candidate; break }
+                index += 1
+            }
+            guard let address = chosen else { throw RuntimeError(.network, "network \(networkName) has no free address left in \(record.subnet)") }
+            let lease = NetworkLease(containerID: containerID, name: name, aliases: aliases, address: address)
+            let leasePath = leasePath(networkName, address)
+            try FileIO.replaceStateFile(leasePath, with: ContainerRuntime.encoder.encode(lease))
+            var published: [PublishedPort] = []
+            do {
+                try FileIO.makeDirectories(memberDirectory(networkName, containerID), mode: 0o700)
+                try Self.writeResolverConfiguration(to: memberDirectory(networkName, containerID) + "/resolv.conf")
+                try ensureBridge(record)
+                try createNamespace(at: namespacePath)
+                let host = try RouteNetlink()
+                guard let bridge = try host.link(record.bridge) else { throw RuntimeError(.network, "bridge \(record.bridge) of network \(networkName) is gone") }
+                let namespace = open(namespacePath, O_RDONLY | O_CLOEXEC)
+                guard namespace >= 0 else { throw RuntimeError(.network, "cannot open \(namespacePath)", underlying: FileIO.errno) }
+                defer { close(namespace) }
+                try host.createVethPair(hostInterface, master: bridge.index, peer: "eth0", peerNamespace: namespace)
+                let inside = try RouteNetlink(namespace: namespacePath)
+                if let loopback = try inside.link("lo") { try inside.setUp(loopback.index, name: "lo") }
+                guard let eth0 = try inside.link("eth0") else { throw RuntimeError(.network, "eth0 did not appear in \(namespacePath)") }
+                try inside.addAddress(address, prefixLength: record.subnet.prefixLength, index: eth0.index, name: "eth0")
+                try inside.setUp(eth0.index, name: "eth0")
+                if !record.internal { try inside.addDefaultRoute(via: record.gateway, index: eth0.index) }
+                published = try claimPorts(ports, containerID: containerID)
+                try Firewall.installPorts(containerID: containerID, address: address, ports: published)
+            } catch {
+                try? release(containerID: containerID, from: networkName, namespacePath: namespacePath)
+                throw error
+            }
+            let attachment = NetworkAttachment(network: networkName, networkID: record.id, address: address,
+                                               prefixLength: record.subnet.prefixLength, gateway: record.gateway,
+                                               hostInterface: hostInterface, aliases: aliases, ports: published)
+            try writeHostsFiles(networkName)
+            return attachment
+        }
+    }
+
+    /// Takes a container off a network: its veth pair, namespace file and
+    /// lease, and its name from the other members' `hosts` files. What is
+    /// already gone is skipped.
+    func detach(containerID: String, from networkName: String, namespacePath: String) throws {
+        try withLock(networkName) {
+            try release(containerID: containerID, from: networkName, namespacePath: namespacePath)
+            try writeHostsFiles(networkName)
+        }
+    }
+
+    private func release(containerID: String, from networkName: String, namespacePath: String) throws {
+        try Firewall.removeRules(container: containerID)
+        releasePorts(containerID: containerID)
+        try RouteNetlink().deleteLink(Self.hostInterface(containerID))
+        try removeNamespace(at: namespacePath)
+        try FileIO.removeTree(memberDirectory(networkName, containerID))
+        for lease in leases(networkName) where lease.containerID == containerID {
+            unlink(leasePath(networkName, lease.address))
+        }
+    }
+
+    /// Removes what containers that no longer exist left on the networks:
+    /// leases whose container directory is gone, with their veth pairs.
+    func removeLeftovers(isKnown: (String) -> Bool) {
+        for record in (try? list()) ?? [] {
+            for lease in leases(record.name) where !isKnown(lease.containerID) {
+                logger.info("removing a network lease a container left behind", metadata: ["network": "\(record.name)", "address": "\(lease.address)"])
+                try? detach(containerID: lease.containerID, from: record.name,
+                            namespacePath: containers + "/" + lease.containerID + "/netns")
+            }
+        }
+    }
+
+    /// The host end of a container's veth pair (at most 15 characters).
+    static func hostInterface(_ containerID: String) -> String { "gv-" + containerID.prefix(12) }
+
+    // MARK: - Files
+
+    /// Where a member's generated files are (`hosts`, `resolv.conf`):
+    /// outside the container's directory, which its root file system covers
+    /// in its mount namespace.
+    func memberDirectory(_ network: String, _ containerID: String) -> String {
+        directory + "/" + network + "/members/" + containerID
+    }
+
+    private func leasePath(_ network: String, _ address: IPv4Address) -> String {
+        directory + "/" + network + "/leases/" + address.description + ".json"
+    }
+
+    func leases(_ network: String) -> [NetworkLease] {
+        let path = directory + "/" + network + "/leases"
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+        return names.filter { $0.hasSuffix(".json") }.compactMap { name in
+            FileManager.default.contents(atPath: path + "/" + name).flatMap { try? ContainerRuntime.decoder.decode(NetworkLease.self, from: $0) }
+        }.sorted { $0.address < $1.address }
+    }
+
+    /// Rewrites the `hosts` file of every member: the standard entries, its
+    /// own name, and every other member's name and aliases. Written in
+    /// place, since each is bound into its container by inode.
+    private func writeHostsFiles(_ network: String) throws {
+        let members = leases(network)
+        for member in members {
+            let path = memberDirectory(network, member.containerID) + "/hosts"
+            var text = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+            for peer in [member] + members.filter({ $0.containerID != member.containerID }) {
+                let names = [peer.name, String(peer.containerID.prefix(12))] + peer.aliases
+                text += "\(peer.address)\t\(names.joined(separator: " "))\n"
+            }
+            let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { continue }
+            _ = text.utf8CString.withUnsafeBytes { write(fd, $0.baseAddress, $0.count - 1) }
+            close(fd)
+        }
+    }
+
+    /// Writes the `resolv.conf` of a container on a bridge network: the
+    /// host's, without loopback name servers (which inside the container
+    /// would be its own loopback), and a public resolver if none is left.
+    static func writeResolverConfiguration(to path: String) throws {
+        let host = (try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8)) ?? ""
+        var lines = host.split(separator: "\n", omittingEmptySubsequences: false).filter { line in
+            let fields = line.split(whereSeparator: \.isWhitespace)
+            guard fields.first == "nameserver", fields.count > 1 else { return true }
+            return !(fields[1].hasPrefix("127.") || fields[1] == "::1")
+        }.map(String.init)
+        if !lines.contains(where: { $0.hasPrefix("nameserver") }) {
+            lines += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
+        }
+        let text = lines.joined(separator: "\n").trimmingCharacters(in: .newlines) + "\n"
+        try FileIO.replaceStateFile(path, with: Data(text.utf8))
+        chmod(path, 0o644)
+    }
+
+    // MARK: - Published ports
+
+    /// Where claims on host ports are: host-wide, as the ports are, and
+    /// gone with a reboot, as the rules are.
+    static let portClaims = "/run/gantry/ports"
+
+    /// Claims host ports for a container's published ports, choosing free
+    /// ones for those asked as 0. A claim is a file naming the container's
+    /// directory; one whose container is gone is stale and taken over.
+    private func claimPorts(_ ports: [PublishedPort], containerID: String) throws -> [PublishedPort] {
+        guard !ports.isEmpty else { return [] }
+        try FileIO.makeDirectories(Self.portClaims, mode: 0o700)
+        let owner = containers + "/" + containerID
+        var claimed: [PublishedPort] = []
+        do {
+            for var port in ports {
+                if port.hostPort == 0 {
+                    var attempts = 0
+                    repeat {
+                        attempts += 1
+                        guard attempts <= 64, let free = Self.freeHostPort(port.protocol) else {
+                            throw RuntimeError(.network, "no free \(port.protocol.rawValue) port is left on the host")
+                        }
+                        port.hostPort = free
+                    } while !(try claim(port, owner: owner))
+                } else {
+                    guard try claim(port, owner: owner) else {
+                        throw RuntimeError(.invalidSpec, "host port \(port.hostPort)/\(port.protocol.rawValue) is already published by another container")
+                    }
+                    guard Self.isFree(port) else {
+                        unlink(Self.claimPath(port))
+                        throw RuntimeError(.invalidSpec, "host port \(port.hostPort)/\(port.protocol.rawValue) is in use by a program on the host")
+                    }
+                }
+                claimed.append(port)
+            }
+        } catch {
+            claimed.forEach { unlink(Self.claimPath($0)) }
+            throw error
+        }
+        return claimed
+    }
+
+    /// Takes the claim on a port; false when a live container holds it.
+    private func claim(_ port: PublishedPort, owner: String) throws -> Bool {
+        let path = Self.claimPath(port)
+        for _ in 0 ..< 2 {
+            let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+            if fd >= 0 {
+                _ = owner.utf8CString.withUnsafeBytes { write(fd, $0.baseAddress, $0.count - 1) }
+                close(fd)
+                return true
+            }
+            guard errno == EEXIST else { throw RuntimeError(.network, "cannot claim host port \(port.hostPort)", underlying: FileIO.errno) }
+            let holder = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+            if holder == owner { return true }
+            // A claim whose container is gone is stale.
+            guard !holder.isEmpty, access(holder, F_OK) != 0 else { return false }
+            unlink(path)
+        }
+        return false
+    }
+
+    private func releasePorts(containerID: String) {
+        let owner = containers + "/" + containerID
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: Self.portClaims)) ?? [] {
+            let path = Self.portClaims + "/" + name
+            if (try? String(contentsOfFile: path, encoding: .utf8)) == owner { unlink(path) }
+        }
+    }
+
+    private static func claimPath(_ port: PublishedPort) -> String {
+        portClaims + "/\(port.protocol.rawValue)-\(port.hostPort)"
+    }
+
+    /// A port the kernel picks as free now.
+    private static func freeHostPort(_ transport: PublishedPort.TransportProtocol) -> UInt16? {
+        let fd = socket(AF_INET, (transport == .tcp ? Int32(SOCK_STREAM.rawValue) : Int32(SOCK_DGRAM.rawValue)) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        return bound ? UInt16(bigEndian: address.sin_port) : nil
+    }
+
+    /// Whether no program on the host listens on the port.
+    private static func isFree(_ port: PublishedPort) -> Bool {
+        let fd = socket(AF_INET, (port.protocol == .tcp ? Int32(SOCK_STREAM.rawValue) : Int32(SOCK_DGRAM.rawValue)) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return false }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.hostPort.bigEndian
+        address.sin_addr.s_addr = (port.hostIP?.value ?? 0).bigEndian
+        return withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+        }
+    }
+
+    // MARK: - Kernel objects
+
+    /// Makes the bridge (with its address and rules) if it is missing, as after a reboot.
+    private func ensureBridge(_ record: NetworkRecord) throws {
+        let host = try RouteNetlink()
+        if try host.link(record.bridge) != nil { return }
+        try host.createBridge(record.bridge)
+        guard let bridge = try host.link(record.bridge) else { throw RuntimeError(.network, "bridge \(record.bridge) did not appear") }
+        try host.addAddress(record.gateway, prefixLength: record.subnet.prefixLength, index: bridge.index, name: record.bridge)
+        try Firewall.installNetwork(record)
+    }
+
+    private func removeBridge(_ record: NetworkRecord) throws {
+        try Firewall.removeRules(network: record.id)
+        try RouteNetlink().deleteLink(record.bridge)
+    }
+
+    /// A new network namespace, bound onto a file at `path`.
+    private func createNamespace(at path: String) throws {
+        let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw RuntimeError(.network, "cannot create the namespace file \(path)", underlying: FileIO.errno) }
+        close(fd)
+        guard gantry_netns_create(path) == 0 else {
+            let error = FileIO.errno
+            unlink(path)
+            throw RuntimeError(.network, "cannot create a network namespace at \(path)", underlying: error)
+        }
+    }
+
+    private func removeNamespace(at path: String) throws {
+        if umount2(path, Int32(MNT_DETACH)) != 0, errno != EINVAL, errno != ENOENT {
+            throw RuntimeError(.network, "cannot unmount the network namespace \(path)", underlying: FileIO.errno)
+        }
+        unlink(path)
+    }
+
+    // MARK: - Locks
+
+    /// Runs `body` holding the network's lock (its directory, flock'd).
+    private func withLock<T>(_ network: String, _ body: () throws -> T) throws -> T {
+        let lock = open(directory + "/" + network, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard lock >= 0 else { throw RuntimeError(.notFound, "no network is named \(network)", underlying: FileIO.errno) }
+        defer { close(lock) }
+        flock(lock, LOCK_EX)
+        return try body()
+    }
+
+    /// Runs `body` holding the host-wide network lock: subnets and bridges
+    /// are the host's, shared by every state root.
+    private static func withHostLock<T>(_ body: () throws -> T) throws -> T {
+        try FileIO.makeDirectories("/run/gantry", mode: 0o700)
+        let lock = open("/run/gantry/networks.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lock >= 0 else { throw RuntimeError(.network, "cannot open the host's network lock", underlying: FileIO.errno) }
+        defer { close(lock) }
+        flock(lock, LOCK_EX)
+        return try body()
+    }
+}

@@ -1,0 +1,206 @@
+import Foundation
+import GantryTestSupport
+import Testing
+@testable import Runtime
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Bridge networks, names and published ports, on the real kernel: every
+/// bridge, veth, rule and lease a test makes is checked gone afterwards.
+@Suite(.requiresRoot) struct NetworkTests {
+    static let server = "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 80 -h /www"
+
+    @Test func containersOnANetworkReachEachOtherByNameAndNoOtherNetworkReachesThem() async throws {
+        try await withRuntime("net-names") { runtime, _ in
+            try runtime.networks.create("front")
+            try runtime.networks.create("back")
+            let web = try await runtime.create(shell(Self.server).named("web").network(.bridge("front"), aliases: ["www"]))
+            try await web.start()
+            let address = try #require(try web.record.network?.address)
+            #expect(try runtime.networks.members(of: "front").map(\.name) == ["web"])
+
+            // By name and by alias, from the same network.
+            let (reached, output) = try await runCollecting(runtime, shell("""
+                for i in $(seq 50); do wget -qO- http://web/ && wget -qO- http://www/ && exit 0; sleep 0.1; done; exit 1
+                """).network(.bridge("front")))
+            #expect(reached.code == 0)
+            #expect(output == "hello\nhello\n")
+
+            // By address from the same network, but not from another one.
+            // Not exec'd: as PID 1, wget would ignore timeout's SIGTERM.
+            let fetch = shell("timeout 3 wget -qO- http://\(address)/; exit $?")
+            let (direct, page) = try await runCollecting(runtime, fetch.network(.bridge("front")))
+            #expect(direct.code == 0 && page == "hello\n")
+            let (blocked, _) = try await runCollecting(runtime, fetch.network(.bridge("back")))
+            #expect(blocked.code != 0)
+            try runtime.networks.create("sealed", internal: true)
+            let (sealed, routes) = try await runCollecting(runtime, shell("ip route").network(.bridge("sealed")))
+            #expect(sealed.code == 0)
+            #expect(!routes.contains("default"), "an internal network has no route out: \(routes)")
+
+            // A network in use cannot go; once free, it goes with all it had.
+            #expect(throws: RuntimeError.self) { try runtime.networks.remove("front") }
+            try await web.remove(force: true)
+            try expectNothingLeft(runtime, containers: [web.id])
+        }
+    }
+
+    @Test func publishedPortsAnswerOnLoopbackOverTCPAndUDP() async throws {
+        try await withRuntime("net-ports", fixtures: ["udp-echo"]) { runtime, _ in
+            let explicit = try #require(freePort())
+            let web = try await runtime.create(shell(Self.server).network(.bridge(Networks.defaultName))
+                .publishing(PublishedPort(hostPort: explicit, containerPort: 80), PublishedPort(containerPort: 80)))
+            try await web.start()
+            let echo = try await runtime.create(ContainerSpec(image: "busybox:test", command: ["/bin/udp-echo", "7"])
+                .network(.bridge(Networks.defaultName)).publishing(PublishedPort(hostIP: IPv4Address("127.0.0.1"), containerPort: 7, protocol: .udp)))
+            try await echo.start()
+
+            let webPorts = try #require(try web.record.network?.ports)
+            #expect(webPorts.count == 2)
+            #expect(webPorts[0].hostPort == explicit)
+            #expect(webPorts[1].hostPort != 0, "port 0 is given a free port, which inspect reports")
+            for port in webPorts {
+                let response = await httpGet(port: port.hostPort)
+                #expect(response?.contains("hello") == true, "no answer on 127.0.0.1:\(port.hostPort)")
+            }
+            // The host's other addresses answer too.
+            if let address = hostAddress() {
+                #expect(await httpGet(port: webPorts[0].hostPort, host: address)?.contains("hello") == true, "no answer on \(address)")
+            }
+            // A port already published cannot be published again.
+            await #expect(throws: RuntimeError.self) {
+                try await runtime.create(shell("true").network(.bridge(Networks.defaultName)).publishing(PublishedPort(hostPort: explicit, containerPort: 80)))
+            }
+
+            let udpPort = try #require(try echo.record.network?.ports.first?.hostPort)
+            #expect(await udpExchange(port: udpPort, "ping") == "echo:ping")
+
+            try await web.remove(force: true)
+            try await echo.remove(force: true)
+            try expectNothingLeft(runtime, containers: [web.id, echo.id])
+            #expect(await httpGet(port: webPorts[0].hostPort, attempts: 1) == nil, "the port still answers after the container is gone")
+        }
+    }
+
+    @Test func publishedPortParsing() throws {
+        #expect(try PublishedPort(parsing: "8080:80") == PublishedPort(hostPort: 8080, containerPort: 80))
+        #expect(try PublishedPort(parsing: "127.0.0.1:0:53/udp") == PublishedPort(hostIP: IPv4Address("127.0.0.1"), hostPort: 0, containerPort: 53, protocol: .udp))
+        #expect(try PublishedPort(parsing: "80") == PublishedPort(containerPort: 80))
+        for bad in ["", "x:80", "80:0", "1.2.3:80:80", "80/sctp", "70000:80", "1:2:3:4"] {
+            #expect(throws: RuntimeError.self, "\(bad)") { try PublishedPort(parsing: bad) }
+        }
+        #expect(IPv4Subnet("10.1.2.0/24")?.contains(IPv4Address("10.1.2.200")!) == true)
+        #expect(IPv4Subnet("10.1.2.1/24") == nil, "host bits must be zero")
+        #expect(IPv4Subnet("10.0.0.0/8")!.overlaps(IPv4Subnet("10.88.0.0/16")!))
+        #expect(!IPv4Subnet("10.88.0.0/24")!.overlaps(IPv4Subnet("10.88.1.0/24")!))
+    }
+
+    @Test func aNetworkNeedsAFreeSubnetAndAValidName() async throws {
+        try await withRuntime("net-errors") { runtime, _ in
+            let first = try runtime.networks.create("one", subnet: IPv4Subnet("10.201.0.0/24"))
+            #expect(first.gateway == IPv4Address("10.201.0.1"))
+            #expect(throws: RuntimeError.self) { try runtime.networks.create("two", subnet: IPv4Subnet("10.201.0.128/25")) }
+            #expect(throws: RuntimeError.self) { try runtime.networks.create("one") }
+            #expect(throws: RuntimeError.self) { try runtime.networks.create("bad/name") }
+            await #expect(throws: RuntimeError.self) { try await runtime.create(shell("true").network(.bridge("missing"))) }
+            await #expect(throws: RuntimeError.self) {
+                try await runtime.create(shell("true").publishing(PublishedPort(containerPort: 80)))
+            }
+        }
+    }
+}
+
+/// Checks that nothing of the containers is left on the host or in the state root.
+func expectNothingLeft(_ runtime: ContainerRuntime, containers ids: [String]) throws {
+    let links = try RouteNetlink().links().map(\.name)
+    let rules = try Firewall.listRules().compactMap(\.comment)
+    for id in ids {
+        #expect(!links.contains(Networks.hostInterface(id)), "veth of \(id.prefix(12)) is left")
+        #expect(!rules.contains(Firewall.containerTag(id)), "rules of \(id.prefix(12)) are left")
+    }
+    for network in try runtime.networks.list() {
+        let leases = runtime.networks.leases(network.name).map(\.containerID)
+        #expect(Set(leases).isDisjoint(with: ids), "leases are left on \(network.name)")
+    }
+    let claims = (try? FileManager.default.contentsOfDirectory(atPath: Networks.portClaims)) ?? []
+    for claim in claims {
+        let holder = (try? String(contentsOfFile: Networks.portClaims + "/" + claim, encoding: .utf8)) ?? ""
+        #expect(!ids.contains { holder.hasSuffix($0) }, "port claim \(claim) is left")
+    }
+}
+
+/// A TCP port free on the host now.
+func freePort() -> UInt16? {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let ok = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    return ok ? UInt16(bigEndian: address.sin_port) : nil
+}
+
+/// The host's first non-loopback IPv4 address.
+func hostAddress() -> String? {
+    var list: UnsafeMutablePointer<ifaddrs>?
+    guard getifaddrs(&list) == 0 else { return nil }
+    defer { freeifaddrs(list) }
+    var entry = list
+    while let current = entry {
+        defer { entry = current.pointee.ifa_next }
+        let name = String(cString: current.pointee.ifa_name)
+        guard let address = current.pointee.ifa_addr, address.pointee.sa_family == sa_family_t(AF_INET),
+              name != "lo", !name.hasPrefix("gt-") else { continue }
+        let value = address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { UInt32(bigEndian: $0.pointee.sin_addr.s_addr) }
+        return IPv4Address(value).description
+    }
+    return nil
+}
+
+/// Sends `GET /` to host:port and returns the response, retrying while
+/// the server starts.
+func httpGet(port: UInt16, host: String = "127.0.0.1", attempts: Int = 50) async -> String? {
+    for attempt in 0 ..< attempts {
+        if attempt > 0 { try? await Task.sleep(for: .milliseconds(100)) }
+        if let response = exchange(SOCK_STREAM, host: host, port: port, Array("GET / HTTP/1.0\r\n\r\n".utf8)) { return response }
+    }
+    return nil
+}
+
+/// Sends a datagram to 127.0.0.1:port and returns the answer, retrying while the server starts.
+func udpExchange(port: UInt16, _ message: String) async -> String? {
+    for attempt in 0 ..< 50 {
+        if attempt > 0 { try? await Task.sleep(for: .milliseconds(100)) }
+        if let answer = exchange(SOCK_DGRAM, host: "127.0.0.1", port: port, Array(message.utf8)) { return answer }
+    }
+    return nil
+}
+
+private func exchange(_ type: __socket_type, host: String, port: UInt16, _ request: [UInt8]) -> String? {
+    let fd = socket(AF_INET, Int32(type.rawValue), 0)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var timeout = timeval(tv_sec: 0, tv_usec: 500_000)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = port.bigEndian
+    address.sin_addr.s_addr = (IPv4Address(host)?.value ?? 0).bigEndian
+    let connected = withUnsafePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+    }
+    guard connected, send(fd, request, request.count, 0) == request.count else { return nil }
+    var response: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let count = recv(fd, &buffer, buffer.count, 0)
+        if count <= 0 { break }
+        response += buffer[..<count]
+        if type == SOCK_DGRAM { break }
+    }
+    return response.isEmpty ? nil : String(decoding: response, as: UTF8.self)
+}
