@@ -1,5 +1,6 @@
 import Foundation
 import GantryTestSupport
+import Synchronization
 import Testing
 @testable import Runtime
 #if canImport(Glibc)
@@ -43,6 +44,31 @@ import Glibc
             #expect(throws: RuntimeError.self) { try runtime.networks.remove("front") }
             try await web.remove(force: true)
             try expectNothingLeft(runtime, containers: [web.id])
+        }
+    }
+
+    @Test func theEmbeddedNameServerAnswersMembersAndForwardsTheRest() async throws {
+        let upstream = try FakeNameServer(answer: IPv4Address("192.0.2.7")!)
+        defer { upstream.stop() }
+        try await withRuntime("net-dns", nameservers: ["127.0.0.1:\(upstream.port)"]) { runtime, _ in
+            let network = try runtime.networks.create("names")
+            let web = try await runtime.create(shell("sleep 60").named("db").network(.bridge("names"), aliases: ["database"]))
+            try await web.start()
+            let address = try #require(try web.record.network?.address)
+            // nslookup asks the first name server of resolv.conf itself,
+            // without the hosts file.
+            let (exit, output) = try await runCollecting(runtime, shell("""
+                head -1 /etc/resolv.conf; nslookup db; nslookup database; nslookup \(address); nslookup elsewhere.test
+                """).network(.bridge("names")))
+            #expect(exit.code == 0, "\(output)")
+            let lines = output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+            #expect(lines.first == "nameserver \(network.gateway)")
+            #expect(lines.filter { $0 == "Address: \(address)" }.count == 2, "\(output)")
+            #expect(output.contains("name = db"), "\(output)")
+            #expect(lines.contains("Address: 192.0.2.7"), "a name not on the network is forwarded: \(output)")
+            #expect(upstream.queries.contains { $0.hasPrefix("elsewhere.test") })
+            #expect(!upstream.queries.contains { $0.hasPrefix("db") }, "members are answered without asking upstream")
+            try await web.remove(force: true)
         }
     }
 
@@ -109,6 +135,54 @@ import Glibc
             }
         }
     }
+}
+
+/// A name server on 127.0.0.1 that answers every A query with one address
+/// and records the names asked.
+final class FakeNameServer: Sendable {
+    let port: UInt16
+    private let fd: Int32
+    private let state = Mutex<(names: [String], stopped: Bool)>(([], false))
+
+    var queries: [String] { state.withLock { $0.names } }
+
+    init(answer: IPv4Address) throws {
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        self.fd = fd
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = IPv4Address("127.0.0.1")!.value.bigEndian
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard fd >= 0, bound else { throw ToolError(description: "cannot bind a name server on 127.0.0.1") }
+        port = UInt16(bigEndian: address.sin_port)
+        var timeout = timeval(tv_sec: 0, tv_usec: 100_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let thread = Thread { [self] in serve(answer) }
+        thread.start()
+    }
+
+    private func serve(_ answer: IPv4Address) {
+        var buffer = [UInt8](repeating: 0, count: 1500)
+        while !state.withLock({ $0.stopped }) {
+            var peer = sockaddr_in()
+            var peerLength = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let count = withUnsafeMutablePointer(to: &peer) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(fd, &buffer, buffer.count, 0, $0, &peerLength) }
+            }
+            guard count > 0, let query = DNSMessage(Array(buffer[..<count])) else { continue }
+            state.withLock { $0.names.append(query.name) }
+            let reply = query.type == DNSMessage.addressType ? query.answer(type: DNSMessage.addressType, data: answer.octets) : query.answer(type: nil, data: [])
+            _ = withUnsafePointer(to: &peer) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, reply, reply.count, 0, $0, peerLength) }
+            }
+        }
+        close(fd)
+    }
+
+    func stop() { state.withLock { $0.stopped = true } }
 }
 
 /// Checks that nothing of the containers is left on the host or in the state root.

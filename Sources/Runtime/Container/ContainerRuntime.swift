@@ -39,9 +39,12 @@ public final class ContainerRuntime: Sendable {
     ///   - images: the image store; its state root holds the containers too.
     ///   - cgroupParent: the cgroup path containers are created under.
     ///   - cgroups: the driver; the host's (v1, v2 or hybrid) by default.
+    ///   - nameservers: where the bridge networks' embedded DNS server
+    ///     forwards names that are not containers' (`IP` or `IP:port`); the
+    ///     host's `/etc/resolv.conf` name servers when nil.
     ///   - logger: where the runtime logs.
     public init(images: ImageStore, cgroupParent: String = "gantry", cgroups: (any CgroupDriver)? = nil,
-                logger: Logger = Logger(label: "gantry.runtime")) throws {
+                nameservers: [String]? = nil, logger: Logger = Logger(label: "gantry.runtime")) throws {
         guard !cgroupParent.isEmpty, !cgroupParent.split(separator: "/").contains(".."), !cgroupParent.hasPrefix("/") else {
             throw RuntimeError(.invalidSpec, "cgroup parent \"\(cgroupParent)\" must be a relative path without ..")
         }
@@ -50,7 +53,8 @@ public final class ContainerRuntime: Sendable {
         self.cgroupParent = cgroupParent
         self.logger = logger
         directory = images.root.containers
-        networks = try Networks(root: images.root.networks, containers: images.root.containers, logger: logger)
+        let upstreams = try nameservers.map { try $0.map(NetworkResolver.Upstream.init(parsing:)) }
+        networks = try Networks(root: images.root.networks, containers: images.root.containers, nameservers: upstreams, logger: logger)
         let pid = getpid()
         owner = (pid, processStartTime(pid) ?? 0)
         // Writing to a container's input after it ended must be an error,

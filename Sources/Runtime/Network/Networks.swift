@@ -21,11 +21,17 @@ public final class Networks: Sendable {
     let directory: String
     let containers: String
     let logger: Logger
+    let resolver: NetworkResolver
 
-    init(root: String, containers: String, logger: Logger) throws {
+    init(root: String, containers: String, nameservers: [NetworkResolver.Upstream]?, logger: Logger) throws {
         directory = root
         self.containers = containers
         self.logger = logger
+        resolver = NetworkResolver(upstreams: nameservers, leases: { Self.leases(in: root, network: $0) }, networkID: { name in
+            try? FileIO.readStateFile(root + "/" + name + "/network.json", lock: root + "/" + name) {
+                try ContainerRuntime.decoder.decode(NetworkRecord.self, from: $0).id
+            }
+        })
         try FileIO.makeDirectories(directory, mode: 0o700)
     }
 
@@ -133,6 +139,7 @@ public final class Networks: Sendable {
             guard users.isEmpty else {
                 throw RuntimeError(.invalidState, "network \(name) is in use by \(users.map(\.name).sorted().joined(separator: ", "))")
             }
+            resolver.stop(networkID: record.id)
             try removeBridge(record)
             try FileIO.removeTree(directory + "/" + name)
         }
@@ -167,8 +174,13 @@ public final class Networks: Sendable {
             var published: [PublishedPort] = []
             do {
                 try FileIO.makeDirectories(memberDirectory(networkName, containerID), mode: 0o700)
-                try Self.writeResolverConfiguration(to: memberDirectory(networkName, containerID) + "/resolv.conf")
+                try Self.writeResolverConfiguration(to: memberDirectory(networkName, containerID) + "/resolv.conf", network: record)
                 try ensureBridge(record)
+                do {
+                    try resolver.serve(record)
+                } catch {
+                    logger.warning("container names on this network resolve only through hosts files", metadata: ["network": "\(networkName)", "error": "\(error)"])
+                }
                 try createNamespace(at: namespacePath)
                 let host = try RouteNetlink()
                 guard let bridge = try host.link(record.bridge) else { throw RuntimeError(.network, "bridge \(record.bridge) of network \(networkName) is gone") }
@@ -245,7 +257,9 @@ public final class Networks: Sendable {
         directory + "/" + network + "/leases/" + address.description + ".json"
     }
 
-    func leases(_ network: String) -> [NetworkLease] {
+    func leases(_ network: String) -> [NetworkLease] { Self.leases(in: directory, network: network) }
+
+    static func leases(in directory: String, network: String) -> [NetworkLease] {
         let path = directory + "/" + network + "/leases"
         let names = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
         return names.filter { $0.hasSuffix(".json") }.compactMap { name in
@@ -273,20 +287,24 @@ public final class Networks: Sendable {
     }
 
     /// Writes the `resolv.conf` of a container on a bridge network: the
-    /// host's, without loopback name servers (which inside the container
-    /// would be its own loopback), and a public resolver if none is left.
-    static func writeResolverConfiguration(to path: String) throws {
+    /// network's embedded name server first, then (unless the network is
+    /// internal) the host's name servers but loopback ones, which inside
+    /// the container would be its own loopback; they answer when no process
+    /// serves the network. The host's search and options lines are kept.
+    static func writeResolverConfiguration(to path: String, network: NetworkRecord) throws {
         let host = (try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8)) ?? ""
-        var lines = host.split(separator: "\n", omittingEmptySubsequences: false).filter { line in
+        var lines = ["nameserver \(network.gateway)"]
+        for line in host.split(separator: "\n") {
             let fields = line.split(whereSeparator: \.isWhitespace)
-            guard fields.first == "nameserver", fields.count > 1 else { return true }
-            return !(fields[1].hasPrefix("127.") || fields[1] == "::1")
-        }.map(String.init)
-        if !lines.contains(where: { $0.hasPrefix("nameserver") }) {
-            lines += ["nameserver 8.8.8.8", "nameserver 8.8.4.4"]
+            guard let keyword = fields.first else { continue }
+            if keyword == "nameserver" {
+                guard !network.internal, fields.count > 1, !fields[1].hasPrefix("127."), fields[1] != "::1" else { continue }
+            } else if keyword != "search", keyword != "options" {
+                continue
+            }
+            lines.append(String(line))
         }
-        let text = lines.joined(separator: "\n").trimmingCharacters(in: .newlines) + "\n"
-        try FileIO.replaceStateFile(path, with: Data(text.utf8))
+        try FileIO.replaceStateFile(path, with: Data((lines.joined(separator: "\n") + "\n").utf8))
         chmod(path, 0o644)
     }
 

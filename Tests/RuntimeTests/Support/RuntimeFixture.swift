@@ -7,13 +7,13 @@ import Testing
 /// Busybox applets the runtime tests use.
 let busyboxApplets = [
     "hostname", "tty", "mount", "unshare", "mknod", "ps", "grep", "head", "tail", "tr", "seq", "wc", "touch", "stat", "mkdir", "dd",
-    "yes", "date", "pwd", "sed", "cut", "sort", "xargs", "kill", "nproc", "rm", "printf", "test", "[", "ip", "timeout",
+    "yes", "date", "pwd", "sed", "cut", "sort", "xargs", "kill", "nproc", "rm", "printf", "test", "[", "ip", "timeout", "nslookup",
 ]
 
 /// A state root with a busybox image (`busybox:test`) and a runtime over
 /// it whose containers live under a cgroup parent of their own; afterwards
 /// every container, cgroup and file is gone, which the fixture checks.
-func withRuntime<T>(_ label: String, probe: Bool = false, fixtures: [String] = [],
+func withRuntime<T>(_ label: String, probe: Bool = false, fixtures: [String] = [], nameservers: [String]? = nil,
                    _ body: (ContainerRuntime, String) async throws -> T) async throws -> T {
     try await withTemporaryDirectory(label) { dir in
         let rootfs = dir + "/rootfs"
@@ -23,7 +23,7 @@ func withRuntime<T>(_ label: String, probe: Bool = false, fixtures: [String] = [
         let images = try ImageStore(root: StateRoot(dir + "/state"))
         try await images.importRootfs(at: rootfs, name: "busybox:test")
         let parent = "gantry-test-\(UUID().uuidString.prefix(8).lowercased())"
-        let runtime = try ContainerRuntime(images: images, cgroupParent: parent)
+        let runtime = try ContainerRuntime(images: images, cgroupParent: parent, nameservers: nameservers)
         func cleanUp() async throws {
             for record in try runtime.list() {
                 try await runtime.container(record.id).remove(force: true)

@@ -1,0 +1,346 @@
+import Foundation
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The embedded DNS server of the bridge networks: a UDP socket on each
+/// network's gateway address, port 53, that answers the names of the
+/// network's containers (names, short IDs and aliases, and their reverse
+/// lookups) from its leases, and forwards every other query to the host's
+/// name servers.
+///
+/// It runs on the supervisor thread of the process that attached the
+/// containers; every process using the network binds the same address with
+/// `SO_REUSEPORT`, so the network keeps a server while any of them runs.
+/// Answers come from the lease files, so all of them give the same ones.
+final class NetworkResolver: Sendable {
+    /// A name server that queries are forwarded to.
+    struct Upstream: Hashable, Sendable {
+        var address: IPv4Address
+        var port: UInt16
+
+        init(address: IPv4Address, port: UInt16) {
+            self.address = address
+            self.port = port
+        }
+
+        /// `IP` or `IP:port`.
+        init(parsing text: String) throws {
+            let parts = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            guard (1 ... 2).contains(parts.count), let address = IPv4Address(parts[0]),
+                  let port = parts.count == 2 ? UInt16(parts[1]) : 53, port > 0 else {
+                throw RuntimeError(.invalidSpec, "name server \"\(text)\" is not an IPv4 address with an optional port (10.0.0.2, 127.0.0.1:5353)")
+            }
+            self.init(address: address, port: port)
+        }
+    }
+
+    /// How long a forwarded query waits for its answer before it is forgotten.
+    static let forwardTimeout: Duration = .seconds(5)
+
+    private struct Server {
+        var fd: Int32
+        var networkName: String
+        var stopping = false
+    }
+
+    /// A forwarded query: who asked, and under which ID.
+    private struct Pending {
+        var server: Int32
+        var client: sockaddr_in
+        var id: UInt16
+        var sent: ContinuousClock.Instant
+    }
+
+    private struct State {
+        /// Servers by network ID.
+        var servers: [String: Server] = [:]
+        var pending: [UInt16: Pending] = [:]
+        var nextID: UInt16 = .random(in: 0 ... .max)
+        /// The socket queries are forwarded from, made on first use.
+        var upstreamSocket: Int32 = -1
+    }
+
+    private let state = Mutex(State())
+    private let upstreams: [Upstream]
+    private let leases: @Sendable (String) -> [NetworkLease]
+    private let networkID: @Sendable (String) -> String?
+
+    /// - Parameters:
+    ///   - upstreams: where other names are asked; the host's resolvers when nil.
+    ///   - leases: a network's leases, by network name.
+    ///   - networkID: the ID of the network of that name now (nil when gone).
+    init(upstreams: [Upstream]?, leases: @escaping @Sendable (String) -> [NetworkLease],
+         networkID: @escaping @Sendable (String) -> String?) {
+        self.upstreams = upstreams ?? Self.hostNameservers()
+        self.leases = leases
+        self.networkID = networkID
+    }
+
+    /// Serves `network` on its gateway, unless this process already does.
+    func serve(_ network: NetworkRecord) throws {
+        let fd: Int32 = try state.withLock { state in
+            if state.servers[network.id] != nil { return -1 }
+            let fd = try Self.boundSocket(network.gateway, port: 53, reusePort: true)
+            state.servers[network.id] = Server(fd: fd, networkName: network.name)
+            return fd
+        }
+        guard fd >= 0 else { return }
+        let id = network.id
+        ProcessSupervisor.shared.watch(fd, handler: { [self] fd in receiveQueries(fd, networkID: id) }, ended: { [self] in
+            state.withLock { state in
+                state.servers[id] = nil
+                state.pending = state.pending.filter { $0.value.server != fd }
+            }
+            close(fd)
+        })
+    }
+
+    /// Stops serving the network (when it is removed).
+    func stop(networkID id: String) {
+        state.withLock { state in
+            guard var server = state.servers[id], !server.stopping else { return }
+            server.stopping = true
+            state.servers[id] = server
+            // Wakes the supervisor thread, which then closes the socket.
+            shutdown(server.fd, Int32(SHUT_RDWR))
+        }
+    }
+
+    // MARK: - Queries
+
+    /// Answers what arrived on a network's socket; false once it is to close.
+    private func receiveQueries(_ fd: Int32, networkID id: String) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 1500)
+        while true {
+            var client = sockaddr_in()
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let count = buffer.withUnsafeMutableBytes { bytes in
+                withUnsafeMutablePointer(to: &client) { pointer in
+                    pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        recvfrom(fd, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT), $0, &length)
+                    }
+                }
+            }
+            let server = state.withLock { $0.servers[id] }
+            guard let server, !server.stopping else { return false }
+            if count < 0 { return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR }
+            if count == 0 { continue }
+            // A network removed and made again under the name is another network.
+            guard networkID(server.networkName) == id else { return false }
+            handle(Array(buffer[..<count]), from: client, on: fd, network: server.networkName)
+        }
+    }
+
+    private func handle(_ query: [UInt8], from client: sockaddr_in, on fd: Int32, network: String) {
+        guard let message = DNSMessage(query), !message.isResponse else { return }
+        if let answer = localAnswer(message, network: network) {
+            send(answer, to: client, on: fd)
+        } else {
+            forward(query, id: message.id, from: client, on: fd)
+        }
+    }
+
+    /// The answer from the leases, or nil when the name is not the network's.
+    private func localAnswer(_ message: DNSMessage, network: String) -> [UInt8]? {
+        let members = leases(network)
+        let name = message.name.lowercased()
+        if let address = Self.reverseLookupAddress(name) {
+            guard let member = members.first(where: { $0.address == address }) else { return nil }
+            return message.answer(type: DNSMessage.pointerType, data: DNSMessage.encodeName(member.name))
+        }
+        guard let member = members.first(where: { lease in
+            lease.name.lowercased() == name || lease.containerID.prefix(12) == name || lease.aliases.contains { $0.lowercased() == name }
+        }) else { return nil }
+        // Only IPv4 addresses exist: any other type gets an empty answer.
+        if message.type == DNSMessage.addressType { return message.answer(type: DNSMessage.addressType, data: member.address.octets) }
+        return message.answer(type: nil, data: [])
+    }
+
+    private func forward(_ query: [UInt8], id: UInt16, from client: sockaddr_in, on fd: Int32) {
+        guard !upstreams.isEmpty else {
+            send(DNSMessage(query)?.failure() ?? [], to: client, on: fd)
+            return
+        }
+        let now = ContinuousClock.now
+        let prepared: (socket: Int32, id: UInt16, new: Bool)? = state.withLock { state in
+            state.pending = state.pending.filter { now - $0.value.sent < Self.forwardTimeout }
+            var new = false
+            if state.upstreamSocket < 0 {
+                guard let socket = try? Self.boundSocket(IPv4Address(0), port: 0, reusePort: false) else { return nil }
+                state.upstreamSocket = socket
+                new = true
+            }
+            guard state.pending.count < Int(UInt16.max / 2) else { return nil }
+            repeat { state.nextID &+= 1 } while state.pending[state.nextID] != nil
+            state.pending[state.nextID] = Pending(server: fd, client: client, id: id, sent: now)
+            return (state.upstreamSocket, state.nextID, new)
+        }
+        guard let prepared else { return }
+        if prepared.new { ProcessSupervisor.shared.watch(prepared.socket, handler: { [self] in receiveAnswers($0) }) }
+        var relayed = query
+        relayed[0] = UInt8(prepared.id >> 8)
+        relayed[1] = UInt8(prepared.id & 0xFF)
+        for upstream in upstreams {
+            send(relayed, to: Self.socketAddress(upstream.address, port: upstream.port), on: prepared.socket)
+        }
+    }
+
+    /// Relays answers from upstream to the containers that asked.
+    private func receiveAnswers(_ fd: Int32) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            var sender = sockaddr_in()
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let count = buffer.withUnsafeMutableBytes { bytes in
+                withUnsafeMutablePointer(to: &sender) { pointer in
+                    pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                        recvfrom(fd, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT), $0, &length)
+                    }
+                }
+            }
+            if count < 0 { return true }
+            guard count >= 12 else { continue }
+            // Only the name servers asked may answer.
+            let from = Upstream(address: IPv4Address(UInt32(bigEndian: sender.sin_addr.s_addr)), port: UInt16(bigEndian: sender.sin_port))
+            guard upstreams.contains(from) else { continue }
+            let id = UInt16(buffer[0]) << 8 | UInt16(buffer[1])
+            guard let pending = state.withLock({ $0.pending.removeValue(forKey: id) }) else { continue }
+            var answer = Array(buffer[..<count])
+            answer[0] = UInt8(pending.id >> 8)
+            answer[1] = UInt8(pending.id & 0xFF)
+            send(answer, to: pending.client, on: pending.server)
+        }
+    }
+
+    private func send(_ bytes: [UInt8], to address: sockaddr_in, on fd: Int32) {
+        guard !bytes.isEmpty else { return }
+        var address = address
+        _ = bytes.withUnsafeBytes { raw in
+            withUnsafePointer(to: &address) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    sendto(fd, raw.baseAddress, raw.count, Int32(MSG_DONTWAIT), $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+                }
+            }
+        }
+    }
+
+    // MARK: - Sockets and addresses
+
+    private static func socketAddress(_ address: IPv4Address, port: UInt16) -> sockaddr_in {
+        var result = sockaddr_in()
+        result.sin_family = sa_family_t(AF_INET)
+        result.sin_port = port.bigEndian
+        result.sin_addr.s_addr = address.value.bigEndian
+        return result
+    }
+
+    /// A non-blocking UDP socket bound to `address:port`.
+    private static func boundSocket(_ address: IPv4Address, port: UInt16, reusePort: Bool) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else { throw RuntimeError(.network, "cannot open a DNS socket", underlying: FileIO.errno) }
+        var on: Int32 = 1
+        if reusePort { setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, socklen_t(MemoryLayout<Int32>.size)) }
+        var bound = socketAddress(address, port: port)
+        let result = withUnsafePointer(to: &bound) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard result == 0 else {
+            let error = FileIO.errno
+            close(fd)
+            throw RuntimeError(.network, "cannot serve DNS on \(address):\(port)", underlying: error)
+        }
+        return fd
+    }
+
+    /// The address a reverse lookup (`4.3.2.1.in-addr.arpa`) asks about.
+    static func reverseLookupAddress(_ name: String) -> IPv4Address? {
+        guard name.hasSuffix(".in-addr.arpa") else { return nil }
+        let octets = name.dropLast(".in-addr.arpa".count).split(separator: ".", omittingEmptySubsequences: false)
+        guard octets.count == 4 else { return nil }
+        return IPv4Address(octets.reversed().joined(separator: "."))
+    }
+
+    /// The IPv4 name servers of the host's `/etc/resolv.conf`.
+    static func hostNameservers() -> [Upstream] {
+        nameserverLines((try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8)) ?? "")
+            .compactMap { IPv4Address($0) }.map { Upstream(address: $0, port: 53) }
+    }
+
+    /// The addresses of a resolv.conf's `nameserver` lines.
+    static func nameserverLines(_ text: String) -> [String] {
+        text.split(separator: "\n").compactMap { line in
+            let fields = line.split(whereSeparator: \.isWhitespace)
+            return fields.count > 1 && fields[0] == "nameserver" ? String(fields[1]) : nil
+        }
+    }
+}
+
+/// The parts of a DNS query the resolver reads (RFC 1035): its ID, flags
+/// and first question, and answers built from them.
+struct DNSMessage {
+    static let addressType: UInt16 = 1
+    static let pointerType: UInt16 = 12
+
+    let bytes: [UInt8]
+    let id: UInt16
+    let flags: UInt16
+    /// The question's name, without the trailing dot.
+    let name: String
+    let type: UInt16
+    /// Where the question ends.
+    let questionEnd: Int
+
+    var isResponse: Bool { flags & 0x8000 != 0 }
+
+    init?(_ bytes: [UInt8]) {
+        guard bytes.count >= 12, bytes[4] == 0, bytes[5] >= 1 else { return nil }
+        self.bytes = bytes
+        id = UInt16(bytes[0]) << 8 | UInt16(bytes[1])
+        flags = UInt16(bytes[2]) << 8 | UInt16(bytes[3])
+        var labels: [String] = []
+        var offset = 12
+        while true {
+            guard offset < bytes.count else { return nil }
+            let length = Int(bytes[offset])
+            offset += 1
+            if length == 0 { break }
+            // Compression has no place in a question.
+            guard length < 64, offset + length <= bytes.count, labels.count < 128 else { return nil }
+            labels.append(String(decoding: bytes[offset ..< offset + length], as: UTF8.self))
+            offset += length
+        }
+        guard offset + 4 <= bytes.count else { return nil }
+        name = labels.joined(separator: ".")
+        type = UInt16(bytes[offset]) << 8 | UInt16(bytes[offset + 1])
+        questionEnd = offset + 4
+    }
+
+    /// An authoritative answer with one record of `type` holding `data`
+    /// (none when `type` is nil).
+    func answer(type: UInt16?, data: [UInt8]) -> [UInt8] {
+        var reply = header(code: 0, answers: type == nil ? 0 : 1)
+        reply += bytes[12 ..< questionEnd]
+        guard let type else { return reply }
+        reply += [0xC0, 12]  // the question's name
+        reply += [UInt8(type >> 8), UInt8(type & 0xFF), 0, 1]
+        reply += [0, 0, 0, 10]  // a short TTL: containers come and go
+        reply += [UInt8(data.count >> 8), UInt8(data.count & 0xFF)] + data
+        return reply
+    }
+
+    /// A server-failure answer (no name server to forward to).
+    func failure() -> [UInt8] { header(code: 2, answers: 0) + bytes[12 ..< questionEnd] }
+
+    private func header(code: UInt8, answers: UInt8) -> [UInt8] {
+        // QR, authoritative, the query's opcode and RD; RA.
+        let high = 0x84 | UInt8(flags >> 8) & 0x79
+        return [UInt8(id >> 8), UInt8(id & 0xFF), high, 0x80 | code, 0, 1, 0, answers, 0, 0, 0, 0]
+    }
+
+    /// A name in wire form.
+    static func encodeName(_ name: String) -> [UInt8] {
+        name.split(separator: ".").flatMap { label in [UInt8(min(label.utf8.count, 63))] + label.utf8.prefix(63) } + [0]
+    }
+}
