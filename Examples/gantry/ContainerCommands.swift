@@ -172,7 +172,8 @@ struct Run: AsyncParsableCommand {
     @Option(name: .customLong("cap-drop"), help: "Drop a capability (ALL drops every one).") var capDrop: [String] = []
     @Option(name: .customLong("security-opt"), help: ArgumentHelp("seccomp=unconfined|FILE, or no-new-privileges=false.", valueName: "opt")) var securityOptions: [String] = []
     @Option(help: ArgumentHelp("Mount a tmpfs: /path[:size].", valueName: "path")) var tmpfs: [String] = []
-    @Option(name: .shortAndLong, help: ArgumentHelp("Bind a host path: /host:/container[:ro].", valueName: "bind")) var volume: [String] = []
+    @Option(name: .shortAndLong, help: ArgumentHelp("Bind a host path or mount a named volume: /host:/container[:ro][,rslave] or VOLUME:/container[:ro].", valueName: "bind")) var volume: [String] = []
+    @Option(help: ArgumentHelp("Mount: type=bind|volume|tmpfs,source=…,target=…[,readonly][,bind-propagation=rslave][,tmpfs-size=64m].", valueName: "mount")) var mount: [String] = []
     @Option(help: ArgumentHelp("The network: none (loopback only; the default without -p), host, bridge (the default network; the default with -p) or a network's name.", valueName: "network")) var network: String = "none"
     @Option(name: .shortAndLong, help: ArgumentHelp("Publish a port on the host: [IP:]HOST:CONTAINER[/udp] (HOST 0: a free one).", valueName: "port")) var publish: [String] = []
     @Option(name: .customLong("net-alias"), help: ArgumentHelp("Another name the container answers to on its network.", valueName: "name")) var netAliases: [String] = []
@@ -229,13 +230,7 @@ struct Run: AsyncParsableCommand {
         spec.mounts = try tmpfs.map { item in
             let parts = item.split(separator: ":", maxSplits: 1).map(String.init)
             return .tmpfs(target: parts[0], size: parts.count > 1 ? try parseSize(parts[1]) : nil)
-        } + volume.map { item in
-            let parts = item.split(separator: ":").map(String.init)
-            guard parts.count == 2 || (parts.count == 3 && ["ro", "rw"].contains(parts[2])) else {
-                throw ValidationError("-v \(item) is not /host:/container[:ro]")
-            }
-            return .bind(source: parts[0], target: parts[1], readOnly: parts.count == 3 && parts[2] == "ro")
-        }
+        } + volume.map(parseVolumeOption) + mount.map(parseMountOption)
         spec.network = parseNetworkMode(network)
         spec.networkAliases = netAliases
         spec.publishedPorts = try publish.map { try PublishedPort(parsing: $0) }

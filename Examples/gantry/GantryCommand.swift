@@ -10,7 +10,7 @@ struct GantryCommand: AsyncParsableCommand {
         abstract: "Pull, build, unpack and run OCI images natively, without a daemon.",
         subcommands: [
             Run.self, PS.self, Inspect.self, Logs.self, Exec.self, Stop.self, Kill.self, Remove.self, Stats.self, Pause.self, Unpause.self,
-            NetworkCommand.self, ImageCommand.self, Login.self, Logout.self,
+            NetworkCommand.self, VolumeCommand.self, ImageCommand.self, Login.self, Logout.self,
         ]
     )
 

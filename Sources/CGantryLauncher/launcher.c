@@ -229,13 +229,15 @@ static int apply_mount(int root_fd, const struct gantry_mount *m) {
     } else {
         result = mount_at_fd(m->source, target, NULL, MS_BIND | MS_REC, NULL);
         unsigned long remount = m->flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
-        if (result == 0 && remount) {
+        unsigned long propagation = m->flags & (MS_PRIVATE | MS_SLAVE | MS_REC);
+        if (result == 0 && (remount || propagation)) {
             // Reopen: the old descriptor refers to what lies under the new mount.
             close(target);
             target = open_in_root(root_fd, m->target, O_PATH);
             if (target < 0) return -1;
             // On every mount of the bound tree, not only its top.
-            result = set_recursive_attributes(target, remount);
+            if (remount) result = set_recursive_attributes(target, remount);
+            if (result == 0 && (propagation & (MS_PRIVATE | MS_SLAVE))) result = mount_at_fd(NULL, target, NULL, propagation, NULL);
         }
     }
     int saved = errno;
@@ -549,7 +551,9 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
     if ((plan->clone_flags & CLONE_NEWNET) && loopback_up() < 0) child_fail(error_fd, GANTRY_STAGE_LOOPBACK);
 
     if (plan->clone_flags & CLONE_NEWNS) {
-        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) child_fail(error_fd, GANTRY_STAGE_MOUNT_PRIVATE);
+        // Slave, as runc does: nothing the container mounts reaches the
+        // host, and binds asked to be slaves still see the host's new mounts.
+        if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0) child_fail(error_fd, GANTRY_STAGE_MOUNT_PRIVATE);
         if (plan->overlay_options) {
             // nodev: a device node the container makes (it holds CAP_MKNOD)
             // must not open the host's disks.

@@ -114,3 +114,8 @@ int gantry_socket_in_netns(int netns_fd, int domain, int type, int protocol) {
     struct netns_job job = { .netns_fd = netns_fd, .domain = domain, .type = type, .protocol = protocol };
     return run_netns_job(netns_socket_thread, &job);
 }
+
+int gantry_unshare_mounts(void) {
+    if (unshare(CLONE_NEWNS) < 0) return -1;
+    return mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+}

@@ -65,4 +65,9 @@ int gantry_netns_create(const char *path);
 /// namespace. Returns the descriptor (close-on-exec), or -1 with errno set.
 int gantry_socket_in_netns(int netns_fd, int domain, int type, int protocol);
 
+/// Gives the calling thread a mount namespace of its own, with every mount
+/// private, so that what it mounts is seen by no one else and goes with the
+/// thread. Returns 0, or -1 with errno set.
+int gantry_unshare_mounts(void);
+
 #endif

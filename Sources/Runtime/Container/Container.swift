@@ -204,7 +204,7 @@ public final class Container: Sendable {
         }
         plan.uidMap = ContainerRuntime.idMap(spec.uidMappings)
         plan.gidMap = ContainerRuntime.idMap(spec.gidMappings)
-        plan.mounts = try ContainerRuntime.mounts(spec)
+        plan.mounts = try ContainerRuntime.mounts(spec, volumes: runtime.volumes)
         if let attachment = record.network {
             // Generated files, bound over the image's (as Docker does).
             let files = runtime.networks.memberDirectory(attachment.network, id)

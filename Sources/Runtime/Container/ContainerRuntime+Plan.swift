@@ -107,20 +107,23 @@ extension ContainerRuntime {
     }
 
     /// The mounts of a container: the standard ones, then the spec's.
-    static func mounts(_ spec: ContainerSpec) throws -> [PlannedMount] {
+    static func mounts(_ spec: ContainerSpec, volumes: Volumes) throws -> [PlannedMount] {
         var mounts = ContainerDefaults.mounts(ownNetwork: ownsNetworkNamespace(spec))
         for mount in spec.mounts {
             guard mount.target.hasPrefix("/"), !mount.target.split(separator: "/").contains("..") else {
                 throw RuntimeError(.invalidSpec, "mount target \"\(mount.target)\" is not an absolute path without ..")
             }
             switch mount {
-            case .bind(let source, let target, let readOnly):
+            case .bind(let source, let target, let readOnly, let propagation):
                 var info = stat()
                 guard stat(source, &info) == 0 else {
                     throw RuntimeError(.invalidSpec, "bind mount source \(source) does not exist", underlying: FileIO.errno)
                 }
-                let flags = (readOnly ? ContainerDefaults.rdonly : 0)
+                let flags = (readOnly ? ContainerDefaults.rdonly : 0) | propagationFlags(propagation ?? .rprivate)
                 mounts.append(.bind(source, at: target, flags: flags, directory: (info.st_mode & S_IFMT) == S_IFDIR))
+            case .volume(let name, let target, let readOnly):
+                let flags = (readOnly ? ContainerDefaults.rdonly : 0) | propagationFlags(.rprivate)
+                mounts.append(.bind(try volumes.dataDirectory(name), at: target, flags: flags, directory: true))
             case .tmpfs(let target, let size, let mode):
                 var data = "mode=" + String(mode, radix: 8)
                 if let size { data += ",size=\(size)" }
@@ -129,6 +132,15 @@ extension ContainerRuntime {
             }
         }
         return mounts
+    }
+
+    static func propagationFlags(_ propagation: ContainerSpec.MountPropagation) -> UInt {
+        switch propagation {
+        case .private: UInt(MS_PRIVATE)
+        case .rprivate: UInt(MS_PRIVATE) | UInt(MS_REC)
+        case .slave: UInt(MS_SLAVE)
+        case .rslave: UInt(MS_SLAVE) | UInt(MS_REC)
+        }
     }
 
     /// Whether the container's network namespace is one it may mount a

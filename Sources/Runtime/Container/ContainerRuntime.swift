@@ -20,6 +20,8 @@ public final class ContainerRuntime: Sendable {
     public let cgroupParent: String
     /// The bridge networks containers can be put on.
     public let networks: Networks
+    /// The named volumes containers can mount.
+    public let volumes: Volumes
     let logger: Logger
     let directory: String
 
@@ -53,6 +55,19 @@ public final class ContainerRuntime: Sendable {
         self.cgroupParent = cgroupParent
         self.logger = logger
         directory = images.root.containers
+        volumes = try Volumes(root: images.root.volumes, logger: logger) { [directory] name in
+            let ids = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.count == 64 }
+            return ids.compactMap { id -> String? in
+                let path = directory + "/" + id
+                guard let record = try? FileIO.readStateFile(path + "/state.json", lock: path, { try Self.decoder.decode(ContainerRecord.self, from: $0) })
+                else { return nil }
+                let mounts = record.spec.mounts.contains { mount in
+                    if case .volume(name, _, _) = mount { return true }
+                    return false
+                }
+                return mounts ? record.name : nil
+            }
+        }
         let upstreams = try nameservers.map { try $0.map(NetworkResolver.Upstream.init(parsing:)) }
         networks = try Networks(root: images.root.networks, containers: images.root.containers, nameservers: upstreams, logger: logger)
         let pid = getpid()
@@ -155,7 +170,8 @@ public final class ContainerRuntime: Sendable {
         // Checked now, so that start cannot fail on them.
         _ = try Self.sysctls(spec)
         _ = try Self.resourceLimits(spec)
-        _ = try Self.mounts(spec)
+        try await volumes.prepare(spec.mounts, layers: layers)
+        _ = try Self.mounts(spec, volumes: volumes)
         _ = try seccompProgram(spec)
         var record = ContainerRecord(id: id, name: name, spec: spec, process: process, imageDigest: imageDigest, cgroup: cgroup,
                                      status: .created, ownerPid: owner.pid, ownerStartTime: owner.startTime,

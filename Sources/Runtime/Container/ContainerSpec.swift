@@ -34,17 +34,36 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
 
     /// A mount besides the standard ones.
     public enum Mount: Hashable, Sendable, Codable {
-        /// A host path bound into the container.
-        case bind(source: String, target: String, readOnly: Bool = false)
+        /// A host path bound into the container; `propagation` says whether
+        /// mounts the host makes under it later appear in the container.
+        case bind(source: String, target: String, readOnly: Bool = false, propagation: MountPropagation? = nil)
+        /// A named volume of the state root, created when missing. A new
+        /// (empty) volume is first filled with what the image has at
+        /// `target`, as Docker does.
+        case volume(name: String, target: String, readOnly: Bool = false)
         /// A fresh tmpfs, `size` bytes at most (nil: half the memory).
         case tmpfs(target: String, size: Int64? = nil, mode: UInt32 = 0o1777)
 
         /// The path inside the container.
         public var target: String {
             switch self {
-            case .bind(_, let target, _), .tmpfs(let target, _, _): target
+            case .bind(_, let target, _, _), .volume(_, let target, _), .tmpfs(let target, _, _): target
             }
         }
+    }
+
+    /// How mount events under a bind mount travel (mount_namespaces(7)).
+    /// Nothing the container mounts ever reaches the host: shared
+    /// propagation is not offered.
+    public enum MountPropagation: String, Hashable, Sendable, Codable, CaseIterable {
+        /// The bound mount alone, cut off from the host's later mounts.
+        case `private`
+        /// The bound mount and every mount under it, cut off (the default).
+        case rprivate
+        /// The host's later mounts on the bound mount appear in the container.
+        case slave
+        /// The same for the bound mount and every mount under it.
+        case rslave
     }
 
     /// How the container reaches the network.
@@ -262,6 +281,13 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
         var copy = self
         copy.network = network
         copy.networkAliases = aliases
+        return copy
+    }
+
+    /// With `mounts` added.
+    public func mounting(_ mounts: Mount...) -> ContainerSpec {
+        var copy = self
+        copy.mounts += mounts
         return copy
     }
 

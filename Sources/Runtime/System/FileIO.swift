@@ -1,3 +1,4 @@
+import CGantrySystem
 import Foundation
 import SystemPackage
 #if canImport(Glibc)
@@ -141,6 +142,95 @@ enum FileIO {
         } else {
             guard unlink(path) == 0 || Glibc.errno == ENOENT else {
                 throw RuntimeError(.systemCall, "cannot remove \(path)", underlying: errno)
+            }
+        }
+    }
+
+    /// Copies the tree under the directory `source` into the directory
+    /// `destination` (both descriptors): directories, regular files,
+    /// symlinks (as symlinks, never followed) and FIFOs, with their owners
+    /// and modes; device nodes and sockets are skipped, hard links become
+    /// copies. Every entry is opened relative to its parent's descriptor
+    /// with O_NOFOLLOW, so no link in the source can lead the copy out.
+    /// `path` names the copy in errors.
+    static func copyTree(from source: Int32, to destination: Int32, path: String, depth: Int = 0) throws {
+        guard depth < 512 else { throw RuntimeError(.systemCall, "\(path) is nested too deeply to copy") }
+        let listing = dup(source)
+        guard listing >= 0, let stream = fdopendir(listing) else {
+            throw RuntimeError(.systemCall, "cannot list \(path)", underlying: errno)
+        }
+        defer { closedir(stream) }
+        while let entry = readdir(stream) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name == "." || name == ".." { continue }
+            var info = stat()
+            guard fstatat(source, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else {
+                throw RuntimeError(.systemCall, "cannot inspect \(path)/\(name)", underlying: errno)
+            }
+            let mode = info.st_mode & 0o7777
+            switch info.st_mode & S_IFMT {
+            case S_IFDIR:
+                guard mkdirat(destination, name, 0o700) == 0 || Glibc.errno == EEXIST else {
+                    throw RuntimeError(.systemCall, "cannot create \(path)/\(name)", underlying: errno)
+                }
+                let from = openat(source, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                let to = openat(destination, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                defer {
+                    if from >= 0 { close(from) }
+                    if to >= 0 { close(to) }
+                }
+                guard from >= 0, to >= 0 else { throw RuntimeError(.systemCall, "cannot open \(path)/\(name)", underlying: errno) }
+                try copyTree(from: from, to: to, path: path + "/" + name, depth: depth + 1)
+                fchown(to, info.st_uid, info.st_gid)
+                fchmod(to, mode)
+            case S_IFREG:
+                let from = openat(source, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+                let to = openat(destination, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+                defer {
+                    if from >= 0 { close(from) }
+                    if to >= 0 { close(to) }
+                }
+                guard from >= 0, to >= 0 else { throw RuntimeError(.systemCall, "cannot copy \(path)/\(name)", underlying: errno) }
+                var remaining = Int(info.st_size)
+                var (readOffset, writeOffset): (Int64, Int64) = (0, 0)
+                var buffer: [UInt8] = []
+                while remaining > 0 {
+                    var copied: Int
+                    if buffer.isEmpty {
+                        copied = gantry_copy_file_range_at(from, &readOffset, to, &writeOffset, min(remaining, 1 << 30))
+                        // Across file systems (an overlay to a disk) some kernels refuse: copy through memory.
+                        if copied < 0, [EXDEV, EINVAL, ENOSYS, EOPNOTSUPP].contains(Glibc.errno) {
+                            buffer = [UInt8](repeating: 0, count: 1 << 20)
+                            continue
+                        }
+                    } else {
+                        copied = pread(from, &buffer, min(remaining, buffer.count), off_t(readOffset))
+                        if copied > 0 { copied = pwrite(to, buffer, copied, off_t(writeOffset)) }
+                        if copied > 0 { readOffset += Int64(copied); writeOffset += Int64(copied) }
+                    }
+                    if copied < 0, Glibc.errno == EINTR { continue }
+                    guard copied > 0 else { throw RuntimeError(.systemCall, "cannot copy \(path)/\(name)", underlying: errno) }
+                    remaining -= copied
+                }
+                // Owner first: chown clears the set-ID bits.
+                fchown(to, info.st_uid, info.st_gid)
+                fchmod(to, mode)
+            case S_IFLNK:
+                var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+                let length = readlinkat(source, name, &buffer, buffer.count - 1)
+                guard length >= 0 else { throw RuntimeError(.systemCall, "cannot read link \(path)/\(name)", underlying: errno) }
+                buffer[length] = 0
+                guard symlinkat(buffer, destination, name) == 0 else {
+                    throw RuntimeError(.systemCall, "cannot create link \(path)/\(name)", underlying: errno)
+                }
+                fchownat(destination, name, info.st_uid, info.st_gid, AT_SYMLINK_NOFOLLOW)
+            case S_IFIFO:
+                guard mkfifoat(destination, name, mode) == 0 else {
+                    throw RuntimeError(.systemCall, "cannot create \(path)/\(name)", underlying: errno)
+                }
+                fchownat(destination, name, info.st_uid, info.st_gid, AT_SYMLINK_NOFOLLOW)
+            default:
+                continue
             }
         }
     }

@@ -1,0 +1,196 @@
+import CGantrySystem
+import Foundation
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A named volume: a directory of the state root that containers mount,
+/// whose data outlives them.
+public struct VolumeRecord: Hashable, Sendable, Codable {
+    /// The unique name.
+    public var name: String
+    /// Free-form labels.
+    public var labels: [String: String]
+    /// When it was created.
+    public var createdAt: Date
+    /// The directory holding its data (what containers mount).
+    public var mountpoint: String
+}
+
+/// The named volumes of a state root.
+///
+/// Each is a directory under `volumes/`, as Docker lays them out:
+/// `volumes/<name>/volume.json` and the data in `volumes/<name>/_data`.
+/// A volume is created on first use by a container, or explicitly; it is
+/// removed only when no container (running or stopped) mounts it.
+public final class Volumes: Sendable {
+    let directory: String
+    let logger: Logger
+    /// The names of the containers whose specs mount a volume.
+    private let users: @Sendable (String) throws -> [String]
+
+    init(root: String, logger: Logger, users: @escaping @Sendable (String) throws -> [String]) throws {
+        directory = root
+        self.logger = logger
+        self.users = users
+        try FileIO.makeDirectories(directory, mode: 0o700)
+    }
+
+    /// Creates a volume.
+    ///
+    /// - Parameter name: unique among the root's volumes; a random one when nil.
+    /// - Throws: ``RuntimeError`` with code `invalidSpec` for a taken or invalid name.
+    @discardableResult
+    public func create(_ name: String? = nil, labels: [String: String] = [:]) throws -> VolumeRecord {
+        let name = name ?? ContainerRuntime.newID()
+        try ContainerRuntime.validate(name: name, kind: "volume")
+        let path = directory + "/" + name
+        guard mkdir(path, 0o700) == 0 else {
+            if errno == EEXIST { throw RuntimeError(.invalidSpec, "a volume named \(name) already exists") }
+            throw RuntimeError(.systemCall, "cannot create volume \(name)", underlying: FileIO.errno)
+        }
+        let record = VolumeRecord(name: name, labels: labels, createdAt: Date(), mountpoint: path + "/_data")
+        do {
+            // Containers' users must reach the data; the volume's own directory stays closed.
+            guard mkdir(record.mountpoint, 0o755) == 0 else { throw RuntimeError(.systemCall, "cannot create \(record.mountpoint)", underlying: FileIO.errno) }
+            try FileIO.replaceStateFile(path + "/volume.json", with: ContainerRuntime.encoder.encode(record))
+        } catch {
+            try? FileIO.removeTree(path)
+            throw error
+        }
+        logger.debug("created volume", metadata: ["volume": "\(name)"])
+        return record
+    }
+
+    /// The volume named `name`.
+    ///
+    /// - Throws: ``RuntimeError`` with code `notFound`.
+    public func volume(_ name: String) throws -> VolumeRecord {
+        let path = directory + "/" + name
+        guard !name.contains("/"), !name.hasPrefix("."), !name.isEmpty,
+              let record = try? FileIO.readStateFile(path + "/volume.json", lock: path, { try ContainerRuntime.decoder.decode(VolumeRecord.self, from: $0) })
+        else { throw RuntimeError(.notFound, "no volume is named \(name)") }
+        return record
+    }
+
+    /// Every volume, by name.
+    public func list() throws -> [VolumeRecord] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.compactMap { try? volume($0) }.sorted { $0.name < $1.name }
+    }
+
+    /// The names of the containers that mount the volume.
+    public func containers(using name: String) throws -> [String] {
+        try users(name).sorted()
+    }
+
+    /// Removes a volume and its data.
+    ///
+    /// - Throws: ``RuntimeError`` with code `notFound`, or `invalidState`
+    ///   while a container mounts it.
+    public func remove(_ name: String) throws {
+        _ = try volume(name)
+        let using = try containers(using: name)
+        guard using.isEmpty else {
+            throw RuntimeError(.invalidState, "volume \(name) is in use by \(using.joined(separator: ", ")); remove those containers first")
+        }
+        try FileIO.removeTree(directory + "/" + name)
+    }
+
+    /// Removes every volume no container mounts; returns their names.
+    @discardableResult
+    public func prune() throws -> [String] {
+        try list().compactMap { record in
+            guard try containers(using: record.name).isEmpty else { return nil }
+            try FileIO.removeTree(directory + "/" + record.name)
+            return record.name
+        }
+    }
+
+    /// The data directory of a volume that exists.
+    func dataDirectory(_ name: String) throws -> String {
+        try volume(name).mountpoint
+    }
+
+    // MARK: - Containers
+
+    /// Makes the volumes a container mounts ready: each missing one is
+    /// created, and each empty one is filled with what the root file
+    /// system (`layers`, top-most first) has at its mount point.
+    func prepare(_ mounts: [ContainerSpec.Mount], layers: [String]) async throws {
+        for case .volume(let name, let target, _) in mounts {
+            if (try? volume(name)) == nil {
+                do {
+                    try create(name)
+                } catch let error as RuntimeError where error.code == .invalidSpec && (try? volume(name)) != nil {
+                    // Another container made it meanwhile.
+                }
+            }
+            try await seed(name, from: layers, at: target)
+        }
+    }
+
+    /// Copies the image's content at `target` into the volume, if the
+    /// volume is empty, under the volume's lock.
+    private func seed(_ name: String, from layers: [String], at target: String) async throws {
+        let record = try volume(name)
+        let lock = open(directory + "/" + name, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard lock >= 0 else { throw RuntimeError(.notFound, "no volume is named \(name)", underlying: FileIO.errno) }
+        defer { close(lock) }
+        flock(lock, LOCK_EX)
+        guard ((try? FileManager.default.contentsOfDirectory(atPath: record.mountpoint)) ?? []).isEmpty else { return }
+        try await Self.withMergedRoot(layers) { root in
+            // Resolved inside the root: an image's symlinks cannot point the copy elsewhere.
+            let source = gantry_openat2(root, target, UInt64(O_RDONLY | O_DIRECTORY | O_CLOEXEC), 0,
+                                        UInt64(GANTRY_RESOLVE_IN_ROOT | GANTRY_RESOLVE_NO_MAGICLINKS))
+            guard source >= 0 else { return }  // nothing there to copy
+            defer { close(source) }
+            let destination = open(record.mountpoint, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+            guard destination >= 0 else { throw RuntimeError(.systemCall, "cannot open \(record.mountpoint)", underlying: FileIO.errno) }
+            defer { close(destination) }
+            var info = stat()
+            if fstat(source, &info) == 0 {
+                // The mount point takes the image directory's owner and mode, as in Docker.
+                fchown(destination, info.st_uid, info.st_gid)
+                fchmod(destination, info.st_mode & 0o7777)
+            }
+            try FileIO.copyTree(from: source, to: destination, path: "volume \(name)")
+        }
+        logger.debug("seeded volume from the image", metadata: ["volume": "\(name)", "path": "\(target)"])
+    }
+
+    /// Calls `body` with a directory descriptor of the merged root file
+    /// system of `layers`: the one layer itself, or a read-only overlay
+    /// mounted in a mount namespace of a thread of its own, so that the
+    /// mount is gone with the thread whatever happens.
+    private static func withMergedRoot(_ layers: [String], _ body: @escaping @Sendable (Int32) throws -> Void) async throws {
+        if layers.count == 1 {
+            let root = open(layers[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+            guard root >= 0 else { throw RuntimeError(.systemCall, "cannot open \(layers[0])", underlying: FileIO.errno) }
+            defer { close(root) }
+            return try body(root)
+        }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let thread = Thread {
+                continuation.resume(with: Result {
+                    guard gantry_unshare_mounts() == 0 else {
+                        throw RuntimeError(.systemCall, "cannot make a mount namespace to read the image", underlying: FileIO.errno)
+                    }
+                    // Any directory will do as the mount point: only this thread sees it.
+                    let point = layers[0]
+                    let options = "lowerdir=" + layers.joined(separator: ":")
+                    guard mount("overlay", point, "overlay", UInt(MS_RDONLY | MS_NODEV | MS_NOSUID), options) == 0 else {
+                        throw RuntimeError(.systemCall, "cannot mount the image's layers", underlying: FileIO.errno)
+                    }
+                    let root = open(point, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+                    guard root >= 0 else { throw RuntimeError(.systemCall, "cannot open the image's root", underlying: FileIO.errno) }
+                    defer { close(root) }
+                    try body(root)
+                })
+            }
+            thread.name = "gantry-volume-seed"
+            thread.start()
+        }
+    }
+}
