@@ -176,6 +176,7 @@ struct Run: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Mount: type=bind|volume|tmpfs,source=…,target=…[,readonly][,bind-propagation=rslave][,tmpfs-size=64m].", valueName: "mount")) var mount: [String] = []
     @Option(help: ArgumentHelp("The network: none (loopback only; the default without -p), host, bridge (the default network; the default with -p) or a network's name.", valueName: "network")) var network: String = "none"
     @Option(name: .shortAndLong, help: ArgumentHelp("Publish a port on the host: [IP:]HOST:CONTAINER[/udp] (HOST 0: a free one).", valueName: "port")) var publish: [String] = []
+    @Option(help: ArgumentHelp("Run in a pod: its network (address, ports, localhost) and, as it shares them, IPC and host name.", valueName: "pod")) var pod: String?
     @Option(name: .customLong("net-alias"), help: ArgumentHelp("Another name the container answers to on its network.", valueName: "name")) var netAliases: [String] = []
     @Option(name: .customLong("sysctl"), help: ArgumentHelp("Set a namespaced kernel parameter.", valueName: "key=value")) var sysctls: [String] = []
     @Option(name: .customLong("label"), help: ArgumentHelp("Set a label.", valueName: "key=value")) var labels: [String] = []
@@ -231,6 +232,7 @@ struct Run: AsyncParsableCommand {
             let parts = item.split(separator: ":", maxSplits: 1).map(String.init)
             return .tmpfs(target: parts[0], size: parts.count > 1 ? try parseSize(parts[1]) : nil)
         } + volume.map(parseVolumeOption) + mount.map(parseMountOption)
+        spec.pod = pod
         spec.network = parseNetworkMode(network)
         spec.networkAliases = netAliases
         spec.publishedPorts = try publish.map { try PublishedPort(parsing: $0) }

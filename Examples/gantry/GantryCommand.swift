@@ -10,7 +10,7 @@ struct GantryCommand: AsyncParsableCommand {
         abstract: "Pull, build, unpack and run OCI images natively, without a daemon.",
         subcommands: [
             Run.self, PS.self, Inspect.self, Logs.self, Exec.self, Stop.self, Kill.self, Remove.self, Stats.self, Pause.self, Unpause.self,
-            NetworkCommand.self, VolumeCommand.self, ImageCommand.self, Login.self, Logout.self,
+            NetworkCommand.self, VolumeCommand.self, PodCommand.self, ImageCommand.self, Login.self, Logout.self,
         ]
     )
 
@@ -55,7 +55,7 @@ func hoistingGlobalOptions(_ arguments: [String]) -> [String] {
     guard !leading.isEmpty else { return arguments }
     // Right after the (sub)command's name: later, they could be taken for
     // the arguments of the command a container runs.
-    let groups: Set<String> = ["image"]
+    let groups: Set<String> = ["image", "network", "volume", "pod"]
     var path = 0
     while path < rest.count, !rest[rest.startIndex + path].hasPrefix("-") {
         path += 1

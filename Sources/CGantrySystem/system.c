@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <stdio.h>
 #include <sys/syscall.h>
+#include <string.h>
 #include <unistd.h>
 
 _Static_assert(sizeof(struct open_how) == 24, "struct open_how changed size");
@@ -72,17 +73,27 @@ int gantry_fremovexattr(int fd, const char *name) { return fremovexattr(fd, name
 // network namespace change only the calling thread, which then ends.
 struct netns_job {
     const char *path;
+    int namespace_type;
+    const char *hostname;
     int netns_fd;
     int domain, type, protocol;
     int result;
     int error;
 };
 
-static void *netns_create_thread(void *argument) {
+static void *namespace_create_thread(void *argument) {
     struct netns_job *job = argument;
     job->result = -1;
-    if (unshare(CLONE_NEWNET) < 0) { job->error = errno; return NULL; }
-    if (mount("/proc/thread-self/ns/net", job->path, NULL, MS_BIND, NULL) < 0) { job->error = errno; return NULL; }
+    const char *file;
+    switch (job->namespace_type) {
+    case CLONE_NEWNET: file = "/proc/thread-self/ns/net"; break;
+    case CLONE_NEWIPC: file = "/proc/thread-self/ns/ipc"; break;
+    case CLONE_NEWUTS: file = "/proc/thread-self/ns/uts"; break;
+    default: job->error = EINVAL; return NULL;
+    }
+    if (unshare(job->namespace_type) < 0) { job->error = errno; return NULL; }
+    if (job->hostname && sethostname(job->hostname, strlen(job->hostname)) < 0) { job->error = errno; return NULL; }
+    if (mount(file, job->path, NULL, MS_BIND, NULL) < 0) { job->error = errno; return NULL; }
     job->result = 0;
     return NULL;
 }
@@ -105,9 +116,9 @@ static int run_netns_job(void *(*body)(void *), struct netns_job *job) {
     return job->result;
 }
 
-int gantry_netns_create(const char *path) {
-    struct netns_job job = { .path = path, .netns_fd = -1 };
-    return run_netns_job(netns_create_thread, &job);
+int gantry_namespace_create(const char *path, int type, const char *hostname) {
+    struct netns_job job = { .path = path, .namespace_type = type, .hostname = type == CLONE_NEWUTS ? hostname : NULL, .netns_fd = -1 };
+    return run_netns_job(namespace_create_thread, &job);
 }
 
 int gantry_socket_in_netns(int netns_fd, int domain, int type, int protocol) {

@@ -79,15 +79,50 @@ import Testing
         }
     }
 
+    @Test func networkVolumeAndPodCommandsEndToEnd() async throws {
+        try await withTemporaryDirectory("cli-net") { dir in
+            let root = dir + "/state"
+            let parent = "gantry-cli-net"
+            defer { removeCLICgroupParent(parent) }
+            try makeBusyboxRootfs(dir + "/rootfs")
+            #expect(try gantry(root, ["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
+            #expect(try gantry(root, ["network", "create", "lan", "--subnet", "10.211.0.0/24"]).status == 0)
+            #expect(try gantry(root, ["volume", "create", "notes"]).status == 0)
+            #expect(try gantry(root, ["pod", "create", "duo", "--network", "lan"]).status == 0)
+
+            // A volume written through --mount, read back through -v, in a pod on the network.
+            let write = try gantry(root, ["run", "--rm", "--pod", "duo", "--mount", "type=volume,source=notes,target=/notes", "bb:1",
+                                          "sh", "-c", "hostname > /notes/host; cat /etc/hosts"], parent: parent)
+            #expect(write.status == 0, "\(write.error)")
+            #expect(write.output.contains("10.211.0.2\tduo"), "\(write.output)")
+            let read = try gantry(root, ["run", "--rm", "-v", "notes:/notes:ro", "bb:1", "cat", "/notes/host"], parent: parent)
+            #expect(read.output == "duo\n")
+
+            let networks = try json(try gantry(root, ["network", "ls", "--format", "json"]).output)
+            #expect(networks.first?["subnet"] as? String == "10.211.0.0/24")
+            let pods = try json(try gantry(root, ["pod", "inspect", "duo"]).output)
+            #expect(pods.first?["ipAddress"] as? String == "10.211.0.2")
+            let volumes = try json(try gantry(root, ["volume", "ls", "--format", "json"]).output)
+            #expect(volumes.map { $0["name"] as? String } == ["notes"])
+
+            #expect(try gantry(root, ["network", "rm", "lan"]).status != 0, "the pod still uses it")
+            #expect(try gantry(root, ["pod", "rm", "duo"]).status == 0)
+            #expect(try gantry(root, ["network", "rm", "lan"]).status == 0)
+            #expect(try gantry(root, ["volume", "rm", "notes"]).status == 0)
+            #expect(try gantry(root, ["volume", "prune"]).output.isEmpty)
+        }
+    }
+
     @Test func containersDieWithTheirProcessAndAreCleanedUp() async throws {
         try await withTemporaryDirectory("cli-crash") { dir in
             let root = dir + "/state"
             try makeBusyboxRootfs(dir + "/rootfs")
             #expect(try gantry(root, ["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
-            // A `gantry run` killed with SIGKILL while its container runs.
+            // A `gantry run` killed with SIGKILL while its container runs,
+            // on a bridge network with a published port.
             let process = Process()
             process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = ["--root", root, "run", "--name", "doomed", "bb:1", "sleep", "60"]
+            process.arguments = ["--root", root, "run", "--name", "doomed", "--network", "bridge", "-p", "0:80", "bb:1", "sleep", "60"]
             process.environment = ["GANTRY_CGROUP_PARENT": "gantry-cli-crash"]
             process.standardOutput = FileHandle.nullDevice
             try process.run()
@@ -101,6 +136,10 @@ import Testing
                 }
             }
             let containerPid = try #require(pid)
+            let id = try FileManager.default.destinationOfSymbolicLink(atPath: root + "/containers/names/doomed")
+            let veth = "gv-" + id.prefix(12)
+            #expect(try run("ip", ["-o", "link"]).contains(veth))
+            #expect(try run("nft", ["list", "table", "ip", "gantry"]).contains("gantry container \(id.prefix(12))"))
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
             // The kernel kills the container with its process.
@@ -116,6 +155,16 @@ import Testing
             let cgroups = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup/memory/gantry-cli-crash")) ?? []
             #expect(!cgroups.contains { $0.count == 64 })
             removeCLICgroupParent("gantry-cli-crash")
+            // Nor anything of its network: veth, rules, lease, port claim.
+            #expect(try !run("ip", ["-o", "link"]).contains(veth))
+            #expect(try !run("nft", ["list", "table", "ip", "gantry"]).contains("gantry container \(id.prefix(12))"))
+            #expect(try FileManager.default.contentsOfDirectory(atPath: root + "/networks/gantry/leases").isEmpty)
+            let claims = (try? FileManager.default.contentsOfDirectory(atPath: "/run/gantry/ports")) ?? []
+            #expect(!claims.contains { (try? String(contentsOfFile: "/run/gantry/ports/" + $0, encoding: .utf8))?.hasSuffix(id) == true })
+            // The default network stays until removed, and then its bridge goes.
+            let network = try json(try gantry(root, ["network", "inspect", "gantry"]).output).first?["bridge"] as? String
+            #expect(try gantry(root, ["network", "rm", "gantry"]).status == 0)
+            #expect(try !run("ip", ["-o", "link"]).contains(try #require(network)))
         }
     }
 }

@@ -109,6 +109,48 @@ import Glibc
         }
     }
 
+    @Test func podMembersShareLocalhostTheirHostNameAndThePodsPublishedPort() async throws {
+        try await withRuntime("net-pod") { runtime, dir in
+            let pod = try runtime.pods.create(PodSpec(name: "svc", network: .bridge(Networks.defaultName), publishing: [PublishedPort(containerPort: 80)]))
+            let port = try #require(pod.network?.ports.first?.hostPort)
+            let web = try await runtime.create(shell(Self.server).inPod("svc"))
+            try await web.start()
+            let (exit, output) = try await runCollecting(runtime, shell("""
+                for i in $(seq 50); do wget -qO- http://127.0.0.1/ && break; sleep 0.1; done; hostname; readlink /proc/self/ns/net; readlink /proc/self/ns/ipc
+                """).inPod("svc"))
+            #expect(exit.code == 0)
+            let lines = output.split(separator: "\n").map(String.init)
+            #expect(lines.prefix(2) == ["hello", "svc"], "\(output)")
+            let probe = try await web.exec(ExecSpec(["sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc"]))
+            var namespaces = ""
+            for await chunk in probe.output { namespaces += chunk.text }
+            #expect(lines.dropFirst(2).joined(separator: "\n") + "\n" == namespaces, "members share the network and IPC namespaces")
+            #expect(await httpGet(port: port)?.contains("hello") == true, "the pod's published port answers")
+            #expect(try web.record.network?.address == pod.network?.address)
+
+            #expect(try runtime.pods.containers(in: "svc") == [web.name])
+            #expect(throws: RuntimeError.self) { try runtime.pods.remove("svc") }
+            await #expect(throws: RuntimeError.self) {
+                try await runtime.create(shell("true").inPod("svc").publishing(PublishedPort(containerPort: 81)))
+            }
+            try await web.remove(force: true)
+            try runtime.pods.remove("svc")
+            try expectNothingLeft(runtime, containers: [pod.id])
+            #expect(try runtime.pods.list().isEmpty)
+            #expect(mounts(under: dir).isEmpty)
+        }
+    }
+
+    @Test func aPodWithoutANetworkHasOnlyLoopback() async throws {
+        try await withRuntime("net-pod-none") { runtime, _ in
+            try runtime.pods.create(PodSpec(name: "sealed", sharesIPC: false, sharesUTS: false))
+            let (exit, output) = try await runCollecting(runtime, shell("ip -o link | cut -d: -f2; ip -o addr show lo | grep -c 127.0.0.1").inPod("sealed"))
+            #expect(exit.code == 0)
+            #expect(output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) } == ["lo", "1"], "\(output)")
+            try runtime.pods.remove("sealed")
+        }
+    }
+
     @Test func publishedPortParsing() throws {
         #expect(try PublishedPort(parsing: "8080:80") == PublishedPort(hostPort: 8080, containerPort: 80))
         #expect(try PublishedPort(parsing: "127.0.0.1:0:53/udp") == PublishedPort(hostIP: IPv4Address("127.0.0.1"), hostPort: 0, containerPort: 53, protocol: .udp))

@@ -54,11 +54,12 @@ ssize_t gantry_copy_file_range_at(int from, int64_t *from_offset, int to, int64_
 /// fremovexattr(2).
 int gantry_fremovexattr(int fd, const char *name);
 
-/// Makes a new network namespace and binds it onto `path` (an existing
-/// file), so that it lives until unmounted. The work happens on a thread of
-/// its own, so the caller's thread never changes namespace. Returns 0, or
-/// -1 with errno set.
-int gantry_netns_create(const char *path);
+/// Makes a new namespace of `type` (CLONE_NEWNET, CLONE_NEWIPC or
+/// CLONE_NEWUTS, whose host name becomes `hostname` when not NULL) and binds
+/// it onto `path` (an existing file), so that it lives until unmounted. The
+/// work happens on a thread of its own, so the caller's thread never changes
+/// namespace. Returns 0, or -1 with errno set.
+int gantry_namespace_create(const char *path, int type, const char *hostname);
 
 /// socket(2) in the network namespace `netns_fd` (a descriptor of a
 /// namespace file), made on a thread of its own: the socket stays in that

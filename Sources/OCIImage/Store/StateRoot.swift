@@ -41,6 +41,8 @@ public struct StateRoot: Hashable, Sendable, CustomStringConvertible {
     public var containers: String { path + "/containers" }
     /// `networks/`: one directory per network, with its address leases.
     public var networks: String { path + "/networks" }
+    /// `pods/`: one directory per pod, with its namespace files.
+    public var pods: String { path + "/pods" }
     /// `volumes/`: one directory per named volume, its data in `_data`.
     public var volumes: String { path + "/volumes" }
     /// `lock`: taken shared by every operation and exclusive by garbage collection.

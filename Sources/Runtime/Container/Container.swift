@@ -161,17 +161,19 @@ public final class Container: Sendable {
         plan.consoleSocket = pipes.console
         plan.controllingTerminal = pipes.console >= 0
         try configure(&plan)
-        // The main process starts in the network namespace made for it
-        // (a process joining the container enters it through the pidfd).
-        var namespace: Int32 = -1
-        defer { if namespace >= 0 { close(namespace) } }
-        if record.network != nil, plan.joinPidfd < 0 {
-            let path = runtime.containerDirectory(id) + "/netns"
-            namespace = open(path, O_RDONLY | O_CLOEXEC)
-            guard namespace >= 0 else {
-                throw RuntimeError(.network, "container \(name) has lost its network namespace \(path)", underlying: FileIO.errno)
+        // The main process starts in the namespaces made for it or its pod
+        // (a process joining the container enters them through the pidfd).
+        var namespaces: [Int32] = []
+        defer { namespaces.forEach { close($0) } }
+        if plan.joinPidfd < 0 {
+            for file in try runtime.namespaceFiles(record) {
+                let fd = open(file.path, O_RDONLY | O_CLOEXEC)
+                guard fd >= 0 else {
+                    throw RuntimeError(.launch, "container \(name) has lost the namespace \(file.path)", underlying: FileIO.errno)
+                }
+                namespaces.append(fd)
+                plan.namespaceFiles.append((fd, file.type))
             }
-            plan.namespaceFiles = [(namespace, GANTRY_CLONE_NEWNET)]
         }
         let process = try await LaunchThreads.shared.run { [plan] in try Launcher.launch(plan, what: what) }
         do {
@@ -194,7 +196,7 @@ public final class Container: Sendable {
         var plan = LaunchPlan(
             executables: ContainerRuntime.executableCandidates(process.arguments[0], environment: process.environment),
             arguments: process.arguments, environment: process.environment, workingDirectory: process.workingDirectory,
-            cloneFlags: ContainerRuntime.cloneFlags(spec), hostname: spec.hostname ?? record.shortID,
+            cloneFlags: ContainerRuntime.cloneFlags(spec, joining: try runtime.namespaceFiles(record)), hostname: spec.hostname ?? record.shortID,
             // The overlay is mounted over the container's own directory, in
             // the container's mount namespace only.
             rootfs: record.usesOverlay ? directory : record.layers[0],
@@ -206,8 +208,10 @@ public final class Container: Sendable {
         plan.gidMap = ContainerRuntime.idMap(spec.gidMappings)
         plan.mounts = try ContainerRuntime.mounts(spec, volumes: runtime.volumes)
         if let attachment = record.network {
-            // Generated files, bound over the image's (as Docker does).
-            let files = runtime.networks.memberDirectory(attachment.network, id)
+            // Generated files, bound over the image's (as Docker does); a
+            // pod's members share the pod's.
+            let holder = try spec.pod.map { try runtime.pods.pod($0).id } ?? id
+            let files = runtime.networks.memberDirectory(attachment.network, holder)
             plan.mounts.append(.bind(files + "/hosts", at: "/etc/hosts", directory: false))
             plan.mounts.append(.bind(files + "/resolv.conf", at: "/etc/resolv.conf", directory: false))
         }

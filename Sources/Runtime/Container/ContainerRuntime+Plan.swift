@@ -1,3 +1,4 @@
+import CGantryLauncher
 import Foundation
 import OCIImage
 #if canImport(Glibc)
@@ -72,7 +73,8 @@ extension ContainerRuntime {
         try spec.sysctls.sorted { $0.key < $1.key }.map { key, value in
             let ipc = key.hasPrefix("kernel.shm") || key.hasPrefix("kernel.msg") || key == "kernel.sem" || key.hasPrefix("fs.mqueue.")
             let uts = key == "kernel.hostname" || key == "kernel.domainname"
-            let net = key.hasPrefix("net.") && spec.network != .host
+            // A pod's members share one network namespace: none may tune it alone.
+            let net = key.hasPrefix("net.") && spec.network != .host && spec.pod == nil
             let owned = (ipc && spec.namespaces.contains(.ipc)) || (uts && spec.namespaces.contains(.uts))
                 || (net && spec.namespaces.contains(.network))
             guard owned else {
@@ -147,7 +149,8 @@ extension ContainerRuntime {
     /// fresh sysfs for: its own, and owned by its user namespace (a bridge
     /// network's namespace belongs to the host's).
     static func ownsNetworkNamespace(_ spec: ContainerSpec) -> Bool {
-        switch spec.network {
+        if spec.pod != nil { return !spec.namespaces.contains(.user) }
+        return switch spec.network {
         case .host: false
         case .none: spec.namespaces.contains(.network)
         case .bridge: !spec.namespaces.contains(.user)
@@ -155,12 +158,21 @@ extension ContainerRuntime {
     }
 
     /// The namespaces the container's first process is cloned into: the
-    /// spec's, less the network namespace when it uses the host's or joins
-    /// one made beforehand.
-    static func cloneFlags(_ spec: ContainerSpec) -> UInt64 {
-        var namespaces = spec.namespaces
-        if spec.network != .none { namespaces.remove(.network) }
-        return namespaces.rawValue
+    /// spec's, less those it joins (made beforehand for it or its pod) and
+    /// the network namespace when it uses the host's.
+    static func cloneFlags(_ spec: ContainerSpec, joining files: [(path: String, type: UInt64)]) -> UInt64 {
+        var flags = spec.namespaces.rawValue
+        if spec.network != .none { flags &= ~GANTRY_CLONE_NEWNET }
+        for file in files { flags &= ~file.type }
+        return flags
+    }
+
+    /// The namespace files the container's first process starts in: its
+    /// pod's, or the network namespace made for its bridge network.
+    func namespaceFiles(_ record: ContainerRecord) throws -> [(path: String, type: UInt64)] {
+        if let pod = record.spec.pod { return pods.namespaceFiles(try pods.pod(pod)) }
+        if record.network != nil { return [(containerDirectory(record.id) + "/netns", GANTRY_CLONE_NEWNET)] }
+        return []
     }
 
     /// `inside outside size` lines for uid_map and gid_map.

@@ -22,6 +22,8 @@ public final class ContainerRuntime: Sendable {
     public let networks: Networks
     /// The named volumes containers can mount.
     public let volumes: Volumes
+    /// The pods containers can be put in.
+    public let pods: Pods
     let logger: Logger
     let directory: String
 
@@ -56,20 +58,18 @@ public final class ContainerRuntime: Sendable {
         self.logger = logger
         directory = images.root.containers
         volumes = try Volumes(root: images.root.volumes, logger: logger) { [directory] name in
-            let ids = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { $0.count == 64 }
-            return ids.compactMap { id -> String? in
-                let path = directory + "/" + id
-                guard let record = try? FileIO.readStateFile(path + "/state.json", lock: path, { try Self.decoder.decode(ContainerRecord.self, from: $0) })
-                else { return nil }
-                let mounts = record.spec.mounts.contains { mount in
+            Self.records(in: directory).filter { record in
+                record.spec.mounts.contains { mount in
                     if case .volume(name, _, _) = mount { return true }
                     return false
                 }
-                return mounts ? record.name : nil
-            }
+            }.map(\.name)
         }
         let upstreams = try nameservers.map { try $0.map(NetworkResolver.Upstream.init(parsing:)) }
         networks = try Networks(root: images.root.networks, containers: images.root.containers, nameservers: upstreams, logger: logger)
+        pods = try Pods(root: images.root.pods, networks: networks, logger: logger) { [directory] name in
+            Self.records(in: directory).filter { $0.spec.pod == name }.map(\.name)
+        }
         let pid = getpid()
         owner = (pid, processStartTime(pid) ?? 0)
         // Writing to a container's input after it ended must be an error,
@@ -107,7 +107,15 @@ public final class ContainerRuntime: Sendable {
             throw RuntimeError(.invalidSpec, "container \(name): an image root (\(image)) cannot be used in a user namespace yet; use a directory root owned by the mapped IDs")
         }
         try spec.resources.validate()
-        if case .bridge(let network) = spec.network {
+        if let pod = spec.pod {
+            _ = try pods.pod(pod)
+            guard spec.network == .none, spec.publishedPorts.isEmpty, spec.networkAliases.isEmpty else {
+                throw RuntimeError(.invalidSpec, "container \(name) is in pod \(pod), which has the network: give networks and ports to the pod")
+            }
+            guard spec.namespaces.contains(.network) else {
+                throw RuntimeError(.invalidSpec, "container \(name) is in pod \(pod) but does not isolate its network")
+            }
+        } else if case .bridge(let network) = spec.network {
             guard spec.namespaces.contains(.network) else {
                 throw RuntimeError(.invalidSpec, "container \(name) is to join network \(network) but has no network namespace of its own")
             }
@@ -133,7 +141,7 @@ public final class ContainerRuntime: Sendable {
             return container
         } catch {
             if case .bridge(let network) = spec.network {
-                try? networks.detach(containerID: id, from: network, namespacePath: containerDirectory + "/netns")
+                try? networks.detach(containerID: id, from: network, owner: containerDirectory)
             }
             try? images.releaseSnapshots(holder: id)
             try? cgroups.remove(cgroupParent + "/" + id)
@@ -177,9 +185,13 @@ public final class ContainerRuntime: Sendable {
                                      status: .created, ownerPid: owner.pid, ownerStartTime: owner.startTime,
                                      createdAt: Date(), layers: layers)
         try store(record)
-        if case .bridge(let network) = spec.network {
+        if let pod = spec.pod {
+            // The pod's place on its network, for inspect: the pod keeps it.
+            record.network = try pods.pod(pod).network
+            try store(record)
+        } else if case .bridge(let network) = spec.network {
             record.network = try networks.attach(containerID: id, name: name, aliases: spec.networkAliases, ports: spec.publishedPorts, to: network,
-                                                 namespacePath: directory + "/netns")
+                                                 owner: directory)
             try store(record)
         }
         return record
@@ -208,8 +220,16 @@ public final class ContainerRuntime: Sendable {
 
     /// Every container in the state root, newest first.
     public func list() throws -> [ContainerRecord] {
+        Self.records(in: directory).sorted { $0.createdAt > $1.createdAt }
+    }
+
+    /// The records of every container in `directory` (unordered).
+    static func records(in directory: String) -> [ContainerRecord] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return names.filter { $0.count == 64 }.compactMap { try? load($0) }.sorted { $0.createdAt > $1.createdAt }
+        return names.filter { $0.count == 64 }.compactMap { id in
+            let path = directory + "/" + id
+            return try? FileIO.readStateFile(path + "/state.json", lock: path) { try decoder.decode(ContainerRecord.self, from: $0) }
+        }
     }
 
     /// The container with this name, ID or unique ID prefix.
@@ -348,7 +368,7 @@ public final class ContainerRuntime: Sendable {
         try cgroups.remove(record.cgroup)
         if case .bridge(let network) = record.spec.network {
             try networks.detach(containerID: record.id, from: record.network?.network ?? network,
-                                namespacePath: containerDirectory(record.id) + "/netns")
+                                owner: containerDirectory(record.id))
         }
         try FileIO.removeTree(containerDirectory(record.id))
         if (try? resolveID(record.name)) == record.id { unlink(directory + "/names/" + record.name) }
@@ -414,9 +434,9 @@ public final class ContainerRuntime: Sendable {
             }
         }
         // Leases (and their devices) of containers whose creation a crash cut short.
-        networks.removeLeftovers { [directory] id in
+        networks.removeLeftovers { owner in
             // A writer replacing the record has one of the two at any moment.
-            access(directory + "/" + id + "/state.json", F_OK) == 0 || access(directory + "/" + id + "/state.json.next", F_OK) == 0
+            ["state.json", "pod.json"].contains { access(owner + "/" + $0, F_OK) == 0 || access(owner + "/" + $0 + ".next", F_OK) == 0 }
         }
     }
 

@@ -180,6 +180,9 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
     public var networkAliases: [String]
     /// Its ports reachable on the host's addresses (bridge networks only).
     public var publishedPorts: [PublishedPort]
+    /// The pod it belongs to: it starts in the pod's network namespace (and
+    /// IPC and UTS ones, as the pod shares them), instead of its own.
+    public var pod: String?
     /// The namespaces the container gets of its own.
     public var namespaces: Namespaces
     /// With a user namespace: the UID and GID mappings.
@@ -288,6 +291,13 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
     public func mounting(_ mounts: Mount...) -> ContainerSpec {
         var copy = self
         copy.mounts += mounts
+        return copy
+    }
+
+    /// In the pod named `pod`.
+    public func inPod(_ pod: String) -> ContainerSpec {
+        var copy = self
+        copy.pod = pod
         return copy
     }
 

@@ -108,4 +108,6 @@ struct NetworkLease: Hashable, Sendable, Codable {
     var name: String
     var aliases: [String]
     var address: IPv4Address
+    /// The directory of the container or pod holding it.
+    var owner: String?
 }

@@ -1,3 +1,4 @@
+import CGantryLauncher
 import CGantrySystem
 import Foundation
 import Logging
@@ -147,13 +148,16 @@ public final class Networks: Sendable {
 
     // MARK: - Containers
 
-    /// Puts a container on a network: a lease, a network namespace bound at
-    /// `namespacePath`, a veth pair between the namespace (`eth0`, with the
+    /// Puts a container (or a pod) on a network: a lease, a network
+    /// namespace bound at `owner/netns`, a veth pair between the namespace (`eth0`, with the
     /// leased address and the default route) and the bridge, and the
     /// container's `hosts` file (and those of the other members, which
-    /// learn its name). On failure nothing of it is left.
+    /// learn its name). `owner` is the directory of the container or pod:
+    /// while it exists, the lease and port claims are in use. On failure
+    /// nothing of it is left.
     func attach(containerID: String, name: String, aliases: [String], ports: [PublishedPort], to networkName: String,
-                namespacePath: String) throws -> NetworkAttachment {
+                owner: String) throws -> NetworkAttachment {
+        let namespacePath = owner + "/netns"
         let record = try network(networkName)
         for alias in aliases { try ContainerRuntime.validate(name: alias, kind: "network alias") }
         let hostInterface = Self.hostInterface(containerID)
@@ -168,7 +172,7 @@ public final class Networks: Sendable {
                 index += 1
             }
             guard let address = chosen else { throw RuntimeError(.network, "network \(networkName) has no free address left in \(record.subnet)") }
-            let lease = NetworkLease(containerID: containerID, name: name, aliases: aliases, address: address)
+            let lease = NetworkLease(containerID: containerID, name: name, aliases: aliases, address: address, owner: owner)
             let leasePath = leasePath(networkName, address)
             try FileIO.replaceStateFile(leasePath, with: ContainerRuntime.encoder.encode(lease))
             var published: [PublishedPort] = []
@@ -181,7 +185,7 @@ public final class Networks: Sendable {
                 } catch {
                     logger.warning("container names on this network resolve only through hosts files", metadata: ["network": "\(networkName)", "error": "\(error)"])
                 }
-                try createNamespace(at: namespacePath)
+                try Self.createNamespace(at: namespacePath)
                 let host = try RouteNetlink()
                 guard let bridge = try host.link(record.bridge) else { throw RuntimeError(.network, "bridge \(record.bridge) of network \(networkName) is gone") }
                 let namespace = open(namespacePath, O_RDONLY | O_CLOEXEC)
@@ -194,10 +198,10 @@ public final class Networks: Sendable {
                 try inside.addAddress(address, prefixLength: record.subnet.prefixLength, index: eth0.index, name: "eth0")
                 try inside.setUp(eth0.index, name: "eth0")
                 if !record.internal { try inside.addDefaultRoute(via: record.gateway, index: eth0.index) }
-                published = try claimPorts(ports, containerID: containerID)
+                published = try claimPorts(ports, owner: owner)
                 try Firewall.installPorts(containerID: containerID, address: address, ports: published)
             } catch {
-                try? release(containerID: containerID, from: networkName, namespacePath: namespacePath)
+                try? release(containerID: containerID, from: networkName, owner: owner)
                 throw error
             }
             let attachment = NetworkAttachment(network: networkName, networkID: record.id, address: address,
@@ -211,35 +215,37 @@ public final class Networks: Sendable {
     /// Takes a container off a network: its veth pair, namespace file and
     /// lease, and its name from the other members' `hosts` files. What is
     /// already gone is skipped.
-    func detach(containerID: String, from networkName: String, namespacePath: String) throws {
+    func detach(containerID: String, from networkName: String, owner: String) throws {
         try withLock(networkName) {
-            try release(containerID: containerID, from: networkName, namespacePath: namespacePath)
+            try release(containerID: containerID, from: networkName, owner: owner)
             try writeHostsFiles(networkName)
         }
     }
 
-    private func release(containerID: String, from networkName: String, namespacePath: String) throws {
+    private func release(containerID: String, from networkName: String, owner: String) throws {
         try Firewall.removeRules(container: containerID)
-        releasePorts(containerID: containerID)
+        releasePorts(owner: owner)
         try RouteNetlink().deleteLink(Self.hostInterface(containerID))
-        try removeNamespace(at: namespacePath)
+        try removeNamespace(at: owner + "/netns")
         try FileIO.removeTree(memberDirectory(networkName, containerID))
         for lease in leases(networkName) where lease.containerID == containerID {
             unlink(leasePath(networkName, lease.address))
         }
     }
 
-    /// Removes what containers that no longer exist left on the networks:
-    /// leases whose container directory is gone, with their veth pairs.
-    func removeLeftovers(isKnown: (String) -> Bool) {
+    /// Removes what containers and pods that no longer exist left on the
+    /// networks: leases whose owner is gone, with their veth pairs.
+    func removeLeftovers(isKnown: (_ owner: String) -> Bool) {
         for record in (try? list()) ?? [] {
-            for lease in leases(record.name) where !isKnown(lease.containerID) {
+            for lease in leases(record.name) where !isKnown(owner(of: lease)) {
                 logger.info("removing a network lease a container left behind", metadata: ["network": "\(record.name)", "address": "\(lease.address)"])
-                try? detach(containerID: lease.containerID, from: record.name,
-                            namespacePath: containers + "/" + lease.containerID + "/netns")
+                try? detach(containerID: lease.containerID, from: record.name, owner: owner(of: lease))
             }
         }
     }
+
+    /// The directory a lease belongs to.
+    func owner(of lease: NetworkLease) -> String { lease.owner ?? containers + "/" + lease.containerID }
 
     /// The host end of a container's veth pair (at most 15 characters).
     static func hostInterface(_ containerID: String) -> String { "gv-" + containerID.prefix(12) }
@@ -315,12 +321,11 @@ public final class Networks: Sendable {
     static let portClaims = "/run/gantry/ports"
 
     /// Claims host ports for a container's published ports, choosing free
-    /// ones for those asked as 0. A claim is a file naming the container's
-    /// directory; one whose container is gone is stale and taken over.
-    private func claimPorts(_ ports: [PublishedPort], containerID: String) throws -> [PublishedPort] {
+    /// ones for those asked as 0. A claim is a file naming the owner's
+    /// directory; one whose owner is gone is stale and taken over.
+    private func claimPorts(_ ports: [PublishedPort], owner: String) throws -> [PublishedPort] {
         guard !ports.isEmpty else { return [] }
         try FileIO.makeDirectories(Self.portClaims, mode: 0o700)
-        let owner = containers + "/" + containerID
         var claimed: [PublishedPort] = []
         do {
             for var port in ports {
@@ -371,8 +376,7 @@ public final class Networks: Sendable {
         return false
     }
 
-    private func releasePorts(containerID: String) {
-        let owner = containers + "/" + containerID
+    private func releasePorts(owner: String) {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: Self.portClaims)) ?? [] {
             let path = Self.portClaims + "/" + name
             if (try? String(contentsOfFile: path, encoding: .utf8)) == owner { unlink(path) }
@@ -428,15 +432,16 @@ public final class Networks: Sendable {
         try RouteNetlink().deleteLink(record.bridge)
     }
 
-    /// A new network namespace, bound onto a file at `path`.
-    private func createNamespace(at path: String) throws {
+    /// A new namespace of `type` (network, IPC or UTS, the last with
+    /// `hostname`), bound onto a file at `path`.
+    static func createNamespace(at path: String, type: UInt64 = GANTRY_CLONE_NEWNET, hostname: String? = nil) throws {
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw RuntimeError(.network, "cannot create the namespace file \(path)", underlying: FileIO.errno) }
         close(fd)
-        guard gantry_netns_create(path) == 0 else {
+        guard gantry_namespace_create(path, Int32(type), hostname) == 0 else {
             let error = FileIO.errno
             unlink(path)
-            throw RuntimeError(.network, "cannot create a network namespace at \(path)", underlying: error)
+            throw RuntimeError(.network, "cannot create a namespace at \(path)", underlying: error)
         }
     }
 

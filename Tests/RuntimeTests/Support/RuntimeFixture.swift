@@ -7,7 +7,7 @@ import Testing
 /// Busybox applets the runtime tests use.
 let busyboxApplets = [
     "hostname", "tty", "mount", "unshare", "mknod", "ps", "grep", "head", "tail", "tr", "seq", "wc", "touch", "stat", "mkdir", "dd",
-    "yes", "date", "pwd", "sed", "cut", "sort", "xargs", "kill", "nproc", "rm", "printf", "test", "[", "ip", "timeout", "nslookup",
+    "yes", "date", "pwd", "sed", "cut", "sort", "xargs", "kill", "nproc", "rm", "printf", "test", "[", "ip", "timeout", "nslookup", "readlink",
 ]
 
 /// A state root with a busybox image (`busybox:test`) and a runtime over

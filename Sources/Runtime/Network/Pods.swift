@@ -1,0 +1,183 @@
+import CGantryLauncher
+import CGantrySystem
+import Foundation
+import Logging
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a pod is to be: a group of containers sharing one network
+/// namespace (one address, one localhost, one set of published ports) and,
+/// as asked, their IPC and UTS namespaces — as in Kubernetes and Podman.
+public struct PodSpec: Hashable, Sendable, Codable {
+    /// The unique name; also the host name its members share.
+    public var name: String
+    /// `none` (loopback only) or a bridge network. The host's network
+    /// cannot be a pod's.
+    public var network: ContainerSpec.NetworkMode
+    /// Names the pod answers to on its network besides its name.
+    public var networkAliases: [String]
+    /// Ports of the pod reachable on the host (bridge networks only).
+    public var publishedPorts: [PublishedPort]
+    /// Whether members share System V IPC and POSIX message queues.
+    public var sharesIPC: Bool
+    /// Whether members share the host name (the pod's name unless `hostname`).
+    public var sharesUTS: Bool
+    /// The members' host name when they share UTS.
+    public var hostname: String?
+    /// Free-form labels.
+    public var labels: [String: String]
+
+    /// A pod named `name` on `network`, sharing IPC and UTS.
+    public init(name: String, network: ContainerSpec.NetworkMode = .none, publishing ports: [PublishedPort] = [],
+                aliases: [String] = [], sharesIPC: Bool = true, sharesUTS: Bool = true, hostname: String? = nil,
+                labels: [String: String] = [:]) {
+        self.name = name
+        self.network = network
+        networkAliases = aliases
+        publishedPorts = ports
+        self.sharesIPC = sharesIPC
+        self.sharesUTS = sharesUTS
+        self.hostname = hostname
+        self.labels = labels
+    }
+}
+
+/// A pod that exists: its spec and its place on its network.
+public struct PodRecord: Hashable, Sendable, Codable {
+    /// 64 hex digits.
+    public var id: String
+    /// What it was created as.
+    public var spec: PodSpec
+    /// Its address and published ports, on a bridge network.
+    public var network: NetworkAttachment?
+    /// When it was created.
+    public var createdAt: Date
+
+    /// The pod's name.
+    public var name: String { spec.name }
+}
+
+/// The pods of a state root.
+///
+/// A pod holds its namespaces without any process: each is a namespace
+/// file bind-mounted in `pods/<name>/` (`netns`, `ipcns`, `utsns`), which
+/// keeps the namespace alive until the pod is removed. Members are
+/// started in them.
+public final class Pods: Sendable {
+    let directory: String
+    let networks: Networks
+    let logger: Logger
+    /// The names of the containers in a pod.
+    private let members: @Sendable (String) throws -> [String]
+
+    init(root: String, networks: Networks, logger: Logger, members: @escaping @Sendable (String) throws -> [String]) throws {
+        directory = root
+        self.networks = networks
+        self.logger = logger
+        self.members = members
+        try FileIO.makeDirectories(directory, mode: 0o700)
+    }
+
+    /// Creates a pod: its namespaces and, on a bridge network, its address
+    /// and published ports.
+    ///
+    /// - Throws: ``RuntimeError`` with code `invalidSpec` for a taken or
+    ///   invalid name or network, `network` when its devices cannot be made.
+    @discardableResult
+    public func create(_ spec: PodSpec) throws -> PodRecord {
+        try ContainerRuntime.validate(name: spec.name, kind: "pod")
+        if let hostname = spec.hostname { try ContainerRuntime.validate(name: hostname, kind: "host") }
+        let path = directory + "/" + spec.name
+        switch spec.network {
+        case .host: throw RuntimeError(.invalidSpec, "pod \(spec.name) cannot use the host's network: a pod has a network namespace of its own")
+        case .none where !spec.publishedPorts.isEmpty:
+            throw RuntimeError(.invalidSpec, "pod \(spec.name) publishes ports but is not on a bridge network")
+        case .bridge(let network):
+            if network == Networks.defaultName { _ = try networks.defaultNetwork() } else { _ = try networks.network(network) }
+        case .none: break
+        }
+        guard mkdir(path, 0o700) == 0 else {
+            if errno == EEXIST { throw RuntimeError(.invalidSpec, "a pod named \(spec.name) already exists") }
+            throw RuntimeError(.systemCall, "cannot create pod \(spec.name)", underlying: FileIO.errno)
+        }
+        var record = PodRecord(id: ContainerRuntime.newID(), spec: spec, network: nil, createdAt: Date())
+        do {
+            // The record first: it is what tells recovery the leases are in use.
+            try FileIO.replaceStateFile(path + "/pod.json", with: ContainerRuntime.encoder.encode(record))
+            if case .bridge(let network) = spec.network {
+                record.network = try networks.attach(containerID: record.id, name: spec.name, aliases: spec.networkAliases,
+                                                     ports: spec.publishedPorts, to: network, owner: path)
+            } else {
+                try Networks.createNamespace(at: path + "/netns")
+                let inside = try RouteNetlink(namespace: path + "/netns")
+                if let loopback = try inside.link("lo") { try inside.setUp(loopback.index, name: "lo") }
+            }
+            if spec.sharesIPC { try Networks.createNamespace(at: path + "/ipcns", type: GANTRY_CLONE_NEWIPC) }
+            if spec.sharesUTS { try Networks.createNamespace(at: path + "/utsns", type: GANTRY_CLONE_NEWUTS, hostname: spec.hostname ?? spec.name) }
+            try FileIO.replaceStateFile(path + "/pod.json", with: ContainerRuntime.encoder.encode(record))
+        } catch {
+            try? release(record)
+            throw error
+        }
+        logger.debug("created pod", metadata: ["pod": "\(spec.name)"])
+        return record
+    }
+
+    /// The pod named `name`.
+    ///
+    /// - Throws: ``RuntimeError`` with code `notFound`.
+    public func pod(_ name: String) throws -> PodRecord {
+        let path = directory + "/" + name
+        guard !name.isEmpty, !name.contains("/"), !name.hasPrefix("."),
+              let record = try? FileIO.readStateFile(path + "/pod.json", lock: path, { try ContainerRuntime.decoder.decode(PodRecord.self, from: $0) })
+        else { throw RuntimeError(.notFound, "no pod is named \(name)") }
+        return record
+    }
+
+    /// Every pod, by name.
+    public func list() throws -> [PodRecord] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.compactMap { try? pod($0) }.sorted { $0.name < $1.name }
+    }
+
+    /// The names of the pod's containers.
+    public func containers(in name: String) throws -> [String] {
+        try members(name).sorted()
+    }
+
+    /// Removes a pod that has no containers: its namespaces, address and ports.
+    ///
+    /// - Throws: ``RuntimeError`` with code `notFound`, or `invalidState`
+    ///   while it has containers.
+    public func remove(_ name: String) throws {
+        let record = try pod(name)
+        let inside = try containers(in: name)
+        guard inside.isEmpty else {
+            throw RuntimeError(.invalidState, "pod \(name) still has containers: \(inside.joined(separator: ", ")); remove them first")
+        }
+        try release(record)
+    }
+
+    /// The namespace files members start in, with their CLONE_NEW* types.
+    func namespaceFiles(_ record: PodRecord) -> [(path: String, type: UInt64)] {
+        let path = directory + "/" + record.name
+        var files = [(path + "/netns", GANTRY_CLONE_NEWNET)]
+        if record.spec.sharesIPC { files.append((path + "/ipcns", GANTRY_CLONE_NEWIPC)) }
+        if record.spec.sharesUTS { files.append((path + "/utsns", GANTRY_CLONE_NEWUTS)) }
+        return files
+    }
+
+    private func release(_ record: PodRecord) throws {
+        let path = directory + "/" + record.name
+        if case .bridge(let network) = record.spec.network {
+            try networks.detach(containerID: record.id, from: record.network?.network ?? network, owner: path)
+        }
+        for file in ["netns", "ipcns", "utsns"] {
+            if umount2(path + "/" + file, Int32(MNT_DETACH)) != 0, errno != EINVAL, errno != ENOENT {
+                throw RuntimeError(.systemCall, "cannot unmount \(path)/\(file)", underlying: FileIO.errno)
+            }
+        }
+        try FileIO.removeTree(path)
+    }
+}
