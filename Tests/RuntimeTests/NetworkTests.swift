@@ -151,6 +151,37 @@ import Glibc
         }
     }
 
+    @Test func containersCannotReachTheHostsLoopbackThroughTheBridge() async throws {
+        try await withRuntime("net-loopback", fixtures: ["udp-send"]) { runtime, _ in
+            // A service of the host on 127.0.0.1 only.
+            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+            defer { close(fd) }
+            var address = sockaddr_in()
+            address.sin_family = sa_family_t(AF_INET)
+            address.sin_addr.s_addr = IPv4Address("127.0.0.1")!.value.bigEndian
+            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+            let bound = withUnsafeMutablePointer(to: &address) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+            }
+            try #require(bound)
+            let port = UInt16(bigEndian: address.sin_port)
+            // The bridge accepts loopback addresses for published ports; a
+            // container able to route 127.0.0.1 out of eth0 tries to use that.
+            var spec = shell("""
+                ip route del local 127.0.0.0/8 dev lo table local; ip route del local 127.0.0.1 dev lo table local
+                ip route add 127.0.0.1/32 via $(ip route | sed -n 's/default via \\([0-9.]*\\).*/\\1/p') dev eth0 && udp-send 127.0.0.1 \(port) intruder
+                """).network(.bridge(Networks.defaultName))
+            spec.capabilitiesAdded = ["NET_ADMIN"]
+            spec.sysctls["net.ipv4.conf.all.route_localnet"] = "1"
+            let (exit, output) = try await runCollecting(runtime, spec)
+            #expect(exit.code == 0, "the container could not send: \(output)")
+            var timeout = timeval(tv_sec: 1, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+            var buffer = [UInt8](repeating: 0, count: 64)
+            #expect(recv(fd, &buffer, buffer.count, 0) < 0, "a datagram from the container reached the host's loopback")
+        }
+    }
+
     @Test func publishedPortParsing() throws {
         #expect(try PublishedPort(parsing: "8080:80") == PublishedPort(hostPort: 8080, containerPort: 80))
         #expect(try PublishedPort(parsing: "127.0.0.1:0:53/udp") == PublishedPort(hostIP: IPv4Address("127.0.0.1"), hostPort: 0, containerPort: 53, protocol: .udp))

@@ -17,6 +17,8 @@ import Glibc
 ///   (the bridge accepts it with `route_localnet`).
 /// - `prerouting` and `output` send traffic for this host's addresses to
 ///   `ports`, which translates each published port to its container.
+/// - `input`: packets from a bridge to a loopback address are dropped
+///   unless they answer the host (route_localnet would let them in).
 enum Firewall {
     static let table = "gantry"
 
@@ -53,9 +55,17 @@ enum Firewall {
             add chain ip \(table) ports
             add chain ip \(table) prerouting { type nat hook prerouting priority dstnat; policy accept; }
             add chain ip \(table) output { type nat hook output priority -100; policy accept; }
+            add chain ip \(table) input { type filter hook input priority filter; policy accept; }
             """)
-        // The jumps to `ports`, once.
         let rules = try listRules()
+        // Bridges accept loopback addresses (route_localnet, for published
+        // ports on 127.0.0.1), so a container could reach the host's
+        // loopback services with crafted packets: only answers to
+        // connections the host made may come in that way.
+        if !rules.contains(where: { $0.chain == "input" && $0.comment == "gantry loopback" }) {
+            try run("add rule ip \(table) input iifname \"gt-*\" ip daddr 127.0.0.0/8 ct state != { established, related } drop comment \"gantry loopback\"")
+        }
+        // The jumps to `ports`, once.
         for chain in ["prerouting", "output"] where !rules.contains(where: { $0.chain == chain && $0.comment == "gantry ports" }) {
             try run("add rule ip \(table) \(chain) fib daddr type local jump ports comment \"gantry ports\"")
         }

@@ -29,6 +29,7 @@ func withRuntime<T>(_ label: String, probe: Bool = false, fixtures: [String] = [
                 try await runtime.container(record.id).remove(force: true)
             }
             #expect(try runtime.list().isEmpty)
+            for pod in try runtime.pods.list() { try runtime.pods.remove(pod.name) }
             // Networks are the host's bridges and rules: none may outlive the test.
             for network in try runtime.networks.list() {
                 try runtime.networks.remove(network.name)
