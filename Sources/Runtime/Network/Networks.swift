@@ -45,6 +45,7 @@ public final class Networks: Sendable {
     ///   - subnet: its addresses; a free /24 from 10.88.0.0/14 when nil
     ///     (one neither another network nor a host route uses).
     ///   - internal: no route out; its containers reach only each other.
+    ///   - labels: free-form labels.
     /// - Throws: ``RuntimeError`` with code `invalidSpec` for a taken name
     ///   or an unusable subnet, `network` when the bridge cannot be made.
     @discardableResult

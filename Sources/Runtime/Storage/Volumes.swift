@@ -39,7 +39,9 @@ public final class Volumes: Sendable {
 
     /// Creates a volume.
     ///
-    /// - Parameter name: unique among the root's volumes; a random one when nil.
+    /// - Parameters:
+    ///   - name: unique among the root's volumes; a random one when nil.
+    ///   - labels: free-form labels.
     /// - Throws: ``RuntimeError`` with code `invalidSpec` for a taken or invalid name.
     @discardableResult
     public func create(_ name: String? = nil, labels: [String: String] = [:]) throws -> VolumeRecord {
