@@ -9,7 +9,7 @@ struct GantryCommand: AsyncParsableCommand {
         commandName: "gantry",
         abstract: "Pull, build, unpack and run OCI images natively, without a daemon.",
         subcommands: [
-            Run.self, PS.self, Inspect.self, Logs.self, Exec.self, Stop.self, Kill.self, Remove.self, Stats.self, Pause.self, Unpause.self,
+            Run.self, PS.self, Inspect.self, Logs.self, Exec.self, Copy.self, Stop.self, Kill.self, Remove.self, Stats.self, Pause.self, Unpause.self,
             NetworkCommand.self, VolumeCommand.self, PodCommand.self, ImageCommand.self, Login.self, Logout.self,
         ]
     )

@@ -44,7 +44,7 @@ extension LayerApplier {
         defer { Sys.close(fd) }
         try writeData(fd, reader, size: archive_entry_size_is_set(entry) != 0 ? archive_entry_size(entry) : nil, display: display)
         try setOwnerAndAttributes(fd: fd, entry, display: display)
-        try Sys.check("chmod", "\(target)/\(display)") { fchmod(fd, archive_entry_perm(entry)) }
+        try Sys.check("chmod", "\(target)/\(display)") { fchmod(fd, permissions(entry)) }
         if var times = times(entry) {
             try Sys.check("utimens", "\(target)/\(display)") { withUnsafePointer(to: &times) { $0.withMemoryRebound(to: timespec.self, capacity: 2) { futimens(fd, $0) } } }
         }
@@ -214,6 +214,20 @@ extension LayerApplier {
 
     // MARK: Metadata
 
+    /// The owner an entry gets: the one it names, or a plain archive's.
+    func owner(_ entry: OpaquePointer) -> (uid_t, gid_t) {
+        if let owner = options.plainArchive?.owner { return (owner.uid, owner.gid) }
+        return (uid_t(truncatingIfNeeded: archive_entry_uid(entry)), gid_t(truncatingIfNeeded: archive_entry_gid(entry)))
+    }
+
+    /// The permission bits a file (not a directory) gets: a plain archive's
+    /// lose their set-ID bits unless its policy keeps them.
+    func permissions(_ entry: OpaquePointer) -> mode_t {
+        let mode = archive_entry_perm(entry)
+        guard let policy = options.plainArchive, !policy.keepsSetIDBits else { return mode }
+        return mode & ~(S_ISUID | S_ISGID)
+    }
+
     func times(_ entry: OpaquePointer) -> (timespec, timespec)? {
         guard archive_entry_mtime_is_set(entry) != 0 else { return nil }
         let mtime = timespec(tv_sec: time_t(archive_entry_mtime(entry)), tv_nsec: Int(archive_entry_mtime_nsec(entry)))
@@ -227,8 +241,7 @@ extension LayerApplier {
     /// capabilities), then extended attributes.
     func setOwnerAndAttributes(fd: Int32, _ entry: OpaquePointer, display: String) throws {
         if options.privileged {
-            let uid = uid_t(truncatingIfNeeded: archive_entry_uid(entry))
-            let gid = gid_t(truncatingIfNeeded: archive_entry_gid(entry))
+            let (uid, gid) = owner(entry)
             try Sys.check("chown", "\(target)/\(display)") { fchown(fd, uid, gid) }
         }
         try ExtendedAttributes.forEach(in: entry) { name, value in
@@ -250,8 +263,7 @@ extension LayerApplier {
     func setOwnerAndTimes(parentFD: Int32, name: Path, _ entry: OpaquePointer, display: String) throws {
         try withCString(name) { cName in
             if options.privileged {
-                let uid = uid_t(truncatingIfNeeded: archive_entry_uid(entry))
-                let gid = gid_t(truncatingIfNeeded: archive_entry_gid(entry))
+                let (uid, gid) = owner(entry)
                 try Sys.check("chown", "\(target)/\(display)") { fchownat(parentFD, cName, uid, gid, AT_SYMLINK_NOFOLLOW) }
             }
             if var times = times(entry) {
@@ -268,7 +280,7 @@ extension LayerApplier {
     func setSpecialFileMetadata(parentFD: Int32, name: Path, _ entry: OpaquePointer, display: String) throws {
         // The node was just created here and is not a symlink, so following is safe.
         try withCString(name) { cName in
-            try Sys.check("chmod", "\(target)/\(display)") { fchmodat(parentFD, cName, archive_entry_perm(entry), 0) }
+            try Sys.check("chmod", "\(target)/\(display)") { fchmodat(parentFD, cName, permissions(entry), 0) }
         }
         try setOwnerAndTimes(parentFD: parentFD, name: name, entry, display: display)
     }

@@ -201,7 +201,7 @@ extension LayerApplier {
         var st = stat()
         try Sys.check("stat", display) { fstat(fd, &st) }
         if options.privileged {
-            try Sys.check("chown", display) { fchown(fd, lower?.stat.st_uid ?? 0, lower?.stat.st_gid ?? 0) }
+            try Sys.check("chown", display) { fchown(fd, lower?.stat.st_uid ?? options.plainArchive?.owner?.uid ?? 0, lower?.stat.st_gid ?? options.plainArchive?.owner?.gid ?? 0) }
         }
         if let lower {
             try copyAttributes(from: lower.layerFD, path: path, to: fd, display: display)

@@ -160,7 +160,7 @@ final class LayerApplier {
         }
         let parent = components.dropLast()
 
-        if name.starts(with: whiteoutPrefix) {
+        if options.plainArchive == nil, name.starts(with: whiteoutPrefix) {
             try applyWhiteout(name: name, parent: parent, display: display)
             return
         }
@@ -192,6 +192,10 @@ final class LayerApplier {
         case GANTRY_AE_IFCHR, GANTRY_AE_IFBLK:
             guard options.privileged else {
                 refuse(display, "device nodes can only be created with root privileges")
+                return
+            }
+            guard options.plainArchive?.allowsDevices ?? true else {
+                refuse(display, "device nodes are not created from this archive")
                 return
             }
             let kind: mode_t = type == GANTRY_AE_IFCHR ? S_IFCHR : S_IFBLK

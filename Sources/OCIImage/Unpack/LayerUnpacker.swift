@@ -31,6 +31,9 @@ public struct LayerUnpackOptions: Sendable {
     /// Polled between entries; when it returns true, unpacking stops with
     /// ``OCIImageError/Code/cancelled``.
     public var isCancelled: (@Sendable () -> Bool)?
+    /// Set for an archive that is not an image layer (one copied into or
+    /// out of a container): its names are taken as they are, `.wh.` ones too.
+    package var plainArchive: PlainArchivePolicy?
 
     /// Creates options.
     public init(
@@ -42,6 +45,24 @@ public struct LayerUnpackOptions: Sendable {
         self.expectedDiffID = expectedDiffID
         self.progress = progress
         self.isCancelled = isCancelled
+    }
+}
+
+/// How a plain archive (not an image layer) is extracted: names are never
+/// whiteouts, and what its entries may set on the target is restricted.
+package struct PlainArchivePolicy: Sendable {
+    /// The owner every entry gets, instead of the one it names (applied only
+    /// with privileges).
+    package var owner: (uid: UInt32, gid: UInt32)?
+    /// Whether device nodes are created (still only with privileges).
+    package var allowsDevices: Bool
+    /// Whether files keep their set-user-ID and set-group-ID bits.
+    package var keepsSetIDBits: Bool
+
+    package init(owner: (uid: UInt32, gid: UInt32)?, allowsDevices: Bool, keepsSetIDBits: Bool) {
+        self.owner = owner
+        self.allowsDevices = allowsDevices
+        self.keepsSetIDBits = keepsSetIDBits
     }
 }
 
@@ -87,7 +108,26 @@ public enum LayerUnpacker {
         if case .overlay(let lowers) = options.whiteouts {
             for lower in lowers { lowerFDs.append(try Sys.open(lower, O_RDONLY | O_DIRECTORY)) }
         }
+        return try unpack(fd: fd, path: path, rootFD: rootFD, target: target, lowerFDs: lowerFDs, options: options)
+    }
 
+    /// Extracts a tar stream (uncompressed, gzip or zstd) read from `fd`
+    /// into the directory open at `directoryFD`, with the guarantees of
+    /// ``unpack(layerAt:into:options:)``: nothing outside that directory is
+    /// created or changed, whatever the entries and whatever symlinks the
+    /// directory holds. Reads the stream to its end; closes neither descriptor.
+    ///
+    /// - Parameters:
+    ///   - source: names the stream in errors.
+    ///   - target: names the directory in errors.
+    @discardableResult
+    package static func extract(tarFrom fd: Int32, named source: String, into directoryFD: Int32, named target: String,
+                                options: LayerUnpackOptions) throws -> LayerUnpackReport {
+        try unpack(fd: fd, path: source, rootFD: directoryFD, target: target, lowerFDs: [], options: options)
+    }
+
+    private static func unpack(fd: Int32, path: String, rootFD: Int32, target: String, lowerFDs: [Int32],
+                               options: LayerUnpackOptions) throws -> LayerUnpackReport {
         let stream = LayerStream(fd: fd, path: path, algorithm: options.expectedDiffID?.algorithm ?? .sha256)
         stream.start()
         defer { stream.stop() }
