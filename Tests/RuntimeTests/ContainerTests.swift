@@ -394,7 +394,8 @@ import Testing
             // leak per cycle would show 200.)
             let left = leftDescriptors(runtime)
             #expect(left.count <= descriptors.count + 4, "left open: \(left)")
-            #expect(try mountTable() == mounts)
+            let mountsAfter = try mountTable()
+            #expect(mountsAfter == mounts, "mounts gained: \(mountsAfter.filter { !mounts.contains($0) }), lost: \(mounts.filter { !mountsAfter.contains($0) })")
             let after = cgroupDirectories(runtime.cgroupParent, runtime: runtime).map { (try? FileManager.default.contentsOfDirectory(atPath: $0))?.count ?? 0 }
             #expect(after == cgroups)
             #expect(try runtime.list().isEmpty)
