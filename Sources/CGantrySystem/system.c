@@ -73,6 +73,7 @@ int gantry_fremovexattr(int fd, const char *name) { return fremovexattr(fd, name
 // network namespace change only the calling thread, which then ends.
 struct netns_job {
     const char *path;
+    const char *value;
     int namespace_type;
     const char *hostname;
     int netns_fd;
@@ -107,6 +108,21 @@ static void *netns_socket_thread(void *argument) {
     return NULL;
 }
 
+static void *netns_write_thread(void *argument) {
+    struct netns_job *job = argument;
+    job->result = -1;
+    if (setns(job->netns_fd, CLONE_NEWNET) < 0) { job->error = errno; return NULL; }
+    // /proc/sys/net shows the namespace of the thread that opens it.
+    int fd = open(job->path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0) { job->error = errno; return NULL; }
+    size_t length = strlen(job->value);
+    ssize_t written = write(fd, job->value, length);
+    if (written != (ssize_t)length) job->error = written < 0 ? errno : EIO;
+    else job->result = 0;
+    close(fd);
+    return NULL;
+}
+
 static int run_netns_job(void *(*body)(void *), struct netns_job *job) {
     pthread_t thread;
     int error = pthread_create(&thread, NULL, body, job);
@@ -119,6 +135,11 @@ static int run_netns_job(void *(*body)(void *), struct netns_job *job) {
 int gantry_namespace_create(const char *path, int type, const char *hostname) {
     struct netns_job job = { .path = path, .namespace_type = type, .hostname = type == CLONE_NEWUTS ? hostname : NULL, .netns_fd = -1 };
     return run_netns_job(namespace_create_thread, &job);
+}
+
+int gantry_write_in_netns(int netns_fd, const char *path, const char *value) {
+    struct netns_job job = { .netns_fd = netns_fd, .path = path, .value = value };
+    return run_netns_job(netns_write_thread, &job);
 }
 
 int gantry_socket_in_netns(int netns_fd, int domain, int type, int protocol) {

@@ -20,6 +20,15 @@ import Glibc
             try await web.start()
             let address = try #require(try web.record.network?.address)
             #expect(try runtime.networks.members(of: "front").map(\.name) == ["web"])
+            // IPv4 only: no IPv6 on the bridge, the veth or eth0 (router advertisements).
+            let bridge = try runtime.networks.network("front").bridge
+            for device in [bridge, Networks.hostInterface(web.id)] where FileManager.default.fileExists(atPath: "/proc/sys/net/ipv6/conf/\(device)") {
+                #expect(try readText("/proc/sys/net/ipv6/conf/\(device)/disable_ipv6") == "1\n", "IPv6 is on on \(device)")
+            }
+            if FileManager.default.fileExists(atPath: "/proc/sys/net/ipv6") {
+                let (_, inside) = try await runCollecting(runtime, shell("cat /proc/sys/net/ipv6/conf/eth0/disable_ipv6").network(.bridge("front")))
+                #expect(inside == "1\n")
+            }
 
             // By name and by alias, from the same network.
             let (reached, output) = try await runCollecting(runtime, shell("""

@@ -9,7 +9,7 @@ import Glibc
 /// Named volumes and bind mounts on the real kernel.
 @Suite(.requiresRoot) struct VolumeTests {
     @Test func volumeDataOutlivesItsContainersAndANewVolumeIsSeededFromTheImage() async throws {
-        try await withRuntime("vol-data") { runtime, _ in
+        try await withRuntime("vol-data") { runtime, dir in
             // A new volume takes what the image has at its mount point.
             let (first, seeded) = try await runCollecting(runtime, shell("cat /etc/group; echo kept > /etc/kept")
                 .mounting(.volume(name: "config", target: "/etc")))
@@ -30,6 +30,15 @@ import Glibc
                 .mounting(.volume(name: "config", target: "/etc", readOnly: true)))
             #expect(readOnly.code != 0)
             #expect(try String(contentsOfFile: record.mountpoint + "/kept", encoding: .utf8) == "kept\n")
+
+            // Device nodes made in a volume or a bind open nothing.
+            let devices = try await runCollecting(runtime, shell("""
+                mknod /etc/disk c 1 5 && mknod /mnt/disk c 1 5 && echo made; for d in /etc/disk /mnt/disk; do head -c 1 $d >/dev/null 2>&1 && echo $d opened; done; true
+                """).mounting(.volume(name: "config", target: "/etc"), .bind(source: dir, target: "/mnt")))
+            #expect(devices.0.code == 0)
+            #expect(devices.1 == "made\n", "\(devices.1)")
+            unlink(dir + "/disk")
+            unlink(record.mountpoint + "/disk")
 
             // A volume in use cannot go, even by a stopped container; prune keeps it too.
             let holder = try await runtime.create(shell("true").named("holder").mounting(.volume(name: "config", target: "/data")))

@@ -61,6 +61,11 @@ int gantry_fremovexattr(int fd, const char *name);
 /// namespace. Returns 0, or -1 with errno set.
 int gantry_namespace_create(const char *path, int type, const char *hostname);
 
+/// Writes `value` to the file `path` (under /proc/sys/net) as seen from the
+/// network namespace `netns_fd`, on a thread of its own. Returns 0, or -1
+/// with errno set.
+int gantry_write_in_netns(int netns_fd, const char *path, const char *value);
+
 /// socket(2) in the network namespace `netns_fd` (a descriptor of a
 /// namespace file), made on a thread of its own: the socket stays in that
 /// namespace. Returns the descriptor (close-on-exec), or -1 with errno set.

@@ -121,10 +121,12 @@ extension ContainerRuntime {
                 guard stat(source, &info) == 0 else {
                     throw RuntimeError(.invalidSpec, "bind mount source \(source) does not exist", underlying: FileIO.errno)
                 }
-                let flags = (readOnly ? ContainerDefaults.rdonly : 0) | propagationFlags(propagation ?? .rprivate)
+                // nodev: a device node the container makes there (it holds
+                // CAP_MKNOD) must not open the host's devices.
+                let flags = (readOnly ? ContainerDefaults.rdonly : 0) | ContainerDefaults.nodev | propagationFlags(propagation ?? .rprivate)
                 mounts.append(.bind(source, at: target, flags: flags, directory: (info.st_mode & S_IFMT) == S_IFDIR))
             case .volume(let name, let target, let readOnly):
-                let flags = (readOnly ? ContainerDefaults.rdonly : 0) | propagationFlags(.rprivate)
+                let flags = (readOnly ? ContainerDefaults.rdonly : 0) | ContainerDefaults.nodev | propagationFlags(.rprivate)
                 mounts.append(.bind(try volumes.dataDirectory(name), at: target, flags: flags, directory: true))
             case .tmpfs(let target, let size, let mode):
                 var data = "mode=" + String(mode, radix: 8)

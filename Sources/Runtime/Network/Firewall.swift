@@ -18,7 +18,10 @@ import Glibc
 /// - `prerouting` and `output` send traffic for this host's addresses to
 ///   `ports`, which translates each published port to its container.
 /// - `input`: packets from a bridge to a loopback address are dropped
-///   unless they answer the host (route_localnet would let them in).
+///   unless they answer the host (route_localnet would let them in);
+///   `ingress`: packets from a bridge with a loopback source are dropped.
+/// - Into a network's bridge from elsewhere, `forward` lets only answers
+///   and published ports through.
 enum Firewall {
     static let table = "gantry"
 
@@ -56,6 +59,7 @@ enum Firewall {
             add chain ip \(table) prerouting { type nat hook prerouting priority dstnat; policy accept; }
             add chain ip \(table) output { type nat hook output priority -100; policy accept; }
             add chain ip \(table) input { type filter hook input priority filter; policy accept; }
+            add chain ip \(table) ingress { type filter hook prerouting priority raw; policy accept; }
             """)
         let rules = try listRules()
         // Bridges accept loopback addresses (route_localnet, for published
@@ -64,6 +68,11 @@ enum Firewall {
         // connections the host made may come in that way.
         if !rules.contains(where: { $0.chain == "input" && $0.comment == "gantry loopback" }) {
             try run("add rule ip \(table) input iifname \"gt-*\" ip daddr 127.0.0.0/8 ct state != { established, related } drop comment \"gantry loopback\"")
+        }
+        // Nothing from a bridge may claim a loopback source: such packets
+        // could pass for the host's own name servers or services.
+        if !rules.contains(where: { $0.chain == "ingress" && $0.comment == "gantry loopback source" }) {
+            try run("add rule ip \(table) ingress iifname \"gt-*\" ip saddr 127.0.0.0/8 drop comment \"gantry loopback source\"")
         }
         // The jumps to `ports`, once.
         for chain in ["prerouting", "output"] where !rules.contains(where: { $0.chain == chain && $0.comment == "gantry ports" }) {
@@ -84,7 +93,13 @@ enum Firewall {
             ]
         } else {
             commands += [
-                "add rule ip \(table) forward iifname \(bridge) oifname != \(bridge) oifname \"gt-*\" drop comment \"\(tag)\"",
+                // Other networks' published ports stay reachable, as from anywhere.
+                "add rule ip \(table) forward iifname \(bridge) oifname != \(bridge) oifname \"gt-*\" ct status != dnat drop comment \"\(tag)\"",
+                // From outside, only answers and published ports come in:
+                // a neighbour routing the subnet through this host reaches nothing else.
+                "add rule ip \(table) forward oifname \(bridge) iifname != \(bridge) ct state established,related accept comment \"\(tag)\"",
+                "add rule ip \(table) forward oifname \(bridge) iifname != \(bridge) ct status dnat accept comment \"\(tag)\"",
+                "add rule ip \(table) forward oifname \(bridge) iifname != \(bridge) drop comment \"\(tag)\"",
                 "add rule ip \(table) postrouting ip saddr \(network.subnet) oifname != \(bridge) masquerade comment \"\(tag)\"",
                 "add rule ip \(table) postrouting oifname \(bridge) ip saddr 127.0.0.0/8 masquerade comment \"\(tag)\"",
             ]
@@ -93,6 +108,8 @@ enum Firewall {
         // Published ports answer on 127.0.0.1: the bridge must accept
         // packets from loopback addresses, which the rule above rewrites.
         try? FileIO.write("1", to: "/proc/sys/net/ipv4/conf/\(network.bridge)/route_localnet", code: .network)
+        // Packets whose source could not come from the bridge are dropped.
+        try? FileIO.write("1", to: "/proc/sys/net/ipv4/conf/\(network.bridge)/rp_filter", code: .network)
         if !network.internal {
             try FileIO.write("1", to: "/proc/sys/net/ipv4/ip_forward", code: .network)
         }

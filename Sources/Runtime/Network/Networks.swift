@@ -193,6 +193,12 @@ public final class Networks: Sendable {
                 guard namespace >= 0 else { throw RuntimeError(.network, "cannot open \(namespacePath)", underlying: FileIO.errno) }
                 defer { close(namespace) }
                 try host.createVethPair(hostInterface, master: bridge.index, peer: "eth0", peerNamespace: namespace)
+                // IPv4 only: with IPv6 up, a container could send router
+                // advertisements that the host and its neighbours obey.
+                try Self.disableIPv6(hostInterface)
+                guard gantry_write_in_netns(namespace, "/proc/sys/net/ipv6/conf/eth0/disable_ipv6", "1") == 0 || errno == ENOENT else {
+                    throw RuntimeError(.network, "cannot turn IPv6 off on eth0 in \(namespacePath)", underlying: FileIO.errno)
+                }
                 let inside = try RouteNetlink(namespace: namespacePath)
                 if let loopback = try inside.link("lo") { try inside.setUp(loopback.index, name: "lo") }
                 guard let eth0 = try inside.link("eth0") else { throw RuntimeError(.network, "eth0 did not appear in \(namespacePath)") }
@@ -423,9 +429,17 @@ public final class Networks: Sendable {
         let host = try RouteNetlink()
         if try host.link(record.bridge) != nil { return }
         try host.createBridge(record.bridge)
+        try Self.disableIPv6(record.bridge)
         guard let bridge = try host.link(record.bridge) else { throw RuntimeError(.network, "bridge \(record.bridge) did not appear") }
         try host.addAddress(record.gateway, prefixLength: record.subnet.prefixLength, index: bridge.index, name: record.bridge)
         try Firewall.installNetwork(record)
+    }
+
+    /// Turns IPv6 off on a host device (where the host has IPv6 at all).
+    private static func disableIPv6(_ device: String) throws {
+        let path = "/proc/sys/net/ipv6/conf/\(device)/disable_ipv6"
+        guard access(path, F_OK) == 0 else { return }
+        try FileIO.write("1", to: path, code: .network)
     }
 
     private func removeBridge(_ record: NetworkRecord) throws {
