@@ -77,6 +77,12 @@ import Glibc
             #expect(lines.contains("Address: 192.0.2.7"), "a name not on the network is forwarded: \(output)")
             #expect(upstream.queries.contains { $0.hasPrefix("elsewhere.test") })
             #expect(!upstream.queries.contains { $0.hasPrefix("db") }, "members are answered without asking upstream")
+
+            // An internal network's names stay inside: nothing is forwarded.
+            try runtime.networks.create("vault", internal: true)
+            let (sealed, refused) = try await runCollecting(runtime, shell("nslookup secret.test").network(.bridge("vault")))
+            #expect(sealed.code != 0, "\(refused)")
+            #expect(!upstream.queries.contains { $0.hasPrefix("secret") }, "an internal network's query left it")
             try await web.remove(force: true)
         }
     }

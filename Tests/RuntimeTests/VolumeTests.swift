@@ -53,6 +53,27 @@ import Glibc
         }
     }
 
+    @Test func seedingKeepsHardLinksAsLinks() async throws {
+        try await withRuntime("vol-links") { runtime, dir in
+            let rootfs = dir + "/linked"
+            try makeBusyboxRootfs(rootfs)
+            try FileManager.default.createDirectory(atPath: rootfs + "/data/sub", withIntermediateDirectories: true)
+            try Data(repeating: 7, count: 1 << 20).write(to: URL(fileURLWithPath: rootfs + "/data/file"))
+            try FileManager.default.linkItem(atPath: rootfs + "/data/file", toPath: rootfs + "/data/sub/again")
+            try await runtime.images.importRootfs(at: rootfs, name: "linked:test")
+            let container = try await runtime.create(ContainerSpec(image: "linked:test", command: ["true"])
+                .mounting(.volume(name: "linked", target: "/data")))
+            let data = try runtime.volumes.volume("linked").mountpoint
+            var first = stat(), second = stat()
+            #expect(stat(data + "/file", &first) == 0 && stat(data + "/sub/again", &second) == 0)
+            #expect(first.st_ino == second.st_ino && first.st_nlink == 2, "a hard link was copied as a second file")
+            #expect(first.st_size == 1 << 20)
+            try await container.remove()
+            try runtime.volumes.remove("linked")
+            _ = try await runtime.images.remove("linked:test")
+        }
+    }
+
     @Test func volumeNamesAreChecked() async throws {
         try await withRuntime("vol-names") { runtime, _ in
             #expect(throws: RuntimeError.self) { try runtime.volumes.create("../escape") }

@@ -14,6 +14,13 @@ import Glibc
 /// containers; every process using the network binds the same address with
 /// `SO_REUSEPORT`, so the network keeps a server while any of them runs.
 /// Answers come from the lease files, so all of them give the same ones.
+///
+/// Containers are not trusted: the socket hears only its bridge and only
+/// the network's addresses; each forwarded query goes out on a connected
+/// socket of its own (a random port, answers only from that server) with a
+/// random ID, and its answer must repeat its question; an internal
+/// network's names go nowhere else; a wakeup handles a bounded number of
+/// queries, so a flood cannot hold the supervisor thread.
 final class NetworkResolver: Sendable {
     /// A name server that queries are forwarded to.
     struct Upstream: Hashable, Sendable {
@@ -39,27 +46,36 @@ final class NetworkResolver: Sendable {
     /// How long a forwarded query waits for its answer before it is forgotten.
     static let forwardTimeout: Duration = .seconds(5)
 
+    /// Queries forwarded at once, at most; past that, queries fail at once.
+    static let maximumPending = 1024
+    /// Datagrams read per wakeup of the supervisor thread.
+    static let batch = 16
+
     private struct Server {
         var fd: Int32
-        var networkName: String
+        var network: NetworkRecord
         var stopping = false
     }
 
-    /// A forwarded query: who asked, and under which ID.
+    /// A forwarded query: who asked, what, and under which ID.
     private struct Pending {
         var server: Int32
         var client: sockaddr_in
+        var query: DNSMessage
+        /// The ID it went out with.
         var id: UInt16
         var sent: ContinuousClock.Instant
+        /// The connected sockets it went out on (one per name server).
+        var sockets: [Int32]
     }
 
     private struct State {
         /// Servers by network ID.
         var servers: [String: Server] = [:]
-        var pending: [UInt16: Pending] = [:]
-        var nextID: UInt16 = .random(in: 0 ... .max)
-        /// The socket queries are forwarded from, made on first use.
-        var upstreamSocket: Int32 = -1
+        /// Forwarded queries, by each of their sockets.
+        var pending: [Int32: Pending] = [:]
+        /// Sockets being closed (shut down, their watch ending).
+        var closing: Set<Int32> = []
     }
 
     private let state = Mutex(State())
@@ -82,17 +98,18 @@ final class NetworkResolver: Sendable {
     func serve(_ network: NetworkRecord) throws {
         let fd: Int32 = try state.withLock { state in
             if state.servers[network.id] != nil { return -1 }
-            let fd = try Self.boundSocket(network.gateway, port: 53, reusePort: true)
-            state.servers[network.id] = Server(fd: fd, networkName: network.name)
+            let fd = try Self.boundSocket(network.gateway, port: 53, reusePort: true, device: network.bridge)
+            state.servers[network.id] = Server(fd: fd, network: network)
             return fd
         }
         guard fd >= 0 else { return }
         let id = network.id
         ProcessSupervisor.shared.watch(fd, handler: { [self] fd in receiveQueries(fd, networkID: id) }, ended: { [self] in
-            state.withLock { state in
+            let orphans = state.withLock { state in
                 state.servers[id] = nil
-                state.pending = state.pending.filter { $0.value.server != fd }
+                return state.pending.filter { $0.value.server == fd }.map(\.key)
             }
+            orphans.forEach(abandon)
             close(fd)
         })
     }
@@ -113,32 +130,31 @@ final class NetworkResolver: Sendable {
     /// Answers what arrived on a network's socket; false once it is to close.
     private func receiveQueries(_ fd: Int32, networkID id: String) -> Bool {
         var buffer = [UInt8](repeating: 0, count: 1500)
-        while true {
+        for _ in 0 ..< Self.batch {
             var client = sockaddr_in()
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let count = buffer.withUnsafeMutableBytes { bytes in
-                withUnsafeMutablePointer(to: &client) { pointer in
-                    pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        recvfrom(fd, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT), $0, &length)
-                    }
-                }
-            }
+            let count = Self.receive(fd, into: &buffer, from: &client)
             let server = state.withLock { $0.servers[id] }
             guard let server, !server.stopping else { return false }
             if count < 0 { return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR }
             if count == 0 { continue }
             // A network removed and made again under the name is another network.
-            guard networkID(server.networkName) == id else { return false }
-            handle(Array(buffer[..<count]), from: client, on: fd, network: server.networkName)
+            guard networkID(server.network.name) == id else { return false }
+            // Only the network's own addresses are served.
+            guard server.network.subnet.contains(IPv4Address(UInt32(bigEndian: client.sin_addr.s_addr))) else { continue }
+            handle(Array(buffer[..<count]), from: client, on: fd, network: server.network)
         }
+        return true
     }
 
-    private func handle(_ query: [UInt8], from client: sockaddr_in, on fd: Int32, network: String) {
-        guard let message = DNSMessage(query), !message.isResponse else { return }
-        if let answer = localAnswer(message, network: network) {
+    private func handle(_ bytes: [UInt8], from client: sockaddr_in, on fd: Int32, network: NetworkRecord) {
+        guard let message = DNSMessage(bytes), !message.isResponse else { return }
+        if let answer = localAnswer(message, network: network.name) {
             send(answer, to: client, on: fd)
+        } else if network.internal {
+            // Nothing leaves an internal network, not even as a name.
+            send(message.failure(code: DNSMessage.refused), to: client, on: fd)
         } else {
-            forward(query, id: message.id, from: client, on: fd)
+            forward(message, from: client, on: fd)
         }
     }
 
@@ -158,60 +174,76 @@ final class NetworkResolver: Sendable {
         return message.answer(type: nil, data: [])
     }
 
-    private func forward(_ query: [UInt8], id: UInt16, from client: sockaddr_in, on fd: Int32) {
-        guard !upstreams.isEmpty else {
-            send(DNSMessage(query)?.failure() ?? [], to: client, on: fd)
+    private func forward(_ query: DNSMessage, from client: sockaddr_in, on fd: Int32) {
+        expire()
+        let full = state.withLock { $0.pending.count >= Self.maximumPending }
+        var sockets: [Int32] = []
+        for upstream in upstreams where !full {
+            if let socket = try? Self.connectedSocket(upstream) { sockets.append(socket) }
+        }
+        guard !sockets.isEmpty else {
+            send(query.failure(code: DNSMessage.serverFailure), to: client, on: fd)
             return
         }
-        let now = ContinuousClock.now
-        let prepared: (socket: Int32, id: UInt16, new: Bool)? = state.withLock { state in
-            state.pending = state.pending.filter { now - $0.value.sent < Self.forwardTimeout }
-            var new = false
-            if state.upstreamSocket < 0 {
-                guard let socket = try? Self.boundSocket(IPv4Address(0), port: 0, reusePort: false) else { return nil }
-                state.upstreamSocket = socket
-                new = true
-            }
-            guard state.pending.count < Int(UInt16.max / 2) else { return nil }
-            repeat { state.nextID &+= 1 } while state.pending[state.nextID] != nil
-            state.pending[state.nextID] = Pending(server: fd, client: client, id: id, sent: now)
-            return (state.upstreamSocket, state.nextID, new)
-        }
-        guard let prepared else { return }
-        if prepared.new { ProcessSupervisor.shared.watch(prepared.socket, handler: { [self] in receiveAnswers($0) }) }
-        var relayed = query
-        relayed[0] = UInt8(prepared.id >> 8)
-        relayed[1] = UInt8(prepared.id & 0xFF)
-        for upstream in upstreams {
-            send(relayed, to: Self.socketAddress(upstream.address, port: upstream.port), on: prepared.socket)
+        let id = UInt16.random(in: 0 ... .max)
+        let pending = Pending(server: fd, client: client, query: query, id: id, sent: .now, sockets: sockets)
+        state.withLock { state in sockets.forEach { state.pending[$0] = pending } }
+        var relayed = query.bytes
+        relayed[0] = UInt8(id >> 8)
+        relayed[1] = UInt8(id & 0xFF)
+        for socket in sockets {
+            _ = relayed.withUnsafeBytes { Glibc.send(socket, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            ProcessSupervisor.shared.watch(socket, handler: { [self] in receiveAnswer($0) }, ended: { [self] in
+                state.withLock { state in
+                    state.pending[socket] = nil
+                    state.closing.remove(socket)
+                }
+                close(socket)
+            })
         }
     }
 
-    /// Relays answers from upstream to the containers that asked.
-    private func receiveAnswers(_ fd: Int32) -> Bool {
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            var sender = sockaddr_in()
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let count = buffer.withUnsafeMutableBytes { bytes in
-                withUnsafeMutablePointer(to: &sender) { pointer in
-                    pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                        recvfrom(fd, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT), $0, &length)
-                    }
-                }
-            }
-            if count < 0 { return true }
-            guard count >= 12 else { continue }
-            // Only the name servers asked may answer.
-            let from = Upstream(address: IPv4Address(UInt32(bigEndian: sender.sin_addr.s_addr)), port: UInt16(bigEndian: sender.sin_port))
-            guard upstreams.contains(from) else { continue }
-            let id = UInt16(buffer[0]) << 8 | UInt16(buffer[1])
-            guard let pending = state.withLock({ $0.pending.removeValue(forKey: id) }) else { continue }
-            var answer = Array(buffer[..<count])
-            answer[0] = UInt8(pending.id >> 8)
-            answer[1] = UInt8(pending.id & 0xFF)
-            send(answer, to: pending.client, on: pending.server)
+    /// Relays the answer that came on a forwarding socket; false once the
+    /// socket is done with.
+    private func receiveAnswer(_ fd: Int32) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 65535)
+        for _ in 0 ..< Self.batch {
+            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
+            guard let pending = state.withLock({ state in state.closing.contains(fd) ? nil : state.pending[fd] }) else { return false }
+            if count < 0 { return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR }
+            // Only an answer to this very question, under its ID, counts.
+            guard count >= 12, UInt16(buffer[0]) << 8 | UInt16(buffer[1]) == pending.id,
+                  let answer = DNSMessage(Array(buffer[..<count])), answer.isResponse,
+                  answer.bytes[12 ..< answer.questionEnd] == pending.query.bytes[12 ..< pending.query.questionEnd] else { continue }
+            var relayed = answer.bytes
+            relayed[0] = UInt8(pending.query.id >> 8)
+            relayed[1] = UInt8(pending.query.id & 0xFF)
+            send(relayed, to: pending.client, on: pending.server)
+            abandon(fd)
+            return true
         }
+        return true
+    }
+
+    /// Forgets the forwarded query of a socket, shutting down all its sockets
+    /// (their watches end and close them).
+    private func abandon(_ fd: Int32) {
+        state.withLock { state in
+            guard let pending = state.pending[fd] else { return }
+            for socket in pending.sockets where !state.closing.contains(socket) {
+                state.closing.insert(socket)
+                shutdown(socket, Int32(SHUT_RDWR))
+            }
+        }
+    }
+
+    /// Forgets forwarded queries no answer came for.
+    private func expire() {
+        let now = ContinuousClock.now
+        let stale = state.withLock { state in
+            state.pending.filter { now - $0.value.sent >= Self.forwardTimeout && !state.closing.contains($0.key) }.map(\.key)
+        }
+        stale.forEach(abandon)
     }
 
     private func send(_ bytes: [UInt8], to address: sockaddr_in, on fd: Int32) {
@@ -236,12 +268,45 @@ final class NetworkResolver: Sendable {
         return result
     }
 
-    /// A non-blocking UDP socket bound to `address:port`.
-    private static func boundSocket(_ address: IPv4Address, port: UInt16, reusePort: Bool) throws -> Int32 {
+    /// A non-blocking UDP socket connected to a name server.
+    private static func connectedSocket(_ upstream: Upstream) throws -> Int32 {
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+        guard fd >= 0 else { throw RuntimeError(.network, "cannot open a DNS socket", underlying: FileIO.errno) }
+        var address = socketAddress(upstream.address, port: upstream.port)
+        let result = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard result == 0 else {
+            let error = FileIO.errno
+            close(fd)
+            throw RuntimeError(.network, "cannot reach name server \(upstream.address):\(upstream.port)", underlying: error)
+        }
+        return fd
+    }
+
+    private static func receive(_ fd: Int32, into buffer: inout [UInt8], from sender: inout sockaddr_in) -> Int {
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        return buffer.withUnsafeMutableBytes { bytes in
+            withUnsafeMutablePointer(to: &sender) { pointer in
+                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    recvfrom(fd, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT), $0, &length)
+                }
+            }
+        }
+    }
+
+    /// A non-blocking UDP socket bound to `address:port` on `device`.
+    private static func boundSocket(_ address: IPv4Address, port: UInt16, reusePort: Bool, device: String) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { throw RuntimeError(.network, "cannot open a DNS socket", underlying: FileIO.errno) }
         var on: Int32 = 1
         if reusePort { setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, socklen_t(MemoryLayout<Int32>.size)) }
+        // Only the bridge's own traffic: not other networks, not the host's other devices.
+        guard device.withCString({ setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, $0, socklen_t(strlen($0) + 1)) }) == 0 else {
+            let error = FileIO.errno
+            close(fd)
+            throw RuntimeError(.network, "cannot bind a DNS socket to \(device)", underlying: error)
+        }
         var bound = socketAddress(address, port: port)
         let result = withUnsafePointer(to: &bound) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
@@ -330,8 +395,11 @@ struct DNSMessage {
         return reply
     }
 
-    /// A server-failure answer (no name server to forward to).
-    func failure() -> [UInt8] { header(code: 2, answers: 0) + bytes[12 ..< questionEnd] }
+    static let serverFailure: UInt8 = 2
+    static let refused: UInt8 = 5
+
+    /// An answer with no records and the error `code`.
+    func failure(code: UInt8) -> [UInt8] { header(code: code, answers: 0) + bytes[12 ..< questionEnd] }
 
     private func header(code: UInt8, answers: UInt8) -> [UInt8] {
         // QR, authoritative, the query's opcode and RD; RA.

@@ -149,11 +149,23 @@ enum FileIO {
     /// Copies the tree under the directory `source` into the directory
     /// `destination` (both descriptors): directories, regular files,
     /// symlinks (as symlinks, never followed) and FIFOs, with their owners
-    /// and modes; device nodes and sockets are skipped, hard links become
-    /// copies. Every entry is opened relative to its parent's descriptor
-    /// with O_NOFOLLOW, so no link in the source can lead the copy out.
-    /// `path` names the copy in errors.
-    static func copyTree(from source: Int32, to destination: Int32, path: String, depth: Int = 0) throws {
+    /// and modes; device nodes and sockets are skipped, hard links stay
+    /// links (a tree of many links to one big file must not grow). Every
+    /// entry is opened relative to its parent's descriptor with O_NOFOLLOW,
+    /// so no link in the source can lead the copy out. `path` names the
+    /// copy in errors.
+    static func copyTree(from source: Int32, to destination: Int32, path: String) throws {
+        var links: [HardLink: String] = [:]
+        try copyTree(from: source, to: destination, root: destination, relative: "", path: path, links: &links, depth: 0)
+    }
+
+    private struct HardLink: Hashable {
+        var device: UInt64
+        var inode: UInt64
+    }
+
+    private static func copyTree(from source: Int32, to destination: Int32, root: Int32, relative: String, path: String,
+                                 links: inout [HardLink: String], depth: Int) throws {
         guard depth < 512 else { throw RuntimeError(.systemCall, "\(path) is nested too deeply to copy") }
         let listing = dup(source)
         guard listing >= 0, let stream = fdopendir(listing) else {
@@ -180,10 +192,20 @@ enum FileIO {
                     if to >= 0 { close(to) }
                 }
                 guard from >= 0, to >= 0 else { throw RuntimeError(.systemCall, "cannot open \(path)/\(name)", underlying: errno) }
-                try copyTree(from: from, to: to, path: path + "/" + name, depth: depth + 1)
+                try copyTree(from: from, to: to, root: root, relative: relative + name + "/", path: path + "/" + name, links: &links, depth: depth + 1)
                 fchown(to, info.st_uid, info.st_gid)
                 fchmod(to, mode)
             case S_IFREG:
+                let identity = HardLink(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+                if info.st_nlink > 1 {
+                    if let first = links[identity] {
+                        guard linkat(root, first, destination, name, 0) == 0 else {
+                            throw RuntimeError(.systemCall, "cannot link \(path)/\(name)", underlying: errno)
+                        }
+                        continue
+                    }
+                    links[identity] = relative + name
+                }
                 let from = openat(source, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
                 let to = openat(destination, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
                 defer {
@@ -191,27 +213,7 @@ enum FileIO {
                     if to >= 0 { close(to) }
                 }
                 guard from >= 0, to >= 0 else { throw RuntimeError(.systemCall, "cannot copy \(path)/\(name)", underlying: errno) }
-                var remaining = Int(info.st_size)
-                var (readOffset, writeOffset): (Int64, Int64) = (0, 0)
-                var buffer: [UInt8] = []
-                while remaining > 0 {
-                    var copied: Int
-                    if buffer.isEmpty {
-                        copied = gantry_copy_file_range_at(from, &readOffset, to, &writeOffset, min(remaining, 1 << 30))
-                        // Across file systems (an overlay to a disk) some kernels refuse: copy through memory.
-                        if copied < 0, [EXDEV, EINVAL, ENOSYS, EOPNOTSUPP].contains(Glibc.errno) {
-                            buffer = [UInt8](repeating: 0, count: 1 << 20)
-                            continue
-                        }
-                    } else {
-                        copied = pread(from, &buffer, min(remaining, buffer.count), off_t(readOffset))
-                        if copied > 0 { copied = pwrite(to, buffer, copied, off_t(writeOffset)) }
-                        if copied > 0 { readOffset += Int64(copied); writeOffset += Int64(copied) }
-                    }
-                    if copied < 0, Glibc.errno == EINTR { continue }
-                    guard copied > 0 else { throw RuntimeError(.systemCall, "cannot copy \(path)/\(name)", underlying: errno) }
-                    remaining -= copied
-                }
+                try copyData(from: from, to: to, size: Int64(info.st_size), path: path + "/" + name)
                 // Owner first: chown clears the set-ID bits.
                 fchown(to, info.st_uid, info.st_gid)
                 fchmod(to, mode)
@@ -234,4 +236,45 @@ enum FileIO {
             }
         }
     }
+
+    /// Copies a regular file's data region by region, so that holes stay holes.
+    private static func copyData(from: Int32, to: Int32, size: Int64, path: String) throws {
+        var buffer: [UInt8] = []
+        var offset: Int64 = 0
+        while offset < size {
+            // The next region with data (the rest of the file if the file system cannot tell).
+            var start = Int64(lseek(from, off_t(offset), 3 /* SEEK_DATA */))
+            if start < 0 {
+                guard Glibc.errno == ENXIO else { throw RuntimeError(.systemCall, "cannot read \(path)", underlying: errno) }
+                break
+            }
+            let end = Swift.min(Int64(lseek(from, off_t(start), 4 /* SEEK_HOLE */)).clamped(start, size), size)
+            var writeOffset = start
+            while start < end {
+                var copied: Int
+                if buffer.isEmpty {
+                    copied = gantry_copy_file_range_at(from, &start, to, &writeOffset, Int(Swift.min(end - start, Int64(1) << 30)))
+                    // Across file systems (an overlay to a disk) some kernels refuse: copy through memory.
+                    if copied < 0, [EXDEV, EINVAL, ENOSYS, EOPNOTSUPP].contains(Glibc.errno) {
+                        buffer = [UInt8](repeating: 0, count: 1 << 20)
+                        continue
+                    }
+                } else {
+                    copied = pread(from, &buffer, Int(Swift.min(end - start, Int64(buffer.count))), off_t(start))
+                    if copied > 0 { copied = pwrite(to, buffer, copied, off_t(writeOffset)) }
+                    if copied > 0 { start += Int64(copied); writeOffset += Int64(copied) }
+                }
+                if copied < 0, Glibc.errno == EINTR { continue }
+                guard copied > 0 else { throw RuntimeError(.systemCall, "cannot copy \(path)", underlying: errno) }
+            }
+            offset = end
+        }
+        // A trailing hole.
+        guard ftruncate(to, off_t(size)) == 0 else { throw RuntimeError(.systemCall, "cannot copy \(path)", underlying: errno) }
+    }
+}
+
+private extension Int64 {
+    /// The value, or `low` when it is below `low` (an lseek that failed), at most `high`.
+    func clamped(_ low: Int64, _ high: Int64) -> Int64 { self < low ? high : Swift.min(self, high) }
 }
