@@ -150,7 +150,7 @@ import Testing
 
     @Test func killsAtTheTimeout() async throws {
         try await withRuntime("ctr-timeout") { runtime, _ in
-            let exit = try await runtime.run(ContainerSpec(image: "busybox:test", command: ["sleep", "30"]).timeout(.milliseconds(300)))
+            let exit = try await runtime.run(ContainerSpec(image: "busybox:test", command: ["sleep", "600"]).timeout(.milliseconds(300)))
             #expect(exit == ContainerExit(status: .signaled(SIGKILL), reason: .timedOut))
             // A container that ends first is not marked as timed out.
             let quick = try await runtime.run(ContainerSpec(image: "busybox:test", command: ["true"]).timeout(.seconds(30)))
@@ -161,7 +161,7 @@ import Testing
     @Test func stopEscalatesToSIGKILL() async throws {
         try await withRuntime("ctr-stop") { runtime, _ in
             // As PID 1 without a handler, sleep ignores SIGTERM.
-            try await runtime.withContainer(ContainerSpec(image: "busybox:test", command: ["sleep", "30"])) { container in
+            try await runtime.withContainer(ContainerSpec(image: "busybox:test", command: ["sleep", "600"])) { container in
                 try await container.start()
                 let exit = try await container.stop(grace: .milliseconds(200))
                 #expect(exit == ContainerExit(status: .signaled(SIGKILL), reason: .stopped))
@@ -254,11 +254,11 @@ import Testing
         try await withRuntime("ctr-scoped") { runtime, _ in
             struct Failure: Error {}
             await #expect(throws: Failure.self) {
-                try await runtime.run(ContainerSpec(image: "busybox:test", command: ["sleep", "30"])) { _ in throw Failure() }
+                try await runtime.run(ContainerSpec(image: "busybox:test", command: ["sleep", "600"])) { _ in throw Failure() }
             }
             #expect(try runtime.list().isEmpty)
             let task = Task {
-                try await runtime.run(ContainerSpec(image: "busybox:test", command: ["sleep", "30"])) { container in
+                try await runtime.run(ContainerSpec(image: "busybox:test", command: ["sleep", "600"])) { container in
                     try await container.output.text()
                 }
             }
@@ -273,7 +273,7 @@ import Testing
 
     @Test func rejectsInvalidTransitionsAndSpecs() async throws {
         try await withRuntime("ctr-states") { runtime, _ in
-            let container = try await runtime.create(ContainerSpec(image: "busybox:test", command: ["sleep", "30"]).named("states"))
+            let container = try await runtime.create(ContainerSpec(image: "busybox:test", command: ["sleep", "600"]).named("states"))
             #expect(try container.status == .created)
             #expect(throws: RuntimeError.self) { try container.pause() }
             await #expect(throws: RuntimeError.self) { _ = try await runtime.create(shell("true").named("states")) }
@@ -297,7 +297,7 @@ import Testing
 @Suite(.requiresRoot) struct ContainerExecTests {
     @Test func execJoinsTheRunningContainer() async throws {
         try await withRuntime("ctr-exec") { runtime, _ in
-            var spec = ContainerSpec(image: "busybox:test", command: ["sh", "-c", "echo ready > /tmp/marker; echo started; sleep 30"])
+            var spec = ContainerSpec(image: "busybox:test", command: ["sh", "-c", "echo ready > /tmp/marker; echo started; sleep 600"])
             spec.hostname = "inside"
             try await runtime.withContainer(spec) { container in
                 try await container.start()

@@ -61,7 +61,7 @@ import Glibc
         defer { upstream.stop() }
         try await withRuntime("net-dns", nameservers: ["127.0.0.1:\(upstream.port)"]) { runtime, _ in
             let network = try runtime.networks.create("names")
-            let web = try await runtime.create(shell("sleep 60").named("db").network(.bridge("names"), aliases: ["database"]))
+            let web = try await runtime.create(shell("sleep 600").named("db").network(.bridge("names"), aliases: ["database"]))
             try await web.start()
             let address = try #require(try web.record.network?.address)
             // nslookup asks the first name server of resolv.conf itself,

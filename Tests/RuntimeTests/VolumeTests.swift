@@ -93,9 +93,9 @@ import Glibc
             try run("mount", ["--make-shared", shared])
             defer { _ = try? run("umount", ["-R", shared]) }
 
-            let slave = try await runtime.create(shell("sleep 60")
+            let slave = try await runtime.create(shell("sleep 600")
                 .mounting(.bind(source: shared, target: "/mnt", propagation: .rslave)))
-            let isolated = try await runtime.create(shell("sleep 60").mounting(.bind(source: shared, target: "/mnt")))
+            let isolated = try await runtime.create(shell("sleep 600").mounting(.bind(source: shared, target: "/mnt")))
             try await slave.start()
             try await isolated.start()
             try run("mount", ["-t", "tmpfs", "tmpfs", shared + "/sub"])
