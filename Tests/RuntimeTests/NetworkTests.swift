@@ -366,3 +366,17 @@ private func exchange(_ type: __socket_type, host: String, port: UInt16, _ reque
     }
     return response.isEmpty ? nil : String(decoding: response, as: UTF8.self)
 }
+
+/// Records written before a field existed still decode.
+@Suite struct SpecDecodingTests {
+    @Test func fieldsMissingFromOlderRecordsTakeTheirDefaults() throws {
+        let spec = ContainerSpec(image: "busybox:test", command: ["true"]).named("old").mounting(.bind(source: "/srv", target: "/srv"))
+        var object = try #require(try JSONSerialization.jsonObject(with: JSONEncoder().encode(spec)) as? [String: Any])
+        for key in ["network", "networkAliases", "publishedPorts", "pod"] { object[key] = nil }
+        let decoded = try JSONDecoder().decode(ContainerSpec.self, from: JSONSerialization.data(withJSONObject: object))
+        #expect(decoded == spec)
+        #expect(decoded.network == .none && decoded.publishedPorts.isEmpty)
+        let changed = spec.network(.bridge("lan"), aliases: ["a"]).publishing(PublishedPort(containerPort: 80)).inPod("p")
+        #expect(try JSONDecoder().decode(ContainerSpec.self, from: JSONEncoder().encode(changed)) == changed)
+    }
+}

@@ -315,3 +315,48 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
         return copy
     }
 }
+
+extension ContainerSpec {
+    /// Decodes a spec; a field missing from the data (a record written
+    /// before the field existed) takes its default.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(root: try container.decode(Root.self, forKey: .root))
+        func field<T: Decodable>(_ key: CodingKeys, _ value: inout T) throws {
+            if let decoded = try container.decodeIfPresent(T.self, forKey: key) { value = decoded }
+        }
+        try field(.name, &name)
+        try field(.entrypoint, &entrypoint)
+        try field(.command, &command)
+        try field(.environment, &environment)
+        try field(.workingDirectory, &workingDirectory)
+        try field(.user, &user)
+        try field(.supplementaryGroups, &supplementaryGroups)
+        try field(.hostname, &hostname)
+        try field(.resources, &resources)
+        try field(.resourceLimits, &resourceLimits)
+        try field(.capabilitiesAdded, &capabilitiesAdded)
+        try field(.capabilitiesDropped, &capabilitiesDropped)
+        try field(.noNewPrivileges, &noNewPrivileges)
+        try field(.seccomp, &seccomp)
+        try field(.readOnlyRootfs, &readOnlyRootfs)
+        try field(.mounts, &mounts)
+        try field(.network, &network)
+        try field(.networkAliases, &networkAliases)
+        try field(.publishedPorts, &publishedPorts)
+        try field(.pod, &pod)
+        try field(.namespaces, &namespaces)
+        try field(.uidMappings, &uidMappings)
+        try field(.gidMappings, &gidMappings)
+        try field(.sysctls, &sysctls)
+        try field(.initProcess, &initProcess)
+        try field(.timeout, &timeout)
+        try field(.stopSignal, &stopSignal)
+        try field(.stopGracePeriod, &stopGracePeriod)
+        try field(.labels, &labels)
+        try field(.lifetime, &lifetime)
+        try field(.openStdin, &openStdin)
+        try field(.terminal, &terminal)
+        try field(.log, &log)
+    }
+}
