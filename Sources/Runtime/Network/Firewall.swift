@@ -28,6 +28,21 @@ enum Firewall {
     /// libnftables contexts are not safe to share, and one at a time keeps
     /// list-then-delete sequences of this process consistent.
     private static let lock = Mutex(())
+    /// Held around each change made of several commands (list, then
+    /// delete what was listed), with the host-wide `firewall.lock`, so that
+    /// Gantry processes do not change the table under each other.
+    private static let changeLock = Mutex(())
+
+    private static func changing<T>(_ body: () throws -> T) throws -> T {
+        try changeLock.withLock { _ in
+            try FileIO.makeDirectories("/run/gantry", mode: 0o700)
+            let fd = open("/run/gantry/firewall.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            guard fd >= 0 else { throw RuntimeError(.network, "cannot open the host's firewall lock", underlying: FileIO.errno) }
+            defer { close(fd) }
+            flock(fd, LOCK_EX)
+            return try body()
+        }
+    }
 
     /// Runs nft commands; returns their (JSON) output.
     @discardableResult
@@ -50,7 +65,7 @@ enum Firewall {
     }
 
     /// The table and its chains (adding what exists changes nothing).
-    static func ensureTable() throws {
+    private static func ensureTable() throws {
         try run("""
             add table ip \(table)
             add chain ip \(table) forward { type filter hook forward priority filter; policy accept; }
@@ -82,6 +97,10 @@ enum Firewall {
 
     /// Installs a network's rules (replacing any it had).
     static func installNetwork(_ network: NetworkRecord) throws {
+        try changing { try installNetworkRules(network) }
+    }
+
+    private static func installNetworkRules(_ network: NetworkRecord) throws {
         try ensureTable()
         let tag = networkTag(network.id)
         let bridge = "\"\(network.bridge)\""
@@ -118,6 +137,10 @@ enum Firewall {
     /// Translates a container's published ports to its address.
     static func installPorts(containerID: String, address: IPv4Address, ports: [PublishedPort]) throws {
         guard !ports.isEmpty else { return }
+        try changing { try installPortRules(containerID: containerID, address: address, ports: ports) }
+    }
+
+    private static func installPortRules(containerID: String, address: IPv4Address, ports: [PublishedPort]) throws {
         try ensureTable()
         let tag = containerTag(containerID)
         try run(ports.map { port in
@@ -147,9 +170,11 @@ enum Firewall {
     }
 
     private static func removeRules(tagged tag: String) throws {
-        let commands = deleteCommands(tagged: tag)
-        guard !commands.isEmpty else { return }
-        try run(commands.joined(separator: "\n"))
+        try changing {
+            let commands = deleteCommands(tagged: tag)
+            guard !commands.isEmpty else { return }
+            try run(commands.joined(separator: "\n"))
+        }
     }
 
     private static func deleteCommands(tagged tag: String) -> [String] {
