@@ -120,6 +120,20 @@ import Glibc
         }
     }
 
+    @Test func aContainerDoesNotStartWhileACopyHasItsOverlay() async throws {
+        try await withRuntime("cp-start") { runtime, _ in
+            let container = try await runtime.create(ContainerSpec(image: "busybox:test", command: ["true"]))
+            // What a copy into a created container holds while its overlay is mounted.
+            let held = try container.lockOverlay(what: "copy files of")
+            await #expect(throws: RuntimeError.self) { try await container.start() }
+            #expect(try container.status == .created)
+            close(held)
+            try await container.start()
+            #expect(try await container.wait().code == 0)
+            try await container.remove()
+        }
+    }
+
     @Test func followsDockerRulesForDestinationsAndContents() async throws {
         try await withRuntime("cp-rules") { runtime, dir in
             let container = try await runtime.create(Self.waiting("mkdir -p /d/y && echo x > /d/x && echo z > /d/y/z && echo f > /f"))

@@ -142,16 +142,42 @@ extension Container {
             throw RuntimeError(.invalidState, "cannot copy into container \(name): its root file system is read-only")
         }
         let root: Int32
+        var overlayLock: Int32 = -1
+        defer { if overlayLock >= 0 { close(overlayLock) } }
         switch record.status {
         case .running, .paused:
             root = try openProcessRoot(record)
         case .created, .stopped:
-            root = record.usesOverlay ? try mountOverlay(record, writable: writable) : try openDirectoryRoot(record)
+            if record.usesOverlay {
+                // One overlay on the upper directory at a time: start refuses
+                // during a copy, and a copy that lost the race to a start
+                // uses the process's root.
+                overlayLock = try lockOverlay(what: "copy files of")
+                let now = try self.record
+                let running = now.status == .running || now.status == .paused
+                root = running ? try openProcessRoot(now) : try mountOverlay(now, writable: writable)
+            } else {
+                root = try openDirectoryRoot(record)
+            }
         case .removed:
             throw RuntimeError(.invalidState, "cannot copy files of container \(name): it is removed")
         }
         defer { close(root) }
         return try body(root)
+    }
+
+    /// Takes the lock of the container's upper directory, held while an
+    /// overlay other than the container's own is mounted over it; a
+    /// descriptor to close, or an error naming `what` was to be done.
+    func lockOverlay(what: String) throws -> Int32 {
+        let upper = runtime.containerDirectory(id) + "/upper"
+        let fd = open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw RuntimeError(.systemCall, "cannot open \(upper)", underlying: FileIO.errno) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            close(fd)
+            throw RuntimeError(.invalidState, "cannot \(what) container \(name) now: a copy of its files or its start is in progress")
+        }
+        return fd
     }
 
     private func openProcessRoot(_ record: ContainerRecord) throws -> Int32 {

@@ -95,6 +95,10 @@ public final class Container: Sendable {
         let independent = spec.lifetime == .independent
         let writer = independent ? nil : try ContainerLogWriter(path: logPath, options: spec.log)
         let directory = runtime.containerDirectory(id)
+        // Not while a copy has the overlay mounted (the kernel does not
+        // support two overlays over one upper directory).
+        let overlayLock = record.usesOverlay ? try lockOverlay(what: "start") : -1
+        defer { if overlayLock >= 0 { close(overlayLock) } }
         let (process, pipes) = try await launchInCgroup(
             record, pipes: independent ? .files(stdout: directory + "/stdout.log", stderr: directory + "/stderr.log")
                 : spec.terminal ? .terminal() : .make(openStdin: spec.openStdin),
