@@ -169,17 +169,8 @@ import Glibc
     @Test func containersCannotReachTheHostsLoopbackThroughTheBridge() async throws {
         try await withRuntime("net-loopback", fixtures: ["udp-send"]) { runtime, _ in
             // A service of the host on 127.0.0.1 only.
-            let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+            let (fd, port) = try loopbackUDPSocket()
             defer { close(fd) }
-            var address = sockaddr_in()
-            address.sin_family = sa_family_t(AF_INET)
-            address.sin_addr.s_addr = IPv4Address("127.0.0.1")!.value.bigEndian
-            var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let bound = withUnsafeMutablePointer(to: &address) { pointer in
-                pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-            }
-            try #require(bound)
-            let port = UInt16(bigEndian: address.sin_port)
             // The bridge accepts loopback addresses for published ports; a
             // container able to route 127.0.0.1 out of eth0 tries to use that.
             var spec = shell("""
@@ -235,17 +226,7 @@ final class FakeNameServer: Sendable {
     var queries: [String] { state.withLock { $0.names } }
 
     init(answer: IPv4Address) throws {
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        self.fd = fd
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = IPv4Address("127.0.0.1")!.value.bigEndian
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-        }
-        guard fd >= 0, bound else { throw ToolError(description: "cannot bind a name server on 127.0.0.1") }
-        port = UInt16(bigEndian: address.sin_port)
+        (fd, port) = try loopbackUDPSocket()
         var timeout = timeval(tv_sec: 0, tv_usec: 100_000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         let thread = Thread { [self] in serve(answer) }
@@ -271,6 +252,23 @@ final class FakeNameServer: Sendable {
     }
 
     func stop() { state.withLock { $0.stopped = true } }
+}
+
+/// A UDP socket bound to 127.0.0.1 and a free port.
+func loopbackUDPSocket() throws -> (fd: Int32, port: UInt16) {
+    let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = IPv4Address("127.0.0.1")!.value.bigEndian
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+    }
+    guard fd >= 0, bound else {
+        if fd >= 0 { close(fd) }
+        throw ToolError(description: "cannot bind a UDP socket on 127.0.0.1")
+    }
+    return (fd, UInt16(bigEndian: address.sin_port))
 }
 
 /// Checks that nothing of the containers is left on the host or in the state root.

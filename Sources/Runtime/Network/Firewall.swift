@@ -25,23 +25,15 @@ import Glibc
 enum Firewall {
     static let table = "gantry"
 
-    /// libnftables contexts are not safe to share, and one at a time keeps
-    /// list-then-delete sequences of this process consistent.
+    /// libnftables contexts are not safe to share.
     private static let lock = Mutex(())
-    /// Held around each change made of several commands (list, then
-    /// delete what was listed), with the host-wide `firewall.lock`, so that
-    /// Gantry processes do not change the table under each other.
-    private static let changeLock = Mutex(())
 
+    /// Runs a change made of several commands (list, then delete what was
+    /// listed) holding the host-wide `firewall.lock`, so that Gantry
+    /// threads and processes do not change the table under each other
+    /// (flock excludes every other open of the file, in this process too).
     private static func changing<T>(_ body: () throws -> T) throws -> T {
-        try changeLock.withLock { _ in
-            try FileIO.makeDirectories("/run/gantry", mode: 0o700)
-            let fd = open("/run/gantry/firewall.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-            guard fd >= 0 else { throw RuntimeError(.network, "cannot open the host's firewall lock", underlying: FileIO.errno) }
-            defer { close(fd) }
-            flock(fd, LOCK_EX)
-            return try body()
-        }
+        try Networks.withHostLock("firewall.lock", body)
     }
 
     /// Runs nft commands; returns their (JSON) output.

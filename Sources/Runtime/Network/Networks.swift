@@ -481,9 +481,16 @@ public final class Networks: Sendable {
     /// Runs `body` holding the host-wide network lock: subnets and bridges
     /// are the host's, shared by every state root.
     private static func withHostLock<T>(_ body: () throws -> T) throws -> T {
+        try withHostLock("networks.lock", body)
+    }
+
+    /// Runs `body` holding `/run/gantry/<name>` locked (flock), a lock of
+    /// the whole host: its network devices and rules are shared by every
+    /// state root and process.
+    static func withHostLock<T>(_ name: String, _ body: () throws -> T) throws -> T {
         try FileIO.makeDirectories("/run/gantry", mode: 0o700)
-        let lock = open("/run/gantry/networks.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard lock >= 0 else { throw RuntimeError(.network, "cannot open the host's network lock", underlying: FileIO.errno) }
+        let lock = open("/run/gantry/" + name, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard lock >= 0 else { throw RuntimeError(.network, "cannot open the host's lock /run/gantry/\(name)", underlying: FileIO.errno) }
         defer { close(lock) }
         flock(lock, LOCK_EX)
         return try body()
