@@ -50,7 +50,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     apt-get update >/dev/null
     DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}" >/dev/null
 fi
-busybox="$(command -v busybox)"
+source Benchmarks/lib/busybox.sh
 scratch="${GANTRY_SCRATCH_PATH:-.build}"
 
 work="${GANTRY_BENCH_DIR:-/var/tmp/gantry-bench}/network"
@@ -114,10 +114,7 @@ trap cleanup EXIT
 
 echo "== busybox root file system"
 rootfs="$work/rootfs"
-mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp" "$rootfs/proc" "$rootfs/sys" "$rootfs/dev"
-cp "$busybox" "$rootfs/bin/busybox"
-for applet in sh true sleep httpd nc dd cat; do ln -s busybox "$rootfs/bin/$applet"; done
-echo 'root:x:0:0:root:/root:/bin/sh' >"$rootfs/etc/passwd"
+busybox_rootfs "$rootfs" sh true sleep httpd nc dd cat
 echo 'root:x:0:' >"$rootfs/etc/group"
 echo 'ok' >"$rootfs/index.html"
 tar -C "$rootfs" -cf "$work/rootfs.tar" .

@@ -33,7 +33,7 @@ done
 for tool in crun runc hyperfine python3 unshare; do
     command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/setup.sh" >&2; exit 1; }
 done
-busybox="$(command -v busybox)" || { echo "missing busybox-static: run scripts/setup.sh" >&2; exit 1; }
+source Benchmarks/lib/busybox.sh
 
 work="${GANTRY_BENCH_DIR:-/var/tmp/gantry-bench}/runtime"
 tmpfs_root="/dev/shm/gantry-bench-$$"
@@ -47,11 +47,7 @@ trap cleanup EXIT
 
 echo "== busybox root file system and bundle"
 rootfs="$work/bundle/rootfs"
-# The mount points every image has, so that neither side makes them on each run.
-mkdir -p "$rootfs/bin" "$rootfs/etc" "$rootfs/tmp" "$rootfs/proc" "$rootfs/sys" "$rootfs/dev"
-cp "$busybox" "$rootfs/bin/busybox"
-for applet in sh true sleep; do ln -s busybox "$rootfs/bin/$applet"; done
-echo 'root:x:0:0:root:/root:/bin/sh' >"$rootfs/etc/passwd"
+busybox_rootfs "$rootfs" sh true sleep
 (cd "$work/bundle" && crun spec)
 python3 - "$work/bundle/config.json" <<'PY'
 import json, sys
