@@ -89,7 +89,7 @@ import Glibc
 
     @Test func publishedPortsAnswerOnLoopbackOverTCPAndUDP() async throws {
         try await withRuntime("net-ports", fixtures: ["udp-echo"]) { runtime, _ in
-            let explicit = try #require(freePort())
+            let explicit = try #require(Networks.freeHostPort(.tcp))
             let web = try await runtime.create(shell(Self.server).network(.bridge(Networks.defaultName))
                 .publishing(PublishedPort(hostPort: explicit, containerPort: 80), PublishedPort(containerPort: 80)))
             try await web.start()
@@ -288,19 +288,6 @@ func expectNothingLeft(_ runtime: ContainerRuntime, containers ids: [String]) th
         let holder = (try? String(contentsOfFile: Networks.portClaims + "/" + claim, encoding: .utf8)) ?? ""
         #expect(!ids.contains { holder.hasSuffix($0) }, "port claim \(claim) is left")
     }
-}
-
-/// A TCP port free on the host now.
-func freePort() -> UInt16? {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var address = sockaddr_in()
-    address.sin_family = sa_family_t(AF_INET)
-    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let ok = withUnsafeMutablePointer(to: &address) { pointer in
-        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
-    }
-    return ok ? UInt16(bigEndian: address.sin_port) : nil
 }
 
 /// The host's first non-loopback IPv4 address.

@@ -233,7 +233,7 @@ public final class Networks: Sendable {
         try Firewall.removeRules(container: containerID)
         releasePorts(owner: owner)
         try RouteNetlink().deleteLink(Self.hostInterface(containerID))
-        try removeNamespace(at: owner + "/netns")
+        try Self.removeNamespace(at: owner + "/netns")
         try FileIO.removeTree(memberDirectory(networkName, containerID))
         for lease in leases(networkName) where lease.containerID == containerID {
             unlink(leasePath(networkName, lease.address))
@@ -395,7 +395,7 @@ public final class Networks: Sendable {
     }
 
     /// A port the kernel picks as free now.
-    private static func freeHostPort(_ transport: PublishedPort.TransportProtocol) -> UInt16? {
+    static func freeHostPort(_ transport: PublishedPort.TransportProtocol) -> UInt16? {
         let fd = socket(AF_INET, (transport == .tcp ? Int32(SOCK_STREAM.rawValue) : Int32(SOCK_DGRAM.rawValue)) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return nil }
         defer { close(fd) }
@@ -460,9 +460,11 @@ public final class Networks: Sendable {
         }
     }
 
-    private func removeNamespace(at path: String) throws {
+    /// Removes a namespace file made by ``createNamespace(at:type:hostname:)``
+    /// (what is already gone is skipped).
+    static func removeNamespace(at path: String) throws {
         if umount2(path, Int32(MNT_DETACH)) != 0, errno != EINVAL, errno != ENOENT {
-            throw RuntimeError(.network, "cannot unmount the network namespace \(path)", underlying: FileIO.errno)
+            throw RuntimeError(.network, "cannot unmount the namespace \(path)", underlying: FileIO.errno)
         }
         unlink(path)
     }

@@ -173,11 +173,7 @@ public final class Pods: Sendable {
         if case .bridge(let network) = record.spec.network {
             try networks.detach(containerID: record.id, from: record.network?.network ?? network, owner: path)
         }
-        for file in ["netns", "ipcns", "utsns"] {
-            if umount2(path + "/" + file, Int32(MNT_DETACH)) != 0, errno != EINVAL, errno != ENOENT {
-                throw RuntimeError(.systemCall, "cannot unmount \(path)/\(file)", underlying: FileIO.errno)
-            }
-        }
+        for file in ["netns", "ipcns", "utsns"] { try Networks.removeNamespace(at: path + "/" + file) }
         try FileIO.removeTree(path)
     }
 }
