@@ -29,9 +29,7 @@ public final class Networks: Sendable {
         self.containers = containers
         self.logger = logger
         resolver = NetworkResolver(upstreams: nameservers, leases: { Self.leases(in: root, network: $0) }, networkID: { name in
-            try? FileIO.readStateFile(root + "/" + name + "/network.json", lock: root + "/" + name) {
-                try ContainerRuntime.decoder.decode(NetworkRecord.self, from: $0).id
-            }
+            (try? FileIO.readNamedRecord(NetworkRecord.self, in: root, named: name, file: "network.json"))??.id
         })
         try FileIO.makeDirectories(directory, mode: 0o700)
     }
@@ -99,18 +97,17 @@ public final class Networks: Sendable {
 
     /// Every network of the root, by name.
     public func list() throws -> [NetworkRecord] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return names.compactMap { try? network($0) }.sorted { $0.name < $1.name }
+        FileIO.readNamedRecords(NetworkRecord.self, in: directory, file: "network.json").sorted { $0.name < $1.name }
     }
 
     /// The network named `name`.
     ///
-    /// - Throws: ``RuntimeError`` with code `notFound`.
+    /// - Throws: ``RuntimeError`` with code `notFound`, or `invalidState`
+    ///   when its record cannot be read.
     public func network(_ name: String) throws -> NetworkRecord {
-        let path = directory + "/" + name
-        guard !name.contains("/"), !name.hasPrefix("."),
-              let record = try FileIO.readStateFile(path + "/network.json", lock: path, { try ContainerRuntime.decoder.decode(NetworkRecord.self, from: $0) })
-        else { throw RuntimeError(.notFound, "no network is named \(name)") }
+        guard let record = try FileIO.readNamedRecord(NetworkRecord.self, in: directory, named: name, file: "network.json") else {
+            throw RuntimeError(.notFound, "no network is named \(name)")
+        }
         return record
     }
 

@@ -126,19 +126,18 @@ public final class Pods: Sendable {
 
     /// The pod named `name`.
     ///
-    /// - Throws: ``RuntimeError`` with code `notFound`.
+    /// - Throws: ``RuntimeError`` with code `notFound`, or `invalidState`
+    ///   when its record cannot be read.
     public func pod(_ name: String) throws -> PodRecord {
-        let path = directory + "/" + name
-        guard !name.isEmpty, !name.contains("/"), !name.hasPrefix("."),
-              let record = try? FileIO.readStateFile(path + "/pod.json", lock: path, { try ContainerRuntime.decoder.decode(PodRecord.self, from: $0) })
-        else { throw RuntimeError(.notFound, "no pod is named \(name)") }
+        guard let record = try FileIO.readNamedRecord(PodRecord.self, in: directory, named: name, file: "pod.json") else {
+            throw RuntimeError(.notFound, "no pod is named \(name)")
+        }
         return record
     }
 
     /// Every pod, by name.
     public func list() throws -> [PodRecord] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return names.compactMap { try? pod($0) }.sorted { $0.name < $1.name }
+        FileIO.readNamedRecords(PodRecord.self, in: directory, file: "pod.json").sorted { $0.name < $1.name }
     }
 
     /// The names of the pod's containers.

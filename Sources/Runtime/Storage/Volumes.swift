@@ -67,19 +67,18 @@ public final class Volumes: Sendable {
 
     /// The volume named `name`.
     ///
-    /// - Throws: ``RuntimeError`` with code `notFound`.
+    /// - Throws: ``RuntimeError`` with code `notFound`, or `invalidState`
+    ///   when its record cannot be read.
     public func volume(_ name: String) throws -> VolumeRecord {
-        let path = directory + "/" + name
-        guard !name.contains("/"), !name.hasPrefix("."), !name.isEmpty,
-              let record = try? FileIO.readStateFile(path + "/volume.json", lock: path, { try ContainerRuntime.decoder.decode(VolumeRecord.self, from: $0) })
-        else { throw RuntimeError(.notFound, "no volume is named \(name)") }
+        guard let record = try FileIO.readNamedRecord(VolumeRecord.self, in: directory, named: name, file: "volume.json") else {
+            throw RuntimeError(.notFound, "no volume is named \(name)")
+        }
         return record
     }
 
     /// Every volume, by name.
     public func list() throws -> [VolumeRecord] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        return names.compactMap { try? volume($0) }.sorted { $0.name < $1.name }
+        FileIO.readNamedRecords(VolumeRecord.self, in: directory, file: "volume.json").sorted { $0.name < $1.name }
     }
 
     /// The names of the containers that mount the volume.

@@ -111,6 +111,28 @@ enum FileIO {
         return try decode(data)
     }
 
+    /// The state file `file` of the entry `name` of `directory` (a network,
+    /// a volume, a pod), decoded; nil when there is none, or when `name` is
+    /// not a plain entry name.
+    ///
+    /// - Throws: ``RuntimeError`` with code `invalidState` when the file
+    ///   cannot be decoded.
+    static func readNamedRecord<T: Decodable>(_ type: T.Type, in directory: String, named name: String, file: String) throws -> T? {
+        guard !name.isEmpty, !name.contains("/"), !name.hasPrefix(".") else { return nil }
+        let path = directory + "/" + name
+        do {
+            return try readStateFile(path + "/" + file, lock: path) { try ContainerRuntime.decoder.decode(T.self, from: $0) }
+        } catch {
+            throw RuntimeError(.invalidState, "\(path)/\(file) cannot be read: \(error)")
+        }
+    }
+
+    /// Every entry of `directory` whose state file `file` can be read.
+    static func readNamedRecords<T: Decodable>(_ type: T.Type, in directory: String, file: String) -> [T] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.compactMap { try? readNamedRecord(T.self, in: directory, named: $0, file: file) }
+    }
+
     /// `mkdir -p` with `mode` for the directories it creates.
     static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
         if mkdir(path, mode) == 0 || Glibc.errno == EEXIST { return }
