@@ -120,7 +120,7 @@ public final class ContainerRuntime: Sendable {
                 throw RuntimeError(.invalidSpec, "container \(name) is to join network \(network) but has no network namespace of its own")
             }
             for alias in spec.networkAliases { try Self.validate(name: alias, kind: "network alias") }
-            if network == Networks.defaultName { _ = try networks.defaultNetwork() } else { _ = try networks.network(network) }
+            _ = try networks.joinable(network)
         } else if !spec.publishedPorts.isEmpty {
             throw RuntimeError(.invalidSpec, "container \(name) publishes ports but is not on a bridge network (its network is \(spec.network))")
         }

@@ -111,6 +111,14 @@ public final class Networks: Sendable {
         return record
     }
 
+    /// The network a container or pod is to join: the default network,
+    /// created on first use, or another one, which must exist.
+    ///
+    /// - Throws: ``RuntimeError`` with code `notFound`.
+    func joinable(_ name: String) throws -> NetworkRecord {
+        name == Self.defaultName ? try defaultNetwork() : try network(name)
+    }
+
     /// The default network, created on first use.
     public func defaultNetwork() throws -> NetworkRecord {
         if let record = try? network(Self.defaultName) { return record }

@@ -94,7 +94,7 @@ public final class Pods: Sendable {
         case .none where !spec.publishedPorts.isEmpty:
             throw RuntimeError(.invalidSpec, "pod \(spec.name) publishes ports but is not on a bridge network")
         case .bridge(let network):
-            if network == Networks.defaultName { _ = try networks.defaultNetwork() } else { _ = try networks.network(network) }
+            _ = try networks.joinable(network)
         case .none: break
         }
         guard mkdir(path, 0o700) == 0 else {
