@@ -37,6 +37,11 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
     targets: [
         // System libraries, found through pkg-config.
@@ -73,6 +78,8 @@ let package = Package(
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
             swiftSettings: strict
         ),
@@ -86,6 +93,7 @@ let package = Package(
                 "CGantryLauncher",
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
             swiftSettings: strict
         ),
@@ -96,7 +104,16 @@ let package = Package(
         ),
         .target(
             name: "Reconciler",
-            dependencies: ["Scheduler", "Runtime"],
+            dependencies: [
+                "Scheduler", "Runtime", "OCIImage", "CGantrySystem",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+            ],
             swiftSettings: strict
         ),
         .target(
@@ -104,6 +121,8 @@ let package = Package(
             dependencies: [
                 "OCIImage", "Runtime", "Scheduler", "Reconciler",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict
         ),
@@ -122,6 +141,12 @@ let package = Package(
                 "Gantry", "OCIImage", "Runtime", "Scheduler", "Reconciler", "Observability", "CGantryLauncher",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             path: "Examples/gantry",
             swiftSettings: strict
@@ -129,7 +154,7 @@ let package = Package(
         .executableTarget(
             name: "GantryBench",
             dependencies: [
-                "OCIImage", "Runtime",
+                "OCIImage", "Runtime", "Reconciler",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/GantryBench",
@@ -163,7 +188,24 @@ let package = Package(
             swiftSettings: strict
         ),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler"], swiftSettings: strict),
-        .testTarget(name: "ReconcilerTests", dependencies: ["Reconciler"], swiftSettings: strict),
-        .testTarget(name: "ObservabilityTests", dependencies: ["Observability"], swiftSettings: strict),
+        .testTarget(
+            name: "ReconcilerTests",
+            dependencies: [
+                "Reconciler", "Runtime", "OCIImage", "GantryTestSupport",
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(
+            name: "ObservabilityTests",
+            dependencies: [
+                "Observability", "Reconciler", "Runtime", "OCIImage", "GantryTestSupport",
+                .product(name: "MetricsTestKit", package: "swift-metrics"),
+            ],
+            swiftSettings: strict
+        ),
     ]
 )

@@ -126,7 +126,7 @@ public func makeBusyboxRootfs(_ directory: String, applets: [String] = []) throw
     }
     try FileManager.default.copyItem(atPath: binary, toPath: directory + "/bin/busybox")
     let standard = ["sh", "ls", "cat", "echo", "true", "false", "sleep", "wget", "httpd", "id", "env"]
-    for applet in standard + applets {
+    for applet in Set(standard + applets) {
         try FileManager.default.createSymbolicLink(atPath: directory + "/bin/" + applet, withDestinationPath: "busybox")
     }
     try write("root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/var/empty:/bin/false\n", to: directory + "/etc/passwd")

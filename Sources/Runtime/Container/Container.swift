@@ -1,4 +1,5 @@
 import CGantryLauncher
+import CGantrySystem
 import Foundation
 import Synchronization
 import SystemPackage
@@ -32,6 +33,7 @@ public final class Container: Sendable {
         var finished = false
         var timedOut = false
         var waiters: [CheckedContinuation<ContainerExit, Never>] = []
+        var exitHandlers: [@Sendable (ContainerExit) -> Void] = []
         /// The timeout's timerfd while it is armed, or -1.
         var timer: Int32 = -1
         var log: ContainerLogWriter?
@@ -327,11 +329,15 @@ public final class Container: Sendable {
             // so ends its watch (and closes its timer).
             if state.timer >= 0 { gantry_timer_set(state.timer, 1) }
             state.timer = -1
-            defer { state.waiters.removeAll() }
-            return state.waiters
+            defer {
+                state.waiters.removeAll()
+                state.exitHandlers.removeAll()
+            }
+            return (state.waiters, state.exitHandlers)
         }
         outputSignal.bump(finished: true)
-        waiters.forEach { $0.resume(returning: exit) }
+        waiters.0.forEach { $0.resume(returning: exit) }
+        waiters.1.forEach { $0(exit) }
         runtime.logger.debug("exited", metadata: ["container": "\(name)", "exit": "\(exit)"])
     }
 
@@ -383,7 +389,56 @@ public final class Container: Sendable {
         }
     }
 
+    /// Calls `handler` once, when the container's process has ended and
+    /// its end is recorded (at once when it had ended already). The handler
+    /// runs on the supervision thread: it must return quickly and not block.
+    ///
+    /// - Parameter handler: receives how the container ended.
+    /// - Throws: ``RuntimeError`` with code `invalidState` when the container
+    ///   was never started, or another process runs it.
+    public func onExit(_ handler: @escaping @Sendable (ContainerExit) -> Void) throws {
+        let ended = try state.withLock { state -> ContainerExit? in
+            if let exit = state.record.exit, state.record.status == .stopped { return exit }
+            guard state.owned else {
+                throw RuntimeError(.invalidState, "container \(name) is run by another process (pid \(state.record.ownerPid ?? 0)), which learns its end")
+            }
+            if state.record.status == .created { throw invalid("watch", .created) }
+            if state.finished, let exit = state.record.exit { return exit }
+            state.exitHandlers.append(handler)
+            return nil
+        }
+        if let ended { handler(ended) }
+    }
+
     // MARK: - Signals
+
+    /// Opens a socket in the container's network namespace, whatever its
+    /// network mode: connecting it reaches what listens in the container,
+    /// even on its loopback. The caller owns (and closes) the descriptor.
+    ///
+    /// - Parameters:
+    ///   - domain: the address family (`AF_INET`).
+    ///   - type: the socket type (`SOCK_STREAM`); close-on-exec is added.
+    /// - Throws: ``RuntimeError`` with code `invalidState` unless it runs,
+    ///   or `systemCall` with the errno.
+    public func socket(domain: Int32 = AF_INET, type: Int32 = Int32(SOCK_STREAM.rawValue)) throws -> Int32 {
+        let result = try state.withLock { state -> Int32 in
+            guard state.record.status == .running || state.record.status == .paused else { throw invalid("open a socket in", state.record.status) }
+            guard state.owned, state.pidfd >= 0 else { return -2 }
+            return gantry_socket_in_netns(state.pidfd, domain, type, 0)
+        }
+        if result >= 0 { return result }
+        if result == -1 { throw RuntimeError(.systemCall, "cannot open a socket in container \(name)'s network namespace", underlying: Errno(rawValue: errno)) }
+        // Another process runs it: enter its namespace through a pidfd checked against the recorded start time.
+        let record = try record
+        guard let pidfd = ContainerRuntime.openPidfd(pid: record.pid, startTime: record.pidStartTime) else {
+            throw RuntimeError(.invalidState, "the process of container \(name) is gone")
+        }
+        defer { close(pidfd) }
+        let fd = gantry_socket_in_netns(pidfd, domain, type, 0)
+        guard fd >= 0 else { throw RuntimeError(.systemCall, "cannot open a socket in container \(name)'s network namespace", underlying: Errno(rawValue: errno)) }
+        return fd
+    }
 
     /// Sends `signal` to the container's main process.
     ///

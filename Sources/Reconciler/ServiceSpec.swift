@@ -1,0 +1,294 @@
+import Foundation
+import Runtime
+
+/// A service: a number of identical replicas of one container template,
+/// kept running by the ``Reconciler``. Applying a changed spec starts a
+/// rolling update to a new revision.
+public struct ServiceSpec: Hashable, Sendable, Codable {
+    /// The unique name within its project: letters, digits, `_ . -`.
+    public var name: String
+    /// The project the service belongs to (a compose project); a
+    /// reconciler manages the services of one project.
+    public var project: String
+    /// How many replicas should run.
+    public var replicas: Int
+    /// What each replica runs. Its name is chosen by the reconciler.
+    public var template: ContainerSpec
+    /// When an ended replica is restarted.
+    public var restartPolicy: RestartPolicy
+    /// The replicas' health checks.
+    public var probes: ServiceProbes
+    /// How a changed template is rolled out.
+    public var update: UpdateStrategy
+    /// The delays between restarts of a replica that keeps ending.
+    public var crashLoop: CrashLoopBackoff
+    /// Services that must be started, healthy or completed before this one starts.
+    public var dependsOn: [ServiceDependency]
+    /// Free-form labels, also put on every replica.
+    public var labels: [String: String]
+
+    /// A service of `replicas` copies of `template`.
+    ///
+    /// - Parameters:
+    ///   - name: the service's name.
+    ///   - project: the project it belongs to.
+    ///   - replicas: how many replicas should run.
+    ///   - template: what each replica runs.
+    public init(name: String, project: String = ServiceSpec.defaultProject, replicas: Int = 1, template: ContainerSpec) {
+        self.name = name
+        self.project = project
+        self.replicas = replicas
+        self.template = template
+        restartPolicy = .always
+        probes = ServiceProbes()
+        update = UpdateStrategy()
+        crashLoop = CrashLoopBackoff()
+        dependsOn = []
+        labels = [:]
+    }
+
+    /// The project of services applied without one.
+    public static let defaultProject = "default"
+
+    /// How long a replica has to stop before it is killed (the template's grace period).
+    public var stopGracePeriod: Duration {
+        get { template.stopGracePeriod }
+        set { template.stopGracePeriod = newValue }
+    }
+
+    /// The part of the spec whose change makes a new revision: the
+    /// template and the probes.
+    public var revisionTemplate: RevisionTemplate {
+        get { RevisionTemplate(container: template, probes: probes) }
+        set {
+            template = newValue.container
+            probes = newValue.probes
+        }
+    }
+
+    /// Checks the spec, naming what is wrong.
+    public func validate() throws {
+        try Self.validate(name: name, kind: "service")
+        try Self.validate(name: project, kind: "project")
+        guard replicas >= 0 else { throw ReconcilerError(.invalidSpec, "service \(name): replicas must not be negative (\(replicas))") }
+        guard template.name == nil else {
+            throw ReconcilerError(.invalidSpec, "service \(name): the template must not name its container; replicas are named by the service")
+        }
+        for (kind, probe) in probes.all { try probe.validate(service: name, kind: kind) }
+        try update.validate(service: name)
+        guard crashLoop.initial > .zero, crashLoop.maximum >= crashLoop.initial else {
+            throw ReconcilerError(.invalidSpec, "service \(name): the crash-loop back-off needs 0 < initial <= maximum")
+        }
+        for dependency in dependsOn where dependency.service == name {
+            throw ReconcilerError(.invalidSpec, "service \(name) depends on itself")
+        }
+    }
+
+    static func validate(name: String, kind: String) throws {
+        let allowed = name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "." || $0 == "-") }
+        guard !name.isEmpty, name.count <= 63, allowed, name.first?.isLetter == true || name.first?.isNumber == true else {
+            throw ReconcilerError(.invalidSpec, "\"\(name)\" is not a valid \(kind) name: use up to 63 letters, digits, _ . -, starting with a letter or digit")
+        }
+    }
+}
+
+/// When the reconciler restarts a replica that ended, as in Kubernetes and compose.
+public enum RestartPolicy: String, Hashable, Sendable, Codable, CaseIterable {
+    /// Whatever its exit.
+    case always
+    /// Only after a failure: a non-zero exit, a signal, an OOM kill.
+    case onFailure = "on-failure"
+    /// Never: an ended replica stays ended.
+    case never
+}
+
+/// The template of one revision: what changes make a rollout.
+public struct RevisionTemplate: Hashable, Sendable, Codable {
+    /// What each replica runs.
+    public var container: ContainerSpec
+    /// The replicas' health checks.
+    public var probes: ServiceProbes
+
+    /// A short, stable hash of the template, naming the revision.
+    public var hash: String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let data = (try? encoder.encode(self)) ?? Data()
+        return String(stableHash(data), radix: 16)
+    }
+}
+
+/// 64-bit FNV-1a: stable across processes, unlike `Hasher`.
+func stableHash(_ data: Data) -> UInt64 {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in data {
+        hash ^= UInt64(byte)
+        hash = hash &* 0x100_0000_01b3
+    }
+    return hash
+}
+
+/// The delays between restarts of a replica that keeps ending: at once the
+/// first time, then `initial`, doubling up to `maximum`; back to the start
+/// once a replica has run for `resetAfter`. Kubernetes' defaults.
+public struct CrashLoopBackoff: Hashable, Sendable, Codable {
+    /// The delay before the second restart in a row.
+    public var initial: Duration
+    /// The longest delay.
+    public var maximum: Duration
+    /// How long a replica must run for the back-off to start over.
+    public var resetAfter: Duration
+
+    /// 10 s doubling to 300 s, reset after 10 minutes.
+    ///
+    /// - Parameters:
+    ///   - initial: the delay before the second restart in a row.
+    ///   - maximum: the longest delay.
+    ///   - resetAfter: how long a replica must run for the back-off to start over.
+    public init(initial: Duration = .seconds(10), maximum: Duration = .seconds(300), resetAfter: Duration = .seconds(600)) {
+        self.initial = initial
+        self.maximum = maximum
+        self.resetAfter = resetAfter
+    }
+}
+
+/// A service another one waits for, and for what, as compose's `depends_on`.
+public struct ServiceDependency: Hashable, Sendable, Codable {
+    /// What the dependency must have reached.
+    public enum Condition: String, Hashable, Sendable, Codable, CaseIterable {
+        /// A replica of it runs.
+        case started = "service_started"
+        /// Its replicas are ready (their readiness probes pass).
+        case healthy = "service_healthy"
+        /// Its replicas ended with status 0.
+        case completedSuccessfully = "service_completed_successfully"
+    }
+
+    /// The service waited for, in the same project.
+    public var service: String
+    /// What it must have reached.
+    public var condition: Condition
+
+    /// A dependency on `service` reaching `condition`.
+    ///
+    /// - Parameters:
+    ///   - service: the service waited for.
+    ///   - condition: what it must have reached.
+    public init(_ service: String, condition: Condition = .started) {
+        self.service = service
+        self.condition = condition
+    }
+}
+
+/// A number of replicas, absolute or as a percentage of the desired count.
+public enum ReplicaCount: Hashable, Sendable, Codable, CustomStringConvertible {
+    /// So many replicas.
+    case count(Int)
+    /// This percentage of the desired replicas.
+    case percent(Int)
+
+    /// The number for `total` desired replicas, rounding up or down.
+    ///
+    /// - Parameters:
+    ///   - total: the desired number of replicas.
+    ///   - roundingUp: whether a fraction counts as one more.
+    public func resolve(total: Int, roundingUp: Bool) -> Int {
+        switch self {
+        case .count(let count): return count
+        case .percent(let percent):
+            let product = total * percent
+            return roundingUp ? (product + 99) / 100 : product / 100
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .count(let count): "\(count)"
+        case .percent(let percent): "\(percent)%"
+        }
+    }
+
+    /// Parses `3` or `25%`.
+    ///
+    /// - Parameter text: the count or percentage.
+    public init?(_ text: String) {
+        if text.hasSuffix("%") {
+            guard let value = Int(text.dropLast()), (0...100).contains(value) else { return nil }
+            self = .percent(value)
+        } else {
+            guard let value = Int(text), value >= 0 else { return nil }
+            self = .count(value)
+        }
+    }
+
+    var isNegativeOrOver100: Bool {
+        switch self {
+        case .count(let count): count < 0
+        case .percent(let percent): percent < 0 || percent > 100
+        }
+    }
+}
+
+/// How a new revision replaces the old one, as a Kubernetes Deployment's
+/// rolling update.
+public struct UpdateStrategy: Hashable, Sendable, Codable {
+    /// How many replicas may run above the desired count during a rollout (25 %).
+    public var maxSurge: ReplicaCount
+    /// How many replicas may be unavailable during a rollout (25 %).
+    public var maxUnavailable: ReplicaCount
+    /// How long a ready replica must stay ready to count as available.
+    public var minReady: Duration
+    /// How long a rollout may go without progress before it fails (600 s).
+    public var progressDeadline: Duration
+    /// How many old revisions are kept for rollbacks (10).
+    public var revisionHistoryLimit: Int
+    /// Whether a failed rollout rolls back to the previous revision on its own.
+    public var rollbackOnFailure: Bool
+
+    /// Kubernetes' defaults, and rollback on failure.
+    ///
+    /// - Parameters:
+    ///   - maxSurge: replicas allowed above the desired count.
+    ///   - maxUnavailable: replicas allowed to be unavailable.
+    ///   - minReady: how long a replica must be ready to count as available.
+    ///   - progressDeadline: how long a rollout may go without progress.
+    ///   - revisionHistoryLimit: how many old revisions are kept.
+    ///   - rollbackOnFailure: whether a failed rollout rolls back on its own.
+    public init(maxSurge: ReplicaCount = .percent(25), maxUnavailable: ReplicaCount = .percent(25), minReady: Duration = .zero,
+                progressDeadline: Duration = .seconds(600), revisionHistoryLimit: Int = 10, rollbackOnFailure: Bool = true) {
+        self.maxSurge = maxSurge
+        self.maxUnavailable = maxUnavailable
+        self.minReady = minReady
+        self.progressDeadline = progressDeadline
+        self.revisionHistoryLimit = revisionHistoryLimit
+        self.rollbackOnFailure = rollbackOnFailure
+    }
+
+    func validate(service: String) throws {
+        guard !maxSurge.isNegativeOrOver100, !maxUnavailable.isNegativeOrOver100 else {
+            throw ReconcilerError(.invalidSpec, "service \(service): maxSurge and maxUnavailable must be counts >= 0 or percentages 0…100")
+        }
+        guard maxSurge != .count(0) || maxUnavailable != .count(0), maxSurge != .percent(0) || maxUnavailable != .percent(0) else {
+            throw ReconcilerError(.invalidSpec, "service \(service): maxSurge and maxUnavailable cannot both be 0")
+        }
+        guard minReady >= .zero, progressDeadline > .zero, revisionHistoryLimit >= 0 else {
+            throw ReconcilerError(.invalidSpec, "service \(service): minReady, progressDeadline and revisionHistoryLimit must not be negative")
+        }
+    }
+
+    /// The surge and unavailability limits for `replicas` desired replicas,
+    /// as Kubernetes resolves them: surge rounds up, unavailability down,
+    /// and at least one of them is 1 or more.
+    func limits(replicas: Int) -> (surge: Int, unavailable: Int) {
+        let surge = maxSurge.resolve(total: replicas, roundingUp: true)
+        var unavailable = maxUnavailable.resolve(total: replicas, roundingUp: false)
+        if surge == 0 && unavailable == 0 { unavailable = 1 }
+        return (surge, unavailable)
+    }
+}
+
+extension ContainerSpec {
+    /// Whether the spec publishes a fixed host port, which two replicas
+    /// cannot hold at once.
+    var publishesFixedHostPorts: Bool { publishedPorts.contains { $0.hostPort != 0 } }
+}
