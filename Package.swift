@@ -165,7 +165,7 @@ let package = Package(
         // checks, running tools, fixtures.
         .target(
             name: "GantryTestSupport",
-            dependencies: ["OCIImage"],
+            dependencies: ["OCIImage", "Runtime"],
             path: "Tests/GantryTestSupport",
             swiftSettings: strict
         ),

@@ -32,6 +32,8 @@ extension Reconciler {
             return try await tearDown(name)
         }
         guard var plan = decision else { return }
+        plan.events.forEach(emit)
+        plan.events.removeAll()
         // Replicas first: healing is what must be fast.
         try await create(plan.create, for: plan.spec, revision: plan.revision, hash: plan.hash)
         for id in plan.remove { await terminate(name, id) }

@@ -214,7 +214,7 @@ extension Reconciler {
             guard let (kind, probe) = active.min(by: { due[$0.0, default: .zero] < due[$1.0, default: .zero] }) else { return }
             let wait = due[kind, default: .zero] - clock.now()
             if wait > .zero {
-                do { try await clock.sleep(wait) } catch { return }
+                do { try await clock.sleepUntil(due[kind, default: .zero]) } catch { return }
             }
             guard state.withLock({ $0.services[name]?.replicas[id].map { $0.exit == nil && !$0.terminating && !$0.unhealthy } ?? false }) else { return }
             let began = DispatchTime.now().uptimeNanoseconds

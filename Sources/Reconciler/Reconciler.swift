@@ -383,6 +383,30 @@ public final class Reconciler: Service, Sendable {
         }
     }
 
+    /// Runs the reconciler while `body` runs, then shuts it down (as
+    /// ``Options/onShutdown`` says) and waits for it to end: the scoped
+    /// form of ``run()``, for tests and short-lived programs.
+    ///
+    /// - Parameter body: what to do while it runs.
+    /// - Returns: what `body` returns.
+    public func withRunning<T: Sendable>(_ body: @Sendable (Reconciler) async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T?.self) { group in
+            group.addTask {
+                try await self.run()
+                return nil
+            }
+            let result: Result<T, any Error>
+            do {
+                result = .success(try await body(self))
+            } catch {
+                result = .failure(error)
+            }
+            group.cancelAll()
+            while let _ = try await group.next() {}
+            return try result.get()
+        }
+    }
+
     private func work() async {
         while let key = await queue.next() {
             metrics.queueDepth.record(queue.depth)

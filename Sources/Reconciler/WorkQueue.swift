@@ -4,16 +4,22 @@ import Synchronization
 struct ReconcilerClock: Sendable {
     /// The time since the clock was wrapped.
     let now: @Sendable () -> Duration
-    let sleep: @Sendable (Duration) async throws -> Void
+    /// Sleeps until a time since the origin.
+    let sleepUntil: @Sendable (Duration) async throws -> Void
 
     init<C: Clock & Sendable>(_ clock: C) where C.Duration == Duration, C.Instant: Sendable {
         let origin = clock.now
         now = { origin.duration(to: clock.now) }
-        sleep = { try await clock.sleep(for: $0) }
+        sleepUntil = { try await clock.sleep(until: origin.advanced(by: $0), tolerance: nil) }
+    }
+
+    /// Sleeps for `duration` from now.
+    func sleep(_ duration: Duration) async throws {
+        try await sleepUntil(now() + duration)
     }
 }
 
-/// The rate limits of a ``WorkQueue``, as client-go's default controller
+/// The rate limits of the reconciler's work queue, as client-go's default controller
 /// rate limiter: per key, an exponential back-off after each failure; for
 /// all keys, a token bucket. A retry waits for the longer of the two.
 public struct WorkQueueRateLimits: Hashable, Sendable {
@@ -111,7 +117,8 @@ final class WorkQueue<Key: Hashable & Sendable>: Sendable {
         }
         guard schedule else { return }
         spawn { [self] in
-            try? await clock.sleep(delay)
+            // Until the deadline, not for the delay: the clock may have moved meanwhile.
+            try? await clock.sleepUntil(deadline)
             let due = state.withLock { state -> Bool in
                 guard state.delayed[key] == deadline else { return false }
                 state.delayed[key] = nil

@@ -3,43 +3,14 @@ import GantryTestSupport
 import Logging
 import OCIImage
 import Runtime
+import CoreMetrics
 import Synchronization
 import Testing
-import CoreMetrics
 import Tracing
 @testable import Reconciler
 
 /// Busybox applets the reconciler tests use.
 let reconcilerApplets = ["touch", "rm", "test", "mkdir", "nc"]
-
-/// A state root with a busybox image (`busybox:test`) and a runtime whose
-/// containers live under a cgroup parent of their own. Afterwards every
-/// container and cgroup is gone, which the fixture checks.
-func withReconcilerRuntime<T>(_ label: String, _ body: (ContainerRuntime, String) async throws -> T) async throws -> T {
-    try await withTemporaryDirectory(label) { dir in
-        let rootfs = dir + "/rootfs"
-        try makeBusyboxRootfs(rootfs, applets: reconcilerApplets)
-        let images = try ImageStore(root: StateRoot(dir + "/state"))
-        try await images.importRootfs(at: rootfs, name: "busybox:test")
-        let parent = "gantry-test-\(UUID().uuidString.prefix(8).lowercased())"
-        let runtime = try ContainerRuntime(images: images, cgroupParent: parent)
-        func cleanUp() async throws {
-            let left = try runtime.list()
-            #expect(left.isEmpty, "containers left: \(left.map(\.name))")
-            for record in left { try await runtime.container(record.id).remove(force: true) }
-            for network in try runtime.networks.list() { try runtime.networks.remove(network.name) }
-            try runtime.cgroups.remove(parent)
-        }
-        do {
-            let result = try await body(runtime, dir)
-            try await cleanUp()
-            return result
-        } catch {
-            try? await cleanUp()
-            throw error
-        }
-    }
-}
 
 /// Runs a reconciler over a fresh runtime while `body` runs, then shuts it
 /// down (stopping its replicas) and waits for it to end.
@@ -48,23 +19,9 @@ func withReconciler<T: Sendable, C: Clock & Sendable>(
     metrics: (any MetricsFactory)? = nil, tracer: (any Tracer)? = nil,
     _ body: @Sendable (Reconciler, ContainerRuntime) async throws -> T
 ) async throws -> T where C.Duration == Duration, C.Instant: Sendable {
-    try await withReconcilerRuntime(label) { runtime, _ in
+    try await withBusyboxRuntime(label, applets: reconcilerApplets) { runtime, _ in
         let reconciler = try Reconciler(runtime: runtime, options: options, clock: clock, metricsFactory: metrics, tracer: tracer)
-        return try await withThrowingTaskGroup(of: T?.self) { group in
-            group.addTask {
-                try await reconciler.run()
-                return nil
-            }
-            let result: Result<T, any Error>
-            do {
-                result = .success(try await body(reconciler, runtime))
-            } catch {
-                result = .failure(error)
-            }
-            group.cancelAll()
-            while let _ = try await group.next() {}
-            return try result.get()
-        }
+        return try await reconciler.withRunning { try await body($0, runtime) }
     }
 }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Tracing
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -81,7 +82,13 @@ struct Snapshotter: Sendable {
                 whiteouts: .overlay(lowerLayers: lowers), privileged: privileged, expectedDiffID: layer.diffID,
                 progress: ImageProgress.unpacking(layer.descriptor, index: index, count: count, handler: progress),
                 isCancelled: isCancelled)
-            let report = try LayerUnpacker.unpack(layerAt: content.path(for: layer.descriptor.digest), into: scratch, options: options)
+            let report = try withSpan("unpack") { span in
+                span.attributes["gantry.layer"] = layer.descriptor.digest.description
+                let report = try LayerUnpacker.unpack(layerAt: content.path(for: layer.descriptor.digest), into: scratch, options: options)
+                span.attributes["gantry.bytes"] = Int(report.uncompressedSize)
+                return report
+            }
+            ImageTelemetry.unpacked(bytes: report.uncompressedSize)
             if rename(scratch, directory) != 0 {
                 let error = Sys.errno
                 // Someone else finished the same snapshot first.

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import Tracing
 
 /// What a pull did.
 public struct PullReport: Hashable, Sendable, Codable {
@@ -51,8 +52,14 @@ extension ImageStore {
                      progress: ImageProgressHandler? = nil) async throws -> PullReport {
         let reference = try ImageReference(parsing: reference)
         let client = client ?? registry
-        return try await lock.withLock(.shared) { () async throws -> PullReport in
-            try await performPull(reference, platform: platform, client: client, progress: progress)
+        return try await withSpan("pull") { span in
+            span.attributes["gantry.image"] = reference.description
+            let report = try await lock.withLock(.shared) { () async throws -> PullReport in
+                try await performPull(reference, platform: platform, client: client, progress: progress)
+            }
+            span.attributes["gantry.bytes"] = Int(report.bytes)
+            ImageTelemetry.pulled(bytes: report.bytes)
+            return report
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Tracing
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -115,7 +116,11 @@ extension ImageStore {
                             whiteouts: .apply, expectedDiffID: layer.diffID,
                             progress: ImageProgress.unpacking(layer.descriptor, index: index, count: image.layers.count, handler: progress),
                             isCancelled: isCancelled)
-                        let result = try LayerUnpacker.unpack(layerAt: self.content.path(for: layer.descriptor.digest), into: target, options: options)
+                        let result = try withSpan("unpack") { span in
+                            span.attributes["gantry.layer"] = layer.descriptor.digest.description
+                            return try LayerUnpacker.unpack(layerAt: self.content.path(for: layer.descriptor.digest), into: target, options: options)
+                        }
+                        ImageTelemetry.unpacked(bytes: result.uncompressedSize)
                         report.layers += 1
                         report.entries += result.entries
                         report.bytes += result.uncompressedSize

@@ -3,6 +3,7 @@ import CGantrySystem
 import Foundation
 import Synchronization
 import SystemPackage
+import Tracing
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -76,6 +77,13 @@ public final class Container: Sendable {
     /// - Throws: ``RuntimeError`` with code `invalidState` unless the
     ///   container is created, or `launch` naming the step that failed.
     public func start() async throws {
+        try await withSpan("container.start") { span in
+            span.attributes["gantry.container"] = name
+            try await performStart()
+        }
+    }
+
+    private func performStart() async throws {
         let record = try state.withLock { state -> ContainerRecord in
             guard state.record.status == .created else { throw invalid("start", state.record.status) }
             guard state.owned else {

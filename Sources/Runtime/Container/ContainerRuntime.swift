@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import OCIImage
 import Synchronization
+import Tracing
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -92,6 +93,14 @@ public final class ContainerRuntime: Sendable {
     /// - Throws: ``RuntimeError`` naming what is wrong in the spec, or
     ///   `OCIImageError` when the image cannot be found or unpacked.
     public func create(_ spec: ContainerSpec) async throws -> Container {
+        try await withSpan("container.create") { span in
+            let container = try await performCreate(spec)
+            span.attributes["gantry.container"] = container.name
+            return container
+        }
+    }
+
+    private func performCreate(_ spec: ContainerSpec) async throws -> Container {
         let id = Self.newID()
         let name = spec.name ?? "gantry-" + id.prefix(12)
         try Self.validate(name: name)

@@ -1,0 +1,362 @@
+import ArgumentParser
+import Foundation
+import Gantry
+import Logging
+import Metrics
+import Prometheus
+import ServiceLifecycle
+
+/// Options naming a compose file and its project.
+struct ComposeOptions: ParsableArguments {
+    @Option(name: .shortAndLong, help: ArgumentHelp("The compose file.", valueName: "file")) var file = "compose.yaml"
+    @Option(name: [.customShort("p"), .customLong("project-name")], help: "The project's name (default: the file's name: key, else its directory's name).")
+    var projectName: String?
+
+    func load() throws -> ComposeProject {
+        var path = file
+        if file == "compose.yaml", !FileManager.default.fileExists(atPath: path) {
+            path = ["compose.yml", "docker-compose.yaml", "docker-compose.yml"].first { FileManager.default.fileExists(atPath: $0) } ?? path
+        }
+        return try ComposeProject.load(path: path, projectName: projectName)
+    }
+}
+
+struct Up: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a compose project in the foreground until SIGINT or SIGTERM, then take it down.",
+        discussion: "Replicas are kept running, replaced when they end, probed and rolled out as the file says. ps, inspect, logs, events and service commands work from other processes meanwhile.")
+    @OptionGroup var compose: ComposeOptions
+    @Option(name: .long, help: ArgumentHelp("Serve Prometheus metrics at /metrics on this port.", valueName: "port")) var metricsPort: Int?
+    @Option(name: .long, help: ArgumentHelp("The address the metrics port listens on.", valueName: "ip")) var metricsAddress = "127.0.0.1"
+    @Flag(name: .long, help: "Leave the replicas running at exit, for the next up to adopt, instead of taking the project down.")
+    var leaveRunning = false
+    @Flag(name: .shortAndLong, help: "Print no events.") var quiet = false
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let project = try compose.load()
+        for warning in project.warnings { Terminal.printError("warning: " + warning) }
+        // Libraries report through swift-metrics; the program chooses where it goes.
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        let gantry = try await global.openGantry()
+        let runtime = try gantry.containers
+        let reconciler = try Reconciler(
+            runtime: runtime,
+            options: Reconciler.Options(project: project.name, onShutdown: leaveRunning ? .leaveRunning : .stopReplicas),
+            logger: global.logger)
+        let report = try reconciler.apply(project)
+        for network in report.createdNetworks { say("network \(network) created") }
+        for volume in report.createdVolumes { say("volume \(volume) created") }
+        var services: [any Service] = [reconciler, ContainerMetrics(runtime: runtime, interval: .seconds(2), logger: global.logger)]
+        if let metricsPort {
+            let server = MetricsServer(host: metricsAddress, port: metricsPort, registry: registry, logger: global.logger)
+            try await server.bind()
+            say("metrics at http://\(metricsAddress):\(server.boundPort)/metrics")
+            services.append(server)
+        }
+        if !quiet { services.append(EventPrinter(reconciler: reconciler)) }
+        let group = ServiceGroup(configuration: ServiceGroupConfiguration(
+            services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint], logger: global.logger))
+        try await group.run()
+        if !leaveRunning {
+            try await Reconciler.tearDown(project: project.name, runtime: runtime, store: reconciler.store)
+            say("project \(project.name) taken down")
+        }
+    }
+}
+
+/// Prints a line at once, unbuffered, also into a pipe or a file.
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
+
+/// Prints the reconciler's events as they happen, until shutdown.
+struct EventPrinter: Service {
+    let reconciler: Reconciler
+
+    func run() async throws {
+        let events = reconciler.events()
+        await cancelWhenGracefulShutdown {
+            for await event in events {
+                say("\(formatTime(event.time) ?? "") \(event.description)")
+            }
+        }
+    }
+}
+
+struct Down: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Take a compose project down: its services, replicas and the networks it made.")
+    @OptionGroup var compose: ComposeOptions
+    @Flag(name: .shortAndLong, help: "Remove the project's volumes too.") var volumes = false
+    @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let project = try compose.load()
+        let gantry = try await global.openGantry()
+        let runtime = try gantry.containers
+        let store = try ServiceStore(root: gantry.root)
+        let upProcess = Reconciler.reconcilingProcess(project: project.name, root: gantry.root)
+        try await Reconciler.tearDown(project: project.name, runtime: runtime, store: store, removingVolumes: volumes)
+        // The foreground up has nothing left to run.
+        if let upProcess { kill(upProcess, SIGTERM) }
+        print("project \(project.name) taken down")
+    }
+}
+
+/// An event as `events --format json` prints it.
+struct EventLine: Encodable {
+    var sequence: Int64
+    var time: String
+    var project: String
+    var service: String
+    var container: String?
+    var event: String
+    var message: String
+
+    init(_ entry: JournalEntry) {
+        sequence = entry.sequence
+        time = formatTime(entry.event.time) ?? ""
+        project = entry.event.project
+        service = entry.event.service
+        container = entry.event.container
+        event = entry.event.name
+        message = entry.event.message
+    }
+}
+
+struct Events: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the event journal of services and their replicas.")
+    @Flag(name: .shortAndLong, help: "Follow new events, from any process, until interrupted.") var follow = false
+    @Option(name: .long, help: "Only this project's events.") var project: String?
+    @Option(name: .long, help: ArgumentHelp("Only events of this service, or of service/NAME or container/NAME.", valueName: "object")) var object: String?
+    @Option(name: .long, help: "At most this many past events.") var tail = 1000
+    @OptionGroup var global: GlobalOptions
+    @OptionGroup var output: FormatOption
+
+    func run() async throws {
+        let store = try ServiceStore(root: global.stateRoot)
+        func show(_ entry: JournalEntry) throws {
+            switch output.format {
+            case .json:
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+                say(String(decoding: try encoder.encode(EventLine(entry)), as: UTF8.self))
+            case .table:
+                say("\(formatTime(entry.event.time) ?? "") \(entry.event.project)/\(entry.event.description)")
+            }
+        }
+        let past = try store.events(project: project, object: object, limit: tail)
+        for entry in past { try show(entry) }
+        guard follow else { return }
+        for try await entry in store.follow(project: project, object: object, after: past.last?.sequence ?? 0) {
+            try show(entry)
+        }
+    }
+}
+
+struct ServiceCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "service", abstract: "List, inspect, scale and roll back services.",
+        subcommands: [List.self, Inspect.self, Scale.self, Rollout.self, Logs.self])
+
+    /// Finds a service by name, in the given project or the only one that has it.
+    static func find(_ name: String, project: String?, store: ServiceStore) throws -> ServiceRecord {
+        if let project { return try store.service(name, project: project) }
+        let matches = try store.services().filter { $0.spec.name == name }
+        guard let match = matches.first else { throw ValidationError("no service \(name)") }
+        guard matches.count == 1 else {
+            throw ValidationError("services named \(name) are in projects \(matches.map(\.spec.project).joined(separator: ", ")): choose one with --project")
+        }
+        return match
+    }
+
+    struct ProjectOption: ParsableArguments {
+        @Option(name: .long, help: "The service's project (needed when several have the name).") var project: String?
+    }
+
+    /// What `service ls --format json` prints.
+    struct Summary: Encodable {
+        var project: String
+        var name: String
+        var image: String
+        var replicas: Int
+        var ready: Int
+        var available: Int
+        var updated: Int
+        var restarts: Int
+        var generation: Int
+        var observedGeneration: Int
+        var revision: Int
+        var rollout: String
+        var message: String?
+
+        init(_ record: ServiceRecord) {
+            project = record.spec.project
+            name = record.spec.name
+            if case .image(let image) = record.spec.template.root { self.image = image } else { image = "" }
+            replicas = record.spec.replicas
+            ready = record.status.readyReplicas
+            available = record.status.availableReplicas
+            updated = record.status.updatedReplicas
+            restarts = record.status.restarts
+            generation = record.generation
+            observedGeneration = record.status.observedGeneration
+            revision = record.revision
+            rollout = record.status.rollout.rawValue
+            message = record.status.message
+        }
+    }
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "ls", abstract: "List services.")
+        @Option(name: .long, help: "Only this project's services.") var project: String?
+        @OptionGroup var global: GlobalOptions
+        @OptionGroup var output: FormatOption
+
+        func run() async throws {
+            let records = try ServiceStore(root: global.stateRoot).services(project: project)
+            switch output.format {
+            case .json: try Terminal.printJSON(records.map(Summary.init))
+            case .table:
+                Terminal.printTable(["PROJECT", "NAME", "IMAGE", "READY", "AVAILABLE", "RESTARTS", "REVISION", "ROLLOUT"], records.map { record in
+                    let summary = Summary(record)
+                    return [summary.project, summary.name, summary.image, "\(summary.ready)/\(summary.replicas)", "\(summary.available)",
+                            "\(summary.restarts)", "\(summary.revision)", summary.rollout]
+                })
+            }
+        }
+    }
+
+    struct Inspect: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a service's spec, status and revisions as JSON.")
+        @Argument(help: "The service.") var name: String
+        @OptionGroup var project: ProjectOption
+        @OptionGroup var global: GlobalOptions
+
+        struct Details: Encodable {
+            var record: ServiceRecord
+            var revisions: [Int]
+        }
+
+        func run() async throws {
+            let store = try ServiceStore(root: global.stateRoot)
+            let record = try ServiceCommand.find(name, project: project.project, store: store)
+            try Terminal.printJSON(Details(record: record, revisions: try store.revisions(name, project: record.spec.project).map(\.number)))
+        }
+    }
+
+    struct Scale: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Change a service's number of replicas.")
+        @Argument(help: "The service.") var name: String
+        @Argument(help: "The number of replicas.") var replicas: Int
+        @OptionGroup var project: ProjectOption
+        @OptionGroup var global: GlobalOptions
+
+        func run() async throws {
+            let store = try ServiceStore(root: global.stateRoot)
+            let record = try ServiceCommand.find(name, project: project.project, store: store)
+            let scaled = try store.scale(name, project: record.spec.project, replicas: replicas)
+            print("service \(name) scaled to \(scaled.spec.replicas) (generation \(scaled.generation))")
+            if !Reconciler.isRunning(project: record.spec.project, root: global.stateRoot) {
+                Terminal.printError("warning: no reconciler runs project \(record.spec.project); the change applies when one does")
+            }
+        }
+    }
+
+    struct Rollout: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Follow or undo a service's rollout.", subcommands: [Status.self, Undo.self, History.self])
+
+        struct Status: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Wait until the service's rollout completes or fails; exit 1 when it failed.")
+            @Argument(help: "The service.") var name: String
+            @Option(name: .long, help: "How long to wait.") var timeout = "5m"
+            @Flag(name: .long, help: "Print the status once instead of waiting.") var noWait = false
+            @OptionGroup var project: ProjectOption
+            @OptionGroup var global: GlobalOptions
+
+            func run() async throws {
+                let store = try ServiceStore(root: global.stateRoot)
+                let deadline = ContinuousClock.now + (try parseDuration(timeout))
+                var last = ""
+                while true {
+                    let record = try ServiceCommand.find(name, project: project.project, store: store)
+                    let status = record.status
+                    let line = "service \(name) revision \(record.revision): \(status.rollout.rawValue), \(status.updatedReplicas) updated, \(status.availableReplicas) of \(record.spec.replicas) available"
+                        + (status.message.map { " (\($0))" } ?? "")
+                    if line != last { say(line) }
+                    last = line
+                    let current = status.observedGeneration == record.generation
+                    if current && status.rollout == .complete { return }
+                    if current && status.rollout == .failed { throw ExitCode(1) }
+                    if noWait { return }
+                    guard ContinuousClock.now < deadline else { throw ValidationError("the rollout of \(name) did not finish within \(timeout)") }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
+        }
+
+        struct Undo: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Go back to the previous revision (or --to-revision N).")
+            @Argument(help: "The service.") var name: String
+            @Option(name: .long, help: "The revision to go back to.") var toRevision: Int?
+            @OptionGroup var project: ProjectOption
+            @OptionGroup var global: GlobalOptions
+
+            func run() async throws {
+                let store = try ServiceStore(root: global.stateRoot)
+                let record = try ServiceCommand.find(name, project: project.project, store: store)
+                let (_, from, to) = try store.rollBack(name, project: record.spec.project, to: toRevision)
+                print("service \(name) rolled back from revision \(from); now revision \(to)")
+            }
+        }
+
+        struct History: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "List a service's revisions.")
+            @Argument(help: "The service.") var name: String
+            @OptionGroup var project: ProjectOption
+            @OptionGroup var global: GlobalOptions
+
+            func run() async throws {
+                let store = try ServiceStore(root: global.stateRoot)
+                let record = try ServiceCommand.find(name, project: project.project, store: store)
+                Terminal.printTable(["REVISION", "CREATED", "HASH", "COMMAND"], try store.revisions(name, project: record.spec.project).map { revision in
+                    let command = (revision.template.container.entrypoint ?? []) + (revision.template.container.command ?? [])
+                    return ["\(revision.number)\(revision.number == record.revision ? " (current)" : "")", formatTime(revision.createdAt) ?? "",
+                            revision.hash, command.joined(separator: " ")]
+                })
+            }
+        }
+    }
+
+    struct Logs: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the output of all of a service's replicas, interleaved.")
+        @Argument(help: "The service.") var name: String
+        @Flag(name: .shortAndLong, help: "Follow new output, from new replicas too, until interrupted.") var follow = false
+        @Flag(name: .shortAndLong, help: "Prefix each line with its time.") var timestamps = false
+        @OptionGroup var project: ProjectOption
+        @OptionGroup var global: GlobalOptions
+
+        func run() async throws {
+            let store = try ServiceStore(root: global.stateRoot)
+            let record = try ServiceCommand.find(name, project: project.project, store: store)
+            try await printServiceLogs(ServiceLogs(runtime: try await global.openGantry().containers, service: name, project: record.spec.project),
+                                       follow: follow, timestamps: timestamps)
+        }
+    }
+}
+
+/// Prints a service's lines as `container | text`.
+func printServiceLogs(_ logs: ServiceLogs, follow: Bool, timestamps: Bool) async throws {
+    func show(_ line: ServiceLogLine) {
+        let prefix = (timestamps ? (formatTime(line.time) ?? "") + " " : "") + line.container + " | "
+        let handle = line.stream == .stderr ? FileHandle.standardError : FileHandle.standardOutput
+        handle.write(Data((prefix + line.text + "\n").utf8))
+    }
+    if follow {
+        for try await line in logs.follow() { show(line) }
+    } else {
+        for line in try await logs.lines() { show(line) }
+    }
+}

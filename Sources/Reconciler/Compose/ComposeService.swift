@@ -1,0 +1,266 @@
+import Foundation
+import Runtime
+
+/// Reads one entry of `services:` into a ``ServiceSpec``.
+struct ServiceReader {
+    let project: String
+    let directory: String
+    let networks: [String: ComposeNetwork]
+    let volumes: [String: ComposeVolume]
+
+    /// The service keys Gantry takes; the ones only checked for an error
+    /// or a warning are among them, so that the message says more than
+    /// "not supported".
+    static let keys: Set<String> = [
+        "image", "command", "entrypoint", "environment", "env_file", "working_dir", "user", "hostname", "labels", "read_only",
+        "init", "cap_add", "cap_drop", "sysctls", "ulimits", "stop_grace_period", "stop_signal", "ports", "expose", "volumes",
+        "tmpfs", "networks", "network_mode", "restart", "healthcheck", "depends_on", "deploy", "scale", "mem_limit", "cpus",
+        "pids_limit",
+        // Errors with a reason.
+        "container_name", "build", "extra_hosts",
+        // Accepted, ignored, warned about.
+        "logging", "profiles", "dns", "dns_search", "dns_opt", "platform", "pull_policy", "tty", "stdin_open",
+    ]
+
+    /// Keys that change nothing in Gantry, and why.
+    static let ignored: [(key: String, why: String)] = [
+        ("logging", "ignored; each replica's output goes to its Gantry container log"),
+        ("dns", "ignored; Gantry sets up name resolution itself"),
+        ("dns_search", "ignored; Gantry sets up name resolution itself"),
+        ("dns_opt", "ignored; Gantry sets up name resolution itself"),
+        ("platform", "ignored; the image is run as the image store has it"),
+        ("pull_policy", "ignored; the image comes from Gantry's image store"),
+        ("tty", "ignored; replicas run detached, without a terminal"),
+        ("stdin_open", "ignored; replicas run detached, without stdin"),
+    ]
+
+    /// The spec, and whether it joins the project's default network; nil
+    /// for a service left out because it has profiles.
+    func read(name: String, _ service: ComposeValue) throws -> (spec: ServiceSpec, usesDefaultNetwork: Bool)? {
+        do {
+            try ServiceSpec.validate(name: name, kind: "service")
+        } catch let error as ReconcilerError {
+            throw service.keyError(error.message)
+        }
+        let fields = try service.fields(Self.keys, what: "service key")
+        if let profiles = fields["profiles"] {
+            profiles.warn("the service is left out: Gantry activates no profiles")
+            return nil
+        }
+        if let key = fields["container_name"] { throw key.keyError("not supported: replicas are named by Gantry") }
+        if let key = fields["build"] { throw key.keyError("not supported: Gantry runs images; build the image first and name it in image:") }
+        if let key = fields["extra_hosts"] { throw key.keyError("not supported: Gantry does not add host entries") }
+        for (key, why) in Self.ignored { fields[key]?.warn(why) }
+
+        guard let image = try fields["image"]?.optionalString(), !image.isEmpty else {
+            throw service.keyError("image: is missing; Gantry runs images")
+        }
+        var template = ContainerSpec(image: image)
+        template.entrypoint = try fields["entrypoint"].flatMap(commandLine)
+        template.command = try fields["command"].flatMap(commandLine)
+        template.environment = try environment(fields)
+        if let directory = try fields["working_dir"]?.optionalString() {
+            guard directory.hasPrefix("/") else { throw fields["working_dir", default: service].error("must be an absolute path") }
+            template.workingDirectory = directory
+        }
+        template.user = try fields["user"]?.optionalString()
+        template.hostname = try fields["hostname"]?.optionalString()
+        template.labels = try ComposeLabels.read(fields["labels"])
+        template.readOnlyRootfs = try fields["read_only"]?.bool() ?? false
+        template.initProcess = try fields["init"]?.bool() ?? false
+        template.capabilitiesAdded = try capabilities(fields["cap_add"])
+        template.capabilitiesDropped = try capabilities(fields["cap_drop"])
+        for (key, value, at) in try fields["sysctls"]?.keyValues() ?? [] {
+            guard let value else { throw at.error("needs a value (KEY=VALUE)") }
+            template.sysctls[key] = value
+        }
+        template.resourceLimits = try ulimits(fields["ulimits"])
+        if let period = fields["stop_grace_period"] { template.stopGracePeriod = try period.duration() }
+        if let signal = fields["stop_signal"] {
+            guard let number = ComposeSyntax.signal(try signal.string()) else { throw signal.error("is not a signal such as SIGTERM, TERM or 15") }
+            template.stopSignal = number
+        }
+        template = template.resources(cpus: try fields["cpus"].map(cpus), memory: try fields["mem_limit"]?.size(),
+                                      pids: try fields["pids_limit"].map { Int64(try $0.int(1 ... Int.max)) })
+        template.mounts = try mounts(fields)
+        let network = try network(fields, service: service)
+        template = template.network(network.mode, aliases: network.aliases)
+        let ports = try fields["ports"]?.sequence().map(port) ?? []
+        if !ports.isEmpty, !network.joinsBridge {
+            fields["ports"]?.warn("ignored: published ports need a bridge network, not network_mode \(network.mode)")
+        } else {
+            template.publishedPorts = ports
+        }
+
+        var spec = ServiceSpec(name: name, project: project, template: template)
+        // Without restart:, replicas are kept running, as deploy.restart_policy
+        // (condition any) does: the reconciler is an orchestrator, not a one-shot runner.
+        spec.restartPolicy = try fields["restart"].map(restartPolicy) ?? .always
+        if let healthcheck = fields["healthcheck"] { spec.probes.readiness = try probe(healthcheck) }
+        spec.dependsOn = try fields["depends_on"].map(dependencies) ?? []
+        var replicas = try fields["scale"]?.int()
+        if let deploy = fields["deploy"] {
+            let deployed = try self.deploy(deploy, into: &spec)
+            if let deployed, let scale = replicas, scale != deployed {
+                throw fields["scale", default: service].keyError("scale: \(scale) and deploy.replicas: \(deployed) disagree; give one")
+            }
+            replicas = replicas ?? deployed
+        }
+        spec.replicas = replicas ?? 1
+        if let extensions = try service.mapping().first(where: { $0.key == "x-gantry" })?.value { try gantryExtensions(extensions, into: &spec) }
+        do {
+            try spec.validate()
+        } catch let error as ReconcilerError {
+            throw ReconcilerError(.compose, "\(service.context.file): \(error.message)")
+        }
+        return (spec, network.usesDefault)
+    }
+
+    /// A command line: a list as it is, a string split as a shell would.
+    private func commandLine(_ value: ComposeValue) throws -> [String]? {
+        switch value.node {
+        case .null: return nil
+        case .sequence: return try value.sequence().map { try $0.string() }
+        default:
+            guard let words = ComposeSyntax.shellWords(try value.string()) else { throw value.error("has a quote that is not closed") }
+            return words
+        }
+    }
+
+    /// `env_file` then `environment`, later values winning; a key without a
+    /// value takes the variable of that name, or is left out.
+    private func environment(_ fields: [String: ComposeValue]) throws -> [String] {
+        var order: [String] = []
+        var values: [String: String] = [:]
+        func set(_ key: String, _ value: String) {
+            if values[key] == nil { order.append(key) }
+            values[key] = value
+        }
+        for entry in try fields["env_file"]?.strings() ?? [] {
+            for (key, value) in try envFile(entry) { set(key, value) }
+        }
+        for (key, value, _) in try fields["environment"]?.keyValues() ?? [] {
+            if let value = value ?? fields["environment"]?.context.environment[key] { set(key, value) }
+        }
+        return order.compactMap { key in values[key].map { "\(key)=\($0)" } }
+    }
+
+    /// The variables of one `env_file` entry: a path, or `{path, required}`.
+    private func envFile(_ entry: ComposeValue) throws -> [(String, String)] {
+        var pathValue = entry
+        var required = true
+        if case .mapping = entry.node {
+            let fields = try entry.fields(["path", "required", "format"])
+            guard let path = fields["path"] else { throw entry.keyError("path: is missing") }
+            pathValue = path
+            required = try fields["required"]?.bool() ?? true
+            if let format = fields["format"], try format.string() != "raw" { throw format.error("only the plain KEY=VALUE format is supported") }
+        }
+        let path = ComposeSyntax.absolutePath(try pathValue.string(), relativeTo: directory)
+        guard FileManager.default.fileExists(atPath: path) else {
+            if required { throw pathValue.error("no such file (\(path))") }
+            return []
+        }
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw pathValue.error("cannot read \(path): \(error.localizedDescription)")
+        }
+        return try Self.parseEnvFile(text, environment: entry.context.environment) { line, message in
+            pathValue.error("line \(line): \(message)")
+        }
+    }
+
+    /// `KEY=VALUE` lines; blank lines and `#` comments are skipped, an
+    /// `export ` prefix is allowed, a value loses one pair of surrounding
+    /// quotes, and a bare `KEY` takes the variable of that name if set.
+    static func parseEnvFile(_ text: String, environment: [String: String],
+                             error: (Int, String) -> ReconcilerError) throws -> [(String, String)] {
+        var variables: [(String, String)] = []
+        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            var line = Substring(rawLine.trimmingCharacters(in: .whitespacesAndNewlines))
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            if line.hasPrefix("export ") { line = line.dropFirst(7).drop(while: \.isWhitespace) }
+            let parts = line.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let key = parts[0].trimmingCharacters(in: .whitespaces)
+            guard !key.isEmpty, !key.contains(where: \.isWhitespace) else { throw error(index + 1, "expected KEY=VALUE") }
+            guard parts.count > 1 else {
+                if let value = environment[key] { variables.append((key, value)) }
+                continue
+            }
+            var value = parts[1].trimmingCharacters(in: .whitespaces)
+            if value.count >= 2, let first = value.first, first == "\"" || first == "'", value.last == first {
+                value = String(value.dropFirst().dropLast())
+            }
+            variables.append((key, value))
+        }
+        return variables
+    }
+
+    /// Capability names, checked (`ALL` stands for every one).
+    private func capabilities(_ value: ComposeValue?) throws -> [String] {
+        try (value?.sequence() ?? []).map { item in
+            let name = try item.string()
+            guard ["ALL", "CAP_ALL"].contains(name.uppercased()) || Capability(name) != nil else { throw item.error("is not a capability such as NET_ADMIN") }
+            return name
+        }
+    }
+
+    /// `ulimits:` — `nofile: 1024` or `nofile: {soft: 1024, hard: 2048}`; -1 is unlimited.
+    private func ulimits(_ value: ComposeValue?) throws -> [ContainerSpec.ResourceLimit] {
+        func limit(_ value: ComposeValue) throws -> UInt64 {
+            let number = try value.int(-1 ... Int.max)
+            return number == -1 ? .max : UInt64(number)
+        }
+        return try (value?.mapping() ?? []).map { name, entry in
+            if case .mapping = entry.node {
+                let fields = try entry.fields(["soft", "hard"])
+                guard let soft = fields["soft"], let hard = fields["hard"] else { throw entry.keyError("needs soft: and hard:") }
+                return ContainerSpec.ResourceLimit(name, soft: try limit(soft), hard: try limit(hard))
+            }
+            let both = try limit(entry)
+            return ContainerSpec.ResourceLimit(name, soft: both, hard: both)
+        }
+    }
+
+    /// A number of CPUs, as a string or a number, above 0.
+    func cpus(_ value: ComposeValue) throws -> Double {
+        guard let cpus = Double(try value.string()), cpus > 0, cpus.isFinite else { throw value.error("must be a number of CPUs above 0, such as 0.5") }
+        return cpus
+    }
+
+    /// `restart:` — `no`, `always`, `on-failure[:N]` or `unless-stopped`.
+    private func restartPolicy(_ value: ComposeValue) throws -> RestartPolicy {
+        let text = try value.string()
+        switch text {
+        case "no": return .never
+        case "always", "unless-stopped": return .always
+        case "on-failure": return .onFailure
+        default:
+            if text.hasPrefix("on-failure:"), let limit = Int(text.dropFirst("on-failure:".count)), limit >= 0 {
+                value.warn("the retry limit \(limit) is ignored; Gantry restarts with a growing back-off instead")
+                return .onFailure
+            }
+            throw value.error("must be no, always, on-failure[:N] or unless-stopped")
+        }
+    }
+
+    /// `depends_on:` — a list of services, or a mapping to `{condition}`.
+    private func dependencies(_ value: ComposeValue) throws -> [ServiceDependency] {
+        if case .sequence = value.node { return try value.sequence().map { ServiceDependency(try $0.string()) } }
+        return try value.mapping().map { service, entry in
+            let fields = try entry.fields(["condition", "restart", "required"])
+            var condition = ServiceDependency.Condition.started
+            if let text = fields["condition"] {
+                guard let parsed = ServiceDependency.Condition(rawValue: try text.string()) else {
+                    throw text.error("must be service_started, service_healthy or service_completed_successfully")
+                }
+                condition = parsed
+            }
+            fields["restart"]?.warn("ignored; Gantry does not restart a service with its dependency")
+            if let required = fields["required"], try !required.bool() { required.warn("ignored; every dependency is required") }
+            return ServiceDependency(service, condition: condition)
+        }
+    }
+}

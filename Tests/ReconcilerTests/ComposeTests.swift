@@ -1,0 +1,700 @@
+import Foundation
+import GantryTestSupport
+import Runtime
+import Testing
+@testable import Reconciler
+
+/// Parses `yaml` as `compose.yaml` in `/srv/demo` (project `demo`).
+private func parse(_ yaml: String, environment: [String: String] = [:], directory: String = "/srv/demo",
+                   projectName: String? = nil) throws -> ComposeProject {
+    try ComposeProject.parse(yaml, directory: directory, environment: environment, projectName: projectName)
+}
+
+/// The message of the compose error that parsing `yaml` throws.
+private func failure(_ yaml: String, environment: [String: String] = [:], sourceLocation: SourceLocation = #_sourceLocation) -> String {
+    let error = #expect(throws: ReconcilerError.self, sourceLocation: sourceLocation) { try parse(yaml, environment: environment) }
+    #expect(error?.code == .compose, sourceLocation: sourceLocation)
+    return error?.message ?? ""
+}
+
+/// The one service of a file holding `web:` with `body` (indented by four).
+private func web(_ body: String, top: String = "", environment: [String: String] = [:]) throws -> ServiceSpec {
+    let project = try parse(webFile(body, top: top), environment: environment)
+    return try #require(project.services.first { $0.name == "web" })
+}
+
+private func webFile(_ body: String, top: String = "") -> String {
+    let indented = body.split(separator: "\n", omittingEmptySubsequences: false).map { "    " + $0 }.joined(separator: "\n")
+    return "services:\n  web:\n    image: nginx\n" + indented + "\n" + top
+}
+
+@Suite struct ComposeTests {
+    @Test func aRealisticFileMapsOntoServices() throws {
+        let yaml = """
+            name: shop
+            services:
+              web:
+                image: ghcr.io/acme/web:${TAG:-latest}
+                entrypoint: /docker-entrypoint.sh --verbose 'two words'
+                command: ["serve", "--port", "8080"]
+                environment:
+                  DATABASE_URL: postgres://db/shop
+                  DEBUG: true
+                ports:
+                  - "8080:80"
+                  - target: 443
+                    published: 8443
+                    host_ip: 127.0.0.1
+                    protocol: tcp
+                volumes:
+                  - static:/srv/static:ro
+                  - ./config:/etc/web
+                depends_on:
+                  db:
+                    condition: service_healthy
+                healthcheck:
+                  test: ["CMD", "wget", "-q", "-O-", "http://localhost/health"]
+                  interval: 5s
+                  timeout: 2s
+                  retries: 5
+                  start_period: 10s
+                deploy:
+                  replicas: 3
+                  resources:
+                    limits:
+                      cpus: "0.5"
+                      memory: 256m
+                      pids: 100
+                  update_config:
+                    parallelism: 2
+                    order: start-first
+                    failure_action: rollback
+                    monitor: 2m
+                restart: always
+                stop_signal: SIGINT
+                stop_grace_period: 1m30s
+                labels:
+                  tier: frontend
+              db:
+                image: postgres:16
+                environment:
+                  - POSTGRES_DB=shop
+                  - POSTGRES_PASSWORD
+                  - UNSET_ONE
+                volumes:
+                  - dbdata:/var/lib/postgresql/data
+                healthcheck:
+                  test: ["CMD-SHELL", "pg_isready -U postgres"]
+                restart: unless-stopped
+            volumes:
+              dbdata:
+              static:
+            """
+        let project = try ComposeProject.parse(yaml, directory: "/srv/shop", environment: ["POSTGRES_PASSWORD": "s3cret"])
+        #expect(project.name == "shop")
+        #expect(project.services.map(\.name) == ["db", "web"])
+        #expect(project.services.allSatisfy { $0.project == "shop" })
+        #expect(project.networks == [ComposeNetwork(key: "default", name: "shop_default")])
+        #expect(project.volumes == [ComposeVolume(key: "dbdata", name: "shop_dbdata"), ComposeVolume(key: "static", name: "shop_static")])
+        #expect(project.warnings.isEmpty)
+
+        let web = try #require(project.services.last)
+        #expect(web.template.root == .image("ghcr.io/acme/web:latest"))
+        #expect(web.template.entrypoint == ["/docker-entrypoint.sh", "--verbose", "two words"])
+        #expect(web.template.command == ["serve", "--port", "8080"])
+        #expect(web.template.environment == ["DATABASE_URL=postgres://db/shop", "DEBUG=true"])
+        #expect(web.template.publishedPorts == [
+            PublishedPort(hostPort: 8080, containerPort: 80),
+            PublishedPort(hostIP: IPv4Address("127.0.0.1"), hostPort: 8443, containerPort: 443, protocol: .tcp),
+        ])
+        #expect(web.template.mounts == [
+            .volume(name: "shop_static", target: "/srv/static", readOnly: true),
+            .bind(source: "/srv/shop/config", target: "/etc/web", readOnly: false, propagation: nil),
+        ])
+        #expect(web.template.network == .bridge("shop_default"))
+        #expect(web.template.networkAliases.isEmpty)
+        #expect(web.dependsOn == [ServiceDependency("db", condition: .healthy)])
+        #expect(web.probes.readiness == Probe(.exec(["wget", "-q", "-O-", "http://localhost/health"]), initialDelay: .seconds(10),
+                                              period: .seconds(5), timeout: .seconds(2), failureThreshold: 5))
+        #expect(web.probes.liveness == nil && web.probes.startup == nil)
+        #expect(web.replicas == 3)
+        #expect(web.template.resources.cpuQuota == 50_000 && web.template.resources.cpuPeriod == 100_000)
+        #expect(web.template.resources.memory == 256 << 20)
+        #expect(web.template.resources.pids == 100)
+        #expect(web.update.maxSurge == .count(2) && web.update.maxUnavailable == .count(0))
+        #expect(web.update.rollbackOnFailure)
+        #expect(web.update.progressDeadline == .seconds(120))
+        #expect(web.restartPolicy == .always)
+        #expect(web.template.stopSignal == 2)
+        #expect(web.stopGracePeriod == .seconds(90))
+        #expect(web.template.labels == ["tier": "frontend"])
+        #expect(web.template.name == nil)
+
+        let db = try #require(project.services.first)
+        #expect(db.template.environment == ["POSTGRES_DB=shop", "POSTGRES_PASSWORD=s3cret"])
+        #expect(db.template.mounts == [.volume(name: "shop_dbdata", target: "/var/lib/postgresql/data", readOnly: false)])
+        #expect(db.probes.readiness == Probe(.exec(["/bin/sh", "-c", "pg_isready -U postgres"]), period: .seconds(30), timeout: .seconds(30)))
+        #expect(db.restartPolicy == .always)
+        #expect(db.stopGracePeriod == .seconds(10))
+        #expect(db.replicas == 1)
+        #expect(db.dependsOn.isEmpty)
+    }
+
+    @Test func theProjectIsNamedByTheCallerTheFileOrTheDirectory() throws {
+        let plain = "services:\n  web:\n    image: nginx\n"
+        #expect(try parse(plain, directory: "/srv/My Shop.v2").name == "myshopv2")
+        #expect(try parse(plain, directory: "/srv/__site").name == "site")
+        #expect(try parse(plain, directory: "/").name == "default")
+        #expect(try parse("name: fromfile\n" + plain, directory: "/srv/other").name == "fromfile")
+        #expect(try parse("name: fromfile\n" + plain, projectName: "given").name == "given")
+        #expect(try parse("name: ${PROJECT}\n" + plain, environment: ["PROJECT": "env-named"]).name == "env-named")
+        #expect(try parse(plain, projectName: "given").services.first?.project == "given")
+        #expect(failure("name: Bad Name\n" + plain).contains("\"Bad Name\" is not a project name"))
+    }
+
+    @Test func servicesJoinTheDefaultNetworkNamedAfterTheProject() throws {
+        let project = try parse("""
+            services:
+              web:
+                image: nginx
+              tool:
+                image: busybox
+                network_mode: host
+              sealed:
+                image: busybox
+                network_mode: none
+              legacy:
+                image: busybox
+                network_mode: bridge
+            """)
+        let byName = Dictionary(uniqueKeysWithValues: project.services.map { ($0.name, $0) })
+        #expect(byName["web"]?.template.network == .bridge("demo_default"))
+        #expect(byName["legacy"]?.template.network == .bridge("demo_default"))
+        #expect(byName["tool"]?.template.network == .host)
+        #expect(byName["sealed"]?.template.network == ContainerSpec.NetworkMode.none)
+        #expect(project.networks == [ComposeNetwork(key: "default", name: "demo_default")])
+
+        let hostOnly = try parse("services:\n  tool:\n    image: busybox\n    network_mode: host\n")
+        #expect(hostOnly.networks.isEmpty)
+    }
+
+    @Test func declaredNetworksCarryTheirSettingsAndAliases() throws {
+        let project = try parse("""
+            services:
+              api:
+                image: nginx
+                networks:
+                  front:
+                    aliases: [api.internal, backend]
+              worker:
+                image: busybox
+                networks: [back]
+            networks:
+              front:
+                driver: bridge
+                internal: true
+                labels: [team=web]
+                ipam:
+                  config:
+                    - subnet: 10.89.0.0/24
+              back:
+                name: shared-back
+              default:
+                name: custom-default
+            """)
+        #expect(project.networks == [
+            ComposeNetwork(key: "back", name: "shared-back"),
+            ComposeNetwork(key: "default", name: "custom-default"),
+            ComposeNetwork(key: "front", name: "demo_front", internal: true, subnet: "10.89.0.0/24", labels: ["team": "web"]),
+        ])
+        let api = try #require(project.services.first)
+        #expect(api.template.network == .bridge("demo_front"))
+        #expect(api.template.networkAliases == ["api.internal", "backend"])
+        #expect(project.services.last?.template.network == .bridge("shared-back"))
+
+        #expect(failure("services: {}\nnetworks:\n  n:\n    driver: overlay\n").contains("network n: driver \"overlay\""))
+        #expect(failure("services: {}\nnetworks:\n  n:\n    ipam:\n      config:\n        - subnet: 10.89.0.1/33\n").contains("is not an IPv4 subnet"))
+    }
+
+    @Test func externalNetworksAndVolumesKeepTheirNames() throws {
+        let project = try parse("""
+            services:
+              web:
+                image: nginx
+                networks: [edge]
+                volumes:
+                  - certs:/certs:ro
+                  - cache:/cache
+            networks:
+              edge:
+                external: true
+              old:
+                external:
+                  name: legacy-net
+            volumes:
+              certs:
+                external: true
+                name: shared-certs
+              cache:
+                external: true
+              data:
+                name: exact-data
+                labels:
+                  backup: daily
+            """)
+        #expect(project.networks == [ComposeNetwork(key: "edge", name: "edge", external: true), ComposeNetwork(key: "old", name: "legacy-net", external: true)])
+        #expect(project.volumes == [
+            ComposeVolume(key: "cache", name: "cache", external: true),
+            ComposeVolume(key: "certs", name: "shared-certs", external: true),
+            ComposeVolume(key: "data", name: "exact-data", labels: ["backup": "daily"]),
+        ])
+        #expect(project.services.first?.template.mounts == [
+            .volume(name: "shared-certs", target: "/certs", readOnly: true), .volume(name: "cache", target: "/cache", readOnly: false),
+        ])
+        #expect(failure("services: {}\nnetworks:\n  e:\n    external: true\n    internal: true\n").contains("network e: internal: an external network"))
+        #expect(failure("services: {}\nvolumes:\n  v:\n    driver: nfs\n").contains("volume v: driver \"nfs\""))
+    }
+
+    @Test func aServiceJoinsOneDeclaredNetwork() throws {
+        let two = failure(webFile("networks: [front, back]", top: "networks:\n  front:\n  back:\n"))
+        #expect(two.contains("compose.yaml: service web: networks: a Gantry container joins one network"))
+        #expect(two.contains("front, back"))
+        #expect(failure(webFile("networks: [nowhere]")).contains("service web: networks[0]: the network nowhere is not declared"))
+        #expect(failure(webFile("network_mode: host\nnetworks: [default]")).contains("network_mode and networks cannot both be given"))
+        #expect(failure(webFile("network_mode: service:db")).contains("sharing another container's network"))
+        #expect(failure(webFile("networks:\n  default:\n    ipv4_address: 10.0.0.5")).contains("networks.default.ipv4_address: not supported"))
+    }
+
+    @Test func portsInShortAndLongSyntax() throws {
+        let service = try web("""
+            ports:
+              - "80"
+              - 9000
+              - "8080:80"
+              - "127.0.0.1:5353:53/udp"
+              - ":81"
+              - target: 443
+                published: "8443"
+                host_ip: 0.0.0.0
+                protocol: UDP
+              - target: 22
+            """)
+        #expect(service.template.publishedPorts == [
+            PublishedPort(containerPort: 80),
+            PublishedPort(containerPort: 9000),
+            PublishedPort(hostPort: 8080, containerPort: 80),
+            PublishedPort(hostIP: IPv4Address("127.0.0.1"), hostPort: 5353, containerPort: 53, protocol: .udp),
+            PublishedPort(hostPort: 0, containerPort: 81),
+            PublishedPort(hostIP: IPv4Address("0.0.0.0"), hostPort: 8443, containerPort: 443, protocol: .udp),
+            PublishedPort(containerPort: 22),
+        ])
+        let dropped = try parse(webFile("network_mode: host\nports: [\"80:80\"]"))
+        #expect(dropped.services.first?.template.publishedPorts == [])
+        #expect(dropped.warnings.contains { $0.contains("service web: ports: ignored") })
+    }
+
+    @Test func portRangesAndMalformedPortsAreErrorsNamingThem() {
+        let malformed = failure(webFile("ports:\n  - \"8080:80\"\n  - \"80:abc\""))
+        #expect(malformed.hasPrefix("compose.yaml: service web: ports[1] \"80:abc\": is not a port"))
+        #expect(failure(webFile("ports: [\"8000-8010:80\"]")).contains("ports[0] \"8000-8010:80\": port ranges are not supported"))
+        #expect(failure(webFile("ports:\n  - target: 80\n    published: 8000-8010")).contains("ports[0].published \"8000-8010\": port ranges"))
+        #expect(failure(webFile("ports:\n  - published: 80")).contains("ports[0]: target: is missing"))
+        #expect(failure(webFile("ports:\n  - target: 70000")).contains("ports[0].target \"70000\": must be a whole number in 1…65535"))
+        #expect(failure(webFile("ports:\n  - target: 80\n    host_ip: \"::1\"")).contains("host_ip \"::1\": is not an IPv4 address"))
+    }
+
+    @Test func volumesBindsAndTmpfsMounts() throws {
+        let service = try web("""
+            volumes:
+              - ./data:/data
+              - ../shared/logs:/logs:rw
+              - /etc/ssl/certs:/etc/ssl/certs:ro,rslave
+              - ~/cache:/cache
+              - cache:/var/cache:ro
+              - type: bind
+                source: conf
+                target: /etc/app
+                read_only: true
+                bind:
+                  propagation: rprivate
+              - type: volume
+                source: cache
+                target: /other
+              - type: tmpfs
+                target: /scratch
+                tmpfs:
+                  size: 64m
+                  mode: 1770
+            tmpfs:
+              - /run
+              - /tmp:size=16m,mode=1777
+            """, top: "volumes:\n  cache:\n", environment: ["HOME": "/home/ada"])
+        #expect(service.template.mounts == [
+            .bind(source: "/srv/demo/data", target: "/data", readOnly: false, propagation: nil),
+            .bind(source: "/srv/shared/logs", target: "/logs", readOnly: false, propagation: nil),
+            .bind(source: "/etc/ssl/certs", target: "/etc/ssl/certs", readOnly: true, propagation: .rslave),
+            .bind(source: "/home/ada/cache", target: "/cache", readOnly: false, propagation: nil),
+            .volume(name: "demo_cache", target: "/var/cache", readOnly: true),
+            .bind(source: "/srv/demo/conf", target: "/etc/app", readOnly: true, propagation: .rprivate),
+            .volume(name: "demo_cache", target: "/other", readOnly: false),
+            .tmpfs(target: "/scratch", size: 64 << 20, mode: 0o1770),
+            .tmpfs(target: "/run", size: nil, mode: 0o1777),
+            .tmpfs(target: "/tmp", size: 16 << 20, mode: 0o1777),
+        ])
+        let single = try web("tmpfs: /run")
+        #expect(single.template.mounts == [.tmpfs(target: "/run")])
+    }
+
+    @Test func volumeErrorsNameTheVolume() {
+        #expect(failure(webFile("volumes: [\"data:/data\"]")).contains("service web: volumes[0] \"data:/data\": the volume data is not declared"))
+        #expect(failure(webFile("volumes: [\"/var/lib/data\"]")).contains("anonymous volumes are not supported"))
+        #expect(failure(webFile("volumes:\n  - type: volume\n    target: /data")).contains("volumes[0]: anonymous volumes are not supported"))
+        #expect(failure(webFile("volumes: [\"./a:relative\"]")).contains("must be an absolute path"))
+        #expect(failure(webFile("volumes: [\"./a:/a:shared\"]")).contains("shared propagation is not offered"))
+        #expect(failure(webFile("volumes:\n  - type: npipe\n    source: x\n    target: /x")).contains("volumes[0].type \"npipe\": must be bind, volume or tmpfs"))
+        #expect(failure(webFile("tmpfs: [\"/run:size=lots\"]")).contains("the size lots"))
+    }
+
+    @Test func envFilesAndEnvironmentMerge() async throws {
+        try await withTemporaryDirectory("compose-env") { directory in
+            try write("""
+                # settings
+                export MODE=production
+
+                GREETING="hello world"
+                QUOTED='single'
+                HALF="open
+                EMPTY=
+                FROM_HOST
+                MISSING_FROM_HOST
+                OVERRIDDEN=from-file
+                """, to: directory + "/app.env")
+            try write("EXTRA=1\n", to: directory + "/config/extra.env")
+            let yaml = webFile("""
+                env_file:
+                  - app.env
+                  - ./config/extra.env
+                  - path: optional.env
+                    required: false
+                environment:
+                  OVERRIDDEN: from-compose
+                  HOST_VALUE:
+                  NOT_SET:
+                  PORT: 8080
+                """)
+            let project = try ComposeProject.parse(yaml, directory: directory, environment: ["FROM_HOST": "host", "HOST_VALUE": "hv"])
+            #expect(project.services.first?.template.environment == [
+                "MODE=production", "GREETING=hello world", "QUOTED=single", "HALF=\"open", "EMPTY=", "FROM_HOST=host",
+                "OVERRIDDEN=from-compose", "EXTRA=1", "HOST_VALUE=hv", "PORT=8080",
+            ])
+            let missing = #expect(throws: ReconcilerError.self) {
+                try ComposeProject.parse(webFile("env_file: nope.env"), directory: directory)
+            }
+            #expect(missing?.message.contains("compose.yaml: service web: env_file \"nope.env\": no such file") == true)
+            try write("GOOD=1\n=bad\n", to: directory + "/bad.env")
+            let bad = #expect(throws: ReconcilerError.self) {
+                try ComposeProject.parse(webFile("env_file: [bad.env]"), directory: directory)
+            }
+            #expect(bad?.message.contains("env_file[0] \"bad.env\": line 2: expected KEY=VALUE") == true)
+        }
+    }
+
+    @Test func variablesAreInterpolatedWithDefaults() throws {
+        let environment = ["TAG": "1.2", "EMPTY": "", "PORT": "9090", "USER_NAME": "ada"]
+        let project = try parse(webFile("""
+            command: ["${TAG}", "${EMPTY:-colon-default}", "${EMPTY-dash-default}", "${UNSET-dash-default}", "$USER_NAME", "$$HOME", "${UNSET:-${TAG}-nested}", "${TAG:+set}", "${UNSET:+set}", "cost: 5$"]
+            ports: ["${PORT}:80"]
+            environment:
+              PLAIN: $UNSET_VAR
+            """), environment: environment)
+        let service = try #require(project.services.first)
+        #expect(service.template.command == ["1.2", "colon-default", "", "dash-default", "ada", "$HOME", "1.2-nested", "set", "", "cost: 5$"])
+        #expect(service.template.publishedPorts == [PublishedPort(hostPort: 9090, containerPort: 80)])
+        #expect(service.template.environment == ["PLAIN="])
+        #expect(project.warnings == ["compose.yaml: the variable UNSET_VAR is not set; it stands for an empty string"])
+    }
+
+    @Test func requiredVariablesAndBadTemplatesAreErrors() {
+        let required = failure(webFile("environment:\n  DB_PASSWORD: ${DB_PASSWORD:?set the database password}"))
+        #expect(required.hasPrefix("compose.yaml: service web: environment.DB_PASSWORD \"${DB_PASSWORD:?set the database password}\""))
+        #expect(required.hasSuffix("the variable DB_PASSWORD is required: set the database password"))
+        #expect(failure("services:\n  web:\n    image: app:${TAG:?}\n", environment: ["TAG": ""]).hasSuffix("the variable TAG is required"))
+        #expect(failure(webFile("user: ${UID"), environment: [:]).contains("${ without its closing }"))
+        #expect(failure(webFile("user: ${1BAD}")).contains("does not start with a variable name"))
+        #expect(throws: Never.self) { try parse(webFile("user: ${TAG?missing}"), environment: ["TAG": ""]) }
+    }
+
+    @Test func commandLinesSplitLikeAShell() throws {
+        #expect(ComposeSyntax.shellWords("sh -c 'echo $HOME; exit 3'") == ["sh", "-c", "echo $HOME; exit 3"])
+        #expect(ComposeSyntax.shellWords(#"echo "a \"quoted\" \$word" b\ c"#) == ["echo", #"a "quoted" $word"#, "b c"])
+        #expect(ComposeSyntax.shellWords(#"say "keep \n as is""#) == ["say", #"keep \n as is"#])
+        #expect(ComposeSyntax.shellWords("  spaced   out\targs  ") == ["spaced", "out", "args"])
+        #expect(ComposeSyntax.shellWords(#"empty "" ''"#) == ["empty", "", ""])
+        #expect(ComposeSyntax.shellWords("open 'quote") == nil)
+        #expect(try web("command: >-\n  python -m http.server\n  8000").template.command == ["python", "-m", "http.server", "8000"])
+        #expect(try web("entrypoint: []").template.entrypoint == [])
+        #expect(try web("command: null").template.command == nil)
+        #expect(failure(webFile("command: echo \"unclosed")).contains("service web: command \"echo \"unclosed\": has a quote that is not closed"))
+    }
+
+    @Test func healthchecksBecomeReadinessProbes() throws {
+        #expect(try web("healthcheck:\n  test: curl -f http://localhost").probes.readiness?.action == .exec(["/bin/sh", "-c", "curl -f http://localhost"]))
+        #expect(try web("healthcheck:\n  test: [\"NONE\"]").probes.readiness == nil)
+        #expect(try web("healthcheck:\n  test: [\"CMD\", \"true\"]\n  disable: true").probes.readiness == nil)
+        let defaults = try #require(try web("healthcheck:\n  test: [\"CMD\", \"true\"]").probes.readiness)
+        #expect(defaults == Probe(.exec(["true"]), initialDelay: .zero, period: .seconds(30), timeout: .seconds(30), successThreshold: 1, failureThreshold: 3))
+
+        let live = try web("""
+            x-gantry:
+              liveness:
+                test: ["CMD-SHELL", "kill -0 1"]
+                interval: 15s
+                retries: 2
+            """)
+        #expect(live.probes.liveness == Probe(.exec(["/bin/sh", "-c", "kill -0 1"]), period: .seconds(15), timeout: .seconds(30), failureThreshold: 2))
+        #expect(live.probes.readiness == nil)
+
+        #expect(failure(webFile("healthcheck:\n  interval: 5s")).contains("service web: healthcheck: test: is missing"))
+        #expect(failure(webFile("healthcheck:\n  test: [\"CMD\"]")).contains("healthcheck.test: must be"))
+        #expect(failure(webFile("healthcheck:\n  test: [\"CMD\", \"true\"]\n  retries: 0")).contains("healthcheck.retries \"0\": must be a whole number of at least 1"))
+        #expect(failure(webFile("healthcheck:\n  test: [\"CMD\", \"true\"]\n  interval: 0s")).contains("healthcheck.interval \"0s\": must be longer than 0"))
+        let warned = try parse(webFile("healthcheck:\n  test: [\"CMD\", \"true\"]\n  start_interval: 1s"))
+        #expect(warned.warnings == ["compose.yaml: service web: healthcheck.start_interval \"1s\": ignored; checks run every interval from the start"])
+    }
+
+    @Test func dependenciesNameKnownServices() throws {
+        let project = try parse("""
+            services:
+              web:
+                image: nginx
+                depends_on: [cache, db]
+              worker:
+                image: busybox
+                depends_on:
+                  db:
+                    condition: service_healthy
+                  migrate:
+                    condition: service_completed_successfully
+                  cache:
+              cache:
+                image: redis
+              db:
+                image: postgres
+              migrate:
+                image: busybox
+            """)
+        let byName = Dictionary(uniqueKeysWithValues: project.services.map { ($0.name, $0) })
+        #expect(byName["web"]?.dependsOn == [ServiceDependency("cache"), ServiceDependency("db")])
+        #expect(byName["worker"]?.dependsOn == [
+            ServiceDependency("db", condition: .healthy), ServiceDependency("migrate", condition: .completedSuccessfully), ServiceDependency("cache"),
+        ])
+        #expect(failure(webFile("depends_on: [db]")).contains("compose.yaml: service web: depends_on db, which is not a service of the file"))
+        #expect(failure(webFile("depends_on:\n  web:\n    condition: service_started")).contains("service web depends on itself"))
+        #expect(failure(webFile("depends_on:\n  db:\n    condition: service_ready")).contains("depends_on.db.condition \"service_ready\": must be"))
+        let circle = failure("services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on: [a]\n")
+        #expect(circle.contains("depends_on goes round in a circle: a → b → a"))
+    }
+
+    @Test func restartPoliciesFollowCompose() throws {
+        #expect(try web("").restartPolicy == .always)
+        #expect(try web("restart: no").restartPolicy == .never)
+        #expect(try web("restart: \"no\"").restartPolicy == .never)
+        #expect(try web("restart: always").restartPolicy == .always)
+        #expect(try web("restart: unless-stopped").restartPolicy == .always)
+        #expect(try web("restart: on-failure").restartPolicy == .onFailure)
+        let limited = try parse(webFile("restart: on-failure:3"))
+        #expect(limited.services.first?.restartPolicy == .onFailure)
+        #expect(limited.warnings.first?.hasPrefix("compose.yaml: service web: restart \"on-failure:3\": the retry limit 3 is ignored") == true)
+        #expect(try web("restart: always\ndeploy:\n  restart_policy:\n    condition: none").restartPolicy == .never)
+        #expect(try web("deploy:\n  restart_policy:\n    condition: on-failure").restartPolicy == .onFailure)
+        #expect(try web("deploy:\n  restart_policy:\n    condition: any").restartPolicy == .always)
+        #expect(failure(webFile("restart: sometimes")).contains("restart \"sometimes\": must be no, always, on-failure[:N] or unless-stopped"))
+    }
+
+    @Test func deployMapsReplicasLimitsAndRollouts() throws {
+        let stopFirst = try web("""
+            scale: 4
+            deploy:
+              resources:
+                limits:
+                  cpus: 1.5
+                  memory: 1073741824
+                reservations:
+                  memory: 64m
+              update_config:
+                parallelism: 2
+                delay: 10s
+                failure_action: pause
+              labels:
+                team: core
+            """)
+        #expect(stopFirst.replicas == 4)
+        #expect(stopFirst.template.resources.cpuQuota == 150_000)
+        #expect(stopFirst.template.resources.memory == 1 << 30)
+        #expect(stopFirst.update.maxSurge == .count(0) && stopFirst.update.maxUnavailable == .count(2))
+        #expect(!stopFirst.update.rollbackOnFailure)
+        #expect(stopFirst.labels == ["team": "core"])
+        #expect(try web("deploy:\n  update_config:\n    parallelism: 0").update.maxUnavailable == .percent(100))
+        #expect(try web("deploy:\n  update_config:\n    order: start-first").update == UpdateStrategy(maxSurge: .count(1), maxUnavailable: .count(0)))
+        #expect(try web("").update == UpdateStrategy())
+        #expect(try web("mem_limit: 512k\ncpus: \"0.25\"\npids_limit: 10").template.resources == ResourceLimits(cpuQuota: 25_000, cpuPeriod: 100_000, memory: 512 << 10, pids: 10))
+
+        let warnings = try parse(webFile("deploy:\n  resources:\n    reservations:\n      cpus: 1\n  update_config:\n    delay: 5s")).warnings
+        #expect(warnings == [
+            "compose.yaml: service web: deploy.resources.reservations: ignored; Gantry sets limits only",
+            "compose.yaml: service web: deploy.update_config.delay \"5s\": ignored; Gantry moves on as soon as new replicas are ready",
+        ])
+        #expect(failure(webFile("scale: 2\ndeploy:\n  replicas: 3")).contains("scale: 2 and deploy.replicas: 3 disagree"))
+        #expect(failure(webFile("deploy:\n  mode: global")).contains("deploy.mode \"global\": only replicated services"))
+        #expect(failure(webFile("deploy:\n  resources:\n    limits:\n      memory: lots")).contains("deploy.resources.limits.memory \"lots\": is not a size"))
+        #expect(failure(webFile("deploy:\n  resources:\n    limits:\n      cpus: \"-1\"")).contains("must be a number of CPUs above 0"))
+    }
+
+    @Test func gantryExtensionsSetWhatComposeHasNoKeyFor() throws {
+        let service = try web("""
+            x-gantry:
+              lifetime: independent
+              crash_loop:
+                initial: 2s
+                maximum: 1m
+                reset_after: 5m
+              min_ready: 3s
+              progress_deadline: 90s
+            x-other: ignored
+            """)
+        #expect(service.template.lifetime == .independent)
+        #expect(service.crashLoop == CrashLoopBackoff(initial: .seconds(2), maximum: .seconds(60), resetAfter: .seconds(300)))
+        #expect(service.update.minReady == .seconds(3))
+        #expect(service.update.progressDeadline == .seconds(90))
+        #expect(try web("x-gantry:\n  lifetime: bound").template.lifetime == .boundToHost)
+        #expect(failure(webFile("x-gantry:\n  lifespan: forever")).contains("service web: x-gantry.lifespan: is not a x-gantry key Gantry supports"))
+        #expect(failure(webFile("x-gantry:\n  crash_loop:\n    initial: 1m\n    maximum: 10s")).contains("maximum must not be below initial"))
+    }
+
+    @Test func unsupportedKeysAreErrorsNamingThem() {
+        #expect(failure(webFile("privileged: true")).hasPrefix("compose.yaml: service web: privileged: is not a service key Gantry supports"))
+        #expect(failure(webFile("container_name: web1")).contains("service web: container_name: not supported: replicas are named by Gantry"))
+        #expect(failure(webFile("build: .")).contains("service web: build: not supported: Gantry runs images"))
+        #expect(failure(webFile("extra_hosts: [\"db:10.0.0.2\"]")).contains("extra_hosts: not supported"))
+        #expect(failure("services:\n  web:\n    command: sleep 1\n").contains("compose.yaml: service web: image: is missing"))
+        #expect(failure("services:\n  -web:\n    image: nginx\n").contains("\"-web\" is not a valid service name"))
+        #expect(failure("secrets:\n  key:\n    file: ./key\nservices: {}\n").contains("compose.yaml: secrets: is not a top-level key"))
+        #expect(failure("version: \"3\"\n").contains("compose.yaml: services: is missing"))
+        #expect(failure("services:\n  web: [nginx]\n").contains("service web: must be a mapping"))
+        #expect(failure("services:\n  web:\n    image: a\n    image: b\n").contains("compose.yaml: not valid YAML: Parser: expected all keys to be unique"))
+        #expect(failure("services: [").contains("compose.yaml: not valid YAML"))
+    }
+
+    @Test func ignoredKeysAreWarnedAbout() throws {
+        let project = try parse("""
+            version: "3.9"
+            x-shared: &shared
+              image: busybox
+              tty: true
+            services:
+              web:
+                image: nginx
+                logging:
+                  driver: json-file
+                platform: linux/amd64
+                pull_policy: always
+                dns: 1.1.1.1
+                stdin_open: true
+                expose: ["80"]
+              debug:
+                image: busybox
+                profiles: [debug]
+              tool:
+                <<: *shared
+                command: sleep 1
+            """)
+        #expect(project.services.map(\.name) == ["tool", "web"])
+        #expect(project.services.first?.template.root == .image("busybox"))
+        #expect(project.warnings == [
+            "compose.yaml: version \"3.9\": obsolete and ignored",
+            "compose.yaml: service web: logging: ignored; each replica's output goes to its Gantry container log",
+            "compose.yaml: service web: dns \"1.1.1.1\": ignored; Gantry sets up name resolution itself",
+            "compose.yaml: service web: platform \"linux/amd64\": ignored; the image is run as the image store has it",
+            "compose.yaml: service web: pull_policy \"always\": ignored; the image comes from Gantry's image store",
+            "compose.yaml: service web: stdin_open \"true\": ignored; replicas run detached, without stdin",
+            "compose.yaml: service debug: profiles: the service is left out: Gantry activates no profiles",
+            "compose.yaml: service tool: tty \"true\": ignored; replicas run detached, without a terminal",
+        ])
+        let dependent = failure("services:\n  web:\n    image: nginx\n    depends_on: [debug]\n  debug:\n    image: busybox\n    profiles: [debug]\n")
+        #expect(dependent.contains("service web: depends_on debug, which has profiles and is left out"))
+    }
+
+    @Test func processSettingsMapOntoTheTemplate() throws {
+        let service = try web("""
+            user: 1000
+            hostname: web-host
+            working_dir: /srv/app
+            read_only: true
+            init: true
+            cap_add: [NET_ADMIN, cap_sys_time]
+            cap_drop: [ALL]
+            sysctls:
+              net.core.somaxconn: 1024
+            ulimits:
+              nproc: 512
+              nofile:
+                soft: 1024
+                hard: 4096
+            stop_signal: "9"
+            stop_grace_period: 500ms
+            labels: [com.example.role=web, flag]
+            """)
+        let template = service.template
+        #expect(template.user == "1000" && template.hostname == "web-host" && template.workingDirectory == "/srv/app")
+        #expect(template.readOnlyRootfs && template.initProcess)
+        #expect(template.capabilitiesAdded == ["NET_ADMIN", "cap_sys_time"] && template.capabilitiesDropped == ["ALL"])
+        #expect(template.sysctls == ["net.core.somaxconn": "1024"])
+        #expect(template.resourceLimits == [ContainerSpec.ResourceLimit("nproc", soft: 512, hard: 512), ContainerSpec.ResourceLimit("nofile", soft: 1024, hard: 4096)])
+        #expect(template.stopSignal == 9 && template.stopGracePeriod == .milliseconds(500))
+        #expect(template.labels == ["com.example.role": "web", "flag": ""])
+        #expect(try web("sysctls: [\"net.ipv4.ip_forward=1\"]\nstop_signal: term").template.sysctls == ["net.ipv4.ip_forward": "1"])
+        #expect(try web("stop_signal: SIGQUIT").template.stopSignal == 3)
+        #expect(failure(webFile("stop_signal: SIGFOO")).contains("stop_signal \"SIGFOO\": is not a signal"))
+        #expect(failure(webFile("stop_signal: 99")).contains("is not a signal"))
+        #expect(failure(webFile("cap_add: [NET_MAGIC]")).contains("cap_add[0] \"NET_MAGIC\": is not a capability"))
+        #expect(failure(webFile("working_dir: app")).contains("working_dir \"app\": must be an absolute path"))
+        #expect(failure(webFile("read_only: maybe")).contains("read_only \"maybe\": must be true or false"))
+        #expect(failure(webFile("stop_grace_period: soon")).contains("stop_grace_period \"soon\": is not a duration"))
+    }
+
+    @Test func durationsParseAsComposeWritesThem() {
+        let cases: [(String, Duration?)] = [
+            ("10s", .seconds(10)), ("1m30s", .seconds(90)), ("500ms", .milliseconds(500)), ("1h", .seconds(3600)),
+            ("1.5s", .milliseconds(1500)), ("2h45m", .seconds(9900)), ("100us", .microseconds(100)), ("250µs", .microseconds(250)),
+            ("40ns", .nanoseconds(40)), ("0s", .zero), ("0", .zero), ("30", .seconds(30)), ("2.5", .milliseconds(2500)),
+            ("", nil), ("s", nil), ("-1s", nil), ("10x", nil), ("1m30", nil), ("1d", nil), ("ten", nil), ("1 s", nil),
+        ]
+        for (text, expected) in cases {
+            #expect(ComposeSyntax.duration(text) == expected, "\(text)")
+        }
+    }
+
+    @Test func sizesParseAsComposeWritesThem() {
+        let cases: [(String, Int64?)] = [
+            ("64m", 64 << 20), ("1g", 1 << 30), ("512k", 512 << 10), ("1048576", 1 << 20), ("1GiB", 1 << 30), ("2MB", 2 << 20),
+            ("1.5g", 3 << 29), ("100b", 100), ("64 M", 64 << 20), ("1t", 1 << 40),
+            ("0", nil), ("0m", nil), ("abc", nil), ("10q", nil), ("", nil), ("-5m", nil), ("m", nil),
+        ]
+        for (text, expected) in cases {
+            #expect(ComposeSyntax.size(text) == expected, "\(text)")
+        }
+    }
+
+    @Test func loadReadsTheFileAndNamesTheProjectAfterItsDirectory() async throws {
+        try await withTemporaryDirectory("compose-load") { directory in
+            try write("services:\n  web:\n    image: nginx:${TAG}\n    volumes: [./html:/usr/share/nginx/html:ro]\n", to: directory + "/Site_1/compose.yaml")
+            let project = try ComposeProject.load(path: directory + "/Site_1/compose.yaml", environment: ["TAG": "1.27"])
+            #expect(project.name == "site_1")
+            #expect(project.services.first?.template.root == .image("nginx:1.27"))
+            #expect(project.services.first?.template.mounts == [.bind(source: directory + "/Site_1/html", target: "/usr/share/nginx/html", readOnly: true)])
+            #expect(try ComposeProject.load(path: directory + "/Site_1/compose.yaml", environment: ["TAG": "1"], projectName: "other").name == "other")
+            let missing = #expect(throws: ReconcilerError.self) { try ComposeProject.load(path: directory + "/none.yaml") }
+            #expect(missing?.message.hasPrefix(directory + "/none.yaml: cannot read the compose file") == true)
+        }
+    }
+}
