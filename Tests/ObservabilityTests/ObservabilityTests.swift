@@ -57,9 +57,10 @@ private func replica(_ service: String, _ name: String, _ script: String) -> Con
                 if lines.count == 4 { break }
                 try await Task.sleep(for: .milliseconds(20))
             }
-            #expect(lines.map(\.text) == ["a1", "b1", "a2", "b2"])
-            #expect(lines.map(\.container) == ["chat-a", "chat-b", "chat-a", "chat-b"])
-            #expect(lines.last?.stream == .stderr)
+            // Ordered by time across replicas (how they interleave depends on the machine's load), in order within each.
+            #expect(lines.filter { $0.container == "chat-a" }.map(\.text) == ["a1", "a2"])
+            #expect(lines.filter { $0.container == "chat-b" }.map(\.text) == ["b1", "b2"])
+            #expect(lines.first { $0.text == "b2" }?.stream == .stderr)
             #expect(lines.map(\.time) == lines.map(\.time).sorted())
 
             // Following picks up replicas that start later.
