@@ -326,19 +326,12 @@ public final class Reconciler: Service, Sendable {
 
     /// Writes events to the journal as they come, in order.
     private func writeJournal() async {
-        var batch: [ServiceEvent] = []
         for await event in journal {
-            batch.append(event)
-            // Events that came together are written together.
-            if batch.count < 256, state.withLock({ !$0.stopping }) {
-                await Task.yield()
-            }
             do {
-                try store.append(batch)
+                try store.append([event])
             } catch {
                 logger.warning("cannot write the event journal", metadata: ["error": "\(error)"])
             }
-            batch.removeAll(keepingCapacity: true)
         }
     }
 
