@@ -191,7 +191,7 @@ let package = Package(
         .testTarget(
             name: "ReconcilerTests",
             dependencies: [
-                "Reconciler", "Runtime", "OCIImage", "GantryTestSupport",
+                "Reconciler", "Scheduler", "Runtime", "OCIImage", "GantryTestSupport",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),

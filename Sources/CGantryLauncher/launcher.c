@@ -87,7 +87,7 @@ const char *gantry_launch_stage_name(int stage) {
         "none", "pipe", "clone", "cgroup", "id maps", "sync", "signals", "session", "mount namespace", "root file system",
         "mounts", "pivot_root", "masked paths", "read-only paths", "sysctl", "read-only root", "hostname", "rlimits",
         "working directory", "stdio", "close descriptors", "capabilities", "user", "no_new_privs", "seccomp", "exec",
-        "join namespaces", "init", "parent death signal", "loopback",
+        "join namespaces", "init", "parent death signal", "loopback", "oom score",
     };
     if (stage < 0 || stage >= (int)(sizeof(names) / sizeof(names[0]))) return "unknown";
     return names[stage];
@@ -858,6 +858,10 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
             (plan->gid_map && write_proc_file((pid_t)pid, "gid_map", plan->gid_map) < 0)) {
             stage = GANTRY_STAGE_ID_MAPS;
         }
+    }
+    if (!stage && plan->oom_score_adj && write_proc_file((pid_t)pid, "oom_score_adj", plan->oom_score_adj) < 0 &&
+        errno != EACCES) {
+        stage = GANTRY_STAGE_OOM_SCORE;
     }
     int parent_errno = errno;
     if (stage) {

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import OCIImage
 import Runtime
+import Scheduler
 import SystemPackage
 import ServiceLifecycle
 import Synchronization
@@ -101,7 +102,7 @@ public final class Reconciler: Service, Sendable {
     public let store: ServiceStore
     /// How it works.
     public let options: Options
-    let clock: ReconcilerClock
+    let clock: ElapsedClock
     let logger: Logger
     let metrics: ReconcilerMetrics
     let tracer: any Tracer
@@ -131,7 +132,7 @@ public final class Reconciler: Service, Sendable {
         self.runtime = runtime
         self.store = try store ?? ServiceStore(root: runtime.images.root)
         self.options = options
-        self.clock = ReconcilerClock(clock)
+        self.clock = ElapsedClock(clock)
         self.logger = logger
         metrics = ReconcilerMetrics(factory: metricsFactory ?? MetricsSystem.factory)
         self.tracer = tracer ?? InstrumentationSystem.tracer

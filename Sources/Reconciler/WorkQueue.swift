@@ -1,23 +1,5 @@
+import Scheduler
 import Synchronization
-
-/// A clock as the reconciler uses it: the time since an origin, and sleeping.
-struct ReconcilerClock: Sendable {
-    /// The time since the clock was wrapped.
-    let now: @Sendable () -> Duration
-    /// Sleeps until a time since the origin.
-    let sleepUntil: @Sendable (Duration) async throws -> Void
-
-    init<C: Clock & Sendable>(_ clock: C) where C.Duration == Duration, C.Instant: Sendable {
-        let origin = clock.now
-        now = { origin.duration(to: clock.now) }
-        sleepUntil = { try await clock.sleep(until: origin.advanced(by: $0), tolerance: nil) }
-    }
-
-    /// Sleeps for `duration` from now.
-    func sleep(_ duration: Duration) async throws {
-        try await sleepUntil(now() + duration)
-    }
-}
 
 /// The rate limits of the reconciler's work queue, as client-go's default controller
 /// rate limiter: per key, an exponential back-off after each failure; for
@@ -71,11 +53,11 @@ final class WorkQueue<Key: Hashable & Sendable>: Sendable {
 
     private let state: Mutex<State>
     private let limits: WorkQueueRateLimits
-    private let clock: ReconcilerClock
+    private let clock: ElapsedClock
     /// Runs a delayed add; the owner runs it in its task group.
     private let spawn: @Sendable (@escaping @Sendable () async -> Void) -> Void
 
-    init(limits: WorkQueueRateLimits, clock: ReconcilerClock, spawn: @escaping @Sendable (@escaping @Sendable () async -> Void) -> Void) {
+    init(limits: WorkQueueRateLimits, clock: ElapsedClock, spawn: @escaping @Sendable (@escaping @Sendable () async -> Void) -> Void) {
         self.limits = limits
         self.clock = clock
         self.spawn = spawn

@@ -4,13 +4,27 @@ public struct SchedulerError: Error, Sendable, CustomStringConvertible {
     /// What went wrong.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Storage: Hashable, Sendable {
-            case invalidQuantity
+            case invalidQuantity, invalidSpec, unschedulable, invalidSchedule, notFound, exists, store, failed
         }
         private let storage: Storage
         private init(_ storage: Storage) { self.storage = storage }
 
         /// A resource quantity is malformed or out of range.
         public static let invalidQuantity = Code(.invalidQuantity)
+        /// A workload, node, job or autoscaler specification is inconsistent.
+        public static let invalidSpec = Code(.invalidSpec)
+        /// A workload can never be placed (it asks for more than any node has).
+        public static let unschedulable = Code(.unschedulable)
+        /// A cron schedule or time zone cannot be parsed.
+        public static let invalidSchedule = Code(.invalidSchedule)
+        /// No job, cron job or node has the name given.
+        public static let notFound = Code(.notFound)
+        /// A job or cron job of that name exists already.
+        public static let exists = Code(.exists)
+        /// The scheduler's store could not be read or written.
+        public static let store = Code(.store)
+        /// A workload could not be started.
+        public static let failed = Code(.failed)
 
         public var description: String { "\(storage)" }
     }

@@ -3,6 +3,7 @@ import GantryTestSupport
 import InMemoryTracing
 import MetricsTestKit
 import Runtime
+import Scheduler
 import Testing
 @testable import Reconciler
 

@@ -1,3 +1,4 @@
+import Scheduler
 import Synchronization
 import Testing
 @testable import Reconciler
@@ -6,7 +7,7 @@ import Testing
 private func withQueue(_ limits: WorkQueueRateLimits = WorkQueueRateLimits(), clock: ManualClock = ManualClock(),
                        _ body: @Sendable (WorkQueue<String>, ManualClock) async throws -> Void) async throws {
     let (jobs, input) = AsyncStream<@Sendable () async -> Void>.makeStream()
-    let queue = WorkQueue<String>(limits: limits, clock: ReconcilerClock(clock)) { input.yield($0) }
+    let queue = WorkQueue<String>(limits: limits, clock: ElapsedClock(clock)) { input.yield($0) }
     try await withThrowingDiscardingTaskGroup { group in
         group.addTask {
             await withDiscardingTaskGroup { inner in

@@ -93,6 +93,10 @@ struct gantry_launch_plan {
     const char *gid_map;
 
     const char *hostname;
+    /// Written by the parent to the child's oom_score_adj, or NULL. A value
+    /// the kernel refuses (below the parent's own, without
+    /// CAP_SYS_RESOURCE) leaves the inherited one.
+    const char *oom_score_adj;
 
     /// The directory that becomes the root. With `overlay_options`, an
     /// overlay file system is mounted there first.
@@ -178,7 +182,7 @@ enum gantry_launch_stage {
     GANTRY_STAGE_READONLY_ROOTFS, GANTRY_STAGE_HOSTNAME, GANTRY_STAGE_RLIMITS, GANTRY_STAGE_CWD, GANTRY_STAGE_STDIO,
     GANTRY_STAGE_CLOSE_FDS, GANTRY_STAGE_CAPABILITIES, GANTRY_STAGE_USER, GANTRY_STAGE_NO_NEW_PRIVS,
     GANTRY_STAGE_SECCOMP, GANTRY_STAGE_EXEC, GANTRY_STAGE_JOIN, GANTRY_STAGE_INIT, GANTRY_STAGE_PARENT_DEATH,
-    GANTRY_STAGE_LOOPBACK,
+    GANTRY_STAGE_LOOPBACK, GANTRY_STAGE_OOM_SCORE,
 };
 
 /// A human-readable name for a stage.

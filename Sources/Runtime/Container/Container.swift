@@ -234,6 +234,7 @@ public final class Container: Sendable {
         plan.readonlyRootfs = spec.readOnlyRootfs
         plan.sysctls = try ContainerRuntime.sysctls(spec)
         plan.rlimits = try ContainerRuntime.resourceLimits(spec)
+        plan.oomScoreAdjustment = spec.oomScoreAdjustment
         plan.uid = process.uid
         plan.gid = process.gid
         plan.groups = process.groups

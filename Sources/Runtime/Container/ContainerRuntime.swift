@@ -116,6 +116,9 @@ public final class ContainerRuntime: Sendable {
             throw RuntimeError(.invalidSpec, "container \(name): an image root (\(image)) cannot be used in a user namespace yet; use a directory root owned by the mapped IDs")
         }
         try spec.resources.validate()
+        if let score = spec.oomScoreAdjustment, !(-1000...1000).contains(score) {
+            throw RuntimeError(.invalidSpec, "container \(name): the OOM score adjustment \(score) is outside -1000...1000")
+        }
         if let pod = spec.pod {
             _ = try pods.pod(pod)
             guard spec.network == .none, spec.publishedPorts.isEmpty, spec.networkAliases.isEmpty else {

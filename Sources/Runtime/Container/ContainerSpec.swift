@@ -208,6 +208,11 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
     public var terminal: Bool
     /// Output log limits.
     public var log: LogOptions
+    /// The `oom_score_adj` of the container's processes (−1000…1000), or
+    /// `nil` to inherit the host process's. Without CAP_SYS_RESOURCE the
+    /// kernel refuses values below the host's own; the container then keeps
+    /// the host's value.
+    public var oomScoreAdjustment: Int?
 
     /// A container from `image` running `command` (or the image's command).
     public init(image: String, command: [String]? = nil) {
@@ -358,5 +363,6 @@ extension ContainerSpec {
         try field(.openStdin, &openStdin)
         try field(.terminal, &terminal)
         try field(.log, &log)
+        try field(.oomScoreAdjustment, &oomScoreAdjustment)
     }
 }

@@ -50,6 +50,8 @@ struct LaunchPlan: Sendable {
     var uidMap: String?
     var gidMap: String?
     var hostname: String?
+    /// Written to the child's `oom_score_adj` by the parent.
+    var oomScoreAdjustment: Int?
     var rootfs: String
     var overlayOptions: String?
     var mounts: [PlannedMount] = []
@@ -93,6 +95,7 @@ struct LaunchPlan: Sendable {
         plan.uid_map = arena.string(uidMap)
         plan.gid_map = arena.string(gidMap)
         plan.hostname = arena.string(hostname)
+        plan.oom_score_adj = arena.string(oomScoreAdjustment.map { "\($0)" })
         plan.rootfs = arena.string(rootfs)
         plan.overlay_options = arena.string(overlayOptions)
         plan.mounts = arena.array(mounts.map { mount in
