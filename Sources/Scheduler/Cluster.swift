@@ -229,11 +229,10 @@ public actor Cluster {
                         "victim": "\(victim)", "by": "\(workload.name)", "node": "\(state.nodes[plan.node].info.name)",
                     ])
                 }
-                if case .node(let index, let assignment) = placer.place(workload, in: state) {
-                    bind(workload, index, assignment)
-                    victimsOf[workload.name] = plan.victims
-                    continue
-                }
+                // The plan's node fits once its victims are gone: bind there.
+                bind(workload, plan.node, placer.assignment(for: workload, on: state.nodes[plan.node]))
+                victimsOf[workload.name] = plan.victims
+                continue
             }
             if case .unschedulable(let why) = decision { reasons[workload.name] = why }
             queue.backOff(workload.name, now: now)

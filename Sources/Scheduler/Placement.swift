@@ -299,7 +299,9 @@ public struct Placer: Sendable {
         for slot in totals.indices { totals[slot] += weight * scores[slot] }
     }
 
-    private func assignment(for workload: Workload, on node: NodeState) -> Assignment {
+    /// What `workload` gets on `node`: the lowest free exclusive CPUs and
+    /// devices, and the OOM score of its class.
+    func assignment(for workload: Workload, on node: NodeState) -> Assignment {
         let requests = workload.resources.effectiveRequests
         return Assignment(
             node: node.info.name,
