@@ -41,6 +41,9 @@ public final class ManualClock: Clock, Sendable {
     /// The earliest deadline a task sleeps until, if any.
     public var nextDeadline: Instant? { state.withLock { $0.sleepers.values.map(\.deadline).min() } }
 
+    /// Every deadline tasks sleep until, earliest first.
+    public var deadlines: [Instant] { state.withLock { $0.sleepers.values.map(\.deadline).sorted() } }
+
     public func sleep(until deadline: Instant, tolerance: Duration? = nil) async throws {
         let id = state.withLock { state in
             defer { state.next += 1 }
