@@ -44,9 +44,12 @@ struct Heal: AsyncParsableCommand {
                         if case .restarted = event.kind { replacement = event.container }
                     }
                     let healed = clock.now - killedAt
-                    guard let replacement, let finishedAt = try handle.record.finishedAt,
-                          let startedAt = try runtime.container(replacement).record.startedAt else {
-                        throw ValidationError("replica \(victim.name) was not replaced")
+                    guard let replacement else { throw ValidationError("the event stream ended before replica \(victim.name) was replaced") }
+                    guard let finishedAt = try handle.record.finishedAt else {
+                        throw ValidationError("replica \(victim.name) has no finishedAt after it was replaced")
+                    }
+                    guard let startedAt = try runtime.container(replacement).record.startedAt else {
+                        throw ValidationError("the replacement \(replacement) of \(victim.name) has no startedAt")
                     }
                     recorded.append(startedAt.timeIntervalSince(finishedAt) * 1000)
                     observed.append(milliseconds(healed))
