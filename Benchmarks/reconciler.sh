@@ -76,7 +76,7 @@ echo "$gantry_heal" | sed 's/^/   gantry: /'
 crun_heal="$(peer "python3 - '$work/bundle' $kills" <<'PY'
 import json, os, signal, subprocess, sys, time
 bundle, kills = sys.argv[1], int(sys.argv[2])
-loop = subprocess.Popen(["sh", "-c", "exec -a gb-heal-loop sh -c 'while :; do crun run --bundle %s gb-heal >/dev/null 2>&1; done'" % bundle])
+loop = subprocess.Popen(["bash", "-c", "exec -a gb-heal-loop sh -c 'while :; do crun run --bundle %s gb-heal >/dev/null 2>&1; done'" % bundle])
 def state():
     out = subprocess.run(["crun", "state", "gb-heal"], capture_output=True, text=True)
     if out.returncode != 0: return None
@@ -91,7 +91,12 @@ times = []
 pid = wait_new(None)
 for _ in range(kills):
     start = time.monotonic()
-    os.kill(pid, signal.SIGKILL)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        # It ended between `crun state` and the kill: time the next one.
+        pid = wait_new(pid)
+        continue
     pid = wait_new(pid)
     times.append((time.monotonic() - start) * 1000)
 loop.kill()

@@ -25,7 +25,12 @@ struct Heal: AsyncParsableCommand {
     func run() async throws {
         try await options.withRuntime { runtime in
             try await withReconciler(runtime) { reconciler in
-                try reconciler.apply(sleeperService("heal", replicas: replicas))
+                // Each victim has run a while, as a healthy replica has: its
+                // end is replaced at once. (With the default ten minutes, the
+                // second kill of a replica would measure the crash-loop back-off.)
+                var spec = sleeperService("heal", replicas: replicas)
+                spec.crashLoop.resetAfter = .milliseconds(1)
+                try reconciler.apply(spec)
                 try await reconciler.waitForRollout("heal", timeout: .seconds(120))
                 let events = reconciler.events()
                 var iterator = events.makeAsyncIterator()

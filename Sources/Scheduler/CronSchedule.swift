@@ -389,7 +389,7 @@ extension CronSchedule {
         case "@hourly": fields = "0 * * * *"
         default:
             if words[0].hasPrefix("@every") {
-                throw fail("interval schedules (\(words[0])) are not supported: the Kubernetes CronJob schedule syntax is five fields or one of @yearly, @annually, @monthly, @weekly, @daily, @midnight and @hourly; write the interval as fields, such as \"*/5 * * * *\"")
+                throw fail("interval schedules (\(words[0])) are not supported: the documented Kubernetes CronJob schedule syntax is five fields or one of @yearly, @annually, @monthly, @weekly, @daily, @midnight and @hourly; write the interval as fields, such as \"*/5 * * * *\"")
             }
             throw fail("unknown descriptor \"\(whole)\"; use @yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly")
         }
