@@ -42,12 +42,18 @@ public struct ServiceLogs: Sendable {
 
     /// Everything the replicas have written so far, oldest first.
     public func lines() async throws -> [ServiceLogLine] {
+        try await snapshot().lines
+    }
+
+    /// The replicas, and the lines they had written when each was read.
+    private func snapshot() async throws -> (records: [ContainerRecord], lines: [ServiceLogLine]) {
         var lines: [ServiceLogLine] = []
-        for record in try containers() {
+        let records = try containers()
+        for record in records {
             guard let container = try? runtime.container(record.id) else { continue }
             for try await line in Self.lines(of: container, follow: false) { lines.append(line) }
         }
-        return lines.sorted { $0.time < $1.time }
+        return (records, lines.sorted { $0.time < $1.time })
     }
 
     /// The lines written so far, then new ones as they come, from replicas
@@ -59,17 +65,25 @@ public struct ServiceLogs: Sendable {
         AsyncThrowingStream { continuation in
             let task = Task {
                 do {
-                    for line in try await lines() { continuation.yield(line) }
-                    var followed = Set(try containers().map(\.id))
+                    // Each replica's lines already sent are skipped when it is followed,
+                    // so a line written in between is sent rather than lost.
+                    let (records, initial) = try await snapshot()
+                    var sent: [String: Int] = [:]
+                    for line in initial {
+                        sent[line.container, default: 0] += 1
+                        continuation.yield(line)
+                    }
+                    var followed = Set(records.map(\.id))
                     try await withThrowingDiscardingTaskGroup { group in
-                        for id in followed {
-                            group.addTask { try await Self.forward(runtime, id, skipExisting: true, continuation) }
+                        for record in records {
+                            let skip = sent[record.name] ?? 0
+                            group.addTask { try await Self.forward(runtime, record.id, skip: skip, continuation) }
                         }
                         while !Task.isCancelled {
                             try await Task.sleep(for: interval)
                             for record in try containers() where !followed.contains(record.id) {
                                 followed.insert(record.id)
-                                group.addTask { try await Self.forward(runtime, record.id, skipExisting: false, continuation) }
+                                group.addTask { try await Self.forward(runtime, record.id, skip: 0, continuation) }
                             }
                         }
                     }
@@ -84,21 +98,14 @@ public struct ServiceLogs: Sendable {
         }
     }
 
-    private static func forward(_ runtime: ContainerRuntime, _ id: String, skipExisting: Bool,
+    private static func forward(_ runtime: ContainerRuntime, _ id: String, skip: Int,
                                 _ continuation: AsyncThrowingStream<ServiceLogLine, any Error>.Continuation) async throws {
         guard let container = try? runtime.container(id) else { return }
-        let skip = skipExisting ? try await lineCount(container) : 0
         var index = 0
         for try await line in lines(of: container, follow: true) {
             index += 1
             if index > skip { continuation.yield(line) }
         }
-    }
-
-    private static func lineCount(_ container: Container) async throws -> Int {
-        var count = 0
-        for try await _ in lines(of: container, follow: false) { count += 1 }
-        return count
     }
 
     /// A container's output as lines, each stream's partial lines joined.

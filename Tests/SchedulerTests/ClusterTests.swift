@@ -23,7 +23,7 @@ private func job(_ name: String, cpu: Double = 1, priority: Int = 0) -> Workload
     Workload(name: name, resources: ResourceRequirements(requests: .cpus(cpu, memory: gib)), priority: priority, stopGrace: .zero)
 }
 
-@Suite(.timeLimit(.minutes(1))) struct ClusterTests {
+@Suite(.timeLimit(.minutes(5))) struct ClusterTests {
     @Test func waitsForRoomAndRunsWhenItFrees() async throws {
         let clock = ManualClock()
         let cluster = try Cluster(nodes: [simulated("a", cpus: 2, clock: clock)], clock: clock)

@@ -20,7 +20,7 @@ private final class Updates: Sendable {
     var all: [JobStatus] { list.withLock { $0 } }
 }
 
-@Suite(.timeLimit(.minutes(1))) struct JobTests {
+@Suite(.timeLimit(.minutes(5))) struct JobTests {
     @Test func completionsRunAtMostParallelismAtOnce() async throws {
         let clock = ManualClock()
         let running = Mutex((now: 0, most: 0))
