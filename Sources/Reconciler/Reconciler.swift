@@ -120,7 +120,7 @@ public final class Reconciler: Service, Sendable {
     ///   - runtime: the runtime replicas run in.
     ///   - store: the service store; the one in the runtime's state root by default.
     ///   - options: how it works.
-    ///   - clock: the clock for back-off, probe periods and deadlines (tests inject a ``ManualClock``).
+    ///   - clock: the clock for back-off, probe periods and deadlines (tests inject a `ManualClock`).
     ///   - metricsFactory: where metrics go; the bootstrapped factory by default.
     ///   - tracer: where spans go; the bootstrapped tracer by default.
     ///   - logger: where it logs.

@@ -299,7 +299,7 @@ public struct CronSchedule: Hashable, Sendable, CustomStringConvertible, Codable
         lhs.spec == rhs.spec && lhs.timeZone.identifier == rhs.timeZone.identifier
     }
 
-    /// Hashes what ``==`` compares.
+    /// Hashes what `==` compares.
     public func hash(into hasher: inout Hasher) {
         hasher.combine(spec)
         hasher.combine(timeZone.identifier)

@@ -127,7 +127,9 @@ public struct JobRunner: Sendable {
 
     /// Runs `job` until it completes or fails.
     ///
-    /// - Parameter update: called with the job's status after every change.
+    /// - Parameters:
+    ///   - job: the job.
+    ///   - update: called with the job's status after every change.
     /// - Returns: the final status; its condition is `complete` or `failed`.
     /// - Throws: ``SchedulerError`` for an invalid job or one whose runs can
     ///   never be placed; `CancellationError` when cancelled (its runs are stopped).

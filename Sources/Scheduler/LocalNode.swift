@@ -2,7 +2,7 @@ import Foundation
 import Runtime
 
 /// This host as a ``Node``: its CPUs, memory and process ids, minus a
-/// reserve, running workloads as containers of a ``ContainerRuntime``.
+/// reserve, running workloads as containers of a `ContainerRuntime`.
 ///
 /// A workload's limits become cgroup limits, its CPU request CPU shares,
 /// its quality-of-service class its `oom_score_adj`. CPUs listed as
