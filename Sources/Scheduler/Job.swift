@@ -167,7 +167,8 @@ public struct JobRunner: Sendable {
                 while active < job.parallelism, job.completionMode == .indexed ? !pending.isEmpty : active < needed {
                     let index: Int? = job.completionMode == .indexed ? pending.removeFirst() : nil
                     var workload = job.template
-                    workload.name = "\(job.name)-\(index.map(String.init) ?? String(started))-\(started)"
+                    // Each run has a name of its own: the job, the index if any, a run counter.
+                    workload.name = index.map { "\(job.name)-\($0)-\(started)" } ?? "\(job.name)-\(started)"
                     workload.labels[Self.jobLabel] = job.name
                     if let index {
                         workload.labels[Self.indexLabel] = String(index)
