@@ -108,6 +108,8 @@ public final class Reconciler: Service, Sendable {
     let tracer: any Tracer
     let broadcast = EventBroadcast<ServiceEvent>(bufferLimit: 4096)
     let state = Mutex(State())
+    /// Held while the store is read and applied, so views apply in order.
+    private let refreshing = Mutex(())
     let jobs: AsyncStream<@Sendable () async -> Void>
     let jobsInput: AsyncStream<@Sendable () async -> Void>.Continuation
     let journal: AsyncStream<ServiceEvent>
@@ -452,35 +454,41 @@ public final class Reconciler: Service, Sendable {
 
     /// Reads the project's services from the store; queues those that changed.
     func refresh() throws {
-        let records = try store.services(project: options.project)
-        var changed: [String] = []
-        var events: [ServiceEvent] = []
-        state.withLock { state in
-            let names = Set(records.map(\.spec.name))
-            for record in records {
-                let name = record.spec.name
-                if var existing = state.services[name], !existing.deleted {
-                    guard existing.record.generation != record.generation || existing.record.revision != record.revision else { continue }
-                    existing.record.spec = record.spec
-                    existing.record.generation = record.generation
-                    existing.record.revision = record.revision
-                    existing.templateHash = record.spec.revisionTemplate.hash
-                    existing.rollbackNote = nil
-                    state.services[name] = existing
-                } else {
-                    var fresh = ServiceState(record: record, lastReplicas: record.spec.replicas, templateHash: record.spec.revisionTemplate.hash)
-                    if let old = state.services[name] { fresh.replicas = old.replicas }
-                    state.services[name] = fresh
+        // The store is read and what it holds applied under one lock: a read
+        // that lost a race must not apply its older view after a newer one
+        // (it would take a just-applied service for deleted).
+        let (changed, events) = try refreshing.withLock { _ -> ([String], [ServiceEvent]) in
+            let records = try store.services(project: options.project)
+            var changed: [String] = []
+            var events: [ServiceEvent] = []
+            state.withLock { state in
+                let names = Set(records.map(\.spec.name))
+                for record in records {
+                    let name = record.spec.name
+                    if var existing = state.services[name], !existing.deleted {
+                        guard existing.record.generation != record.generation || existing.record.revision != record.revision else { continue }
+                        existing.record.spec = record.spec
+                        existing.record.generation = record.generation
+                        existing.record.revision = record.revision
+                        existing.templateHash = record.spec.revisionTemplate.hash
+                        existing.rollbackNote = nil
+                        state.services[name] = existing
+                    } else {
+                        var fresh = ServiceState(record: record, lastReplicas: record.spec.replicas, templateHash: record.spec.revisionTemplate.hash)
+                        if let old = state.services[name] { fresh.replicas = old.replicas }
+                        state.services[name] = fresh
+                    }
+                    changed.append(name)
+                    events.append(ServiceEvent(project: options.project, service: name, kind: .applied(generation: record.generation),
+                                               message: "generation \(record.generation), revision \(record.revision), \(record.spec.replicas) replicas"))
                 }
-                changed.append(name)
-                events.append(ServiceEvent(project: options.project, service: name, kind: .applied(generation: record.generation),
-                                           message: "generation \(record.generation), revision \(record.revision), \(record.spec.replicas) replicas"))
+                for (name, service) in state.services where !names.contains(name) && !service.deleted {
+                    state.services[name]?.deleted = true
+                    changed.append(name)
+                    events.append(ServiceEvent(project: options.project, service: name, kind: .deleted, message: "deleted"))
+                }
             }
-            for (name, service) in state.services where !names.contains(name) && !service.deleted {
-                state.services[name]?.deleted = true
-                changed.append(name)
-                events.append(ServiceEvent(project: options.project, service: name, kind: .deleted, message: "deleted"))
-            }
+            return (changed, events)
         }
         events.forEach(emit)
         changed.forEach(queue.add)
