@@ -99,7 +99,11 @@ let package = Package(
         ),
         .target(
             name: "Scheduler",
-            dependencies: ["Runtime"],
+            dependencies: [
+                "Runtime", "OCIImage",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict
         ),
         .target(
@@ -154,7 +158,7 @@ let package = Package(
         .executableTarget(
             name: "GantryBench",
             dependencies: [
-                "OCIImage", "Runtime", "Reconciler",
+                "OCIImage", "Runtime", "Scheduler", "Reconciler",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/GantryBench",
@@ -187,7 +191,7 @@ let package = Package(
             exclude: ["Fixtures"],
             swiftSettings: strict
         ),
-        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler"], swiftSettings: strict),
+        .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Runtime", "OCIImage", "GantryTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "ReconcilerTests",
             dependencies: [

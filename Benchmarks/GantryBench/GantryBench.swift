@@ -9,8 +9,8 @@ import Runtime
 struct GantryBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gantry-bench",
-        abstract: "Measure how fast Gantry starts containers and how little it keeps per container.",
-        subcommands: [Start.self, Burst.self, Memory.self, Port.self, Heal.self, Converge.self])
+        abstract: "Measure how fast Gantry starts, heals and places containers and how little it keeps per container.",
+        subcommands: [Start.self, Burst.self, Memory.self, Port.self, Heal.self, Converge.self, SchedulerBenchmark.self])
 }
 
 /// Where the benchmarks run: a state root holding a busybox image.

@@ -11,7 +11,7 @@ struct GantryCommand: AsyncParsableCommand {
         subcommands: [
             Run.self, PS.self, Inspect.self, Logs.self, Exec.self, Copy.self, Stop.self, Kill.self, Remove.self, Stats.self, Pause.self, Unpause.self,
             NetworkCommand.self, VolumeCommand.self, PodCommand.self, ImageCommand.self, Login.self, Logout.self,
-            Up.self, Down.self, ServiceCommand.self, Events.self,
+            Up.self, Down.self, ServiceCommand.self, Events.self, JobCommand.self, CronCommand.self,
         ]
     )
 
@@ -59,7 +59,7 @@ func hoistingGlobalOptions(_ arguments: [String]) -> [String] {
     guard !leading.isEmpty else { return arguments }
     // Right after the (sub)command's name: later, they could be taken for
     // the arguments of the command a container runs.
-    let groups: Set<String> = ["image", "network", "volume", "pod", "service", "rollout"]
+    let groups: Set<String> = ["image", "network", "volume", "pod", "service", "rollout", "job", "cron"]
     var path = 0
     while path < rest.count, !rest[rest.startIndex + path].hasPrefix("-") {
         path += 1

@@ -31,9 +31,13 @@ struct Up: AsyncParsableCommand {
     @Flag(name: .long, help: "Leave the replicas running at exit, for the next up to adopt, instead of taking the project down.")
     var leaveRunning = false
     @Flag(name: .shortAndLong, help: "Print no events.") var quiet = false
+    @Option(name: .long, help: ArgumentHelp("How often autoscalers read CPU and memory use and decide.", valueName: "duration"))
+    var autoscaleInterval = "15s"
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
+        let interval = try parseDuration(autoscaleInterval)
+        guard interval > .zero else { throw ValidationError("--autoscale-interval \(autoscaleInterval) must be above 0") }
         let project = try compose.load()
         for warning in project.warnings { Terminal.printError("warning: " + warning) }
         // Libraries report through swift-metrics; the program chooses where it goes.
@@ -43,7 +47,8 @@ struct Up: AsyncParsableCommand {
         let runtime = try gantry.containers
         let reconciler = try Reconciler(
             runtime: runtime,
-            options: Reconciler.Options(project: project.name, onShutdown: leaveRunning ? .leaveRunning : .stopReplicas),
+            options: Reconciler.Options(project: project.name, onShutdown: leaveRunning ? .leaveRunning : .stopReplicas,
+                                        autoscaleInterval: interval, metricSource: CgroupMetricSource(runtime: runtime)),
             logger: global.logger)
         let report = try reconciler.apply(project)
         for network in report.createdNetworks { say("network \(network) created") }
@@ -158,8 +163,8 @@ struct Events: AsyncParsableCommand {
 
 struct ServiceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "service", abstract: "List, inspect, scale and roll back services.",
-        subcommands: [List.self, Inspect.self, Scale.self, Rollout.self, Logs.self])
+        commandName: "service", abstract: "List, inspect, scale, autoscale and roll back services.",
+        subcommands: [List.self, Inspect.self, Scale.self, Autoscale.self, Rollout.self, Logs.self])
 
     /// Finds a service by name, in the given project or the only one that has it.
     static func find(_ name: String, project: String?, store: ServiceStore) throws -> ServiceRecord {
@@ -238,12 +243,14 @@ struct ServiceCommand: AsyncParsableCommand {
         struct Details: Encodable {
             var record: ServiceRecord
             var revisions: [Int]
+            var autoscaler: AutoscalerRecord?
         }
 
         func run() async throws {
             let store = try ServiceStore(root: global.stateRoot)
             let record = try ServiceCommand.find(name, project: project.project, store: store)
-            try Terminal.printJSON(Details(record: record, revisions: try store.revisions(name, project: record.spec.project).map(\.number)))
+            try Terminal.printJSON(Details(record: record, revisions: try store.revisions(name, project: record.spec.project).map(\.number),
+                                           autoscaler: try store.autoscaler(name, project: record.spec.project)))
         }
     }
 
@@ -261,6 +268,50 @@ struct ServiceCommand: AsyncParsableCommand {
             print("service \(name) scaled to \(scaled.spec.replicas) (generation \(scaled.generation))")
             if !Reconciler.isRunning(project: record.spec.project, root: global.stateRoot) {
                 Terminal.printError("warning: no reconciler runs project \(record.spec.project); the change applies when one does")
+            }
+        }
+    }
+
+    struct Autoscale: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Scale a service between --min and --max replicas to hold its CPU (or memory) use at a target.",
+            discussion: """
+                Utilisation is measured against each replica's request: its CPU or memory reservation \
+                (deploy.resources.reservations), else its limit. The reconciler of the project (gantry up) \
+                decides with Kubernetes' horizontal pod autoscaler algorithm: a tolerance of 10 %, scale-down \
+                stabilised over 5 minutes (--scale-down-window), scaling up by at most 4 replicas or 100 % per 15 s.
+                """)
+        @Argument(help: "The service.") var name: String
+        @Option(name: .long, help: "The fewest replicas.") var min = 1
+        @Option(name: .long, help: "The most replicas.") var max: Int?
+        @Option(name: .long, help: ArgumentHelp("The average CPU use to hold, in percent of the CPU request.", valueName: "percent"))
+        var cpuPercent: Double?
+        @Option(name: .long, help: ArgumentHelp("The average memory use to hold, in percent of the memory request.", valueName: "percent"))
+        var memoryPercent: Double?
+        @Option(name: .long, help: ArgumentHelp("How long scaling down waits for lower recommendations to hold.", valueName: "duration"))
+        var scaleDownWindow = "5m"
+        @Flag(name: .long, help: "Remove the service's autoscaler; its replica count stays as it is.") var off = false
+        @OptionGroup var project: ProjectOption
+        @OptionGroup var global: GlobalOptions
+
+        func run() async throws {
+            let store = try ServiceStore(root: global.stateRoot)
+            let record = try ServiceCommand.find(name, project: project.project, store: store)
+            if off {
+                try store.setAutoscaler(nil, service: name, project: record.spec.project)
+                print("service \(name) is no longer autoscaled")
+                return
+            }
+            guard let max else { throw ValidationError("give --max, the most replicas to run (or --off)") }
+            let metrics = [cpuPercent.map(AutoscalerMetric.cpu(percent:)), memoryPercent.map(AutoscalerMetric.memory(percent:))].compactMap { $0 }
+            guard !metrics.isEmpty else { throw ValidationError("give --cpu-percent or --memory-percent, the use to hold") }
+            var behavior = ScalingBehavior.kubernetesDefault
+            behavior.scaleDown.stabilizationWindow = try parseDuration(scaleDownWindow)
+            let spec = AutoscalerSpec(minReplicas: min, maxReplicas: max, metrics: metrics, behavior: behavior)
+            try store.setAutoscaler(spec, service: name, project: record.spec.project)
+            print("service \(name) autoscaled between \(min) and \(max) replicas, holding \(metrics.map(\.description).joined(separator: " and "))")
+            if !Reconciler.isRunning(project: record.spec.project, root: global.stateRoot) {
+                Terminal.printError("warning: no reconciler runs project \(record.spec.project); the autoscaler acts when one does")
             }
         }
     }

@@ -803,8 +803,10 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
     void *stack = MAP_FAILED;
 #ifdef GANTRY_SHARED_MEMORY_CLONE
     // Nor does a process joining a running container: it appears there
-    // before it executes, and must not be this process's memory then.
-    if (!plan->init && plan->join_pidfd < 0) {
+    // before it executes, and must not be this process's memory then. Nor
+    // one given an OOM score: the kernel sets the score of every process
+    // sharing the memory, so this process would take the container's.
+    if (!plan->init && plan->join_pidfd < 0 && !plan->oom_score_adj) {
         stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
         if (stack != MAP_FAILED) {
             mprotect(stack, 4096, PROT_NONE);

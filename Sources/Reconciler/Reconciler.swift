@@ -52,9 +52,16 @@ public final class Reconciler: Service, Sendable {
         public var rateLimits: WorkQueueRateLimits
         /// Replicas created and started at once by one reconcile.
         public var startConcurrency: Int
+        /// How often autoscalers read their metrics and decide (15 s, as
+        /// Kubernetes' horizontal pod autoscaler controller).
+        public var autoscaleInterval: Duration
+        /// Where autoscalers read their metrics; without one, services'
+        /// autoscalers report that they cannot work.
+        public var metricSource: (any ReplicaMetricSource)?
 
         /// The defaults: the default project, 4 workers, a resync every
-        /// 30 s, the store checked every 200 ms, replicas stopped at shutdown.
+        /// 30 s, the store checked every 200 ms, replicas stopped at
+        /// shutdown, autoscalers deciding every 15 s.
         ///
         /// - Parameters:
         ///   - project: the project whose services it manages.
@@ -64,9 +71,12 @@ public final class Reconciler: Service, Sendable {
         ///   - onShutdown: what happens to replicas at shutdown.
         ///   - rateLimits: the work queue's retry limits.
         ///   - startConcurrency: replicas started at once by one reconcile.
+        ///   - autoscaleInterval: how often autoscalers decide.
+        ///   - metricSource: where autoscalers read their metrics.
         public init(project: String = ServiceSpec.defaultProject, workers: Int = 4, resyncPeriod: Duration = .seconds(30),
                     storePollInterval: Duration = .milliseconds(200), onShutdown: ShutdownBehavior = .stopReplicas,
-                    rateLimits: WorkQueueRateLimits = WorkQueueRateLimits(), startConcurrency: Int = 4) {
+                    rateLimits: WorkQueueRateLimits = WorkQueueRateLimits(), startConcurrency: Int = 4,
+                    autoscaleInterval: Duration = .seconds(15), metricSource: (any ReplicaMetricSource)? = nil) {
             self.project = project
             self.workers = workers
             self.resyncPeriod = resyncPeriod
@@ -74,6 +84,8 @@ public final class Reconciler: Service, Sendable {
             self.onShutdown = onShutdown
             self.rateLimits = rateLimits
             self.startConcurrency = startConcurrency
+            self.autoscaleInterval = autoscaleInterval
+            self.metricSource = metricSource
         }
     }
 
@@ -115,6 +127,8 @@ public final class Reconciler: Service, Sendable {
     let journal: AsyncStream<ServiceEvent>
     let journalInput: AsyncStream<ServiceEvent>.Continuation
     let queue: WorkQueue<String>
+    /// Each autoscaled service's autoscaler, with its history.
+    let autoscalers = Mutex<[String: HorizontalAutoscaler]>([:])
 
     /// Opens a reconciler over `runtime`'s state root.
     ///
@@ -361,6 +375,7 @@ public final class Reconciler: Service, Sendable {
                     group.addTask { await self.resync() }
                     group.addTask { await self.watchStore() }
                     group.addTask { await self.writeJournal() }
+                    group.addTask { await self.autoscaleLoop() }
                     group.addTask {
                         await signal.wait()
                         await self.shutDown()

@@ -27,6 +27,8 @@ public struct ServiceEvent: Hashable, Sendable, Codable, CustomStringConvertible
         case restarted(count: Int)
         /// The desired number of replicas changed.
         case scaled(from: Int, to: Int)
+        /// The service's autoscaler changed its desired number of replicas.
+        case autoscaled(from: Int, to: Int)
         /// A rollout to a revision began.
         case rolloutStarted(revision: Int)
         /// A rollout moved on: so many replicas of the new revision are available.
@@ -87,6 +89,7 @@ public struct ServiceEvent: Hashable, Sendable, Codable, CustomStringConvertible
         case .backingOff: "backingOff"
         case .restarted: "restarted"
         case .scaled: "scaled"
+        case .autoscaled: "autoscaled"
         case .rolloutStarted: "rolloutStarted"
         case .rolloutProgressed: "rolloutProgressed"
         case .rolloutCompleted: "rolloutCompleted"

@@ -86,7 +86,7 @@ public final class ServiceStore: Sendable {
     let pool: DatabasePool
     /// The most events the journal keeps.
     public let journalLimit: Int
-    private static let encoder: JSONEncoder = {
+    static let encoder: JSONEncoder = {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         return encoder
@@ -128,10 +128,17 @@ public final class ServiceStore: Sendable {
                 CREATE INDEX event_object ON event (project, object);
                 """)
         }
+        migrator.registerMigration("v2") { db in
+            try db.execute(sql: """
+                CREATE TABLE autoscaler (
+                    project TEXT NOT NULL, service TEXT NOT NULL, record BLOB NOT NULL,
+                    PRIMARY KEY (project, service));
+                """)
+        }
         return migrator
     }
 
-    private func perform<T>(_ what: String, _ body: () throws -> T) throws -> T {
+    func perform<T>(_ what: String, _ body: () throws -> T) throws -> T {
         do {
             return try body()
         } catch let error as ReconcilerError {
@@ -143,7 +150,7 @@ public final class ServiceStore: Sendable {
         }
     }
 
-    private static func decode<T: Decodable>(_ type: T.Type, _ data: Data, _ what: String) throws -> T {
+    static func decode<T: Decodable>(_ type: T.Type, _ data: Data, _ what: String) throws -> T {
         do {
             return try JSONDecoder().decode(type, from: data)
         } catch {
@@ -181,7 +188,7 @@ public final class ServiceStore: Sendable {
         }
     }
 
-    private static func service(_ db: Database, _ project: String, _ name: String) throws -> ServiceRecord {
+    static func service(_ db: Database, _ project: String, _ name: String) throws -> ServiceRecord {
         guard let data = try Data.fetchOne(db, sql: "SELECT record FROM service WHERE project = ? AND name = ?", arguments: [project, name]) else {
             throw ReconcilerError(.notFound, "no service \(name) in project \(project)")
         }
@@ -320,6 +327,7 @@ public final class ServiceStore: Sendable {
         try perform("delete service \(name)") {
             try pool.write { db in
                 try db.execute(sql: "DELETE FROM revision WHERE project = ? AND service = ?", arguments: [project, name])
+                try db.execute(sql: "DELETE FROM autoscaler WHERE project = ? AND service = ?", arguments: [project, name])
                 try db.execute(sql: "DELETE FROM service WHERE project = ? AND name = ?", arguments: [project, name])
                 return db.changesCount > 0
             }

@@ -17,3 +17,10 @@ package struct ElapsedClock: Sendable {
         try await sleepUntil(now() + duration)
     }
 }
+
+extension Duration {
+    /// The duration in seconds, for arithmetic on dates.
+    var timeInterval: Double {
+        Double(components.seconds) + Double(components.attoseconds) / 1e18
+    }
+}

@@ -11,7 +11,8 @@ import Synchronization
 /// `gantry.job.completion-index` label). After each failure the next run
 /// waits a back-off (10 s doubling to 6 minutes by default); the job fails
 /// once more than ``backoffLimit`` runs have failed, or when it has run
-/// longer than ``activeDeadline``.
+/// longer than ``activeDeadline``. A ``JobStore`` forgets a finished job
+/// ``ttlAfterFinished`` after it ended.
 public struct JobSpec: Sendable {
     /// How completions are counted.
     public enum CompletionMode: String, Hashable, Sendable, Codable {
@@ -39,11 +40,15 @@ public struct JobSpec: Sendable {
     public var backoffCap: Duration
     /// The longest the job may run before its runs are stopped and it fails.
     public var activeDeadline: Duration?
+    /// How long a ``JobStore`` keeps the job's record once it has ended
+    /// (`ttlSecondsAfterFinished`); `nil` keeps it until it is removed.
+    public var ttlAfterFinished: Duration?
 
     /// A job; Kubernetes' defaults for what is not given.
     public init(name: String, template: Workload, completions: Int = 1, parallelism: Int = 1,
                 completionMode: CompletionMode = .nonIndexed, backoffLimit: Int = 6,
-                backoffBase: Duration = .seconds(10), backoffCap: Duration = .seconds(360), activeDeadline: Duration? = nil) {
+                backoffBase: Duration = .seconds(10), backoffCap: Duration = .seconds(360), activeDeadline: Duration? = nil,
+                ttlAfterFinished: Duration? = nil) {
         self.name = name
         self.template = template
         self.completions = completions
@@ -53,14 +58,20 @@ public struct JobSpec: Sendable {
         self.backoffBase = backoffBase
         self.backoffCap = backoffCap
         self.activeDeadline = activeDeadline
+        self.ttlAfterFinished = ttlAfterFinished
     }
 
     /// Checks the specification.
     ///
     /// - Throws: ``SchedulerError`` with code `invalidSpec` naming the field at fault.
     public func validate() throws {
-        func fail(_ why: String) -> SchedulerError { SchedulerError(.invalidSpec, "job \"\(name)\": \(why)") }
         guard !name.isEmpty else { throw SchedulerError(.invalidSpec, "a job needs a name") }
+        try validateFields(as: "job \"\(name)\"")
+    }
+
+    /// Checks every field but the name; errors start with `what`.
+    func validateFields(as what: String) throws {
+        func fail(_ why: String) -> SchedulerError { SchedulerError(.invalidSpec, "\(what): \(why)") }
         guard completions >= 1 else { throw fail("completions is \(completions); it must be at least 1") }
         guard parallelism >= 1 else { throw fail("parallelism is \(parallelism); it must be at least 1") }
         guard backoffLimit >= 0 else { throw fail("backoffLimit is \(backoffLimit); it must not be negative") }
@@ -68,7 +79,8 @@ public struct JobSpec: Sendable {
             throw fail("the back-off runs from \(backoffBase) to \(backoffCap); the cap must not be below the base")
         }
         if let activeDeadline, activeDeadline <= .zero { throw fail("activeDeadline \(activeDeadline) must be above 0") }
-        try template.resources.validate("job \"\(name)\"")
+        if let ttlAfterFinished, ttlAfterFinished < .zero { throw fail("ttlAfterFinished \(ttlAfterFinished) must not be negative") }
+        try template.resources.validate(what)
     }
 
     /// The wait before the next run after `failures` failed runs.
@@ -88,8 +100,13 @@ public struct JobStatus: Hashable, Sendable, Codable {
     }
 
     public var condition: Condition
-    /// Why it failed: `BackoffLimitExceeded` or `DeadlineExceeded`.
+    /// Why it failed: `BackoffLimitExceeded` or `DeadlineExceeded`; for a
+    /// job recorded in a ``JobStore`` also `Cancelled` (its run was
+    /// cancelled), `Error` (its runner threw; ``message`` says what) or
+    /// `RunnerExited` (the process running it is gone).
     public var reason: String?
+    /// What went wrong, when the reason alone does not say.
+    public var message: String?
     /// Runs now running or waiting for room.
     public var active: Int
     public var succeeded: Int

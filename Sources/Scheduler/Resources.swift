@@ -3,7 +3,7 @@
 ///
 /// A field that is `nil` is not specified, which is different from zero for
 /// requests and limits (Kubernetes defaults a missing request to the limit).
-public struct ResourceAmounts: Hashable, Sendable, CustomStringConvertible {
+public struct ResourceAmounts: Hashable, Sendable, Codable, CustomStringConvertible {
     /// CPU in thousandths of a core.
     public var milliCPU: Int64?
     /// Memory in bytes.
@@ -41,7 +41,7 @@ public struct ResourceAmounts: Hashable, Sendable, CustomStringConvertible {
 
 /// What a workload asks to be guaranteed (requests, used for placement) and
 /// the most it may use (limits, enforced by cgroups).
-public struct ResourceRequirements: Hashable, Sendable {
+public struct ResourceRequirements: Hashable, Sendable, Codable {
     /// The amounts placement reserves on a node.
     public var requests: ResourceAmounts
     /// The amounts the runtime enforces.

@@ -3,6 +3,7 @@ import GantryTestSupport
 import MetricsTestKit
 import Reconciler
 import Runtime
+import Scheduler
 import Testing
 @testable import Observability
 
@@ -79,6 +80,57 @@ private func replica(_ service: String, _ name: String, _ script: String) -> Con
             #expect(seen.prefix(4).sorted() == ["chat-a:a1", "chat-a:a2", "chat-b:b1", "chat-b:b2"])
             #expect(seen.last == "chat-c:c1")
             for container in [first, second, third] { try await container.remove(force: true) }
+        }
+    }
+
+    @Test func aCPUBurningServiceScalesUpAndBackDown() async throws {
+        try await withBusyboxRuntime("obs-autoscale") { runtime, dir in
+            // The replicas burn CPU while the control file exists, and idle otherwise.
+            let control = dir + "/control"
+            try FileManager.default.createDirectory(atPath: control, withIntermediateDirectories: true)
+            try write("", to: control + "/burn")
+            var template = ContainerSpec(image: "busybox:test", command: ["sh", "-c", "while :; do [ -e /control/burn ] || sleep 0.2; done"])
+            template.mounts = [.bind(source: control, target: "/control", readOnly: true)]
+            template.resources.cpuShares = 102  // a request of a tenth of a CPU
+            template.stopGracePeriod = .milliseconds(200)
+            let service = ServiceSpec(name: "burner", replicas: 1, template: template)
+            let reconciler = try Reconciler(runtime: runtime, options: Reconciler.Options(
+                autoscaleInterval: .milliseconds(500), metricSource: CgroupMetricSource(runtime: runtime)))
+            let events = reconciler.events()
+            let collected = Task {
+                var scalings: [(Int, Int)] = []
+                for await event in events {
+                    if case .autoscaled(let from, let to) = event.kind { scalings.append((from, to)) }
+                }
+                return scalings
+            }
+            defer { collected.cancel() }
+            try await reconciler.withRunning { reconciler in
+                try reconciler.apply(service)
+                try await reconciler.waitForRollout("burner")
+                var behavior = ScalingBehavior.kubernetesDefault
+                behavior.scaleDown.stabilizationWindow = .seconds(1)
+                try reconciler.setAutoscaler(AutoscalerSpec(minReplicas: 1, maxReplicas: 3, metrics: [.cpu(percent: 50)], behavior: behavior),
+                                             service: "burner")
+                try await reconciler.waitUntil("burner", timeout: .seconds(60)) { record, replicas in
+                    record?.spec.replicas == 3 && replicas.filter { $0.exit == nil && !$0.terminating }.count == 3
+                }
+                let busy = try #require(try reconciler.store.autoscaler("burner"))
+                #expect((busy.status.metrics["cpu"] ?? 0) > 50, "status: \(busy.status)")
+
+                try FileManager.default.removeItem(atPath: control + "/burn")
+                try await reconciler.waitUntil("burner", timeout: .seconds(60)) { record, replicas in
+                    record?.spec.replicas == 1 && replicas.filter { $0.exit == nil && !$0.terminating }.count == 1
+                }
+                let idle = try #require(try reconciler.store.autoscaler("burner"))
+                #expect(idle.status.desiredReplicas == 1 && idle.status.lastScaleTime != nil)
+                #expect((idle.status.metrics["cpu"] ?? 100) < 50, "status: \(idle.status)")
+            }
+            collected.cancel()
+            let scalings = await collected.value
+            // Up to the maximum at once, then down to the minimum (in one step or more).
+            #expect(scalings.first.map { $0 == (1, 3) } == true, "\(scalings)")
+            #expect(scalings.last?.1 == 1 && scalings.dropFirst().allSatisfy { $0.1 < $0.0 }, "\(scalings)")
         }
     }
 }

@@ -531,6 +531,8 @@ private func webFile(_ body: String, top: String = "") -> String {
         #expect(stopFirst.replicas == 4)
         #expect(stopFirst.template.resources.cpuQuota == 150_000)
         #expect(stopFirst.template.resources.memory == 1 << 30)
+        #expect(stopFirst.template.resources.memoryReservation == 64 << 20)
+        #expect(stopFirst.requestedMemory == 64 << 20 && stopFirst.requestedCPUs == 1.5)
         #expect(stopFirst.update.maxSurge == .count(0) && stopFirst.update.maxUnavailable == .count(2))
         #expect(!stopFirst.update.rollbackOnFailure)
         #expect(stopFirst.labels == ["team": "core"])
@@ -539,9 +541,11 @@ private func webFile(_ body: String, top: String = "") -> String {
         #expect(try web("").update == UpdateStrategy())
         #expect(try web("mem_limit: 512k\ncpus: \"0.25\"\npids_limit: 10").template.resources == ResourceLimits(cpuQuota: 25_000, cpuPeriod: 100_000, memory: 512 << 10, pids: 10))
 
-        let warnings = try parse(webFile("deploy:\n  resources:\n    reservations:\n      cpus: 1\n  update_config:\n    delay: 5s")).warnings
+        let reserved = try web("deploy:\n  resources:\n    reservations:\n      cpus: 0.5")
+        #expect(reserved.template.resources.cpuShares == 512 && reserved.requestedCPUs == 0.5 && reserved.requestedMemory == nil)
+        #expect(failure(webFile("deploy:\n  resources:\n    reservations:\n      devices: []")).contains("deploy.resources.reservations.devices"))
+        let warnings = try parse(webFile("deploy:\n  update_config:\n    delay: 5s")).warnings
         #expect(warnings == [
-            "compose.yaml: service web: deploy.resources.reservations: ignored; Gantry sets limits only",
             "compose.yaml: service web: deploy.update_config.delay \"5s\": ignored; Gantry moves on as soon as new replicas are ready",
         ])
         #expect(failure(webFile("scale: 2\ndeploy:\n  replicas: 3")).contains("scale: 2 and deploy.replicas: 3 disagree"))

@@ -4,6 +4,7 @@ import InMemoryTracing
 import MetricsTestKit
 import Runtime
 import Scheduler
+import Synchronization
 import Testing
 @testable import Reconciler
 
@@ -275,6 +276,45 @@ import Testing
         }
     }
 
+    @Test func aCustomMetricDrivesTheAutoscaler() async throws {
+        let source = QueueLengthSource()
+        let options = Reconciler.Options(autoscaleInterval: .milliseconds(100), metricSource: source)
+        try await withReconciler("autoscale", options: options) { reconciler, runtime in
+            let events = EventLog(reconciler)
+            try reconciler.apply(shellService("queue", replicas: 2, "exec sleep 600"))
+            try await reconciler.waitForRollout("queue")
+            #expect(throws: ReconcilerError.self) { try reconciler.setAutoscaler(AutoscalerSpec(maxReplicas: 4, metrics: []), service: "queue") }
+            #expect(throws: ReconcilerError.self) {
+                try reconciler.setAutoscaler(AutoscalerSpec(maxReplicas: 4, metrics: [.custom("jobs", averageValue: 10)]), service: "nothing")
+            }
+            var behavior = ScalingBehavior.kubernetesDefault
+            behavior.scaleDown.stabilizationWindow = .zero
+            try reconciler.setAutoscaler(AutoscalerSpec(minReplicas: 1, maxReplicas: 4, metrics: [.custom("jobs", averageValue: 10)], behavior: behavior),
+                                         service: "queue")
+            // 30 waiting jobs per replica against a target of 10: 2 × 3 = 6, held at the maximum of 4.
+            source.perReplica.withLock { $0 = 30 }
+            try await reconciler.waitUntil("queue") { record, replicas in record?.spec.replicas == 4 && replicas.count == 4 }
+            let record = try #require(try reconciler.store.autoscaler("queue"))
+            #expect(record.status.desiredReplicas == 4 && record.status.message?.contains("maxReplicas") == true, "\(record.status)")
+            // Within the tolerance nothing changes; far below, it scales down to the minimum.
+            source.perReplica.withLock { $0 = 10.5 }
+            try await Task.sleep(for: .milliseconds(400))
+            #expect(try reconciler.service("queue").spec.replicas == 4)
+            source.perReplica.withLock { $0 = 1 }
+            try await reconciler.waitUntil("queue") { record, replicas in record?.spec.replicas == 1 && replicas.count == 1 }
+            #expect(events.names(of: "queue").filter { $0 == "autoscaled" }.count >= 2)
+            // Removed, it leaves the count alone.
+            try reconciler.setAutoscaler(nil, service: "queue")
+            source.perReplica.withLock { $0 = 100 }
+            try await Task.sleep(for: .milliseconds(400))
+            #expect(try reconciler.service("queue").spec.replicas == 1)
+            #expect(try reconciler.store.autoscaler("queue") == nil)
+            try reconciler.delete("queue")
+            try await reconciler.waitUntil("queue") { record, replicas in record == nil && replicas.isEmpty }
+            #expect(try runtime.list().isEmpty)
+        }
+    }
+
     @Test func anotherProcessCanScaleThroughTheStore() async throws {
         try await withReconciler("crossprocess") { reconciler, runtime in
             try reconciler.apply(shellService("far", "exec sleep 600"))
@@ -288,5 +328,15 @@ import Testing
             let second = try Reconciler(runtime: runtime)
             await #expect(throws: ReconcilerError.self) { try await second.run() }
         }
+    }
+}
+
+/// A custom metric: the same number of waiting jobs for every replica.
+private final class QueueLengthSource: ReplicaMetricSource {
+    let perReplica = Mutex<Double?>(nil)
+
+    func sample(_ metric: AutoscalerMetric.Kind, of service: ServiceSpec, replicas: [Reconciler.ReplicaInfo]) async throws -> MetricSample {
+        let value = perReplica.withLock { $0 }
+        return MetricSample(metric, values: replicas.map { _ in value })
     }
 }

@@ -13,7 +13,19 @@ extension ServiceReader {
         spec.labels = try ComposeLabels.read(fields["labels"])
         if let resources = fields["resources"] {
             let resourceFields = try resources.fields(["limits", "reservations"], what: "resources key")
-            resourceFields["reservations"]?.warn("ignored; Gantry sets limits only")
+            if let reservations = resourceFields["reservations"] {
+                // Reservations are requests: CPU shares (1024 per CPU, as the
+                // kubelet converts them) and the memory soft limit; the
+                // autoscaler measures utilisation against them.
+                let reservationFields = try reservations.fields(["cpus", "memory", "devices", "generic_resources"], what: "reservation")
+                for key in ["devices", "generic_resources"] {
+                    if let value = reservationFields[key] { throw value.keyError("not supported: Gantry gives replicas no devices") }
+                }
+                if let value = reservationFields["cpus"] {
+                    spec.template.resources.cpuShares = UInt64(max(2, (try cpus(value) * 1024).rounded()))
+                }
+                if let value = reservationFields["memory"] { spec.template.resources.memoryReservation = try value.size() }
+            }
             if let limits = resourceFields["limits"] {
                 let limitFields = try limits.fields(["cpus", "memory", "pids", "devices"], what: "limit")
                 if let devices = limitFields["devices"] { throw devices.keyError("not supported: Gantry gives replicas no devices") }
