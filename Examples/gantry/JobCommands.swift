@@ -50,7 +50,7 @@ struct JobCommand: AsyncParsableCommand {
             discussion: "Runs wait for room on this host (CPU, memory and pids requests), higher priorities first. Exits 0 when the job completed, 1 when it failed.")
         @Option(help: "The job's name (default: the image's name and a random suffix).") var name: String?
         @OptionGroup var job: JobOptions
-        @Flag(name: .shortAndLong, help: "Print only the final status.") var quiet = false
+        @Flag(name: .shortAndLong, help: "Print only the runs' output and the final status.") var quiet = false
         @Argument(help: "The image.") var image: String
         @Argument(parsing: .captureForPassthrough, help: "The command and its arguments (default: the image's).") var command: [String] = []
         @OptionGroup var global: GlobalOptions
@@ -62,7 +62,9 @@ struct JobCommand: AsyncParsableCommand {
             try spec.validate()
             let gantry = try await global.openGantry()
             let store = try JobStore(root: gantry.root)
-            let cluster = try Cluster(nodes: [try LocalNode(runtime: try gantry.containers)])
+            var node = try LocalNode(runtime: try gantry.containers)
+            node.output = printWorkloadOutput
+            let cluster = try Cluster(nodes: [node])
             let quiet = self.quiet
             let last = Mutex("")
             let status: JobStatus
@@ -167,13 +169,15 @@ struct CronCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Run the stored cron jobs in the foreground until SIGINT or SIGTERM, following changes to them.",
             discussion: "Their jobs run on this host, admitted by their requests. At exit, jobs still running are stopped.")
-        @Flag(name: .shortAndLong, help: "Print no events.") var quiet = false
+        @Flag(name: .shortAndLong, help: "Print no events and no output of the jobs' runs.") var quiet = false
         @OptionGroup var global: GlobalOptions
 
         func run() async throws {
             let gantry = try await global.openGantry()
             let store = try JobStore(root: gantry.root)
-            let cluster = try Cluster(nodes: [try LocalNode(runtime: try gantry.containers)])
+            var node = try LocalNode(runtime: try gantry.containers)
+            if !quiet { node.output = printWorkloadOutput }
+            let cluster = try Cluster(nodes: [node])
             let controller = CronJobController(cluster: cluster, store: store, logger: global.logger)
             let quiet = self.quiet
             say("serving \(try store.cronJobs().count) cron jobs; Ctrl-C stops")
@@ -300,4 +304,12 @@ func untilSignalled<T: Sendable>(_ body: @escaping @Sendable () async throws -> 
     } onCancel: {
         task.cancel()
     }
+}
+
+/// Prints a run's output as `run | text`, standard error to standard error.
+@Sendable func printWorkloadOutput(_ workload: String, _ chunk: OutputChunk) {
+    let handle = chunk.stream == .stderr ? FileHandle.standardError : FileHandle.standardOutput
+    var text = chunk.text
+    if !text.hasSuffix("\n") { text += "\n" }
+    handle.write(Data((workload + " | " + text).utf8))
 }

@@ -17,6 +17,11 @@ public struct LocalNode: Node {
     public let info: NodeInfo
     /// The CPUs this process may run on.
     public let onlineCPUs: [Int]
+    /// Receives the output of every workload it runs, with the workload's
+    /// name, as it comes; the last chunks arrive before the workload's end
+    /// is reported. Containers are removed when their workload ends, so
+    /// this is where their output can be kept.
+    public var output: (@Sendable (_ workload: String, _ chunk: OutputChunk) -> Void)?
 
     /// This host.
     ///
@@ -83,7 +88,16 @@ public struct LocalNode: Node {
             try? await container.remove(force: true)
             throw error
         }
-        return LocalWorkload(container: container)
+        let relay = output.map { output in
+            let name = workload.name
+            let stream = container.output
+            return Task {
+                do {
+                    for try await chunk in stream { output(name, chunk) }
+                } catch {}
+            }
+        }
+        return LocalWorkload(container: container, relay: relay)
     }
 
     // MARK: - Reading the host
@@ -142,8 +156,13 @@ public struct LocalNode: Node {
 /// A workload running as a container on a ``LocalNode``.
 final class LocalWorkload: RunningWorkload {
     let container: Container
+    /// Passes the container's output on, until it ends.
+    let relay: Task<Void, Never>?
 
-    init(container: Container) { self.container = container }
+    init(container: Container, relay: Task<Void, Never>?) {
+        self.container = container
+        self.relay = relay
+    }
 
     func wait() async throws -> WorkloadExit {
         let container = self.container
@@ -155,9 +174,11 @@ final class LocalWorkload: RunningWorkload {
                 try? container.kill()
             }
         } catch {
+            relay?.cancel()
             try? await container.remove(force: true)
             throw error
         }
+        await relay?.value
         try? await container.remove(force: true)
         let reason: String? = switch exit.reason {
         case .exited: nil

@@ -109,13 +109,16 @@ public struct Placer: Sendable {
         feasible.reserveCapacity(min(wanted, nodes.count))
         let start = wanted < nodes.count ? nextStart % nodes.count : 0
         var examined = 0
-        while examined < nodes.count && feasible.count < wanted {
-            let index = (start + examined) % nodes.count
-            examined += 1
-            if let reason = reject(workload, on: nodes[index], context: context, cluster: cluster) {
-                reasons[reason, default: 0] += 1
-            } else {
-                feasible.append(index)
+        // Through a buffer, so each node is borrowed, not copied.
+        nodes.withUnsafeBufferPointer { nodes in
+            while examined < nodes.count && feasible.count < wanted {
+                let index = (start + examined) % nodes.count
+                examined += 1
+                if let reason = reject(workload, on: nodes.baseAddress! + index, context: context, cluster: cluster) {
+                    reasons[reason, default: 0] += 1
+                } else {
+                    feasible.append(index)
+                }
             }
         }
         if wanted < nodes.count { nextStart = (start + examined) % nodes.count }
@@ -139,7 +142,8 @@ public struct Placer: Sendable {
         var best: (plan: PreemptionPlan, key: (Int, Int, Int))?
         for (index, node) in cluster.nodes.enumerated() {
             // Only resources can be freed; other filters must pass as they are.
-            if rejectIgnoringResources(workload, on: node, context: context, cluster: cluster) != nil { continue }
+            let rejected = withUnsafePointer(to: node) { rejectIgnoringResources(workload, on: $0, context: context, cluster: cluster) }
+            if rejected != nil { continue }
             var candidates = node.workloads.filter { $0.priority < workload.priority }
             guard !candidates.isEmpty else { continue }
             var freed = node.requested
@@ -190,29 +194,33 @@ public struct Placer: Sendable {
         }
     }
 
-    private func reject(_ workload: Workload, on node: NodeState, context: CycleContext, cluster: ClusterState) -> String? {
+    @inline(__always)
+    private func reject(_ workload: Workload, on node: UnsafePointer<NodeState>, context: CycleContext, cluster: ClusterState) -> String? {
         let requests = context.requests
-        if !node.free.covers(requests) {
-            if requests.milliCPU > node.free.milliCPU { return "insufficient cpu" }
-            if requests.memory > node.free.memory { return "insufficient memory" }
-            if requests.pids > node.free.pids { return "insufficient pids" }
+        if !node.pointee.free.covers(requests) {
+            if requests.milliCPU > node.pointee.free.milliCPU { return "insufficient cpu" }
+            if requests.memory > node.pointee.free.memory { return "insufficient memory" }
+            if requests.pids > node.pointee.free.pids { return "insufficient pids" }
             return "insufficient gpus"
         }
-        if node.freeGPUs.count < requests.gpus { return "insufficient gpus" }
-        if node.freeExclusiveCPUs.count < context.exclusiveCPUs { return "insufficient exclusive cpus" }
+        if node.pointee.freeGPUs.count < requests.gpus { return "insufficient gpus" }
+        if node.pointee.freeExclusiveCPUs.count < context.exclusiveCPUs { return "insufficient exclusive cpus" }
         return rejectIgnoringResources(workload, on: node, context: context, cluster: cluster)
     }
 
-    private func rejectIgnoringResources(_ workload: Workload, on node: NodeState, context: CycleContext,
+    @inline(__always)
+    private func rejectIgnoringResources(_ workload: Workload, on node: UnsafePointer<NodeState>, context: CycleContext,
                                          cluster: ClusterState) -> String? {
-        if !context.nodeEligible(node.info) { return "node selector or affinity mismatch" }
-        for taint in node.info.taints where taint.effect != .preferNoSchedule {
+        if !context.nodeEligible(node.pointee.info) { return "node selector or affinity mismatch" }
+        for taint in node.pointee.info.taints where taint.effect != .preferNoSchedule {
             if !workload.tolerations.contains(where: { $0.tolerates(taint) }) { return "untolerated taint \(taint)" }
         }
-        if context.hasWorkloadTerms, let reason = context.rejectByWorkloadTerms(node, workload) { return reason }
-        if !context.spread.isEmpty, let reason = context.rejectBySpread(node) { return reason }
+        if context.hasWorkloadTerms, let reason = context.rejectByWorkloadTerms(node.pointee.info.labels, workload) { return reason }
+        if !context.spread.isEmpty, let reason = context.rejectBySpread(node.pointee.info.labels) { return reason }
+        guard !policy.filters.isEmpty else { return nil }
+        let state = node.pointee
         for filter in policy.filters {
-            if let reason = filter.reject(workload, on: node, in: cluster) { return "\(filter.name): \(reason)" }
+            if let reason = filter.reject(workload, on: state, in: cluster) { return "\(filter.name): \(reason)" }
         }
         return nil
     }
@@ -220,7 +228,11 @@ public struct Placer: Sendable {
     // MARK: - Scoring
 
     private mutating func choose(among feasible: [Int], _ workload: Workload, _ context: CycleContext, _ cluster: ClusterState) -> Int {
-        let nodes = cluster.nodes
+        cluster.nodes.withUnsafeBufferPointer { nodes in choose(among: feasible, workload, context, cluster, nodes) }
+    }
+
+    private mutating func choose(among feasible: [Int], _ workload: Workload, _ context: CycleContext, _ cluster: ClusterState,
+                                 _ nodes: UnsafeBufferPointer<NodeState>) -> Int {
         var totals = [Int](repeating: 0, count: feasible.count)
         // Resources, by the strategy.
         let maxCount = feasible.reduce(0) { max($0, nodes[$1].workloads.count) }
@@ -270,7 +282,8 @@ public struct Placer: Sendable {
         return feasible[best]
     }
 
-    private func resourceScore(_ node: NodeState, _ requests: ResourceVector, maxCount: Int) -> Int {
+    @inline(__always)
+    private func resourceScore(_ node: borrowing NodeState, _ requests: ResourceVector, maxCount: Int) -> Int {
         let allocatable = node.allocatable
         func fraction(_ used: Int64, _ total: Int64) -> Int64 { total > 0 ? min(100, used * 100 / total) : 100 }
         let after = node.requested + requests
@@ -347,11 +360,14 @@ private struct CycleContext {
         // Existing workloads whose required anti-affinity matches this one.
         var repelled = Set<TopologyDomain>()
         var anyRepelling = false
-        for node in cluster.nodes where cluster.repellingCount > 0 {
-            for placed in node.workloads where !placed.requiredAwayFrom.isEmpty {
-                anyRepelling = true
-                for term in placed.requiredAwayFrom where term.selector.matches(workload.labels) {
-                    if let value = node.info.labels[term.topologyKey] { repelled.insert(TopologyDomain(key: term.topologyKey, value: value)) }
+        // (Checked first: looping over the nodes for nothing would copy each.)
+        if cluster.repellingCount > 0 {
+            for node in cluster.nodes {
+                for placed in node.workloads where !placed.requiredAwayFrom.isEmpty {
+                    anyRepelling = true
+                    for term in placed.requiredAwayFrom where term.selector.matches(workload.labels) {
+                        if let value = node.info.labels[term.topologyKey] { repelled.insert(TopologyDomain(key: term.topologyKey, value: value)) }
+                    }
                 }
             }
         }
@@ -372,23 +388,29 @@ private struct CycleContext {
         let eligible = { (info: NodeInfo) in Self.eligible(info, workload.nodeSelector, workload.affinity.requiredNodeTerms) }
         spread = workload.topologySpread.map { constraint in
             var counts: [String: Int] = [:]
-            for node in cluster.nodes where eligible(node.info) {
-                guard let value = node.info.labels[constraint.topologyKey] else { continue }
-                counts[value, default: 0] += node.workloads.reduce(0) { $0 + (constraint.selector.matches($1.labels) ? 1 : 0) }
+            cluster.nodes.withUnsafeBufferPointer { nodes in
+                for index in nodes.indices where eligible(nodes[index].info) {
+                    guard let value = nodes[index].info.labels[constraint.topologyKey] else { continue }
+                    var matching = 0
+                    for placed in nodes[index].workloads where constraint.selector.matches(placed.labels) { matching += 1 }
+                    counts[value, default: 0] += matching
+                }
             }
             return Spread(constraint: constraint, counts: counts, minimum: counts.values.min() ?? 0)
         }
     }
 
+    @inline(__always)
     static func eligible(_ info: NodeInfo, _ selector: [String: String], _ terms: [LabelSelector]) -> Bool {
         for (key, value) in selector where info.labels[key] != value { return false }
         return terms.isEmpty || terms.contains { $0.matches(info.labels) }
     }
 
+    @inline(__always)
     func nodeEligible(_ info: NodeInfo) -> Bool { Self.eligible(info, selector, requiredNodeTerms) }
 
-    func rejectByWorkloadTerms(_ node: NodeState, _ workload: Workload) -> String? {
-        let labels = node.info.labels
+    @inline(__always)
+    func rejectByWorkloadTerms(_ labels: [String: String], _ workload: Workload) -> String? {
         for (term, found) in zip(workload.affinity.requiredWith, withDomains) {
             guard let value = labels[term.topologyKey], found.contains(value) || (found.isEmpty && term.selector.matches(workload.labels))
             else { return "workload affinity unmet" }
@@ -400,16 +422,17 @@ private struct CycleContext {
         return nil
     }
 
-    func rejectBySpread(_ node: NodeState) -> String? {
+    @inline(__always)
+    func rejectBySpread(_ labels: [String: String]) -> String? {
         for item in spread where item.constraint.whenUnsatisfiable == .doNotSchedule {
-            guard let value = node.info.labels[item.constraint.topologyKey] else { return "node lacks topology key \(item.constraint.topologyKey)" }
+            guard let value = labels[item.constraint.topologyKey] else { return "node lacks topology key \(item.constraint.topologyKey)" }
             let own = item.constraint.selector.matches(workload.labels) ? 1 : 0
             if (item.counts[value] ?? 0) + own - item.minimum > item.constraint.maxSkew { return "topology spread skew" }
         }
         return nil
     }
 
-    func preferenceScore(_ node: NodeState, _ workload: Workload) -> Int {
+    func preferenceScore(_ node: borrowing NodeState, _ workload: Workload) -> Int {
         var score = 0
         for (weight, key, found) in preferredWith {
             if let value = node.info.labels[key], found.contains(value) { score += weight }
@@ -420,7 +443,8 @@ private struct CycleContext {
         return score
     }
 
-    func softSpreadCount(_ node: NodeState) -> Int {
+    @inline(__always)
+    func softSpreadCount(_ node: borrowing NodeState) -> Int {
         var total = 0
         for item in spread where item.constraint.whenUnsatisfiable == .scheduleAnyway {
             total += node.info.labels[item.constraint.topologyKey].map { item.counts[$0] ?? 0 } ?? 0
