@@ -148,7 +148,7 @@ public actor Cluster {
             throw SchedulerError(.exists, "a workload named \"\(name)\" is waiting or running already")
         }
         let requests = workload.resources.effectiveRequests
-        guard state.nodes.contains(where: { $0.allocatable.covers(requests) && $0.info.exclusiveCPUs.count >= workload.exclusiveCPUCount })
+        guard state.canEverFit(requests, exclusiveCPUs: workload.exclusiveCPUCount)
         else {
             throw SchedulerError(.unschedulable, "workload \"\(name)\" requests \(requests), more than any node can ever offer")
         }

@@ -87,6 +87,8 @@ public struct Placer: Sendable {
     public var policy: PlacementPolicy
     private var nextStart = 0
     private var random: SplitMix
+    /// What was derived from the node labels of the cluster last seen.
+    private var derived = DerivedFromNodes()
 
     /// A placer following `policy`.
     public init(policy: PlacementPolicy = PlacementPolicy()) {
@@ -100,31 +102,35 @@ public struct Placer: Sendable {
 
     /// Chooses a node for `workload` in `cluster`, without binding it.
     public mutating func place(_ workload: Workload, in cluster: ClusterState) -> PlacementDecision {
-        let nodes = cluster.nodes
-        guard !nodes.isEmpty else { return .unschedulable(["no nodes": 0]) }
-        let context = CycleContext(workload, cluster)
-        let wanted = feasibleToFind(nodes.count)
-        var reasons: [String: Int] = [:]
+        let count = cluster.nodes.count
+        guard count > 0 else { return .unschedulable(["no nodes": 0]) }
+        derived.follow(cluster)
+        let context = CycleContext(workload, cluster, &derived)
+        let wanted = feasibleToFind(count)
+        var tally = RejectionTally()
         var feasible: [Int] = []
-        feasible.reserveCapacity(min(wanted, nodes.count))
-        let start = wanted < nodes.count ? nextStart % nodes.count : 0
+        feasible.reserveCapacity(min(wanted, count))
+        let start = wanted < count ? nextStart % count : 0
         var examined = 0
-        // Through a buffer, so each node is borrowed, not copied.
-        nodes.withUnsafeBufferPointer { nodes in
-            while examined < nodes.count && feasible.count < wanted {
-                let index = (start + examined) % nodes.count
-                examined += 1
-                if let reason = reject(workload, on: nodes.baseAddress! + index, context: context, cluster: cluster) {
-                    reasons[reason, default: 0] += 1
-                } else {
-                    feasible.append(index)
+        // Through buffers, so each node is borrowed, not copied.
+        cluster.nodes.withUnsafeBufferPointer { nodes in
+            cluster.summaries.withUnsafeBufferPointer { summaries in
+                while examined < count && feasible.count < wanted {
+                    var index = start + examined
+                    if index >= count { index -= count }
+                    examined += 1
+                    if let rejection = reject(workload, at: index, nodes, summaries, context, cluster) {
+                        tally.add(rejection)
+                    } else {
+                        feasible.append(index)
+                    }
                 }
             }
         }
-        if wanted < nodes.count { nextStart = (start + examined) % nodes.count }
-        guard !feasible.isEmpty else { return .unschedulable(reasons) }
+        if wanted < count { nextStart = (start + examined) % count }
+        guard !feasible.isEmpty else { return .unschedulable(tally.reasons) }
         let best = feasible.count == 1 ? feasible[0] : choose(among: feasible, workload, context, cluster)
-        return .node(best, assignment(for: workload, on: nodes[best]))
+        return .node(best, assignment(for: workload, on: cluster.nodes[best]))
     }
 
     /// Finds the node where stopping the fewest and least important
@@ -137,12 +143,18 @@ public struct Placer: Sendable {
     /// - Returns: `nil` when the workload may not preempt or no node would do.
     public func preemption(for workload: Workload, in cluster: ClusterState) -> PreemptionPlan? {
         guard workload.preemption == .preemptLowerPriority else { return nil }
-        let context = CycleContext(workload, cluster)
+        var derived = self.derived
+        derived.follow(cluster)
+        let context = CycleContext(workload, cluster, &derived)
         let requests = workload.resources.effectiveRequests
         var best: (plan: PreemptionPlan, key: (Int, Int, Int))?
         for (index, node) in cluster.nodes.enumerated() {
             // Only resources can be freed; other filters must pass as they are.
-            let rejected = withUnsafePointer(to: node) { rejectIgnoringResources(workload, on: $0, context: context, cluster: cluster) }
+            let rejected = cluster.nodes.withUnsafeBufferPointer { nodes in
+                cluster.summaries.withUnsafeBufferPointer { summaries in
+                    rejectIgnoringResources(workload, at: index, nodes, summaries, context, cluster)
+                }
+            }
             if rejected != nil { continue }
             var candidates = node.workloads.filter { $0.priority < workload.priority }
             guard !candidates.isEmpty else { continue }
@@ -195,32 +207,41 @@ public struct Placer: Sendable {
     }
 
     @inline(__always)
-    private func reject(_ workload: Workload, on node: UnsafePointer<NodeState>, context: CycleContext, cluster: ClusterState) -> String? {
+    private func reject(_ workload: Workload, at index: Int, _ nodes: UnsafeBufferPointer<NodeState>,
+                        _ summaries: UnsafeBufferPointer<NodeSummary>, _ context: CycleContext, _ cluster: ClusterState) -> Rejection? {
         let requests = context.requests
-        if !node.pointee.free.covers(requests) {
-            if requests.milliCPU > node.pointee.free.milliCPU { return "insufficient cpu" }
-            if requests.memory > node.pointee.free.memory { return "insufficient memory" }
-            if requests.pids > node.pointee.free.pids { return "insufficient pids" }
-            return "insufficient gpus"
+        let free = summaries[index].free
+        if !free.covers(requests) {
+            if requests.milliCPU > free.milliCPU { return .cpu }
+            if requests.memory > free.memory { return .memory }
+            if requests.pids > free.pids { return .pids }
+            return .gpus
         }
-        if node.pointee.freeGPUs.count < requests.gpus { return "insufficient gpus" }
-        if node.pointee.freeExclusiveCPUs.count < context.exclusiveCPUs { return "insufficient exclusive cpus" }
-        return rejectIgnoringResources(workload, on: node, context: context, cluster: cluster)
+        if summaries[index].freeGPUs < requests.gpus { return .gpus }
+        if summaries[index].freeExclusiveCPUs < context.exclusiveCPUs { return .exclusiveCPUs }
+        return rejectIgnoringResources(workload, at: index, nodes, summaries, context, cluster)
     }
 
     @inline(__always)
-    private func rejectIgnoringResources(_ workload: Workload, on node: UnsafePointer<NodeState>, context: CycleContext,
-                                         cluster: ClusterState) -> String? {
-        if !context.nodeEligible(node.pointee.info) { return "node selector or affinity mismatch" }
-        for taint in node.pointee.info.taints where taint.effect != .preferNoSchedule {
-            if !workload.tolerations.contains(where: { $0.tolerates(taint) }) { return "untolerated taint \(taint)" }
+    private func rejectIgnoringResources(_ workload: Workload, at index: Int, _ nodes: UnsafeBufferPointer<NodeState>,
+                                         _ summaries: UnsafeBufferPointer<NodeSummary>, _ context: CycleContext,
+                                         _ cluster: ClusterState) -> Rejection? {
+        if let eligible = context.eligible, !eligible[index] { return .mismatch }
+        if summaries[index].hardTaints {
+            for taint in nodes[index].info.taints where taint.effect != .preferNoSchedule {
+                if !workload.tolerations.contains(where: { $0.tolerates(taint) }) { return .taint(taint) }
+            }
         }
-        if context.hasWorkloadTerms, let reason = context.rejectByWorkloadTerms(node.pointee.info.labels, workload) { return reason }
-        if !context.spread.isEmpty, let reason = context.rejectBySpread(node.pointee.info.labels) { return reason }
+        if let blocked = context.blocked, let rejection = blocked[index] { return rejection }
+        for spread in context.hardSpread {
+            let domain = spread.domainOf[index]
+            guard domain >= 0 else { return .lacksKey(spread.constraint.topologyKey) }
+            if spread.counts[Int(domain)] + spread.own - spread.minimum > spread.constraint.maxSkew { return .skew }
+        }
         guard !policy.filters.isEmpty else { return nil }
-        let state = node.pointee
+        let state = nodes[index]
         for filter in policy.filters {
-            if let reason = filter.reject(workload, on: state, in: cluster) { return "\(filter.name): \(reason)" }
+            if let reason = filter.reject(workload, on: state, in: cluster) { return .filter(filter.name, reason) }
         }
         return nil
     }
@@ -228,16 +249,20 @@ public struct Placer: Sendable {
     // MARK: - Scoring
 
     private mutating func choose(among feasible: [Int], _ workload: Workload, _ context: CycleContext, _ cluster: ClusterState) -> Int {
-        cluster.nodes.withUnsafeBufferPointer { nodes in choose(among: feasible, workload, context, cluster, nodes) }
+        cluster.nodes.withUnsafeBufferPointer { nodes in
+            cluster.summaries.withUnsafeBufferPointer { summaries in
+                choose(among: feasible, workload, context, cluster, nodes, summaries)
+            }
+        }
     }
 
     private mutating func choose(among feasible: [Int], _ workload: Workload, _ context: CycleContext, _ cluster: ClusterState,
-                                 _ nodes: UnsafeBufferPointer<NodeState>) -> Int {
+                                 _ nodes: UnsafeBufferPointer<NodeState>, _ summaries: UnsafeBufferPointer<NodeSummary>) -> Int {
         var totals = [Int](repeating: 0, count: feasible.count)
         // Resources, by the strategy.
-        let maxCount = feasible.reduce(0) { max($0, nodes[$1].workloads.count) }
+        let maxCount = feasible.reduce(0) { max($0, summaries[$1].workloads) }
         for (slot, index) in feasible.enumerated() {
-            totals[slot] += Self.resourceWeight * resourceScore(nodes[index], context.requests, maxCount: maxCount)
+            totals[slot] += Self.resourceWeight * resourceScore(summaries[index], context.requests, maxCount: maxCount)
         }
         // Preferred node affinity, normalised to the best node.
         if !workload.affinity.preferredNodeTerms.isEmpty {
@@ -247,20 +272,25 @@ public struct Placer: Sendable {
             add(normalised(raw), weight: Self.nodeAffinityWeight, to: &totals)
         }
         // Fewer untolerated PreferNoSchedule taints is better.
-        let avoided = feasible.map { index in
-            nodes[index].info.taints.filter { taint in
-                taint.effect == .preferNoSchedule && !workload.tolerations.contains { $0.tolerates(taint) }
-            }.count
+        if feasible.contains(where: { summaries[$0].softTaints }) {
+            let avoided = feasible.map { index in
+                guard summaries[index].softTaints else { return 0 }
+                var count = 0
+                for taint in nodes[index].info.taints where taint.effect == .preferNoSchedule {
+                    if !workload.tolerations.contains(where: { $0.tolerates(taint) }) { count += 1 }
+                }
+                return count
+            }
+            if avoided.contains(where: { $0 > 0 }) { add(normalised(avoided, reverse: true), weight: Self.taintWeight, to: &totals) }
         }
-        if avoided.contains(where: { $0 > 0 }) { add(normalised(avoided, reverse: true), weight: Self.taintWeight, to: &totals) }
         // Preferred workload affinity and anti-affinity.
-        if !workload.affinity.preferredWith.isEmpty || !workload.affinity.preferredAwayFrom.isEmpty {
-            let raw = feasible.map { context.preferenceScore(nodes[$0], workload) }
+        if !context.preferred.isEmpty {
+            let raw = feasible.map { context.preferenceScore(at: $0) }
             add(normalisedSigned(raw), weight: Self.workloadAffinityWeight, to: &totals)
         }
         // Soft spread: fewer matching workloads in the node's domains is better.
-        if context.spread.contains(where: { $0.constraint.whenUnsatisfiable == .scheduleAnyway }) {
-            let raw = feasible.map { context.softSpreadCount(nodes[$0]) }
+        if !context.softSpread.isEmpty {
+            let raw = feasible.map { context.softSpreadCount(at: $0) }
             add(normalised(raw, reverse: true), weight: Self.spreadWeight, to: &totals)
         }
         for scorer in policy.scorers {
@@ -283,16 +313,16 @@ public struct Placer: Sendable {
     }
 
     @inline(__always)
-    private func resourceScore(_ node: borrowing NodeState, _ requests: ResourceVector, maxCount: Int) -> Int {
+    private func resourceScore(_ node: NodeSummary, _ requests: ResourceVector, maxCount: Int) -> Int {
         let allocatable = node.allocatable
         func fraction(_ used: Int64, _ total: Int64) -> Int64 { total > 0 ? min(100, used * 100 / total) : 100 }
-        let after = node.requested + requests
+        let after = allocatable - node.free + requests
         let cpu = fraction(after.milliCPU, allocatable.milliCPU)
         let memory = fraction(after.memory, allocatable.memory)
         switch policy.strategy {
         case .leastAllocated: return Int(((100 - cpu) + (100 - memory)) / 2)
         case .mostAllocated: return Int((cpu + memory) / 2)
-        case .spread: return maxCount == 0 ? 100 : 100 - node.workloads.count * 100 / (maxCount + 1)
+        case .spread: return maxCount == 0 ? 100 : 100 - node.workloads * 100 / (maxCount + 1)
         }
     }
 
@@ -325,137 +355,263 @@ public struct Placer: Sendable {
     }
 }
 
-/// What one placement computes once for all nodes: requests, and the
-/// workload counts per topology domain its spread and affinity terms need.
+/// Why a node was ruled out for a workload.
+enum Rejection: Hashable {
+    case cpu, memory, pids, gpus, exclusiveCPUs, mismatch, affinityUnmet, antiAffinity, repelled, skew
+    case lacksKey(String)
+    case taint(Taint)
+    case filter(String, String)
+
+    var description: String {
+        switch self {
+        case .cpu: "insufficient cpu"
+        case .memory: "insufficient memory"
+        case .pids: "insufficient pids"
+        case .gpus: "insufficient gpus"
+        case .exclusiveCPUs: "insufficient exclusive cpus"
+        case .mismatch: "node selector or affinity mismatch"
+        case .affinityUnmet: "workload affinity unmet"
+        case .antiAffinity: "workload anti-affinity"
+        case .repelled: "anti-affinity of a running workload"
+        case .skew: "topology spread skew"
+        case .lacksKey(let key): "node lacks topology key \(key)"
+        case .taint(let taint): "untolerated taint \(taint)"
+        case .filter(let name, let reason): "\(name): \(reason)"
+        }
+    }
+}
+
+/// Rejections counted by reason, without hashing a string per node.
+private struct RejectionTally {
+    private var fixed = [Int](repeating: 0, count: 10)
+    private var other: [Rejection: Int] = [:]
+
+    mutating func add(_ rejection: Rejection) {
+        switch rejection {
+        case .cpu: fixed[0] += 1
+        case .memory: fixed[1] += 1
+        case .pids: fixed[2] += 1
+        case .gpus: fixed[3] += 1
+        case .exclusiveCPUs: fixed[4] += 1
+        case .mismatch: fixed[5] += 1
+        case .affinityUnmet: fixed[6] += 1
+        case .antiAffinity: fixed[7] += 1
+        case .repelled: fixed[8] += 1
+        case .skew: fixed[9] += 1
+        default: other[rejection, default: 0] += 1
+        }
+    }
+
+    var reasons: [String: Int] {
+        let cases: [Rejection] = [.cpu, .memory, .pids, .gpus, .exclusiveCPUs, .mismatch, .affinityUnmet, .antiAffinity, .repelled, .skew]
+        var reasons: [String: Int] = [:]
+        for (rejection, count) in zip(cases, fixed) where count > 0 { reasons[rejection.description] = count }
+        for (rejection, count) in other { reasons[rejection.description, default: 0] += count }
+        return reasons
+    }
+}
+
+/// The nodes grouped by the value of one label: each node's domain number,
+/// or -1 when it lacks the label.
+struct TopologyDomains {
+    var ofNode: [Int32]
+    var count: Int
+
+    init(_ key: String, _ nodes: [NodeState]) {
+        var numbers: [String: Int32] = [:]
+        ofNode = nodes.map { node in
+            guard let value = node.info.labels[key] else { return -1 }
+            if let number = numbers[value] { return number }
+            let number = Int32(numbers.count)
+            numbers[value] = number
+            return number
+        }
+        count = numbers.count
+    }
+}
+
+/// What placement derives from node labels alone, kept while the
+/// cluster's nodes stay the same: topology domains per key, and which
+/// nodes each node selector allows.
+struct DerivedFromNodes: Sendable {
+    struct EligibilityKey: Hashable {
+        var selector: [String: String]
+        var terms: [LabelSelector]
+    }
+
+    private var token: UInt64?
+    private var domains: [String: TopologyDomains] = [:]
+    private var eligibility: [EligibilityKey: [Bool]] = [:]
+    /// Beyond this many selectors remembered, the memory starts again.
+    private static let limit = 256
+
+    mutating func follow(_ cluster: ClusterState) {
+        guard token != cluster.nodesToken else { return }
+        token = cluster.nodesToken
+        domains = [:]
+        eligibility = [:]
+    }
+
+    mutating func domains(_ key: String, _ cluster: ClusterState) -> TopologyDomains {
+        if let known = domains[key] { return known }
+        let found = TopologyDomains(key, cluster.nodes)
+        if domains.count >= Self.limit { domains = [:] }
+        domains[key] = found
+        return found
+    }
+
+    /// Which nodes allow `workload` by their labels; `nil` when all do.
+    mutating func eligible(_ workload: Workload, _ cluster: ClusterState) -> [Bool]? {
+        let key = EligibilityKey(selector: workload.nodeSelector, terms: workload.affinity.requiredNodeTerms)
+        guard !key.selector.isEmpty || !key.terms.isEmpty else { return nil }
+        if let known = eligibility[key] { return known }
+        let found = cluster.nodes.map { node in
+            key.selector.allSatisfy { node.info.labels[$0.key] == $0.value }
+                && (key.terms.isEmpty || key.terms.contains { $0.matches(node.info.labels) })
+        }
+        if eligibility.count >= Self.limit { eligibility = [:] }
+        eligibility[key] = found
+        return found
+    }
+}
+
+/// What one placement computes once for all nodes: requests, which nodes
+/// the node selector allows, and the workload counts per topology domain
+/// that its spread and affinity terms need.
 private struct CycleContext {
     struct Spread {
         var constraint: TopologySpreadConstraint
-        /// Matching workloads per value of the topology key, over eligible nodes.
-        var counts: [String: Int]
+        var domainOf: [Int32]
+        /// Matching workloads per domain, over eligible nodes.
+        var counts: [Int]
+        /// The lowest count among the domains of eligible nodes.
         var minimum: Int
+        /// 1 when the workload itself matches the selector.
+        var own: Int
+    }
+
+    struct Preference {
+        /// Positive for affinity, negative for anti-affinity.
+        var weight: Int
+        var domainOf: [Int32]
+        /// Whether a matching workload runs in each domain.
+        var present: [Bool]
     }
 
     let requests: ResourceVector
     let exclusiveCPUs: Int
-    let selector: [String: String]
-    let requiredNodeTerms: [LabelSelector]
-    let hasWorkloadTerms: Bool
-    let spread: [Spread]
-    /// For each required "with" term, the domains holding a matching workload.
-    let withDomains: [Set<String>]
-    let awayDomains: [Set<String>]
-    let preferredWith: [(Int, String, Set<String>)]
-    let preferredAway: [(Int, String, Set<String>)]
-    /// Domains (key, value) whose bound workloads keep this one away.
-    let repelledDomains: Set<TopologyDomain>
-    let workload: Workload
+    /// Which nodes the node selector and required node affinity allow; `nil`: all.
+    let eligible: [Bool]?
+    /// Per node, why the workload terms rule it out; `nil` when none do.
+    let blocked: [Rejection?]?
+    let hardSpread: [Spread]
+    let softSpread: [Spread]
+    let preferred: [Preference]
 
-    init(_ workload: Workload, _ cluster: ClusterState) {
-        self.workload = workload
+    init(_ workload: Workload, _ cluster: ClusterState, _ derived: inout DerivedFromNodes) {
         requests = workload.resources.effectiveRequests
         exclusiveCPUs = workload.exclusiveCPUCount
-        selector = workload.nodeSelector
-        requiredNodeTerms = workload.affinity.requiredNodeTerms
+        let eligible = derived.eligible(workload, cluster)
+        self.eligible = eligible
         let affinity = workload.affinity
-        // Existing workloads whose required anti-affinity matches this one.
-        var repelled = Set<TopologyDomain>()
-        var anyRepelling = false
-        // (Checked first: looping over the nodes for nothing would copy each.)
-        if cluster.repellingCount > 0 {
-            for node in cluster.nodes {
-                for placed in node.workloads where !placed.requiredAwayFrom.isEmpty {
-                    anyRepelling = true
-                    for term in placed.requiredAwayFrom where term.selector.matches(workload.labels) {
-                        if let value = node.info.labels[term.topologyKey] { repelled.insert(TopologyDomain(key: term.topologyKey, value: value)) }
-                    }
+        let count = cluster.nodes.count
+
+        func perNode(_ selector: LabelSelector) -> [Int32] {
+            cluster.selectorCounts[selector]?.perNode ?? ClusterState.matching(selector, in: cluster.nodes)
+        }
+        /// Whether each domain of `domains` holds a workload matching `selector`.
+        func presence(_ selector: LabelSelector, _ domains: TopologyDomains) -> [Bool] {
+            var present = [Bool](repeating: false, count: domains.count)
+            for (node, matching) in perNode(selector).enumerated() where matching > 0 && domains.ofNode[node] >= 0 {
+                present[Int(domains.ofNode[node])] = true
+            }
+            return present
+        }
+
+        // Required workload terms, and the required anti-affinity of bound
+        // workloads that this one matches.
+        let repelling = cluster.repellers.filter { $0.key.selector.matches(workload.labels) }
+        if !affinity.requiredWith.isEmpty || !affinity.requiredAwayFrom.isEmpty || !repelling.isEmpty {
+            var blocked = [Rejection?](repeating: nil, count: count)
+            for term in affinity.requiredWith {
+                let domains = derived.domains(term.topologyKey, cluster)
+                let present = presence(term.selector, domains)
+                // The first of a group may go anywhere when it matches its own term.
+                let anywhere = !present.contains(true) && term.selector.matches(workload.labels)
+                for node in 0 ..< count where blocked[node] == nil {
+                    let domain = domains.ofNode[node]
+                    if domain < 0 || !(anywhere || present[Int(domain)]) { blocked[node] = .affinityUnmet }
                 }
             }
-        }
-        repelledDomains = repelled
-        hasWorkloadTerms = affinity.hasWorkloadTerms || anyRepelling
-        func domains(_ term: WorkloadAffinityTerm) -> Set<String> {
-            var found = Set<String>()
-            for node in cluster.nodes {
-                guard let value = node.info.labels[term.topologyKey], !found.contains(value) else { continue }
-                if node.workloads.contains(where: { term.selector.matches($0.labels) }) { found.insert(value) }
-            }
-            return found
-        }
-        withDomains = affinity.requiredWith.map(domains)
-        awayDomains = affinity.requiredAwayFrom.map(domains)
-        preferredWith = affinity.preferredWith.map { ($0.weight, $0.term.topologyKey, domains($0.term)) }
-        preferredAway = affinity.preferredAwayFrom.map { ($0.weight, $0.term.topologyKey, domains($0.term)) }
-        let eligible = { (info: NodeInfo) in Self.eligible(info, workload.nodeSelector, workload.affinity.requiredNodeTerms) }
-        spread = workload.topologySpread.map { constraint in
-            var counts: [String: Int] = [:]
-            cluster.nodes.withUnsafeBufferPointer { nodes in
-                for index in nodes.indices where eligible(nodes[index].info) {
-                    guard let value = nodes[index].info.labels[constraint.topologyKey] else { continue }
-                    var matching = 0
-                    for placed in nodes[index].workloads where constraint.selector.matches(placed.labels) { matching += 1 }
-                    counts[value, default: 0] += matching
+            for term in affinity.requiredAwayFrom {
+                let domains = derived.domains(term.topologyKey, cluster)
+                let present = presence(term.selector, domains)
+                for node in 0 ..< count where blocked[node] == nil {
+                    let domain = domains.ofNode[node]
+                    if domain >= 0 && present[Int(domain)] { blocked[node] = .antiAffinity }
                 }
             }
-            return Spread(constraint: constraint, counts: counts, minimum: counts.values.min() ?? 0)
+            for (term, holders) in repelling {
+                let domains = derived.domains(term.topologyKey, cluster)
+                var repelled = [Bool](repeating: false, count: domains.count)
+                for holder in holders.keys where domains.ofNode[holder] >= 0 { repelled[Int(domains.ofNode[holder])] = true }
+                for node in 0 ..< count where blocked[node] == nil {
+                    let domain = domains.ofNode[node]
+                    if domain >= 0 && repelled[Int(domain)] { blocked[node] = .repelled }
+                }
+            }
+            self.blocked = blocked
+        } else {
+            blocked = nil
         }
+
+        var preferred: [Preference] = []
+        for (weight, term) in affinity.preferredWith.map({ ($0.weight, $0.term) }) + affinity.preferredAwayFrom.map({ (-$0.weight, $0.term) }) {
+            let domains = derived.domains(term.topologyKey, cluster)
+            preferred.append(Preference(weight: weight, domainOf: domains.ofNode, present: presence(term.selector, domains)))
+        }
+        self.preferred = preferred
+
+        var hardSpread: [Spread] = [], softSpread: [Spread] = []
+        for constraint in workload.topologySpread {
+            let domains = derived.domains(constraint.topologyKey, cluster)
+            let matching = perNode(constraint.selector)
+            var counts = [Int](repeating: 0, count: domains.count)
+            var seen = [Bool](repeating: false, count: domains.count)
+            for node in 0 ..< count where eligible?[node] ?? true {
+                let domain = Int(domains.ofNode[node])
+                guard domain >= 0 else { continue }
+                seen[domain] = true
+                counts[domain] += Int(matching[node])
+            }
+            var minimum: Int?
+            for domain in counts.indices where seen[domain] { minimum = min(minimum ?? .max, counts[domain]) }
+            let spread = Spread(constraint: constraint, domainOf: domains.ofNode, counts: counts, minimum: minimum ?? 0,
+                                own: constraint.selector.matches(workload.labels) ? 1 : 0)
+            if constraint.whenUnsatisfiable == .doNotSchedule { hardSpread.append(spread) } else { softSpread.append(spread) }
+        }
+        self.hardSpread = hardSpread
+        self.softSpread = softSpread
     }
 
-    @inline(__always)
-    static func eligible(_ info: NodeInfo, _ selector: [String: String], _ terms: [LabelSelector]) -> Bool {
-        for (key, value) in selector where info.labels[key] != value { return false }
-        return terms.isEmpty || terms.contains { $0.matches(info.labels) }
-    }
-
-    @inline(__always)
-    func nodeEligible(_ info: NodeInfo) -> Bool { Self.eligible(info, selector, requiredNodeTerms) }
-
-    @inline(__always)
-    func rejectByWorkloadTerms(_ labels: [String: String], _ workload: Workload) -> String? {
-        for (term, found) in zip(workload.affinity.requiredWith, withDomains) {
-            guard let value = labels[term.topologyKey], found.contains(value) || (found.isEmpty && term.selector.matches(workload.labels))
-            else { return "workload affinity unmet" }
-        }
-        for (term, found) in zip(workload.affinity.requiredAwayFrom, awayDomains) {
-            if let value = labels[term.topologyKey], found.contains(value) { return "workload anti-affinity" }
-        }
-        for domain in repelledDomains where labels[domain.key] == domain.value { return "anti-affinity of a running workload" }
-        return nil
-    }
-
-    @inline(__always)
-    func rejectBySpread(_ labels: [String: String]) -> String? {
-        for item in spread where item.constraint.whenUnsatisfiable == .doNotSchedule {
-            guard let value = labels[item.constraint.topologyKey] else { return "node lacks topology key \(item.constraint.topologyKey)" }
-            let own = item.constraint.selector.matches(workload.labels) ? 1 : 0
-            if (item.counts[value] ?? 0) + own - item.minimum > item.constraint.maxSkew { return "topology spread skew" }
-        }
-        return nil
-    }
-
-    func preferenceScore(_ node: borrowing NodeState, _ workload: Workload) -> Int {
+    func preferenceScore(at node: Int) -> Int {
         var score = 0
-        for (weight, key, found) in preferredWith {
-            if let value = node.info.labels[key], found.contains(value) { score += weight }
-        }
-        for (weight, key, found) in preferredAway {
-            if let value = node.info.labels[key], found.contains(value) { score -= weight }
+        for preference in preferred {
+            let domain = preference.domainOf[node]
+            if domain >= 0 && preference.present[Int(domain)] { score += preference.weight }
         }
         return score
     }
 
     @inline(__always)
-    func softSpreadCount(_ node: borrowing NodeState) -> Int {
+    func softSpreadCount(at node: Int) -> Int {
         var total = 0
-        for item in spread where item.constraint.whenUnsatisfiable == .scheduleAnyway {
-            total += node.info.labels[item.constraint.topologyKey].map { item.counts[$0] ?? 0 } ?? 0
+        for spread in softSpread {
+            let domain = spread.domainOf[node]
+            if domain >= 0 { total += spread.counts[Int(domain)] }
         }
         return total
     }
-}
-
-private struct TopologyDomain: Hashable {
-    var key: String
-    var value: String
 }
 
 /// A small, fast, seedable random number generator (SplitMix64).

@@ -179,6 +179,43 @@ private func placeAll(_ workloads: [Workload], on cluster: inout ClusterState, p
         #expect(chosen.filter { $0 == nil }.count == 1)
     }
 
+    @Test func countsKeptAcrossBindsAndReleasesMatchARecount() throws {
+        var cluster = try ClusterState(nodes: (0..<6).map { node("n\($0)", cpus: 64, memory: 64, labels: ["zone": "z\($0 % 3)"]) })
+        let apps = ["api", "web", "db"]
+        let spread = apps.map { TopologySpreadConstraint(maxSkew: 2, topologyKey: "zone", selector: LabelSelector(matching: ["app": $0])) }
+        let away = WorkloadAffinityTerm(selector: LabelSelector(matching: ["app": "db"]))
+        var placer = Placer()
+        var bound: [String] = []
+        var random = SplitMix(seed: 7)
+        for step in 0..<120 {
+            if !bound.isEmpty && random.next() % 3 == 0 {
+                let victim = bound.remove(at: Int(random.next() % UInt64(bound.count)))
+                #expect(cluster.release(victim) != nil)
+            } else {
+                let app = step % 3
+                var replica = workload("w\(step)", cpu: 0.5, labels: ["app": apps[app]])
+                replica.topologySpread = [spread[app]]
+                if app == 2 { replica.affinity.requiredAwayFrom = [away] }
+                if case .node(let index, let assignment) = placer.place(replica, in: cluster) {
+                    try cluster.bind(replica, to: index, assignment: assignment)
+                    bound.append(replica.name)
+                }
+            }
+            // What is counted as workloads come and go equals a count from scratch.
+            for (selector, counted) in cluster.selectorCounts {
+                #expect(counted.perNode == ClusterState.matching(selector, in: cluster.nodes), "step \(step): \(selector)")
+            }
+            let holders = cluster.nodes.indices.filter { cluster.nodes[$0].workloads.contains { $0.labels["app"] == "db" } }
+            #expect(Set(cluster.repellers[away]?.keys.map { $0 } ?? []) == Set(holders))
+            #expect(cluster.summaries.map(\.workloads) == cluster.nodes.map(\.workloads.count))
+            #expect(cluster.summaries.map(\.free) == cluster.nodes.map(\.free))
+        }
+        // No more than one db per node, whatever came and went.
+        #expect(cluster.nodes.allSatisfy { node in node.workloads.filter { $0.labels["app"] == "db" }.count <= 1 })
+        for name in bound { cluster.release(name) }
+        #expect(cluster.selectorCounts.isEmpty && cluster.repellers.isEmpty)
+    }
+
     @Test func exclusiveCPUsAndDevicesAreAssigned() throws {
         var cluster = try ClusterState(nodes: [node("a", cpus: 4, exclusiveCPUs: [2, 3], gpus: 2)])
         var pinned = Workload(name: "pinned", resources: ResourceRequirements(limits: .cpus(2, memory: gib, gpus: 1)),
