@@ -37,10 +37,16 @@ struct Heal: AsyncParsableCommand {
                 var recorded: [Double] = []
                 var observed: [Double] = []
                 let clock = ContinuousClock()
+                // When each replica was first seen: the victim is always the
+                // oldest, so a replacement that started a moment ago (and
+                // would count as crash-looping) is not killed again at once.
+                var firstSeen: [String: Int] = [:]
                 for round in 0 ..< kills {
-                    // A different replica each time: the oldest lineage not killed last.
-                    let running = reconciler.replicas(of: "heal").filter { $0.exit == nil && !$0.terminating }.sorted { $0.name < $1.name }
-                    let victim = running[round % running.count]
+                    let running = reconciler.replicas(of: "heal").filter { $0.exit == nil && !$0.terminating }
+                    for replica in running where firstSeen[replica.name] == nil { firstSeen[replica.name] = round }
+                    guard let victim = running.min(by: { (firstSeen[$0.name]!, $0.name) < (firstSeen[$1.name]!, $1.name) }) else {
+                        throw ValidationError("no replica of the service is running")
+                    }
                     let handle = try runtime.container(victim.id)
                     let killedAt = clock.now
                     try handle.kill(SIGKILL)

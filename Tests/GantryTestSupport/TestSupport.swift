@@ -100,6 +100,29 @@ public func runWithStatus(_ program: String, _ arguments: [String], input: Data?
     return (process.terminationStatus, output, error)
 }
 
+/// ``run(_:_:input:environment:)`` for async code: the program is waited
+/// for on a thread of its own, not on one of the few threads of the
+/// cooperative pool, which every other test running at once needs for its
+/// tasks (a reconciler's, a container's supervision).
+@discardableResult
+public func run(_ program: String, _ arguments: [String], input: Data? = nil, environment: [String: String]? = nil) async throws -> String {
+    try await runWithStatus(program, arguments, input: input, environment: environment, check: true).output
+}
+
+/// ``runWithStatus(_:_:input:environment:check:)`` for async code, waiting
+/// off the cooperative pool.
+public func runWithStatus(_ program: String, _ arguments: [String], input: Data? = nil, environment: [String: String]? = nil, check: Bool = false)
+    async throws -> (status: Int32, output: String, error: String)
+{
+    try await withCheckedThrowingContinuation { continuation in
+        Thread.detachNewThread {
+            continuation.resume(with: Result {
+                try runWithStatus(program, arguments, input: input, environment: environment, check: check) as (status: Int32, output: String, error: String)
+            })
+        }
+    }
+}
+
 final class LockedData: @unchecked Sendable {
     private let lock = NSLock()
     private var data = Data()

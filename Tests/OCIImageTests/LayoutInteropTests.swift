@@ -16,7 +16,7 @@ import Testing
     @Test func importsLayoutsWrittenByUmociAndSkopeo() async throws {
         try await withTemporaryDirectory("interop-in") { dir in
             try Fixtures.busyboxLayout(dir + "/umoci", tag: "1.0", scratch: dir)
-            try run("skopeo", ["copy", "--quiet", "oci:\(dir)/umoci:1.0", "oci:\(dir)/skopeo:copied"])
+            try await run("skopeo", ["copy", "--quiet", "oci:\(dir)/umoci:1.0", "oci:\(dir)/skopeo:copied"])
             let store = try ImageStore(root: StateRoot(dir + "/state"))
             let fromUmoci = try await store.importLayout(at: dir + "/umoci", tag: "1.0", name: "bb:umoci")
             let fromSkopeo = try await store.importLayout(at: dir + "/skopeo", tag: "copied", name: "bb:skopeo")
@@ -54,11 +54,11 @@ import Testing
             #expect(try ImageLayout(opening: dir + "/exported").tags().sorted() == ["1", "two"])
 
             for (tag, record) in [("1", first), ("two", second)] {
-                let inspected = try run("skopeo", ["inspect", "oci:\(dir)/exported:\(tag)"])
+                let inspected = try await run("skopeo", ["inspect", "oci:\(dir)/exported:\(tag)"])
                 let json = try #require(try JSONSerialization.jsonObject(with: Data(inspected.utf8)) as? [String: Any])
                 #expect(json["Digest"] as? String == record.descriptor.digest.description)
             }
-            try run("skopeo", ["copy", "--quiet", "oci:\(dir)/exported:1", "oci:\(dir)/copied:1"])
+            try await run("skopeo", ["copy", "--quiet", "oci:\(dir)/exported:1", "oci:\(dir)/copied:1"])
             #expect(try layoutDigest(dir + "/copied", tag: "1") == first.descriptor.digest)
 
             try umociUnpack("\(dir)/exported:two", dir + "/bundle")

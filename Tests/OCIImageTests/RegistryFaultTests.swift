@@ -58,7 +58,7 @@ import Testing
         try await withTemporaryDirectory("registry-schema1") { dir in
             try await withTestRegistry(dir, schema1: true) { registry in
                 try Fixtures.busyboxLayout(dir + "/layout", tag: "1", scratch: dir)
-                try run("skopeo", ["copy", "--quiet", "--format", "v2s1", "--dest-tls-verify=false", "oci:\(dir)/layout:1", "docker://\(registry.host)/old/image:1"])
+                try await run("skopeo", ["copy", "--quiet", "--format", "v2s1", "--dest-tls-verify=false", "oci:\(dir)/layout:1", "docker://\(registry.host)/old/image:1"])
                 let store = try ImageStore(root: StateRoot(dir + "/state"), registry: try client())
                 await #expect { try await store.pull("\(registry.host)/old/image:1") } throws: { error in
                     let error = error as? OCIImageError
@@ -84,7 +84,7 @@ import Testing
         try await withTemporaryDirectory("registry-cancel") { dir in
             try await withTestRegistry(dir) { registry in
                 try Fixtures.busyboxRootfs(dir + "/rootfs")
-                try run("dd", ["if=/dev/urandom", "of=\(dir)/rootfs/random", "bs=1M", "count=30", "status=none"])
+                try await run("dd", ["if=/dev/urandom", "of=\(dir)/rootfs/random", "bs=1M", "count=30", "status=none"])
                 let local = try ImageStore(root: StateRoot(dir + "/local"), registry: try client())
                 try await local.importRootfs(at: dir + "/rootfs", name: "local/big:1")
                 try await local.push("local/big:1", to: "\(registry.host)/big/cancel:1")

@@ -22,7 +22,7 @@ import Testing
         try await withTemporaryDirectory("registry-interop") { dir in
             try await withTestRegistry(dir) { registry in
                 try Fixtures.busyboxLayout(dir + "/layout", tag: "1.0", scratch: dir)
-                try run("skopeo", ["copy", "--quiet", "--dest-tls-verify=false", "oci:\(dir)/layout:1.0", "docker://\(registry.host)/tools/busybox:1.0"])
+                try await run("skopeo", ["copy", "--quiet", "--dest-tls-verify=false", "oci:\(dir)/layout:1.0", "docker://\(registry.host)/tools/busybox:1.0"])
                 let pushedBySkopeo = try skopeoDigest("\(registry.host)/tools/busybox:1.0")
 
                 let store = try ImageStore(root: StateRoot(dir + "/state"), registry: try client())
@@ -46,8 +46,8 @@ import Testing
                 let pushed = try await chunked.push("local/made:1", to: "\(registry.host)/gantry/made:v1")
                 #expect(Set(pushed.blobs.values) == [.uploaded])
                 #expect(try skopeoDigest("\(registry.host)/gantry/made:v1") == pushed.digest.description)
-                try run("skopeo", ["copy", "--quiet", "--src-tls-verify=false", "docker://\(registry.host)/gantry/made:v1", "oci:\(dir)/back:v1"])
-                try run("umoci", ["unpack"] + (geteuid() == 0 ? [] : ["--rootless"]) + ["--image", "\(dir)/back:v1", dir + "/bundle"])
+                try await run("skopeo", ["copy", "--quiet", "--src-tls-verify=false", "docker://\(registry.host)/gantry/made:v1", "oci:\(dir)/back:v1"])
+                try await run("umoci", ["unpack"] + (geteuid() == 0 ? [] : ["--rootless"]) + ["--image", "\(dir)/back:v1", dir + "/bundle"])
                 try await store.unpack("local/made:1", into: dir + "/made")
                 let umociTree = try snapshotTree(dir + "/bundle/rootfs", directoryMtimes: false)
                 #expect(differences(umociTree, try snapshotTree(dir + "/made", directoryMtimes: false)) == [])
@@ -132,7 +132,7 @@ import Testing
             try await withTestRegistry(dir) { registry in
                 // An incompressible 40 MB layer takes long enough to interrupt.
                 try Fixtures.busyboxRootfs(dir + "/rootfs")
-                try run("dd", ["if=/dev/urandom", "of=\(dir)/rootfs/random", "bs=1M", "count=40", "status=none"])
+                try await run("dd", ["if=/dev/urandom", "of=\(dir)/rootfs/random", "bs=1M", "count=40", "status=none"])
                 let local = try ImageStore(root: StateRoot(dir + "/local"), registry: try client())
                 try await local.importRootfs(at: dir + "/rootfs", name: "local/big:1")
                 try await local.push("local/big:1", to: "\(registry.host)/big/image:1")
@@ -163,7 +163,7 @@ import Testing
         try await withTemporaryDirectory("registry-push-restart") { dir in
             try await withTestRegistry(dir) { registry in
                 try Fixtures.busyboxRootfs(dir + "/rootfs")
-                try run("dd", ["if=/dev/urandom", "of=\(dir)/rootfs/random", "bs=1M", "count=40", "status=none"])
+                try await run("dd", ["if=/dev/urandom", "of=\(dir)/rootfs/random", "bs=1M", "count=40", "status=none"])
                 let options = RegistryOptions(retry: RetryPolicy(attempts: 12, initialDelay: .milliseconds(50)))
                 let store = try ImageStore(root: StateRoot(dir + "/state"), registry: try RegistryClient(options: options, credentials: StaticCredentials()))
                 try await store.importRootfs(at: dir + "/rootfs", name: "local/big:1")

@@ -7,9 +7,9 @@ import Testing
     /// An image of `count` small files in one gzip layer, made by GNU tar.
     func manyFilesImage(_ dir: String, count: Int) async throws -> ImageStore {
         for index in 0..<count { try write("file \(index)", to: "\(dir)/tree/d\(index % 10)/f\(index)") }
-        try run("tar", ["--format=pax", "-C", dir + "/tree", "-cf", dir + "/layer.tar", "."])
+        try await run("tar", ["--format=pax", "-C", dir + "/tree", "-cf", dir + "/layer.tar", "."])
         let diffID = Digest.compute(try Data(file: dir + "/layer.tar"))
-        try run("gzip", ["-n", dir + "/layer.tar"])
+        try await run("gzip", ["-n", dir + "/layer.tar"])
         var layout = try Fixtures.HandmadeLayout(dir + "/layout")
         try layout.image(tag: "many", layers: [(try Data(file: dir + "/layer.tar.gz"), .ociLayerGzip, diffID)])
         let store = try ImageStore(root: StateRoot(dir + "/state"))

@@ -131,7 +131,7 @@ import Testing
             } throws: { ($0 as? OCIImageError)?.code == .corruptLayer }
             #expect(!FileManager.default.fileExists(atPath: dir + "/t1/hidden"))
             // Only gzip, zstd and plain tar are layer formats.
-            try run("bzip2", ["-k", dir + "/relink.tar"])
+            try await run("bzip2", ["-k", dir + "/relink.tar"])
             try FileManager.default.moveItem(atPath: dir + "/relink.tar.bz2", toPath: dir + "/bzip2.tar")
             #expect {
                 try unpack(dir, "bzip2", into: dir + "/t2")
@@ -147,9 +147,9 @@ import Testing
             ftruncate(fd, 1 << 30)
             _ = pwrite(fd, "end", 3, (1 << 30) - 3)
             close(fd)
-            try run("tar", ["--format=pax", "--sparse", "-C", tree, "-cf", dir + "/lower.tar", "sparse"])
+            try await run("tar", ["--format=pax", "--sparse", "-C", tree, "-cf", dir + "/lower.tar", "sparse"])
             try FileManager.default.createDirectory(atPath: dir + "/link", withIntermediateDirectories: true)
-            try run("python3", ["-c", """
+            try await run("python3", ["-c", """
                 import tarfile
                 with tarfile.open("\(dir)/upper.tar", "w", format=tarfile.PAX_FORMAT) as archive:
                     info = tarfile.TarInfo("again"); info.type = tarfile.LNKTYPE; info.linkname = "sparse"
@@ -180,11 +180,11 @@ import Testing
             chmod(dir, 0o777)
             try Fixtures.layers("edge", into: dir)
             try Fixtures.umociLayout(dir + "/layout", tag: "ro", layers: [dir + "/lower-doc.tar", dir + "/upper-doc.tar"])
-            try run("chmod", ["-R", "a+rX", dir + "/layout"])
+            try await run("chmod", ["-R", "a+rX", dir + "/layout"])
             let asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups", binary, "--root", dir + "/state"]
-            let imported = try runWithStatus("setpriv", asNobody + ["image", "import-layout", dir + "/layout:ro", "--name", "ro:1"])
+            let imported = try await runWithStatus("setpriv", asNobody + ["image", "import-layout", dir + "/layout:ro", "--name", "ro:1"])
             #expect(imported.status == 0, "\(imported.error)")
-            let unpacked = try runWithStatus("setpriv", asNobody + ["image", "unpack", "ro:1", dir + "/out"])
+            let unpacked = try await runWithStatus("setpriv", asNobody + ["image", "unpack", "ro:1", dir + "/out"])
             #expect(unpacked.status == 0, "\(unpacked.error)")
             #expect(try readText(dir + "/out/ro/y") == "y")
             var st = stat()

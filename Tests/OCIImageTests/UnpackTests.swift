@@ -19,7 +19,7 @@ import Testing
         try await withTemporaryDirectory("rich") { dir in
             try Fixtures.layers("rich", into: dir)
             try Fixtures.umociLayout(dir + "/layout", tag: "rich", layers: ["layer1", "layer2", "layer3"].map { "\(dir)/\($0).tar" })
-            try run("umoci", ["unpack", "--image", dir + "/layout:rich", dir + "/bundle"])
+            try await run("umoci", ["unpack", "--image", dir + "/layout:rich", dir + "/bundle"])
             let store = try ImageStore(root: StateRoot(dir + "/state"))
             try await store.importLayout(at: dir + "/layout", tag: "rich", name: "rich:1")
             let report = try await store.unpack("rich:1", into: dir + "/ours")
@@ -57,7 +57,7 @@ import Testing
         try await withTemporaryDirectory("overlay") { dir in
             try Fixtures.layers("rich", into: dir)
             try Fixtures.umociLayout(dir + "/layout", tag: "rich", layers: ["layer1", "layer2", "layer3"].map { "\(dir)/\($0).tar" })
-            try run("umoci", ["unpack", "--image", dir + "/layout:rich", dir + "/bundle"])
+            try await run("umoci", ["unpack", "--image", dir + "/layout:rich", dir + "/bundle"])
             let store = try ImageStore(root: StateRoot(dir + "/state"))
             try await store.importLayout(at: dir + "/layout", tag: "rich", name: "rich:1")
             let snapshots = try await store.prepareSnapshots("rich:1")
@@ -75,7 +75,7 @@ import Testing
             let mountPoint = dir + "/merged"
             try FileManager.default.createDirectory(atPath: mountPoint, withIntermediateDirectories: false)
             let lowers = snapshots.reversed().map(\.directory).joined(separator: ":")
-            try run("mount", ["-t", "overlay", "overlay", "-o", "ro,lowerdir=\(lowers)", mountPoint])
+            try await run("mount", ["-t", "overlay", "overlay", "-o", "ro,lowerdir=\(lowers)", mountPoint])
             defer { _ = try? run("umount", [mountPoint]) }
             let expected = try snapshotTree(dir + "/bundle/rootfs")
             let actual = try snapshotTree(mountPoint)
@@ -91,9 +91,9 @@ import Testing
         try await withTemporaryDirectory("compression") { dir in
             try Fixtures.busyboxRootfs(dir + "/rootfs")
             try write("x", to: dir + "/rootfs/etc/" + String(repeating: "long-name-", count: 20))
-            try run("tar", ["--format=pax", "-C", dir + "/rootfs", "-cf", dir + "/layer.tar", "."])
-            try run("gzip", ["-k", dir + "/layer.tar"])
-            try run("zstd", ["-q", "-k", dir + "/layer.tar"])
+            try await run("tar", ["--format=pax", "-C", dir + "/rootfs", "-cf", dir + "/layer.tar", "."])
+            try await run("gzip", ["-k", dir + "/layer.tar"])
+            try await run("zstd", ["-q", "-k", dir + "/layer.tar"])
             let diffID = Digest.compute(try Data(file: dir + "/layer.tar"))
             let source = try snapshotTree(dir + "/rootfs")
             for name in ["layer.tar", "layer.tar.gz", "layer.tar.zst"] {

@@ -10,9 +10,9 @@ import Testing
     let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("gantry").path
     let parent = "gantry-compose-test"
 
-    func gantry(_ root: String, _ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
+    func gantry(_ root: String, _ arguments: [String]) async throws -> (status: Int32, output: String, error: String) {
         try #require(FileManager.default.isExecutableFile(atPath: binary), "build the gantry product first (swift build)")
-        return try runWithStatus(binary, ["--root", root] + arguments, environment: ["GANTRY_CGROUP_PARENT": parent])
+        return try await runWithStatus(binary, ["--root", root] + arguments, environment: ["GANTRY_CGROUP_PARENT": parent])
     }
 
     func json(_ text: String) throws -> [[String: Any]] {
@@ -45,7 +45,7 @@ import Testing
     /// Waits (up to 60 s) until `condition` holds for `service ls --format json`.
     func waitForServices(_ root: String, log: String, _ condition: ([String: [String: Any]]) -> Bool) async throws {
         for _ in 0 ..< 1200 {
-            let listed = try gantry(root, ["service", "ls", "--format", "json"])
+            let listed = try await gantry(root, ["service", "ls", "--format", "json"])
             if listed.status == 0, let services = try? json(listed.output) {
                 let byName = Dictionary(services.map { ($0["name"] as? String ?? "", $0) }, uniquingKeysWith: { first, _ in first })
                 if condition(byName) { return }
@@ -56,8 +56,8 @@ import Testing
         throw ToolError(description: "timed out")
     }
 
-    func running(_ root: String) throws -> [[String: Any]] {
-        try json(try gantry(root, ["ps", "--format", "json"]).output)
+    func running(_ root: String) async throws -> [[String: Any]] {
+        try json(try await gantry(root, ["ps", "--format", "json"]).output)
     }
 
     /// A port nothing listens on now.
@@ -76,9 +76,9 @@ import Testing
     func cleanUp(_ root: String, compose: String, processes: [Process]) async throws {
         for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
         for process in processes { try? await waitForExit(process) }
-        _ = try? gantry(root, ["down", "-f", compose, "-v"])
-        for record in (try? json(try gantry(root, ["ps", "-a", "--format", "json"]).output)) ?? [] {
-            _ = try? gantry(root, ["rm", "-f", record["id"] as? String ?? ""])
+        _ = try? await gantry(root, ["down", "-f", compose, "-v"])
+        for record in (try? json(try await gantry(root, ["ps", "-a", "--format", "json"]).output)) ?? [] {
+            _ = try? await gantry(root, ["rm", "-f", record["id"] as? String ?? ""])
         }
         let runtime = try ContainerRuntime(images: try ImageStore(root: StateRoot(root)), cgroupParent: parent)
         try runtime.cgroups.remove(parent)
@@ -88,7 +88,7 @@ import Testing
         try await withTemporaryDirectory("compose-up") { dir in
             let root = dir + "/state"
             try makeBusyboxRootfs(dir + "/rootfs", applets: ["mkdir", "test"])
-            #expect(try gantry(root, ["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
+            #expect(try await gantry(root, ["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
             let compose = dir + "/compose.yaml"
             try write("""
                 name: shop
@@ -118,38 +118,38 @@ import Testing
                 try await waitForServices(root, log: log) { services in
                     services["web"]?["available"] as? Int == 2 && services["worker"]?["available"] as? Int == 1
                 }
-                let replicas = try running(root)
+                let replicas = try await running(root)
                 #expect(replicas.count == 3)
                 let web = replicas.compactMap { $0["name"] as? String }.filter { $0.hasPrefix("shop-web-") }
                 #expect(web.count == 2)
-                let network = try gantry(root, ["network", "ls", "--format", "json"])
+                let network = try await gantry(root, ["network", "ls", "--format", "json"])
                 #expect(network.output.contains("shop_default"))
 
                 // Other processes: inspect, logs, service logs, scale.
                 let worker = try #require(replicas.compactMap { $0["name"] as? String }.first { $0.hasPrefix("shop-worker-") })
-                #expect(try gantry(root, ["inspect", worker]).status == 0)
-                #expect(try gantry(root, ["logs", worker]).output == "worker up\n")
-                #expect(try gantry(root, ["service", "logs", "worker"]).output == "\(worker) | worker up\n")
-                #expect(try gantry(root, ["service", "scale", "web", "3"]).status == 0)
+                #expect(try await gantry(root, ["inspect", worker]).status == 0)
+                #expect(try await gantry(root, ["logs", worker]).output == "worker up\n")
+                #expect(try await gantry(root, ["service", "logs", "worker"]).output == "\(worker) | worker up\n")
+                #expect(try await gantry(root, ["service", "scale", "web", "3"]).status == 0)
                 try await waitForServices(root, log: log) { $0["web"]?["available"] as? Int == 3 }
 
                 // A killed replica is replaced, and counted.
-                #expect(try gantry(root, ["kill", "-s", "KILL", web[0]]).status == 0)
+                #expect(try await gantry(root, ["kill", "-s", "KILL", web[0]]).status == 0)
                 try await waitForServices(root, log: log) { $0["web"]?["restarts"] as? Int == 1 && $0["web"]?["available"] as? Int == 3 }
-                let events = try gantry(root, ["events", "--format", "json", "--object", "web"]).output
+                let events = try await gantry(root, ["events", "--format", "json", "--object", "web"]).output
                 #expect(events.contains("\"event\":\"restarted\""))
                 #expect(events.contains("\"event\":\"exited\""))
                 // The cgroups are sampled every 2 s.
                 var metrics = ""
                 for _ in 0 ..< 100 {
-                    metrics = try run("python3", ["-c", "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:\(port)/metrics').read().decode())"])
+                    metrics = try await run("python3", ["-c", "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:\(port)/metrics').read().decode())"])
                     if metrics.contains("gantry_container_memory_bytes{service=\"web\"") { break }
                     try await Task.sleep(for: .milliseconds(100))
                 }
                 #expect(metrics.contains("gantry_service_restarts_total{service=\"web\"} 1"), "\(metrics)")
                 #expect(metrics.contains("gantry_container_memory_bytes{service=\"web\""), "\(metrics)")
                 #expect(metrics.contains("gantry_reconcile_duration_seconds"))
-                #expect(try gantry(root, ["service", "rollout", "status", "web", "--timeout", "30s"]).status == 0)
+                #expect(try await gantry(root, ["service", "rollout", "status", "web", "--timeout", "30s"]).status == 0)
 
                 // SIGKILL of the host process: its replicas die with it; the next up converges without duplicates.
                 // The file says 2 web replicas again: up applies it anew.
@@ -162,19 +162,19 @@ import Testing
                         && services["web"]?["available"] as? Int == 2 && services["worker"]?["available"] as? Int == 1
                 }
                 try await Task.sleep(for: .milliseconds(500))
-                let after = try running(root)
+                let after = try await running(root)
                 #expect(after.count == 3, "\(after.map { $0["name"] as? String ?? "" })")
                 #expect(Set(after.compactMap { $0["name"] as? String }).isDisjoint(with: Set(replicas.compactMap { $0["name"] as? String })))
 
                 // down from another process ends the foreground up and leaves nothing.
-                let down = try gantry(root, ["down", "-f", compose])
+                let down = try await gantry(root, ["down", "-f", compose])
                 #expect(down.status == 0, "\(down.error)")
                 try await waitForExit(processes[1])
                 let printed = try readText(dir + "/up2.log")
                 #expect(!processes[1].isRunning && processes[1].terminationStatus == 0, "\(printed)")
-                #expect(try json(try gantry(root, ["ps", "-a", "--format", "json"]).output).isEmpty)
-                #expect(!(try gantry(root, ["network", "ls"]).output.contains("shop_default")))
-                #expect(try json(try gantry(root, ["service", "ls", "--format", "json"]).output).isEmpty)
+                #expect(try json(try await gantry(root, ["ps", "-a", "--format", "json"]).output).isEmpty)
+                #expect(!(try await gantry(root, ["network", "ls"]).output.contains("shop_default")))
+                #expect(try json(try await gantry(root, ["service", "ls", "--format", "json"]).output).isEmpty)
                 try await cleanUp(root, compose: compose, processes: processes)
             } catch {
                 try? await cleanUp(root, compose: compose, processes: processes)
@@ -187,7 +187,7 @@ import Testing
         try await withTemporaryDirectory("compose-adopt") { dir in
             let root = dir + "/state"
             try makeBusyboxRootfs(dir + "/rootfs")
-            #expect(try gantry(root, ["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
+            #expect(try await gantry(root, ["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
             let compose = dir + "/compose.yaml"
             try write("""
                 services:
@@ -201,22 +201,22 @@ import Testing
             do {
                 processes.append(try up(root, ["-f", compose, "-p", "adopt", "--leave-running"], log: dir + "/up.log"))
                 try await waitForServices(root, log: dir + "/up.log") { $0["keeper"]?["available"] as? Int == 2 }
-                let before = Set(try running(root).compactMap { $0["id"] as? String })
+                let before = Set(try await running(root).compactMap { $0["id"] as? String })
                 #expect(before.count == 2)
                 kill(processes[0].processIdentifier, SIGKILL)
                 try await waitForExit(processes[0])
                 // They survive their host, and the next up adopts them instead of starting more.
-                #expect(Set(try running(root).compactMap { $0["id"] as? String }) == before)
+                #expect(Set(try await running(root).compactMap { $0["id"] as? String }) == before)
                 processes.append(try up(root, ["-f", compose, "-p", "adopt", "--leave-running"], log: dir + "/up2.log"))
                 try await Task.sleep(for: .seconds(1))
                 try await waitForServices(root, log: dir + "/up2.log") { $0["keeper"]?["available"] as? Int == 2 }
-                #expect(Set(try running(root).compactMap { $0["id"] as? String }) == before)
+                #expect(Set(try await running(root).compactMap { $0["id"] as? String }) == before)
                 // A second up of the same project is refused.
-                let second = try gantry(root, ["up", "-f", compose, "-p", "adopt"])
+                let second = try await gantry(root, ["up", "-f", compose, "-p", "adopt"])
                 #expect(second.status != 0 && second.error.contains("already reconciled"))
-                #expect(try gantry(root, ["down", "-f", compose, "-p", "adopt"]).status == 0)
+                #expect(try await gantry(root, ["down", "-f", compose, "-p", "adopt"]).status == 0)
                 try await waitForExit(processes[1])
-                #expect(try running(root).isEmpty)
+                #expect(try await running(root).isEmpty)
                 try await cleanUp(root, compose: compose, processes: processes)
             } catch {
                 try? await cleanUp(root, compose: compose, processes: processes)

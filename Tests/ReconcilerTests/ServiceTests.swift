@@ -46,8 +46,10 @@ import Testing
             let replacement = try runtime.container(try #require(restarted.first?.container)).record
             let finishedAt = try #require(try handle.record.finishedAt)
             let startedAt = try #require(replacement.startedAt)
-            // Healing is measured by the heal benchmark; here it must merely be prompt.
-            #expect(startedAt.timeIntervalSince(finishedAt) < 1, "replaced after \(startedAt.timeIntervalSince(finishedAt)) s")
+            // Healing is measured by the heal benchmark; here it must merely
+            // come before the first crash-loop back-off (10 s) would have ended,
+            // with room for a loaded machine.
+            #expect(startedAt.timeIntervalSince(finishedAt) < 5, "replaced after \(startedAt.timeIntervalSince(finishedAt)) s")
             #expect(replacement.spec.labels[ReplicaLabel.lineage] == victim.spec.labels[ReplicaLabel.lineage])
             try await reconciler.waitUntil("worker") { record, replicas in
                 record?.status.restarts == 1 && record?.status.availableReplicas == 2 && replicas.count == 2

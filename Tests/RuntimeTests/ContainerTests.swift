@@ -126,7 +126,7 @@ import Testing
                 #expect(usage.pids <= 32)
                 #expect(usage.pidsLimit == 32)
                 // The host still forks.
-                #expect(try run("/bin/true", []) == "")
+                #expect(try await run("/bin/true", []) == "")
                 // (The shell may have ended already, unable to fork its sleep.)
                 try? container.kill()
                 _ = try await container.wait()
@@ -426,7 +426,7 @@ func leftDescriptors(_ runtime: ContainerRuntime) -> [String] {
             // A root file system of its own, owned by the mapped root.
             let rootfs = dir + "/userns-rootfs"
             try makeBusyboxRootfs(rootfs)
-            _ = try run("chown", ["-R", "100000:100000", rootfs])
+            _ = try await run("chown", ["-R", "100000:100000", rootfs])
             var spec = ContainerSpec(root: .directory(rootfs), command: ["sh", "-c", "id -u; cat /proc/self/uid_map; echo > /ok && echo wrote"])
             spec.namespaces.insert(.user)
             spec.uidMappings = [.init(containerID: 0, hostID: 100_000, size: 65536)]

@@ -168,7 +168,7 @@ import Glibc
             try #require(output >= 0)
             try await container.archive("/d", to: output)
             close(output)
-            #expect(try run("tar", ["-tf", archive]).split(separator: "\n").sorted() == ["d/", "d/x", "d/y/", "d/y/z"])
+            #expect(try await run("tar", ["-tf", archive]).split(separator: "\n").sorted() == ["d/", "d/x", "d/y/", "d/y/z"])
             let input = open(archive, O_RDONLY | O_CLOEXEC)
             try #require(input >= 0)
             defer { close(input) }
@@ -222,7 +222,7 @@ import Glibc
 
             // An archive whose own entries try to lead out, in and out of the container.
             let evil = dir + "/evil.tar"
-            _ = try run("python3", ["-c", Self.evilArchive, evil, hostSide])
+            _ = try await run("python3", ["-c", Self.evilArchive, evil, hostSide])
             let input = open(evil, O_RDONLY | O_CLOEXEC)
             try #require(input >= 0)
             let refused = await #expect(throws: RuntimeError.self) { try await container.extract(from: input, into: "/box") }

@@ -89,8 +89,8 @@ import Glibc
             // A shared mount on the host, as / is on most systems.
             let shared = dir + "/shared"
             try FileManager.default.createDirectory(atPath: shared + "/sub", withIntermediateDirectories: true)
-            try run("mount", ["--bind", shared, shared])
-            try run("mount", ["--make-shared", shared])
+            try await run("mount", ["--bind", shared, shared])
+            try await run("mount", ["--make-shared", shared])
             defer { _ = try? run("umount", ["-R", shared]) }
 
             let slave = try await runtime.create(shell("sleep 600")
@@ -98,7 +98,7 @@ import Glibc
             let isolated = try await runtime.create(shell("sleep 600").mounting(.bind(source: shared, target: "/mnt")))
             try await slave.start()
             try await isolated.start()
-            try run("mount", ["-t", "tmpfs", "tmpfs", shared + "/sub"])
+            try await run("mount", ["-t", "tmpfs", "tmpfs", shared + "/sub"])
             try "later\n".write(toFile: shared + "/sub/file", atomically: false, encoding: .utf8)
 
             func read(_ container: Container) async throws -> String {

@@ -31,8 +31,8 @@ final class TokenServer: Sendable {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let keyPath = directory + "/token-key.pem"
         certificatePath = directory + "/token-cert.pem"
-        try run("openssl", ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", keyPath])
-        try run("openssl", ["req", "-x509", "-new", "-key", keyPath, "-subj", "/CN=gantry-test-token-issuer", "-days", "2", "-out", certificatePath])
+        try await run("openssl", ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", keyPath])
+        try await run("openssl", ["req", "-x509", "-new", "-key", keyPath, "-subj", "/CN=gantry-test-token-issuer", "-days", "2", "-out", certificatePath])
         let key = try P256.Signing.PrivateKey(pemRepresentation: try readText(keyPath))
         let certificate = try readText(certificatePath).split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
         let issuer = TokenIssuer(key: key, certificate: certificate, users: users, log: log, failures: failures)
