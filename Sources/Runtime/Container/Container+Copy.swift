@@ -218,6 +218,14 @@ extension Container {
         let context = fsopen("overlay", UInt32(FSOPEN_CLOEXEC))
         guard context >= 0 else { throw failure("fsopen") }
         defer { close(context) }
+        if Self.volatileUpper(record) {
+            // A volatile overlay leaves a mark that refuses the next mount
+            // unless removed; the container has not been through a crash
+            // (it would have been removed), so its upper directory is whole.
+            unlink(directory + "/work/work/incompat/volatile/dirty")
+            rmdir(directory + "/work/work/incompat/volatile")
+            rmdir(directory + "/work/work/incompat")
+        }
         let options = [("lowerdir", record.layers.joined(separator: ":")), ("upperdir", directory + "/upper"), ("workdir", directory + "/work")]
         for (key, value) in options where fsconfig(context, FSCONFIG_SET_STRING.rawValue, key, value, 0) != 0 {
             throw failure(key)

@@ -202,6 +202,11 @@ public final class Container: Sendable {
         return (process, pipes)
     }
 
+    /// Whether the container's overlay is mounted `volatile` (Linux 5.10 and later).
+    static func volatileUpper(_ record: ContainerRecord) -> Bool {
+        record.spec.lifetime == .boundToHost && SeccompCompiler.Host.current.kernelAtLeast("5.10")
+    }
+
     /// The launch plan of the container's main process.
     func makePlan(_ record: ContainerRecord, stdin: Int32, stdout: Int32, stderr: Int32) throws -> LaunchPlan {
         let spec = record.spec
@@ -217,6 +222,10 @@ public final class Container: Sendable {
             stdin: stdin, stdout: stdout, stderr: stderr)
         if record.usesOverlay {
             plan.overlayOptions = "lowerdir=\(record.layers.joined(separator: ":")),upperdir=\(directory)/upper,workdir=\(directory)/work"
+            // A container bound to the host never outlives a crash (the next
+            // open removes it), so its writes need not reach the disk: the
+            // overlay skips syncing the whole upper file system when it goes.
+            if Self.volatileUpper(record) { plan.overlayOptions! += ",volatile" }
         }
         plan.uidMap = ContainerRuntime.idMap(spec.uidMappings)
         plan.gidMap = ContainerRuntime.idMap(spec.gidMappings)
