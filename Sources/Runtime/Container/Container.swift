@@ -223,8 +223,9 @@ public final class Container: Sendable {
         if record.usesOverlay {
             plan.overlayOptions = "lowerdir=\(record.layers.joined(separator: ":")),upperdir=\(directory)/upper,workdir=\(directory)/work"
             // A container bound to the host never outlives a crash (the next
-            // open removes it), so its writes need not reach the disk: the
-            // overlay skips syncing the whole upper file system when it goes.
+            // open removes it), so its root's writes need not reach the disk:
+            // the overlay skips syncs (its own when it goes, which would sync
+            // the whole upper file system, and fsync inside alike).
             if Self.volatileUpper(record) { plan.overlayOptions! += ",volatile" }
         }
         plan.uidMap = ContainerRuntime.idMap(spec.uidMappings)
