@@ -10,7 +10,9 @@
 #   state) and, for reference, on the disk. crun and runc: `run` of a
 #   bundle, timed by hyperfine.
 # - burst: N containers running `sleep` started at once, time until all
-#   run, then the time to remove them all.
+#   run, then the time to remove them all. Gantry first starts and removes
+#   one container, as a long-running server has (the first compiles the
+#   seccomp profile); each crun is a new process anyway.
 # - memory: this process's RSS growth per running container, and the
 #   helper processes per container (none).
 #
