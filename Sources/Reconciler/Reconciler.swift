@@ -361,6 +361,14 @@ public final class Reconciler: Service, Sendable {
     /// - Throws: ``ReconcilerError`` with code `invalidState` when another
     ///   process reconciles the project, or the store cannot be read.
     public func run() async throws {
+        // On threads of its own, so that healing does not wait for a busy
+        // cooperative pool.
+        try await withTaskExecutorPreference(ReconcilerThreads.shared) {
+            try await runLoops()
+        }
+    }
+
+    private func runLoops() async throws {
         try lockProject()
         defer { unlockProject() }
         try refresh()

@@ -127,7 +127,7 @@ import Testing
             // on a bridge network with a published port.
             let process = Process()
             process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = ["--root", root, "run", "--name", "doomed", "--network", "bridge", "-p", "0:80", "bb:1", "sleep", "60"]
+            process.arguments = ["--root", root, "run", "--name", "doomed", "--network", "bridge", "-p", "0:80", "bb:1", "sleep", "600"]
             process.environment = ["GANTRY_CGROUP_PARENT": "gantry-cli-crash"]
             process.standardOutput = FileHandle.nullDevice
             try process.run()
