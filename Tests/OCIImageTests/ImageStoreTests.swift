@@ -4,8 +4,8 @@ import Testing
 @testable import OCIImage
 
 @Suite struct ImageStoreTests {
-    func gzipLayer(_ dir: String, files: [String: String]) throws -> (Data, Digest) {
-        try Fixtures.gzipLayer(in: dir, files: files)
+    func gzipLayer(_ dir: String, files: [String: String]) async throws -> (Data, Digest) {
+        try await Fixtures.gzipLayer(in: dir, files: files)
     }
 
     func snapshotDirectoryNames(_ store: ImageStore) throws -> [String] {
@@ -66,9 +66,9 @@ import Testing
     @Test func removingAndPruningCollectsOnlyUnusedContent() async throws {
         try await withTemporaryDirectory("gc") { dir in
             var layout = try Fixtures.HandmadeLayout(dir + "/layout")
-            let (shared, sharedID) = try gzipLayer(dir, files: ["shared": "both images"])
-            let (first, firstID) = try gzipLayer(dir, files: ["first": "one"])
-            let (second, secondID) = try gzipLayer(dir, files: ["second": "two"])
+            let (shared, sharedID) = try await gzipLayer(dir, files: ["shared": "both images"])
+            let (first, firstID) = try await gzipLayer(dir, files: ["first": "one"])
+            let (second, secondID) = try await gzipLayer(dir, files: ["second": "two"])
             try layout.image(tag: "one", layers: [(shared, .ociLayerGzip, sharedID), (first, .ociLayerGzip, firstID)])
             try layout.image(tag: "two", layers: [(shared, .ociLayerGzip, sharedID), (second, .ociLayerGzip, secondID)])
             let store = try ImageStore(root: StateRoot(dir + "/state"))
@@ -106,7 +106,7 @@ import Testing
 
     @Test func corruptLayersLeaveNoPartialResult() async throws {
         try await withTemporaryDirectory("corrupt") { dir in
-            let (good, goodID) = try gzipLayer(dir, files: ["a": String(repeating: "content ", count: 50_000)])
+            let (good, goodID) = try await gzipLayer(dir, files: ["a": String(repeating: "content ", count: 50_000)])
             var layout = try Fixtures.HandmadeLayout(dir + "/layout")
             // Truncated: its digest matches the bytes, but it ends early.
             try layout.image(tag: "truncated", layers: [(good.prefix(good.count / 2), .ociLayerGzip, goodID)])
@@ -142,7 +142,7 @@ import Testing
 
     @Test func damagedLayoutBlobsAreRefusedAtImport() async throws {
         try await withTemporaryDirectory("damaged") { dir in
-            let (good, goodID) = try gzipLayer(dir, files: ["a": "a"])
+            let (good, goodID) = try await gzipLayer(dir, files: ["a": "a"])
             var layout = try Fixtures.HandmadeLayout(dir + "/layout")
             let manifest = try layout.image(tag: "v1", layers: [(good, .ociLayerGzip, goodID)])
             let layer = Digest.compute(good)
@@ -174,8 +174,8 @@ import Testing
 
     @Test func multiPlatformIndexesResolvePerPlatform() async throws {
         try await withTemporaryDirectory("index") { dir in
-            let (amd, amdID) = try gzipLayer(dir, files: ["arch": "amd64"])
-            let (arm, armID) = try gzipLayer(dir, files: ["arch": "arm64"])
+            let (amd, amdID) = try await gzipLayer(dir, files: ["arch": "amd64"])
+            let (arm, armID) = try await gzipLayer(dir, files: ["arch": "arm64"])
             var layout = try Fixtures.HandmadeLayout(dir + "/layout")
             let amd64 = try layout.image(tag: nil, layers: [(amd, .ociLayerGzip, amdID)], platform: Platform(os: "linux", architecture: "amd64"), addToIndex: false)
             let arm64 = try layout.image(tag: nil, layers: [(arm, .ociLayerGzip, armID)], platform: Platform(os: "linux", architecture: "arm64"), addToIndex: false)
@@ -197,7 +197,7 @@ import Testing
     @Test func refusesImportOfNonImages() async throws {
         try await withTemporaryDirectory("artifact") { dir in
             var layout = try Fixtures.HandmadeLayout(dir + "/layout")
-            let (layer, diffID) = try gzipLayer(dir, files: ["a": "a"])
+            let (layer, diffID) = try await gzipLayer(dir, files: ["a": "a"])
             try layout.image(tag: "odd", layers: [(layer, MediaType("application/vnd.example.thing"), diffID)])
             let store = try ImageStore(root: StateRoot(dir + "/state"))
             await #expect { try await store.importLayout(at: dir + "/layout") } throws: { error in

@@ -15,7 +15,7 @@ import Testing
 
     @Test func importsLayoutsWrittenByUmociAndSkopeo() async throws {
         try await withTemporaryDirectory("interop-in") { dir in
-            try Fixtures.busyboxLayout(dir + "/umoci", tag: "1.0", scratch: dir)
+            try await Fixtures.busyboxLayout(dir + "/umoci", tag: "1.0", scratch: dir)
             try await run("skopeo", ["copy", "--quiet", "oci:\(dir)/umoci:1.0", "oci:\(dir)/skopeo:copied"])
             let store = try ImageStore(root: StateRoot(dir + "/state"))
             let fromUmoci = try await store.importLayout(at: dir + "/umoci", tag: "1.0", name: "bb:umoci")

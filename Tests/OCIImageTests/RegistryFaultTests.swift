@@ -57,7 +57,7 @@ import Testing
     @Test func schema1IsRefused() async throws {
         try await withTemporaryDirectory("registry-schema1") { dir in
             try await withTestRegistry(dir, schema1: true) { registry in
-                try Fixtures.busyboxLayout(dir + "/layout", tag: "1", scratch: dir)
+                try await Fixtures.busyboxLayout(dir + "/layout", tag: "1", scratch: dir)
                 try await run("skopeo", ["copy", "--quiet", "--format", "v2s1", "--dest-tls-verify=false", "oci:\(dir)/layout:1", "docker://\(registry.host)/old/image:1"])
                 let store = try ImageStore(root: StateRoot(dir + "/state"), registry: try client())
                 await #expect { try await store.pull("\(registry.host)/old/image:1") } throws: { error in
@@ -111,12 +111,12 @@ import Testing
     @Test func indexesPullOnePlatformAndTagsPaginate() async throws {
         try await withTemporaryDirectory("registry-index") { dir in
             try await withTestRegistry(dir) { registry in
-                func gzipLayer(_ content: String) throws -> (Data, Digest) {
-                    try Fixtures.gzipLayer(in: dir, files: ["file": content])
+                func gzipLayer(_ content: String) async throws -> (Data, Digest) {
+                    try await Fixtures.gzipLayer(in: dir, files: ["file": content])
                 }
                 var layout = try Fixtures.HandmadeLayout(dir + "/layout")
-                let (amd, amdID) = try gzipLayer("amd64")
-                let (arm, armID) = try gzipLayer("arm64")
+                let (amd, amdID) = try await gzipLayer("amd64")
+                let (arm, armID) = try await gzipLayer("arm64")
                 let amd64 = try layout.image(tag: nil, layers: [(amd, .ociLayerGzip, amdID)], platform: Platform(os: "linux", architecture: "amd64"), addToIndex: false)
                 let arm64 = try layout.image(tag: nil, layers: [(arm, .ociLayerGzip, armID)], platform: Platform(os: "linux", architecture: "arm64"), addToIndex: false)
                 try layout.index(tag: "multi", entries: [amd64, arm64])

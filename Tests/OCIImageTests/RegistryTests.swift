@@ -21,7 +21,7 @@ import Testing
     @Test func skopeoAndGantryExchangeImages() async throws {
         try await withTemporaryDirectory("registry-interop") { dir in
             try await withTestRegistry(dir) { registry in
-                try Fixtures.busyboxLayout(dir + "/layout", tag: "1.0", scratch: dir)
+                try await Fixtures.busyboxLayout(dir + "/layout", tag: "1.0", scratch: dir)
                 try await run("skopeo", ["copy", "--quiet", "--dest-tls-verify=false", "oci:\(dir)/layout:1.0", "docker://\(registry.host)/tools/busybox:1.0"])
                 let pushedBySkopeo = try skopeoDigest("\(registry.host)/tools/busybox:1.0")
 

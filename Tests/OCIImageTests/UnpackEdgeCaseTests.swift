@@ -29,7 +29,7 @@ import Testing
 
     @Test func replacesDirectoriesBelowTheRoot() async throws {
         try await withTemporaryDirectory("edge-replace") { dir in
-            try Fixtures.layers("edge", into: dir)
+            try await Fixtures.layers("edge", into: dir)
             try unpack(dir, "replace-deep-directory", into: dir + "/t")
             #expect(try readText(dir + "/t/a/b") == "now a file")
             try unpack(dir, "deep", into: dir + "/deep")
@@ -39,7 +39,7 @@ import Testing
 
     @Test func layersAppliedInOrder() async throws {
         try await withTemporaryDirectory("edge-apply") { dir in
-            try Fixtures.layers("edge", into: dir)
+            try await Fixtures.layers("edge", into: dir)
             let target = dir + "/t"
             try unpack(dir, "lower-doc", into: target)
             try unpack(dir, "upper-doc", into: target)
@@ -62,7 +62,7 @@ import Testing
 
     @Test func overlaySnapshotsOfTheSameLayers() async throws {
         try await withTemporaryDirectory("edge-overlay") { dir in
-            try Fixtures.layers("edge", into: dir)
+            try await Fixtures.layers("edge", into: dir)
             let lower = dir + "/lower"
             let upper = dir + "/upper"
             try unpack(dir, "lower-doc", into: lower, LayerUnpackOptions(whiteouts: .overlay(lowerLayers: [])))
@@ -89,7 +89,7 @@ import Testing
 
     @Test func pathsFollowSymlinksAsTheyAreNow() async throws {
         try await withTemporaryDirectory("edge-relink") { dir in
-            try Fixtures.layers("edge", into: dir)
+            try await Fixtures.layers("edge", into: dir)
             try unpack(dir, "relink", into: dir + "/t")
             #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/t/usr/lib") == ["a"])
             #expect(try FileManager.default.contentsOfDirectory(atPath: dir + "/t/lib") == ["b"])
@@ -100,7 +100,7 @@ import Testing
 
     @Test func directoryModesAreSetChildrenFirst() async throws {
         try await withTemporaryDirectory("edge-modes") { dir in
-            try Fixtures.layers("edge", into: dir)
+            try await Fixtures.layers("edge", into: dir)
             try unpack(dir, "children-first", into: dir + "/t")
             #expect(mode(dir + "/t/p") == 0o500 && mode(dir + "/t/p/q") == 0o500 && mode(dir + "/t/p/q/r") == 0o700)
             chmod(dir + "/t/p", 0o700)
@@ -110,7 +110,7 @@ import Testing
 
     @Test func failuresWithMuchOfTheLayerUnreadEndCleanly() async throws {
         try await withTemporaryDirectory("edge-abort") { dir in
-            try Fixtures.layers("edge", into: dir)
+            try await Fixtures.layers("edge", into: dir)
             #expect {
                 try unpack(dir, "long-name-then-data", into: dir + "/t1")
             } throws: { error in
@@ -125,7 +125,7 @@ import Testing
 
     @Test func refusesDamagedArchivesAndForeignCompressions() async throws {
         try await withTemporaryDirectory("edge-damaged") { dir in
-            try Fixtures.layers("edge", into: dir)
+            try await Fixtures.layers("edge", into: dir)
             #expect {
                 try unpack(dir, "damaged-header", into: dir + "/t1")
             } throws: { ($0 as? OCIImageError)?.code == .corruptLayer }
@@ -178,8 +178,8 @@ import Testing
         try await withTemporaryDirectory("unprivileged") { dir in
             try #require(FileManager.default.isExecutableFile(atPath: binary), "build the gantry product first (swift build)")
             chmod(dir, 0o777)
-            try Fixtures.layers("edge", into: dir)
-            try Fixtures.umociLayout(dir + "/layout", tag: "ro", layers: [dir + "/lower-doc.tar", dir + "/upper-doc.tar"])
+            try await Fixtures.layers("edge", into: dir)
+            try await Fixtures.umociLayout(dir + "/layout", tag: "ro", layers: [dir + "/lower-doc.tar", dir + "/upper-doc.tar"])
             try await run("chmod", ["-R", "a+rX", dir + "/layout"])
             let asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups", binary, "--root", dir + "/state"]
             let imported = try await runWithStatus("setpriv", asNobody + ["image", "import-layout", dir + "/layout:ro", "--name", "ro:1"])

@@ -17,8 +17,8 @@ import Testing
 
     @Test(.requiresRoot) func mergedUnpackMatchesUmoci() async throws {
         try await withTemporaryDirectory("rich") { dir in
-            try Fixtures.layers("rich", into: dir)
-            try Fixtures.umociLayout(dir + "/layout", tag: "rich", layers: ["layer1", "layer2", "layer3"].map { "\(dir)/\($0).tar" })
+            try await Fixtures.layers("rich", into: dir)
+            try await Fixtures.umociLayout(dir + "/layout", tag: "rich", layers: ["layer1", "layer2", "layer3"].map { "\(dir)/\($0).tar" })
             try await run("umoci", ["unpack", "--image", dir + "/layout:rich", dir + "/bundle"])
             let store = try ImageStore(root: StateRoot(dir + "/state"))
             try await store.importLayout(at: dir + "/layout", tag: "rich", name: "rich:1")
@@ -55,8 +55,8 @@ import Testing
 
     @Test(.requiresRoot) func overlaySnapshotsMatchUmoci() async throws {
         try await withTemporaryDirectory("overlay") { dir in
-            try Fixtures.layers("rich", into: dir)
-            try Fixtures.umociLayout(dir + "/layout", tag: "rich", layers: ["layer1", "layer2", "layer3"].map { "\(dir)/\($0).tar" })
+            try await Fixtures.layers("rich", into: dir)
+            try await Fixtures.umociLayout(dir + "/layout", tag: "rich", layers: ["layer1", "layer2", "layer3"].map { "\(dir)/\($0).tar" })
             try await run("umoci", ["unpack", "--image", dir + "/layout:rich", dir + "/bundle"])
             let store = try ImageStore(root: StateRoot(dir + "/state"))
             try await store.importLayout(at: dir + "/layout", tag: "rich", name: "rich:1")
@@ -111,7 +111,7 @@ import Testing
             let outside = dir + "/outside"
             try write("original", to: outside + "/victim")
             let before = try snapshotTree(outside)
-            try Fixtures.layers("malicious", into: dir, outside: outside)
+            try await Fixtures.layers("malicious", into: dir, outside: outside)
             let escape = String(repeating: "../", count: 12) + outside.dropFirst()
 
             func refused(_ layer: String, into target: String, whiteouts: WhiteoutMode = .apply) throws -> Set<String> {
@@ -149,7 +149,7 @@ import Testing
 
     @Test func refusesDeviceNodesWithoutPrivileges() async throws {
         try await withTemporaryDirectory("device") { dir in
-            try Fixtures.layers("malicious", into: dir, outside: dir + "/outside")
+            try await Fixtures.layers("malicious", into: dir, outside: dir + "/outside")
             let target = dir + "/target"
             try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: false)
             #expect {
@@ -166,7 +166,7 @@ import Testing
 
     @Test func neverAppliesOverlayAttributes() async throws {
         try await withTemporaryDirectory("xattr") { dir in
-            try Fixtures.layers("malicious", into: dir, outside: dir + "/outside")
+            try await Fixtures.layers("malicious", into: dir, outside: dir + "/outside")
             let target = dir + "/target"
             try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: false)
             let report = try LayerUnpacker.unpack(layerAt: dir + "/overlay-xattr.tar", into: target)

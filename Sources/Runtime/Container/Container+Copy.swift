@@ -173,11 +173,15 @@ extension Container {
         let upper = runtime.containerDirectory(id) + "/upper"
         let fd = open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw RuntimeError(.systemCall, "cannot open \(upper)", underlying: FileIO.errno) }
-        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            close(fd)
-            throw RuntimeError(.invalidState, "cannot \(what) container \(name) now: a copy of its files or its start is in progress")
+        // A lock just released can stay held for a moment: a process this
+        // one forks meanwhile has the descriptor until it executes. So a
+        // holder is waited for briefly before the answer is no.
+        for attempt in 0 ... 50 {
+            if flock(fd, LOCK_EX | LOCK_NB) == 0 { return fd }
+            if attempt < 50 { usleep(2000) }
         }
-        return fd
+        close(fd)
+        throw RuntimeError(.invalidState, "cannot \(what) container \(name) now: a copy of its files or its start is in progress")
     }
 
     private func openProcessRoot(_ record: ContainerRecord) throws -> Int32 {

@@ -6,19 +6,19 @@ import Testing
 /// Test images, made with real tools at test time.
 enum Fixtures {
     /// Writes the rich or malicious layer archives into `directory`.
-    static func layers(_ set: String, into directory: String, outside: String? = nil) throws {
-        try run("python3", [fixturesDirectory + "/layers.py", set, directory] + (outside.map { [$0] } ?? []))
+    static func layers(_ set: String, into directory: String, outside: String? = nil) async throws {
+        try await run("python3", [fixturesDirectory + "/layers.py", set, directory] + (outside.map { [$0] } ?? []))
     }
 
     /// Makes an OCI layout with umoci holding `layers` (uncompressed tars),
     /// each added as a gzip layer.
-    static func umociLayout(_ layout: String, tag: String, layers: [String]) throws {
+    static func umociLayout(_ layout: String, tag: String, layers: [String]) async throws {
         if !FileManager.default.fileExists(atPath: layout + "/oci-layout") {
-            try run("umoci", ["init", "--layout", layout])
+            try await run("umoci", ["init", "--layout", layout])
         }
-        try run("umoci", ["new", "--image", "\(layout):\(tag)"])
+        try await run("umoci", ["new", "--image", "\(layout):\(tag)"])
         for layer in layers {
-            try run("umoci", ["raw", "add-layer", "--image", "\(layout):\(tag)", layer])
+            try await run("umoci", ["raw", "add-layer", "--image", "\(layout):\(tag)", layer])
         }
     }
 
@@ -29,27 +29,27 @@ enum Fixtures {
 
     /// Packs a root filesystem into an OCI layout with umoci, the way a
     /// user without Gantry would.
-    static func busyboxLayout(_ layout: String, tag: String, scratch: String) throws {
+    static func busyboxLayout(_ layout: String, tag: String, scratch: String) async throws {
         let rootfs = scratch + "/busybox-rootfs"
         try busyboxRootfs(rootfs)
         let bundle = scratch + "/busybox-bundle"
-        try run("umoci", ["init", "--layout", layout])
-        try run("umoci", ["new", "--image", "\(layout):\(tag)"])
-        try run("umoci", ["unpack"] + (geteuid() == 0 ? [] : ["--rootless"]) + ["--image", "\(layout):\(tag)", bundle])
-        try run("cp", ["-a", rootfs + "/.", bundle + "/rootfs/"])
-        try run("umoci", ["repack", "--image", "\(layout):\(tag)", bundle])
-        try run("umoci", ["config", "--image", "\(layout):\(tag)", "--config.cmd", "/bin/sh"])
+        try await run("umoci", ["init", "--layout", layout])
+        try await run("umoci", ["new", "--image", "\(layout):\(tag)"])
+        try await run("umoci", ["unpack"] + (geteuid() == 0 ? [] : ["--rootless"]) + ["--image", "\(layout):\(tag)", bundle])
+        try await run("cp", ["-a", rootfs + "/.", bundle + "/rootfs/"])
+        try await run("umoci", ["repack", "--image", "\(layout):\(tag)", bundle])
+        try await run("umoci", ["config", "--image", "\(layout):\(tag)", "--config.cmd", "/bin/sh"])
         try Sys.removeTree(bundle)
     }
 
     /// A gzip layer made by GNU tar from a small tree of `files` (path →
     /// content), with its DiffID.
-    static func gzipLayer(in dir: String, files: [String: String]) throws -> (Data, Digest) {
+    static func gzipLayer(in dir: String, files: [String: String]) async throws -> (Data, Digest) {
         let tree = dir + "/tree-" + UUID().uuidString.prefix(6)
         for (path, content) in files { try write(content, to: tree + "/" + path) }
-        try run("tar", ["--format=pax", "-C", tree, "-cf", tree + ".tar", "."])
+        try await run("tar", ["--format=pax", "-C", tree, "-cf", tree + ".tar", "."])
         let diffID = Digest.compute(try Data(file: tree + ".tar"))
-        try run("gzip", ["-n", tree + ".tar"])
+        try await run("gzip", ["-n", tree + ".tar"])
         return (try Data(file: tree + ".tar.gz"), diffID)
     }
 

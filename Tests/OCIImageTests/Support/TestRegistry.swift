@@ -61,13 +61,26 @@ final class TestRegistry: @unchecked Sendable {
         }
         if schema1 { config += "compatibility:\n  schema1:\n    enabled: true\n" }
         try write(config, to: directory + "/config.yml")
-        try start()
     }
 
     deinit { stop() }
 
-    /// Starts the registry (again) and waits until it answers.
+    /// Starts the registry (again) and waits until it answers, blocking
+    /// the thread: for restarts from a dispatch queue.
     func start() throws {
+        let process = try launch()
+        let deadline = Date().addingTimeInterval(15)
+        while try !answers(process, deadline: deadline) { usleep(20_000) }
+    }
+
+    /// Starts the registry and waits until it answers, off the cooperative pool's threads.
+    func start() async throws {
+        let process = try launch()
+        let deadline = Date().addingTimeInterval(15)
+        while try !answers(process, deadline: deadline) { try await Task.sleep(for: .milliseconds(20)) }
+    }
+
+    private func launch() throws -> Process {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/docker-registry")
         process.arguments = ["serve", directory + "/config.yml"]
@@ -75,13 +88,15 @@ final class TestRegistry: @unchecked Sendable {
         process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: directory + "/registry.log").creatingIfNeeded())
         try process.run()
         self.process = process
-        let deadline = Date().addingTimeInterval(15)
-        while !isListening(port) {
-            guard Date() < deadline, process.isRunning else {
-                throw ToolError(description: "docker-registry did not start: \((try? readText(directory + "/registry.log")) ?? "")")
-            }
-            usleep(20_000)
+        return process
+    }
+
+    private func answers(_ process: Process, deadline: Date) throws -> Bool {
+        if isListening(port) { return true }
+        guard Date() < deadline, process.isRunning else {
+            throw ToolError(description: "docker-registry did not start: \((try? readText(directory + "/registry.log")) ?? "")")
         }
+        return false
     }
 
     /// Kills the registry at once, as a crash would.
@@ -108,6 +123,7 @@ func withTestRegistry<T>(_ directory: String, authentication: TestRegistry.Authe
                          tls: (certificate: String, key: String)? = nil, _ body: (TestRegistry) async throws -> T) async throws -> T {
     let registry = try TestRegistry(directory: directory + "/registry", authentication: authentication, schema1: schema1, tls: tls)
     defer { registry.stop() }
+    try await registry.start()
     return try await body(registry)
 }
 

@@ -18,8 +18,8 @@ func withRuntime<T>(_ label: String, probe: Bool = false, fixtures: [String] = [
     try await withTemporaryDirectory(label) { dir in
         let rootfs = dir + "/rootfs"
         try makeBusyboxRootfs(rootfs, applets: busyboxApplets)
-        if probe { try compileProbe(into: rootfs + "/bin/syscall-probe") }
-        for fixture in fixtures { try compileFixture(fixture, into: rootfs + "/bin/" + fixture) }
+        if probe { try await compileProbe(into: rootfs + "/bin/syscall-probe") }
+        for fixture in fixtures { try await compileFixture(fixture, into: rootfs + "/bin/" + fixture) }
         let images = try ImageStore(root: StateRoot(dir + "/state"))
         try await images.importRootfs(at: rootfs, name: "busybox:test")
         let parent = "gantry-test-\(UUID().uuidString.prefix(8).lowercased())"
@@ -71,15 +71,15 @@ func removeCgroupParent(_ parent: String, runtime: ContainerRuntime) throws {
 }
 
 /// Builds the static syscall probe into a root file system.
-func compileProbe(into path: String) throws {
-    try compileFixture("syscall-probe", into: path)
+func compileProbe(into path: String) async throws {
+    try await compileFixture("syscall-probe", into: path)
 }
 
 /// Builds a C program of `Fixtures/` statically into a root file system.
-func compileFixture(_ name: String, into path: String) throws {
+func compileFixture(_ name: String, into path: String) async throws {
     let source = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .appendingPathComponent("Fixtures/\(name).c").path
-    _ = try run("cc", ["-static", "-O1", "-o", path, source])
+    _ = try await run("cc", ["-static", "-O1", "-o", path, source])
 }
 
 /// Runs `spec` to its end in `runtime`; returns its exit and all its output.
