@@ -72,8 +72,6 @@ public struct ClusterState: Sendable {
     private var nodeIndex: [String: Int] = [:]
     private var location: [String: Int] = [:]
     private var sequence = 0
-    /// How many bound workloads carry required anti-affinity terms.
-    public private(set) var repellingCount = 0
 
     struct SelectorCounts {
         var users: Int
@@ -153,7 +151,6 @@ public struct ClusterState: Sendable {
         summarise(node)
         location[workload.name] = node
         count(workload.labels, on: node, by: 1)
-        if !workload.affinity.requiredAwayFrom.isEmpty { repellingCount += 1 }
         for term in workload.affinity.requiredAwayFrom { repellers[term, default: [:]][node, default: 0] += 1 }
     }
 
@@ -174,7 +171,6 @@ public struct ClusterState: Sendable {
             selectorCounts[selector]!.users -= 1
             if selectorCounts[selector]!.users == 0 { selectorCounts[selector] = nil }
         }
-        if !placed.requiredAwayFrom.isEmpty { repellingCount -= 1 }
         for term in placed.requiredAwayFrom {
             repellers[term]![node]! -= 1
             if repellers[term]![node] == 0 { repellers[term]![node] = nil }
