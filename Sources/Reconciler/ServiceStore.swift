@@ -100,15 +100,13 @@ public final class ServiceStore: Sendable {
     public init(root: StateRoot, journalLimit: Int = 10_000) throws {
         let path = root.path + "/reconciler.sqlite"
         self.journalLimit = max(1, journalLimit)
-        var configuration = Configuration()
-        configuration.busyMode = .timeout(30)
-        configuration.label = "gantry.reconciler"
         do {
             try FileManager.default.createDirectory(atPath: root.path, withIntermediateDirectories: true)
-            pool = try DatabasePool(path: path, configuration: configuration)
-            try Self.migrator.migrate(pool)
+            pool = try openSharedDatabase(path: path, label: "gantry.reconciler", migrator: Self.migrator)
         } catch let error as DatabaseError {
             throw ReconcilerError(.store, "the service store \(path) cannot be opened: \(error.message ?? error.description)")
+        } catch {
+            throw ReconcilerError(.store, "the service store \(path) cannot be opened: \(error)")
         }
     }
 

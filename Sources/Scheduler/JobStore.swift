@@ -131,13 +131,9 @@ public final class JobStore: Sendable {
     /// - Throws: ``SchedulerError`` with code `store` when it cannot be opened.
     public init(root: StateRoot) throws {
         let path = root.path + "/scheduler.sqlite"
-        var configuration = Configuration()
-        configuration.busyMode = .timeout(30)
-        configuration.label = "gantry.scheduler"
         do {
             try FileManager.default.createDirectory(atPath: root.path, withIntermediateDirectories: true)
-            pool = try DatabasePool(path: path, configuration: configuration)
-            try Self.migrator.migrate(pool)
+            pool = try openSharedDatabase(path: path, label: "gantry.scheduler", migrator: Self.migrator)
         } catch let error as DatabaseError {
             throw SchedulerError(.store, "the job store \(path) cannot be opened: \(error.message ?? error.description)")
         } catch {

@@ -35,12 +35,8 @@ struct MetadataDatabase: Sendable {
     let pool: DatabasePool
 
     init(path: String) throws {
-        var configuration = Configuration()
-        configuration.busyMode = .timeout(30)
-        configuration.label = "gantry"
         do {
-            pool = try DatabasePool(path: path, configuration: configuration)
-            try Self.migrator.migrate(pool)
+            pool = try openSharedDatabase(path: path, label: "gantry", migrator: Self.migrator)
         } catch let error as DatabaseError {
             throw OCIImageError(.systemCall, "the metadata database \(path) cannot be opened: \(error.message ?? error.description)")
         }
