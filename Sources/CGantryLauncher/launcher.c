@@ -500,6 +500,12 @@ static int loopback_up(void) {
     return result;
 }
 
+/// Whether the parent writes anything for the child between the clone and
+/// the child's setup: id maps of a new user namespace, an OOM score.
+static int parent_writes(const struct gantry_launch_plan *plan) {
+    return (plan->clone_flags & CLONE_NEWUSER) || plan->oom_score_adj;
+}
+
 __attribute__((noreturn))
 static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_read, int sync_write) {
     // Signals: default dispositions, nothing blocked.
@@ -515,20 +521,33 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
     sigemptyset(&empty);
     if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &empty, NULL, _NSIG / 8) < 0) child_fail(error_fd, GANTRY_STAGE_SIGNALS);
 
-    // Wait until the parent has written id maps and joined cgroups. It
-    // writes a byte: end-of-file cannot be the signal, since a child that
-    // another thread clones at the same moment holds a copy of the write
-    // end until it executes.
-    char byte;
-    ssize_t got;
-    do { got = read(sync_read, &byte, 1); } while (got < 0 && errno == EINTR);
-    if (got != 1) {
-        if (got == 0) errno = ECANCELED;
-        child_fail(error_fd, GANTRY_STAGE_SYNC);
+    // v1 cgroups: this thread moves itself, first of all. A thread moving
+    // itself through `tasks` needs only the cgroup mutex; writing a pid to
+    // `cgroup.procs` takes the kernel's global threadgroup lock for
+    // writing, which waits for an RCU grace period. (This process has one
+    // thread, so moving the thread moves the process.)
+    for (size_t i = 0; i < plan->cgroup_tasks_count; i++) {
+        ssize_t written;
+        do { written = write(plan->cgroup_tasks_fds[i], "0", 1); } while (written < 0 && errno == EINTR);
+        if (written != 1) child_fail(error_fd, GANTRY_STAGE_CGROUP);
+    }
+
+    // Wait until the parent has written id maps and the OOM score, if it
+    // has any to write. It writes a byte: end-of-file cannot be the signal,
+    // since a child that another thread clones at the same moment holds a
+    // copy of the write end until it executes.
+    if (parent_writes(plan)) {
+        char byte;
+        ssize_t got;
+        do { got = read(sync_read, &byte, 1); } while (got < 0 && errno == EINTR);
+        if (got != 1) {
+            if (got == 0) errno = ECANCELED;
+            child_fail(error_fd, GANTRY_STAGE_SYNC);
+        }
     }
     close(sync_read);
 
-    if (plan->cgroup_procs_count > 0 && (plan->clone_flags & CLONE_NEWCGROUP) && unshare(CLONE_NEWCGROUP) < 0) {
+    if (plan->cgroup_tasks_count > 0 && (plan->clone_flags & CLONE_NEWCGROUP) && unshare(CLONE_NEWCGROUP) < 0) {
         child_fail(error_fd, GANTRY_STAGE_CGROUP);
     }
 
@@ -690,14 +709,6 @@ static long clone3_on_stack(struct clone_args *args, int (*entry)(void *), void 
 /// The child's stack when it shares the parent's memory.
 #define CHILD_STACK_SIZE (256 * 1024)
 
-static int write_pid(int fd, pid_t pid) {
-    char digits[16];
-    int n = 0;
-    unsigned int value = (unsigned int)pid;
-    do { digits[15 - n++] = (char)('0' + value % 10); value /= 10; } while (value);
-    return write(fd, digits + 16 - n, (size_t)n) == n ? 0 : -1;
-}
-
 static int write_proc_file(pid_t pid, const char *name, const char *value) {
     char path[64];
     char number[16];
@@ -752,9 +763,9 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
     struct clone_args args;
     memset(&args, 0, sizeof(args));
     args.flags = CLONE_PIDFD | plan->clone_flags;
-    // With v1 cgroups the pid joins them only after the clone: the cgroup
+    // With v1 cgroups the child joins them only after the clone: the cgroup
     // namespace is made then (by the child), rooted at the container's cgroup.
-    if (plan->cgroup_procs_count > 0) args.flags &= ~(uint64_t)CLONE_NEWCGROUP;
+    if (plan->cgroup_tasks_count > 0) args.flags &= ~(uint64_t)CLONE_NEWCGROUP;
     args.pidfd = (uint64_t)(uintptr_t)&pidfd;
     args.exit_signal = 0;
     if (plan->cgroup_fd >= 0) {
@@ -852,10 +863,7 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
     }
 
     int stage = GANTRY_STAGE_NONE;
-    for (size_t i = 0; i < plan->cgroup_procs_count && !stage; i++) {
-        if (write_pid(plan->cgroup_procs_fds[i], (pid_t)pid) < 0) stage = GANTRY_STAGE_CGROUP;
-    }
-    if (!stage && (plan->clone_flags & CLONE_NEWUSER)) {
+    if (plan->clone_flags & CLONE_NEWUSER) {
         if ((plan->uid_map && write_proc_file((pid_t)pid, "uid_map", plan->uid_map) < 0) ||
             (plan->gid_map && write_proc_file((pid_t)pid, "gid_map", plan->gid_map) < 0)) {
             stage = GANTRY_STAGE_ID_MAPS;
@@ -870,7 +878,7 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
         syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
     }
     // A byte lets the child go on; after SIGKILL, closing is enough.
-    if (!stage) {
+    if (!stage && parent_writes(plan)) {
         ssize_t sent;
         do { sent = write(sync_pipe[1], "", 1); } while (sent < 0 && errno == EINTR);
     }

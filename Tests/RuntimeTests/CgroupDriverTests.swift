@@ -49,8 +49,8 @@ import Testing
             #expect(usage.oomKills == 1)
             try driver.setFrozen(true, "gantry/c1")
             #expect(try readText(dir + "/gantry/c1/cgroup.freeze") == "1")
-            let (directory, procs) = try driver.openForLaunch("gantry/c1")
-            #expect(directory >= 0 && procs.isEmpty)
+            let (directory, tasks) = try driver.openForLaunch("gantry/c1")
+            #expect(directory >= 0 && tasks.isEmpty)
             close(directory)
         }
     }

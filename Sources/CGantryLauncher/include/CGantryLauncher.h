@@ -82,9 +82,9 @@ struct gantry_launch_plan {
     uint64_t clone_flags;
     /// For cgroup v2: a descriptor of the cgroup directory (CLONE_INTO_CGROUP), or -1.
     int cgroup_fd;
-    /// For cgroup v1: descriptors of `cgroup.procs` files the parent writes the pid to.
-    const int *cgroup_procs_fds;
-    size_t cgroup_procs_count;
+    /// For cgroup v1: descriptors of `tasks` files the child writes itself (0) to.
+    const int *cgroup_tasks_fds;
+    size_t cgroup_tasks_count;
 
     /// With CLONE_NEWUSER: the contents the parent writes to uid_map and
     /// gid_map before letting the child go on (setgroups stays allowed, for

@@ -101,9 +101,10 @@ public protocol CgroupDriver: Sendable {
     func create(_ name: String, limits: ResourceLimits) throws
 
     /// Descriptors a new process needs to start inside the cgroup: the
-    /// cgroup directory for `CLONE_INTO_CGROUP` (v2) or the `cgroup.procs`
-    /// files its pid is written to (v1). The caller closes them.
-    func openForLaunch(_ name: String) throws -> (directory: Int32, procs: [Int32])
+    /// cgroup directory for `CLONE_INTO_CGROUP` (v2) or the `tasks` files
+    /// the new process (a single thread) writes itself to (v1). The caller
+    /// closes them.
+    func openForLaunch(_ name: String) throws -> (directory: Int32, tasks: [Int32])
 
     /// What the cgroup has used.
     func usage(_ name: String) throws -> ResourceUsage

@@ -4,8 +4,8 @@ import Glibc
 #endif
 
 /// cgroup v1, on legacy and hybrid hosts: one directory per controller
-/// hierarchy (`/sys/fs/cgroup/memory/<name>`, …). The process is added to
-/// each by writing its pid to `cgroup.procs` before it runs.
+/// hierarchy (`/sys/fs/cgroup/memory/<name>`, …). A new process adds
+/// itself to each, before anything else, by writing 0 to its `tasks` file.
 public struct CgroupV1Driver: CgroupDriver {
     public var mode: CgroupMode
     /// Each controller's mount point.
@@ -107,16 +107,16 @@ public struct CgroupV1Driver: CgroupDriver {
         }
     }
 
-    public func openForLaunch(_ name: String) throws -> (directory: Int32, procs: [Int32]) {
+    public func openForLaunch(_ name: String) throws -> (directory: Int32, tasks: [Int32]) {
         var descriptors: [Int32] = []
         for mount in hierarchies(for: nil) {
             let directory = mount + "/" + name
             guard access(directory, F_OK) == 0 else { continue }
-            let fd = open(directory + "/cgroup.procs", O_WRONLY | O_CLOEXEC)
+            let fd = open(directory + "/tasks", O_WRONLY | O_CLOEXEC)
             guard fd >= 0 else {
                 let error = FileIO.errno
                 descriptors.forEach { close($0) }
-                throw RuntimeError(.cgroup, "cannot open \(directory)/cgroup.procs", underlying: error)
+                throw RuntimeError(.cgroup, "cannot open \(directory)/tasks", underlying: error)
             }
             descriptors.append(fd)
         }

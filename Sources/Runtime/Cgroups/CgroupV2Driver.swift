@@ -86,7 +86,7 @@ public struct CgroupV2Driver: CgroupDriver {
         1 + (UInt64(weight) - 10) * 9999 / 990
     }
 
-    public func openForLaunch(_ name: String) throws -> (directory: Int32, procs: [Int32]) {
+    public func openForLaunch(_ name: String) throws -> (directory: Int32, tasks: [Int32]) {
         let path = mountPoint + "/" + name
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw RuntimeError(.cgroup, "cannot open the cgroup \(path)", underlying: FileIO.errno) }

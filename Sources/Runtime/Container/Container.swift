@@ -168,10 +168,10 @@ public final class Container: Sendable {
         var launched = false
         defer { if !launched { pipes.closeParentEnds() } }
         let cgroup = try runtime.cgroups.openForLaunch(record.cgroup)
-        defer { (cgroup.procs + [cgroup.directory]).filter { $0 >= 0 }.forEach { close($0) } }
+        defer { (cgroup.tasks + [cgroup.directory]).filter { $0 >= 0 }.forEach { close($0) } }
         var plan = try makePlan(record, stdin: pipes.childStdin, stdout: pipes.childStdout, stderr: pipes.childStderr)
         plan.cgroupDescriptor = cgroup.directory
-        plan.cgroupProcsDescriptors = cgroup.procs
+        plan.cgroupTasksDescriptors = cgroup.tasks
         plan.consoleSocket = pipes.console
         plan.controllingTerminal = pipes.console >= 0
         try configure(&plan)

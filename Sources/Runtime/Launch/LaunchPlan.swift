@@ -46,7 +46,7 @@ struct LaunchPlan: Sendable {
     var workingDirectory: String?
     var cloneFlags: UInt64
     var cgroupDescriptor: Int32 = -1
-    var cgroupProcsDescriptors: [Int32] = []
+    var cgroupTasksDescriptors: [Int32] = []
     var uidMap: String?
     var gidMap: String?
     var hostname: String?
@@ -90,8 +90,8 @@ struct LaunchPlan: Sendable {
         plan.cwd = arena.string(workingDirectory)
         plan.clone_flags = cloneFlags
         plan.cgroup_fd = cgroupDescriptor
-        plan.cgroup_procs_fds = arena.array(cgroupProcsDescriptors)
-        plan.cgroup_procs_count = cgroupProcsDescriptors.count
+        plan.cgroup_tasks_fds = arena.array(cgroupTasksDescriptors)
+        plan.cgroup_tasks_count = cgroupTasksDescriptors.count
         plan.uid_map = arena.string(uidMap)
         plan.gid_map = arena.string(gidMap)
         plan.hostname = arena.string(hostname)
