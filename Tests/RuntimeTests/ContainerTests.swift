@@ -47,6 +47,37 @@ import Testing
         }
     }
 
+    @Test func hasAnEmptyNetworkNamespaceOfItsOwn() async throws {
+        try await withRuntime("ctr-netns") { runtime, _ in
+            // Until one launch has taken a namespace made ahead of need
+            // (the first starts the thread that makes them; other tests
+            // may take them meanwhile), and each must look like a new one.
+            let taken = NetworkNamespaceReserve.shared.handedOut
+            let hostForwarding = try readText("/proc/sys/net/ipv4/ip_forward")
+            var namespaces: Set<String> = []
+            for _ in 0 ..< 40 where NetworkNamespaceReserve.shared.handedOut == taken || namespaces.count < 2 {
+                var spec = shell("ls -l /proc/self/ns/net; cat /proc/net/dev; cat /sys/class/net/lo/flags; cat /proc/sys/net/ipv4/ip_forward")
+                spec.sysctls = ["net.ipv4.ip_forward": "1"]
+                let (exit, output) = try await runCollecting(runtime, spec)
+                #expect(exit.code == 0, "\(output)")
+                let lines = output.split(separator: "\n").map(String.init)
+                let namespace = String(lines.first?.split(separator: " ").last ?? "")
+                #expect(namespace.hasPrefix("net:["))
+                #expect(!namespaces.contains(namespace), "two containers shared the network namespace \(namespace)")
+                namespaces.insert(namespace)
+                // /proc/net/dev: two header lines, then only lo, which is up (0x9).
+                let devices = lines.dropFirst(3).prefix { $0.contains(":") }.map { $0.split(separator: ":")[0].trimmingCharacters(in: .whitespaces) }
+                #expect(devices == ["lo"])
+                #expect(lines.suffix(2) == ["0x9", "1"])
+                try await Task.sleep(for: .milliseconds(5))
+            }
+            #expect(NetworkNamespaceReserve.shared.handedOut > taken, "no launch took a network namespace made ahead of need")
+            let host = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/ns/net")
+            #expect(!namespaces.contains(host))
+            #expect(try readText("/proc/sys/net/ipv4/ip_forward") == hostForwarding, "the container's sysctl reached the host")
+        }
+    }
+
     @Test func hidesAndProtectsKernelInterfaces() async throws {
         try await withRuntime("ctr-kernel") { runtime, _ in
             let script = """

@@ -39,6 +39,13 @@ int gantry_timer_set(int fd, uint64_t nanoseconds);
 /// memfd_create(name, MFD_CLOEXEC).
 int gantry_memfd(const char *name);
 
+/// Makes a network namespace with its loopback device up: the calling
+/// thread unshares into it and returns to its own. Returns a descriptor of
+/// it; -1 (errno set) if it could not be made; -2 if the thread could not
+/// return to its own namespace (it is left in the new one, and must not be
+/// used for anything else).
+int gantry_make_network_namespace(void);
+
 /// How one mount in the container is made. Paths are inside the new root,
 /// resolved with openat2(RESOLVE_IN_ROOT) so that no symlink in the image
 /// can point a mount outside it.

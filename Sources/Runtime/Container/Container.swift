@@ -188,6 +188,14 @@ public final class Container: Sendable {
                 namespaces.append(fd)
                 plan.namespaceFiles.append((fd, file.type))
             }
+            // A network namespace of its own, made ahead of need (in a user
+            // namespace it must be the container's, made by the clone).
+            if plan.cloneFlags & GANTRY_CLONE_NEWNET != 0, plan.cloneFlags & GANTRY_CLONE_NEWUSER == 0,
+               let fd = NetworkNamespaceReserve.shared.take() {
+                namespaces.append(fd)
+                plan.namespaceFiles.append((fd, GANTRY_CLONE_NEWNET))
+                plan.cloneFlags &= ~GANTRY_CLONE_NEWNET
+            }
         }
         let process = try await LaunchThreads.shared.run { [plan] in try Launcher.launch(plan, what: what) }
         do {
