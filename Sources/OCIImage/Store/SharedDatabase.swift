@@ -9,12 +9,14 @@ import Glibc
 /// The migrator reads which migrations were applied before it runs each
 /// one in a transaction of its own, so two processes opening a new
 /// database at once could both try to apply the same migration. An
-/// exclusive `flock` on the database file (SQLite itself uses `fcntl`
-/// locks, which do not interact with it) makes the opens take turns.
+/// exclusive `flock` on the database's directory makes the opens take
+/// turns. (Not on the database file itself: closing any descriptor of that
+/// file would drop every `fcntl` lock SQLite holds on it in this process.)
 package func openSharedDatabase(path: String, label: String, migrator: DatabaseMigrator) throws -> DatabasePool {
-    let lock = try Sys.check("open", path) { open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o644) }
+    let directory = path.lastIndex(of: "/").map { String(path[..<$0]) }.flatMap { $0.isEmpty ? "/" : $0 } ?? "."
+    let lock = try Sys.check("open", directory) { open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
     defer { close(lock) }
-    try Sys.check("flock", path) { flock(lock, LOCK_EX) }
+    try Sys.check("flock", directory) { flock(lock, LOCK_EX) }
     var configuration = Configuration()
     configuration.busyMode = .timeout(30)
     configuration.label = label
