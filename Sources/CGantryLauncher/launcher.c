@@ -500,27 +500,6 @@ static int loopback_up(void) {
     return result;
 }
 
-int gantry_make_network_namespace(void) {
-    int own = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (own < 0) return -1;
-    if (unshare(CLONE_NEWNET) < 0) {
-        int error = errno;
-        close(own);
-        errno = error;
-        return -1;
-    }
-    int made = loopback_up() == 0 ? open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC) : -1;
-    int error = errno;
-    int back = setns(own, CLONE_NEWNET);
-    close(own);
-    if (back < 0) {
-        if (made >= 0) close(made);
-        return -2;
-    }
-    errno = error;
-    return made;
-}
-
 /// Whether the parent writes anything for the child between the clone and
 /// the child's setup: id maps of a new user namespace, an OOM score.
 static int parent_writes(const struct gantry_launch_plan *plan) {
@@ -757,6 +736,27 @@ static int open_own_namespace(uint64_t type) {
     default: errno = EINVAL; return -1;
     }
     return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+int gantry_make_network_namespace(void) {
+    int own = open_own_namespace(CLONE_NEWNET);
+    if (own < 0) return -1;
+    if (unshare(CLONE_NEWNET) < 0) {
+        int error = errno;
+        close(own);
+        errno = error;
+        return -1;
+    }
+    int made = loopback_up() == 0 ? open_own_namespace(CLONE_NEWNET) : -1;
+    int error = errno;
+    int back = setns(own, CLONE_NEWNET);
+    close(own);
+    if (back < 0) {
+        if (made >= 0) close(made);
+        return -2;
+    }
+    errno = error;
+    return made;
 }
 
 /// Returns the calling thread to the namespaces it left (the first `count`).

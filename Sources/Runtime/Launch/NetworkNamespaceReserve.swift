@@ -11,7 +11,7 @@ import Glibc
 ///
 /// Making a network namespace is the largest single cost of a launch (the
 /// kernel initialises every protocol's state for it, about half a
-/// millisecond here); a launch that takes one from the reserve starts its
+/// millisecond on a small VM); a launch that takes one from the reserve starts its
 /// process in it instead, and the thread makes the next one while the
 /// container runs. Such a namespace is the same as one the clone would
 /// make: owned by the host's user namespace, with the same defaults, and
