@@ -297,7 +297,10 @@ struct Run: AsyncParsableCommand {
         let exit = try await container.wait()
         forwarding.stop()
         relay.restore()
-        if rm { try await container.remove() }
+        if rm {
+            try await container.remove()
+            await ContainerRuntime.settle()
+        }
         if exit.reason != .exited { Terminal.printError("container \(container.name) \(exit)") }
         _exit(exit.code)
     }

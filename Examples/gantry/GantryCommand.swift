@@ -25,6 +25,8 @@ struct GantryCommand: AsyncParsableCommand {
             } else {
                 try command.run()
             }
+            // Removed containers' files, deleted in the background.
+            await ContainerRuntime.settle()
         } catch let error as OCIImageError {
             Terminal.printError(error.description)
             _exit(1)

@@ -140,6 +140,34 @@ static int ensure_in_root(int root_fd, const char *path, int directory) {
     char prefix[4096];
     size_t length = child_strlen(path);
     if (length >= sizeof(prefix)) { errno = ENAMETOOLONG; return -1; }
+    // Next most often only the last component is missing (a node in a
+    // fresh /dev): made in its parent, and opened there without following
+    // a link. Anything else takes the walk below.
+    while (length > 1 && path[length - 1] == '/') length--;
+    size_t slash = length;
+    while (slash > 0 && path[slash - 1] != '/') slash--;
+    if (slash > 0 && slash < length && length - slash < 256) {
+        for (size_t k = 0; k < slash; k++) prefix[k] = path[k];
+        prefix[slash] = 0;
+        int parent_fd = open_in_root(root_fd, prefix, O_PATH | O_DIRECTORY);
+        if (parent_fd >= 0) {
+            char name[256];
+            for (size_t k = slash; k < length; k++) name[k - slash] = path[k];
+            name[length - slash] = 0;
+            int fd;
+            if (directory) {
+                fd = mkdirat(parent_fd, name, 0755) == 0 ? openat(parent_fd, name, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+            } else {
+                // The new, empty file itself is the mount target.
+                fd = openat(parent_fd, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+            }
+            int saved = errno;
+            close(parent_fd);
+            if (fd >= 0) return fd;
+            errno = saved;
+        }
+        length = child_strlen(path);
+    }
     size_t i = 0;
     while (i < length) {
         while (i < length && path[i] == '/') i++;
@@ -709,19 +737,24 @@ static long clone3_on_stack(struct clone_args *args, int (*entry)(void *), void 
 /// The child's stack when it shares the parent's memory.
 #define CHILD_STACK_SIZE (256 * 1024)
 
-static int write_proc_file(pid_t pid, const char *name, const char *value) {
-    char path[64];
+/// Writes "/proc/<pid>/<name>" into `buffer` (at least 64 bytes; `name` short).
+static void proc_pid_path(char *buffer, pid_t pid, const char *name) {
     char number[16];
     int n = 0;
     unsigned int v = (unsigned int)pid;
     do { number[n++] = (char)('0' + v % 10); v /= 10; } while (v);
     size_t p = 0;
     const char *prefix = "/proc/";
-    while (prefix[p]) { path[p] = prefix[p]; p++; }
-    while (n) path[p++] = number[--n];
-    path[p++] = '/';
-    for (size_t i = 0; name[i]; i++) path[p++] = name[i];
-    path[p] = 0;
+    while (prefix[p]) { buffer[p] = prefix[p]; p++; }
+    while (n) buffer[p++] = number[--n];
+    buffer[p++] = '/';
+    for (size_t i = 0; name[i]; i++) buffer[p++] = name[i];
+    buffer[p] = 0;
+}
+
+static int write_proc_file(pid_t pid, const char *name, const char *value) {
+    char path[64];
+    proc_pid_path(path, pid, name);
     return write_file(path, value);
 }
 
@@ -735,6 +768,16 @@ static int open_own_namespace(uint64_t type) {
     case CLONE_NEWCGROUP: path = "/proc/thread-self/ns/cgroup"; break;
     default: errno = EINVAL; return -1;
     }
+    return open(path, O_RDONLY | O_CLOEXEC);
+}
+
+/// A descriptor of the mount namespace of the process `pidfd` names:
+/// through the pidfd (Linux 6.11 and later), else through /proc.
+static int open_mount_namespace(int pidfd, pid_t pid) {
+    int fd = ioctl(pidfd, _IO(0xFF, 3) /* PIDFD_GET_MNT_NAMESPACE */, 0);
+    if (fd >= 0) return fd;
+    char path[64];
+    proc_pid_path(path, pid, "ns/mnt");
     return open(path, O_RDONLY | O_CLOEXEC);
 }
 
@@ -769,7 +812,9 @@ static void leave_namespaces(const struct gantry_launch_plan *plan, const int *o
     }
 }
 
-int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pidfd_out, struct gantry_launch_failure *failure) {
+int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pidfd_out, int *mount_namespace_out,
+                  struct gantry_launch_failure *failure) {
+    if (mount_namespace_out) *mount_namespace_out = -1;
     failure->stage = GANTRY_STAGE_NONE;
     failure->error = 0;
     int error_pipe[2], sync_pipe[2];
@@ -883,6 +928,10 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
         return -1;
     }
 
+    // Taken now, while the child cannot have ended: it only ends before
+    // executing by failing, and it reports that first.
+    int mount_namespace = (mount_namespace_out && (args.flags & CLONE_NEWNS)) ? open_mount_namespace(pidfd, (pid_t)pid) : -1;
+
     int stage = GANTRY_STAGE_NONE;
     if (plan->clone_flags & CLONE_NEWUSER) {
         if ((plan->uid_map && write_proc_file((pid_t)pid, "uid_map", plan->uid_map) < 0) ||
@@ -913,6 +962,7 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
         siginfo_t info;
         while (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED | __WALL) < 0 && errno == EINTR) {}
         close(pidfd);
+        if (mount_namespace >= 0) close(mount_namespace);
         if (stage) {
             failure->stage = stage; failure->error = parent_errno;
         } else if (got == (ssize_t)sizeof(reported)) {
@@ -927,6 +977,7 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
     if (stack != MAP_FAILED) munmap(stack, CHILD_STACK_SIZE);
     *pid_out = (pid_t)pid;
     *pidfd_out = pidfd;
+    if (mount_namespace_out) *mount_namespace_out = mount_namespace;
     return 0;
 }
 

@@ -78,6 +78,31 @@ import Testing
         }
     }
 
+    @Test func holdsTheMountNamespaceUntilTheEndAndReclaimsInTheBackground() async throws {
+        try await withRuntime("ctr-mntns") { runtime, _ in
+            func heldNamespaces() -> Set<String> {
+                let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+                return Set(fds.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\($0)") }.filter { $0.hasPrefix("mnt:[") })
+            }
+            let container = try await runtime.create(shell("echo started; sleep 30"))
+            try await container.start()
+            let pid = try #require(try container.record.pid)
+            let namespace = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/mnt")
+            #expect(heldNamespaces().contains(namespace), "the launcher does not hold the container's mount namespace")
+            _ = try await container.stop(grace: .milliseconds(100))
+            await ContainerRuntime.settle()
+            #expect(!heldNamespaces().contains(namespace), "the mount namespace is still held after the container ended")
+            // Removal takes the directory out of the state root at once; its
+            // files go in the background.
+            let directory = runtime.containerDirectory(container.id)
+            try await container.remove()
+            #expect(!FileManager.default.fileExists(atPath: directory))
+            #expect(throws: RuntimeError.self) { try runtime.container(container.name) }
+            await ContainerRuntime.settle()
+            #expect(!FileManager.default.fileExists(atPath: runtime.removedDirectory + "/" + container.id))
+        }
+    }
+
     @Test func hidesAndProtectsKernelInterfaces() async throws {
         try await withRuntime("ctr-kernel") { runtime, _ in
             let script = """
@@ -418,11 +443,15 @@ import Testing
                 #expect(try await container.wait().code == 0)
                 try await container.remove()
             }
+            // Mounts and files of the ended containers are reclaimed in the background.
+            await ContainerRuntime.settle()
+            #expect(try FileManager.default.contentsOfDirectory(atPath: runtime.removedDirectory).isEmpty)
             // Other tests run alongside and open descriptors of their own:
             // count those this runtime could have left — files of its state
-            // root and cgroups, and pidfds of processes already reaped.
-            // (A concurrent test may hold a reaped pidfd for a moment; a
-            // leak per cycle would show 200.)
+            // root and cgroups, pidfds of processes already reaped, and
+            // mount namespaces. (A concurrent test may hold a reaped pidfd
+            // or a container's namespace for a moment; a leak per cycle
+            // would show 200.)
             let left = leftDescriptors(runtime)
             #expect(left.count <= descriptors.count + 4, "left open: \(left)")
             let mountsAfter = try mountTable()
@@ -435,7 +464,8 @@ import Testing
 }
 
 /// Descriptors that would betray a leak by `runtime`: its files (but the
-/// metadata database), its cgroups' files, and pidfds of reaped processes.
+/// metadata database), its cgroups' files, pidfds of reaped processes, and
+/// mount namespaces (the launcher holds each container's until it ended).
 func leftDescriptors(_ runtime: ContainerRuntime) -> [String] {
     let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
     let cgroups = cgroupDirectories(runtime.cgroupParent, runtime: runtime)
@@ -447,6 +477,7 @@ func leftDescriptors(_ runtime: ContainerRuntime) -> [String] {
            info.contains("Pid:\t-1") {
             return "pidfd of a reaped process"
         }
+        if target.hasPrefix("mnt:[") { return target }
         return nil
     }.sorted()
 }

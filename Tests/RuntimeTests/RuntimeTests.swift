@@ -64,8 +64,9 @@ import Testing
 }
 
 @Suite struct ContainerRecordEncodingTests {
-    /// The record is written as its fixed and changing parts joined: the two
-    /// must cover every field, so that the joined text decodes as the record.
+    /// The record is written as its fixed, spec and changing parts joined:
+    /// they must cover every field, so that the joined text decodes as the
+    /// record.
     @Test func fixedAndChangingPartsCoverTheRecord() throws {
         var record = ContainerRecord(
             id: String(repeating: "a", count: 64), name: "encoded", spec: ContainerSpec(image: "busybox:test", command: ["true"]),
@@ -78,9 +79,10 @@ import Testing
         record.finishedAt = Date(timeIntervalSince1970: 3)
         record.exit = ContainerExit(status: .signaled(9), reason: .oomKilled)
         record.stopRequested = true
-        let joined = ContainerRecord.joinObjects(
+        let fixed = ContainerRecord.joinObjects(
             try ContainerRuntime.encoder.encode(ContainerRecord.FixedFields(record)),
-            try ContainerRuntime.encoder.encode(ContainerRecord.ChangingFields(record)))
+            try ContainerRuntime.encoder.encode(ContainerRecord.SpecField(spec: record.spec)))
+        let joined = ContainerRecord.joinObjects(fixed, try ContainerRuntime.encoder.encode(ContainerRecord.ChangingFields(record)))
         #expect(try ContainerRuntime.decoder.decode(ContainerRecord.self, from: joined) == record)
         let whole = try JSONSerialization.jsonObject(with: ContainerRuntime.encoder.encode(record)) as? [String: Any]
         let parts = try JSONSerialization.jsonObject(with: joined) as? [String: Any]

@@ -197,14 +197,20 @@ const char *gantry_launch_stage_name(int stage);
 
 /// Launches the process the plan describes. On success returns 0 and
 /// fills the child's pid and a pidfd (close-on-exec); the child has
-/// executed the program. On failure returns -1 and fills `failure`; any
-/// child has been reaped.
+/// executed the program. When the clone made a mount namespace and
+/// `mount_namespace` is not NULL, it receives a descriptor of that
+/// namespace (close-on-exec), taken before the child could end, or -1: a
+/// caller holding it keeps the container's mounts until it closes it, so
+/// that their teardown happens where it closes it rather than in the
+/// exiting process. On failure returns -1 and fills `failure`; any child
+/// has been reaped.
 ///
 /// Thread-safe; all signals are blocked in the calling thread around the
 /// clone. The child is created with no exit signal, so a host's SIGCHLD
 /// handler or `waitpid(-1)` never sees it; reap it with
 /// `waitid(P_PIDFD, pidfd, …, WEXITED | __WALL)`.
-int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid, int *pidfd, struct gantry_launch_failure *failure);
+int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid, int *pidfd, int *mount_namespace,
+                  struct gantry_launch_failure *failure);
 
 /// waitid(P_PIDFD) for one child: returns 0 with the exit status decoded
 /// (`code` for an exit, `signal` for a signal), or -1 with errno set.

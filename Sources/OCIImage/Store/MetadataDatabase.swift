@@ -81,6 +81,21 @@ struct MetadataDatabase: Sendable {
         var size: Int64
         var created: Date
         var updated: Date
+
+        init(name: String, digest: String, mediaType: String, size: Int64, created: Date, updated: Date) {
+            (self.name, self.digest, self.mediaType, self.size, self.created, self.updated) = (name, digest, mediaType, size, created, updated)
+        }
+
+        /// Read by column, not through `Decodable`: an image is looked up
+        /// on every container creation.
+        init(row: Row) throws {
+            name = try row.decode(forColumn: "name")
+            digest = try row.decode(forColumn: "digest")
+            mediaType = try row.decode(forColumn: "mediaType")
+            size = try row.decode(forColumn: "size")
+            created = try row.decode(forColumn: "created")
+            updated = try row.decode(forColumn: "updated")
+        }
     }
 
     private struct SnapshotRow: Codable, FetchableRecord, PersistableRecord {
@@ -104,7 +119,9 @@ struct MetadataDatabase: Sendable {
     }
 
     func image(named name: String) throws -> ImageRecord? {
-        try pool.read { db in try ImageRow.fetchOne(db, key: name) }.map(record)
+        try pool.read { db in
+            try ImageRow.fetchOne(try db.cachedStatement(sql: "SELECT * FROM image WHERE name = ?"), arguments: [name])
+        }.map(record)
     }
 
     /// Points `reference` at `descriptor`, keeping the creation date when the

@@ -155,6 +155,9 @@ extension Container {
                 overlayLock = try lockOverlay(what: "copy files of")
                 let now = try self.record
                 let running = now.status == .running || now.status == .paused
+                // The ended process's own overlay may still be mounted, in
+                // the namespace being torn down in the background.
+                if !running { Reclaimer.shared.drain() }
                 root = running ? try openProcessRoot(now) : try mountOverlay(now, writable: writable)
             } else {
                 root = try openDirectoryRoot(record)

@@ -28,6 +28,9 @@ public final class Container: Sendable {
         /// Whether this process started (or adopted) it and so records its end.
         var owned: Bool
         var pidfd: Int32 = -1
+        /// The main process's mount namespace, held so that its teardown
+        /// happens in the background once the process has ended, or -1.
+        var mountNamespace: Int32 = -1
         var stdin: Int32 = -1
         var exitStatus: ProcessExit?
         var openStreams = 0
@@ -132,6 +135,7 @@ public final class Container: Sendable {
         state.withLock { state in
             if let updated { state.record = updated }
             state.pidfd = process.pidfd
+            state.mountNamespace = process.mountNamespace
             state.stdin = pipes.stdin
             state.openStreams = writer == nil ? 0 : [pipes.stdout, pipes.stderr].filter { $0 >= 0 }.count
             state.log = writer
@@ -204,6 +208,7 @@ public final class Container: Sendable {
             gantry_pidfd_signal(process.pidfd, SIGKILL)
             _ = ProcessSupervisor.reap(process.pidfd)
             close(process.pidfd)
+            if process.mountNamespace >= 0 { close(process.mountNamespace) }
             throw error
         }
         launched = true
@@ -290,10 +295,12 @@ public final class Container: Sendable {
     }
 
     private func exited(_ status: ProcessExit) {
-        let (hasPidNamespace, cgroup) = state.withLock { state in
+        let (hasPidNamespace, cgroup, mountNamespace) = state.withLock { state in
             state.exitStatus = status
-            return (state.record.spec.namespaces.contains(.pid), state.record.cgroup)
+            defer { state.mountNamespace = -1 }
+            return (state.record.spec.namespaces.contains(.pid), state.record.cgroup, state.mountNamespace)
         }
+        Reclaimer.shared.releaseMountNamespace(mountNamespace)
         // The container ends with its main process: without a PID namespace
         // to take the rest down, the cgroup's other processes are killed.
         if !hasPidNamespace {

@@ -32,6 +32,8 @@ public final class ContainerRuntime: Sendable {
     let live = Mutex<[String: Container]>([:])
     /// The records this process last wrote, with the file they went to.
     let writtenRecords = Mutex<[String: (record: ContainerRecord, stamp: FileStamp, fixedJSON: Data)]>([:])
+    /// The encodings of the specs containers were last made from.
+    private let encodedSpecs = Mutex<[(spec: ContainerSpec, json: Data)]>([])
     /// Compiled seccomp programs, by profile and capability set.
     let seccompCache = Mutex<[String: [UInt8]]>([:])
     /// This process and its start time, recorded as each container's owner.
@@ -80,6 +82,7 @@ public final class ContainerRuntime: Sendable {
             signal(SIGPIPE, SIG_IGN)
         }
         try FileIO.makeDirectories(directory + "/names", mode: 0o700)
+        try FileIO.makeDirectories(directory + "/.removed", mode: 0o700)
         chmod(directory, 0o700)
         recover()
     }
@@ -332,12 +335,24 @@ public final class ContainerRuntime: Sendable {
             guard let cached = entry[record.id], cached.record.fixedFieldsEqual(record) else { return nil }
             return cached.fixedJSON
         }
-        let fixedJSON = try cachedJSON ?? Self.encoder.encode(fixed)
+        let fixedJSON = try cachedJSON ?? ContainerRecord.joinObjects(Self.encoder.encode(fixed), encodedSpec(record.spec))
         let changingJSON = try Self.encoder.encode(ContainerRecord.ChangingFields(record))
         try FileIO.replaceStateFile(path, with: ContainerRecord.joinObjects(fixedJSON, changingJSON))
         if let stamp = FileStamp(path: path) {
             writtenRecords.withLock { $0[record.id] = (record, stamp, fixedJSON) }
         }
+    }
+
+    /// `{"spec":…}`: servers start many containers from one spec, so the
+    /// last few specs' encodings are kept.
+    private func encodedSpec(_ spec: ContainerSpec) throws -> Data {
+        if let json = encodedSpecs.withLock({ $0.first { $0.spec == spec }?.json }) { return json }
+        let json = try Self.encoder.encode(ContainerRecord.SpecField(spec: spec))
+        encodedSpecs.withLock { specs in
+            if specs.count >= 8 { specs.removeFirst() }
+            specs.append((spec, json))
+        }
+        return json
     }
 
     /// Changes a container's record under its lock, from the file as it is now.
@@ -382,11 +397,47 @@ public final class ContainerRuntime: Sendable {
             try networks.detach(containerID: record.id, from: record.network?.network ?? network,
                                 owner: containerDirectory(record.id))
         }
-        try FileIO.removeTree(containerDirectory(record.id))
+        try removeDirectory(of: record.id)
         if (try? resolveID(record.name)) == record.id { unlink(directory + "/names/" + record.name) }
         try images.releaseSnapshots(holder: record.id)
         live.withLock { _ = $0.removeValue(forKey: record.id) }
         writtenRecords.withLock { _ = $0.removeValue(forKey: record.id) }
+    }
+
+    /// Where removed containers' directories wait to be deleted.
+    var removedDirectory: String { directory + "/.removed" }
+
+    /// Removes a container's directory from the state root at once (a
+    /// rename) and deletes it in the background; in place if it cannot be
+    /// moved aside.
+    private func removeDirectory(of id: String) throws {
+        let path = containerDirectory(id)
+        let aside = removedDirectory + "/" + id
+        if rename(path, aside) == 0 {
+            deleteRemoved(aside)
+            return
+        }
+        try FileIO.removeTree(path)
+    }
+
+    /// Deletes a directory moved aside into ``removedDirectory``, in the background.
+    private func deleteRemoved(_ path: String) {
+        Reclaimer.shared.removeTree(path) { [logger] error in
+            logger.warning("cannot delete a removed container's files", metadata: ["path": "\(path)", "error": "\(error)"])
+        }
+    }
+
+    /// Waits until what ended and removed containers of this process left
+    /// behind is reclaimed: their mounts, which are torn down in the
+    /// background once a container's last process has ended, and their
+    /// files, which ``Container/remove(force:)`` deletes in the background.
+    /// Removal needs no waiting for this (the container is gone from the
+    /// state root, its name is free and its cgroup removed); call it before
+    /// the process exits, to see the disk space back, or before counting
+    /// open descriptors. What a process leaves unreclaimed when it exits,
+    /// the next runtime opened over the state root deletes.
+    public static func settle() async {
+        await Reclaimer.shared.settle()
     }
 
     // MARK: - Recovery
@@ -444,6 +495,10 @@ public final class ContainerRuntime: Sendable {
             } catch {
                 logger.warning("cannot recover a container", metadata: ["container": "\(record.name)", "error": "\(error)"])
             }
+        }
+        // Removed containers' files that a process ended before deleting.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: removedDirectory)) ?? [] {
+            deleteRemoved(removedDirectory + "/" + name)
         }
         // Leases (and their devices) of containers whose creation a crash cut short.
         networks.removeLeftovers { owner in

@@ -134,13 +134,12 @@ public struct ContainerRecord: Hashable, Sendable, Codable {
 }
 
 extension ContainerRecord {
-    /// The fields fixed at creation, encoded once per container. Their
-    /// keys are the record's own, so that the two parts joined decode as a
-    /// `ContainerRecord`.
+    /// The fields fixed at creation but the spec, encoded once per
+    /// container. Their keys are the record's own, so that the parts joined
+    /// decode as a `ContainerRecord`.
     struct FixedFields: Encodable {
         var id: String
         var name: String
-        var spec: ContainerSpec
         var process: ResolvedProcess
         var imageDigest: String?
         var cgroup: String
@@ -149,9 +148,15 @@ extension ContainerRecord {
         var network: NetworkAttachment?
 
         init(_ record: ContainerRecord) {
-            (id, name, spec, process) = (record.id, record.name, record.spec, record.process)
+            (id, name, process) = (record.id, record.name, record.process)
             (imageDigest, cgroup, createdAt, layers, network) = (record.imageDigest, record.cgroup, record.createdAt, record.layers, record.network)
         }
+    }
+
+    /// The spec alone, whose encoding is kept for the next containers made
+    /// from the same spec.
+    struct SpecField: Encodable {
+        var spec: ContainerSpec
     }
 
     /// The fields that change over the container's life.

@@ -1,10 +1,13 @@
 import CGantryLauncher
 import SystemPackage
 
-/// A process the launcher started: its pid and a pidfd owned by the caller.
+/// A process the launcher started: its pid and a pidfd owned by the
+/// caller, and a descriptor of the mount namespace its clone made (or -1),
+/// also the caller's.
 struct LaunchedProcess: Sendable {
     var pid: Int32
     var pidfd: Int32
+    var mountNamespace: Int32 = -1
 }
 
 enum Launcher {
@@ -16,12 +19,13 @@ enum Launcher {
     static func launch(_ plan: LaunchPlan, what: String) throws -> LaunchedProcess {
         var pid: pid_t = 0
         var pidfd: Int32 = -1
+        var mountNamespace: Int32 = -1
         var failure = gantry_launch_failure()
-        let result = plan.withUnsafePlan { gantry_launch($0, &pid, &pidfd, &failure) }
+        let result = plan.withUnsafePlan { gantry_launch($0, &pid, &pidfd, &mountNamespace, &failure) }
         guard result == 0 else {
             let stage = String(cString: gantry_launch_stage_name(failure.stage))
             throw RuntimeError(.launch, "\(what) could not be started: the \(stage) step failed", underlying: Errno(rawValue: failure.error))
         }
-        return LaunchedProcess(pid: pid, pidfd: pidfd)
+        return LaunchedProcess(pid: pid, pidfd: pidfd, mountNamespace: mountNamespace)
     }
 }
