@@ -131,8 +131,8 @@ static int open_in_root(int root_fd, const char *path, int flags) {
 }
 
 /// Makes `path` (inside the root) exist, creating missing directories, and
-/// the last component as a directory or an empty file. Returns an O_PATH
-/// descriptor of it, or -1.
+/// the last component as a directory or an empty file. Returns a descriptor
+/// of it (O_PATH, or write-only for a file it has just made), or -1.
 static int ensure_in_root(int root_fd, const char *path, int directory) {
     // Most targets exist already (in the image or made by an earlier mount).
     int existing = open_in_root(root_fd, path, O_PATH);
@@ -928,8 +928,9 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
         return -1;
     }
 
-    // Taken now, while the child cannot have ended: it only ends before
-    // executing by failing, and it reports that first.
+    // Taken at once: the child's setup takes far longer than this call.
+    // (A child that did end first, or failed, leaves -1 here, and the
+    // kernel tears its namespace down at its exit, as without it.)
     int mount_namespace = (mount_namespace_out && (args.flags & CLONE_NEWNS)) ? open_mount_namespace(pidfd, (pid_t)pid) : -1;
 
     int stage = GANTRY_STAGE_NONE;

@@ -103,6 +103,18 @@ import Testing
         }
     }
 
+    @Test func removesADeepTreeTheContainerLeft() async throws {
+        try await withRuntime("ctr-deep") { runtime, _ in
+            // 1500 levels: a path of 3000 bytes, within PATH_MAX.
+            let container = try await runtime.create(shell("i=0; while [ $i -lt 1500 ]; do mkdir d && cd d || exit 1; i=$((i+1)); done"))
+            try await container.start()
+            #expect(try await container.wait().code == 0)
+            try await container.remove()
+            await ContainerRuntime.settle()
+            #expect(!FileManager.default.fileExists(atPath: runtime.removedDirectory + "/" + container.id))
+        }
+    }
+
     @Test func hidesAndProtectsKernelInterfaces() async throws {
         try await withRuntime("ctr-kernel") { runtime, _ in
             let script = """

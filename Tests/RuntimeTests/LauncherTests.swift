@@ -29,6 +29,7 @@ import CGantryLauncher
         let text = String(decoding: try handle.readToEnd() ?? Data(), as: UTF8.self)
         let exit = await ProcessSupervisor.shared.exit(of: process.pidfd)
         close(process.pidfd)
+        if process.mountNamespace >= 0 { close(process.mountNamespace) }
         return (exit, text)
     }
 

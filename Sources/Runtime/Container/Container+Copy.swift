@@ -150,14 +150,13 @@ extension Container {
         case .created, .stopped:
             if record.usesOverlay {
                 // One overlay on the upper directory at a time: start refuses
-                // during a copy, and a copy that lost the race to a start
-                // uses the process's root.
+                // during a copy, a copy that lost the race to a start uses
+                // the process's root, and a copy after the end waits until
+                // the container's own overlay is torn down (in the
+                // background), when the lock the start took is released.
                 overlayLock = try lockOverlay(what: "copy files of")
                 let now = try self.record
                 let running = now.status == .running || now.status == .paused
-                // The ended process's own overlay may still be mounted, in
-                // the namespace being torn down in the background.
-                if !running { Reclaimer.shared.drain() }
                 root = running ? try openProcessRoot(now) : try mountOverlay(now, writable: writable)
             } else {
                 root = try openDirectoryRoot(record)

@@ -31,6 +31,9 @@ public final class Container: Sendable {
         /// The main process's mount namespace, held so that its teardown
         /// happens in the background once the process has ended, or -1.
         var mountNamespace: Int32 = -1
+        /// The lock of the upper directory (see `lockOverlay`), held from
+        /// the start until that namespace is torn down, or -1.
+        var overlayLock: Int32 = -1
         var stdin: Int32 = -1
         var exitStatus: ProcessExit?
         var openStreams = 0
@@ -109,13 +112,16 @@ public final class Container: Sendable {
         let writer = independent ? nil : try ContainerLogWriter(path: logPath, options: spec.log)
         let directory = runtime.containerDirectory(id)
         // Not while a copy has the overlay mounted (the kernel does not
-        // support two overlays over one upper directory).
+        // support two overlays over one upper directory). Held until the
+        // container's own overlay is gone, after its end.
         let overlayLock = record.usesOverlay ? try lockOverlay(what: "start") : -1
-        defer { if overlayLock >= 0 { close(overlayLock) } }
+        var launched = false
+        defer { if !launched && overlayLock >= 0 { close(overlayLock) } }
         let (process, pipes) = try await launchInCgroup(
             record, pipes: independent ? .files(stdout: directory + "/stdout.log", stderr: directory + "/stderr.log")
                 : spec.terminal ? .terminal() : .make(openStdin: spec.openStdin),
             what: "container \(name)") { _ in }
+        launched = true
         let now = Date()
         let startTime = processStartTime(process.pid)
         let updated: ContainerRecord?
@@ -136,6 +142,7 @@ public final class Container: Sendable {
             if let updated { state.record = updated }
             state.pidfd = process.pidfd
             state.mountNamespace = process.mountNamespace
+            state.overlayLock = overlayLock
             state.stdin = pipes.stdin
             state.openStreams = writer == nil ? 0 : [pipes.stdout, pipes.stderr].filter { $0 >= 0 }.count
             state.log = writer
@@ -295,12 +302,12 @@ public final class Container: Sendable {
     }
 
     private func exited(_ status: ProcessExit) {
-        let (hasPidNamespace, cgroup, mountNamespace) = state.withLock { state in
+        let (hasPidNamespace, cgroup, mountNamespace, overlayLock) = state.withLock { state in
             state.exitStatus = status
-            defer { state.mountNamespace = -1 }
-            return (state.record.spec.namespaces.contains(.pid), state.record.cgroup, state.mountNamespace)
+            defer { (state.mountNamespace, state.overlayLock) = (-1, -1) }
+            return (state.record.spec.namespaces.contains(.pid), state.record.cgroup, state.mountNamespace, state.overlayLock)
         }
-        Reclaimer.shared.releaseMountNamespace(mountNamespace)
+        Reclaimer.shared.releaseMountNamespace(mountNamespace, overlayLock: overlayLock)
         // The container ends with its main process: without a PID namespace
         // to take the rest down, the cgroup's other processes are killed.
         if !hasPidNamespace {

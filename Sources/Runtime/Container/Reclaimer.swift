@@ -30,13 +30,13 @@ final class Reclaimer: Sendable {
 
     private struct State {
         var queue: [@Sendable () -> Void] = []
-        var running = false
         var started = false
-        /// Who waits for the queue to drain.
-        var waiters: [CheckedContinuation<Void, Never>] = []
-        var blockedWaiters: [DispatchSemaphore] = []
-
-        var isIdle: Bool { queue.isEmpty && !running }
+        /// Jobs queued and jobs done, ever: a waiter waits for the jobs
+        /// queued before it, not for the queue to be empty (which, on a
+        /// busy server, it may never be).
+        var queued = 0
+        var done = 0
+        var waiters: [(until: Int, continuation: CheckedContinuation<Void, Never>)] = []
     }
 
     private let limit: Int
@@ -47,10 +47,15 @@ final class Reclaimer: Sendable {
         self.limit = limit
     }
 
-    /// Closes a container's mount namespace descriptor in the background.
-    func releaseMountNamespace(_ fd: Int32) {
-        guard fd >= 0 else { return }
-        submit { close(fd) }
+    /// Closes a container's mount namespace descriptor in the background,
+    /// then the lock of its upper directory, which copies from any process
+    /// wait for before they mount an overlay of their own there.
+    func releaseMountNamespace(_ fd: Int32, overlayLock: Int32) {
+        guard fd >= 0 || overlayLock >= 0 else { return }
+        submit {
+            if fd >= 0 { close(fd) }
+            if overlayLock >= 0 { close(overlayLock) }
+        }
     }
 
     /// Deletes the tree at `path` (moved out of the state root's view
@@ -65,6 +70,7 @@ final class Reclaimer: Sendable {
         let (queued, start) = state.withLock { state -> (Bool, Bool) in
             guard state.queue.count < limit else { return (false, false) }
             state.queue.append(job)
+            state.queued += 1
             defer { state.started = true }
             return (true, !state.started)
         }
@@ -75,7 +81,9 @@ final class Reclaimer: Sendable {
         if start {
             let thread = Thread { [self] in run() }
             thread.name = "gantry-reclaim"
-            thread.stackSize = 256 << 10
+            // The default 8 MiB: deleting a tree recurses once per level,
+            // and a container may leave a tree as deep as PATH_MAX allows.
+            thread.stackSize = 8 << 20
             thread.start()
         }
         work.signal()
@@ -85,48 +93,27 @@ final class Reclaimer: Sendable {
     func settle() async {
         await withCheckedContinuation { continuation in
             let done = state.withLock { state -> Bool in
-                if state.isIdle { return true }
-                state.waiters.append(continuation)
+                if state.done >= state.queued { return true }
+                state.waiters.append((state.queued, continuation))
                 return false
             }
             if done { continuation.resume() }
         }
     }
 
-    /// Waits, blocking the calling thread, until everything asked for so
-    /// far is done (for synchronous callers that are about to reuse what a
-    /// queued job releases, such as an upper directory).
-    func drain() {
-        let semaphore = DispatchSemaphore(value: 0)
-        let done = state.withLock { state -> Bool in
-            if state.isIdle { return true }
-            state.blockedWaiters.append(semaphore)
-            return false
-        }
-        if !done { semaphore.wait() }
-    }
-
     private func run() {
         gantry_block_signals()
         while true {
             work.wait()
-            while let job = state.withLock({ state -> (@Sendable () -> Void)? in
-                guard !state.queue.isEmpty else { return nil }
-                state.running = true
-                return state.queue.removeFirst()
-            }) {
+            while let job = state.withLock({ $0.queue.isEmpty ? nil : $0.queue.removeFirst() }) {
                 job()
-                let (waiters, blocked) = state.withLock { state in
-                    state.running = false
-                    guard state.queue.isEmpty else { return ([CheckedContinuation<Void, Never>](), [DispatchSemaphore]()) }
-                    defer {
-                        state.waiters.removeAll()
-                        state.blockedWaiters.removeAll()
-                    }
-                    return (state.waiters, state.blockedWaiters)
+                let ready = state.withLock { state in
+                    state.done += 1
+                    let done = state.done
+                    defer { state.waiters.removeAll { $0.until <= done } }
+                    return state.waiters.filter { $0.until <= done }.map(\.continuation)
                 }
-                waiters.forEach { $0.resume() }
-                blocked.forEach { $0.signal() }
+                ready.forEach { $0.resume() }
             }
         }
     }
