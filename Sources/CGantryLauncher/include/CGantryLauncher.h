@@ -199,10 +199,10 @@ const char *gantry_launch_stage_name(int stage);
 /// fills the child's pid and a pidfd (close-on-exec); the child has
 /// executed the program. When the clone made a mount namespace and
 /// `mount_namespace` is not NULL, it receives a descriptor of that
-/// namespace (close-on-exec), taken before the child could end, or -1: a
-/// caller holding it keeps the container's mounts until it closes it, so
-/// that their teardown happens where it closes it rather than in the
-/// exiting process. On failure returns -1 and fills `failure`; any child
+/// namespace (close-on-exec), taken right after the clone, or -1 (when the
+/// child had ended already): a caller holding it keeps the container's
+/// mounts until it closes it, so that their teardown happens where it
+/// closes it rather than in the exiting process. On failure returns -1 and fills `failure`; any child
 /// has been reaped.
 ///
 /// Thread-safe; all signals are blocked in the calling thread around the
