@@ -13,7 +13,7 @@ import Glibc
 /// turns. (Not on the database file itself: closing any descriptor of that
 /// file would drop every `fcntl` lock SQLite holds on it in this process.)
 package func openSharedDatabase(path: String, label: String, migrator: DatabaseMigrator) throws -> DatabasePool {
-    let directory = path.lastIndex(of: "/").map { String(path[..<$0]) }.flatMap { $0.isEmpty ? "/" : $0 } ?? "."
+    let directory = Sys.parentDirectory(of: path)
     let lock = try Sys.check("open", directory) { open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
     defer { close(lock) }
     try Sys.check("flock", directory) { flock(lock, LOCK_EX) }

@@ -82,7 +82,7 @@ public final class ContainerRuntime: Sendable {
             signal(SIGPIPE, SIG_IGN)
         }
         try FileIO.makeDirectories(directory + "/names", mode: 0o700)
-        try FileIO.makeDirectories(directory + "/.removed", mode: 0o700)
+        try FileIO.makeDirectories(removedDirectory, mode: 0o700)
         chmod(directory, 0o700)
         recover()
     }
