@@ -6,22 +6,38 @@ import Gantry
 /// `64m`, `1g`, `512k` or a number of bytes.
 func parseSize(_ text: String) throws -> Int64 {
     let lower = text.lowercased().replacingOccurrences(of: "ib", with: "").replacingOccurrences(of: "b", with: "")
-    let units: [Character: Int64] = ["k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40]
-    if let last = lower.last, let unit = units[last], let value = Double(lower.dropLast()), value > 0 {
-        return Int64(value * Double(unit))
+    let units: [Character: Double] = ["k": 0x1p10, "m": 0x1p20, "g": 0x1p30, "t": 0x1p40]
+    var number = Substring(lower)
+    var scale = 1.0
+    if let last = number.last, let unit = units[last] {
+        scale = unit
+        number = number.dropLast()
     }
-    guard let value = Int64(lower), value > 0 else { throw ValidationError("\"\(text)\" is not a size such as 64m, 1g or 1048576") }
-    return value
+    // Digits and one point only: Double would also take "nan", "inf" and hex.
+    guard !number.isEmpty, number.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }), let value = Double(number), value > 0 else {
+        throw ValidationError("\"\(text)\" is not a size such as 64m, 1g or 1048576")
+    }
+    let bytes = (value * scale).rounded(.down)
+    guard bytes >= 1, bytes <= 0x1p62 else { throw ValidationError("\"\(text)\" is more bytes than any host has (at most 4 EiB)") }
+    return Int64(bytes)
 }
 
 /// `30s`, `500ms`, `2m`, `1h` or a number of seconds.
 func parseDuration(_ text: String) throws -> Duration {
     let units: [(String, Double)] = [("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)]
-    for (suffix, scale) in units where text.hasSuffix(suffix) {
-        if let value = Double(text.dropLast(suffix.count)), value >= 0 { return .milliseconds(Int64(value * scale * 1000)) }
+    var number = Substring(text)
+    var scale = 1.0
+    if let (suffix, unit) = units.first(where: { text.hasSuffix($0.0) }) {
+        number = number.dropLast(suffix.count)
+        scale = unit
     }
-    if let value = Double(text), value >= 0 { return .milliseconds(Int64(value * 1000)) }
-    throw ValidationError("\"\(text)\" is not a duration such as 30s, 500ms or 2m")
+    guard !number.isEmpty, number.allSatisfy({ $0.isASCII && ($0.isNumber || $0 == ".") }), let value = Double(number) else {
+        throw ValidationError("\"\(text)\" is not a duration such as 30s, 500ms or 2m")
+    }
+    let milliseconds = (value * scale * 1000).rounded()
+    // A century is longer than any process is meant to wait.
+    guard milliseconds <= 100 * 365 * 86_400_000 else { throw ValidationError("\"\(text)\" is longer than a century") }
+    return .milliseconds(Int64(milliseconds))
 }
 
 /// A signal by name (`TERM`, `SIGKILL`) or number.
@@ -174,7 +190,7 @@ struct Run: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Mount a tmpfs: /path[:size].", valueName: "path")) var tmpfs: [String] = []
     @Option(name: .shortAndLong, help: ArgumentHelp("Bind a host path or mount a named volume: /host:/container[:ro][,rslave] or VOLUME:/container[:ro].", valueName: "bind")) var volume: [String] = []
     @Option(help: ArgumentHelp("Mount: type=bind|volume|tmpfs,source=…,target=…[,readonly][,bind-propagation=rslave][,tmpfs-size=64m].", valueName: "mount")) var mount: [String] = []
-    @Option(help: ArgumentHelp("The network: none (loopback only; the default without -p), host, bridge (the default network; the default with -p) or a network's name.", valueName: "network")) var network: String = "none"
+    @Option(help: ArgumentHelp("The network: none (loopback only; the default without -p), host, bridge (the default network; the default with -p) or a network's name.", valueName: "network")) var network: String?
     @Option(name: .shortAndLong, help: ArgumentHelp("Publish a port on the host: [IP:]HOST:CONTAINER[/udp] (HOST 0: a free one).", valueName: "port")) var publish: [String] = []
     @Option(help: ArgumentHelp("Run in a pod: its network (address, ports, localhost) and, as it shares them, IPC and host name.", valueName: "pod")) var pod: String?
     @Option(name: .customLong("net-alias"), help: ArgumentHelp("Another name the container answers to on its network.", valueName: "name")) var netAliases: [String] = []
@@ -193,6 +209,11 @@ struct Run: AsyncParsableCommand {
     func validate() throws {
         if detach && (interactive || tty) { throw ValidationError("--detach cannot be combined with -i or -t") }
         if detach && rm { throw ValidationError("--rm cannot be combined with --detach: the container outlives this command") }
+        if let cpus, !(cpus.isFinite && cpus > 0) { throw ValidationError("--cpus \(cpus) is not a number of CPUs above 0, such as 0.5") }
+        if let network, ["none", "host"].contains(network), !publish.isEmpty {
+            throw ValidationError("-p publishes ports on a bridge network, but --network \(network) has none: leave out --network, or name a bridge network")
+        }
+        if let network, pod != nil { throw ValidationError("--network \(network) cannot be combined with --pod: the container uses the pod's network") }
     }
 
     func makeSpec() throws -> ContainerSpec {
@@ -233,10 +254,10 @@ struct Run: AsyncParsableCommand {
             return .tmpfs(target: parts[0], size: parts.count > 1 ? try parseSize(parts[1]) : nil)
         } + volume.map(parseVolumeOption) + mount.map(parseMountOption)
         spec.pod = pod
-        spec.network = parseNetworkMode(network)
+        // Without --network, publishing a port puts the container on the default network.
+        spec.network = parseNetworkMode(network ?? (publish.isEmpty ? "none" : "bridge"))
         spec.networkAliases = netAliases
         spec.publishedPorts = try publish.map { try PublishedPort(parsing: $0) }
-        if !publish.isEmpty, network == "none" { spec.network = .bridge(Networks.defaultName) }
         for item in sysctls {
             let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
             guard parts.count == 2 else { throw ValidationError("--sysctl \(item) is not key=value") }
@@ -302,7 +323,22 @@ struct Run: AsyncParsableCommand {
             await ContainerRuntime.settle()
         }
         if exit.reason != .exited { Terminal.printError("container \(container.name) \(exit)") }
-        _exit(exit.code)
+        _exit(Self.exitCode(exit))
+    }
+}
+
+extension Run {
+    /// The command's exit code: the container's, but never success when
+    /// its end was a failure the process itself did not report (a child
+    /// OOM-killed while the main process exited 0, a timeout that struck
+    /// as the process was ending).
+    static func exitCode(_ exit: ContainerExit) -> Int32 {
+        guard exit.code == 0 else { return exit.code }
+        return switch exit.reason {
+        case .oomKilled: 128 + SIGKILL
+        case .timedOut: 124
+        case .exited, .stopped, .unknown: 0
+        }
     }
 }
 

@@ -338,12 +338,25 @@ static int make_working_directory(const char *cwd) {
     return result;
 }
 
-/// Closes every descriptor but stdio and `keep`, so that nothing of the
-/// host is reachable (as /proc/self/fd/N) while paths of the container are
-/// looked up and executed.
-static int close_host_descriptors(int keep) {
-    if (keep > 3 && syscall(SYS_close_range, 3, keep - 1, 0) < 0) return -1;
-    return (int)syscall(SYS_close_range, keep + 1, ~0U, 0);
+/// Closes every descriptor from `first` on but `keep` and `also` (-1:
+/// none).
+static int close_descriptors_but(unsigned first, int keep, int also) {
+    int kept[2] = { keep < also ? keep : also, keep < also ? also : keep };
+    for (int i = 0; i < 2; i++) {
+        if (kept[i] < (int)first) continue;
+        if ((unsigned)kept[i] > first && syscall(SYS_close_range, first, (unsigned)kept[i] - 1, 0) < 0) return -1;
+        first = (unsigned)kept[i] + 1;
+    }
+    return (int)syscall(SYS_close_range, first, ~0U, 0);
+}
+
+/// Closes every descriptor but stdio, `keep` and `also`, so that nothing
+/// of the host is reachable (as /proc/self/fd/N) while paths of the
+/// container are looked up and executed. `also` is the init's exit record:
+/// a regular file opened for writing only, which no path of the container
+/// can turn into a way out.
+static int close_host_descriptors(int keep, int also) {
+    return close_descriptors_but(3, keep, also);
 }
 
 /// Refuses a program (or the interpreter its `#!` line names) that is a
@@ -472,7 +485,61 @@ int gantry_socketpair(int fds[2]) { return socketpair(AF_UNIX, SOCK_STREAM | SOC
 /// The tiny init: forks; the child returns to exec the program, while this
 /// process stays as its parent, reaping every process that ends and
 /// forwarding every signal to the program, until the program ends.
-static void run_init(int error_fd) {
+/// Writes "exited N" or "signaled N" and a newline to the exit record.
+static void record_exit(int fd, int status) {
+    if (fd < 0) return;
+    char text[32];
+    const char *word = WIFEXITED(status) ? "exited " : "signaled ";
+    int value = WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status);
+    size_t length = 0;
+    while (*word) text[length++] = *word++;
+    char digits[12];
+    int count = 0;
+    do { digits[count++] = (char)('0' + value % 10); value /= 10; } while (value > 0);
+    while (count > 0) text[length++] = digits[--count];
+    text[length++] = '\n';
+    // Short of a full disk this cannot fail; the reader treats anything
+    // else as an unknown end.
+    (void)!syscall(SYS_pwrite64, fd, text, length, 0);
+}
+
+/// Whether the program has a handler for `sig` (from SigCgt in its
+/// /proc status); 1 when that cannot be read.
+static int program_catches(long program, int sig) {
+    char path[40] = "/proc/";
+    size_t length = 6;
+    char digits[20];
+    int count = 0;
+    do { digits[count++] = (char)('0' + program % 10); program /= 10; } while (program > 0);
+    while (count > 0) path[length++] = digits[--count];
+    memcpy(path + length, "/status", 8);
+    int fd = (int)syscall(SYS_openat, AT_FDCWD, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return 1;
+    char text[4096];
+    size_t filled = 0;
+    long got;
+    while (filled < sizeof(text) - 1 && (got = syscall(SYS_read, fd, text + filled, sizeof(text) - 1 - filled)) > 0) filled += (size_t)got;
+    syscall(SYS_close, fd);
+    text[filled] = 0;
+    const char *field = strstr(text, "SigCgt:");
+    if (!field) return 1;
+    field += 7;
+    while (*field == ' ' || *field == '\t') field++;
+    uint64_t mask = 0;
+    for (; *field; field++) {
+        char c = *field;
+        int value = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (value < 0) break;
+        mask = mask << 4 | (uint64_t)value;
+    }
+    return (int)((mask >> (sig - 1)) & 1);
+}
+
+/// The init (`plan->init`): 1 forwards every signal to the program, as
+/// tini does; 2 forwards only those the program has a handler for, so that
+/// a program that would have been its namespace's first process keeps the
+/// kernel's protection of one (a signal it does not handle is ignored).
+static void run_init(int error_fd, int exit_record_fd, int forward_all) {
     sigset_t all;
     sigfillset(&all);
     if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, NULL, _NSIG / 8) < 0) child_fail(error_fd, GANTRY_STAGE_INIT);
@@ -492,21 +559,22 @@ static void run_init(int error_fd) {
     // would never close what it inherited (such as pipes of launches other
     // threads were making), and readers would wait for their end forever.
     close(error_fd);
-    if (syscall(SYS_close_range, 0, ~0U, 0) < 0) {
-        for (int fd = 0; fd < 1024; fd++) close(fd);
+    if (close_descriptors_but(0, exit_record_fd, -1) < 0) {
+        for (int fd = 0; fd < 1024; fd++) if (fd != exit_record_fd) close(fd);
     }
     for (;;) {
         siginfo_t info;
         long sig = syscall(SYS_rt_sigtimedwait, &all, &info, NULL, _NSIG / 8);
         if (sig < 0) continue;
         if (sig != SIGCHLD) {
-            syscall(SYS_kill, program, sig);
+            if (forward_all || program_catches(program, (int)sig)) syscall(SYS_kill, program, sig);
             continue;
         }
         int status;
         long reaped;
         while ((reaped = syscall(SYS_wait4, -1, &status, WNOHANG, NULL)) > 0) {
             if (reaped != program) continue;
+            record_exit(exit_record_fd, status);
             _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
         }
     }
@@ -651,7 +719,7 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
     if ((plan->controlling_terminal || terminal >= 0) && ioctl(0, TIOCSCTTY, 0) < 0) child_fail(error_fd, GANTRY_STAGE_STDIO);
     // Nothing of the host stays open but the error pipe (close-on-exec)
     // before any path the container controls is looked up.
-    if (close_host_descriptors(error_fd) < 0) child_fail(error_fd, GANTRY_STAGE_CLOSE_FDS);
+    if (close_host_descriptors(error_fd, plan->init ? plan->exit_record_fd : -1) < 0) child_fail(error_fd, GANTRY_STAGE_CLOSE_FDS);
     if (plan->cwd && make_working_directory(plan->cwd) < 0) child_fail(error_fd, GANTRY_STAGE_CWD);
 
     // Without no_new_privs the filter needs CAP_SYS_ADMIN: install it while we have it.
@@ -681,7 +749,7 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
         child_fail(error_fd, GANTRY_STAGE_PARENT_DEATH);
     }
     if (plan->no_new_privs && install_seccomp(plan) < 0) child_fail(error_fd, GANTRY_STAGE_SECCOMP);
-    if (plan->init) run_init(error_fd);
+    if (plan->init) run_init(error_fd, plan->exit_record_fd, plan->init == 1);
 
     // A PATH search over the candidates, as execvp does.
     int error = ENOENT;

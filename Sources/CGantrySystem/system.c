@@ -151,3 +151,14 @@ int gantry_unshare_mounts(void) {
     if (unshare(CLONE_NEWNS) < 0) return -1;
     return mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
 }
+
+int gantry_unshare_descriptors(void) {
+    if (unshare(CLONE_FILES) < 0) return -1;
+    // The copy holds every descriptor the process had: none may stay
+    // open through it (a pipe's writer kept here would never let its
+    // reader see the end).
+    if (syscall(SYS_close_range, 3U, ~0U, 0U) == 0) return 0;
+    long maximum = sysconf(_SC_OPEN_MAX);
+    for (long fd = 3; fd < maximum; fd++) close((int)fd);
+    return 0;
+}

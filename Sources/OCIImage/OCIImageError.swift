@@ -15,7 +15,7 @@ public struct OCIImageError: Error, Sendable, CustomStringConvertible {
             case platformNotFound, blobNotFound, digestMismatch, sizeMismatch
             case invalidLayout, imageNotFound, tagNotFound, ambiguousImage
             case unsafeLayerEntries, corruptLayer, invalidArgument, systemCall
-            case cancelled, unauthorized, notFound, registryError, network, insecureConnection
+            case cancelled, unauthorized, notFound, registryError, network, insecureConnection, layerTooLarge
         }
         private let storage: Storage
         private init(_ storage: Storage) { self.storage = storage }
@@ -55,6 +55,9 @@ public struct OCIImageError: Error, Sendable, CustomStringConvertible {
         public static let unsafeLayerEntries = Code(.unsafeLayerEntries)
         /// A layer archive is truncated or malformed.
         public static let corruptLayer = Code(.corruptLayer)
+        /// A layer expands to more than ``LayerExpansionLimit`` allows (a
+        /// decompression bomb, or a limit set too low for the image).
+        public static let layerTooLarge = Code(.layerTooLarge)
         /// An argument is out of range or malformed.
         public static let invalidArgument = Code(.invalidArgument)
         /// A system call failed; ``OCIImageError/underlying`` holds its errno.

@@ -35,7 +35,15 @@ extension Reconciler {
         plan.events.forEach(emit)
         plan.events.removeAll()
         // Replicas first: healing is what must be fast.
-        try await create(plan.create, for: plan.spec, revision: plan.revision, hash: plan.hash)
+        do {
+            try await create(plan.create, for: plan.spec, revision: plan.revision, hash: plan.hash)
+        } catch {
+            // The status still says what runs: a replica that ended and
+            // could not be replaced no longer counts.
+            plan.create.removeAll()
+            try record(&plan, of: name)
+            throw error
+        }
         for id in plan.remove { await terminate(name, id) }
         for container in plan.discard { try? await container.remove(force: true) }
         if let rollBack = plan.rollBack {
@@ -58,6 +66,15 @@ extension Reconciler {
             try store.pruneRevisions(name, project: options.project, keeping: plan.spec.update.revisionHistoryLimit, current: plan.revision)
         }
         plan.events.forEach(emit)
+        try record(&plan, of: name)
+        if let delay = plan.retryAfter { queue.add(name, after: delay) }
+        // What was started or stopped is seen (and the status updated) in another pass.
+        if !plan.create.isEmpty || !plan.discard.isEmpty { queue.add(name) }
+        plan.dependents.forEach(queue.add)
+    }
+
+    /// Records a pass's status (in memory, the store and the metrics).
+    private func record(_ plan: inout Plan, of name: String) throws {
         let recorded = state.withLock { state -> Bool in
             guard var service = state.services[name], !service.deleted else { return false }
             // After a rollback, the restored revision's rollout says so until the next change.
@@ -73,10 +90,6 @@ extension Reconciler {
         }
         if recorded { try store.setStatus(plan.status, project: options.project, name: name) }
         metrics.replicas(name, desired: plan.spec.replicas, ready: plan.status.readyReplicas, available: plan.status.availableReplicas)
-        if let delay = plan.retryAfter { queue.add(name, after: delay) }
-        // What was started or stopped is seen (and the status updated) in another pass.
-        if !plan.create.isEmpty || !plan.discard.isEmpty { queue.add(name) }
-        plan.dependents.forEach(queue.add)
     }
 
     /// Decides what to do, under the lock, from the service's replicas and lineages.

@@ -50,6 +50,11 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
     /// The project of services applied without one.
     public static let defaultProject = "default"
 
+    /// The most replicas a service may ask for: every replica is a
+    /// container on this host, and a number past this is a typing mistake
+    /// that would otherwise exhaust memory before any limit is reached.
+    public static let maximumReplicas = 10_000
+
     /// How long a replica has to stop before it is killed (the template's grace period).
     public var stopGracePeriod: Duration {
         get { template.stopGracePeriod }
@@ -70,7 +75,7 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
     public func validate() throws {
         try Self.validate(name: name, kind: "service")
         try Self.validate(name: project, kind: "project")
-        guard replicas >= 0 else { throw ReconcilerError(.invalidSpec, "service \(name): replicas must not be negative (\(replicas))") }
+        try Self.validate(replicas: replicas, service: name)
         guard template.name == nil else {
             throw ReconcilerError(.invalidSpec, "service \(name): the template must not name its container; replicas are named by the service")
         }
@@ -81,6 +86,13 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
         }
         for dependency in dependsOn where dependency.service == name {
             throw ReconcilerError(.invalidSpec, "service \(name) depends on itself")
+        }
+    }
+
+    static func validate(replicas: Int, service: String) throws {
+        guard replicas >= 0 else { throw ReconcilerError(.invalidSpec, "service \(service): replicas must not be negative (\(replicas))") }
+        guard replicas <= maximumReplicas else {
+            throw ReconcilerError(.invalidSpec, "service \(service): \(replicas) replicas are more than the \(maximumReplicas) one host can run")
         }
     }
 

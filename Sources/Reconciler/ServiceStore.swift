@@ -248,7 +248,7 @@ public final class ServiceStore: Sendable {
     ///   - replicas: the new count.
     @discardableResult
     public func scale(_ name: String, project: String = ServiceSpec.defaultProject, replicas: Int) throws -> ServiceRecord {
-        guard replicas >= 0 else { throw ReconcilerError(.invalidSpec, "service \(name): replicas must not be negative (\(replicas))") }
+        try ServiceSpec.validate(replicas: replicas, service: name)
         return try perform("scale service \(name)") {
             try pool.write { db in
                 var record = try Self.service(db, project, name)

@@ -2,7 +2,7 @@ import Foundation
 import GantryTestSupport
 import InMemoryTracing
 import MetricsTestKit
-import Runtime
+@testable import Runtime
 import Scheduler
 import Synchronization
 import Testing
@@ -342,3 +342,27 @@ private final class QueueLengthSource: ReplicaMetricSource {
         return MetricSample(metric, values: replicas.map { _ in value })
     }
 }
+
+extension ServiceTests {
+    @Test(.requiresRoot) func aKilledReplicaThatPublishesAPortIsReplacedOnTheSamePort() async throws {
+        try await withReconciler("heal-port") { reconciler, runtime in
+            let port = try #require(Networks.freeHostPort(.tcp))
+            var spec = shellService("web", "exec sleep 600")
+            spec.template = spec.template.network(.bridge(Networks.defaultName)).publishing(PublishedPort(hostPort: port, containerPort: 80))
+            try reconciler.apply(spec)
+            try await reconciler.waitForRollout("web")
+            let victim = try #require(try runningReplicas(runtime, service: "web").first)
+            try runtime.container(victim.id).kill(SIGKILL)
+            // Replaced, on the same port, however the pool is loaded.
+            try await reconciler.waitUntil("web") { record, replicas in
+                replicas.contains { $0.id != victim.id && $0.exit == nil && $0.ready } && record?.status.availableReplicas == 1
+            }
+            let replacement = try #require(try runningReplicas(runtime, service: "web").first)
+            #expect(replacement.id != victim.id)
+            #expect(replacement.network?.ports.first?.hostPort == port)
+            try reconciler.delete("web")
+            try await reconciler.waitUntil("web") { record, replicas in record == nil && replicas.isEmpty }
+        }
+    }
+}
+

@@ -156,8 +156,16 @@ struct gantry_launch_plan {
     /// A signal the process gets when the thread that launched it ends (0: none).
     int parent_death_signal;
     /// Run a tiny init as the process: it forks the program, reaps every
-    /// zombie, forwards signals to the program and exits as it does.
+    /// zombie, forwards signals to the program and exits as it does. 1:
+    /// every signal is forwarded; 2: only those the program handles, so
+    /// that it behaves as its namespace's first process would (the kernel
+    /// keeps a first process from signals it does not handle).
     int init;
+    /// With `init`: a descriptor of a file (close-on-exec: the program
+    /// never has it) that the init writes the program's end to before it
+    /// exits, as `exited N` or `signaled N`, for whoever opens the state
+    /// root next. -1: none.
+    int exit_record_fd;
 
     /// To start a process inside a running container: a pidfd of a process
     /// in it, and the namespaces (CLONE_NEW* flags) to join through it.

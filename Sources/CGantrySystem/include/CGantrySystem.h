@@ -76,4 +76,11 @@ int gantry_socket_in_netns(int netns_fd, int domain, int type, int protocol);
 /// thread. Returns 0, or -1 with errno set.
 int gantry_unshare_mounts(void);
 
+/// Gives the calling thread a descriptor table of its own, holding only
+/// standard input, output and error: what it opens then gets the lowest
+/// numbers, however many descriptors the rest of the process has, and
+/// nothing of the process's stays open through it. Returns 0, or -1 with
+/// errno set.
+int gantry_unshare_descriptors(void);
+
 #endif

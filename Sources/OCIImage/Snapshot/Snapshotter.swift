@@ -21,6 +21,7 @@ struct Snapshotter: Sendable {
     let root: StateRoot
     let content: ContentStore
     let database: MetadataDatabase
+    let expansionLimit: LayerExpansionLimit
 
     /// The directory of the snapshot `chainID`.
     static func directory(for chainID: Digest, in root: StateRoot) -> String {
@@ -80,6 +81,7 @@ struct Snapshotter: Sendable {
         do {
             let options = LayerUnpackOptions(
                 whiteouts: .overlay(lowerLayers: lowers), privileged: privileged, expectedDiffID: layer.diffID,
+                expectedSize: layer.descriptor.size, expansionLimit: expansionLimit,
                 progress: ImageProgress.unpacking(layer.descriptor, index: index, count: count, handler: progress),
                 isCancelled: isCancelled)
             let report = try withSpan("unpack") { span in

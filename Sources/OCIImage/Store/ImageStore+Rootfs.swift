@@ -113,7 +113,8 @@ extension ImageStore {
                     var report = RootfsUnpackReport(manifest: image.manifestDescriptor.digest, layers: 0, entries: 0, bytes: 0)
                     for (index, layer) in image.layers.enumerated() {
                         let options = LayerUnpackOptions(
-                            whiteouts: .apply, expectedDiffID: layer.diffID,
+                            whiteouts: .apply, expectedDiffID: layer.diffID, expectedSize: layer.descriptor.size,
+                            expansionLimit: self.layerExpansionLimit,
                             progress: ImageProgress.unpacking(layer.descriptor, index: index, count: image.layers.count, handler: progress),
                             isCancelled: isCancelled)
                         let result = try withSpan("unpack") { span in

@@ -18,6 +18,8 @@ public final class ImageStore: Sendable {
     let database: MetadataDatabase
     let lock: StoreLock
     let logger: Logger
+    /// How far a layer may expand when it is unpacked.
+    public let layerExpansionLimit: LayerExpansionLimit
     /// Manifests and configurations already decoded, by manifest digest and
     /// platform: content is immutable, so they never go stale.
     let resolvedManifests = Mutex<[String: ResolvedImage]>([:])
@@ -28,18 +30,22 @@ public final class ImageStore: Sendable {
     ///   - root: The state root.
     ///   - registry: The client for pulls and pushes; by default one with
     ///     default options and the standard credential files.
+    ///   - layerExpansionLimit: How far a layer may expand when it is
+    ///     unpacked (a bound against decompression bombs).
     ///   - logger: Where the store logs.
-    public init(root: StateRoot = .default, registry: RegistryClient? = nil, logger: Logger = Logger(label: "gantry.images")) throws {
+    public init(root: StateRoot = .default, registry: RegistryClient? = nil, layerExpansionLimit: LayerExpansionLimit = .default,
+                logger: Logger = Logger(label: "gantry.images")) throws {
         try root.create()
         self.root = root
         self.registry = try registry ?? RegistryClient(logger: logger)
         content = try ContentStore(root: root.path)
         database = try MetadataDatabase(path: root.database)
         lock = StoreLock(path: root.lockFile)
+        self.layerExpansionLimit = layerExpansionLimit
         self.logger = logger
     }
 
-    var snapshotter: Snapshotter { Snapshotter(root: root, content: content, database: database) }
+    var snapshotter: Snapshotter { Snapshotter(root: root, content: content, database: database, expansionLimit: layerExpansionLimit) }
 
     // MARK: Names
 

@@ -43,13 +43,19 @@ final class LayerStream: @unchecked Sendable {
 
     private let fd: Int32
     private let path: String
+    private let expectedSize: Int64?
+    private let limit: LayerExpansionLimit
 
     /// Creates a stream over the layer blob open at `fd` (which the caller
-    /// keeps open until ``stop()`` returns), hashing with `algorithm`.
-    init(fd: Int32, path: String, algorithm: Digest.Algorithm) {
+    /// keeps open until ``stop()`` returns), hashing with `algorithm`. The
+    /// blob must be `expectedSize` bytes when given, and may expand as far
+    /// as `limit` allows.
+    init(fd: Int32, path: String, algorithm: Digest.Algorithm, expectedSize: Int64? = nil, limit: LayerExpansionLimit = .default) {
         hasher = DigestHasher(algorithm: algorithm)
         self.fd = fd
         self.path = path
+        self.expectedSize = expectedSize
+        self.limit = limit
         slots = UnsafeMutableRawPointer.allocate(byteCount: slotSize * slotCount, alignment: 64)
         // Starting from zero and signalling up keeps the semaphore at or above
         // its initial value whenever it is released, as libdispatch requires.
@@ -111,6 +117,19 @@ final class LayerStream: @unchecked Sendable {
             finish(OCIImageError(.corruptLayer, "layer \(path) cannot be decompressed: \(archiveMessage(archive))"))
             return
         }
+        // A regular file's size is known before reading; a stream's (a
+        // pipe's) is checked as it is read.
+        var info = stat()
+        let fileSize: Int64? = fstat(fd, &info) == 0 && (info.st_mode & S_IFMT) == S_IFREG ? Int64(info.st_size) : nil
+        if let expectedSize, let fileSize, fileSize != expectedSize {
+            finish(OCIImageError(.sizeMismatch, "layer \(path) is \(fileSize) bytes, but its descriptor says \(expectedSize)"))
+            return
+        }
+        // Only a compressed stream can expand; the allowance of a stream of
+        // unknown size grows with what was read of it.
+        let compressed = archive_filter_count(archive) > 1
+        var allowance = compressed ? limit.allowance(compressedSize: fileSize ?? 0) : nil
+        var expanded: Int64 = 0
         var slot = 0
         var used = 0
         free.wait()
@@ -124,8 +143,18 @@ final class LayerStream: @unchecked Sendable {
                 return
             }
             used += count
+            expanded += Int64(count)
             let position = archive_filter_bytes(archive, -1)
             lock.withLock { compressedBytes = position }
+            if let expectedSize, position > expectedSize {
+                finish(OCIImageError(.sizeMismatch, "layer \(path) is longer than the \(expectedSize) bytes its descriptor says"))
+                return
+            }
+            if compressed, fileSize == nil { allowance = limit.allowance(compressedSize: position) }
+            if let allowance, expanded > allowance {
+                finish(OCIImageError(.layerTooLarge, "layer \(path) expands to more than \(allowance) bytes from \(position) compressed (a decompression bomb?); raise LayerUnpackOptions.expansionLimit if the image is genuine"))
+                return
+            }
             if count == 0 {
                 if used > 0 { enqueue(.data(slot: slot, count: used)) }
                 finish(nil)

@@ -26,6 +26,11 @@ public struct LayerUnpackOptions: Sendable {
     public var privileged: Bool
     /// The digest the uncompressed stream must have (the layer's DiffID).
     public var expectedDiffID: Digest?
+    /// The size the layer blob must have (its descriptor's), checked
+    /// before and while it is read.
+    public var expectedSize: Int64?
+    /// How far the layer may expand when it is decompressed.
+    public var expansionLimit: LayerExpansionLimit
     /// Called now and then with the number of compressed bytes read.
     public var progress: (@Sendable (Int64) -> Void)?
     /// Polled between entries; when it returns true, unpacking stops with
@@ -37,14 +42,64 @@ public struct LayerUnpackOptions: Sendable {
 
     /// Creates options.
     public init(
-        whiteouts: WhiteoutMode = .apply, privileged: Bool? = nil, expectedDiffID: Digest? = nil,
+        whiteouts: WhiteoutMode = .apply, privileged: Bool? = nil, expectedDiffID: Digest? = nil, expectedSize: Int64? = nil,
+        expansionLimit: LayerExpansionLimit = .default,
         progress: (@Sendable (Int64) -> Void)? = nil, isCancelled: (@Sendable () -> Bool)? = nil
     ) {
         self.whiteouts = whiteouts
         self.privileged = privileged ?? Sys.isPrivileged
         self.expectedDiffID = expectedDiffID
+        self.expectedSize = expectedSize
+        self.expansionLimit = expansionLimit
         self.progress = progress
         self.isCancelled = isCancelled
+    }
+}
+
+/// How many bytes a compressed layer may expand to. A gzip stream can
+/// expand a thousandfold, so a small hostile layer could fill the disk; the
+/// limit stops the unpacking with ``OCIImageError/Code/layerTooLarge``
+/// naming the layer. An uncompressed stream is never limited: it is as large
+/// as it is.
+///
+/// The default allows 200 times the compressed size, and never less than
+/// 1 GiB: ordinary layers (text, binaries, even large zero-filled files of
+/// a few hundred megabytes) are far below it, and a bomb is stopped after
+/// writing at most that much.
+public struct LayerExpansionLimit: Hashable, Sendable {
+    /// The most uncompressed bytes whatever the compressed size, or nil.
+    public var maximumBytes: Int64?
+    /// The most uncompressed bytes per compressed byte, or nil.
+    public var maximumRatio: Int64?
+    /// The ratio never limits a layer to less than this.
+    public var minimumAllowance: Int64
+
+    /// A limit of `maximumBytes` in all, and `maximumRatio` times the
+    /// compressed size but not below `minimumAllowance`.
+    public init(maximumBytes: Int64? = nil, maximumRatio: Int64? = 200, minimumAllowance: Int64 = 1 << 30) {
+        self.maximumBytes = maximumBytes
+        self.maximumRatio = maximumRatio
+        self.minimumAllowance = minimumAllowance
+    }
+
+    /// 200 times the compressed size, at least 1 GiB.
+    public static let `default` = LayerExpansionLimit()
+
+    /// No limit.
+    public static let unlimited = LayerExpansionLimit(maximumBytes: nil, maximumRatio: nil)
+
+    /// The most bytes a stream of `compressedSize` bytes may expand to, or nil.
+    func allowance(compressedSize: Int64) -> Int64? {
+        let byRatio = maximumRatio.map { ratio in
+            let (product, overflow) = compressedSize.multipliedReportingOverflow(by: ratio)
+            return max(minimumAllowance, overflow ? Int64.max : product)
+        }
+        switch (maximumBytes, byRatio) {
+        case (nil, nil): return nil
+        case (let bytes?, nil): return bytes
+        case (nil, let ratio?): return ratio
+        case (let bytes?, let ratio?): return min(bytes, ratio)
+        }
     }
 }
 
@@ -128,7 +183,8 @@ public enum LayerUnpacker {
 
     private static func unpack(fd: Int32, path: String, rootFD: Int32, target: String, lowerFDs: [Int32],
                                options: LayerUnpackOptions) throws -> LayerUnpackReport {
-        let stream = LayerStream(fd: fd, path: path, algorithm: options.expectedDiffID?.algorithm ?? .sha256)
+        let stream = LayerStream(fd: fd, path: path, algorithm: options.expectedDiffID?.algorithm ?? .sha256,
+                                 expectedSize: options.expectedSize, limit: options.expansionLimit)
         stream.start()
         defer { stream.stop() }
 

@@ -16,7 +16,12 @@ indirect enum ComposeNode {
     ///   - node: the parsed YAML.
     ///   - file: the file, for messages.
     ///   - path: where the node is, for messages.
-    init(_ node: Node, file: String, path: String) throws {
+    ///   - budget: what the conversion may still make: aliases are expanded
+    ///     here, so a small file can stand for an enormous tree.
+    init(_ node: Node, file: String, path: String, budget: ComposeNodeBudget) throws {
+        try budget.spend(depth: budget.depth + 1, file: file, path: path)
+        budget.depth += 1
+        defer { budget.depth -= 1 }
         switch node {
         case .scalar(let scalar):
             self = node.tag.rawValue == Tag.Name.null.rawValue ? .null : .scalar(scalar.string)
@@ -25,7 +30,7 @@ indirect enum ComposeNode {
             throw ReconcilerError(.compose, "\(file): \(path): an unresolved YAML alias")
         case .sequence(let sequence):
             self = .sequence(try sequence.enumerated().map { index, element in
-                try ComposeNode(element, file: file, path: "\(path)[\(index)]")
+                try ComposeNode(element, file: file, path: "\(path)[\(index)]", budget: budget)
             })
         case .mapping(let mapping):
             var own: [(key: String, value: ComposeNode)] = []
@@ -38,7 +43,7 @@ indirect enum ComposeNode {
                     }
                     // The first source that has a key wins, as YAML's merge keys say.
                     for source in sources {
-                        guard case .mapping(let pairs) = try ComposeNode(source, file: file, path: path) else { continue }
+                        guard case .mapping(let pairs) = try ComposeNode(source, file: file, path: path, budget: budget) else { continue }
                         for pair in pairs where !merged.contains(where: { $0.key == pair.key }) { merged.append(pair) }
                     }
                     continue
@@ -48,9 +53,34 @@ indirect enum ComposeNode {
                 }
                 // Yams rejects a key given twice.
                 let name = scalar.string
-                own.append((name, try ComposeNode(value, file: file, path: path.isEmpty ? name : "\(path).\(name)")))
+                own.append((name, try ComposeNode(value, file: file, path: path.isEmpty ? name : "\(path).\(name)", budget: budget)))
             }
             self = .mapping(own + merged.filter { pair in !own.contains { $0.key == pair.key } })
+        }
+    }
+}
+
+/// The bounds on a compose document once its aliases are expanded: how
+/// many values it may hold and how deeply they may nest. A YAML alias
+/// names a whole subtree, so a few lines of anchors can stand for billions
+/// of values (an "alias bomb"); the conversion stops at these bounds
+/// instead of exhausting memory.
+final class ComposeNodeBudget {
+    /// The most values (scalars, lists and mappings) a document may expand to.
+    static let maximumNodes = 1_000_000
+    /// The deepest nesting of lists and mappings.
+    static let maximumDepth = 64
+
+    private var remaining = maximumNodes
+    var depth = 0
+
+    func spend(depth: Int, file: String, path: String) throws {
+        remaining -= 1
+        guard remaining >= 0 else {
+            throw ReconcilerError(.compose, "\(file): more than \(Self.maximumNodes) values once YAML aliases are expanded (at \(path.isEmpty ? "the top" : path)); is an alias repeated into itself?")
+        }
+        guard depth <= Self.maximumDepth else {
+            throw ReconcilerError(.compose, "\(file): \(path): values nest more than \(Self.maximumDepth) levels deep")
         }
     }
 }

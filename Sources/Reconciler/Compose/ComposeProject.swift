@@ -44,6 +44,10 @@ public struct ComposeProject: Hashable, Sendable {
         self.warnings = warnings
     }
 
+    /// The largest compose file read, in bytes (real ones are a few
+    /// kilobytes; the bound keeps a hostile one from exhausting memory).
+    public static let maximumFileSize = 4 << 20
+
     /// Reads a compose file; relative paths in it (binds, `env_file`) are
     /// taken from the file's directory.
     ///
@@ -56,7 +60,13 @@ public struct ComposeProject: Hashable, Sendable {
                             projectName: String? = nil) throws -> ComposeProject {
         let text: String
         do {
+            let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int ?? 0
+            guard size <= maximumFileSize else {
+                throw ReconcilerError(.compose, "\(path): the compose file is \(size) bytes; at most \(maximumFileSize) are read")
+            }
             text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch let error as ReconcilerError {
+            throw error
         } catch {
             throw ReconcilerError(.compose, "\(path): cannot read the compose file: \(error.localizedDescription)")
         }
@@ -75,15 +85,20 @@ public struct ComposeProject: Hashable, Sendable {
     /// - Throws: ``ReconcilerError`` with code `compose` naming what is wrong.
     public static func parse(_ yaml: String, file: String = "compose.yaml", directory: String = ".", environment: [String: String] = [:],
                              projectName: String? = nil) throws -> ComposeProject {
+        guard yaml.utf8.count <= maximumFileSize else {
+            throw ReconcilerError(.compose, "\(file): the compose file is \(yaml.utf8.count) bytes; at most \(maximumFileSize) are read")
+        }
         let root: Node?
         do {
             root = try Yams.compose(yaml: yaml)
         } catch {
-            throw ReconcilerError(.compose, "\(file): not valid YAML: \(error)")
+            // The parser quotes the offending line, which a hostile file makes enormous.
+            let reason = "\(error)"
+            throw ReconcilerError(.compose, "\(file): not valid YAML: \(reason.count > 600 ? reason.prefix(600) + "…" : reason)")
         }
         guard let root else { throw ReconcilerError(.compose, "\(file): the file is empty") }
         let context = ComposeContext(file: file, environment: environment)
-        let top = ComposeValue(node: try ComposeNode(root, file: file, path: ""), scope: nil, path: "", context: context)
+        let top = ComposeValue(node: try ComposeNode(root, file: file, path: "", budget: ComposeNodeBudget()), scope: nil, path: "", context: context)
         guard case .mapping = top.node else { throw ReconcilerError(.compose, "\(file): the file must be a mapping with services:") }
         let fields = try top.fields(["name", "services", "networks", "volumes", "version"], what: "top-level key")
         if let version = fields["version"] { version.warn("obsolete and ignored") }

@@ -48,7 +48,7 @@ extension ServiceReader {
                 restartFields[key]?.warn("ignored; Gantry restarts with a growing back-off (x-gantry.crash_loop)")
             }
         }
-        return try fields["replicas"]?.int()
+        return try fields["replicas"]?.int(0 ... ServiceSpec.maximumReplicas)
     }
 
     /// `update_config:` — compose updates `parallelism` replicas at a time,

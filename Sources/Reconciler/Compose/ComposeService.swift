@@ -98,7 +98,7 @@ struct ServiceReader {
         spec.restartPolicy = try fields["restart"].map(restartPolicy) ?? .always
         if let healthcheck = fields["healthcheck"] { spec.probes.readiness = try probe(healthcheck) }
         spec.dependsOn = try fields["depends_on"].map(dependencies) ?? []
-        var replicas = try fields["scale"]?.int()
+        var replicas = try fields["scale"]?.int(0 ... ServiceSpec.maximumReplicas)
         if let deploy = fields["deploy"] {
             let deployed = try self.deploy(deploy, into: &spec)
             if let deployed, let scale = replicas, scale != deployed {

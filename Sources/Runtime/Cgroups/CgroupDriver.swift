@@ -44,20 +44,38 @@ public struct ResourceLimits: Hashable, Sendable, Codable {
         self.ioWeight = ioWeight
     }
 
-    /// Limits CPU time to `cpus` CPUs' worth per 100 ms period.
+    /// Limits CPU time to `cpus` CPUs' worth per 100 ms period. A value
+    /// that is not a positive finite number gives a quota of 0, and one past
+    /// any host's size the largest quota; creating a container refuses both.
     public static func quota(cpus: Double) -> (quota: Int64, period: UInt64) {
-        (Int64((cpus * 100_000).rounded()), 100_000)
+        guard cpus.isFinite, cpus > 0 else { return (0, 100_000) }
+        let microseconds = (cpus * 100_000).rounded()
+        return (microseconds < 0x1p62 ? Int64(microseconds) : Int64.max, 100_000)
     }
 
     /// Checks the values against the kernel's ranges.
     func validate() throws {
         func fail(_ message: String) -> RuntimeError { RuntimeError(.invalidSpec, message) }
-        if let cpuQuota, cpuQuota < 1000 { throw fail("CPU quota \(cpuQuota) µs is below the kernel's minimum of 1000 µs") }
+        if let cpuQuota, cpuQuota < 1000 { throw fail("CPU quota \(cpuQuota) µs is below the kernel's minimum of 1000 µs (0.01 CPUs)") }
         if let cpuPeriod, !(1000 ... 1_000_000).contains(cpuPeriod) {
             throw fail("CPU period \(cpuPeriod) µs is outside 1000 … 1 000 000 µs")
         }
+        if let cpuQuota {
+            // As Docker does: more time than the host's CPUs have is a mistake, not a limit.
+            let period = Int64(cpuPeriod ?? 100_000)
+            let online = Int64(max(1, sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+            if cpuQuota > online * period {
+                let asked = cpuQuota == Int64.max ? "more" : String(format: "%.2f", Double(cpuQuota) / Double(period))
+                throw fail("a CPU limit of \(asked) CPUs is more than the \(online) CPUs of this host")
+            }
+        }
         if let cpuShares, !(2 ... 262_144).contains(cpuShares) { throw fail("CPU shares \(cpuShares) are outside 2 … 262 144") }
         if let memory, memory < 4096 { throw fail("memory limit \(memory) bytes is below one page") }
+        // The kernel takes limits in pages of a 64-bit counter; beyond 2^62
+        // bytes a value can only be a typing mistake.
+        for (name, value) in [("memory limit", memory), ("memory reservation", memoryReservation), ("memory+swap limit", memorySwap)] {
+            if let value, value > 1 << 62 { throw fail("\(name) \(value) bytes is more than any host has (at most 4 EiB)") }
+        }
         if let memoryReservation, memoryReservation < 0 { throw fail("memory reservation \(memoryReservation) is negative") }
         if let memorySwap, memorySwap != -1 {
             guard let memory else { throw fail("a memory+swap limit needs a memory limit") }

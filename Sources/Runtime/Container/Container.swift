@@ -117,10 +117,22 @@ public final class Container: Sendable {
         let overlayLock = record.usesOverlay ? try lockOverlay(what: "start") : -1
         var launched = false
         defer { if !launched && overlayLock >= 0 { close(overlayLock) } }
+        // A container that outlives this process has an init that records
+        // how its program ended, for whichever process looks next.
+        let exitRecord = independent ? try ExitRecord.create(in: directory) : -1
+        defer { if exitRecord >= 0 { close(exitRecord) } }
         let (process, pipes) = try await launchInCgroup(
             record, pipes: independent ? .files(stdout: directory + "/stdout.log", stderr: directory + "/stderr.log")
                 : spec.terminal ? .terminal() : .make(openStdin: spec.openStdin),
-            what: "container \(name)") { _ in }
+            what: "container \(name)") { plan in
+                if exitRecord >= 0 {
+                    // Unless asked for, the init is not seen: the program
+                    // keeps the signal semantics of a first process.
+                    plan.initKeepsFirstProcessSignals = !plan.initProcess
+                    plan.initProcess = true
+                    plan.exitRecord = exitRecord
+                }
+            }
         launched = true
         let now = Date()
         let startTime = processStartTime(process.pid)
@@ -326,19 +338,28 @@ public final class Container: Sendable {
         guard ready else { return }
         // Taken (and forgotten) under the lock before they are closed, so
         // that no one signals or writes to a number reused meanwhile.
-        let (status, cgroup, timedOut, pidfd, stdin) = state.withLock { state in
+        var (status, cgroup, timedOut, pidfd, stdin) = state.withLock { state in
             defer {
                 state.pidfd = -1
                 state.stdin = -1
             }
             return (state.exitStatus!, state.record.cgroup, state.timedOut, state.pidfd, state.stdin)
         }
+        // The init of a container that outlives its starter reports the
+        // program's end in its own code; its record says how it truly ended.
+        if state.withLock({ $0.record.spec.lifetime == .independent }), let recorded = ExitRecord.read(in: runtime.containerDirectory(id)) {
+            status = recorded
+        }
         let oomKilled = runtime.cgroups.oomKills(cgroup) > 0
+        // Its address and published ports are free again before anyone
+        // learns of the end, so that a replacement can take them at once.
+        let released = runtime.releaseNetwork(of: state.withLock { $0.record })
         let now = Date()
         var exit = ContainerExit(status: status, reason: .exited)
         let record: ContainerRecord?
         do {
             record = try runtime.update(id) { record in
+                if released { record.network = nil }
                 if oomKilled {
                     exit.reason = .oomKilled
                 } else if timedOut {
@@ -361,6 +382,7 @@ public final class Container: Sendable {
         if stdin >= 0 { close(stdin) }
         let waiters = state.withLock { state in
             if let record { state.record = record } else {
+                if released { state.record.network = nil }
                 state.record.status = .stopped
                 state.record.exit = exit
                 state.record.finishedAt = now
@@ -386,7 +408,8 @@ public final class Container: Sendable {
         let signalled = state.withLock { state -> Bool in
             // The timer is done: its watch ends (and closes it) after this.
             state.timer = -1
-            guard !state.finished, state.pidfd >= 0 else { return false }
+            // A process that ended as the timer fired was not killed by it.
+            guard !state.finished, state.exitStatus == nil, state.pidfd >= 0 else { return false }
             state.timedOut = true
             gantry_pidfd_signal(state.pidfd, SIGKILL)
             return true
@@ -424,7 +447,7 @@ public final class Container: Sendable {
             if record.status == .created { throw invalid("wait for", .created) }
             if !ContainerRuntime.isAlive(pid: record.ownerPid, startTime: record.ownerStartTime),
                !ContainerRuntime.isAlive(pid: record.pid, startTime: record.pidStartTime) {
-                return ContainerExit(status: .signaled(SIGKILL), reason: .unknown)
+                return ExitRecord.exit(in: runtime.containerDirectory(id))
             }
             try await Task.sleep(for: .milliseconds(50))
         }
@@ -682,7 +705,8 @@ public final class Container: Sendable {
             state.owned = true
             state.pidfd = pidfd
         }
-        // Not our child: its status is unknown; the pidfd says when it ends.
+        // Not our child: the pidfd says when it ends, and its init's exit
+        // record how (read when the end is recorded), else it is unknown.
         ProcessSupervisor.shared.watch(pidfd, handler: { _ in false }, ended: { [self] in
             state.withLock { $0.exitStatus = .signaled(SIGKILL) }
             finishIfDone()

@@ -52,6 +52,12 @@ enum ContainerDefaults {
     /// Paths the container may read but not change.
     static let readonlyPaths = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
 
+    /// Files of the container's procfs that a bind mount may replace (as
+    /// LXCFS does, to show a container its own limits), as runc allows.
+    static let replaceableProcFiles: Set<String> = [
+        "/proc/cpuinfo", "/proc/diskstats", "/proc/loadavg", "/proc/meminfo", "/proc/slabinfo", "/proc/stat", "/proc/swaps", "/proc/uptime",
+    ]
+
     /// The default environment when neither the image nor the caller sets PATH.
     static let path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 }

@@ -111,10 +111,7 @@ extension ContainerRuntime {
     /// The mounts of a container: the standard ones, then the spec's.
     static func mounts(_ spec: ContainerSpec, volumes: Volumes) throws -> [PlannedMount] {
         var mounts = ContainerDefaults.mounts(ownNetwork: ownsNetworkNamespace(spec))
-        for mount in spec.mounts {
-            guard mount.target.hasPrefix("/"), !mount.target.split(separator: "/").contains("..") else {
-                throw RuntimeError(.invalidSpec, "mount target \"\(mount.target)\" is not an absolute path without ..")
-            }
+        for mount in try orderedMounts(spec.mounts) {
             switch mount {
             case .bind(let source, let target, let readOnly, let propagation):
                 var info = stat()
@@ -136,6 +133,34 @@ extension ContainerRuntime {
             }
         }
         return mounts
+    }
+
+    /// The spec's mounts, checked and in the order they are made: parents
+    /// before what they contain (`/data` before `/data/cache`), however they
+    /// were given, so that no mount hides another; otherwise as given.
+    static func orderedMounts(_ mounts: [ContainerSpec.Mount]) throws -> [ContainerSpec.Mount] {
+        var seen: Set<String> = []
+        var ordered: [(depth: Int, index: Int, mount: ContainerSpec.Mount)] = []
+        for (index, mount) in mounts.enumerated() {
+            let components = mount.target.split(separator: "/").filter { $0 != "." }
+            guard mount.target.hasPrefix("/"), !components.contains("..") else {
+                throw RuntimeError(.invalidSpec, "mount target \"\(mount.target)\" is not an absolute path without ..")
+            }
+            guard !components.isEmpty else {
+                throw RuntimeError(.invalidSpec, "a mount on / would cover the container's root file system; give the root as the spec's root instead")
+            }
+            let target = "/" + components.joined(separator: "/")
+            guard seen.insert(target).inserted else { throw RuntimeError(.invalidSpec, "two mounts have the target \(target)") }
+            if components[0] == "proc" {
+                // The container's own procfs is mounted there; only single
+                // files some tools replace (as LXCFS does) may cover its own.
+                guard components.count > 1, ContainerDefaults.replaceableProcFiles.contains(target) else {
+                    throw RuntimeError(.invalidSpec, "mount target \(target) is in /proc, the container's own procfs; only \(ContainerDefaults.replaceableProcFiles.sorted().joined(separator: ", ")) may be replaced")
+                }
+            }
+            ordered.append((components.count, index, mount))
+        }
+        return ordered.sorted { ($0.depth, $0.index) < ($1.depth, $1.index) }.map(\.mount)
     }
 
     static func propagationFlags(_ propagation: ContainerSpec.MountPropagation) -> UInt {

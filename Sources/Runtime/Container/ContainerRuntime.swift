@@ -119,6 +119,19 @@ public final class ContainerRuntime: Sendable {
             throw RuntimeError(.invalidSpec, "container \(name): an image root (\(image)) cannot be used in a user namespace yet; use a directory root owned by the mapped IDs")
         }
         try spec.resources.validate()
+        if let timeout = spec.timeout, timeout <= .zero {
+            throw RuntimeError(.invalidSpec, "container \(name): the timeout \(timeout) is not above zero")
+        }
+        if spec.stopGracePeriod < .zero {
+            throw RuntimeError(.invalidSpec, "container \(name): the stop grace period \(spec.stopGracePeriod) is negative")
+        }
+        if let hostname = spec.hostname {
+            // The kernel's limit (HOST_NAME_MAX), and what resolvers accept.
+            let allowed = hostname.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-._".contains($0)) }
+            guard !hostname.isEmpty, hostname.utf8.count <= 64, allowed else {
+                throw RuntimeError(.invalidSpec, "container \(name): the host name \"\(hostname)\" is not 1 to 64 letters, digits, - . and _")
+            }
+        }
         if let score = spec.oomScoreAdjustment, !(-1000...1000).contains(score) {
             throw RuntimeError(.invalidSpec, "container \(name): the OOM score adjustment \(score) is outside -1000...1000")
         }
@@ -141,6 +154,24 @@ public final class ContainerRuntime: Sendable {
         }
         let containerDirectory = directory + "/" + id
         try FileIO.makeDirectories(containerDirectory, mode: 0o700)
+        // Until the record is written, a locked marker in the directory says
+        // where the cgroup goes and who creates it: a process killed
+        // meanwhile leaves a directory the next open finds and undoes.
+        let markerPath = containerDirectory + "/" + Self.creationMarker
+        let marker = open(markerPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard marker >= 0 else {
+            let error = FileIO.errno
+            try? FileIO.removeTree(containerDirectory)
+            throw RuntimeError(.systemCall, "cannot create \(markerPath)", underlying: error)
+        }
+        defer { close(marker) }
+        flock(marker, LOCK_EX)
+        do {
+            try writeAll(marker, Array("\(cgroupParent)/\(id)\n\(owner.pid) \(owner.startTime)\n".utf8), what: markerPath)
+        } catch {
+            try? FileIO.removeTree(containerDirectory)
+            throw error
+        }
         // The name is taken atomically, across processes.
         guard symlink(id, directory + "/names/" + name) == 0 else {
             let error = FileIO.errno
@@ -200,6 +231,7 @@ public final class ContainerRuntime: Sendable {
                                      status: .created, ownerPid: owner.pid, ownerStartTime: owner.startTime,
                                      createdAt: Date(), layers: layers)
         try store(record)
+        unlink(directory + "/" + Self.creationMarker)
         if let pod = spec.pod {
             // The pod's place on its network, for inspect: the pod keeps it.
             record.network = try pods.pod(pod).network
@@ -393,15 +425,33 @@ public final class ContainerRuntime: Sendable {
     /// Removes every trace of a container: cgroup, directory, name, hold.
     func destroy(_ record: ContainerRecord) throws {
         try cgroups.remove(record.cgroup)
-        if case .bridge(let network) = record.spec.network {
-            try networks.detach(containerID: record.id, from: record.network?.network ?? network,
-                                owner: containerDirectory(record.id))
+        // An ended container gave its place up already; a lease a crash left
+        // without a record of it is removed by the next open (removeLeftovers).
+        if record.spec.pod == nil, let attachment = record.network {
+            try networks.detach(containerID: record.id, from: attachment.network, owner: containerDirectory(record.id))
         }
         try removeDirectory(of: record.id)
         if (try? resolveID(record.name)) == record.id { unlink(directory + "/names/" + record.name) }
         try images.releaseSnapshots(holder: record.id)
         live.withLock { _ = $0.removeValue(forKey: record.id) }
         writtenRecords.withLock { _ = $0.removeValue(forKey: record.id) }
+    }
+
+    /// Takes an ended container off its bridge network, as Docker does at
+    /// stop: its address, published ports (their claims and firewall
+    /// rules), veth pair and network namespace. Returns whether it had a
+    /// place there and has given it up; failures are logged, and removal
+    /// retries what is left.
+    @discardableResult
+    func releaseNetwork(of record: ContainerRecord) -> Bool {
+        guard record.spec.pod == nil, let attachment = record.network else { return false }
+        do {
+            try networks.detach(containerID: record.id, from: attachment.network, owner: containerDirectory(record.id))
+            return true
+        } catch {
+            logger.warning("cannot release an ended container's network", metadata: ["container": "\(record.name)", "error": "\(error)"])
+            return false
+        }
     }
 
     /// Where removed containers' directories wait to be deleted.
@@ -466,12 +516,25 @@ public final class ContainerRuntime: Sendable {
     /// that had stopped stay until removed, as their exit and logs are
     /// wanted); independent ones are adopted, or marked stopped.
     private func recover() {
+        removeInterruptedCreations()
         for record in (try? list()) ?? [] {
             let ownerAlive = Self.isAlive(pid: record.ownerPid, startTime: record.ownerStartTime)
             if ownerAlive { continue }
             let processAlive = Self.isAlive(pid: record.pid, startTime: record.pidStartTime)
             do {
-                if record.spec.lifetime == .boundToHost && record.status != .stopped {
+                if record.spec.lifetime == .independent, record.status == .created, let main = mainProcess(of: record) {
+                    // Started, but its owner died before recording it: it runs.
+                    logger.info("adopting a container whose start was not recorded", metadata: ["container": "\(record.name)"])
+                    let started = try update(record.id) {
+                        $0.status = .running
+                        $0.pid = main
+                        $0.pidStartTime = processStartTime(main)
+                        $0.startedAt = $0.startedAt ?? Date()
+                    }
+                    let container = Container(runtime: self, record: started, owned: false)
+                    try container.adopt()
+                    live.withLock { $0[record.id] = container }
+                } else if record.spec.lifetime == .boundToHost && record.status != .stopped {
                     // It died with its process (or was never started): nothing of it may stay.
                     logger.info("removing a container its process left behind", metadata: ["container": "\(record.name)"])
                     try? cgroups.remove(record.cgroup)
@@ -484,10 +547,12 @@ public final class ContainerRuntime: Sendable {
                     try container.adopt()
                     live.withLock { $0[record.id] = container }
                 } else if record.status == .running || record.status == .paused {
+                    let released = releaseNetwork(of: record)
                     try update(record.id) {
+                        if released { $0.network = nil }
                         $0.status = .stopped
                         $0.finishedAt = $0.finishedAt ?? Date()
-                        $0.exit = ContainerExit(status: .signaled(SIGKILL), reason: .unknown)
+                        $0.exit = ExitRecord.exit(in: containerDirectory(record.id))
                         $0.pid = nil
                     }
                     try? cgroups.remove(record.cgroup)
@@ -505,6 +570,65 @@ public final class ContainerRuntime: Sendable {
             // A writer replacing the record has one of the two at any moment.
             ["state.json", "pod.json"].contains { access(owner + "/" + $0, F_OK) == 0 || access(owner + "/" + $0 + ".next", F_OK) == 0 }
         }
+    }
+
+    /// The file in a container's directory that says a creation is under
+    /// way (it holds the cgroup's path), until the record is written.
+    static let creationMarker = "creating"
+
+    /// Undoes creations a crash cut short: container directories without a
+    /// record that no process is creating (their marker is not locked), with the
+    /// cgroup, name and snapshot hold made for them. Network leases are
+    /// undone by ``Networks/removeLeftovers(isKnown:)`` once the directory is gone.
+    private func removeInterruptedCreations() {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        for id in names where id.count == 64 && id.allSatisfy(\.isHexDigit) {
+            let path = containerDirectory(id)
+            guard access(path + "/state.json", F_OK) != 0, access(path + "/state.json.next", F_OK) != 0 else { continue }
+            // "cgroup\npid start-time\n", locked by its creator until the
+            // record is written. Without it the directory may be a moment
+            // old, its marker not made yet: only an old one is a leftover.
+            let lock = open(path + "/" + Self.creationMarker, O_RDONLY | O_CLOEXEC)
+            defer { if lock >= 0 { close(lock) } }
+            if lock >= 0, flock(lock, LOCK_SH | LOCK_NB) != 0 { continue }
+            let marker = ((try? FileIO.read(path + "/" + Self.creationMarker, code: .systemCall)) ?? "").split(separator: "\n").map(String.init)
+            let creator = marker.count > 1 ? marker[1].split(separator: " ").compactMap { UInt64($0) } : []
+            if creator.count == 2 {
+                guard !Self.isAlive(pid: Int32(truncatingIfNeeded: creator[0]), startTime: creator[1]) else { continue }
+            } else {
+                // Nothing but an empty directory can come before the marker;
+                // one with files and no record is damaged, and is left alone.
+                let contents = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
+                guard contents.allSatisfy({ $0 == Self.creationMarker }) else {
+                    logger.warning("a container directory has no record; leaving it as it is", metadata: ["path": "\(path)"])
+                    continue
+                }
+                var info = stat()
+                guard stat(path, &info) == 0, time(nil) - info.st_mtim.tv_sec > 10 else { continue }
+            }
+            logger.info("removing a container whose creation was cut short", metadata: ["id": "\(id.prefix(12))"])
+            let cgroup = marker.first.flatMap { $0.isEmpty ? nil : $0 } ?? cgroupParent + "/" + id
+            try? cgroups.remove(cgroup)
+            for name in (try? FileManager.default.contentsOfDirectory(atPath: directory + "/names")) ?? [] {
+                let link = directory + "/names/" + name
+                if (try? FileManager.default.destinationOfSymbolicLink(atPath: link)) == id { unlink(link) }
+            }
+            try? images.releaseSnapshots(holder: id)
+            try? removeDirectory(of: id)
+        }
+    }
+
+    /// The main process of a container whose start was not recorded: the
+    /// one process of its cgroup whose parent is outside it.
+    private func mainProcess(of record: ContainerRecord) -> Int32? {
+        let pids = (try? cgroups.processes(record.cgroup)) ?? []
+        let inside = Set(pids)
+        let roots = pids.filter { pid in
+            guard let text = try? FileIO.read("/proc/\(pid)/stat", code: .systemCall), let close = text.lastIndex(of: ")") else { return false }
+            let fields = text[text.index(after: close)...].split(separator: " ")
+            return fields.count > 1 && Int32(fields[1]).map { !inside.contains($0) } == true
+        }
+        return roots.count == 1 ? roots[0] : nil
     }
 
     // MARK: - Names and IDs

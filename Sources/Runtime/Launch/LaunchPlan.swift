@@ -73,6 +73,13 @@ struct LaunchPlan: Sendable {
     var consoleSocket: Int32 = -1
     var parentDeathSignal: Int32 = 0
     var initProcess = false
+    /// With `initProcess`: forward only the signals the program handles, as
+    /// the kernel lets through to a namespace's first process (the init is
+    /// there for the exit record only, not asked for).
+    var initKeepsFirstProcessSignals = false
+    /// With `initProcess`: where the init writes the program's end (see
+    /// ``ExitRecord``), or -1.
+    var exitRecord: Int32 = -1
     var joinPidfd: Int32 = -1
     var joinNamespaces: UInt64 = 0
     /// Namespace files to start in (descriptors, with their CLONE_NEW* types).
@@ -134,7 +141,8 @@ struct LaunchPlan: Sendable {
         plan.controlling_terminal = controllingTerminal ? 1 : 0
         plan.console_socket = consoleSocket
         plan.parent_death_signal = parentDeathSignal
-        plan.`init` = initProcess ? 1 : 0
+        plan.`init` = initProcess ? (initKeepsFirstProcessSignals ? 2 : 1) : 0
+        plan.exit_record_fd = exitRecord
         plan.join_pidfd = joinPidfd
         plan.join_namespaces = joinNamespaces
         plan.namespace_fds = arena.array(namespaceFiles.map(\.descriptor))

@@ -1,6 +1,5 @@
 import CNftables
 import Foundation
-import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -25,8 +24,6 @@ import Glibc
 enum Firewall {
     static let table = "gantry"
 
-    /// libnftables contexts are not safe to share.
-    private static let lock = Mutex(())
 
     /// Runs a change made of several commands (list, then delete what was
     /// listed) holding the host-wide `firewall.lock`, so that Gantry
@@ -39,7 +36,9 @@ enum Firewall {
     /// Runs nft commands; returns their (JSON) output.
     @discardableResult
     static func run(_ commands: String, json: Bool = false) throws -> String {
-        try lock.withLock { _ in
+        // One thread, with low descriptor numbers (libnftables selects on
+        // its socket), makes every call: contexts are not safe to share.
+        try LowDescriptorThread.nftables.perform {
             guard let context = nft_ctx_new(UInt32(NFT_CTX_DEFAULT)) else {
                 throw RuntimeError(.network, "cannot start libnftables")
             }

@@ -2,6 +2,7 @@ import CGantryLauncher
 import CGantrySystem
 import Foundation
 import Logging
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -354,9 +355,15 @@ public final class Networks: Sendable {
                     guard try claim(port, owner: owner) else {
                         throw RuntimeError(.invalidSpec, "host port \(port.hostPort)/\(port.protocol.rawValue) is already published by another container")
                     }
-                    guard Self.isFree(port) else {
+                    if let failure = Self.bindFailure(port) {
                         unlink(Self.claimPath(port))
-                        throw RuntimeError(.invalidSpec, "host port \(port.hostPort)/\(port.protocol.rawValue) is in use by a program on the host")
+                        if failure == EADDRNOTAVAIL, let address = port.hostIP {
+                            throw RuntimeError(.invalidSpec, "cannot publish port \(port.hostPort)/\(port.protocol.rawValue) on \(address): it is not an address of this host")
+                        }
+                        if failure == EADDRINUSE {
+                            throw RuntimeError(.invalidSpec, "host port \(port.hostPort)/\(port.protocol.rawValue) is in use by a program on the host")
+                        }
+                        throw RuntimeError(.network, "cannot publish port \(port.hostPort)/\(port.protocol.rawValue)", underlying: Errno(rawValue: failure))
                     }
                 }
                 claimed.append(port)
@@ -413,18 +420,21 @@ public final class Networks: Sendable {
         return bound ? UInt16(bigEndian: address.sin_port) : nil
     }
 
-    /// Whether no program on the host listens on the port.
-    private static func isFree(_ port: PublishedPort) -> Bool {
+    /// Why the port cannot be bound on the host (an errno: `EADDRINUSE`
+    /// when a program listens on it, `EADDRNOTAVAIL` when its address is
+    /// not the host's), or nil when it is free.
+    private static func bindFailure(_ port: PublishedPort) -> Int32? {
         let fd = socket(AF_INET, (port.protocol == .tcp ? Int32(SOCK_STREAM.rawValue) : Int32(SOCK_DGRAM.rawValue)) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard fd >= 0 else { return false }
+        guard fd >= 0 else { return errno }
         defer { close(fd) }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = port.hostPort.bigEndian
         address.sin_addr.s_addr = (port.hostIP?.value ?? 0).bigEndian
-        return withUnsafePointer(to: &address) { pointer in
+        let bound = withUnsafePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
         }
+        return bound ? nil : errno
     }
 
     // MARK: - Kernel objects

@@ -1,0 +1,81 @@
+import Foundation
+import GantryTestSupport
+import Testing
+@testable import OCIImage
+
+/// Layers built to exhaust the host: decompression bombs, and blobs that
+/// are not the size their descriptors say.
+@Suite struct HostileLayerTests {
+    /// A gzip layer holding one file of `megabytes` MiB of zeros: about a
+    /// thousandth of that compressed.
+    func zeroBomb(_ dir: String, megabytes: Int) throws -> String {
+        try FileManager.default.createDirectory(atPath: dir + "/src", withIntermediateDirectories: true)
+        _ = try run("/usr/bin/truncate", ["-s", "\(megabytes)M", dir + "/src/zeros"])
+        _ = try run("/bin/tar", ["-C", dir + "/src", "-czf", dir + "/bomb.tar.gz", "zeros"])
+        return dir + "/bomb.tar.gz"
+    }
+
+    @Test func stopsALayerThatExpandsPastItsAllowance() async throws {
+        try await withTemporaryDirectory("bomb") { dir in
+            let layer = try zeroBomb(dir, megabytes: 256)
+            let compressed = try #require(try FileManager.default.attributesOfItem(atPath: layer)[.size] as? Int)
+            #expect(compressed < 1 << 20, "the bomb is small: \(compressed) bytes")
+            try FileManager.default.createDirectory(atPath: dir + "/t", withIntermediateDirectories: true)
+            let limit = LayerExpansionLimit(maximumRatio: 10, minimumAllowance: 8 << 20)
+            let error = try #require(throws: OCIImageError.self) {
+                try LayerUnpacker.unpack(layerAt: layer, into: dir + "/t", options: LayerUnpackOptions(expansionLimit: limit))
+            }
+            #expect(error.code == .layerTooLarge)
+            #expect(error.description.contains(layer))
+            // It stopped near its allowance, not after the whole file.
+            let written = (try? FileManager.default.attributesOfItem(atPath: dir + "/t/zeros")[.size] as? Int) ?? 0
+            #expect(written <= 16 << 20)
+
+            // The same layer within an allowance that fits it unpacks.
+            let generous = LayerExpansionLimit(maximumBytes: 512 << 20)
+            try FileManager.default.createDirectory(atPath: dir + "/u", withIntermediateDirectories: true)
+            let report = try LayerUnpacker.unpack(layerAt: layer, into: dir + "/u", options: LayerUnpackOptions(expansionLimit: generous))
+            #expect(report.uncompressedSize > 256 << 20)
+        }
+    }
+
+    @Test func theDefaultAllowanceBoundsBombsButNotOrdinaryLayers() {
+        let limit = LayerExpansionLimit.default
+        // A 10 MB gzip that would expand to 10 GiB is stopped at 2 GB.
+        #expect(limit.allowance(compressedSize: 10_000_000) == 2_000_000_000)
+        // A small layer always gets at least 1 GiB.
+        #expect(limit.allowance(compressedSize: 1000) == 1 << 30)
+        // Sizes past Int64 saturate instead of trapping.
+        #expect(limit.allowance(compressedSize: Int64.max / 2) == Int64.max)
+        #expect(LayerExpansionLimit.unlimited.allowance(compressedSize: 1) == nil)
+        #expect(LayerExpansionLimit(maximumBytes: 5, maximumRatio: nil).allowance(compressedSize: 1) == 5)
+    }
+
+    @Test func anUncompressedLayerIsNeverLimited() async throws {
+        try await withTemporaryDirectory("plain-tar") { dir in
+            try FileManager.default.createDirectory(atPath: dir + "/src", withIntermediateDirectories: true)
+            try Data(repeating: 7, count: 4 << 20).write(to: URL(fileURLWithPath: dir + "/src/data"))
+            _ = try run("/bin/tar", ["-C", dir + "/src", "-cf", dir + "/layer.tar", "data"])
+            try FileManager.default.createDirectory(atPath: dir + "/t", withIntermediateDirectories: true)
+            let tight = LayerExpansionLimit(maximumBytes: 1 << 20, maximumRatio: 1, minimumAllowance: 0)
+            let report = try LayerUnpacker.unpack(layerAt: dir + "/layer.tar", into: dir + "/t", options: LayerUnpackOptions(expansionLimit: tight))
+            #expect(report.uncompressedSize >= 4 << 20)
+        }
+    }
+
+    @Test func refusesABlobOfAnotherSizeThanItsDescriptorSays() async throws {
+        try await withTemporaryDirectory("size") { dir in
+            let layer = try zeroBomb(dir, megabytes: 1)
+            let size = try #require(try FileManager.default.attributesOfItem(atPath: layer)[.size] as? Int)
+            try FileManager.default.createDirectory(atPath: dir + "/t", withIntermediateDirectories: true)
+            for declared in [size - 1, size + 1] {
+                let error = try #require(throws: OCIImageError.self) {
+                    try LayerUnpacker.unpack(layerAt: layer, into: dir + "/t", options: LayerUnpackOptions(expectedSize: Int64(declared)))
+                }
+                #expect(error.code == .sizeMismatch)
+                #expect(error.description.contains("\(declared)"))
+            }
+            try LayerUnpacker.unpack(layerAt: layer, into: dir + "/t", options: LayerUnpackOptions(expectedSize: Int64(size)))
+        }
+    }
+}

@@ -1,0 +1,116 @@
+import Foundation
+import GantryTestSupport
+import Testing
+@testable import Runtime
+
+/// The command line given what careless users type: each mistake is a
+/// clear error and a non-zero exit, never a crash, and a failure of the
+/// container is never reported as success.
+@Suite(.requiresRoot) struct HardeningCLITests {
+    let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("gantry").path
+    static let parent = "gantry-cli-hardening"
+
+    func gantry(_ root: String, _ arguments: [String]) async throws -> (status: Int32, output: String, error: String) {
+        try #require(FileManager.default.isExecutableFile(atPath: binary), "build the gantry product first (swift build)")
+        return try await runWithStatus(binary, ["--root", root] + arguments, environment: ["GANTRY_CGROUP_PARENT": Self.parent])
+    }
+
+    func cleanUp(_ root: String) throws {
+        for id in (try? FileManager.default.contentsOfDirectory(atPath: root + "/containers"))?.filter({ $0.count == 64 }) ?? [] {
+            _ = try? runWithStatus(binary, ["--root", root, "rm", "-f", id], environment: ["GANTRY_CGROUP_PARENT": Self.parent])
+        }
+        _ = try? runWithStatus(binary, ["--root", root, "network", "rm", Networks.defaultName], environment: ["GANTRY_CGROUP_PARENT": Self.parent])
+        removeCLICgroupParent(Self.parent)
+    }
+
+    /// A state root (passed to `body`) with busybox imported as `bb:1`,
+    /// emptied afterwards.
+    func withImage(_ label: String, applets: [String] = [], _ body: (_ root: String, _ dir: String) async throws -> Void) async throws {
+        try await withTemporaryDirectory(label) { dir in
+            let root = dir + "/state"
+            try makeBusyboxRootfs(dir + "/rootfs", applets: applets)
+            #expect(try await gantry(root, ["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
+            defer { try? cleanUp(root) }
+            try await body(root, dir)
+        }
+    }
+
+    @Test func badValuesAndContradictionsAreRefusedWithoutACrash() async throws {
+        try await withImage("cli-bad-values") { root, dir in
+            let port = try #require(Networks.freeHostPort(.tcp))
+            let cases: [([String], String)] = [
+                (["--cpus", "nan"], "--cpus nan"),
+                (["--cpus", "inf"], "--cpus inf"),
+                (["--cpus", "1e300"], "CPUs of this host"),
+                (["--memory", "99999999999999g"], "more bytes than any host has"),
+                (["--memory", "nan"], "is not a size"),
+                (["--timeout", "0s"], "timeout"),
+                (["--timeout", "1e30h"], "is not a duration"),
+                (["--network", "none", "-p", "\(port):80"], "--network none"),
+                (["--network", "host", "-p", "\(port):80"], "--network host"),
+                (["-v", dir + ":/"], "root file system"),
+                (["--hostname", String(repeating: "h", count: 65)], "host name"),
+                (["--tmpfs", "/proc"], "/proc"),
+            ]
+            for (options, message) in cases {
+                let result = try await gantry(root, ["run", "--rm"] + options + ["bb:1", "true"])
+                // 1 or 64 (a usage error); a crash would end by a signal (128+).
+                #expect(result.status == 1 || result.status == 64, "\(options): exit \(result.status)")
+                #expect(result.error.contains(message), "\(options): \(result.error)")
+            }
+            // Nothing was made for them: no container, and no default network for the -p.
+            #expect(((try? FileManager.default.contentsOfDirectory(atPath: root + "/containers")) ?? []).filter { $0.count == 64 }.isEmpty)
+            #expect(try await gantry(root, ["network", "ls", "--format", "json"]).output.contains("\"\(Networks.defaultName)\"") == false)
+        }
+    }
+
+    @Test func aFailureTheProgramDidNotReportStillFailsTheRun() async throws {
+        try await withImage("cli-oom-child", applets: ["tail"]) { root, dir in
+            // The OOM killer takes the child; the shell goes on and exits 0.
+            let oom = try await gantry(root, ["run", "--rm", "--memory", "16m", "--memory-swap", "16m", "bb:1", "sh", "-c", "tail /dev/zero; exit 0"])
+            #expect(oom.error.contains("oomKilled"), "\(oom.error)")
+            #expect(oom.status == 137)
+        }
+    }
+
+    @Test func aDetachedContainerKilledGivesItsPublishedPortToTheNext() async throws {
+        try await withImage("cli-port-reuse") { root, dir in
+            let port = try #require(Networks.freeHostPort(.tcp))
+            let first = try await gantry(root, ["run", "-d", "--name", "first", "-p", "\(port):80", "bb:1", "sleep", "600"])
+            #expect(first.status == 0, "\(first.error)")
+            #expect(try await gantry(root, ["kill", "first"]).status == 0)
+            let second = try await gantry(root, ["run", "-d", "--name", "second", "-p", "\(port):80", "bb:1", "sleep", "600"])
+            #expect(second.status == 0, "the port stayed with the killed container: \(second.error)")
+            let stopped = try await gantry(root, ["inspect", "first"])
+            #expect(stopped.output.contains("\"status\" : \"stopped\""), "\(stopped.output)")
+            #expect(!stopped.output.contains("\"ports\""), "a stopped container reports no published ports: \(stopped.output)")
+            #expect(try await gantry(root, ["rm", "-f", "first", "second"]).status == 0)
+        }
+    }
+
+    @Test func aDetachedContainersExitIsKnownToLaterCommands() async throws {
+        try await withImage("cli-detached-exit") { root, _ in
+            #expect(try await gantry(root, ["run", "-d", "--name", "three", "bb:1", "sh", "-c", "sleep 0.5; exit 3"]).status == 0)
+            #expect(try await gantry(root, ["run", "-d", "--name", "nine", "bb:1", "sh", "-c", "sleep 0.5; kill -9 $$"]).status == 0)
+            // logs -f follows to the end, which it learns with the exit.
+            #expect(try await gantry(root, ["logs", "-f", "three"]).status == 0)
+            for _ in 0 ..< 200 {
+                let listed = try await gantry(root, ["ps", "-a", "--format", "json"]).output
+                if listed.components(separatedBy: "\"stopped\"").count == 3 { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            let three = try await gantry(root, ["inspect", "three"]).output
+            #expect(three.contains("\"exitCode\" : 3") && three.contains("\"reason\" : \"exited\""), "\(three)")
+            let nine = try await gantry(root, ["inspect", "nine"]).output
+            #expect(nine.contains("\"signal\" : 9") && nine.contains("\"reason\" : \"exited\""), "\(nine)")
+            // The init stays unseen: a signal the program handles reaches it, and
+            // one it does not handle is ignored, as for a namespace's first process.
+            #expect(try await gantry(root, ["run", "-d", "--name", "trap", "bb:1", "sh", "-c", "trap 'exit 7' TERM; sleep 30 & wait"]).status == 0)
+            #expect(try await gantry(root, ["kill", "-s", "USR1", "trap"]).status == 0)
+            #expect(try await gantry(root, ["stop", "-t", "20s", "trap"]).status == 0)
+            let trapped = try await gantry(root, ["inspect", "trap"]).output
+            #expect(trapped.contains("\"exitCode\" : 7") && trapped.contains("\"reason\" : \"stopped\""), "\(trapped)")
+            #expect(try await gantry(root, ["rm", "three", "nine", "trap"]).status == 0)
+        }
+    }
+}
