@@ -196,6 +196,7 @@ struct Run: AsyncParsableCommand {
     @Option(name: .customLong("net-alias"), help: ArgumentHelp("Another name the container answers to on its network.", valueName: "name")) var netAliases: [String] = []
     @Option(name: .customLong("sysctl"), help: ArgumentHelp("Set a namespaced kernel parameter.", valueName: "key=value")) var sysctls: [String] = []
     @Option(name: .customLong("label"), help: ArgumentHelp("Set a label.", valueName: "key=value")) var labels: [String] = []
+    @Option(name: .customLong("log-opt"), help: ArgumentHelp("How its log is kept: max-size=10m (a file's size before it is rotated), max-file=2 (files kept).", valueName: "key=value")) var logOptions: [String] = []
     @Option(help: ArgumentHelp("Kill the container after this long (30s, 2m).", valueName: "duration")) var timeout: String?
     @Option(name: .customLong("stop-signal"), help: "The signal stop sends first.") var stopSignal: String?
     @Option(name: .customLong("stop-timeout"), help: ArgumentHelp("How long stop waits before SIGKILL.", valueName: "duration")) var stopTimeout: String?
@@ -264,6 +265,15 @@ struct Run: AsyncParsableCommand {
             spec.sysctls[parts[0]] = parts[1]
         }
         spec.labels.merge(try parseLabels(labels)) { $1 }
+        for (key, value) in try parseLabels(logOptions, option: "--log-opt") {
+            switch key {
+            case "max-size": spec.log.maxSize = try parseSize(value)
+            case "max-file":
+                guard let files = Int(value), files >= 1 else { throw ValidationError("--log-opt max-file=\(value) is not a number of files of at least 1") }
+                spec.log.maxFiles = files
+            default: throw ValidationError("--log-opt \(key) is not max-size or max-file")
+            }
+        }
         spec.timeout = try timeout.map(parseDuration)
         if let stopSignal { spec.stopSignal = try parseSignal(stopSignal) }
         if let stopTimeout { spec.stopGracePeriod = try parseDuration(stopTimeout) }

@@ -340,6 +340,9 @@ extension ImageCommand {
         @Option(help: ArgumentHelp("The platform to unpack for a multi-platform image.", valueName: "os/arch[/variant]"))
         var platform: String?
 
+        @Flag(name: .customLong("keep-privileges"), help: "Keep set-user-ID and set-group-ID bits and create device nodes (by default the tree is made safe for the host).")
+        var keepPrivileges = false
+
         @OptionGroup var global: GlobalOptions
         @OptionGroup var output: FormatOption
 
@@ -347,11 +350,16 @@ extension ImageCommand {
             let gantry = try await global.openGantry()
             let progress = ProgressLine(enabled: output.format == .table)
             defer { progress.finish() }
-            let report = try await gantry.images.unpack(image, into: directory, platform: try platform.map(Platform.init(parsing:)), progress: progress.handler)
+            let report = try await gantry.images.unpack(image, into: directory, platform: try platform.map(Platform.init(parsing:)),
+                                                        keepingPrivileges: keepPrivileges, progress: progress.handler)
             progress.finish()
             switch output.format {
             case .json: try Terminal.printJSON(report)
-            case .table: print("Unpacked \(report.layers) layers (\(report.entries) entries, \(Terminal.bytes(report.bytes))) into \(directory)")
+            case .table:
+                print("Unpacked \(report.layers) layers (\(report.entries) entries, \(Terminal.bytes(report.bytes))) into \(directory)")
+                if !keepPrivileges {
+                    print("Made safe for the host: set-ID bits cleared, \(report.skippedDeviceNodes) device nodes skipped (--keep-privileges keeps them)")
+                }
             }
         }
     }

@@ -23,8 +23,10 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -338,25 +340,53 @@ static int make_working_directory(const char *cwd) {
     return result;
 }
 
-/// Closes every descriptor from `first` on but `keep` and `also` (-1:
-/// none).
-static int close_descriptors_but(unsigned first, int keep, int also) {
-    int kept[2] = { keep < also ? keep : also, keep < also ? also : keep };
-    for (int i = 0; i < 2; i++) {
-        if (kept[i] < (int)first) continue;
-        if ((unsigned)kept[i] > first && syscall(SYS_close_range, first, (unsigned)kept[i] - 1, 0) < 0) return -1;
-        first = (unsigned)kept[i] + 1;
+/// The most descriptors a launch keeps open past the child's setup: the
+/// error pipe, the init's exit record, and its relay's pipes and files.
+#define KEPT_DESCRIPTORS_MAX (2 + GANTRY_RELAY_STREAMS_MAX * (1 + GANTRY_RELAY_FILES_MAX))
+
+/// Closes every descriptor from `first` on but the `count` in `keep`
+/// (negative ones are ignored).
+static int close_descriptors_except(unsigned first, const int *keep, size_t count) {
+    int sorted[KEPT_DESCRIPTORS_MAX];
+    size_t kept = 0;
+    for (size_t i = 0; i < count && kept < KEPT_DESCRIPTORS_MAX; i++) {
+        if (keep[i] < (int)first) continue;
+        size_t at = kept++;
+        while (at > 0 && sorted[at - 1] > keep[i]) { sorted[at] = sorted[at - 1]; at--; }
+        sorted[at] = keep[i];
+    }
+    for (size_t i = 0; i < kept; i++) {
+        if ((unsigned)sorted[i] < first) continue;
+        if ((unsigned)sorted[i] > first && syscall(SYS_close_range, first, (unsigned)sorted[i] - 1, 0) < 0) return -1;
+        first = (unsigned)sorted[i] + 1;
     }
     return (int)syscall(SYS_close_range, first, ~0U, 0);
 }
 
-/// Closes every descriptor but stdio, `keep` and `also`, so that nothing
-/// of the host is reachable (as /proc/self/fd/N) while paths of the
-/// container are looked up and executed. `also` is the init's exit record:
-/// a regular file opened for writing only, which no path of the container
-/// can turn into a way out.
-static int close_host_descriptors(int keep, int also) {
-    return close_descriptors_but(3, keep, also);
+/// The descriptors the init keeps: its exit record and its relay's.
+static size_t init_descriptors(const struct gantry_launch_plan *plan, int *into) {
+    size_t count = 0;
+    if (!plan->init) return 0;
+    into[count++] = plan->exit_record_fd;
+    for (size_t i = 0; i < plan->relay_count && i < GANTRY_RELAY_STREAMS_MAX; i++) {
+        into[count++] = plan->relay_fds[i];
+        for (size_t f = 0; f < plan->log_file_count && f < GANTRY_RELAY_FILES_MAX; f++) {
+            into[count++] = plan->log_fds[i * plan->log_file_count + f];
+        }
+    }
+    return count;
+}
+
+/// Closes every descriptor but stdio, `keep` and the init's, so that
+/// nothing else of the host is reachable (as /proc/self/fd/N) while paths
+/// of the container are looked up and executed. The init's are regular
+/// files opened for writing only and the read ends of pipes, which no path
+/// of the container can turn into a way out; the program's exec closes them.
+static int close_host_descriptors(int keep, const struct gantry_launch_plan *plan) {
+    int kept[KEPT_DESCRIPTORS_MAX];
+    kept[0] = keep;
+    size_t count = 1 + init_descriptors(plan, kept + 1);
+    return close_descriptors_except(3, kept, count);
 }
 
 /// Refuses a program (or the interpreter its `#!` line names) that is a
@@ -535,11 +565,100 @@ static int program_catches(long program, int sig) {
     return (int)((mask >> (sig - 1)) & 1);
 }
 
+/// Writes all of `data` at `offset`.
+static void write_all_at(int fd, const char *data, size_t length, uint64_t offset) {
+    while (length > 0) {
+        long written = syscall(SYS_pwrite64, fd, data, length, offset);
+        if (written < 0 && errno == EINTR) continue;
+        if (written <= 0) return;
+        data += written;
+        length -= (size_t)written;
+        offset += (uint64_t)written;
+    }
+}
+
+/// Makes `to` a copy of `from`.
+static void copy_file(int from, int to) {
+    syscall(SYS_ftruncate, to, 0);
+    int64_t in = 0, out = 0;
+    long copied;
+    while ((copied = syscall(SYS_copy_file_range, from, &in, to, &out, 1 << 20, 0)) > 0) {}
+    if (copied == 0) return;
+    // Not supported between these files: read and write.
+    char buffer[16384];
+    long got;
+    while ((got = syscall(SYS_pread64, from, buffer, sizeof(buffer), in)) > 0) {
+        write_all_at(to, buffer, (size_t)got, (uint64_t)out);
+        in += got;
+        out += got;
+    }
+}
+
+/// One output stream the init copies from the program to its log files.
+struct relay_stream {
+    int pipe;
+    const int *files;
+    uint64_t size;
+};
+
+/// Appends to a stream's current log file, first moving the files along
+/// (the current one becomes `.1`, `.1` becomes `.2`, …, the oldest is
+/// dropped) when the data would take the current one past `max_size`.
+static void relay_append(struct relay_stream *stream, size_t file_count, uint64_t max_size, const char *data, size_t length) {
+    if (max_size && stream->size > 0 && stream->size + length > max_size) {
+        for (size_t i = file_count - 1; i >= 1; i--) copy_file(stream->files[i - 1], stream->files[i]);
+        syscall(SYS_ftruncate, stream->files[0], 0);
+        stream->size = 0;
+    }
+    write_all_at(stream->files[0], data, length, stream->size);
+    stream->size += length;
+}
+
+/// Copies what a stream's pipe holds now to its log; returns 0 at the
+/// pipe's end (every writer gone).
+static int relay_drain(struct relay_stream *stream, size_t file_count, uint64_t max_size) {
+    char buffer[16384];
+    for (;;) {
+        long got = syscall(SYS_read, stream->pipe, buffer, sizeof(buffer));
+        if (got > 0) {
+            relay_append(stream, file_count, max_size, buffer, (size_t)got);
+            continue;
+        }
+        if (got < 0 && errno == EINTR) continue;
+        return got == 0 ? 0 : 1;
+    }
+}
+
 /// The init (`plan->init`): 1 forwards every signal to the program, as
 /// tini does; 2 forwards only those the program has a handler for, so that
 /// a program that would have been its namespace's first process keeps the
 /// kernel's protection of one (a signal it does not handle is ignored).
-static void run_init(int error_fd, int exit_record_fd, int forward_all) {
+/// With relay pipes, it copies the program's output to rotated log files
+/// as it comes, so that no output path grows without bound.
+static void run_init(int error_fd, const struct gantry_launch_plan *plan) {
+    // What the init needs of the plan, which is the host's memory.
+    int forward_all = plan->init == 1;
+    int exit_record_fd = plan->exit_record_fd;
+    size_t file_count = plan->log_file_count;
+    uint64_t max_size = plan->log_max_size;
+    struct relay_stream streams[GANTRY_RELAY_STREAMS_MAX];
+    size_t stream_count = 0;
+    if (file_count >= 1 && file_count <= GANTRY_RELAY_FILES_MAX) {
+        for (size_t i = 0; i < plan->relay_count && i < GANTRY_RELAY_STREAMS_MAX; i++) {
+            streams[stream_count].pipe = plan->relay_fds[i];
+            streams[stream_count].files = plan->log_fds + i * file_count;
+            streams[stream_count].size = 0;
+            stream_count++;
+        }
+    }
+    int kept[KEPT_DESCRIPTORS_MAX];
+    size_t kept_count = init_descriptors(plan, kept);
+    int log_fds[GANTRY_RELAY_STREAMS_MAX * GANTRY_RELAY_FILES_MAX];
+    for (size_t i = 0; i < stream_count; i++) {
+        for (size_t f = 0; f < file_count; f++) log_fds[i * file_count + f] = streams[i].files[f];
+        streams[i].files = log_fds + i * file_count;
+    }
+
     sigset_t all;
     sigfillset(&all);
     if (syscall(SYS_rt_sigprocmask, SIG_SETMASK, &all, NULL, _NSIG / 8) < 0) child_fail(error_fd, GANTRY_STAGE_INIT);
@@ -559,23 +678,61 @@ static void run_init(int error_fd, int exit_record_fd, int forward_all) {
     // would never close what it inherited (such as pipes of launches other
     // threads were making), and readers would wait for their end forever.
     close(error_fd);
-    if (close_descriptors_but(0, exit_record_fd, -1) < 0) {
-        for (int fd = 0; fd < 1024; fd++) if (fd != exit_record_fd) close(fd);
-    }
-    for (;;) {
-        siginfo_t info;
-        long sig = syscall(SYS_rt_sigtimedwait, &all, &info, NULL, _NSIG / 8);
-        if (sig < 0) continue;
-        if (sig != SIGCHLD) {
-            if (forward_all || program_catches(program, (int)sig)) syscall(SYS_kill, program, sig);
-            continue;
+    if (close_descriptors_except(0, kept, kept_count) < 0) {
+        for (int fd = 0; fd < 1024; fd++) {
+            int keep = 0;
+            for (size_t i = 0; i < kept_count; i++) keep |= kept[i] == fd;
+            if (!keep) close(fd);
         }
-        int status;
-        long reaped;
-        while ((reaped = syscall(SYS_wait4, -1, &status, WNOHANG, NULL)) > 0) {
-            if (reaped != program) continue;
-            record_exit(exit_record_fd, status);
-            _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+    }
+    for (size_t i = 0; i < stream_count; i++) {
+        long flags = syscall(SYS_fcntl, streams[i].pipe, F_GETFL);
+        if (flags >= 0) syscall(SYS_fcntl, streams[i].pipe, F_SETFL, flags | O_NONBLOCK);
+    }
+    // Signals arrive as reads; where signalfd is refused (a seccomp
+    // profile), they are polled for every 50 ms.
+    int signals = (int)syscall(SYS_signalfd4, -1, &all, _NSIG / 8, SFD_CLOEXEC | SFD_NONBLOCK);
+    int open_streams[GANTRY_RELAY_STREAMS_MAX];
+    for (size_t i = 0; i < stream_count; i++) open_streams[i] = 1;
+    for (;;) {
+        struct pollfd watched[1 + GANTRY_RELAY_STREAMS_MAX];
+        size_t watched_count = 0;
+        if (signals >= 0) watched[watched_count++] = (struct pollfd){ .fd = signals, .events = POLLIN };
+        for (size_t i = 0; i < stream_count; i++) {
+            if (open_streams[i]) watched[watched_count++] = (struct pollfd){ .fd = streams[i].pipe, .events = POLLIN };
+        }
+        struct timespec interval = { .tv_sec = 0, .tv_nsec = 50 * 1000 * 1000 };
+        syscall(SYS_ppoll, watched, watched_count, signals >= 0 ? NULL : &interval, NULL, 0);
+        for (size_t i = 0; i < stream_count; i++) {
+            if (open_streams[i] && !relay_drain(&streams[i], file_count, max_size)) open_streams[i] = 0;
+        }
+        for (;;) {
+            long sig;
+            if (signals >= 0) {
+                struct signalfd_siginfo info;
+                if (syscall(SYS_read, signals, &info, sizeof(info)) != sizeof(info)) break;
+                sig = (long)info.ssi_signo;
+            } else {
+                siginfo_t info;
+                struct timespec now = { 0, 0 };
+                sig = syscall(SYS_rt_sigtimedwait, &all, &info, &now, _NSIG / 8);
+                if (sig < 0) break;
+            }
+            if (sig != SIGCHLD) {
+                if (forward_all || program_catches(program, (int)sig)) syscall(SYS_kill, program, sig);
+                continue;
+            }
+            int status;
+            long reaped;
+            while ((reaped = syscall(SYS_wait4, -1, &status, WNOHANG, NULL)) > 0) {
+                if (reaped != program) continue;
+                // What the program wrote last, then its end.
+                for (size_t i = 0; i < stream_count; i++) {
+                    if (open_streams[i]) relay_drain(&streams[i], file_count, max_size);
+                }
+                record_exit(exit_record_fd, status);
+                _exit(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+            }
         }
     }
 }
@@ -719,7 +876,7 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
     if ((plan->controlling_terminal || terminal >= 0) && ioctl(0, TIOCSCTTY, 0) < 0) child_fail(error_fd, GANTRY_STAGE_STDIO);
     // Nothing of the host stays open but the error pipe (close-on-exec)
     // before any path the container controls is looked up.
-    if (close_host_descriptors(error_fd, plan->init ? plan->exit_record_fd : -1) < 0) child_fail(error_fd, GANTRY_STAGE_CLOSE_FDS);
+    if (close_host_descriptors(error_fd, plan) < 0) child_fail(error_fd, GANTRY_STAGE_CLOSE_FDS);
     if (plan->cwd && make_working_directory(plan->cwd) < 0) child_fail(error_fd, GANTRY_STAGE_CWD);
 
     // Without no_new_privs the filter needs CAP_SYS_ADMIN: install it while we have it.
@@ -749,7 +906,7 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
         child_fail(error_fd, GANTRY_STAGE_PARENT_DEATH);
     }
     if (plan->no_new_privs && install_seccomp(plan) < 0) child_fail(error_fd, GANTRY_STAGE_SECCOMP);
-    if (plan->init) run_init(error_fd, plan->exit_record_fd, plan->init == 1);
+    if (plan->init) run_init(error_fd, plan);
 
     // A PATH search over the candidates, as execvp does.
     int error = ENOENT;

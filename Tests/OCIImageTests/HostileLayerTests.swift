@@ -78,4 +78,26 @@ import Testing
             try LayerUnpacker.unpack(layerAt: layer, into: dir + "/t", options: LayerUnpackOptions(expectedSize: Int64(size)))
         }
     }
+
+    @Test(.requiresRoot) func anImageUnpackedOntoTheHostHasNoSetIDProgramsOrDevices() async throws {
+        try await withTemporaryDirectory("host-unpack") { dir in
+            try await Fixtures.layers("rich", into: dir)
+            try await Fixtures.umociLayout(dir + "/layout", tag: "rich", layers: ["layer1", "layer2", "layer3"].map { "\(dir)/\($0).tar" })
+            let store = try ImageStore(root: StateRoot(dir + "/state"))
+            try await store.importLayout(at: dir + "/layout", tag: "rich", name: "rich:1")
+            func mode(_ path: String) -> mode_t? {
+                var info = stat()
+                return lstat(path, &info) == 0 ? info.st_mode : nil
+            }
+            let safe = try await store.unpack("rich:1", into: dir + "/safe")
+            #expect(mode(dir + "/safe/usr/bin/setuid").map { $0 & 0o7777 } == 0o755)
+            #expect(mode(dir + "/safe/usr/bin/setgid").map { $0 & 0o7777 } == 0o755)
+            #expect(mode(dir + "/safe/dev/null-copy") == nil)
+            #expect(safe.skippedDeviceNodes >= 1)
+            let faithful = try await store.unpack("rich:1", into: dir + "/faithful", keepingPrivileges: true)
+            #expect(mode(dir + "/faithful/usr/bin/setuid").map { $0 & 0o7777 } == 0o4755)
+            #expect(mode(dir + "/faithful/dev/null-copy").map { $0 & S_IFMT } == S_IFCHR)
+            #expect(faithful.skippedDeviceNodes == 0)
+        }
+    }
 }

@@ -33,7 +33,7 @@ import Testing
             // umoci's own unpacking elsewhere.
             let source = try snapshotTree(dir + "/busybox-rootfs", mtimes: false)
             for name in ["bb:umoci", "bb:skopeo"] {
-                try await store.unpack(name, into: "\(dir)/out-\(name)")
+                try await store.unpack(name, into: "\(dir)/out-\(name)", keepingPrivileges: true)
                 let unpacked = try snapshotTree("\(dir)/out-\(name)", mtimes: false)
                 #expect(differences(source, unpacked) == [], "\(name)")
             }
@@ -62,7 +62,7 @@ import Testing
             #expect(try layoutDigest(dir + "/copied", tag: "1") == first.descriptor.digest)
 
             try umociUnpack("\(dir)/exported:two", dir + "/bundle")
-            try await store.unpack("tools:2", into: dir + "/ours")
+            try await store.unpack("tools:2", into: dir + "/ours", keepingPrivileges: true)
             let umociTree = try snapshotTree(dir + "/bundle/rootfs", directoryMtimes: false)
             let ours = try snapshotTree(dir + "/ours", directoryMtimes: false)
             #expect(differences(umociTree, ours) == [])

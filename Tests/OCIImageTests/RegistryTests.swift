@@ -31,7 +31,7 @@ import Testing
                 #expect(pulled.downloaded == 2 && pulled.present == 0)
                 let details = try await store.inspect("\(registry.host)/tools/busybox:1.0")
                 #expect(details.digest.description == pushedBySkopeo)
-                try await store.unpack("\(registry.host)/tools/busybox:1.0", into: dir + "/ours")
+                try await store.unpack("\(registry.host)/tools/busybox:1.0", into: dir + "/ours", keepingPrivileges: true)
                 let source = try snapshotTree(dir + "/busybox-rootfs", mtimes: false)
                 #expect(differences(source, try snapshotTree(dir + "/ours", mtimes: false)) == [])
 

@@ -22,7 +22,7 @@ import Testing
             try await run("umoci", ["unpack", "--image", dir + "/layout:rich", dir + "/bundle"])
             let store = try ImageStore(root: StateRoot(dir + "/state"))
             try await store.importLayout(at: dir + "/layout", tag: "rich", name: "rich:1")
-            let report = try await store.unpack("rich:1", into: dir + "/ours")
+            let report = try await store.unpack("rich:1", into: dir + "/ours", keepingPrivileges: true)
             #expect(report.layers == 3)
 
             let expected = try snapshotTree(dir + "/bundle/rootfs")

@@ -113,4 +113,27 @@ import Testing
             #expect(try await gantry(root, ["rm", "three", "nine", "trap"]).status == 0)
         }
     }
+
+    @Test func aDetachedContainersOutputIsRotatedAtItsLimit() async throws {
+        try await withImage("cli-detached-log", applets: ["yes", "head"]) { root, _ in
+            // 20 MB of output, kept in two files of at most 1 MiB.
+            let started = try await gantry(root, ["run", "-d", "--name", "chatty", "--log-opt", "max-size=1m", "--log-opt", "max-file=2",
+                                                  "bb:1", "sh", "-c", "yes | head -c 20000000; echo end"])
+            #expect(started.status == 0, "\(started.error)")
+            #expect(try await gantry(root, ["logs", "-f", "chatty"]).status == 0)
+            let id = started.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            let directory = root + "/containers/" + id
+            var total = 0
+            for name in try FileManager.default.contentsOfDirectory(atPath: directory) where name.hasPrefix("stdout.log") {
+                total += try #require(try FileManager.default.attributesOfItem(atPath: directory + "/" + name)[.size] as? Int)
+            }
+            #expect(total <= 2 * (1 << 20) + (64 << 10), "the log holds \(total) bytes")
+            let logs = try await gantry(root, ["logs", "chatty"]).output
+            #expect(logs.hasSuffix("y\nend\n"), "the newest output is kept: \(logs.suffix(20))")
+            #expect(logs.count >= 1 << 20)
+            let refused = try await gantry(root, ["run", "--rm", "--log-opt", "max-file=0", "bb:1", "true"])
+            #expect(refused.status != 0 && refused.error.contains("max-file"))
+            #expect(try await gantry(root, ["rm", "chatty"]).status == 0)
+        }
+    }
 }

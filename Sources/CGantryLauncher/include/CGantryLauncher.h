@@ -166,6 +166,20 @@ struct gantry_launch_plan {
     /// exits, as `exited N` or `signaled N`, for whoever opens the state
     /// root next. -1: none.
     int exit_record_fd;
+    /// With `init`: pipes (their read ends; the program's stdout and stderr
+    /// are the write ends) whose data the init copies to log files as it
+    /// comes, at most GANTRY_RELAY_STREAMS_MAX. `log_fds` holds
+    /// `log_file_count` files per pipe (at most GANTRY_RELAY_FILES_MAX),
+    /// the pipe's together, the current one first and then the older ones.
+    /// When writing would take the current file past `log_max_size` bytes
+    /// (0: never), the files move along first: the current one's content
+    /// goes to the second, the second's to the third, and so on, the
+    /// oldest's is dropped, and the current one starts empty.
+    const int *relay_fds;
+    size_t relay_count;
+    const int *log_fds;
+    size_t log_file_count;
+    uint64_t log_max_size;
 
     /// To start a process inside a running container: a pidfd of a process
     /// in it, and the namespaces (CLONE_NEW* flags) to join through it.
@@ -181,6 +195,10 @@ struct gantry_launch_plan {
     const uint64_t *namespace_types;
     size_t namespace_count;
 };
+
+/// The most output streams an init relays, and log files per stream.
+#define GANTRY_RELAY_STREAMS_MAX 2
+#define GANTRY_RELAY_FILES_MAX 16
 
 /// Where a launch failed: the step and the errno.
 struct gantry_launch_failure {

@@ -36,6 +36,8 @@ public struct RootfsUnpackReport: Hashable, Sendable, Codable {
     public var entries: Int
     /// The uncompressed size of all layers.
     public var bytes: Int64
+    /// Device nodes that were skipped (unpacked without `keepingPrivileges`).
+    public var skippedDeviceNodes: Int = 0
 }
 
 extension ImageStore {
@@ -95,15 +97,24 @@ extension ImageStore {
     /// Writes an image's merged root filesystem into `directory`, applying
     /// its layers in order (whiteouts delete).
     ///
+    /// The tree lands on the host, not in a container, so by default it is
+    /// made safe for the host: files lose their set-user-ID and set-group-ID
+    /// bits and device nodes are skipped (a set-user-ID-root program or a
+    /// device node writable by all, lying in a host directory, would let any
+    /// local user become root). Pass `keepingPrivileges` for a faithful copy,
+    /// to hand to another runtime as a bundle, say.
+    ///
     /// - Parameters:
     ///   - name: The image's name or digest.
     ///   - directory: A new or empty directory.
     ///   - platform: The platform to unpack for a multi-platform image.
+    ///   - keepingPrivileges: Keep set-ID bits and create device nodes.
     ///   - progress: Receives the compressed bytes read of each layer.
     /// - Throws: ``OCIImageError``; then `directory` is left as it was
     ///   (removed if this call created it, emptied otherwise).
     @discardableResult
-    public func unpack(_ name: String, into directory: String, platform: Platform? = nil, progress: ImageProgressHandler? = nil) async throws -> RootfsUnpackReport {
+    public func unpack(_ name: String, into directory: String, platform: Platform? = nil, keepingPrivileges: Bool = false,
+                       progress: ImageProgressHandler? = nil) async throws -> RootfsUnpackReport {
         try await offload { isCancelled in
             try self.lock.withLock(.shared) {
                 let image = try self.resolve(try self.lookup(name), platform: platform)
@@ -114,7 +125,7 @@ extension ImageStore {
                     for (index, layer) in image.layers.enumerated() {
                         let options = LayerUnpackOptions(
                             whiteouts: .apply, expectedDiffID: layer.diffID, expectedSize: layer.descriptor.size,
-                            expansionLimit: self.layerExpansionLimit,
+                            expansionLimit: self.layerExpansionLimit, keepsSetIDBits: keepingPrivileges, createsDeviceNodes: keepingPrivileges,
                             progress: ImageProgress.unpacking(layer.descriptor, index: index, count: image.layers.count, handler: progress),
                             isCancelled: isCancelled)
                         let result = try withSpan("unpack") { span in
@@ -125,6 +136,7 @@ extension ImageStore {
                         report.layers += 1
                         report.entries += result.entries
                         report.bytes += result.uncompressedSize
+                        report.skippedDeviceNodes += result.skippedDeviceNodes
                     }
                     return report
                 } catch {

@@ -220,11 +220,11 @@ extension LayerApplier {
         return (uid_t(truncatingIfNeeded: archive_entry_uid(entry)), gid_t(truncatingIfNeeded: archive_entry_gid(entry)))
     }
 
-    /// The permission bits a file (not a directory) gets: a plain archive's
-    /// lose their set-ID bits unless its policy keeps them.
+    /// The permission bits a file (not a directory) gets: without their
+    /// set-ID bits unless the options (and a plain archive's policy) keep them.
     func permissions(_ entry: OpaquePointer) -> mode_t {
         let mode = archive_entry_perm(entry)
-        guard let policy = options.plainArchive, !policy.keepsSetIDBits else { return mode }
+        guard !options.keepsSetIDBits || options.plainArchive?.keepsSetIDBits == false else { return mode }
         return mode & ~(S_ISUID | S_ISGID)
     }
 

@@ -62,6 +62,7 @@ final class LayerApplier {
     var refused: [OCIImageError.RefusedEntry] = []
     var refusedCount = 0
     var skippedAttributes: Set<String> = []
+    var skippedDeviceNodes = 0
 
     init(rootFD: Int32, target: String, layer: String, options: LayerUnpackOptions, lowerFDs: [Int32], stream: LayerStream) {
         self.rootFD = rootFD
@@ -196,6 +197,11 @@ final class LayerApplier {
             }
             guard options.plainArchive?.allowsDevices ?? true else {
                 refuse(display, "device nodes are not created from this archive")
+                return
+            }
+            guard options.createsDeviceNodes else {
+                skippedDeviceNodes += 1
+                written.remove(path)
                 return
             }
             let kind: mode_t = type == GANTRY_AE_IFCHR ? S_IFCHR : S_IFBLK

@@ -31,6 +31,13 @@ public struct LayerUnpackOptions: Sendable {
     public var expectedSize: Int64?
     /// How far the layer may expand when it is decompressed.
     public var expansionLimit: LayerExpansionLimit
+    /// Whether files keep their set-user-ID and set-group-ID bits (true
+    /// for a container's layers; a tree unpacked onto the host would give
+    /// any local user a set-user-ID-root program).
+    public var keepsSetIDBits: Bool
+    /// Whether device nodes are created (with privileges); when false they
+    /// are skipped and counted in ``LayerUnpackReport/skippedDeviceNodes``.
+    public var createsDeviceNodes: Bool
     /// Called now and then with the number of compressed bytes read.
     public var progress: (@Sendable (Int64) -> Void)?
     /// Polled between entries; when it returns true, unpacking stops with
@@ -43,7 +50,7 @@ public struct LayerUnpackOptions: Sendable {
     /// Creates options.
     public init(
         whiteouts: WhiteoutMode = .apply, privileged: Bool? = nil, expectedDiffID: Digest? = nil, expectedSize: Int64? = nil,
-        expansionLimit: LayerExpansionLimit = .default,
+        expansionLimit: LayerExpansionLimit = .default, keepsSetIDBits: Bool = true, createsDeviceNodes: Bool = true,
         progress: (@Sendable (Int64) -> Void)? = nil, isCancelled: (@Sendable () -> Bool)? = nil
     ) {
         self.whiteouts = whiteouts
@@ -51,6 +58,8 @@ public struct LayerUnpackOptions: Sendable {
         self.expectedDiffID = expectedDiffID
         self.expectedSize = expectedSize
         self.expansionLimit = expansionLimit
+        self.keepsSetIDBits = keepsSetIDBits
+        self.createsDeviceNodes = createsDeviceNodes
         self.progress = progress
         self.isCancelled = isCancelled
     }
@@ -133,6 +142,8 @@ public struct LayerUnpackReport: Hashable, Sendable {
     /// Extended attributes that were not applied (not allowed, or not
     /// supported by the file system), by name.
     public var skippedAttributes: Set<String>
+    /// Device nodes that were not created (``LayerUnpackOptions/createsDeviceNodes``).
+    public var skippedDeviceNodes: Int
 }
 
 /// Unpacks layer archives (tar, gzip or zstd) into directories, streaming,
@@ -221,6 +232,6 @@ public enum LayerUnpacker {
                                 refusedEntries: applier.refused)
         }
         return LayerUnpackReport(diffID: diffID, uncompressedSize: stream.hasher.count, entries: entries,
-                                 skippedAttributes: applier.skippedAttributes)
+                                 skippedAttributes: applier.skippedAttributes, skippedDeviceNodes: applier.skippedDeviceNodes)
     }
 }

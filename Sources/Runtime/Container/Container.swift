@@ -119,20 +119,28 @@ public final class Container: Sendable {
         defer { if !launched && overlayLock >= 0 { close(overlayLock) } }
         // A container that outlives this process has an init that records
         // how its program ended, for whichever process looks next.
+        // It also copies the program's output to log files it rotates, as
+        // this process does for a container bound to it.
         let exitRecord = independent ? try ExitRecord.create(in: directory) : -1
         defer { if exitRecord >= 0 { close(exitRecord) } }
-        let (process, pipes) = try await launchInCgroup(
-            record, pipes: independent ? .files(stdout: directory + "/stdout.log", stderr: directory + "/stderr.log")
-                : spec.terminal ? .terminal() : .make(openStdin: spec.openStdin),
-            what: "container \(name)") { plan in
-                if exitRecord >= 0 {
-                    // Unless asked for, the init is not seen: the program
-                    // keeps the signal semantics of a first process.
-                    plan.initKeepsFirstProcessSignals = !plan.initProcess
-                    plan.initProcess = true
-                    plan.exitRecord = exitRecord
-                }
-            }
+        let logFiles = independent ? try DetachedLog.create(in: directory, options: spec.log) : []
+        defer { logFiles.joined().forEach { close($0) } }
+        let outputPipes = try independent || !spec.terminal ? ProcessPipes.make(openStdin: !independent && spec.openStdin) : .terminal()
+        let (process, pipes) = try await launchInCgroup(record, pipes: outputPipes, what: "container \(name)") { plan in
+            guard independent else { return }
+            // Unless asked for, the init is not seen: the program keeps the
+            // signal semantics of a first process.
+            plan.initKeepsFirstProcessSignals = !plan.initProcess
+            plan.initProcess = true
+            plan.exitRecord = exitRecord
+            plan.relays = [(outputPipes.stdout, logFiles[0]), (outputPipes.stderr, logFiles[1])]
+            plan.logMaxSize = UInt64(spec.log.maxSize)
+        }
+        if independent {
+            // The init has them.
+            close(pipes.stdout)
+            close(pipes.stderr)
+        }
         launched = true
         let now = Date()
         let startTime = processStartTime(process.pid)
@@ -648,7 +656,7 @@ public final class Container: Sendable {
         }
         if spec.lifetime == .independent {
             let directory = runtime.containerDirectory(id)
-            let files = [OutputStream.stdout, .stderr].filter(streams.contains).map { ($0, directory + "/\($0.rawValue).log") }
+            let files = [OutputStream.stdout, .stderr].filter(streams.contains).map { ($0, DetachedLog.paths(in: directory, $0, options: spec.log)) }
             return ContainerOutput(source: .raw(RawOutputFollower(files: files, follow: follow, isFinished: isFinished)))
         }
         return ContainerOutput(source: .log(LogFollower(path: logPath, maxFiles: spec.log.maxFiles, streams: streams, follow: follow,

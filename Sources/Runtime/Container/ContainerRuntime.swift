@@ -122,6 +122,9 @@ public final class ContainerRuntime: Sendable {
         if let timeout = spec.timeout, timeout <= .zero {
             throw RuntimeError(.invalidSpec, "container \(name): the timeout \(timeout) is not above zero")
         }
+        if spec.log.maxSize < 1 || spec.log.maxFiles < 1 {
+            throw RuntimeError(.invalidSpec, "container \(name): logs need a size above 0 and at least one file (given \(spec.log.maxSize) bytes, \(spec.log.maxFiles) files)")
+        }
         if spec.stopGracePeriod < .zero {
             throw RuntimeError(.invalidSpec, "container \(name): the stop grace period \(spec.stopGracePeriod) is negative")
         }

@@ -80,6 +80,10 @@ struct LaunchPlan: Sendable {
     /// With `initProcess`: where the init writes the program's end (see
     /// ``ExitRecord``), or -1.
     var exitRecord: Int32 = -1
+    /// With `initProcess`: the output pipes the init copies to log files,
+    /// each with its files (the current one first), rotated at `logMaxSize`.
+    var relays: [(pipe: Int32, files: [Int32])] = []
+    var logMaxSize: UInt64 = 0
     var joinPidfd: Int32 = -1
     var joinNamespaces: UInt64 = 0
     /// Namespace files to start in (descriptors, with their CLONE_NEW* types).
@@ -143,6 +147,11 @@ struct LaunchPlan: Sendable {
         plan.parent_death_signal = parentDeathSignal
         plan.`init` = initProcess ? (initKeepsFirstProcessSignals ? 2 : 1) : 0
         plan.exit_record_fd = exitRecord
+        plan.relay_fds = arena.array(relays.map(\.pipe))
+        plan.relay_count = relays.count
+        plan.log_fds = arena.array(relays.flatMap(\.files))
+        plan.log_file_count = relays.first?.files.count ?? 0
+        plan.log_max_size = logMaxSize
         plan.join_pidfd = joinPidfd
         plan.join_namespaces = joinNamespaces
         plan.namespace_fds = arena.array(namespaceFiles.map(\.descriptor))

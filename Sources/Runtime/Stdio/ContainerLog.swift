@@ -304,32 +304,103 @@ final class OpenFile: @unchecked Sendable {
     deinit { close(fd) }
 }
 
-/// Reads the raw output files of a container that outlives the process
-/// that started it: standard output first, then standard error, each as
-/// written (no timestamps), following them until the container ends.
+/// The output files of a container that outlives the process that started
+/// it: per stream, `stdout.log` (the current one), then `stdout.log.1`,
+/// `stdout.log.2`, … (older ones), raw (no timestamps). Its init copies the
+/// program's output there and moves the files along at the spec's
+/// `LogOptions.maxSize`, keeping `maxFiles` of them.
+enum DetachedLog {
+    /// How many files a stream keeps (the current one included).
+    static func fileCount(_ options: ContainerSpec.LogOptions) -> Int {
+        min(max(options.maxFiles, 1), Int(GANTRY_RELAY_FILES_MAX))
+    }
+
+    /// A stream's files, the current one first.
+    static func paths(in directory: String, _ stream: OutputStream, options: ContainerSpec.LogOptions) -> [String] {
+        let current = directory + "/\(stream.rawValue).log"
+        return [current] + (1 ..< fileCount(options)).map { current + ".\($0)" }
+    }
+
+    /// Creates (empty) every file of both streams, for the init; the caller
+    /// closes them once the launch is done.
+    static func create(in directory: String, options: ContainerSpec.LogOptions) throws -> [[Int32]] {
+        var opened: [[Int32]] = []
+        do {
+            for stream in [OutputStream.stdout, .stderr] {
+                var files: [Int32] = []
+                defer { opened.append(files) }
+                for path in paths(in: directory, stream, options: options) {
+                    let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
+                    guard fd >= 0 else { throw RuntimeError(.systemCall, "cannot create \(path)", underlying: FileIO.errno) }
+                    files.append(fd)
+                }
+            }
+        } catch {
+            opened.joined().forEach { close($0) }
+            throw error
+        }
+        return opened
+    }
+}
+
+/// Reads the output files of a container that outlives the process that
+/// started it (``DetachedLog``): standard output first, then standard
+/// error, each from its oldest file to its current one, following the
+/// current ones until the container ends. When the current file is moved
+/// along while it is followed, the rest of what was read from it is taken
+/// from the file it went to.
 struct RawOutputFollower: AsyncSequence, Sendable {
     typealias Element = OutputChunk
 
-    let files: [(stream: OutputStream, path: String)]
+    /// Per stream, its files, the current one first.
+    let files: [(stream: OutputStream, paths: [String])]
     let follow: Bool
     let isFinished: @Sendable () -> Bool
 
     struct AsyncIterator: AsyncIteratorProtocol {
         let follower: RawOutputFollower
+        /// Older files still to read: (stream index, path, offset).
+        var backlog: [(stream: Int, path: String, offset: Int64)]
+        /// How far each stream's current file was read.
         var offsets: [Int64]
 
+        init(_ follower: RawOutputFollower) {
+            self.follower = follower
+            backlog = follower.files.enumerated().flatMap { index, file in file.paths.dropFirst().reversed().map { (index, $0, Int64(0)) } }
+            offsets = follower.files.map { _ in 0 }
+        }
+
+        static func read(_ path: String, at offset: Int64) -> [UInt8]? {
+            let fd = open(path, O_RDONLY | O_CLOEXEC)
+            guard fd >= 0 else { return nil }
+            defer { close(fd) }
+            var buffer = [UInt8](repeating: 0, count: 65536)
+            let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset)) }
+            return count > 0 ? Array(buffer[..<count]) : nil
+        }
+
         mutating func next() async throws -> OutputChunk? {
-            while true {
+            following: while true {
+                while let first = backlog.first {
+                    let stream = follower.files[first.stream].stream
+                    if let bytes = Self.read(first.path, at: first.offset) {
+                        backlog[0].offset += Int64(bytes.count)
+                        return OutputChunk(stream: stream, time: Date(), bytes: bytes)
+                    }
+                    backlog.removeFirst()
+                }
                 let finished = follower.isFinished()
                 for (index, file) in follower.files.enumerated() {
-                    let fd = open(file.path, O_RDONLY | O_CLOEXEC)
-                    guard fd >= 0 else { continue }
-                    defer { close(fd) }
-                    var buffer = [UInt8](repeating: 0, count: 65536)
-                    let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offsets[index])) }
-                    if count > 0 {
-                        offsets[index] += Int64(count)
-                        return OutputChunk(stream: file.stream, time: Date(), bytes: Array(buffer[..<count]))
+                    var info = stat()
+                    if stat(file.paths[0], &info) == 0, Int64(info.st_size) < offsets[index] {
+                        // Moved along: the rest of it is now the second file.
+                        if file.paths.count > 1 { backlog.append((index, file.paths[1], offsets[index])) }
+                        offsets[index] = 0
+                        continue following
+                    }
+                    if let bytes = Self.read(file.paths[0], at: offsets[index]) {
+                        offsets[index] += Int64(bytes.count)
+                        return OutputChunk(stream: file.stream, time: Date(), bytes: bytes)
                     }
                 }
                 if !follower.follow || finished { return nil }
@@ -338,9 +409,7 @@ struct RawOutputFollower: AsyncSequence, Sendable {
         }
     }
 
-    func makeAsyncIterator() -> AsyncIterator {
-        AsyncIterator(follower: self, offsets: files.map { _ in 0 })
-    }
+    func makeAsyncIterator() -> AsyncIterator { AsyncIterator(self) }
 }
 
 /// Parses `2026-01-02T03:04:05.123456789Z`.
@@ -402,22 +471,6 @@ struct ProcessPipes {
             throw RuntimeError(.systemCall, "cannot open /dev/null", underlying: error)
         }
         return ProcessPipes(childStdin: null, childStdout: out.write, childStderr: err.write, stdin: -1, stdout: out.read, stderr: err.read)
-    }
-
-    /// Output straight into two files (for a container that outlives this
-    /// process, which could no longer relay it); input from /dev/null.
-    static func files(stdout: String, stderr: String) throws -> ProcessPipes {
-        var opened: [Int32] = []
-        for path in ["/dev/null", stdout, stderr] {
-            let fd = path == "/dev/null" ? open(path, O_RDONLY | O_CLOEXEC) : open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
-            guard fd >= 0 else {
-                let error = FileIO.errno
-                opened.forEach { close($0) }
-                throw RuntimeError(.systemCall, "cannot open \(path)", underlying: error)
-            }
-            opened.append(fd)
-        }
-        return ProcessPipes(childStdin: opened[0], childStdout: opened[1], childStderr: opened[2], stdin: -1, stdout: -1, stderr: -1)
     }
 
     /// A pseudo-terminal: the child opens it in its own `/dev/pts`, makes
