@@ -377,7 +377,12 @@ struct PS: AsyncParsableCommand {
     @OptionGroup var output: FormatOption
 
     func run() async throws {
-        let records = try await global.openGantry().containers.list().filter { all || $0.status == .running || $0.status == .paused }
+        let runtime = try await global.openGantry().containers
+        let records = try runtime.list().filter { all || $0.status == .running || $0.status == .paused }
+        for damaged in runtime.damagedContainers() {
+            let names = damaged.names.isEmpty ? "" : " (named \(damaged.names.joined(separator: ", ")))"
+            Terminal.printWarning("container \(damaged.id.prefix(12))\(names) is not listed: its record \(damaged.stateFile) cannot be read; \(damaged.processes.count) processes of it run; `gantry rm -f \(damaged.id.prefix(12))` removes it")
+        }
         switch output.format {
         case .json: try Terminal.printJSON(records.map(ContainerSummary.init))
         case .table:
@@ -482,7 +487,17 @@ struct Remove: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        try await forEachContainer(names, global) { try await $0.remove(force: force) }
+        let runtime = try await global.openGantry().containers
+        for name in names {
+            do {
+                try await runtime.container(name).remove(force: force)
+            } catch let error as RuntimeError where error.code == .invalidState && runtime.damagedContainers().contains(where: { name.count >= 4 && $0.id.hasPrefix(name) || $0.names.contains(name) }) {
+                // Its record cannot be read: only a forced removal takes it.
+                guard force else { throw RuntimeError(.invalidState, "\(error.message); `gantry rm -f \(name)` removes it and what it holds") }
+                try runtime.removeDamaged(name)
+            }
+            print(name)
+        }
     }
 }
 

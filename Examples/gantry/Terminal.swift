@@ -8,6 +8,10 @@ enum Terminal {
         FileHandle.standardError.write(Data("gantry: error: \(message)\n".utf8))
     }
 
+    static func printWarning(_ message: String) {
+        FileHandle.standardError.write(Data("gantry: warning: \(message)\n".utf8))
+    }
+
     static func printJSON(_ value: some Encodable) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]

@@ -15,7 +15,7 @@ public struct OCIImageError: Error, Sendable, CustomStringConvertible {
             case platformNotFound, blobNotFound, digestMismatch, sizeMismatch
             case invalidLayout, imageNotFound, tagNotFound, ambiguousImage
             case unsafeLayerEntries, corruptLayer, invalidArgument, systemCall
-            case cancelled, unauthorized, notFound, registryError, network, insecureConnection, layerTooLarge
+            case cancelled, unauthorized, notFound, registryError, network, insecureConnection, layerTooLarge, damagedState
         }
         private let storage: Storage
         private init(_ storage: Storage) { self.storage = storage }
@@ -58,6 +58,9 @@ public struct OCIImageError: Error, Sendable, CustomStringConvertible {
         /// A layer expands to more than ``LayerExpansionLimit`` allows (a
         /// decompression bomb, or a limit set too low for the image).
         public static let layerTooLarge = Code(.layerTooLarge)
+        /// The store's own state (its database) is damaged; nothing was
+        /// changed or deleted because of it.
+        public static let damagedState = Code(.damagedState)
         /// An argument is out of range or malformed.
         public static let invalidArgument = Code(.invalidArgument)
         /// A system call failed; ``OCIImageError/underlying`` holds its errno.

@@ -101,3 +101,30 @@ import Testing
         }
     }
 }
+
+/// A damaged state root loses nothing: what cannot be read is reported,
+/// naming the file, and never taken for empty.
+@Suite struct DamagedStoreTests {
+    @Test func anEmptiedImageDatabaseIsReportedNotTakenForANewOne() async throws {
+        try await withTemporaryDirectory("emptied-db") { dir in
+            try makeBusyboxRootfs(dir + "/rootfs")
+            let root = StateRoot(dir + "/state")
+            // Made and closed (its database goes with the last reference).
+            func importImage() async throws -> Int {
+                let store = try ImageStore(root: root)
+                try await store.importRootfs(at: dir + "/rootfs", name: "kept:1")
+                return try store.content.list().count
+            }
+            let blobs = try await importImage()
+            let content = try ContentStore(root: root.path)
+            // Truncated, as a full disk or a careless copy leaves it.
+            for suffix in ["", "-wal", "-shm"] { _ = truncate(root.database + suffix, 0) }
+            let error = try #require(throws: OCIImageError.self) { try ImageStore(root: root) }
+            #expect(error.code == .damagedState)
+            #expect(error.description.contains(root.database))
+            #expect(try content.list().count == blobs, "no blob was deleted")
+            // A new state root, with no blobs, opens as before.
+            _ = try ImageStore(root: StateRoot(dir + "/fresh"))
+        }
+    }
+}

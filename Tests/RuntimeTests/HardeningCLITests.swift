@@ -136,4 +136,28 @@ import Testing
             #expect(try await gantry(root, ["rm", "chatty"]).status == 0)
         }
     }
+
+    @Test func aContainerWithADamagedRecordIsReportedAndRemovedOnlyWhenForced() async throws {
+        try await withImage("cli-damaged-record") { root, _ in
+            let started = try await gantry(root, ["run", "-d", "--name", "hurt", "bb:1", "sleep", "600"])
+            #expect(started.status == 0, "\(started.error)")
+            let id = started.output.trimmingCharacters(in: .whitespacesAndNewlines)
+            let stateFile = root + "/containers/" + id + "/state.json"
+            try Data("{\"id\": \"trunc".utf8).write(to: URL(fileURLWithPath: stateFile))
+            // Not hidden: ps names it, the file and its running process.
+            let listed = try await gantry(root, ["ps", "-a"])
+            #expect(listed.status == 0)
+            #expect(listed.error.contains("hurt") && listed.error.contains(stateFile) && !listed.error.contains(" 0 processes"), "\(listed.error)")
+            // Nothing is deleted on that account; a forced removal takes it all.
+            let refused = try await gantry(root, ["rm", "hurt"])
+            #expect(refused.status != 0 && refused.error.contains("rm -f hurt"), "\(refused.error)")
+            #expect(FileManager.default.fileExists(atPath: stateFile))
+            #expect(try await gantry(root, ["rm", "-f", "hurt"]).status == 0)
+            #expect(!FileManager.default.fileExists(atPath: root + "/containers/" + id))
+            #expect(try await gantry(root, ["ps", "-a"]).error.isEmpty)
+            let again = try await gantry(root, ["run", "-d", "--name", "hurt", "bb:1", "true"])
+            #expect(again.status == 0, "the name is free again: \(again.error)")
+            _ = try await gantry(root, ["rm", "-f", "hurt"])
+        }
+    }
 }

@@ -39,10 +39,24 @@ public final class ImageStore: Sendable {
         self.root = root
         self.registry = try registry ?? RegistryClient(logger: logger)
         content = try ContentStore(root: root.path)
+        try Self.refuseEmptiedDatabase(root, content: content)
         database = try MetadataDatabase(path: root.database)
         lock = StoreLock(path: root.lockFile)
         self.layerExpansionLimit = layerExpansionLimit
         self.logger = logger
+    }
+
+    /// Refuses to open a metadata database that was emptied (truncated to
+    /// nothing) while the store holds blobs: SQLite would take the empty
+    /// file for a new database, every image would vanish without a word,
+    /// and the next prune would delete their content.
+    private static func refuseEmptiedDatabase(_ root: StateRoot, content: ContentStore) throws {
+        var info = stat()
+        guard stat(root.database, &info) == 0, info.st_size == 0 else { return }
+        var wal = stat()
+        if stat(root.database + "-wal", &wal) == 0, wal.st_size > 0 { return }
+        guard let blobs = try? content.list(), !blobs.isEmpty else { return }
+        throw OCIImageError(.damagedState, "the image database \(root.database) is empty while \(blobs.count) blobs are stored: it was truncated or damaged, and opening it would lose every image's name. Move it aside and re-import or pull the images (their content is kept), or restore it from a backup")
     }
 
     var snapshotter: Snapshotter { Snapshotter(root: root, content: content, database: database, expansionLimit: layerExpansionLimit) }

@@ -569,10 +569,66 @@ public final class ContainerRuntime: Sendable {
             deleteRemoved(removedDirectory + "/" + name)
         }
         // Leases (and their devices) of containers whose creation a crash cut short.
+        removeNetworkLeftovers()
+    }
+
+    /// Removes the network leases (and devices) whose container or pod has
+    /// no record, and those of `removing`.
+    private func removeNetworkLeftovers(removing: String? = nil) {
         networks.removeLeftovers { owner in
             // A writer replacing the record has one of the two at any moment.
-            ["state.json", "pod.json"].contains { access(owner + "/" + $0, F_OK) == 0 || access(owner + "/" + $0 + ".next", F_OK) == 0 }
+            owner != removing
+                && ["state.json", "pod.json"].contains { access(owner + "/" + $0, F_OK) == 0 || access(owner + "/" + $0 + ".next", F_OK) == 0 }
         }
+    }
+
+    // MARK: - Damaged state
+
+    /// The containers whose record cannot be read (a damaged or truncated
+    /// `state.json`). They are listed nowhere else, but nothing of them is
+    /// removed on that account: their processes may run and their names
+    /// stay taken until ``removeDamaged(_:)`` is asked for.
+    public func damagedContainers() -> [DamagedContainer] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        return names.filter { $0.count == 64 && $0.allSatisfy(\.isHexDigit) }.sorted().compactMap { id in
+            let path = containerDirectory(id) + "/state.json"
+            guard access(path, F_OK) == 0 else { return nil }
+            do {
+                _ = try load(id)
+                return nil
+            } catch {
+                return DamagedContainer(id: id, stateFile: path, reason: "\(error)", names: namesPointing(at: id),
+                                        processes: (try? cgroups.processes(cgroupParent + "/" + id)) ?? [])
+            }
+        }
+    }
+
+    /// Removes a container whose record cannot be read, given its name or
+    /// ID: kills its processes (in this runtime's cgroup parent), and
+    /// removes its cgroup, network lease, name, snapshot hold and directory.
+    ///
+    /// - Throws: ``RuntimeError`` with code `notFound`, or `invalidState`
+    ///   when its record can be read (remove it as usual then).
+    public func removeDamaged(_ nameOrID: String) throws {
+        let id = try resolveID(nameOrID)
+        guard let damaged = damagedContainers().first(where: { $0.id == id }) else {
+            throw RuntimeError(.invalidState, "container \(nameOrID) has a readable record; remove it as usual")
+        }
+        logger.warning("removing a container whose record cannot be read", metadata: ["id": "\(id.prefix(12))", "reason": "\(damaged.reason)"])
+        try cgroups.remove(cgroupParent + "/" + id)
+        removeNetworkLeftovers(removing: containerDirectory(id))
+        for name in damaged.names { unlink(directory + "/names/" + name) }
+        try images.releaseSnapshots(holder: id)
+        try removeDirectory(of: id)
+        live.withLock { _ = $0.removeValue(forKey: id) }
+        writtenRecords.withLock { _ = $0.removeValue(forKey: id) }
+    }
+
+    /// The names that point at a container.
+    private func namesPointing(at id: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory + "/names")) ?? []).filter { name in
+            (try? FileManager.default.destinationOfSymbolicLink(atPath: directory + "/names/" + name)) == id
+        }.sorted()
     }
 
     /// The file in a container's directory that says a creation is under
@@ -612,10 +668,7 @@ public final class ContainerRuntime: Sendable {
             logger.info("removing a container whose creation was cut short", metadata: ["id": "\(id.prefix(12))"])
             let cgroup = marker.first.flatMap { $0.isEmpty ? nil : $0 } ?? cgroupParent + "/" + id
             try? cgroups.remove(cgroup)
-            for name in (try? FileManager.default.contentsOfDirectory(atPath: directory + "/names")) ?? [] {
-                let link = directory + "/names/" + name
-                if (try? FileManager.default.destinationOfSymbolicLink(atPath: link)) == id { unlink(link) }
-            }
+            for name in namesPointing(at: id) { unlink(directory + "/names/" + name) }
             try? images.releaseSnapshots(holder: id)
             try? removeDirectory(of: id)
         }

@@ -53,6 +53,20 @@ public struct ContainerExit: Hashable, Sendable, Codable, CustomStringConvertibl
     }
 }
 
+/// A container whose record in the state root cannot be read.
+public struct DamagedContainer: Hashable, Sendable {
+    /// 64 hex digits (its directory's name).
+    public var id: String
+    /// The state file that cannot be read.
+    public var stateFile: String
+    /// Why it cannot be read.
+    public var reason: String
+    /// The names that still point at it.
+    public var names: [String]
+    /// Processes still running in its cgroup (under this runtime's parent).
+    public var processes: [Int32]
+}
+
 /// The process a container runs, as resolved from its spec and image.
 public struct ResolvedProcess: Hashable, Sendable, Codable {
     /// argv, the program first.
