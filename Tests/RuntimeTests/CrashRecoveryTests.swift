@@ -9,7 +9,7 @@ import Glibc
 /// `kill -9` of a process using Gantry at random moments of creating and
 /// starting containers: the next open of the state root must leave
 /// nothing behind and tell the truth about what runs.
-@Suite(.requiresRoot) struct CrashRecoveryTests {
+@Suite(.requiresRoot, .serialized) struct CrashRecoveryTests {
     let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("gantry").path
     static let parent = "gantry-crash-test"
     static let hierarchies = ["memory", "pids", "cpu", "cpuacct", "freezer", "cpuset", "blkio", "unified"]
@@ -26,6 +26,106 @@ import Glibc
             found.formUnion(names.filter { $0.count == 64 })
         }
         return found
+    }
+
+    /// Starts `gantry` with `arguments`, kills it with SIGKILL after a random
+    /// delay below `window` microseconds (unless it ended first); returns
+    /// whether the kill landed.
+    func killAtRandom(_ root: String, _ arguments: [String], window: UInt32, using generator: inout SystemRandomNumberGenerator) throws -> Bool {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["--root", root] + arguments
+        process.environment = ["GANTRY_CGROUP_PARENT": Self.parent]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        usleep(UInt32.random(in: 0 ..< window, using: &generator))
+        let killed = process.isRunning
+        if killed { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        return killed
+    }
+
+    @Test func killedAtRandomMomentsOfEveryCommandLeavesNothingUnaccounted() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: binary), "build the gantry product first (swift build)")
+        try await withTemporaryDirectory("crash-commands") { dir in
+            let root = dir + "/state"
+            try makeBusyboxRootfs(dir + "/rootfs")
+            #expect(try gantry(root, ["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
+            let mountsBefore = mounts(under: dir).count
+            // Every container that ever had a directory, to look for what
+            // the host may still hold of it.
+            var seen: Set<String> = []
+            func look() {
+                seen.formUnion(((try? FileManager.default.contentsOfDirectory(atPath: root + "/containers")) ?? []).filter { $0.count == 64 })
+            }
+            defer {
+                for id in (try? FileManager.default.contentsOfDirectory(atPath: root + "/containers"))?.filter({ $0.count == 64 }) ?? [] {
+                    _ = try? gantry(root, ["rm", "-f", id])
+                }
+                _ = try? gantry(root, ["network", "rm", Networks.defaultName])
+                removeCLICgroupParent(Self.parent)
+            }
+            var generator = SystemRandomNumberGenerator()
+            var killed = 0
+            var rounds = 0
+            // Each command, killed at random moments; a long-running
+            // container for exec and stop to work on.
+            _ = try gantry(root, ["run", "-d", "--name", "target", "bb:1", "sleep", "600"])
+            for round in 0 ..< 40 {
+                let port = try #require(Networks.freeHostPort(.tcp))
+                let commands: [[String]] = [
+                    ["run", "-d", "--name", "p\(round)", "-p", "\(port):80", "bb:1", "sleep", "600"],
+                    ["run", "--rm", "bb:1", "sh", "-c", "echo hi"],
+                    ["exec", "target", "sh", "-c", "echo in"],
+                    ["image", "unpack", "bb:1", dir + "/unpacked-\(round)"],
+                    ["rm", "-f", "p\(round)"],
+                ]
+                for command in commands {
+                    if try killAtRandom(root, command, window: 200_000, using: &generator) { killed += 1 }
+                    rounds += 1
+                    look()
+                }
+                if round % 4 == 3 {
+                    if try killAtRandom(root, ["stop", "-t", "1s", "target"], window: 200_000, using: &generator) { killed += 1 }
+                    _ = try gantry(root, ["rm", "-f", "target"])
+                    _ = try gantry(root, ["run", "-d", "--name", "target", "bb:1", "sleep", "600"])
+                    rounds += 1
+                }
+            }
+            #expect(killed > rounds / 4, "only \(killed) of \(rounds) commands were killed before they ended")
+            print("crash recovery: \(killed) of \(rounds) commands killed with SIGKILL, \(seen.count) containers made")
+
+            // Opened again, the state root accounts for everything; removing
+            // every container and the network leaves the host as it was.
+            let listed = try gantry(root, ["ps", "-a", "--format", "json"])
+            #expect(listed.status == 0, "\(listed.error)")
+            #expect(listed.error.isEmpty, "\(listed.error)")
+            let records = try #require(try JSONSerialization.jsonObject(with: Data(listed.output.utf8)) as? [[String: Any]])
+            let ids = Set(records.compactMap { $0["id"] as? String })
+            let directories = try FileManager.default.contentsOfDirectory(atPath: root + "/containers").filter { $0.count == 64 }
+            #expect(Set(directories) == ids, "directories without a record: \(Set(directories).subtracting(ids).map { ($0.prefix(12), (try? FileManager.default.contentsOfDirectory(atPath: root + "/containers/" + $0)) ?? []) })")
+            #expect(cgroups().isSubset(of: ids), "cgroups without a container: \(cgroups().subtracting(ids))")
+            for id in ids { #expect(try gantry(root, ["rm", "-f", id]).status == 0) }
+            // A lease left on the network would refuse its removal.
+            let networkRemoved = try gantry(root, ["network", "rm", Networks.defaultName])
+            #expect(networkRemoved.status == 0 || networkRemoved.error.contains("no network"), "\(networkRemoved.error)")
+            #expect(cgroups().isEmpty)
+            #expect(mounts(under: dir).count == mountsBefore, "mounts left under \(dir): \(mounts(under: dir))")
+            let links = Set(try RouteNetlink().links().map(\.name))
+            let rules = Set(try Firewall.listRules().compactMap(\.comment))
+            for id in seen {
+                #expect(!links.contains(Networks.hostInterface(id)), "the veth of \(id.prefix(12)) is left")
+                #expect(!rules.contains(Firewall.containerTag(id)), "the rules of \(id.prefix(12)) are left")
+            }
+            for claim in (try? FileManager.default.contentsOfDirectory(atPath: Networks.portClaims)) ?? [] {
+                let holder = (try? String(contentsOfFile: Networks.portClaims + "/" + claim, encoding: .utf8)) ?? ""
+                #expect(!holder.hasPrefix(root), "the port claim \(claim) is left")
+            }
+            let holds = (try? FileManager.default.contentsOfDirectory(atPath: root + "/holds")) ?? []
+            #expect(holds.isEmpty, "snapshot holds left: \(holds)")
+            #expect(((try? FileManager.default.contentsOfDirectory(atPath: root + "/containers/names")) ?? []).isEmpty)
+        }
     }
 
     @Test func killedWhileCreatingOrStartingLeavesNothingUnaccounted() async throws {
@@ -52,7 +152,7 @@ import Glibc
                 process.standardOutput = FileHandle.nullDevice
                 process.standardError = FileHandle.nullDevice
                 try process.run()
-                usleep(UInt32.random(in: 0 ..< 60_000, using: &generator))
+                usleep(UInt32.random(in: 0 ..< 150_000, using: &generator))
                 if process.isRunning {
                     kill(process.processIdentifier, SIGKILL)
                     killed += 1
@@ -60,6 +160,7 @@ import Glibc
                 process.waitUntilExit()
             }
             #expect(killed > rounds / 4, "only \(killed) of \(rounds) runs were killed before they ended")
+            print("crash recovery: \(killed) of \(rounds) runs killed with SIGKILL")
 
             // The next open recovers: every directory has a record, every
             // name a container, every cgroup a container, and what runs says so.
@@ -68,7 +169,7 @@ import Glibc
             let records = try #require(try JSONSerialization.jsonObject(with: Data(listed.output.utf8)) as? [[String: Any]])
             let ids = Set(records.compactMap { $0["id"] as? String })
             let directories = try FileManager.default.contentsOfDirectory(atPath: root + "/containers").filter { $0.count == 64 }
-            #expect(Set(directories) == ids, "directories without a record: \(Set(directories).subtracting(ids))")
+            #expect(Set(directories) == ids, "directories without a record: \(Set(directories).subtracting(ids).map { ($0.prefix(12), (try? FileManager.default.contentsOfDirectory(atPath: root + "/containers/" + $0)) ?? []) })")
             for name in try FileManager.default.contentsOfDirectory(atPath: root + "/containers/names") {
                 let target = try FileManager.default.destinationOfSymbolicLink(atPath: root + "/containers/names/" + name)
                 #expect(ids.contains(target), "the name \(name) stays taken by \(target.prefix(12)), which has no record")

@@ -139,6 +139,14 @@ public protocol CgroupDriver: Sendable {
     /// Removes the cgroup, killing what is left in it and retrying while the
     /// kernel reports it busy. A missing cgroup is not an error.
     func remove(_ name: String) throws
+
+    /// The names of the cgroups directly under `name`, in any hierarchy.
+    func children(of name: String) -> [String]
+}
+
+extension CgroupDriver {
+    /// None known (a driver that cannot list its cgroups).
+    public func children(of name: String) -> [String] { [] }
 }
 
 extension CgroupDriver {

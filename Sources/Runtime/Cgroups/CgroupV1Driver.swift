@@ -42,6 +42,17 @@ public struct CgroupV1Driver: CgroupDriver {
         return controllers.compactMap { controllerMounts[$0] }.filter { seen.insert($0).inserted }
     }
 
+    public func children(of name: String) -> [String] {
+        var names = Set<String>()
+        for mount in hierarchies(for: nil) {
+            for entry in (try? FileManager.default.contentsOfDirectory(atPath: mount + "/" + name)) ?? [] {
+                var info = stat()
+                if stat(mount + "/" + name + "/" + entry, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR { names.insert(entry) }
+            }
+        }
+        return names.sorted()
+    }
+
     public func create(_ name: String, limits: ResourceLimits) throws {
         try limits.validate()
         let mounts = hierarchies(for: limits)

@@ -125,6 +125,13 @@ public struct CgroupV2Driver: CgroupDriver {
         Self.parsePids(try FileIO.read(file(name, "cgroup.procs")))
     }
 
+    public func children(of name: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: mountPoint + "/" + name)) ?? []).filter { entry in
+            var info = stat()
+            return stat(mountPoint + "/" + name + "/" + entry, &info) == 0 && (info.st_mode & S_IFMT) == S_IFDIR
+        }.sorted()
+    }
+
     public func remove(_ name: String) throws {
         let path = mountPoint + "/" + name
         guard access(path, F_OK) == 0 else { return }

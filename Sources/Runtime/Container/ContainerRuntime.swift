@@ -156,23 +156,27 @@ public final class ContainerRuntime: Sendable {
             throw RuntimeError(.invalidSpec, "container \(name) publishes ports but is not on a bridge network (its network is \(spec.network))")
         }
         let containerDirectory = directory + "/" + id
-        try FileIO.makeDirectories(containerDirectory, mode: 0o700)
-        // Until the record is written, a locked marker in the directory says
-        // where the cgroup goes and who creates it: a process killed
-        // meanwhile leaves a directory the next open finds and undoes.
-        let markerPath = containerDirectory + "/" + Self.creationMarker
-        let marker = open(markerPath, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard marker >= 0 else {
-            let error = FileIO.errno
-            try? FileIO.removeTree(containerDirectory)
-            throw RuntimeError(.systemCall, "cannot create \(markerPath)", underlying: error)
+        // The directory appears with a locked marker in it that says where
+        // the cgroup goes and who creates it, until the record is written:
+        // it is made under a staging name that names its creator, and
+        // renamed once the marker is there. A process killed on the way
+        // leaves a staging directory or a marked one, which the next open
+        // finds and undoes.
+        let staging = directory + "/" + Self.stagingPrefix + "\(id)-\(owner.pid)-\(owner.startTime)"
+        guard mkdir(staging, 0o700) == 0 else {
+            throw RuntimeError(.systemCall, "cannot create \(staging)", underlying: FileIO.errno)
         }
-        defer { close(marker) }
-        flock(marker, LOCK_EX)
+        let marker = open(staging + "/" + Self.creationMarker, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        defer { if marker >= 0 { close(marker) } }
         do {
-            try writeAll(marker, Array("\(cgroupParent)/\(id)\n\(owner.pid) \(owner.startTime)\n".utf8), what: markerPath)
+            guard marker >= 0 else { throw RuntimeError(.systemCall, "cannot create a marker in \(staging)", underlying: FileIO.errno) }
+            flock(marker, LOCK_EX)
+            try writeAll(marker, Array("\(cgroupParent)/\(id)\n\(owner.pid) \(owner.startTime)\n".utf8), what: staging)
+            guard rename(staging, containerDirectory) == 0 else {
+                throw RuntimeError(.systemCall, "cannot move \(staging) to \(containerDirectory)", underlying: FileIO.errno)
+            }
         } catch {
-            try? FileIO.removeTree(containerDirectory)
+            try? FileIO.removeTree(staging)
             throw error
         }
         // The name is taken atomically, across processes.
@@ -193,9 +197,10 @@ public final class ContainerRuntime: Sendable {
                 try? networks.detach(containerID: id, from: network, owner: containerDirectory)
             }
             try? images.releaseSnapshots(holder: id)
-            try? cgroups.remove(cgroupParent + "/" + id)
-            try? FileIO.removeTree(containerDirectory)
             unlink(directory + "/names/" + name)
+            // Without its cgroup gone, the directory (and its marker) stays
+            // for the next open to finish the job.
+            if (try? cgroups.remove(cgroupParent + "/" + id)) != nil { try? FileIO.removeTree(containerDirectory) }
             throw error
         }
     }
@@ -347,10 +352,12 @@ public final class ContainerRuntime: Sendable {
 
     func containerDirectory(_ id: String) -> String { directory + "/" + id }
 
-    func load(_ id: String) throws -> ContainerRecord {
+    func load(_ id: String, holdingLock: Bool = false) throws -> ContainerRecord {
         let path = containerDirectory(id) + "/state.json"
         do {
-            guard let record = try FileIO.readStateFile(path, lock: containerDirectory(id), { try Self.decoder.decode(ContainerRecord.self, from: $0) }) else {
+            guard let record = try FileIO.readStateFile(path, lock: containerDirectory(id), holdingLock: holdingLock, {
+                try Self.decoder.decode(ContainerRecord.self, from: $0)
+            }) else {
                 throw RuntimeError(.notFound, "container \(id.prefix(12)) has no state (\(path))")
             }
             return record
@@ -405,7 +412,7 @@ public final class ContainerRuntime: Sendable {
         if let cached = writtenRecords.withLock({ $0[id] }), cached.stamp == FileStamp(path: path) {
             record = cached.record
         } else {
-            record = try load(id)
+            record = try load(id, holdingLock: true)
         }
         try change(&record)
         try store(record)
@@ -428,10 +435,13 @@ public final class ContainerRuntime: Sendable {
     /// Removes every trace of a container: cgroup, directory, name, hold.
     func destroy(_ record: ContainerRecord) throws {
         try cgroups.remove(record.cgroup)
-        // An ended container gave its place up already; a lease a crash left
-        // without a record of it is removed by the next open (removeLeftovers).
         if record.spec.pod == nil, let attachment = record.network {
             try networks.detach(containerID: record.id, from: attachment.network, owner: containerDirectory(record.id))
+        } else if record.spec.pod == nil, case .bridge(let network) = record.spec.network,
+                  access(containerDirectory(record.id) + "/netns", F_OK) == 0 {
+            // Attached, but a crash came before the record said so (an ended
+            // container gave its place up already, namespace included).
+            try? networks.detach(containerID: record.id, from: network, owner: containerDirectory(record.id))
         }
         try removeDirectory(of: record.id)
         if (try? resolveID(record.name)) == record.id { unlink(directory + "/names/" + record.name) }
@@ -465,6 +475,9 @@ public final class ContainerRuntime: Sendable {
     /// moved aside.
     private func removeDirectory(of id: String) throws {
         let path = containerDirectory(id)
+        // A network namespace still bound there would make the tree
+        // undeletable (and keep the namespace).
+        try? Networks.removeNamespace(at: path + "/netns")
         let aside = removedDirectory + "/" + id
         if rename(path, aside) == 0 {
             deleteRemoved(aside)
@@ -520,6 +533,18 @@ public final class ContainerRuntime: Sendable {
     /// wanted); independent ones are adopted, or marked stopped.
     private func recover() {
         removeInterruptedCreations()
+        // Snapshot holds of containers that are gone (a removal cut short
+        // after the directory went): they would keep their layers forever.
+        for holder in (try? FileManager.default.contentsOfDirectory(atPath: images.root.holds)) ?? []
+        where holder.count == 64 && holder.allSatisfy(\.isHexDigit) && access(containerDirectory(holder), F_OK) != 0 {
+            try? images.releaseSnapshots(holder: holder)
+        }
+        // Names of containers that are gone, likewise.
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory + "/names")) ?? [] {
+            guard let id = try? FileManager.default.destinationOfSymbolicLink(atPath: directory + "/names/" + name),
+                  access(containerDirectory(id), F_OK) != 0 else { continue }
+            unlink(directory + "/names/" + name)
+        }
         for record in (try? list()) ?? [] {
             let ownerAlive = Self.isAlive(pid: record.ownerPid, startTime: record.ownerStartTime)
             if ownerAlive { continue }
@@ -566,6 +591,7 @@ public final class ContainerRuntime: Sendable {
         }
         // Removed containers' files that a process ended before deleting.
         for name in (try? FileManager.default.contentsOfDirectory(atPath: removedDirectory)) ?? [] {
+            try? Networks.removeNamespace(at: removedDirectory + "/" + name + "/netns")
             deleteRemoved(removedDirectory + "/" + name)
         }
         // Leases (and their devices) of containers whose creation a crash cut short.
@@ -635,39 +661,48 @@ public final class ContainerRuntime: Sendable {
     /// way (it holds the cgroup's path), until the record is written.
     static let creationMarker = "creating"
 
+    /// The prefix of a container directory being made (`.new-ID-PID-START`).
+    static let stagingPrefix = ".new-"
+
     /// Undoes creations a crash cut short: container directories without a
     /// record that no process is creating (their marker is not locked), with the
     /// cgroup, name and snapshot hold made for them. Network leases are
     /// undone by ``Networks/removeLeftovers(isKnown:)`` once the directory is gone.
     private func removeInterruptedCreations() {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        for name in names where name.hasPrefix(Self.stagingPrefix) {
+            // ID-PID-START: nothing but the marker was made for it.
+            let fields = name.dropFirst(Self.stagingPrefix.count).split(separator: "-")
+            guard fields.count == 3, let pid = Int32(fields[1]), let start = UInt64(fields[2]), !Self.isAlive(pid: pid, startTime: start) else { continue }
+            try? FileIO.removeTree(directory + "/" + name)
+        }
         for id in names where id.count == 64 && id.allSatisfy(\.isHexDigit) {
             let path = containerDirectory(id)
-            guard access(path + "/state.json", F_OK) != 0, access(path + "/state.json.next", F_OK) != 0 else { continue }
+            // A record, or the complete next one a writer killed between its
+            // steps left, is a container; a half-written next one is not.
+            guard access(path + "/state.json", F_OK) != 0, (try? load(id)) == nil else { continue }
             // "cgroup\npid start-time\n", locked by its creator until the
-            // record is written. Without it the directory may be a moment
-            // old, its marker not made yet: only an old one is a leftover.
+            // record is written (the directory appears with it). Without
+            // one, the directory is damaged state, not a creation.
             let lock = open(path + "/" + Self.creationMarker, O_RDONLY | O_CLOEXEC)
             defer { if lock >= 0 { close(lock) } }
-            if lock >= 0, flock(lock, LOCK_SH | LOCK_NB) != 0 { continue }
+            guard lock >= 0 else {
+                logger.warning("a container directory has no record; leaving it as it is", metadata: ["path": "\(path)"])
+                continue
+            }
+            if flock(lock, LOCK_SH | LOCK_NB) != 0 { continue }
             let marker = ((try? FileIO.read(path + "/" + Self.creationMarker, code: .systemCall)) ?? "").split(separator: "\n").map(String.init)
             let creator = marker.count > 1 ? marker[1].split(separator: " ").compactMap { UInt64($0) } : []
-            if creator.count == 2 {
-                guard !Self.isAlive(pid: Int32(truncatingIfNeeded: creator[0]), startTime: creator[1]) else { continue }
-            } else {
-                // Nothing but an empty directory can come before the marker;
-                // one with files and no record is damaged, and is left alone.
-                let contents = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
-                guard contents.allSatisfy({ $0 == Self.creationMarker }) else {
-                    logger.warning("a container directory has no record; leaving it as it is", metadata: ["path": "\(path)"])
-                    continue
-                }
-                var info = stat()
-                guard stat(path, &info) == 0, time(nil) - info.st_mtim.tv_sec > 10 else { continue }
-            }
+            guard creator.count == 2, !Self.isAlive(pid: Int32(truncatingIfNeeded: creator[0]), startTime: creator[1]) else { continue }
             logger.info("removing a container whose creation was cut short", metadata: ["id": "\(id.prefix(12))"])
             let cgroup = marker.first.flatMap { $0.isEmpty ? nil : $0 } ?? cgroupParent + "/" + id
-            try? cgroups.remove(cgroup)
+            do {
+                try cgroups.remove(cgroup)
+            } catch {
+                // Kept, marker and all, so that a later open tries again.
+                logger.warning("cannot remove the cgroup of a container whose creation was cut short", metadata: ["cgroup": "\(cgroup)", "error": "\(error)"])
+                continue
+            }
             for name in namesPointing(at: id) { unlink(directory + "/names/" + name) }
             try? images.releaseSnapshots(holder: id)
             try? removeDirectory(of: id)

@@ -99,12 +99,16 @@ enum FileIO {
     /// directory `lock` shared, falling back to the complete `path.next`
     /// that a writer which died between its steps left. Returns `nil` when
     /// there is no state (the directory is being created or removed).
-    static func readStateFile<T>(_ path: String, lock directory: String, _ decode: (Data) throws -> T) throws -> T? {
+    ///
+    /// With `holdingLock`, the caller holds the directory's lock already
+    /// (exclusively): taking it again, from another descriptor, would wait
+    /// for the caller itself.
+    static func readStateFile<T>(_ path: String, lock directory: String, holdingLock: Bool = false, _ decode: (Data) throws -> T) throws -> T? {
         if let data = FileManager.default.contents(atPath: path), let value = try? decode(data) { return value }
-        let lock = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard lock >= 0 else { return nil }
-        defer { close(lock) }
-        flock(lock, LOCK_SH)
+        let lock = holdingLock ? -1 : open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard holdingLock || lock >= 0 else { return nil }
+        defer { if lock >= 0 { close(lock) } }
+        if lock >= 0 { flock(lock, LOCK_SH) }
         guard let data = FileManager.default.contents(atPath: path) ?? FileManager.default.contents(atPath: path + ".next") else {
             return nil
         }
