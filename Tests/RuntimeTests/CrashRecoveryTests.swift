@@ -46,26 +46,36 @@ import Glibc
         return killed
     }
 
-    @Test func killedAtRandomMomentsOfEveryCommandLeavesNothingUnaccounted() async throws {
+    /// The container directories in the state root `root`.
+    func containerDirectories(_ root: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: root + "/containers")) ?? []).filter { $0.count == 64 }
+    }
+
+    /// A state root (passed to `body` with its temporary directory) holding
+    /// busybox as `bb:1`; afterwards every container, the default network
+    /// and the cgroup parent are removed.
+    func withImage(_ label: String, _ body: (_ root: String, _ dir: String) async throws -> Void) async throws {
         try #require(FileManager.default.isExecutableFile(atPath: binary), "build the gantry product first (swift build)")
-        try await withTemporaryDirectory("crash-commands") { dir in
+        try await withTemporaryDirectory(label) { dir in
             let root = dir + "/state"
             try makeBusyboxRootfs(dir + "/rootfs")
             #expect(try gantry(root, ["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
+            defer {
+                for id in containerDirectories(root) { _ = try? gantry(root, ["rm", "-f", id]) }
+                _ = try? gantry(root, ["network", "rm", Networks.defaultName])
+                removeCLICgroupParent(Self.parent)
+            }
+            try await body(root, dir)
+        }
+    }
+
+    @Test func killedAtRandomMomentsOfEveryCommandLeavesNothingUnaccounted() async throws {
+        try await withImage("crash-commands") { root, dir in
             let mountsBefore = mounts(under: dir).count
             // Every container that ever had a directory, to look for what
             // the host may still hold of it.
             var seen: Set<String> = []
-            func look() {
-                seen.formUnion(((try? FileManager.default.contentsOfDirectory(atPath: root + "/containers")) ?? []).filter { $0.count == 64 })
-            }
-            defer {
-                for id in (try? FileManager.default.contentsOfDirectory(atPath: root + "/containers"))?.filter({ $0.count == 64 }) ?? [] {
-                    _ = try? gantry(root, ["rm", "-f", id])
-                }
-                _ = try? gantry(root, ["network", "rm", Networks.defaultName])
-                removeCLICgroupParent(Self.parent)
-            }
+            func look() { seen.formUnion(containerDirectories(root)) }
             var generator = SystemRandomNumberGenerator()
             var killed = 0
             var rounds = 0
@@ -103,7 +113,7 @@ import Glibc
             #expect(listed.error.isEmpty, "\(listed.error)")
             let records = try #require(try JSONSerialization.jsonObject(with: Data(listed.output.utf8)) as? [[String: Any]])
             let ids = Set(records.compactMap { $0["id"] as? String })
-            let directories = try FileManager.default.contentsOfDirectory(atPath: root + "/containers").filter { $0.count == 64 }
+            let directories = containerDirectories(root)
             #expect(Set(directories) == ids, "directories without a record: \(Set(directories).subtracting(ids).map { ($0.prefix(12), (try? FileManager.default.contentsOfDirectory(atPath: root + "/containers/" + $0)) ?? []) })")
             #expect(cgroups().isSubset(of: ids), "cgroups without a container: \(cgroups().subtracting(ids))")
             for id in ids { #expect(try gantry(root, ["rm", "-f", id]).status == 0) }
@@ -129,35 +139,13 @@ import Glibc
     }
 
     @Test func killedWhileCreatingOrStartingLeavesNothingUnaccounted() async throws {
-        try #require(FileManager.default.isExecutableFile(atPath: binary), "build the gantry product first (swift build)")
-        try await withTemporaryDirectory("crash-create") { dir in
-            let root = dir + "/state"
-            try makeBusyboxRootfs(dir + "/rootfs")
-            #expect(try gantry(root, ["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
-            defer {
-                for id in (try? FileManager.default.contentsOfDirectory(atPath: root + "/containers"))?.filter({ $0.count == 64 }) ?? [] {
-                    _ = try? gantry(root, ["rm", "-f", id])
-                }
-                removeCLICgroupParent(Self.parent)
-            }
+        try await withImage("crash-create") { root, _ in
             // A run takes a few tens of milliseconds; kills land all over it.
             var generator = SystemRandomNumberGenerator()
             let rounds = 40
             var killed = 0
             for round in 0 ..< rounds {
-                let process = Process()
-                process.executableURL = URL(fileURLWithPath: binary)
-                process.arguments = ["--root", root, "run", "-d", "--name", "c\(round)", "bb:1", "sleep", "600"]
-                process.environment = ["GANTRY_CGROUP_PARENT": Self.parent]
-                process.standardOutput = FileHandle.nullDevice
-                process.standardError = FileHandle.nullDevice
-                try process.run()
-                usleep(UInt32.random(in: 0 ..< 150_000, using: &generator))
-                if process.isRunning {
-                    kill(process.processIdentifier, SIGKILL)
-                    killed += 1
-                }
-                process.waitUntilExit()
+                if try killAtRandom(root, ["run", "-d", "--name", "c\(round)", "bb:1", "sleep", "600"], window: 150_000, using: &generator) { killed += 1 }
             }
             #expect(killed > rounds / 4, "only \(killed) of \(rounds) runs were killed before they ended")
             print("crash recovery: \(killed) of \(rounds) runs killed with SIGKILL")
@@ -168,7 +156,7 @@ import Glibc
             #expect(listed.status == 0, "\(listed.error)")
             let records = try #require(try JSONSerialization.jsonObject(with: Data(listed.output.utf8)) as? [[String: Any]])
             let ids = Set(records.compactMap { $0["id"] as? String })
-            let directories = try FileManager.default.contentsOfDirectory(atPath: root + "/containers").filter { $0.count == 64 }
+            let directories = containerDirectories(root)
             #expect(Set(directories) == ids, "directories without a record: \(Set(directories).subtracting(ids).map { ($0.prefix(12), (try? FileManager.default.contentsOfDirectory(atPath: root + "/containers/" + $0)) ?? []) })")
             for name in try FileManager.default.contentsOfDirectory(atPath: root + "/containers/names") {
                 let target = try FileManager.default.destinationOfSymbolicLink(atPath: root + "/containers/names/" + name)
