@@ -75,6 +75,9 @@ struct NetworkCommand: AsyncParsableCommand {
         func run() async throws {
             let networks = try await global.openGantry().containers.networks
             let records = try networks.list()
+            for damaged in networks.damaged() {
+                Terminal.printWarning("network \(damaged.name) is not listed: its record \(damaged.file) cannot be read (\(damaged.reason)); \(damaged.advice(kind: "network"))")
+            }
             switch output.format {
             case .json: try Terminal.printJSON(try records.map { NetworkSummary($0, members: try networks.members(of: $0.name)) })
             case .table:
@@ -101,12 +104,17 @@ struct NetworkCommand: AsyncParsableCommand {
     struct Remove: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove networks that no container uses.")
         @Argument(help: "The networks' names.") var names: [String]
+        @Flag(name: .shortAndLong, help: "Also remove networks whose record cannot be read, with their bridges and rules.") var force = false
         @OptionGroup var global: GlobalOptions
 
         func run() async throws {
             let networks = try await global.openGantry().containers.networks
             for name in names {
-                try networks.remove(name)
+                if force, networks.damaged().contains(where: { $0.name == name }) {
+                    try networks.removeDamaged(name)
+                } else {
+                    try networks.remove(name)
+                }
                 print(name)
             }
         }

@@ -113,6 +113,9 @@ struct VolumeCommand: AsyncParsableCommand {
         func run() async throws {
             let volumes = try await global.openGantry().containers.volumes
             let records = try volumes.list()
+            for damaged in volumes.damaged() {
+                Terminal.printWarning("volume \(damaged.name) is not listed: its record \(damaged.file) cannot be read (\(damaged.reason)); \(damaged.advice(kind: "volume"))")
+            }
             if quiet { return records.forEach { print($0.name) } }
             switch output.format {
             case .json: try Terminal.printJSON(try records.map { VolumeSummary($0, containers: try volumes.containers(using: $0.name)) })
@@ -139,7 +142,7 @@ struct VolumeCommand: AsyncParsableCommand {
     struct Remove: AsyncParsableCommand {
         static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove volumes and their data.")
         @Argument(help: "The volumes' names.") var names: [String]
-        @Flag(name: .shortAndLong, help: "Also remove the stopped containers that use them.") var force = false
+        @Flag(name: .shortAndLong, help: "Also remove the stopped containers that use them, and volumes whose record cannot be read.") var force = false
         @OptionGroup var global: GlobalOptions
 
         func run() async throws {
@@ -154,7 +157,11 @@ struct VolumeCommand: AsyncParsableCommand {
                         try await container.remove()
                     }
                 }
-                try runtime.volumes.remove(name)
+                if force, runtime.volumes.damaged().contains(where: { $0.name == name }) {
+                    try runtime.volumes.removeDamaged(name)
+                } else {
+                    try runtime.volumes.remove(name)
+                }
                 print(name)
             }
         }

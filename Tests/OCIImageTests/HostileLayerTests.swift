@@ -128,3 +128,38 @@ import Testing
         }
     }
 }
+
+@Suite struct ImageStoreCheckTests {
+    @Test func aCorruptBlobIsFoundAndOnlyItIsRemovedOnRepair() async throws {
+        try await withTemporaryDirectory("store-check") { dir in
+            try makeBusyboxRootfs(dir + "/rootfs")
+            let store = try ImageStore(root: StateRoot(dir + "/state"))
+            try await store.importRootfs(at: dir + "/rootfs", name: "checked:1")
+            let clean = try await store.check()
+            #expect(clean.corruptBlobs.isEmpty && clean.brokenImages.isEmpty)
+            let blobs = try store.content.list().map(\.digest)
+            #expect(clean.blobsChecked == blobs.count)
+            // One byte of the configuration changed, as a bad disk or a careless edit does.
+            let record = try #require(try await store.list().first)
+            let manifest = try Manifest.decode(try store.content.document(record.descriptor))
+            let path = store.content.path(for: manifest.config.digest)
+            var bytes = try #require(FileManager.default.contents(atPath: path))
+            bytes[bytes.count / 2] ^= 0x20
+            try Data(bytes).write(to: URL(fileURLWithPath: path))
+
+            let found = try await store.check()
+            #expect(found.corruptBlobs == [manifest.config.digest])
+            #expect(found.brokenImages.map(\.reference.familiarDescription) == ["checked:1"])
+            #expect(found.brokenImages.first?.problem.contains(manifest.config.digest.description) == true)
+            #expect(found.removedBlobs.isEmpty)
+            #expect(try store.content.list().count == blobs.count, "a check without repair removes nothing")
+
+            let repaired = try await store.check(repair: true)
+            #expect(repaired.removedBlobs == [manifest.config.digest])
+            #expect(Set(try store.content.list().map(\.digest)) == Set(blobs).subtracting([manifest.config.digest]))
+            let after = try await store.check()
+            #expect(after.corruptBlobs.isEmpty)
+            #expect(after.brokenImages.first?.problem.contains("is missing") == true, "\(after.brokenImages)")
+        }
+    }
+}

@@ -19,6 +19,17 @@ import Testing
         try #require(try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [[String: Any]], "not a JSON array: \(text)")
     }
 
+    /// A temporary directory (passed to `body` with its state root) whose
+    /// state root holds busybox as `bb:1`.
+    func withImage(_ label: String, applets: [String] = [], _ body: (_ root: String, _ dir: String) async throws -> Void) async throws {
+        try await withTemporaryDirectory(label) { dir in
+            let root = dir + "/state"
+            try makeBusyboxRootfs(dir + "/rootfs", applets: applets)
+            #expect(try await gantry(root, ["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
+            try await body(root, dir)
+        }
+    }
+
     /// Starts `gantry up` in the background; its output goes to `log`.
     func up(_ root: String, _ arguments: [String], log: String) throws -> Process {
         let process = Process()
@@ -85,10 +96,7 @@ import Testing
     }
 
     @Test func upServesHealsScalesAndComesBackAfterAKill() async throws {
-        try await withTemporaryDirectory("compose-up") { dir in
-            let root = dir + "/state"
-            try makeBusyboxRootfs(dir + "/rootfs", applets: ["mkdir", "test"])
-            #expect(try await gantry(root, ["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
+        try await withImage("compose-up", applets: ["mkdir", "test"]) { root, dir in
             let compose = dir + "/compose.yaml"
             try write("""
                 name: shop
@@ -184,10 +192,7 @@ import Testing
     }
 
     @Test func replicasLeftRunningAreAdopted() async throws {
-        try await withTemporaryDirectory("compose-adopt") { dir in
-            let root = dir + "/state"
-            try makeBusyboxRootfs(dir + "/rootfs")
-            #expect(try await gantry(root, ["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
+        try await withImage("compose-adopt") { root, dir in
             let compose = dir + "/compose.yaml"
             try write("""
                 services:
@@ -217,6 +222,94 @@ import Testing
                 #expect(try await gantry(root, ["down", "-f", compose, "-p", "adopt"]).status == 0)
                 try await waitForExit(processes[1])
                 #expect(try await running(root).isEmpty)
+                try await cleanUp(root, compose: compose, processes: processes)
+            } catch {
+                try? await cleanUp(root, compose: compose, processes: processes)
+                throw error
+            }
+        }
+    }
+
+    @Test func upKilledAtRandomMomentsLeavesNothingOnceTheNextUpIsTakenDown() async throws {
+        try await withImage("compose-crash") { root, dir in
+            let compose = dir + "/compose.yaml"
+            let port = try freePort()
+            try write("""
+                name: crash
+                services:
+                  web:
+                    image: bb:1
+                    command: ["sleep", "600"]
+                    ports: ["\(port):80"]
+                    stop_grace_period: 200ms
+                  worker:
+                    image: bb:1
+                    command: ["sleep", "600"]
+                    scale: 2
+                    volumes: ["data:/data"]
+                    networks: [back]
+                    stop_grace_period: 200ms
+                networks:
+                  back: {}
+                volumes:
+                  data: {}
+                """, to: compose)
+            var processes: [Process] = []
+            do {
+                // Every container that ever existed, to look for what the host may still hold of it.
+                var seen: Set<String> = []
+                // Kills land anywhere within the time an up takes here to
+                // bring every replica up.
+                let start = ContinuousClock.now
+                processes.append(try up(root, ["-f", compose, "-q"], log: dir + "/up-first.log"))
+                try await waitForServices(root, log: dir + "/up-first.log") { $0["web"]?["available"] as? Int == 1 && $0["worker"]?["available"] as? Int == 2 }
+                let whole = ContinuousClock.now - start
+                #expect(try await gantry(root, ["down", "-f", compose, "-v"]).status == 0)
+                try await waitForExit(processes[0])
+                let window = Int(whole.components.seconds * 1_000_000 + whole.components.attoseconds / 1_000_000_000_000)
+                var generator = SystemRandomNumberGenerator()
+                var killed = 0
+                let rounds = 25
+                for round in 0 ..< rounds {
+                    let process = try up(root, ["-f", compose, "-q"], log: dir + "/up-\(round).log")
+                    processes.append(process)
+                    try await Task.sleep(for: .microseconds(Int.random(in: 0 ..< window, using: &generator)))
+                    if process.isRunning {
+                        kill(process.processIdentifier, SIGKILL)
+                        killed += 1
+                    }
+                    try await waitForExit(process)
+                    // Before the next command, which removes what dies with its process.
+                    seen.formUnion(((try? FileManager.default.contentsOfDirectory(atPath: root + "/containers")) ?? []).filter { $0.count == 64 })
+                    _ = try await gantry(root, ["ps", "-a"])
+                }
+                #expect(killed > rounds / 2, "only \(killed) of \(rounds) ups were killed")
+                print("crash recovery: \(killed) of \(rounds) compose ups killed with SIGKILL, \(seen.count) containers made (a whole up: \(whole))")
+
+                // The next up reaches the declared state, without a replica too many.
+                let log = dir + "/up.log"
+                processes.append(try up(root, ["-f", compose], log: log))
+                try await waitForServices(root, log: log) { $0["web"]?["available"] as? Int == 1 && $0["worker"]?["available"] as? Int == 2 }
+                try await Task.sleep(for: .milliseconds(500))
+                let replicas = try await running(root)
+                #expect(replicas.count == 3, "\(replicas.compactMap { $0["name"] })")
+                seen.formUnion(replicas.compactMap { $0["id"] as? String })
+
+                // Taken down, nothing of the project is left.
+                let down = try await gantry(root, ["down", "-f", compose, "-v"])
+                #expect(down.status == 0, "\(down.error)")
+                try await waitForExit(processes[processes.count - 1])
+                let left = try json(try await gantry(root, ["ps", "-a", "--format", "json"]).output)
+                #expect(left.isEmpty, "containers left: \(left.compactMap { $0["name"] })")
+                #expect(!(try await gantry(root, ["network", "ls"]).output.contains("crash_")))
+                #expect(!(try await gantry(root, ["volume", "ls"]).output.contains("crash_data")))
+                let cgroups = ["memory", "pids", "cpu", "freezer", "unified"].flatMap { hierarchy in
+                    ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup/\(hierarchy)/\(parent)")) ?? []).filter { $0.count == 64 }
+                }
+                #expect(cgroups.isEmpty, "cgroups left: \(cgroups)")
+                try expectNoHostLeftovers(of: seen, root: root)
+                let checked = try await gantry(root, ["check"])
+                #expect(checked.status == 0, "\(checked.output)")
                 try await cleanUp(root, compose: compose, processes: processes)
             } catch {
                 try? await cleanUp(root, compose: compose, processes: processes)

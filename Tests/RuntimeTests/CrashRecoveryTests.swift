@@ -28,22 +28,10 @@ import Glibc
         return found
     }
 
-    /// Starts `gantry` with `arguments`, kills it with SIGKILL after a random
-    /// delay below `window` microseconds (unless it ended first); returns
-    /// whether the kill landed.
+    /// `gantry` with `arguments`, killed at a random moment (see the shared helper).
     func killAtRandom(_ root: String, _ arguments: [String], window: UInt32, using generator: inout SystemRandomNumberGenerator) throws -> Bool {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["--root", root] + arguments
-        process.environment = ["GANTRY_CGROUP_PARENT": Self.parent]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        usleep(UInt32.random(in: 0 ..< window, using: &generator))
-        let killed = process.isRunning
-        if killed { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-        return killed
+        try GantryTestSupport.killAtRandom(binary, ["--root", root] + arguments, environment: ["GANTRY_CGROUP_PARENT": Self.parent],
+                                           window: window, using: &generator)
     }
 
     /// The container directories in the state root `root`.
@@ -122,16 +110,7 @@ import Glibc
             #expect(networkRemoved.status == 0 || networkRemoved.error.contains("no network"), "\(networkRemoved.error)")
             #expect(cgroups().isEmpty)
             #expect(mounts(under: dir).count == mountsBefore, "mounts left under \(dir): \(mounts(under: dir))")
-            let links = Set(try RouteNetlink().links().map(\.name))
-            let rules = Set(try Firewall.listRules().compactMap(\.comment))
-            for id in seen {
-                #expect(!links.contains(Networks.hostInterface(id)), "the veth of \(id.prefix(12)) is left")
-                #expect(!rules.contains(Firewall.containerTag(id)), "the rules of \(id.prefix(12)) are left")
-            }
-            for claim in (try? FileManager.default.contentsOfDirectory(atPath: Networks.portClaims)) ?? [] {
-                let holder = (try? String(contentsOfFile: Networks.portClaims + "/" + claim, encoding: .utf8)) ?? ""
-                #expect(!holder.hasPrefix(root), "the port claim \(claim) is left")
-            }
+            try expectNoHostLeftovers(of: seen, root: root)
             let holds = (try? FileManager.default.contentsOfDirectory(atPath: root + "/holds")) ?? []
             #expect(holds.isEmpty, "snapshot holds left: \(holds)")
             #expect(((try? FileManager.default.contentsOfDirectory(atPath: root + "/containers/names")) ?? []).isEmpty)

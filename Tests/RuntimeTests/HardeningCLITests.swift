@@ -160,4 +160,28 @@ import Testing
             _ = try await gantry(root, ["rm", "-f", "hurt"])
         }
     }
+
+    @Test func checkFindsDamagedRecordsAndRepairRebuildsThemFromTheKernel() async throws {
+        try await withImage("cli-check") { root, _ in
+            #expect(try await gantry(root, ["network", "create", "mend"]).status == 0)
+            #expect(try await gantry(root, ["volume", "create", "keep"]).status == 0)
+            defer { _ = try? runWithStatus(binary, ["--root", root, "network", "rm", "--force", "mend"], environment: ["GANTRY_CGROUP_PARENT": Self.parent]) }
+            let clean = try await gantry(root, ["check"])
+            #expect(clean.status == 0 && clean.output.contains("nothing is damaged"), "\(clean.output)\(clean.error)")
+            try Data("[".utf8).write(to: URL(fileURLWithPath: root + "/networks/mend/network.json"))
+            unlink(root + "/volumes/keep/volume.json")
+            // Listed with a warning, not hidden; check names both and fails.
+            #expect(try await gantry(root, ["network", "ls"]).error.contains("network mend is not listed"))
+            #expect(try await gantry(root, ["volume", "ls"]).error.contains("volume keep is not listed"))
+            let found = try await gantry(root, ["check"])
+            #expect(found.status == 1, "\(found.output)\(found.error)")
+            #expect(found.output.contains("network mend:") && found.output.contains("volume keep:") && found.output.contains("2 damaged"), "\(found.output)")
+            let repaired = try await gantry(root, ["check", "--repair"])
+            #expect(repaired.status == 0 && repaired.output.contains("rebuilt its record from its bridge"), "\(repaired.output)\(repaired.error)")
+            #expect(try await gantry(root, ["network", "ls"]).output.contains("mend"))
+            #expect(try await gantry(root, ["volume", "ls"]).output.contains("keep"))
+            #expect(try await gantry(root, ["check"]).status == 0)
+            #expect(try await gantry(root, ["network", "rm", "mend"]).status == 0)
+        }
+    }
 }

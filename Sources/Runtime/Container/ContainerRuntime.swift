@@ -629,6 +629,21 @@ public final class ContainerRuntime: Sendable {
         }
     }
 
+    /// Mends a network lease that cannot be read (one of
+    /// ``Networks/damagedLeases()``): rebuilt from the record of the
+    /// container that holds its address, or removed when no container or
+    /// pod holds it and no container or pod record is damaged (then nothing
+    /// can be using the address).
+    ///
+    /// - Throws: ``RuntimeError`` with code `invalidState` when the lease is
+    ///   kept because a damaged record might be its holder's.
+    public func repairLease(_ damaged: DamagedRecord) throws {
+        let pods = (try? self.pods.list()) ?? []
+        let podDirectories = ((try? FileManager.default.contentsOfDirectory(atPath: self.pods.directory)) ?? []).filter { !$0.hasPrefix(".") }
+        let podHolds = pods.contains { $0.network.map { "\(networks.directory)/\($0.network)/leases/\($0.address).json" } == damaged.file }
+        try networks.repairLease(damaged, mayRemove: damagedContainers().isEmpty && !podHolds && podDirectories.count == pods.count)
+    }
+
     /// Removes a container whose record cannot be read, given its name or
     /// ID: kills its processes (in this runtime's cgroup parent), and
     /// removes its cgroup, network lease, name, snapshot hold and directory.

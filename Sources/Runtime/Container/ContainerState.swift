@@ -67,6 +67,20 @@ public struct DamagedContainer: Hashable, Sendable {
     public var processes: [Int32]
 }
 
+/// A network's or a volume's record in the state root that cannot be
+/// read (or is missing while its directory is there).
+public struct DamagedRecord: Hashable, Sendable {
+    /// The network's or volume's name (its directory's).
+    public var name: String
+    /// The record file that cannot be read.
+    public var file: String
+    /// Why it cannot be read.
+    public var reason: String
+    /// What a repair rebuilds the record from, or nil when nothing is left
+    /// to rebuild it from (then only a forced removal helps).
+    public var repairSource: String?
+}
+
 /// The process a container runs, as resolved from its spec and image.
 public struct ResolvedProcess: Hashable, Sendable, Codable {
     /// argv, the program first.

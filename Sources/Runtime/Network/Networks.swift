@@ -80,7 +80,11 @@ public final class Networks: Sendable {
                                        gateway: chosen.address(1)!, internal: `internal`, labels: labels, createdAt: Date())
             let networkDirectory = directory + "/" + name
             guard mkdir(networkDirectory, 0o700) == 0 else {
-                throw RuntimeError(.invalidSpec, "a network named \(name) already exists", underlying: FileIO.errno)
+                let error = FileIO.errno
+                if let damaged = damaged().first(where: { $0.name == name }) {
+                    throw RuntimeError(.invalidState, "network \(name) exists but its record \(damaged.file) cannot be read (\(damaged.reason)); \(damaged.advice(kind: "network"))")
+                }
+                throw RuntimeError(.invalidSpec, "a network named \(name) already exists", underlying: error)
             }
             do {
                 try FileIO.makeDirectories(networkDirectory + "/leases", mode: 0o700)
@@ -106,10 +110,7 @@ public final class Networks: Sendable {
     /// - Throws: ``RuntimeError`` with code `notFound`, or `invalidState`
     ///   when its record cannot be read.
     public func network(_ name: String) throws -> NetworkRecord {
-        guard let record = try FileIO.readNamedRecord(NetworkRecord.self, in: directory, named: name, file: "network.json") else {
-            throw RuntimeError(.notFound, "no network is named \(name)")
-        }
-        return record
+        try FileIO.readRecord(NetworkRecord.self, kind: "network", named: name, in: directory, file: "network.json", damaged: damaged)
     }
 
     /// The network a container or pod is to join: the default network,
@@ -169,8 +170,9 @@ public final class Networks: Sendable {
         for alias in aliases { try ContainerRuntime.validate(name: alias, kind: "network alias") }
         let hostInterface = Self.hostInterface(containerID)
         return try withLock(networkName) {
-            // The lease first: it is what recovery finds.
-            let taken = Set(leases(networkName).map(\.address))
+            // The lease first: it is what recovery finds. An address is
+            // taken while its lease file exists, readable or not.
+            let taken = leasedAddresses(networkName)
             let broadcast = record.subnet.broadcast
             var index: UInt32 = 2
             var chosen: IPv4Address?
@@ -272,11 +274,17 @@ public final class Networks: Sendable {
         directory + "/" + network + "/members/" + containerID
     }
 
-    private func leasePath(_ network: String, _ address: IPv4Address) -> String {
+    func leasePath(_ network: String, _ address: IPv4Address) -> String {
         directory + "/" + network + "/leases/" + address.description + ".json"
     }
 
     func leases(_ network: String) -> [NetworkLease] { Self.leases(in: directory, network: network) }
+
+    /// The addresses that have a lease file, whether it can be read or not.
+    func leasedAddresses(_ network: String) -> Set<IPv4Address> {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory + "/" + network + "/leases")) ?? []
+        return Set(names.compactMap { $0.hasSuffix(".json") ? IPv4Address(String($0.dropLast(5))) : nil })
+    }
 
     static func leases(in directory: String, network: String) -> [NetworkLease] {
         let path = directory + "/" + network + "/leases"
@@ -447,6 +455,7 @@ public final class Networks: Sendable {
         try Self.disableIPv6(record.bridge)
         guard let bridge = try host.link(record.bridge) else { throw RuntimeError(.network, "bridge \(record.bridge) did not appear") }
         try host.addAddress(record.gateway, prefixLength: record.subnet.prefixLength, index: bridge.index, name: record.bridge)
+        Self.writeAlias(record)
         try Firewall.installNetwork(record)
     }
 
@@ -487,7 +496,7 @@ public final class Networks: Sendable {
     // MARK: - Locks
 
     /// Runs `body` holding the network's lock (its directory, flock'd).
-    private func withLock<T>(_ network: String, _ body: () throws -> T) throws -> T {
+    func withLock<T>(_ network: String, _ body: () throws -> T) throws -> T {
         let lock = open(directory + "/" + network, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard lock >= 0 else { throw RuntimeError(.notFound, "no network is named \(network)", underlying: FileIO.errno) }
         defer { close(lock) }

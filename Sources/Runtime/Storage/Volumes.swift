@@ -49,7 +49,12 @@ public final class Volumes: Sendable {
         try ContainerRuntime.validate(name: name, kind: "volume")
         let path = directory + "/" + name
         guard mkdir(path, 0o700) == 0 else {
-            if errno == EEXIST { throw RuntimeError(.invalidSpec, "a volume named \(name) already exists") }
+            if errno == EEXIST {
+                if let damaged = damaged().first(where: { $0.name == name }) {
+                    throw RuntimeError(.invalidState, "volume \(name) exists but its record \(damaged.file) cannot be read (\(damaged.reason)); \(damaged.advice(kind: "volume"))")
+                }
+                throw RuntimeError(.invalidSpec, "a volume named \(name) already exists")
+            }
             throw RuntimeError(.systemCall, "cannot create volume \(name)", underlying: FileIO.errno)
         }
         let record = VolumeRecord(name: name, labels: labels, createdAt: Date(), mountpoint: path + "/_data")
@@ -70,10 +75,7 @@ public final class Volumes: Sendable {
     /// - Throws: ``RuntimeError`` with code `notFound`, or `invalidState`
     ///   when its record cannot be read.
     public func volume(_ name: String) throws -> VolumeRecord {
-        guard let record = try FileIO.readNamedRecord(VolumeRecord.self, in: directory, named: name, file: "volume.json") else {
-            throw RuntimeError(.notFound, "no volume is named \(name)")
-        }
-        return record
+        try FileIO.readRecord(VolumeRecord.self, kind: "volume", named: name, in: directory, file: "volume.json", damaged: damaged)
     }
 
     /// Every volume, by name.
@@ -121,7 +123,9 @@ public final class Volumes: Sendable {
     /// system (`layers`, top-most first) has at its mount point.
     func prepare(_ mounts: [ContainerSpec.Mount], layers: [String]) async throws {
         for case .volume(let name, let target, _) in mounts {
-            if (try? volume(name)) == nil {
+            do {
+                _ = try volume(name)
+            } catch let error as RuntimeError where error.code == .notFound {
                 do {
                     try create(name)
                 } catch let error as RuntimeError where error.code == .invalidSpec && (try? volume(name)) != nil {

@@ -131,6 +131,43 @@ enum FileIO {
         }
     }
 
+    /// The record `file` of the entry `name` of `directory`, a `kind`
+    /// (network, volume) whose damaged records `damaged` lists.
+    ///
+    /// - Throws: ``RuntimeError`` with code `notFound` when there is no such
+    ///   entry, `invalidState` naming the file when its record is damaged.
+    static func readRecord<T: Decodable>(_ type: T.Type, kind: String, named name: String, in directory: String, file: String,
+                                         damaged: () -> [DamagedRecord]) throws -> T {
+        var failure: (any Error)?
+        do {
+            if let record = try readNamedRecord(T.self, in: directory, named: name, file: file) { return record }
+        } catch {
+            failure = error
+        }
+        if let damaged = damaged().first(where: { $0.name == name }) {
+            throw RuntimeError(.invalidState, "the record of \(kind) \(name), \(damaged.file), cannot be read (\(damaged.reason)); \(damaged.advice(kind: kind))")
+        }
+        if let failure { throw failure }
+        throw RuntimeError(.notFound, "no \(kind) is named \(name)")
+    }
+
+    /// Why the state file at `path` cannot be read as a `T`, or nil when it can.
+    static func damage<T: Decodable>(of type: T.Type, at path: String, lock directory: String) -> String? {
+        do {
+            return try readStateFile(path, lock: directory) { try ContainerRuntime.decoder.decode(T.self, from: $0) } == nil ? "it is missing" : nil
+        } catch let error as DecodingError {
+            switch error {
+            case .dataCorrupted(let context): return context.debugDescription
+            case .keyNotFound(let key, _): return "it lacks \"\(key.stringValue)\""
+            case .typeMismatch(_, let context), .valueNotFound(_, let context):
+                return "\(context.codingPath.map(\.stringValue).joined(separator: ".")): \(context.debugDescription)"
+            @unknown default: return "\(error)"
+            }
+        } catch {
+            return "\(error)"
+        }
+    }
+
     /// Every entry of `directory` whose state file `file` can be read.
     static func readNamedRecords<T: Decodable>(_ type: T.Type, in directory: String, file: String) -> [T] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []

@@ -1,0 +1,1 @@
+../../../Tests/ReconcilerTests/Fuzzing/FuzzTargets.swift
