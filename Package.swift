@@ -169,7 +169,7 @@ let package = Package(
         // checks, running tools, fixtures.
         .target(
             name: "GantryTestSupport",
-            dependencies: ["OCIImage", "Runtime"],
+            dependencies: ["OCIImage", "Runtime", "CGantrySystem", "CGantryLauncher"],
             path: "Tests/GantryTestSupport",
             swiftSettings: strict
         ),

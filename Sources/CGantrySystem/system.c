@@ -6,6 +6,7 @@
 #include <linux/openat2.h>
 #include <pthread.h>
 #include <sched.h>
+#include <spawn.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
 #include <stdio.h>
@@ -161,4 +162,8 @@ int gantry_unshare_descriptors(void) {
     long maximum = sysconf(_SC_OPEN_MAX);
     for (long fd = 3; fd < maximum; fd++) close((int)fd);
     return 0;
+}
+
+int gantry_spawn_close_from(void *actions, int from) {
+    return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, from);
 }

@@ -10,18 +10,12 @@ import Glibc
 /// whether the kill landed. Returns as soon as the command ends.
 public func killAtRandom(_ binary: String, _ arguments: [String], environment: [String: String]? = nil, window: UInt32,
                          using generator: inout SystemRandomNumberGenerator) throws -> Bool {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: binary)
-    process.arguments = arguments
-    if let environment { process.environment = environment }
-    process.standardOutput = FileHandle.nullDevice
-    process.standardError = FileHandle.nullDevice
-    try process.run()
+    let process = try ChildProcess(binary, arguments, environment: environment, stdout: .null, stderr: .null)
     // Sleeps in short steps, so that a command that ends first is not waited for.
     let deadline = ContinuousClock.now + .microseconds(Int(UInt32.random(in: 0 ..< max(window, 1), using: &generator)))
     while process.isRunning, ContinuousClock.now < deadline { usleep(1000) }
     let killed = process.isRunning
-    if killed { kill(process.processIdentifier, SIGKILL) }
+    if killed { process.kill(SIGKILL) }
     process.waitUntilExit()
     return killed
 }

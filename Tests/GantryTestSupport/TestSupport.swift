@@ -1,3 +1,4 @@
+import CGantryLauncher
 import Foundation
 import Testing
 @testable import OCIImage
@@ -68,36 +69,55 @@ public func run(_ program: String, _ arguments: [String], input: Data? = nil, en
 public func runWithStatus(_ program: String, _ arguments: [String], input: Data? = nil, environment: [String: String]? = nil, check: Bool = false)
     throws -> (status: Int32, output: String, error: String)
 {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: program.hasPrefix("/") ? program : "/usr/bin/env")
-    process.arguments = program.hasPrefix("/") ? arguments : [program] + arguments
-    if let environment { process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 } }
-    let stdout = Pipe()
-    let stderr = Pipe()
-    let stdin = Pipe()
-    process.standardOutput = stdout
-    process.standardError = stderr
-    process.standardInput = stdin
-    try process.run()
-    if let input { stdin.fileHandleForWriting.write(input) }
-    try stdin.fileHandleForWriting.close()
-    // Read both pipes concurrently so that neither can fill up and block the child.
-    let errorData = LockedData()
-    let group = DispatchGroup()
-    group.enter()
-    DispatchQueue.global().async {
-        errorData.set(stderr.fileHandleForReading.readDataToEndOfFile())
-        group.leave()
+    var stdin: [Int32] = [-1, -1]
+    var stdout: [Int32] = [-1, -1]
+    var stderr: [Int32] = [-1, -1]
+    defer { for fd in stdin + stdout + stderr where fd >= 0 { close(fd) } }
+    guard gantry_pipe(&stdin) == 0, gantry_pipe(&stdout) == 0, gantry_pipe(&stderr) == 0 else {
+        throw ToolError(description: "cannot make pipes: \(String(cString: strerror(errno)))")
     }
-    let outputData = stdout.fileHandleForReading.readDataToEndOfFile()
-    group.wait()
-    process.waitUntilExit()
-    let output = String(decoding: outputData, as: UTF8.self)
-    let error = String(decoding: errorData.get(), as: UTF8.self)
-    if check && process.terminationStatus != 0 {
-        throw ToolError(description: "\(program) \(arguments.joined(separator: " ")) exited with \(process.terminationStatus): \(error)")
+    let child = try ChildProcess(program, arguments, environment: environment,
+                                 stdin: .descriptor(stdin[0]), stdout: .descriptor(stdout[1]), stderr: .descriptor(stderr[1]))
+    // The child has its own copies of its ends.
+    for fd in [stdin[0], stdout[1], stderr[1]] { close(fd) }
+    stdin[0] = -1
+    stdout[1] = -1
+    stderr[1] = -1
+    // Feed the input and drain both outputs together, so that no pipe can
+    // fill up and block the child.
+    var pending = [UInt8](input ?? Data())
+    if pending.isEmpty { close(stdin[1]); stdin[1] = -1 }
+    var collected: [[UInt8]] = [[], []]
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while stdout[0] >= 0 || stderr[0] >= 0 {
+        var polled = [stdout[0], stderr[0], stdin[1]].enumerated().filter { $0.element >= 0 }.map { index, fd in
+            pollfd(fd: fd, events: Int16(index == 2 ? POLLOUT : POLLIN), revents: 0)
+        }
+        guard poll(&polled, nfds_t(polled.count), -1) >= 0 || errno == EINTR else { break }
+        for entry in polled where entry.revents != 0 {
+            if entry.fd == stdin[1] {
+                let written = pending.withUnsafeBytes { write(entry.fd, $0.baseAddress, $0.count) }
+                if written > 0 { pending.removeFirst(written) }
+                if written < 0 && errno != EINTR && errno != EAGAIN || pending.isEmpty { close(stdin[1]); stdin[1] = -1 }
+                continue
+            }
+            let slot = entry.fd == stdout[0] ? 0 : 1
+            let count = read(entry.fd, &buffer, buffer.count)
+            if count > 0 {
+                collected[slot] += buffer[..<count]
+            } else if count == 0 || errno != EINTR && errno != EAGAIN {
+                close(entry.fd)
+                if slot == 0 { stdout[0] = -1 } else { stderr[0] = -1 }
+            }
+        }
     }
-    return (process.terminationStatus, output, error)
+    let termination = child.wait()
+    let output = String(decoding: collected[0], as: UTF8.self)
+    let error = String(decoding: collected[1], as: UTF8.self)
+    if check && termination.status != 0 {
+        throw ToolError(description: "\(program) \(arguments.joined(separator: " ")) exited with \(termination.status): \(error)")
+    }
+    return (termination.status, output, error)
 }
 
 /// ``run(_:_:input:environment:)`` for async code: the program is waited
@@ -121,13 +141,6 @@ public func runWithStatus(_ program: String, _ arguments: [String], input: Data?
             })
         }
     }
-}
-
-final class LockedData: @unchecked Sendable {
-    private let lock = NSLock()
-    private var data = Data()
-    func set(_ value: Data) { lock.withLock { data = value } }
-    func get() -> Data { lock.withLock { data } }
 }
 
 public func write(_ text: String, to path: String) throws {

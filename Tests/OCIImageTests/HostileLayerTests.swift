@@ -127,6 +127,20 @@ import Testing
             _ = try ImageStore(root: StateRoot(dir + "/fresh"))
         }
     }
+
+    @Test func aGarbledImageDatabaseIsReportedAsDamagedWithWhatToDo() async throws {
+        try await withTemporaryDirectory("garbled-db") { dir in
+            try makeBusyboxRootfs(dir + "/rootfs")
+            let root = StateRoot(dir + "/state")
+            try await ImageStore(root: root).importRootfs(at: dir + "/rootfs", name: "kept:1")
+            let blobs = try ContentStore(root: root.path).list().count
+            try Data(repeating: 0x7B, count: 4096).write(to: URL(fileURLWithPath: root.database))
+            for suffix in ["-wal", "-shm"] { unlink(root.database + suffix) }
+            let error = try #require(throws: OCIImageError.self) { try ImageStore(root: root) }
+            #expect(error.code == .damagedState && error.description.contains(root.database) && error.description.contains("Move it aside"), "\(error)")
+            #expect(try ContentStore(root: root.path).list().count == blobs)
+        }
+    }
 }
 
 @Suite struct ImageStoreCheckTests {

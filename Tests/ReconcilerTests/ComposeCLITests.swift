@@ -31,24 +31,15 @@ import Testing
     }
 
     /// Starts `gantry up` in the background; its output goes to `log`.
-    func up(_ root: String, _ arguments: [String], log: String) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["--root", root, "up"] + arguments
-        process.environment = ProcessInfo.processInfo.environment.merging(["GANTRY_CGROUP_PARENT": parent]) { $1 }
+    func up(_ root: String, _ arguments: [String], log: String) throws -> ChildProcess {
         _ = FileManager.default.createFile(atPath: log, contents: nil)
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        process.standardOutput = handle
-        process.standardError = handle
-        try process.run()
-        // The child has its own copy.
-        try handle.close()
-        return process
+        return try ChildProcess(binary, ["--root", root, "up"] + arguments, environment: ["GANTRY_CGROUP_PARENT": parent],
+                                stdout: .file(log), stderr: .file(log))
     }
 
     /// Waits (up to 30 s) for a process to end, without spinning as
     /// `waitUntilExit` does.
-    func waitForExit(_ process: Process) async throws {
+    func waitForExit(_ process: ChildProcess) async throws {
         for _ in 0 ..< 600 where process.isRunning { try await Task.sleep(for: .milliseconds(50)) }
         #expect(!process.isRunning, "gantry up did not end")
     }
@@ -84,7 +75,7 @@ import Testing
         return Int(UInt16(bigEndian: address.sin_port))
     }
 
-    func cleanUp(_ root: String, compose: String, processes: [Process]) async throws {
+    func cleanUp(_ root: String, compose: String, processes: [ChildProcess]) async throws {
         for process in processes where process.isRunning { kill(process.processIdentifier, SIGKILL) }
         for process in processes { try? await waitForExit(process) }
         _ = try? await gantry(root, ["down", "-f", compose, "-v"])
@@ -118,7 +109,7 @@ import Testing
                         condition: service_healthy
                     stop_grace_period: 500ms
                 """, to: compose)
-            var processes: [Process] = []
+            var processes: [ChildProcess] = []
             do {
                 let port = try freePort()
                 let log = dir + "/up.log"
@@ -202,7 +193,7 @@ import Testing
                     scale: 2
                     network_mode: none
                 """, to: compose)
-            var processes: [Process] = []
+            var processes: [ChildProcess] = []
             do {
                 processes.append(try up(root, ["-f", compose, "-p", "adopt", "--leave-running"], log: dir + "/up.log"))
                 try await waitForServices(root, log: dir + "/up.log") { $0["keeper"]?["available"] as? Int == 2 }
@@ -254,7 +245,7 @@ import Testing
                 volumes:
                   data: {}
                 """, to: compose)
-            var processes: [Process] = []
+            var processes: [ChildProcess] = []
             do {
                 // Every container that ever existed, to look for what the host may still hold of it.
                 var seen: Set<String> = []

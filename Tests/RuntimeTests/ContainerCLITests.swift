@@ -125,12 +125,8 @@ import Testing
             #expect(try await gantry(root, ["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
             // A `gantry run` killed with SIGKILL while its container runs,
             // on a bridge network with a published port.
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: binary)
-            process.arguments = ["--root", root, "run", "--name", "doomed", "--network", "bridge", "-p", "0:80", "bb:1", "sleep", "600"]
-            process.environment = ["GANTRY_CGROUP_PARENT": "gantry-cli-crash"]
-            process.standardOutput = FileHandle.nullDevice
-            try process.run()
+            let process = try ChildProcess(binary, ["--root", root, "run", "--name", "doomed", "--network", "bridge", "-p", "0:80", "bb:1", "sleep", "600"],
+                                           environment: ["GANTRY_CGROUP_PARENT": "gantry-cli-crash"], stdout: .null)
             var pid: Int?
             // Up to 30 s: a loaded machine starts processes slowly.
             for _ in 0 ..< 600 where pid == nil {

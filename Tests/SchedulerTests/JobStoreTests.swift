@@ -24,9 +24,7 @@ private func record(_ name: String, cronJob: String? = nil, _ condition: JobStat
 
 /// The id of a process that has exited and been waited for.
 private func exitedProcessID() throws -> Int32 {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/bin/true")
-    try process.run()
+    let process = try ChildProcess("/bin/true", [])
     process.waitUntilExit()
     return process.processIdentifier
 }

@@ -83,4 +83,9 @@ int gantry_unshare_mounts(void);
 /// errno set.
 int gantry_unshare_descriptors(void);
 
+/// Adds to `actions` (a `posix_spawn_file_actions_t`) the closing of every
+/// descriptor from `from` up in the child (glibc's
+/// posix_spawn_file_actions_addclosefrom_np). Returns 0 or an error number.
+int gantry_spawn_close_from(void *actions, int from);
+
 #endif

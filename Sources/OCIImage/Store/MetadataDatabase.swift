@@ -38,7 +38,11 @@ struct MetadataDatabase: Sendable {
         do {
             pool = try openSharedDatabase(path: path, label: "gantry", migrator: Self.migrator)
         } catch let error as DatabaseError {
-            throw OCIImageError(.systemCall, "the metadata database \(path) cannot be opened: \(error.message ?? error.description)")
+            let reason = error.message ?? error.description
+            if error.resultCode == .SQLITE_CORRUPT || error.resultCode == .SQLITE_NOTADB {
+                throw OCIImageError(.damagedState, "the image database \(path) is damaged (\(reason)). Move it aside and pull or import the images again: their blobs are kept and reused, but image names and snapshot records are lost with the database")
+            }
+            throw OCIImageError(.systemCall, "the metadata database \(path) cannot be opened: \(reason)")
         }
     }
 

@@ -14,7 +14,7 @@ final class TestRegistry: @unchecked Sendable {
 
     let directory: String
     let port: Int
-    private var process: Process?
+    private var process: ChildProcess?
 
     /// `127.0.0.1:PORT`.
     var host: String { "127.0.0.1:\(port)" }
@@ -80,18 +80,14 @@ final class TestRegistry: @unchecked Sendable {
         while try !answers(process, deadline: deadline) { try await Task.sleep(for: .milliseconds(20)) }
     }
 
-    private func launch() throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/docker-registry")
-        process.arguments = ["serve", directory + "/config.yml"]
-        process.standardOutput = FileHandle(forWritingAtPath: "/dev/null")
-        process.standardError = try FileHandle(forWritingTo: URL(fileURLWithPath: directory + "/registry.log").creatingIfNeeded())
-        try process.run()
+    private func launch() throws -> ChildProcess {
+        let process = try ChildProcess("/usr/bin/docker-registry", ["serve", directory + "/config.yml"],
+                                       stdout: .null, stderr: .file(directory + "/registry.log"))
         self.process = process
         return process
     }
 
-    private func answers(_ process: Process, deadline: Date) throws -> Bool {
+    private func answers(_ process: ChildProcess, deadline: Date) throws -> Bool {
         if isListening(port) { return true }
         guard Date() < deadline, process.isRunning else {
             throw ToolError(description: "docker-registry did not start: \((try? readText(directory + "/registry.log")) ?? "")")
