@@ -87,6 +87,7 @@ let package = Package(
             name: "Runtime",
             dependencies: [
                 "OCIImage",
+                "CArchive",
                 "CSeccomp",
                 "CNftables",
                 "CGantrySystem",
@@ -109,7 +110,7 @@ let package = Package(
         .target(
             name: "Reconciler",
             dependencies: [
-                "Scheduler", "Runtime", "OCIImage", "CGantrySystem",
+                "Scheduler", "Runtime", "OCIImage",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
@@ -123,7 +124,7 @@ let package = Package(
         .target(
             name: "Observability",
             dependencies: [
-                "OCIImage", "Runtime", "Scheduler", "Reconciler",
+                "Runtime", "Scheduler", "Reconciler",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -43,7 +43,7 @@ public final class Gantry: Sendable {
 
     /// The container runtime over this state root, opened on first use
     /// (which cleans up after processes that ended; see
-    /// `ContainerRuntime.init(images:cgroupParent:cgroups:logger:)`).
+    /// `ContainerRuntime.init(images:cgroupParent:cgroups:nameservers:logger:)`).
     public var containers: ContainerRuntime {
         get throws {
             try runtime.withLock { runtime in

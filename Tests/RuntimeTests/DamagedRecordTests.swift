@@ -134,3 +134,24 @@ import Testing
         }
     }
 }
+
+/// What a bridge's alias holds, read back as written; anything else is not
+/// taken for a network's.
+@Suite struct BridgeAliasTests {
+    @Test func anAliasRoundTripsAndForeignOnesAreIgnored() throws {
+        let id = String(repeating: "ab", count: 32)
+        let record = NetworkRecord(id: id, name: "shop_back", bridge: "gt-" + id.prefix(12), subnet: try #require(IPv4Subnet("10.88.7.0/24")),
+                                   gateway: try #require(IPv4Address("10.88.7.1")), internal: true, labels: ["a": "b"], createdAt: Date())
+        let alias = Networks.BridgeAlias(record)
+        #expect(alias.text.utf8.count < 256)
+        #expect(Networks.BridgeAlias(parsing: alias.text) == alias)
+        #expect(alias.bridge == record.bridge)
+        let longest = Networks.BridgeAlias(NetworkRecord(id: id, name: String(repeating: "n", count: 128), bridge: record.bridge, subnet: record.subnet,
+                                                         gateway: record.gateway, internal: true, labels: [:], createdAt: Date()))
+        #expect(longest.text.utf8.count < 256, "IFALIASZ is 256 with its NUL")
+        for foreign in ["", "my bridge", "gantry-network name=x", "gantry-network name=x id=abc subnet=10.0.0.0/24 internal=0",
+                        "gantry-network name=x id=\(id) subnet=nonsense internal=0", "gantry-network name=x id=\(id) subnet=10.0.0.0/24 internal=2"] {
+            #expect(Networks.BridgeAlias(parsing: foreign) == nil, "\(foreign)")
+        }
+    }
+}

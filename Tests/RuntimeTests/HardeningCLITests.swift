@@ -240,4 +240,19 @@ import Testing
             _ = try await gantry(root, ["rm", "-f", "kept", "ended"])
         }
     }
+
+    @Test func theDemoHealsAServiceAndLeavesNothingBehind() async throws {
+        try #require(FileManager.default.isExecutableFile(atPath: binary), "build the gantry product first (swift build)")
+        let demo = try await runWithStatus(binary, ["demo"])
+        #expect(demo.status == 0, "\(demo.output)\(demo.error)")
+        #expect(demo.output.contains("worker reaches web by its name"), "\(demo.output)")
+        #expect(demo.output.contains("replaced it") && demo.output.contains("answered \"hello from a Gantry container\" again"), "\(demo.output)")
+        #expect(demo.output.contains("demo done in"))
+        // Its bridge and the bridge's rules are gone, and its state root.
+        let bridge = try #require(demo.output.split(separator: " ").first { $0.hasPrefix("gt-") }).description
+        #expect(try RouteNetlink().link(bridge) == nil)
+        #expect(!(try Firewall.listRules()).contains { $0.comment == "gantry network " + bridge.dropFirst(3) })
+        let temporary = try FileManager.default.contentsOfDirectory(atPath: "/tmp").filter { $0.hasPrefix("gantry-demo-") }
+        #expect(temporary.isEmpty, "\(temporary)")
+    }
 }

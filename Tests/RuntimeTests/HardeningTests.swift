@@ -75,6 +75,23 @@ import Glibc
         }
     }
 
+    @Test func collectedOutputIsBoundedForContainersAndExecsAlike() async throws {
+        try await withRuntime("bounded-output") { runtime, _ in
+            let error = await #expect(throws: RuntimeError.self) {
+                _ = try await runtime.run(shell("yes | head -c 300000")) { try await $0.output.text(maximumBytes: 100_000) }
+            }
+            #expect(error?.description.contains("longer than 100000 bytes") == true, "\(String(describing: error))")
+            let (text, _) = try await runtime.run(shell("exec sleep 600")) { container in
+                let process = try await container.exec(ExecSpec(["sh", "-c", "echo from exec"]))
+                let text = try await process.output.text()
+                _ = await process.wait()
+                try container.kill(SIGKILL)
+                return text
+            }
+            #expect(text == "from exec\n")
+        }
+    }
+
     @Test func aTmpfsInsideAVolumeIsMountedOnTheVolumeWhateverTheOrder() async throws {
         try await withRuntime("mount-order") { runtime, _ in
             let spec = shell("grep -E ' /data(/cache)? ' /proc/mounts | cut -d' ' -f2,3; echo kept > /data/file")

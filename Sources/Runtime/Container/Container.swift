@@ -790,15 +790,31 @@ public struct ContainerOutput: AsyncSequence, Sendable {
         }
     }
 
-    /// Every byte, both streams in order of arrival.
-    public func collect() async throws -> [UInt8] {
+}
+
+extension AsyncSequence where Element == OutputChunk {
+    /// Every byte, both streams in order of arrival: a container's output
+    /// (``ContainerOutput``) or an exec'd process's
+    /// (``ExecProcess/output``).
+    ///
+    /// - Parameter maximumBytes: how much is kept at most (64 MiB by
+    ///   default): a process can print without end, and its output is
+    ///   held in memory.
+    /// - Throws: ``RuntimeError`` with code `invalidState` when the output
+    ///   is longer than `maximumBytes`.
+    public func collect(maximumBytes: Int = 64 << 20) async throws -> [UInt8] {
         var bytes: [UInt8] = []
-        for try await chunk in self { bytes += chunk.bytes }
+        for try await chunk in self {
+            guard bytes.count + chunk.bytes.count <= maximumBytes else {
+                throw RuntimeError(.invalidState, "the output is longer than \(maximumBytes) bytes, the most collected; read it as it comes instead")
+            }
+            bytes += chunk.bytes
+        }
         return bytes
     }
 
-    /// Everything as text.
-    public func text() async throws -> String {
-        String(decoding: try await collect(), as: UTF8.self)
+    /// Everything as text (invalid UTF-8 replaced); see ``collect(maximumBytes:)``.
+    public func text(maximumBytes: Int = 64 << 20) async throws -> String {
+        String(decoding: try await collect(maximumBytes: maximumBytes), as: UTF8.self)
     }
 }
