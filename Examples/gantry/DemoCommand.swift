@@ -79,7 +79,7 @@ struct Demo: AsyncParsableCommand {
             for service in services { try reconciler.apply(service) }
             try await reconciler.waitForRollout("web")
             try await reconciler.waitForRollout("worker")
-            let body = try await Self.get(port: hostPort, until: clock.now + .seconds(10))
+            let body = try await Self.get(port: hostPort, until: clock.now + .seconds(60))
             print("services web and worker running on network \(network) in \(Self.milliseconds(clock.now - step)); http://127.0.0.1:\(hostPort)/ answers \"\(body)\"")
             let fetch = try await runtime.container(reconciler.replicas(of: "worker")[0].name)
                 .exec(ExecSpec(["wget", "-qO-", "http://\(reconciler.replicas(of: "web")[0].name)/"]))
@@ -101,7 +101,7 @@ struct Demo: AsyncParsableCommand {
                     break
                 }
             }
-            let served = try await Self.get(port: hostPort, until: clock.now + .seconds(10))
+            let served = try await Self.get(port: hostPort, until: clock.now + .seconds(60))
             let serving = Self.milliseconds(clock.now - step)
             guard let exited, let replaced else { throw ValidationError("the killed replica was not replaced") }
             let healing = Duration.milliseconds(Int64(replaced.at.timeIntervalSince(exited) * 1000))

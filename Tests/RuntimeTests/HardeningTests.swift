@@ -75,6 +75,46 @@ import Glibc
         }
     }
 
+    @Test func publishingAPortPutsAContainerOnTheDefaultNetworkAsTheCommandLineDoes() async throws {
+        try await withRuntime("publish-default") { runtime, _ in
+            let port = try #require(Networks.freeHostPort(.tcp))
+            let spec = shell("exec sleep 600").publishing(PublishedPort(hostPort: port, containerPort: 80))
+            #expect(spec.network == .bridge(Networks.defaultName))
+            let container = try await runtime.create(spec)
+            try await container.start()
+            #expect(try container.record.network?.network == Networks.defaultName)
+            #expect(try container.record.network?.ports.first?.hostPort == port)
+            try await container.remove(force: true)
+            // A network chosen before or after is kept.
+            #expect(shell("true").network(.host).publishing(PublishedPort(containerPort: 80)).network == .host)
+            #expect(shell("true").publishing(PublishedPort(containerPort: 80)).network(.bridge("lan")).network == .bridge("lan"))
+        }
+    }
+
+    @Test func aFirstProcessWithoutAHandlerIsKilledAtOnceNotAfterTheGracePeriod() async throws {
+        try await withRuntime("stop-unhandled") { runtime, _ in
+            // busybox sleep as PID 1: SIGTERM would be dropped by the kernel.
+            let sleeper = try await runtime.create(ContainerSpec(image: "busybox:test", command: ["sleep", "600"]))
+            try await sleeper.start()
+            let pid = try #require(try sleeper.record.pid)
+            let started = ContinuousClock.now
+            let stopping = Task { try await sleeper.stop(grace: .seconds(300)) }
+            // The process itself is watched, not the report of its end,
+            // which a busy machine may deliver later.
+            while kill(pid, 0) == 0, ContinuousClock.now - started < .seconds(120) { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(kill(pid, 0) != 0 && ContinuousClock.now - started < .seconds(120), "the grace period was waited out")
+            let exit = try #require(try await stopping.value)
+            #expect(exit.status == .signaled(SIGKILL))
+            try await sleeper.remove()
+            // One that handles it still gets it, and ends its own way.
+            let handler = try await runtime.create(shell("trap 'exit 3' TERM; echo ready; while :; do sleep 0.1; done"))
+            try await handler.start()
+            try await waitForOutput(handler, "ready")
+            #expect(try await handler.stop(grace: .seconds(60))?.status == .exited(3))
+            try await handler.remove()
+        }
+    }
+
     @Test func collectedOutputIsBoundedForContainersAndExecsAlike() async throws {
         try await withRuntime("bounded-output") { runtime, _ in
             let error = await #expect(throws: RuntimeError.self) {

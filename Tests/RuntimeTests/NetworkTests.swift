@@ -210,7 +210,8 @@ import Glibc
             #expect(throws: RuntimeError.self) { try runtime.networks.create("bad/name") }
             await #expect(throws: RuntimeError.self) { try await runtime.create(shell("true").network(.bridge("missing"))) }
             await #expect(throws: RuntimeError.self) {
-                try await runtime.create(shell("true").publishing(PublishedPort(containerPort: 80)))
+                // Ports with no network to publish them from.
+                try await runtime.create(shell("true").publishing(PublishedPort(containerPort: 80)).network(.none))
             }
         }
     }

@@ -556,14 +556,34 @@ public final class Container: Sendable {
         guard record.status == .running || record.status == .paused else { return record.exit }
         record = try runtime.update(id) { $0.stopRequested = true }
         state.withLock { $0.record.stopRequested = true }
-        try send(record.spec.stopSignal, record)
+        let signal = record.spec.stopSignal
+        try send(signal, record)
         thawIfPaused()
         let grace = grace ?? record.spec.stopGracePeriod
+        let (pid, name, logger) = (record.pid, name, runtime.logger)
         return try await withThrowingTaskGroup(of: ContainerExit?.self) { group in
             group.addTask { try await self.wait() }
             group.addTask {
                 try? await Task.sleep(for: grace)
                 return nil
+            }
+            // The kernel drops a signal sent to the first process of a PID
+            // namespace that neither handles nor blocks it (nor will one
+            // sent before it did): waiting the grace period would gain
+            // nothing, so it is killed as soon as that is seen.
+            if let pid {
+                group.addTask {
+                    // Cancelled, it ends as the grace period's task does: with a kill.
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .milliseconds(50))
+                        if Self.discards(signal, pid: pid) {
+                            logger.notice("the container's first process neither handles nor blocks its stop signal, which its PID namespace drops; it is killed without waiting the grace period",
+                                          metadata: ["container": "\(name)", "signal": "\(signal)"])
+                            return nil
+                        }
+                    }
+                    return nil
+                }
             }
             while let result = try await group.next() {
                 if let exit = result {
@@ -574,6 +594,27 @@ public final class Container: Sendable {
             }
             return nil
         }
+    }
+
+    /// Whether the kernel drops `signal` sent to the process `pid`: the
+    /// first process of its PID namespace, which gets only the signals it
+    /// handles or blocks (to read them from a signalfd, as an init does);
+    /// SIGKILL and SIGSTOP from outside always arrive.
+    static func discards(_ signal: Int32, pid: Int32) -> Bool {
+        guard signal != SIGKILL, signal != SIGSTOP, signal > 0, signal <= 64,
+              let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        else { return false }
+        var fields: [Substring: Substring] = [:]
+        for line in status.split(separator: "\n") {
+            guard let colon = line.firstIndex(of: ":") else { continue }
+            fields[line[..<colon]] = line[line.index(after: colon)...].drop { $0 == " " || $0 == "\t" }
+        }
+        guard fields["NSpid"]?.split(whereSeparator: { $0 == " " || $0 == "\t" }).last == "1",
+              let caught = fields["SigCgt"].flatMap({ UInt64($0, radix: 16) }),
+              let blocked = fields["SigBlk"].flatMap({ UInt64($0, radix: 16) })
+        else { return false }
+        let bit: UInt64 = 1 << UInt64(signal - 1)
+        return caught & bit == 0 && blocked & bit == 0
     }
 
     /// Freezes every process of the container.
@@ -719,102 +760,5 @@ public final class Container: Sendable {
             state.withLock { $0.exitStatus = .signaled(SIGKILL) }
             finishIfDone()
         })
-    }
-}
-
-/// A container's output: chunks of bytes as they arrive, or ``lines``.
-public struct ContainerOutput: AsyncSequence, Sendable {
-    public typealias Element = OutputChunk
-
-    enum Source: Sendable {
-        case log(LogFollower)
-        case raw(RawOutputFollower)
-    }
-
-    let source: Source
-
-    public struct AsyncIterator: AsyncIteratorProtocol {
-        enum Base {
-            case log(LogFollower.AsyncIterator)
-            case raw(RawOutputFollower.AsyncIterator)
-        }
-
-        var base: Base
-
-        public mutating func next() async throws -> OutputChunk? {
-            switch base {
-            case .log(var iterator):
-                let chunk = try await iterator.next()
-                base = .log(iterator)
-                return chunk
-            case .raw(var iterator):
-                let chunk = try await iterator.next()
-                base = .raw(iterator)
-                return chunk
-            }
-        }
-    }
-
-    public func makeAsyncIterator() -> AsyncIterator {
-        switch source {
-        case .log(let follower): AsyncIterator(base: .log(follower.makeAsyncIterator()))
-        case .raw(let follower): AsyncIterator(base: .raw(follower.makeAsyncIterator()))
-        }
-    }
-
-    /// The output as lines of text, without their newlines (each stream's
-    /// partial lines joined).
-    public var lines: AsyncThrowingStream<String, any Error> {
-        let output = self
-        return AsyncThrowingStream { continuation in
-            let task = Task {
-                var pending: [OutputStream: [UInt8]] = [:]
-                do {
-                    for try await chunk in output {
-                        var bytes = pending[chunk.stream, default: []] + chunk.bytes
-                        while let newline = bytes.firstIndex(of: 0x0a) {
-                            continuation.yield(String(decoding: bytes[..<newline], as: UTF8.self))
-                            bytes.removeSubrange(...newline)
-                        }
-                        pending[chunk.stream] = bytes
-                    }
-                    for stream in [OutputStream.stdout, .stderr] {
-                        if let rest = pending[stream], !rest.isEmpty { continuation.yield(String(decoding: rest, as: UTF8.self)) }
-                    }
-                    continuation.finish()
-                } catch {
-                    continuation.finish(throwing: error)
-                }
-            }
-            continuation.onTermination = { _ in task.cancel() }
-        }
-    }
-
-}
-
-extension AsyncSequence where Element == OutputChunk {
-    /// Every byte, both streams in order of arrival: a container's output
-    /// (``ContainerOutput``) or an exec'd process's
-    /// (``ExecProcess/output``).
-    ///
-    /// - Parameter maximumBytes: how much is kept at most (64 MiB by
-    ///   default): a process can print without end, and its output is
-    ///   held in memory.
-    /// - Throws: ``RuntimeError`` with code `invalidState` when the output
-    ///   is longer than `maximumBytes`.
-    public func collect(maximumBytes: Int = 64 << 20) async throws -> [UInt8] {
-        var bytes: [UInt8] = []
-        for try await chunk in self {
-            guard bytes.count + chunk.bytes.count <= maximumBytes else {
-                throw RuntimeError(.invalidState, "the output is longer than \(maximumBytes) bytes, the most collected; read it as it comes instead")
-            }
-            bytes += chunk.bytes
-        }
-        return bytes
-    }
-
-    /// Everything as text (invalid UTF-8 replaced); see ``collect(maximumBytes:)``.
-    public func text(maximumBytes: Int = 64 << 20) async throws -> String {
-        String(decoding: try await collect(maximumBytes: maximumBytes), as: UTF8.self)
     }
 }

@@ -263,17 +263,78 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
         return copy
     }
 
+    /// A copy with `value` at `field`: what the one-field modifiers do.
+    private func with<Value>(_ field: WritableKeyPath<ContainerSpec, Value>, _ value: Value) -> ContainerSpec {
+        var copy = self
+        copy[keyPath: field] = value
+        return copy
+    }
+
     /// With a read-only root file system.
     public func readOnlyRootfs(_ readOnly: Bool = true) -> ContainerSpec {
-        var copy = self
-        copy.readOnlyRootfs = readOnly
-        return copy
+        with(\.readOnlyRootfs, readOnly)
     }
 
     /// Killed after `duration`.
     public func timeout(_ duration: Duration) -> ContainerSpec {
+        with(\.timeout, duration)
+    }
+
+    /// With a tiny init as PID 1 that reaps zombies and forwards signals.
+    public func initProcess(_ enabled: Bool = true) -> ContainerSpec {
+        with(\.initProcess, enabled)
+    }
+
+    /// Stopped with `signal`, then SIGKILL after `grace`.
+    public func stopping(signal: Int32 = SIGTERM, grace: Duration) -> ContainerSpec {
         var copy = self
-        copy.timeout = duration
+        copy.stopSignal = signal
+        copy.stopGracePeriod = grace
+        return copy
+    }
+
+    /// Reading a stdin the caller writes to (``Container/write(_:)``).
+    public func openStdin(_ open: Bool = true) -> ContainerSpec {
+        with(\.openStdin, open)
+    }
+
+    /// On a pseudo-terminal.
+    public func terminal(_ enabled: Bool = true) -> ContainerSpec {
+        with(\.terminal, enabled)
+    }
+
+    /// Running as `user` (`uid[:gid]` or `name[:group]`).
+    public func user(_ user: String) -> ContainerSpec {
+        with(\.user, user)
+    }
+
+    /// Starting in `directory`.
+    public func workingDirectory(_ directory: String) -> ContainerSpec {
+        with(\.workingDirectory, directory)
+    }
+
+    /// With the host name `hostname`.
+    public func hostname(_ hostname: String) -> ContainerSpec {
+        with(\.hostname, hostname)
+    }
+
+    /// With these labels added.
+    public func labeled(_ labels: [String: String]) -> ContainerSpec {
+        var copy = self
+        copy.labels.merge(labels) { $1 }
+        return copy
+    }
+
+    /// Living as `lifetime` says when the host process ends.
+    public func lifetime(_ lifetime: Lifetime) -> ContainerSpec {
+        with(\.lifetime, lifetime)
+    }
+
+    /// With the capabilities `added` and without the `dropped` ones (`ALL` drops every one).
+    public func capabilities(adding added: [String] = [], dropping dropped: [String] = []) -> ContainerSpec {
+        var copy = self
+        copy.capabilitiesAdded += added
+        copy.capabilitiesDropped += dropped
         return copy
     }
 
@@ -301,23 +362,23 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
 
     /// In the pod named `pod`.
     public func inPod(_ pod: String) -> ContainerSpec {
-        var copy = self
-        copy.pod = pod
-        return copy
+        with(\.pod, pod)
     }
 
-    /// With `ports` published on the host.
+    /// With `ports` published on the host. A container on no network (the
+    /// default) and in no pod joins the default bridge network
+    /// (``Networks/defaultName``), as `gantry run -p` does; one put on
+    /// another network afterwards takes the ports with it.
     public func publishing(_ ports: PublishedPort...) -> ContainerSpec {
         var copy = self
         copy.publishedPorts += ports
+        if copy.network == .none, copy.pod == nil, !ports.isEmpty { copy.network = .bridge(Networks.defaultName) }
         return copy
     }
 
     /// Named `name`.
     public func named(_ name: String) -> ContainerSpec {
-        var copy = self
-        copy.name = name
-        return copy
+        with(\.name, name)
     }
 }
 
