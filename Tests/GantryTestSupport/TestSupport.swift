@@ -1,6 +1,7 @@
 import CGantryLauncher
 import Foundation
 import Testing
+@testable import Runtime
 @testable import OCIImage
 
 extension Trait where Self == ConditionTrait {
@@ -96,7 +97,8 @@ public func runWithStatus(_ program: String, _ arguments: [String], input: Data?
         guard poll(&polled, nfds_t(polled.count), -1) >= 0 || errno == EINTR else { break }
         for entry in polled where entry.revents != 0 {
             if entry.fd == stdin[1] {
-                let written = pending.withUnsafeBytes { write(entry.fd, $0.baseAddress, $0.count) }
+                // A child that stops reading is EPIPE here, not a SIGPIPE that ends the tests.
+                let written = withoutSIGPIPE { pending.withUnsafeBytes { write(entry.fd, $0.baseAddress, $0.count) } }
                 if written > 0 { pending.removeFirst(written) }
                 if written < 0 && errno != EINTR && errno != EAGAIN || pending.isEmpty { close(stdin[1]); stdin[1] = -1 }
                 continue

@@ -241,6 +241,17 @@ import Testing
         }
     }
 
+    @Test func inputForAContainerThatStoppedReadingIsNoSignalToTheHost() async throws {
+        try await withImage("cli-sigpipe", applets: ["head"]) { root, _ in
+            // head reads ten bytes and ends; the rest of the megabyte meets a closed pipe.
+            let input = Data(repeating: 0x61, count: 1 << 20)
+            let result = try await runWithStatus(binary, ["--root", root, "run", "-i", "--rm", "bb:1", "head", "-c", "10"], input: input,
+                                                 environment: ["GANTRY_CGROUP_PARENT": Self.parent])
+            #expect(result.status == 0, "exit \(result.status): \(result.error)")
+            #expect(result.output == String(repeating: "a", count: 10))
+        }
+    }
+
     @Test func theDemoHealsAServiceAndLeavesNothingBehind() async throws {
         try #require(FileManager.default.isExecutableFile(atPath: binary), "build the gantry product first (swift build)")
         let demo = try await runWithStatus(binary, ["demo"])

@@ -75,12 +75,6 @@ public final class ContainerRuntime: Sendable {
         }
         let pid = getpid()
         owner = (pid, processStartTime(pid) ?? 0)
-        // Writing to a container's input after it ended must be an error,
-        // not a SIGPIPE that ends this process (and its containers with it).
-        var current = sigaction()
-        if sigaction(SIGPIPE, nil, &current) == 0, current.__sigaction_handler.sa_handler == nil {
-            signal(SIGPIPE, SIG_IGN)
-        }
         try FileIO.makeDirectories(directory + "/names", mode: 0o700)
         try FileIO.makeDirectories(removedDirectory, mode: 0o700)
         chmod(directory, 0o700)

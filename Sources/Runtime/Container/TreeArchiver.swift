@@ -56,7 +56,7 @@ final class TreeArchiver {
             // A socket is written without SIGPIPE; anything else plainly.
             var written = isSocket ? send(output, bytes + offset, count - offset, Int32(MSG_NOSIGNAL)) : -1
             if isSocket && written < 0 && errno == ENOTSOCK { isSocket = false }
-            if !isSocket { written = Glibc.write(output, bytes + offset, count - offset) }
+            if !isSocket { written = withoutSIGPIPE { Glibc.write(output, bytes + offset, count - offset) } }
             if written < 0 && errno == EINTR { continue }
             guard written > 0 else {
                 failure = errno == EPIPE || errno == ECONNRESET ? OutputClosed()
