@@ -11,9 +11,9 @@ struct Demo: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a self-healing web service from an image made of the host's busybox, kill a replica, show it healed, clean up.",
         discussion: """
-            Makes an image from the host's busybox (Debian's busybox-static), runs a service of two replicas \
-            on a bridge network, one of them serving on a published port of 127.0.0.1, kills that replica \
-            with SIGKILL and measures how long the service takes to replace it and to serve again. \
+            Makes an image from the host's busybox (Debian's busybox-static), runs a web service with a port \
+            published on 127.0.0.1 and a worker service that reaches it by name on their bridge network, kills \
+            the web replica with SIGKILL and measures how long the service takes to replace it and to serve again. \
             Everything it made (containers, network, firewall rules, image, state root) is removed at the end. \
             Needs root.
             """
@@ -62,7 +62,7 @@ struct Demo: AsyncParsableCommand {
         let page = "hello from a Gantry container"
         let serve = "mkdir -p /www && echo '\(page)' > /www/index.html && exec httpd -f -p 80 -h /www"
         let localhost = IPv4Address("127.0.0.1")
-        // One replica publishes the port; a second, on the same network, is reached by name.
+        // The web replica publishes the port; the worker, on the same network, reaches it by name.
         var web = ServiceSpec(name: "web", project: project, replicas: 1,
                               template: ContainerSpec(image: "demo/web:1", command: ["sh", "-c", serve])
                                   .network(.bridge(network))
