@@ -112,7 +112,12 @@ final class ProcessSupervisor: Sendable {
         var ready = [Int32](repeating: -1, count: 64)
         while true {
             let count = gantry_epoll_wait(epoll, &ready, Int32(ready.count), -1)
-            guard count > 0 else { continue }
+            guard count > 0 else {
+                // Only an interruption is expected; any other error would
+                // come back at once, and the thread must not spin on it.
+                if count < 0 && errno != EINTR { usleep(100_000) }
+                continue
+            }
             for fd in ready[..<Int(count)] {
                 guard let watch = watches.table.withLock({ $0[fd] }) else { continue }
                 if watch.handler(fd) {
