@@ -36,7 +36,7 @@ struct Demo: AsyncParsableCommand {
         // An image from the host's busybox.
         var step = clock.now
         try Self.makeRootfs(directory + "/rootfs", busybox: busybox)
-        let gantry = try await Gantry(root: StateRoot(directory + "/state"))
+        let gantry = try Gantry(root: StateRoot(directory + "/state"))
         try await gantry.images.importRootfs(at: directory + "/rootfs", name: "demo/web:1")
         print("image demo/web:1 made from \(busybox) in \(elapsed(since: step))")
 

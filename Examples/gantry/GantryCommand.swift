@@ -93,7 +93,7 @@ struct GlobalOptions: ParsableArguments {
     func openGantry(registry: RegistryFlags? = nil, insecure registries: [String] = []) async throws -> Gantry {
         let client = try registry?.client(insecure: registries, logger: logger)
         let parent = ProcessInfo.processInfo.environment["GANTRY_CGROUP_PARENT"].flatMap { $0.isEmpty ? nil : $0 } ?? "gantry"
-        return try await Gantry(root: stateRoot, registry: client, cgroupParent: parent, logger: logger)
+        return try Gantry(root: stateRoot, registry: client, cgroupParent: parent, logger: logger)
     }
 }
 

@@ -9,7 +9,7 @@ import Synchronization
 /// The entry point to Gantry: one state root with its image store.
 ///
 /// ```swift
-/// let gantry = try await Gantry(root: .default, logger: logger)
+/// let gantry = try Gantry(root: .default, logger: logger)
 /// try await gantry.images.pull("127.0.0.1:5000/tools:1")
 /// try await gantry.images.unpack("tools:1", into: "/tmp/unpacked")
 /// let (lines, exit) = try await gantry.run(ContainerSpec(image: "tools:1", command: ["tool", "--check"])) { container in
@@ -34,7 +34,7 @@ public final class Gantry: Sendable {
     ///   - cgroupParent: The cgroup containers are created under.
     ///   - logger: Where Gantry logs.
     public init(root: StateRoot = .default, registry: RegistryClient? = nil, cgroupParent: String = "gantry",
-                logger: Logger = Logger(label: "gantry")) async throws {
+                logger: Logger = Logger(label: "gantry")) throws {
         self.root = root
         self.cgroupParent = cgroupParent
         images = try ImageStore(root: root, registry: registry, logger: logger)
