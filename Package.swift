@@ -65,9 +65,22 @@ let package = Package(
         // The launcher: clone3 into namespaces, then raw system calls until execve.
         .target(name: "CGantryLauncher", cSettings: strictC),
 
+        // What every layer shares: the state root's layout, the system-call
+        // layer, the pool for blocking work, SQLite stores, clocks, event
+        // broadcasting and the error protocol.
+        .target(
+            name: "GantryCore",
+            dependencies: [
+                "CGantrySystem",
+                .product(name: "SystemPackage", package: "swift-system"),
+                .product(name: "GRDB", package: "GRDB.swift"),
+            ],
+            swiftSettings: strict
+        ),
         .target(
             name: "OCIImage",
             dependencies: [
+                "GantryCore",
                 "CArchive",
                 "CGantrySystem",
                 .product(name: "Crypto", package: "swift-crypto"),
@@ -143,7 +156,7 @@ let package = Package(
             // their class layouts, and a change seen only through
             // `@_exported import` does not trigger a rebuild.
             dependencies: [
-                "Gantry", "OCIImage", "Runtime", "Scheduler", "Reconciler", "Observability", "CGantryLauncher",
+                "Gantry", "OCIImage", "Runtime", "Scheduler", "Reconciler", "Observability",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -170,7 +183,7 @@ let package = Package(
         // checks, running tools, fixtures.
         .target(
             name: "GantryTestSupport",
-            dependencies: ["OCIImage", "Runtime", "CGantrySystem", "CGantryLauncher"],
+            dependencies: ["OCIImage", "Runtime", "CGantrySystem"],
             path: "Tests/GantryTestSupport",
             swiftSettings: strict
         ),
@@ -188,7 +201,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RuntimeTests",
-            dependencies: ["Runtime", "OCIImage", "CGantryLauncher", "GantryTestSupport"],
+            dependencies: ["Runtime", "OCIImage", "CGantrySystem", "GantryTestSupport"],
             exclude: ["Fixtures"],
             swiftSettings: strict
         ),

@@ -1,5 +1,4 @@
 import ArgumentParser
-import CGantryLauncher
 import Foundation
 import Gantry
 
@@ -147,23 +146,6 @@ func forEachContainer(_ names: [String], _ global: GlobalOptions, _ action: (Con
     }
 }
 
-/// Relays the local terminal to a container's pseudo-terminal in raw mode.
-final class TerminalRelay: @unchecked Sendable {
-    private var saved = [UInt8](repeating: 0, count: 256)
-    private var active = false
-
-    func enterRaw() {
-        guard isatty(0) == 1 else { return }
-        active = saved.withUnsafeMutableBytes { gantry_terminal_raw(0, $0.baseAddress, $0.count) } == 0
-    }
-
-    func restore() {
-        guard active else { return }
-        _ = saved.withUnsafeBytes { gantry_terminal_restore(0, $0.baseAddress) }
-        active = false
-    }
-}
-
 struct Run: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a command in a new container.",
@@ -300,17 +282,14 @@ struct Run: AsyncParsableCommand {
         }
         // Signals to this command go to the container, as with docker run.
         let forwarding = SignalForwarder(container: container, signals: [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGUSR1, SIGUSR2])
-        let relay = TerminalRelay()
-        if tty { relay.enterRaw() }
-        defer { relay.restore() }
+        let terminal = tty ? HostTerminal() : nil
+        try? terminal?.enterRawMode()
+        defer { terminal?.restore() }
         // The container's terminal follows this one's size.
-        let resizer = tty && isatty(0) == 1 ? DispatchSource.makeSignalSource(signal: SIGWINCH) : nil
-        if let resizer {
+        let resizer = terminal != nil ? DispatchSource.makeSignalSource(signal: SIGWINCH) : nil
+        if let resizer, let terminal {
             let resize: @Sendable () -> Void = {
-                var rows: UInt16 = 0
-                var columns: UInt16 = 0
-                gantry_terminal_size(0, &rows, &columns)
-                if rows > 0 && columns > 0 { container.resizeTerminal(rows: rows, columns: columns) }
+                if let size = terminal.size { container.resizeTerminal(rows: size.rows, columns: size.columns) }
             }
             signal(SIGWINCH, SIG_IGN)
             resizer.setEventHandler(handler: resize)
@@ -327,7 +306,7 @@ struct Run: AsyncParsableCommand {
         }
         let exit = try await container.wait()
         forwarding.stop()
-        relay.restore()
+        terminal?.restore()
         if rm {
             try await container.remove()
             await ContainerRuntime.settle()
@@ -441,9 +420,9 @@ struct Exec: AsyncParsableCommand {
         let environment = tty ? ["TERM=" + (ProcessInfo.processInfo.environment["TERM"] ?? "xterm")] + env : env
         let process = try await container.exec(ExecSpec(command, environment: environment, workingDirectory: workdir, user: user,
                                                         openStdin: interactive, terminal: tty))
-        let relay = TerminalRelay()
-        if tty { relay.enterRaw() }
-        defer { relay.restore() }
+        let terminal = tty ? HostTerminal() : nil
+        try? terminal?.enterRawMode()
+        defer { terminal?.restore() }
         if interactive || tty {
             relayStandardInput(write: { try process.write($0) }, closeAtEnd: !tty, close: { process.closeStdin() })
         }
@@ -451,7 +430,7 @@ struct Exec: AsyncParsableCommand {
             (chunk.stream == .stderr ? FileHandle.standardError : FileHandle.standardOutput).write(Data(chunk.bytes))
         }
         let status = await process.wait().shellStatus
-        relay.restore()
+        terminal?.restore()
         _exit(status)
     }
 }

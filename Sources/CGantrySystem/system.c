@@ -12,6 +12,14 @@
 #include <stdio.h>
 #include <sys/syscall.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/timerfd.h>
+#include <sys/wait.h>
+#include <signal.h>
+#include <termios.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 _Static_assert(sizeof(struct open_how) == 24, "struct open_how changed size");
@@ -166,4 +174,116 @@ int gantry_unshare_descriptors(void) {
 
 int gantry_spawn_close_from(void *actions, int from) {
     return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, from);
+}
+
+// MARK: - Descriptors, terminals, timers, pidfds and epoll
+
+int gantry_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int gantry_terminal_raw(int fd, void *saved, size_t size) {
+    if (size < sizeof(struct termios)) { errno = EINVAL; return -1; }
+    struct termios settings;
+    if (tcgetattr(fd, &settings) < 0) return -1;
+    memcpy(saved, &settings, sizeof(settings));
+    cfmakeraw(&settings);
+    return tcsetattr(fd, TCSANOW, &settings);
+}
+
+int gantry_terminal_restore(int fd, const void *saved) {
+    return tcsetattr(fd, TCSANOW, (const struct termios *)saved);
+}
+
+void gantry_terminal_size(int fd, unsigned short *rows, unsigned short *columns) {
+    struct winsize size = { 0 };
+    ioctl(fd, TIOCGWINSZ, &size);
+    *rows = size.ws_row;
+    *columns = size.ws_col;
+}
+
+int gantry_timer_set(int fd, uint64_t nanoseconds) {
+    if (nanoseconds == 0) nanoseconds = 1;
+    struct itimerspec when;
+    memset(&when, 0, sizeof(when));
+    when.it_value.tv_sec = (time_t)(nanoseconds / 1000000000ULL);
+    when.it_value.tv_nsec = (long)(nanoseconds % 1000000000ULL);
+    return timerfd_settime(fd, 0, &when, NULL);
+}
+
+int gantry_timer(uint64_t nanoseconds) {
+    int fd = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+    if (fd < 0) return -1;
+    if (gantry_timer_set(fd, nanoseconds) < 0) { int saved = errno; close(fd); errno = saved; return -1; }
+    return fd;
+}
+
+int gantry_memfd(const char *name) { return memfd_create(name, MFD_CLOEXEC); }
+
+int gantry_receive_fd(int socket) {
+    char byte;
+    struct iovec data = { .iov_base = &byte, .iov_len = 1 };
+    union { char buffer[CMSG_SPACE(sizeof(int))]; struct cmsghdr align; } control;
+    struct msghdr message = { .msg_iov = &data, .msg_iovlen = 1, .msg_control = control.buffer, .msg_controllen = sizeof(control.buffer) };
+    ssize_t got;
+    do { got = recvmsg(socket, &message, MSG_CMSG_CLOEXEC | MSG_DONTWAIT); } while (got < 0 && errno == EINTR);
+    if (got != 1) { if (got >= 0) errno = EIO; return -1; }
+    struct cmsghdr *header = CMSG_FIRSTHDR(&message);
+    if (!header || header->cmsg_level != SOL_SOCKET || header->cmsg_type != SCM_RIGHTS || header->cmsg_len != CMSG_LEN(sizeof(int))) {
+        errno = EBADMSG;
+        return -1;
+    }
+    int fd;
+    memcpy(&fd, CMSG_DATA(header), sizeof(int));
+    return fd;
+}
+
+int gantry_socketpair(int fds[2]) { return socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds); }
+
+int gantry_wait_pidfd(int pidfd, int nohang, int *exited_code, int *signal) {
+    siginfo_t info;
+    memset(&info, 0, sizeof(info));
+    for (;;) {
+        if (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED | __WALL | (nohang ? WNOHANG : 0)) == 0) break;
+        if (errno != EINTR) return -1;
+    }
+    if (info.si_pid == 0) return 1;
+    *exited_code = -1;
+    *signal = 0;
+    if (info.si_code == CLD_EXITED) {
+        *exited_code = info.si_status;
+    } else {
+        *signal = info.si_status;
+    }
+    return 0;
+}
+
+int gantry_pidfd_open(pid_t pid) {
+    int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (fd >= 0) fcntl(fd, F_SETFD, FD_CLOEXEC);
+    return fd;
+}
+
+int gantry_pidfd_signal(int pidfd, int signal) {
+    return (int)syscall(SYS_pidfd_send_signal, pidfd, signal, NULL, 0);
+}
+
+int gantry_epoll_create(void) { return epoll_create1(EPOLL_CLOEXEC); }
+
+int gantry_epoll_add_oneshot(int epoll, int fd) {
+    struct epoll_event event = { .events = EPOLLIN | EPOLLONESHOT, .data.fd = fd };
+    return epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &event);
+}
+
+int gantry_epoll_rearm(int epoll, int fd) {
+    struct epoll_event event = { .events = EPOLLIN | EPOLLONESHOT, .data.fd = fd };
+    return epoll_ctl(epoll, EPOLL_CTL_MOD, fd, &event);
+}
+
+int gantry_epoll_delete(int epoll, int fd) { return epoll_ctl(epoll, EPOLL_CTL_DEL, fd, NULL); }
+
+int gantry_epoll_wait(int epoll, int *fds, int capacity, int timeout_ms) {
+    struct epoll_event events[64];
+    if (capacity > 64) capacity = 64;
+    int count = epoll_wait(epoll, events, capacity, timeout_ms);
+    for (int i = 0; i < count; i++) fds[i] = events[i].data.fd;
+    return count;
 }

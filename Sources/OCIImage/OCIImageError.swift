@@ -1,3 +1,4 @@
+import GantryCore
 import SystemPackage
 
 /// An error raised by the OCIImage module.
@@ -6,7 +7,7 @@ import SystemPackage
 /// names the thing that is wrong (an image, a digest, a path), and the
 /// underlying system error where there is one. New codes may be added in
 /// later versions without breaking existing code.
-public struct OCIImageError: Error, Sendable, CustomStringConvertible {
+public struct OCIImageError: GantryError, Sendable {
     /// What went wrong, as a value that can grow without breaking the API.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Storage: Hashable, Sendable {
@@ -63,7 +64,7 @@ public struct OCIImageError: Error, Sendable, CustomStringConvertible {
         public static let damagedState = Code(.damagedState)
         /// An argument is out of range or malformed.
         public static let invalidArgument = Code(.invalidArgument)
-        /// A system call failed; ``OCIImageError/underlying`` holds its errno.
+        /// A system call failed; ``OCIImageError/underlying`` holds the failure.
         public static let systemCall = Code(.systemCall)
         /// The operation was cancelled.
         public static let cancelled = Code(.cancelled)
@@ -101,13 +102,14 @@ public struct OCIImageError: Error, Sendable, CustomStringConvertible {
     public var code: Code
     /// A sentence naming the thing that is wrong.
     public var message: String
-    /// The system error behind this error, if any.
-    public var underlying: Errno?
+    /// The error behind this one: the errno of a failed system call, a
+    /// ``SystemCallError``, or a lower layer's error; `nil` when there is none.
+    public var underlying: (any Error)?
     /// For ``Code/unsafeLayerEntries``: every entry that was refused.
     public var refusedEntries: [RefusedEntry]
 
     /// Creates an error.
-    public init(_ code: Code, _ message: String, underlying: Errno? = nil, refusedEntries: [RefusedEntry] = []) {
+    public init(_ code: Code, _ message: String, underlying: (any Error)? = nil, refusedEntries: [RefusedEntry] = []) {
         self.code = code
         self.message = message
         self.underlying = underlying
@@ -120,7 +122,4 @@ public struct OCIImageError: Error, Sendable, CustomStringConvertible {
         return text
     }
 
-    static func system(_ call: String, _ path: String, _ errno: Errno) -> OCIImageError {
-        OCIImageError(.systemCall, "\(call) \(path) failed", underlying: errno)
-    }
 }

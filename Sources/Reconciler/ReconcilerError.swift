@@ -1,6 +1,8 @@
+import GantryCore
+
 /// An error raised by the Reconciler module, with a code that can grow
 /// without breaking the API and a message naming the thing at fault.
-public struct ReconcilerError: Error, Sendable, CustomStringConvertible {
+public struct ReconcilerError: GantryError, Sendable {
     /// What went wrong.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Storage: Hashable, Sendable {
@@ -27,15 +29,19 @@ public struct ReconcilerError: Error, Sendable, CustomStringConvertible {
     public var code: Code
     /// A sentence naming the thing that is wrong.
     public var message: String
+    /// The error behind this one, from a lower layer; `nil` when there is none.
+    public var underlying: (any Error)?
 
     /// Creates an error.
     ///
     /// - Parameters:
     ///   - code: what went wrong.
     ///   - message: a sentence naming the thing that is wrong.
-    public init(_ code: Code, _ message: String) {
+    ///   - underlying: the error behind this one, if any.
+    public init(_ code: Code, _ message: String, underlying: (any Error)? = nil) {
         self.code = code
         self.message = message
+        self.underlying = underlying
     }
 
     public var description: String { message }

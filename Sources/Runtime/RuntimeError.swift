@@ -1,9 +1,10 @@
+import GantryCore
 import SystemPackage
 
 /// An error raised by the Runtime module, with a code that can grow without
 /// breaking the API, a message naming the thing at fault, and the system
 /// error behind it where there is one.
-public struct RuntimeError: Error, Sendable, CustomStringConvertible {
+public struct RuntimeError: GantryError, Sendable {
     /// What went wrong.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Storage: Hashable, Sendable {
@@ -26,7 +27,7 @@ public struct RuntimeError: Error, Sendable, CustomStringConvertible {
         public static let notFound = Code(.notFound)
         /// The container is not in a state that allows the operation.
         public static let invalidState = Code(.invalidState)
-        /// A system call failed; ``RuntimeError/underlying`` holds its errno.
+        /// A system call failed; ``RuntimeError/underlying`` holds the failure.
         public static let systemCall = Code(.systemCall)
         /// A network, its devices, addresses, routes or rules could not be
         /// set up or removed.
@@ -39,11 +40,12 @@ public struct RuntimeError: Error, Sendable, CustomStringConvertible {
     public var code: Code
     /// A sentence naming the thing that is wrong.
     public var message: String
-    /// The system error behind this error, if any.
-    public var underlying: Errno?
+    /// The error behind this one: the errno of a failed system call, a
+    /// ``SystemCallError``, or a lower layer's error; `nil` when there is none.
+    public var underlying: (any Error)?
 
     /// Creates an error.
-    public init(_ code: Code, _ message: String, underlying: Errno? = nil) {
+    public init(_ code: Code, _ message: String, underlying: (any Error)? = nil) {
         self.code = code
         self.message = message
         self.underlying = underlying

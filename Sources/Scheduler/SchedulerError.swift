@@ -1,6 +1,8 @@
+import GantryCore
+
 /// An error raised by the Scheduler module, with a code that can grow
 /// without breaking the API and a message naming the thing at fault.
-public struct SchedulerError: Error, Sendable, CustomStringConvertible {
+public struct SchedulerError: GantryError, Sendable {
     /// What went wrong.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Storage: Hashable, Sendable {
@@ -33,11 +35,14 @@ public struct SchedulerError: Error, Sendable, CustomStringConvertible {
     public var code: Code
     /// A sentence naming the thing that is wrong.
     public var message: String
+    /// The error behind this one, from a lower layer; `nil` when there is none.
+    public var underlying: (any Error)?
 
     /// Creates an error.
-    public init(_ code: Code, _ message: String) {
+    public init(_ code: Code, _ message: String, underlying: (any Error)? = nil) {
         self.code = code
         self.message = message
+        self.underlying = underlying
     }
 
     public var description: String { message }

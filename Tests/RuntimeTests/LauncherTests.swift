@@ -1,7 +1,7 @@
 import Foundation
 import GantryTestSupport
 import Testing
-import CGantryLauncher
+import CGantrySystem
 @testable import Runtime
 
 @Suite struct LauncherTests {
@@ -70,7 +70,7 @@ import CGantryLauncher
                 _ = try await launch(dir, "true") { $0.executables = ["/bin/no-such-program"] }
             } throws: { error in
                 let error = error as? RuntimeError
-                return error?.code == .launch && error?.message.contains("exec") == true && error?.underlying == .noSuchFileOrDirectory
+                return error?.code == .launch && error?.message.contains("exec") == true && error?.systemError == .noSuchFileOrDirectory
             }
             await #expect {
                 _ = try await launch(dir, "true") { $0.workingDirectory = "/etc/passwd/x" }

@@ -88,4 +88,51 @@ int gantry_unshare_descriptors(void);
 /// posix_spawn_file_actions_addclosefrom_np). Returns 0 or an error number.
 int gantry_spawn_close_from(void *actions, int from);
 
+/// pipe2(O_CLOEXEC).
+int gantry_pipe(int fds[2]);
+
+/// Puts a terminal into raw mode, saving its settings in `saved` (a buffer of
+/// at least 64 bytes) for gantry_terminal_restore. Returns 0, or -1 with errno.
+int gantry_terminal_raw(int fd, void *saved, size_t size);
+int gantry_terminal_restore(int fd, const void *saved);
+/// The size of a terminal, or 0s.
+void gantry_terminal_size(int fd, unsigned short *rows, unsigned short *columns);
+
+/// socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC).
+int gantry_socketpair(int fds[2]);
+/// Receives one descriptor sent with SCM_RIGHTS (close-on-exec), without
+/// waiting; returns it, or -1 with errno set.
+int gantry_receive_fd(int socket);
+
+/// A monotonic timerfd (close-on-exec, non-blocking) that fires once after
+/// `nanoseconds` (at least 1).
+int gantry_timer(uint64_t nanoseconds);
+/// Re-arms a timer to fire once after `nanoseconds` (at least 1).
+int gantry_timer_set(int fd, uint64_t nanoseconds);
+
+/// memfd_create(name, MFD_CLOEXEC).
+int gantry_memfd(const char *name);
+
+/// waitid(P_PIDFD) for one child: returns 0 with the exit status decoded
+/// (`code` for an exit, `signal` for a signal), or -1 with errno set.
+/// With `nohang`, returns 1 when the child has not exited.
+int gantry_wait_pidfd(int pidfd, int nohang, int *exited_code, int *signal);
+
+/// pidfd_open(2), close-on-exec.
+int gantry_pidfd_open(pid_t pid);
+
+/// pidfd_send_signal(2).
+int gantry_pidfd_signal(int pidfd, int signal);
+
+/// epoll, with the packed struct kept on the C side.
+int gantry_epoll_create(void);
+/// Watches `fd` for readability once (EPOLLONESHOT).
+int gantry_epoll_add_oneshot(int epoll, int fd);
+/// Watches `fd` for readability once more (after EPOLLONESHOT fired).
+int gantry_epoll_rearm(int epoll, int fd);
+int gantry_epoll_delete(int epoll, int fd);
+/// Waits for events; fills `fds` with the ready descriptors. Returns their
+/// number, or -1 with errno set.
+int gantry_epoll_wait(int epoll, int *fds, int capacity, int timeout_ms);
+
 #endif

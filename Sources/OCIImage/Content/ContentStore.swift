@@ -107,7 +107,7 @@ public struct ContentStore: Sendable {
     public func delete(_ digest: Digest) throws {
         let file = path(for: digest)
         if unlink(file) != 0 && Sys.errno != .noSuchFileOrDirectory {
-            throw OCIImageError.system("unlink", file, Sys.errno)
+            throw SystemCallError("unlink", file, Sys.errno)
         }
     }
 
@@ -231,7 +231,7 @@ public final class BlobWriter: @unchecked Sendable {
             let error = Sys.errno
             unlink(temporaryPath)
             // Another writer stored the same content first: that copy is identical.
-            guard error == .fileExists else { throw OCIImageError.system("rename", destination, error) }
+            guard error == .fileExists else { throw SystemCallError("rename", destination, error) }
         } else {
             try Sys.syncDirectory(Sys.parentDirectory(of: destination))
         }

@@ -140,15 +140,3 @@ extension Digest {
         self.encoded = encoded
     }
 }
-
-private let hexDigits = Array("0123456789abcdef".utf8)
-
-func hexString(_ bytes: [UInt8]) -> String {
-    var out = [UInt8]()
-    out.reserveCapacity(bytes.count * 2)
-    for byte in bytes {
-        out.append(hexDigits[Int(byte >> 4)])
-        out.append(hexDigits[Int(byte & 0x0f)])
-    }
-    return String(decoding: out, as: UTF8.self)
-}

@@ -324,7 +324,7 @@ struct FileChunks: AsyncSequence, Sendable {
             var buffer = ByteBufferAllocator().buffer(capacity: count)
             let read = try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: count) { raw in
                 let result = pread(open.fd, raw.baseAddress, count, off_t(position))
-                if result < 0 { throw OCIImageError.system("read", source.path, Sys.errno) }
+                if result < 0 { throw SystemCallError("read", source.path, Sys.errno) }
                 return result
             }
             guard read > 0 else {

@@ -94,7 +94,7 @@ struct Snapshotter: Sendable {
             if rename(scratch, directory) != 0 {
                 let error = Sys.errno
                 // Someone else finished the same snapshot first.
-                guard error == .directoryNotEmpty || error == .fileExists else { throw OCIImageError.system("rename", directory, error) }
+                guard error == .directoryNotEmpty || error == .fileExists else { throw SystemCallError("rename", directory, error) }
                 try Sys.removeTree(scratch)
             }
             return report.uncompressedSize

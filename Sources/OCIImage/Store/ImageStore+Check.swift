@@ -101,7 +101,7 @@ extension ImageStore {
             let count = read(fd, buffer.baseAddress, buffer.count)
             if count < 0 {
                 if errno == EINTR { continue }
-                throw OCIImageError.system("read", path, Sys.errno)
+                throw SystemCallError("read", path, Sys.errno)
             }
             if count == 0 { break }
             hasher.update(UnsafeRawBufferPointer(rebasing: buffer[..<count]))

@@ -14,7 +14,7 @@ extension LayerApplier {
     func replacing(_ parentFD: Int32, _ name: Path, _ display: String, _ create: (UnsafePointer<CChar>) -> Int32) throws {
         try withCString(name) { cName in
             if create(cName) == 0 { return }
-            guard Sys.errno == .fileExists else { throw OCIImageError.system("create", "\(target)/\(display)", Sys.errno) }
+            guard Sys.errno == .fileExists else { throw SystemCallError("create", "\(target)/\(display)", Sys.errno) }
             try removeExisting(parentFD, name, display: display)
             try Sys.check("create", "\(target)/\(display)") { create(cName) }
         }
@@ -40,7 +40,7 @@ extension LayerApplier {
             try removeExisting(parentFD, name, display: display)
             fd = withCString(name) { openat(parentFD, $0, flags, 0o600) }
         }
-        guard fd >= 0 else { throw OCIImageError.system("create", "\(target)/\(display)", Sys.errno) }
+        guard fd >= 0 else { throw SystemCallError("create", "\(target)/\(display)", Sys.errno) }
         defer { Sys.close(fd) }
         try writeData(fd, reader, size: archive_entry_size_is_set(entry) != 0 ? archive_entry_size(entry) : nil, display: display)
         try setOwnerAndAttributes(fd: fd, entry, display: display)
@@ -66,7 +66,7 @@ extension LayerApplier {
             }
             if offset != position {
                 // A hole in a sparse file.
-                guard lseek(fd, off_t(offset), SEEK_SET) >= 0 else { throw OCIImageError.system("lseek", "\(target)/\(display)", Sys.errno) }
+                guard lseek(fd, off_t(offset), SEEK_SET) >= 0 else { throw SystemCallError("lseek", "\(target)/\(display)", Sys.errno) }
                 position = offset
             }
             try Sys.writeAll(fd, UnsafeRawBufferPointer(start: block, count: length), path: "\(target)/\(display)")
@@ -81,7 +81,7 @@ extension LayerApplier {
         var replacedWhiteout = false
         var existed = false
         if withCString(name, { mkdirat(parentFD, $0, 0o700) }) != 0 {
-            guard Sys.errno == .fileExists else { throw OCIImageError.system("mkdir", "\(target)/\(display)", Sys.errno) }
+            guard Sys.errno == .fileExists else { throw SystemCallError("mkdir", "\(target)/\(display)", Sys.errno) }
             var st = stat()
             let found = withCString(name) { fstatat(parentFD, $0, &st, AT_SYMLINK_NOFOLLOW) } == 0
             if found && (st.st_mode & S_IFMT) == S_IFDIR {
@@ -111,7 +111,7 @@ extension LayerApplier {
     func clearAttributes(fd: Int32, display: String) throws {
         for name in attributeNames(fd) where ExtendedAttributes.isCarried(name) {
             if gantry_fremovexattr(fd, name) != 0 && Sys.errno != .noData && Sys.errno != .notSupported && Sys.errno != .notPermitted {
-                throw OCIImageError.system("removexattr \(name) on", "\(target)/\(display)", Sys.errno)
+                throw SystemCallError("removexattr \(name) on", "\(target)/\(display)", Sys.errno)
             }
         }
     }
@@ -206,7 +206,7 @@ extension LayerApplier {
                 switch error {
                 case .noSuchFileOrDirectory: refuse(display, "hard link target \(targetText) does not exist")
                 case .notPermitted: refuse(display, "hard link target \(targetText) is a directory or may not be linked")
-                default: throw OCIImageError.system("link", "\(target)/\(display)", error)
+                default: throw SystemCallError("link", "\(target)/\(display)", error)
                 }
             }
         }
@@ -253,7 +253,7 @@ extension LayerApplier {
             if gantry_fsetxattr(fd, name, value.baseAddress, value.count, 0) != 0 {
                 let error = Sys.errno
                 guard error == .notSupported || error == .notPermitted else {
-                    throw OCIImageError.system("setxattr \(key) on", "\(target)/\(display)", error)
+                    throw SystemCallError("setxattr \(key) on", "\(target)/\(display)", error)
                 }
                 skippedAttributes.insert(key)
             }
@@ -303,7 +303,7 @@ extension LayerApplier {
             switch opened {
             case .success(let value): fd = value
             case .failure(.noSuchFileOrDirectory), .failure(.notDirectory), .failure(.tooManySymbolicLinkLevels), .failure(.improperLink): continue
-            case .failure(let error): throw OCIImageError.system("open", display, error)
+            case .failure(let error): throw SystemCallError("open", display, error)
             }
             defer { Sys.close(fd) }
             var st = stat()

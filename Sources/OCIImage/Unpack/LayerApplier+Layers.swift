@@ -224,7 +224,7 @@ extension LayerApplier {
             let size = gantry_fgetxattr(source, name, &value, value.count)
             guard size >= 0 else { continue }
             if gantry_fsetxattr(fd, name, value, size, 0) != 0 && Sys.errno != .notSupported {
-                throw OCIImageError.system("setxattr \(name) on", display, Sys.errno)
+                throw SystemCallError("setxattr \(name) on", display, Sys.errno)
             }
         }
     }

@@ -208,9 +208,9 @@ final class LayerApplier {
             let device = archive_entry_rdev(entry)
             do {
                 try replacing(parentFD, name, display) { mknodat(parentFD, $0, kind | 0o600, device) }
-            } catch let error as OCIImageError where error.underlying == .notPermitted {
+            } catch let error as SystemCallError where error.errno == .notPermitted {
                 // Root in a user namespace has CAP_MKNOD but may not use it.
-                refuse(display, "device nodes cannot be created here (\(error.underlying?.description ?? ""))")
+                refuse(display, "device nodes cannot be created here (\(error.errno))")
                 return
             }
             try setSpecialFileMetadata(parentFD: parentFD, name: name, entry, display: display)
@@ -356,7 +356,7 @@ final class LayerApplier {
         case .notDirectory:
             refuse(display, "\(text(path)) is not a directory")
         default:
-            throw OCIImageError.system("open", target + "/" + text(path), error)
+            throw SystemCallError("open", target + "/" + text(path), error)
         }
         return .refused
     }

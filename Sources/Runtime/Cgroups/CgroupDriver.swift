@@ -1,3 +1,4 @@
+import SystemPackage
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -156,7 +157,7 @@ extension CgroupDriver {
         for attempt in 0 ..< 60 {
             if rmdir(path) == 0 || errno == ENOENT { return }
             guard errno == EBUSY else {
-                throw RuntimeError(.cgroup, "cannot remove the cgroup \(path)", underlying: FileIO.errno)
+                throw RuntimeError(.cgroup, "cannot remove the cgroup \(path)", underlying: Sys.errno)
             }
             if attempt % 10 == 0 {
                 for pid in (try? processes(name)) ?? [] { kill(pid, SIGKILL) }
@@ -164,7 +165,7 @@ extension CgroupDriver {
             usleep(delay)
             delay = min(delay * 2, 100_000)
         }
-        throw RuntimeError(.cgroup, "the cgroup \(path) stays busy; processes are still in it", underlying: .resourceBusy)
+        throw RuntimeError(.cgroup, "the cgroup \(path) stays busy; processes are still in it", underlying: Errno.resourceBusy)
     }
 
     /// Parses a `cgroup.procs` file.

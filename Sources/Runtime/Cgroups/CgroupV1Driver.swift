@@ -61,7 +61,7 @@ public struct CgroupV1Driver: CgroupDriver {
             if mount == controllerMounts["cpuset"] {
                 try makeCpusetDirectories(mount: mount, name: name)
             } else {
-                try FileIO.makeDirectories(directory)
+                try Sys.makeDirectories(directory)
             }
         }
         do {
@@ -80,7 +80,7 @@ public struct CgroupV1Driver: CgroupDriver {
             let parent = current
             current += "/" + component
             if mkdir(current, 0o755) != 0 && errno != EEXIST {
-                throw RuntimeError(.cgroup, "cannot create the cgroup \(current)", underlying: FileIO.errno)
+                throw RuntimeError(.cgroup, "cannot create the cgroup \(current)", underlying: Sys.errno)
             }
             for file in ["cpuset.cpus", "cpuset.mems"] {
                 let value = try FileIO.read(current + "/" + file).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -125,7 +125,7 @@ public struct CgroupV1Driver: CgroupDriver {
             guard access(directory, F_OK) == 0 else { continue }
             let fd = open(directory + "/tasks", O_WRONLY | O_CLOEXEC)
             guard fd >= 0 else {
-                let error = FileIO.errno
+                let error = Sys.errno
                 descriptors.forEach { close($0) }
                 throw RuntimeError(.cgroup, "cannot open \(directory)/tasks", underlying: error)
             }

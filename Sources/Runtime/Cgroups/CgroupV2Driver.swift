@@ -30,7 +30,7 @@ public struct CgroupV2Driver: CgroupDriver {
             try enableControllers(in: current)
             current += "/" + component
             if mkdir(current, 0o755) != 0 && errno != EEXIST {
-                throw RuntimeError(.cgroup, "cannot create the cgroup \(current)", underlying: FileIO.errno)
+                throw RuntimeError(.cgroup, "cannot create the cgroup \(current)", underlying: Sys.errno)
             }
         }
         do {
@@ -89,7 +89,7 @@ public struct CgroupV2Driver: CgroupDriver {
     public func openForLaunch(_ name: String) throws -> (directory: Int32, tasks: [Int32]) {
         let path = mountPoint + "/" + name
         let fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw RuntimeError(.cgroup, "cannot open the cgroup \(path)", underlying: FileIO.errno) }
+        guard fd >= 0 else { throw RuntimeError(.cgroup, "cannot open the cgroup \(path)", underlying: Sys.errno) }
         return (fd, [])
     }
 

@@ -1,5 +1,4 @@
 import CArchive
-import CGantryLauncher
 import CGantrySystem
 import Dispatch
 import Foundation
@@ -174,7 +173,7 @@ extension Container {
     func lockOverlay(what: String) throws -> Int32 {
         let upper = runtime.containerDirectory(id) + "/upper"
         let fd = open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw RuntimeError(.systemCall, "cannot open \(upper)", underlying: FileIO.errno) }
+        guard fd >= 0 else { throw RuntimeError(.systemCall, "cannot open \(upper)", underlying: Sys.errno) }
         // A lock just released can stay held for a moment: a process this
         // one forks meanwhile has the descriptor until it executes. So a
         // holder is waited for briefly before the answer is no.
@@ -194,7 +193,7 @@ extension Container {
         }
         defer { close(pidfd) }
         let root = open("/proc/\(pid)/root", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        let error = FileIO.errno
+        let error = Sys.errno
         // The pidfd still names a live process, so the pid was not reused
         // between the two: the root opened is the container's.
         guard root >= 0, gantry_pidfd_signal(pidfd, 0) == 0 else {
@@ -208,7 +207,7 @@ extension Container {
     private func openDirectoryRoot(_ record: ContainerRecord) throws -> Int32 {
         let root = open(record.layers[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard root >= 0 else {
-            throw RuntimeError(.systemCall, "cannot open the root file system \(record.layers[0]) of container \(name)", underlying: FileIO.errno)
+            throw RuntimeError(.systemCall, "cannot open the root file system \(record.layers[0]) of container \(name)", underlying: Sys.errno)
         }
         return root
     }
@@ -217,7 +216,7 @@ extension Container {
     private func mountOverlay(_ record: ContainerRecord, writable: Bool) throws -> Int32 {
         let directory = runtime.containerDirectory(id)
         func failure(_ step: String) -> RuntimeError {
-            let error = FileIO.errno
+            let error = Sys.errno
             let code: RuntimeError.Code = error == .noFunction ? .unsupportedHost : .systemCall
             return RuntimeError(code, "cannot mount the root file system of container \(name) for a copy (\(step))", underlying: error)
         }
@@ -270,7 +269,7 @@ extension Container {
     private func transfer(_ source: CopySource, to destination: CopyDestination, policy: PlainArchivePolicy, options: CopyOptions) throws {
         var ends: [Int32] = [-1, -1]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &ends) == 0 else {
-            throw RuntimeError(.systemCall, "cannot copy \(source.display): socketpair failed", underlying: FileIO.errno)
+            throw RuntimeError(.systemCall, "cannot copy \(source.display): socketpair failed", underlying: Sys.errno)
         }
         let (reader, writer) = (ends[0], ends[1])
         let archiving = ErrorBox()
@@ -356,7 +355,7 @@ struct FileTree {
             if relative.isEmpty { relative = "." }
         }
         let fd = gantry_openat2(fd, relative, UInt64(flags | O_CLOEXEC), 0, resolve)
-        return fd >= 0 ? .success(fd) : .failure(FileIO.errno)
+        return fd >= 0 ? .success(fd) : .failure(Sys.errno)
     }
 
     /// Opens an existing directory (following a final symlink, within the root).

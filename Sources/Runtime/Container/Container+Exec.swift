@@ -1,4 +1,4 @@
-import CGantryLauncher
+import CGantrySystem
 import Foundation
 import Synchronization
 #if canImport(Glibc)
@@ -117,7 +117,7 @@ func writeAll(_ fd: Int32, _ data: [UInt8], what: String) throws {
             _ = poll(&ready, 1, 1000)
             continue
         }
-        guard written > 0 else { throw RuntimeError(.systemCall, "cannot write to the input of \(what)", underlying: FileIO.errno) }
+        guard written > 0 else { throw RuntimeError(.systemCall, "cannot write to the input of \(what)", underlying: Sys.errno) }
         offset += written
     }
 }

@@ -214,7 +214,7 @@ public final class Container: Sendable {
             for file in try runtime.namespaceFiles(record) {
                 let fd = open(file.path, O_RDONLY | O_CLOEXEC)
                 guard fd >= 0 else {
-                    throw RuntimeError(.launch, "container \(name) has lost the namespace \(file.path)", underlying: FileIO.errno)
+                    throw RuntimeError(.launch, "container \(name) has lost the namespace \(file.path)", underlying: Sys.errno)
                 }
                 namespaces.append(fd)
                 plan.namespaceFiles.append((fd, file.type))
@@ -526,7 +526,7 @@ public final class Container: Sendable {
         // Our own pidfd is used under the lock, so that it cannot be closed meanwhile.
         let own: Errno?? = state.withLock { state in
             guard state.pidfd >= 0 else { return nil }
-            return gantry_pidfd_signal(state.pidfd, signal) == 0 || errno == ESRCH ? .some(nil) : .some(FileIO.errno)
+            return gantry_pidfd_signal(state.pidfd, signal) == 0 || errno == ESRCH ? .some(nil) : .some(Sys.errno)
         }
         var failure: Errno?
         if let own {
@@ -534,7 +534,7 @@ public final class Container: Sendable {
         } else {
             guard let pidfd = ContainerRuntime.openPidfd(pid: record.pid, startTime: record.pidStartTime) else { return }
             defer { close(pidfd) }
-            if gantry_pidfd_signal(pidfd, signal) != 0 && errno != ESRCH { failure = FileIO.errno }
+            if gantry_pidfd_signal(pidfd, signal) != 0 && errno != ESRCH { failure = Sys.errno }
         }
         if let failure {
             throw RuntimeError(.systemCall, "cannot send signal \(signal) to container \(name)", underlying: failure)

@@ -116,7 +116,7 @@ extension ContainerRuntime {
             case .bind(let source, let target, let readOnly, let propagation):
                 var info = stat()
                 guard stat(source, &info) == 0 else {
-                    throw RuntimeError(.invalidSpec, "bind mount source \(source) does not exist", underlying: FileIO.errno)
+                    throw RuntimeError(.invalidSpec, "bind mount source \(source) does not exist", underlying: Sys.errno)
                 }
                 // nodev: a device node the container makes there (it holds
                 // CAP_MKNOD) must not open the host's devices.

@@ -1,4 +1,4 @@
-import CGantryLauncher
+import CGantrySystem
 import Foundation
 import Logging
 import OCIImage
@@ -75,8 +75,8 @@ public final class ContainerRuntime: Sendable {
         }
         let pid = getpid()
         owner = (pid, processStartTime(pid) ?? 0)
-        try FileIO.makeDirectories(directory + "/names", mode: 0o700)
-        try FileIO.makeDirectories(removedDirectory, mode: 0o700)
+        try Sys.makeDirectories(directory + "/names", mode: 0o700)
+        try Sys.makeDirectories(removedDirectory, mode: 0o700)
         chmod(directory, 0o700)
         recover()
     }
@@ -158,25 +158,25 @@ public final class ContainerRuntime: Sendable {
         // finds and undoes.
         let staging = directory + "/" + Self.stagingPrefix + "\(id)-\(owner.pid)-\(owner.startTime)"
         guard mkdir(staging, 0o700) == 0 else {
-            throw RuntimeError(.systemCall, "cannot create \(staging)", underlying: FileIO.errno)
+            throw RuntimeError(.systemCall, "cannot create \(staging)", underlying: Sys.errno)
         }
         let marker = open(staging + "/" + Self.creationMarker, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
         defer { if marker >= 0 { close(marker) } }
         do {
-            guard marker >= 0 else { throw RuntimeError(.systemCall, "cannot create a marker in \(staging)", underlying: FileIO.errno) }
+            guard marker >= 0 else { throw RuntimeError(.systemCall, "cannot create a marker in \(staging)", underlying: Sys.errno) }
             flock(marker, LOCK_EX)
             try writeAll(marker, Array("\(cgroupParent)/\(id)\n\(owner.pid) \(owner.startTime)\n".utf8), what: staging)
             guard rename(staging, containerDirectory) == 0 else {
-                throw RuntimeError(.systemCall, "cannot move \(staging) to \(containerDirectory)", underlying: FileIO.errno)
+                throw RuntimeError(.systemCall, "cannot move \(staging) to \(containerDirectory)", underlying: Sys.errno)
             }
         } catch {
-            try? FileIO.removeTree(staging)
+            try? Sys.removeTree(staging)
             throw error
         }
         // The name is taken atomically, across processes.
         guard symlink(id, directory + "/names/" + name) == 0 else {
-            let error = FileIO.errno
-            try? FileIO.removeTree(containerDirectory)
+            let error = Sys.errno
+            try? Sys.removeTree(containerDirectory)
             if error == .fileExists { throw RuntimeError(.invalidSpec, "the name \(name) is already in use by another container") }
             throw RuntimeError(.systemCall, "cannot record the name \(name)", underlying: error)
         }
@@ -194,7 +194,7 @@ public final class ContainerRuntime: Sendable {
             unlink(directory + "/names/" + name)
             // Without its cgroup gone, the directory (and its marker) stays
             // for the next open to finish the job.
-            if (try? cgroups.remove(cgroupParent + "/" + id)) != nil { try? FileIO.removeTree(containerDirectory) }
+            if (try? cgroups.remove(cgroupParent + "/" + id)) != nil { try? Sys.removeTree(containerDirectory) }
             throw error
         }
     }
@@ -211,7 +211,7 @@ public final class ContainerRuntime: Sendable {
             // Top-most first, as overlayfs stacks lower directories.
             layers = directories.reversed()
             guard !layers.isEmpty else { throw RuntimeError(.invalidSpec, "image \(reference) has no layers") }
-            for sub in ["upper", "work"] { try FileIO.makeDirectories(directory + "/" + sub, mode: 0o755) }
+            for sub in ["upper", "work"] { try Sys.makeDirectories(directory + "/" + sub, mode: 0o755) }
         case .directory(let path):
             var info = stat()
             guard path.hasPrefix("/"), stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {
@@ -396,7 +396,7 @@ public final class ContainerRuntime: Sendable {
     func update(_ id: String, _ change: (inout ContainerRecord) throws -> Void) throws -> ContainerRecord {
         // The directory itself is the lock: no file to create and remove.
         let lock = open(containerDirectory(id), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard lock >= 0 else { throw RuntimeError(.notFound, "container \(id.prefix(12)) is gone", underlying: FileIO.errno) }
+        guard lock >= 0 else { throw RuntimeError(.notFound, "container \(id.prefix(12)) is gone", underlying: Sys.errno) }
         defer { close(lock) }
         flock(lock, LOCK_EX)
         // The record this process wrote last, if the file is still that one
@@ -477,7 +477,7 @@ public final class ContainerRuntime: Sendable {
             deleteRemoved(aside)
             return
         }
-        try FileIO.removeTree(path)
+        try Sys.removeTree(path)
     }
 
     /// Deletes a directory moved aside into ``removedDirectory``, in the background.
@@ -620,7 +620,7 @@ public final class ContainerRuntime: Sendable {
             // ID-PID-START: nothing but the marker was made for it.
             let fields = name.dropFirst(Self.stagingPrefix.count).split(separator: "-")
             guard fields.count == 3, let pid = Int32(fields[1]), let start = UInt64(fields[2]), !Self.isAlive(pid: pid, startTime: start) else { continue }
-            try? FileIO.removeTree(directory + "/" + name)
+            try? Sys.removeTree(directory + "/" + name)
         }
         for id in names where id.count == 64 && id.allSatisfy(\.isHexDigit) {
             let path = containerDirectory(id)

@@ -22,7 +22,7 @@ enum ExitRecord {
     static func create(in directory: String) throws -> Int32 {
         let path = directory + "/" + fileName
         let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw RuntimeError(.systemCall, "cannot create \(path)", underlying: FileIO.errno) }
+        guard fd >= 0 else { throw RuntimeError(.systemCall, "cannot create \(path)", underlying: Sys.errno) }
         return fd
     }
 

@@ -62,7 +62,7 @@ final class Reclaimer: Sendable {
     /// already) in the background.
     func removeTree(_ path: String, logger: @escaping @Sendable (Error) -> Void) {
         submit {
-            do { try FileIO.removeTree(path) } catch { logger(error) }
+            do { try Sys.removeTree(path) } catch { logger(error) }
         }
     }
 

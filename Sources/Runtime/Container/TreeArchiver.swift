@@ -1,5 +1,4 @@
 import CArchive
-import CGantryLauncher
 import CGantrySystem
 import Foundation
 import SystemPackage
@@ -60,7 +59,7 @@ final class TreeArchiver {
             if written < 0 && errno == EINTR { continue }
             guard written > 0 else {
                 failure = errno == EPIPE || errno == ECONNRESET ? OutputClosed()
-                    : RuntimeError(.systemCall, "cannot write the archive of \(display)", underlying: FileIO.errno)
+                    : RuntimeError(.systemCall, "cannot write the archive of \(display)", underlying: Sys.errno)
                 return -1
             }
             offset += written
@@ -95,7 +94,7 @@ final class TreeArchiver {
 
     private func inspect(_ fd: Int32, display: String) throws -> stat {
         var st = stat()
-        guard fstat(fd, &st) == 0 else { throw RuntimeError(.systemCall, "cannot inspect \(display)", underlying: FileIO.errno) }
+        guard fstat(fd, &st) == 0 else { throw RuntimeError(.systemCall, "cannot inspect \(display)", underlying: Sys.errno) }
         return st
     }
 
@@ -108,7 +107,7 @@ final class TreeArchiver {
     /// was renamed meanwhile.
     private func reopen(_ fd: Int32, directory: Bool, path: [UInt8]) throws -> Int32 {
         let opened = open("/proc/self/fd/\(fd)", O_RDONLY | O_CLOEXEC | O_NOCTTY | (directory ? O_DIRECTORY : 0))
-        guard opened >= 0 else { throw RuntimeError(.systemCall, "cannot open \(describe(path))", underlying: FileIO.errno) }
+        guard opened >= 0 else { throw RuntimeError(.systemCall, "cannot open \(describe(path))", underlying: Sys.errno) }
         return opened
     }
 
@@ -117,7 +116,7 @@ final class TreeArchiver {
         let directory = try reopen(fd, directory: true, path: path)
         guard let stream = fdopendir(directory) else {
             close(directory)
-            throw RuntimeError(.systemCall, "cannot list \(describe(path))", underlying: FileIO.errno)
+            throw RuntimeError(.systemCall, "cannot list \(describe(path))", underlying: Sys.errno)
         }
         defer { closedir(stream) }
         var names: [[UInt8]] = []
@@ -130,7 +129,7 @@ final class TreeArchiver {
             let child = withCString(name) { openat(dirfd(stream), $0, GANTRY_O_PATH | O_NOFOLLOW | O_CLOEXEC) }
             // Removed meanwhile: what is gone is not copied.
             if child < 0 && errno == ENOENT { continue }
-            guard child >= 0 else { throw RuntimeError(.systemCall, "cannot open \(describe(childPath))", underlying: FileIO.errno) }
+            guard child >= 0 else { throw RuntimeError(.systemCall, "cannot open \(describe(childPath))", underlying: Sys.errno) }
             defer { close(child) }
             try add(child, try inspect(child, display: describe(childPath)), path: childPath)
         }
@@ -154,7 +153,7 @@ final class TreeArchiver {
             let count = readlinkat(fd, "", &target, target.count - 1)
             guard count >= 0 else {
                 archive_entry_free(entry)
-                throw RuntimeError(.systemCall, "cannot read the symlink \(describe(path))", underlying: FileIO.errno)
+                throw RuntimeError(.systemCall, "cannot read the symlink \(describe(path))", underlying: Sys.errno)
             }
             target[count] = 0
             archive_entry_copy_symlink(entry, target)
@@ -177,7 +176,7 @@ final class TreeArchiver {
             while remaining > 0 {
                 let count = read(data, buffer.baseAddress, Int(min(Int64(buffer.count), remaining)))
                 if count < 0 && errno == EINTR { continue }
-                guard count >= 0 else { throw RuntimeError(.systemCall, "cannot read \(describe(path))", underlying: FileIO.errno) }
+                guard count >= 0 else { throw RuntimeError(.systemCall, "cannot read \(describe(path))", underlying: Sys.errno) }
                 if count == 0 { break }
                 let written = archive_write_data(tar, buffer.baseAddress, count)
                 if written < 0 { try check(Int32(written)) }

@@ -24,17 +24,17 @@ final class RouteNetlink {
     /// A socket in this thread's network namespace.
     init() throws {
         fd = socket(AF_NETLINK, Int32(SOCK_RAW.rawValue) | Int32(SOCK_CLOEXEC.rawValue), Netlink.route)
-        guard fd >= 0 else { throw RuntimeError(.network, "cannot open a route netlink socket", underlying: FileIO.errno) }
+        guard fd >= 0 else { throw RuntimeError(.network, "cannot open a route netlink socket", underlying: Sys.errno) }
         configure()
     }
 
     /// A socket in the network namespace of the namespace file `namespace`.
     init(namespace path: String) throws {
         let namespace = open(path, O_RDONLY | O_CLOEXEC)
-        guard namespace >= 0 else { throw RuntimeError(.network, "cannot open network namespace \(path)", underlying: FileIO.errno) }
+        guard namespace >= 0 else { throw RuntimeError(.network, "cannot open network namespace \(path)", underlying: Sys.errno) }
         defer { close(namespace) }
         fd = gantry_socket_in_netns(namespace, AF_NETLINK, Int32(SOCK_RAW.rawValue), Netlink.route)
-        guard fd >= 0 else { throw RuntimeError(.network, "cannot open a route netlink socket in \(path)", underlying: FileIO.errno) }
+        guard fd >= 0 else { throw RuntimeError(.network, "cannot open a route netlink socket in \(path)", underlying: Sys.errno) }
         configure()
     }
 
@@ -95,7 +95,7 @@ final class RouteNetlink {
         do {
             try perform(message, what: "delete \(name)")
             return true
-        } catch let error as RuntimeError where error.underlying == Errno(rawValue: ENODEV) {
+        } catch let error as RuntimeError where error.systemError == Errno(rawValue: ENODEV) {
             return false
         }
     }
@@ -107,7 +107,7 @@ final class RouteNetlink {
         message.append(attribute: Netlink.linkName, string: name)
         do {
             return try request(message, what: "look up \(name)").compactMap(Self.parseLink).first
-        } catch let error as RuntimeError where error.underlying == Errno(rawValue: ENODEV) {
+        } catch let error as RuntimeError where error.systemError == Errno(rawValue: ENODEV) {
             return nil
         }
     }
@@ -193,7 +193,7 @@ final class RouteNetlink {
         sequence &+= 1
         let bytes = message.encoded(sequence: sequence)
         let sent = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
-        guard sent == bytes.count else { throw RuntimeError(.network, "cannot \(what): netlink send failed", underlying: FileIO.errno) }
+        guard sent == bytes.count else { throw RuntimeError(.network, "cannot \(what): netlink send failed", underlying: Sys.errno) }
         let dump = message.flags & Netlink.dump == Netlink.dump
         var replies: [NetlinkReply] = []
         var buffer = [UInt8](repeating: 0, count: 65536)
@@ -201,7 +201,7 @@ final class RouteNetlink {
             let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if count < 0 {
                 if errno == EINTR { continue }
-                throw RuntimeError(.network, "cannot \(what): netlink receive failed", underlying: FileIO.errno)
+                throw RuntimeError(.network, "cannot \(what): netlink receive failed", underlying: Sys.errno)
             }
             var offset = 0
             while offset + 16 <= count {

@@ -271,13 +271,13 @@ final class NetworkResolver: Sendable {
     /// A non-blocking UDP socket connected to a name server.
     private static func connectedSocket(_ upstream: Upstream) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard fd >= 0 else { throw RuntimeError(.network, "cannot open a DNS socket", underlying: FileIO.errno) }
+        guard fd >= 0 else { throw RuntimeError(.network, "cannot open a DNS socket", underlying: Sys.errno) }
         var address = socketAddress(upstream.address, port: upstream.port)
         let result = withUnsafePointer(to: &address) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard result == 0 else {
-            let error = FileIO.errno
+            let error = Sys.errno
             close(fd)
             throw RuntimeError(.network, "cannot reach name server \(upstream.address):\(upstream.port)", underlying: error)
         }
@@ -298,12 +298,12 @@ final class NetworkResolver: Sendable {
     /// A non-blocking UDP socket bound to `address:port` on `device`.
     private static func boundSocket(_ address: IPv4Address, port: UInt16, reusePort: Bool, device: String) throws -> Int32 {
         let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard fd >= 0 else { throw RuntimeError(.network, "cannot open a DNS socket", underlying: FileIO.errno) }
+        guard fd >= 0 else { throw RuntimeError(.network, "cannot open a DNS socket", underlying: Sys.errno) }
         var on: Int32 = 1
         if reusePort { setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, socklen_t(MemoryLayout<Int32>.size)) }
         // Only the bridge's own traffic: not other networks, not the host's other devices.
         guard device.withCString({ setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, $0, socklen_t(strlen($0) + 1)) }) == 0 else {
-            let error = FileIO.errno
+            let error = Sys.errno
             close(fd)
             throw RuntimeError(.network, "cannot bind a DNS socket to \(device)", underlying: error)
         }
@@ -312,7 +312,7 @@ final class NetworkResolver: Sendable {
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         guard result == 0 else {
-            let error = FileIO.errno
+            let error = Sys.errno
             close(fd)
             throw RuntimeError(.network, "cannot serve DNS on \(address):\(port)", underlying: error)
         }

@@ -140,7 +140,7 @@ extension Networks {
         let record = NetworkRecord(id: alias.id, name: name, bridge: alias.bridge, subnet: alias.subnet, gateway: gateway,
                                    internal: alias.internal, labels: [:], createdAt: created)
         try withLock(name) {
-            try FileIO.makeDirectories(directory + "/" + name + "/leases", mode: 0o700)
+            try Sys.makeDirectories(directory + "/" + name + "/leases", mode: 0o700)
             try FileIO.replaceStateFile(damaged.file, with: ContainerRuntime.encoder.encode(record))
         }
         try Firewall.removeRules(network: record.id)
@@ -169,7 +169,7 @@ extension Networks {
                 try Firewall.removeRules(network: alias.id)
                 try RouteNetlink().deleteLink(alias.bridge)
             }
-            try FileIO.removeTree(directory + "/" + name)
+            try Sys.removeTree(directory + "/" + name)
         }
         logger.warning("removed a network whose record could not be read", metadata: ["network": "\(name)"])
     }

@@ -32,7 +32,7 @@ public final class Networks: Sendable {
         resolver = NetworkResolver(upstreams: nameservers, leases: { Self.leases(in: root, network: $0) }, networkID: { name in
             (try? FileIO.readNamedRecord(NetworkRecord.self, in: root, named: name, file: "network.json"))??.id
         })
-        try FileIO.makeDirectories(directory, mode: 0o700)
+        try Sys.makeDirectories(directory, mode: 0o700)
     }
 
     // MARK: - Networks
@@ -80,19 +80,19 @@ public final class Networks: Sendable {
                                        gateway: chosen.address(1)!, internal: `internal`, labels: labels, createdAt: Date())
             let networkDirectory = directory + "/" + name
             guard mkdir(networkDirectory, 0o700) == 0 else {
-                let error = FileIO.errno
+                let error = Sys.errno
                 if let damaged = damaged().first(where: { $0.name == name }) {
                     throw RuntimeError(.invalidState, "network \(name) exists but its record \(damaged.file) cannot be read (\(damaged.reason)); \(damaged.advice(kind: "network"))")
                 }
                 throw RuntimeError(.invalidSpec, "a network named \(name) already exists", underlying: error)
             }
             do {
-                try FileIO.makeDirectories(networkDirectory + "/leases", mode: 0o700)
+                try Sys.makeDirectories(networkDirectory + "/leases", mode: 0o700)
                 try FileIO.replaceStateFile(networkDirectory + "/network.json", with: ContainerRuntime.encoder.encode(record))
                 try ensureBridge(record)
             } catch {
                 try? removeBridge(record)
-                try? FileIO.removeTree(networkDirectory)
+                try? Sys.removeTree(networkDirectory)
                 throw error
             }
             logger.debug("created network", metadata: ["network": "\(name)", "subnet": "\(chosen)"])
@@ -150,7 +150,7 @@ public final class Networks: Sendable {
             }
             resolver.stop(networkID: record.id)
             try removeBridge(record)
-            try FileIO.removeTree(directory + "/" + name)
+            try Sys.removeTree(directory + "/" + name)
         }
     }
 
@@ -186,7 +186,7 @@ public final class Networks: Sendable {
             try FileIO.replaceStateFile(leasePath, with: ContainerRuntime.encoder.encode(lease))
             var published: [PublishedPort] = []
             do {
-                try FileIO.makeDirectories(memberDirectory(networkName, containerID), mode: 0o700)
+                try Sys.makeDirectories(memberDirectory(networkName, containerID), mode: 0o700)
                 try Self.writeResolverConfiguration(to: memberDirectory(networkName, containerID) + "/resolv.conf", network: record)
                 try ensureBridge(record)
                 do {
@@ -198,14 +198,14 @@ public final class Networks: Sendable {
                 let host = try RouteNetlink()
                 guard let bridge = try host.link(record.bridge) else { throw RuntimeError(.network, "bridge \(record.bridge) of network \(networkName) is gone") }
                 let namespace = open(namespacePath, O_RDONLY | O_CLOEXEC)
-                guard namespace >= 0 else { throw RuntimeError(.network, "cannot open \(namespacePath)", underlying: FileIO.errno) }
+                guard namespace >= 0 else { throw RuntimeError(.network, "cannot open \(namespacePath)", underlying: Sys.errno) }
                 defer { close(namespace) }
                 try host.createVethPair(hostInterface, master: bridge.index, peer: "eth0", peerNamespace: namespace)
                 // IPv4 only: with IPv6 up, a container could send router
                 // advertisements that the host and its neighbours obey.
                 try Self.disableIPv6(hostInterface)
                 guard gantry_write_in_netns(namespace, "/proc/sys/net/ipv6/conf/eth0/disable_ipv6", "1") == 0 || errno == ENOENT else {
-                    throw RuntimeError(.network, "cannot turn IPv6 off on eth0 in \(namespacePath)", underlying: FileIO.errno)
+                    throw RuntimeError(.network, "cannot turn IPv6 off on eth0 in \(namespacePath)", underlying: Sys.errno)
                 }
                 let inside = try RouteNetlink(namespace: namespacePath)
                 if let loopback = try inside.link("lo") { try inside.setUp(loopback.index, name: "lo") }
@@ -242,7 +242,7 @@ public final class Networks: Sendable {
         releasePorts(owner: owner)
         try RouteNetlink().deleteLink(Self.hostInterface(containerID))
         try Self.removeNamespace(at: owner + "/netns")
-        try FileIO.removeTree(memberDirectory(networkName, containerID))
+        try Sys.removeTree(memberDirectory(networkName, containerID))
         for lease in leases(networkName) where lease.containerID == containerID {
             unlink(leasePath(networkName, lease.address))
         }
@@ -346,7 +346,7 @@ public final class Networks: Sendable {
     /// directory; one whose owner is gone is stale and taken over.
     private func claimPorts(_ ports: [PublishedPort], owner: String) throws -> [PublishedPort] {
         guard !ports.isEmpty else { return [] }
-        try FileIO.makeDirectories(Self.portClaims, mode: 0o700)
+        try Sys.makeDirectories(Self.portClaims, mode: 0o700)
         var claimed: [PublishedPort] = []
         do {
             for var port in ports {
@@ -393,7 +393,7 @@ public final class Networks: Sendable {
                 close(fd)
                 return true
             }
-            guard errno == EEXIST else { throw RuntimeError(.network, "cannot claim host port \(port.hostPort)", underlying: FileIO.errno) }
+            guard errno == EEXIST else { throw RuntimeError(.network, "cannot claim host port \(port.hostPort)", underlying: Sys.errno) }
             let holder = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
             if holder == owner { return true }
             // A claim whose container is gone is stale.
@@ -475,10 +475,10 @@ public final class Networks: Sendable {
     /// `hostname`), bound onto a file at `path`.
     static func createNamespace(at path: String, type: UInt64 = GANTRY_CLONE_NEWNET, hostname: String? = nil) throws {
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw RuntimeError(.network, "cannot create the namespace file \(path)", underlying: FileIO.errno) }
+        guard fd >= 0 else { throw RuntimeError(.network, "cannot create the namespace file \(path)", underlying: Sys.errno) }
         close(fd)
         guard gantry_namespace_create(path, Int32(type), hostname) == 0 else {
-            let error = FileIO.errno
+            let error = Sys.errno
             unlink(path)
             throw RuntimeError(.network, "cannot create a namespace at \(path)", underlying: error)
         }
@@ -488,7 +488,7 @@ public final class Networks: Sendable {
     /// (what is already gone is skipped).
     static func removeNamespace(at path: String) throws {
         if umount2(path, Int32(MNT_DETACH)) != 0, errno != EINVAL, errno != ENOENT {
-            throw RuntimeError(.network, "cannot unmount the namespace \(path)", underlying: FileIO.errno)
+            throw RuntimeError(.network, "cannot unmount the namespace \(path)", underlying: Sys.errno)
         }
         unlink(path)
     }
@@ -498,7 +498,7 @@ public final class Networks: Sendable {
     /// Runs `body` holding the network's lock (its directory, flock'd).
     func withLock<T>(_ network: String, _ body: () throws -> T) throws -> T {
         let lock = open(directory + "/" + network, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard lock >= 0 else { throw RuntimeError(.notFound, "no network is named \(network)", underlying: FileIO.errno) }
+        guard lock >= 0 else { throw RuntimeError(.notFound, "no network is named \(network)", underlying: Sys.errno) }
         defer { close(lock) }
         flock(lock, LOCK_EX)
         return try body()
@@ -514,9 +514,9 @@ public final class Networks: Sendable {
     /// the whole host: its network devices and rules are shared by every
     /// state root and process.
     static func withHostLock<T>(_ name: String, _ body: () throws -> T) throws -> T {
-        try FileIO.makeDirectories("/run/gantry", mode: 0o700)
+        try Sys.makeDirectories("/run/gantry", mode: 0o700)
         let lock = open("/run/gantry/" + name, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard lock >= 0 else { throw RuntimeError(.network, "cannot open the host's lock /run/gantry/\(name)", underlying: FileIO.errno) }
+        guard lock >= 0 else { throw RuntimeError(.network, "cannot open the host's lock /run/gantry/\(name)", underlying: Sys.errno) }
         defer { close(lock) }
         flock(lock, LOCK_EX)
         return try body()

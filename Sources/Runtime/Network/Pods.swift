@@ -76,7 +76,7 @@ public final class Pods: Sendable {
         self.networks = networks
         self.logger = logger
         self.members = members
-        try FileIO.makeDirectories(directory, mode: 0o700)
+        try Sys.makeDirectories(directory, mode: 0o700)
     }
 
     /// Creates a pod: its namespaces and, on a bridge network, its address
@@ -99,7 +99,7 @@ public final class Pods: Sendable {
         }
         guard mkdir(path, 0o700) == 0 else {
             if errno == EEXIST { throw RuntimeError(.invalidSpec, "a pod named \(spec.name) already exists") }
-            throw RuntimeError(.systemCall, "cannot create pod \(spec.name)", underlying: FileIO.errno)
+            throw RuntimeError(.systemCall, "cannot create pod \(spec.name)", underlying: Sys.errno)
         }
         var record = PodRecord(id: ContainerRuntime.newID(), spec: spec, network: nil, createdAt: Date())
         do {
@@ -173,6 +173,6 @@ public final class Pods: Sendable {
             try networks.detach(containerID: record.id, from: record.network?.network ?? network, owner: path)
         }
         for file in ["netns", "ipcns", "utsns"] { try Networks.removeNamespace(at: path + "/" + file) }
-        try FileIO.removeTree(path)
+        try Sys.removeTree(path)
     }
 }

@@ -1,4 +1,4 @@
-import CGantryLauncher
+import CGantrySystem
 import CSeccomp
 import Foundation
 import SystemPackage
@@ -65,7 +65,7 @@ enum SeccompCompiler {
 
     private static func export(_ context: scmp_filter_ctx) throws -> [UInt8] {
         let fd = gantry_memfd("gantry-seccomp")
-        guard fd >= 0 else { throw RuntimeError(.seccomp, "cannot create a memory file for the seccomp filter", underlying: FileIO.errno) }
+        guard fd >= 0 else { throw RuntimeError(.seccomp, "cannot create a memory file for the seccomp filter", underlying: Sys.errno) }
         defer { close(fd) }
         let result = seccomp_export_bpf(context, fd)
         guard result == 0 else { throw RuntimeError(.seccomp, "libseccomp cannot export the filter", underlying: Errno(rawValue: -result)) }

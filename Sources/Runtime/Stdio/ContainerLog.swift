@@ -1,4 +1,5 @@
 import CGantryLauncher
+import CGantrySystem
 import Foundation
 import Synchronization
 #if canImport(Glibc)
@@ -39,7 +40,7 @@ final class ContainerLogWriter: @unchecked Sendable {
         self.path = path
         self.options = options
         fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o640)
-        guard fd >= 0 else { throw RuntimeError(.systemCall, "cannot open the log \(path)", underlying: FileIO.errno) }
+        guard fd >= 0 else { throw RuntimeError(.systemCall, "cannot open the log \(path)", underlying: Sys.errno) }
         var info = stat()
         fstat(fd, &info)
         size = Int64(info.st_size)
@@ -331,7 +332,7 @@ enum DetachedLog {
                 defer { opened.append(files) }
                 for path in paths(in: directory, stream, options: options) {
                     let fd = open(path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o640)
-                    guard fd >= 0 else { throw RuntimeError(.systemCall, "cannot create \(path)", underlying: FileIO.errno) }
+                    guard fd >= 0 else { throw RuntimeError(.systemCall, "cannot create \(path)", underlying: Sys.errno) }
                     files.append(fd)
                 }
             }
@@ -450,7 +451,7 @@ struct ProcessPipes {
         func pipe() throws -> (read: Int32, write: Int32) {
             var fds: [Int32] = [-1, -1]
             guard gantry_pipe(&fds) == 0 else {
-                let error = FileIO.errno
+                let error = Sys.errno
                 made.forEach { close($0) }
                 throw RuntimeError(.systemCall, "cannot create a pipe", underlying: error)
             }
@@ -466,7 +467,7 @@ struct ProcessPipes {
         }
         let null = open("/dev/null", O_RDONLY | O_CLOEXEC)
         guard null >= 0 else {
-            let error = FileIO.errno
+            let error = Sys.errno
             made.forEach { close($0) }
             throw RuntimeError(.systemCall, "cannot open /dev/null", underlying: error)
         }
@@ -480,7 +481,7 @@ struct ProcessPipes {
     static func terminal() throws -> ProcessPipes {
         var fds: [Int32] = [-1, -1]
         guard gantry_socketpair(&fds) == 0 else {
-            throw RuntimeError(.systemCall, "cannot create a socket pair for a terminal", underlying: FileIO.errno)
+            throw RuntimeError(.systemCall, "cannot create a socket pair for a terminal", underlying: Sys.errno)
         }
         return ProcessPipes(childStdin: -1, childStdout: -1, childStderr: -1, stdin: -1, stdout: -1, stderr: -1,
                             console: fds[1], consoleReceiver: fds[0])
@@ -494,12 +495,12 @@ struct ProcessPipes {
             consoleReceiver = -1
         }
         let master = gantry_receive_fd(consoleReceiver)
-        guard master >= 0 else { throw RuntimeError(.systemCall, "the container's terminal did not arrive", underlying: FileIO.errno) }
+        guard master >= 0 else { throw RuntimeError(.systemCall, "the container's terminal did not arrive", underlying: Sys.errno) }
         var size = winsize(ws_row: rows, ws_col: columns, ws_xpixel: 0, ws_ypixel: 0)
         _ = ioctl(master, UInt(TIOCSWINSZ), &size)
         let input = fcntl(master, F_DUPFD_CLOEXEC, 3)
         guard input >= 0 else {
-            let error = FileIO.errno
+            let error = Sys.errno
             close(master)
             throw RuntimeError(.systemCall, "cannot duplicate the terminal", underlying: error)
         }

@@ -57,7 +57,7 @@ extension Volumes {
         guard using.isEmpty else {
             throw RuntimeError(.invalidState, "volume \(name) is in use by \(using.joined(separator: ", ")); remove those containers first")
         }
-        try FileIO.removeTree(directory + "/" + name)
+        try Sys.removeTree(directory + "/" + name)
         logger.warning("removed a volume whose record could not be read, with its data", metadata: ["volume": "\(name)"])
     }
 }

@@ -34,7 +34,7 @@ public final class Volumes: Sendable {
         directory = root
         self.logger = logger
         self.users = users
-        try FileIO.makeDirectories(directory, mode: 0o700)
+        try Sys.makeDirectories(directory, mode: 0o700)
     }
 
     /// Creates a volume.
@@ -55,15 +55,15 @@ public final class Volumes: Sendable {
                 }
                 throw RuntimeError(.invalidSpec, "a volume named \(name) already exists")
             }
-            throw RuntimeError(.systemCall, "cannot create volume \(name)", underlying: FileIO.errno)
+            throw RuntimeError(.systemCall, "cannot create volume \(name)", underlying: Sys.errno)
         }
         let record = VolumeRecord(name: name, labels: labels, createdAt: Date(), mountpoint: path + "/_data")
         do {
             // Containers' users must reach the data; the volume's own directory stays closed.
-            guard mkdir(record.mountpoint, 0o755) == 0 else { throw RuntimeError(.systemCall, "cannot create \(record.mountpoint)", underlying: FileIO.errno) }
+            guard mkdir(record.mountpoint, 0o755) == 0 else { throw RuntimeError(.systemCall, "cannot create \(record.mountpoint)", underlying: Sys.errno) }
             try FileIO.replaceStateFile(path + "/volume.json", with: ContainerRuntime.encoder.encode(record))
         } catch {
-            try? FileIO.removeTree(path)
+            try? Sys.removeTree(path)
             throw error
         }
         logger.debug("created volume", metadata: ["volume": "\(name)"])
@@ -98,7 +98,7 @@ public final class Volumes: Sendable {
         guard using.isEmpty else {
             throw RuntimeError(.invalidState, "volume \(name) is in use by \(using.joined(separator: ", ")); remove those containers first")
         }
-        try FileIO.removeTree(directory + "/" + name)
+        try Sys.removeTree(directory + "/" + name)
     }
 
     /// Removes every volume no container mounts; returns their names.
@@ -106,7 +106,7 @@ public final class Volumes: Sendable {
     public func prune() throws -> [String] {
         try list().compactMap { record in
             guard try containers(using: record.name).isEmpty else { return nil }
-            try FileIO.removeTree(directory + "/" + record.name)
+            try Sys.removeTree(directory + "/" + record.name)
             return record.name
         }
     }
@@ -141,7 +141,7 @@ public final class Volumes: Sendable {
     private func seed(_ name: String, from layers: [String], at target: String) async throws {
         let record = try volume(name)
         let lock = open(directory + "/" + name, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard lock >= 0 else { throw RuntimeError(.notFound, "no volume is named \(name)", underlying: FileIO.errno) }
+        guard lock >= 0 else { throw RuntimeError(.notFound, "no volume is named \(name)", underlying: Sys.errno) }
         defer { close(lock) }
         flock(lock, LOCK_EX)
         guard ((try? FileManager.default.contentsOfDirectory(atPath: record.mountpoint)) ?? []).isEmpty else { return }
@@ -152,7 +152,7 @@ public final class Volumes: Sendable {
             guard source >= 0 else { return }  // nothing there to copy
             defer { close(source) }
             let destination = open(record.mountpoint, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-            guard destination >= 0 else { throw RuntimeError(.systemCall, "cannot open \(record.mountpoint)", underlying: FileIO.errno) }
+            guard destination >= 0 else { throw RuntimeError(.systemCall, "cannot open \(record.mountpoint)", underlying: Sys.errno) }
             defer { close(destination) }
             var info = stat()
             if fstat(source, &info) == 0 {
@@ -172,7 +172,7 @@ public final class Volumes: Sendable {
     private static func withMergedRoot(_ layers: [String], _ body: @escaping @Sendable (Int32) throws -> Void) async throws {
         if layers.count == 1 {
             let root = open(layers[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            guard root >= 0 else { throw RuntimeError(.systemCall, "cannot open \(layers[0])", underlying: FileIO.errno) }
+            guard root >= 0 else { throw RuntimeError(.systemCall, "cannot open \(layers[0])", underlying: Sys.errno) }
             defer { close(root) }
             return try body(root)
         }
@@ -180,16 +180,16 @@ public final class Volumes: Sendable {
             let thread = Thread {
                 continuation.resume(with: Result {
                     guard gantry_unshare_mounts() == 0 else {
-                        throw RuntimeError(.systemCall, "cannot make a mount namespace to read the image", underlying: FileIO.errno)
+                        throw RuntimeError(.systemCall, "cannot make a mount namespace to read the image", underlying: Sys.errno)
                     }
                     // Any directory will do as the mount point: only this thread sees it.
                     let point = layers[0]
                     let options = "lowerdir=" + layers.joined(separator: ":")
                     guard mount("overlay", point, "overlay", UInt(MS_RDONLY | MS_NODEV | MS_NOSUID), options) == 0 else {
-                        throw RuntimeError(.systemCall, "cannot mount the image's layers", underlying: FileIO.errno)
+                        throw RuntimeError(.systemCall, "cannot mount the image's layers", underlying: Sys.errno)
                     }
                     let root = open(point, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                    guard root >= 0 else { throw RuntimeError(.systemCall, "cannot open the image's root", underlying: FileIO.errno) }
+                    guard root >= 0 else { throw RuntimeError(.systemCall, "cannot open the image's root", underlying: Sys.errno) }
                     defer { close(root) }
                     try body(root)
                 })

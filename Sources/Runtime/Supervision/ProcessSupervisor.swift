@@ -1,4 +1,4 @@
-import CGantryLauncher
+import CGantrySystem
 import Foundation
 import Synchronization
 #if canImport(Glibc)

@@ -1,5 +1,5 @@
-import CGantrySystem
 import Foundation
+import GantryCore
 import SystemPackage
 #if canImport(Glibc)
 import Glibc
@@ -8,32 +8,29 @@ import Glibc
 /// Small, allocation-light file helpers for kernel interfaces (cgroup files,
 /// `/proc`) and state files, each error naming the path.
 enum FileIO {
-    /// The calling thread's errno as an `Errno`.
-    static var errno: Errno { Errno(rawValue: Glibc.errno) }
-
     /// Writes `value` to an existing file (a cgroup or proc file) in one `write`.
     static func write(_ value: String, to path: String, code: RuntimeError.Code = .cgroup) throws {
         let fd = open(path, O_WRONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw RuntimeError(code, "cannot open \(path)", underlying: errno) }
+        guard fd >= 0 else { throw RuntimeError(code, "cannot open \(path)", underlying: Sys.errno) }
         defer { close(fd) }
         let bytes = Array(value.utf8)
         let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
         guard written == bytes.count else {
-            throw RuntimeError(code, "cannot write \"\(value)\" to \(path)", underlying: errno)
+            throw RuntimeError(code, "cannot write \"\(value)\" to \(path)", underlying: Sys.errno)
         }
     }
 
     /// Reads a small file (up to 64 KiB) as text.
     static func read(_ path: String, code: RuntimeError.Code = .cgroup) throws -> String {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw RuntimeError(code, "cannot open \(path)", underlying: errno) }
+        guard fd >= 0 else { throw RuntimeError(code, "cannot open \(path)", underlying: Sys.errno) }
         defer { close(fd) }
         var buffer = [UInt8](repeating: 0, count: 65536)
         var total = 0
         while total < buffer.count {
             let count = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + total, $0.count - total) }
             if count < 0 && Glibc.errno == EINTR { continue }
-            guard count >= 0 else { throw RuntimeError(code, "cannot read \(path)", underlying: errno) }
+            guard count >= 0 else { throw RuntimeError(code, "cannot read \(path)", underlying: Sys.errno) }
             if count == 0 { break }
             total += count
         }
@@ -75,21 +72,21 @@ enum FileIO {
     static func replaceStateFile(_ path: String, with data: Data) throws {
         let next = path + ".next"
         let fd = open(next, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard fd >= 0 else { throw RuntimeError(.systemCall, "cannot create \(next)", underlying: errno) }
+        guard fd >= 0 else { throw RuntimeError(.systemCall, "cannot create \(next)", underlying: Sys.errno) }
         let written = data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-        let writeError = errno
+        let writeError = Sys.errno
         close(fd)
         guard written == data.count else {
             unlink(next)
             throw RuntimeError(.systemCall, "cannot write \(next)", underlying: writeError)
         }
         guard unlink(path) == 0 || Glibc.errno == ENOENT else {
-            let error = errno
+            let error = Sys.errno
             unlink(next)
             throw RuntimeError(.systemCall, "cannot replace \(path)", underlying: error)
         }
         guard rename(next, path) == 0 else {
-            throw RuntimeError(.systemCall, "cannot rename \(next) to \(path)", underlying: errno)
+            throw RuntimeError(.systemCall, "cannot rename \(next) to \(path)", underlying: Sys.errno)
         }
     }
 
@@ -174,41 +171,6 @@ enum FileIO {
         return names.compactMap { try? readNamedRecord(T.self, in: directory, named: $0, file: file) }
     }
 
-    /// `mkdir -p` with `mode` for the directories it creates.
-    static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
-        if mkdir(path, mode) == 0 || Glibc.errno == EEXIST { return }
-        guard Glibc.errno == ENOENT else { throw RuntimeError(.systemCall, "cannot create \(path)", underlying: errno) }
-        let parent = (path as NSString).deletingLastPathComponent
-        guard !parent.isEmpty, parent != path else { throw RuntimeError(.systemCall, "cannot create \(path)", underlying: errno) }
-        try makeDirectories(parent, mode: mode)
-        guard mkdir(path, mode) == 0 || Glibc.errno == EEXIST else {
-            throw RuntimeError(.systemCall, "cannot create \(path)", underlying: errno)
-        }
-    }
-
-    /// Removes a tree without following symlinks, staying on its file
-    /// system. A missing tree is not an error.
-    static func removeTree(_ path: String) throws {
-        var info = stat()
-        guard lstat(path, &info) == 0 else {
-            if Glibc.errno == ENOENT { return }
-            throw RuntimeError(.systemCall, "cannot inspect \(path)", underlying: errno)
-        }
-        if (info.st_mode & S_IFMT) == S_IFDIR {
-            // Directories an image made unwritable still have to go.
-            chmod(path, 0o700)
-            let entries = (try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []
-            for entry in entries { try removeTree(path + "/" + entry) }
-            guard rmdir(path) == 0 || Glibc.errno == ENOENT else {
-                throw RuntimeError(.systemCall, "cannot remove \(path)", underlying: errno)
-            }
-        } else {
-            guard unlink(path) == 0 || Glibc.errno == ENOENT else {
-                throw RuntimeError(.systemCall, "cannot remove \(path)", underlying: errno)
-            }
-        }
-    }
-
     /// Copies the tree under the directory `source` into the directory
     /// `destination` (both descriptors): directories, regular files,
     /// symlinks (as symlinks, never followed) and FIFOs, with their owners
@@ -232,7 +194,7 @@ enum FileIO {
         guard depth < 512 else { throw RuntimeError(.systemCall, "\(path) is nested too deeply to copy") }
         let listing = dup(source)
         guard listing >= 0, let stream = fdopendir(listing) else {
-            throw RuntimeError(.systemCall, "cannot list \(path)", underlying: errno)
+            throw RuntimeError(.systemCall, "cannot list \(path)", underlying: Sys.errno)
         }
         defer { closedir(stream) }
         while let entry = readdir(stream) {
@@ -240,13 +202,13 @@ enum FileIO {
             if name == "." || name == ".." { continue }
             var info = stat()
             guard fstatat(source, name, &info, AT_SYMLINK_NOFOLLOW) == 0 else {
-                throw RuntimeError(.systemCall, "cannot inspect \(path)/\(name)", underlying: errno)
+                throw RuntimeError(.systemCall, "cannot inspect \(path)/\(name)", underlying: Sys.errno)
             }
             let mode = info.st_mode & 0o7777
             switch info.st_mode & S_IFMT {
             case S_IFDIR:
                 guard mkdirat(destination, name, 0o700) == 0 || Glibc.errno == EEXIST else {
-                    throw RuntimeError(.systemCall, "cannot create \(path)/\(name)", underlying: errno)
+                    throw RuntimeError(.systemCall, "cannot create \(path)/\(name)", underlying: Sys.errno)
                 }
                 let from = openat(source, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
                 let to = openat(destination, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
@@ -254,7 +216,7 @@ enum FileIO {
                     if from >= 0 { close(from) }
                     if to >= 0 { close(to) }
                 }
-                guard from >= 0, to >= 0 else { throw RuntimeError(.systemCall, "cannot open \(path)/\(name)", underlying: errno) }
+                guard from >= 0, to >= 0 else { throw RuntimeError(.systemCall, "cannot open \(path)/\(name)", underlying: Sys.errno) }
                 try copyTree(from: from, to: to, root: root, relative: relative + name + "/", path: path + "/" + name, links: &links, depth: depth + 1)
                 fchown(to, info.st_uid, info.st_gid)
                 fchmod(to, mode)
@@ -263,7 +225,7 @@ enum FileIO {
                 if info.st_nlink > 1 {
                     if let first = links[identity] {
                         guard linkat(root, first, destination, name, 0) == 0 else {
-                            throw RuntimeError(.systemCall, "cannot link \(path)/\(name)", underlying: errno)
+                            throw RuntimeError(.systemCall, "cannot link \(path)/\(name)", underlying: Sys.errno)
                         }
                         continue
                     }
@@ -275,23 +237,23 @@ enum FileIO {
                     if from >= 0 { close(from) }
                     if to >= 0 { close(to) }
                 }
-                guard from >= 0, to >= 0 else { throw RuntimeError(.systemCall, "cannot copy \(path)/\(name)", underlying: errno) }
-                try copyData(from: from, to: to, size: Int64(info.st_size), path: path + "/" + name)
+                guard from >= 0, to >= 0 else { throw RuntimeError(.systemCall, "cannot copy \(path)/\(name)", underlying: Sys.errno) }
+                try Sys.copyFile(from: from, to: to, size: Int64(info.st_size), display: path + "/" + name)
                 // Owner first: chown clears the set-ID bits.
                 fchown(to, info.st_uid, info.st_gid)
                 fchmod(to, mode)
             case S_IFLNK:
                 var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
                 let length = readlinkat(source, name, &buffer, buffer.count - 1)
-                guard length >= 0 else { throw RuntimeError(.systemCall, "cannot read link \(path)/\(name)", underlying: errno) }
+                guard length >= 0 else { throw RuntimeError(.systemCall, "cannot read link \(path)/\(name)", underlying: Sys.errno) }
                 buffer[length] = 0
                 guard symlinkat(buffer, destination, name) == 0 else {
-                    throw RuntimeError(.systemCall, "cannot create link \(path)/\(name)", underlying: errno)
+                    throw RuntimeError(.systemCall, "cannot create link \(path)/\(name)", underlying: Sys.errno)
                 }
                 fchownat(destination, name, info.st_uid, info.st_gid, AT_SYMLINK_NOFOLLOW)
             case S_IFIFO:
                 guard mkfifoat(destination, name, mode) == 0 else {
-                    throw RuntimeError(.systemCall, "cannot create \(path)/\(name)", underlying: errno)
+                    throw RuntimeError(.systemCall, "cannot create \(path)/\(name)", underlying: Sys.errno)
                 }
                 fchownat(destination, name, info.st_uid, info.st_gid, AT_SYMLINK_NOFOLLOW)
             default:
@@ -299,71 +261,4 @@ enum FileIO {
             }
         }
     }
-
-    /// Copies a regular file's data region by region, so that holes stay holes.
-    private static func copyData(from: Int32, to: Int32, size: Int64, path: String) throws {
-        var buffer: [UInt8] = []
-        var offset: Int64 = 0
-        while offset < size {
-            // The next region with data (the rest of the file if the file system cannot tell).
-            var start = Int64(lseek(from, off_t(offset), 3 /* SEEK_DATA */))
-            if start < 0 {
-                guard Glibc.errno == ENXIO else { throw RuntimeError(.systemCall, "cannot read \(path)", underlying: errno) }
-                break
-            }
-            let end = Swift.min(Int64(lseek(from, off_t(start), 4 /* SEEK_HOLE */)).clamped(start, size), size)
-            var writeOffset = start
-            while start < end {
-                var copied: Int
-                if buffer.isEmpty {
-                    copied = gantry_copy_file_range_at(from, &start, to, &writeOffset, Int(Swift.min(end - start, Int64(1) << 30)))
-                    // Across file systems (an overlay to a disk) some kernels refuse: copy through memory.
-                    if copied < 0, [EXDEV, EINVAL, ENOSYS, EOPNOTSUPP].contains(Glibc.errno) {
-                        buffer = [UInt8](repeating: 0, count: 1 << 20)
-                        continue
-                    }
-                } else {
-                    copied = pread(from, &buffer, Int(Swift.min(end - start, Int64(buffer.count))), off_t(start))
-                    if copied > 0 { copied = pwrite(to, buffer, copied, off_t(writeOffset)) }
-                    if copied > 0 { start += Int64(copied); writeOffset += Int64(copied) }
-                }
-                if copied < 0, Glibc.errno == EINTR { continue }
-                guard copied > 0 else { throw RuntimeError(.systemCall, "cannot copy \(path)", underlying: errno) }
-            }
-            offset = end
-        }
-        // A trailing hole.
-        guard ftruncate(to, off_t(size)) == 0 else { throw RuntimeError(.systemCall, "cannot copy \(path)", underlying: errno) }
-    }
-}
-
-private extension Int64 {
-    /// The value, or `low` when it is below `low` (an lseek that failed), at most `high`.
-    func clamped(_ low: Int64, _ high: Int64) -> Int64 { self < low ? high : Swift.min(self, high) }
-}
-
-/// Runs `body`, a write to a pipe or terminal, with SIGPIPE blocked on
-/// this thread, and takes back the SIGPIPE the write raised if its reader
-/// was gone: the caller sees EPIPE, and the process's signal dispositions,
-/// which belong to the program embedding Gantry, stay as they are.
-func withoutSIGPIPE(_ body: () -> Int) -> Int {
-    var pipeSignal = sigset_t()
-    sigemptyset(&pipeSignal)
-    sigaddset(&pipeSignal, SIGPIPE)
-    var previous = sigset_t()
-    pthread_sigmask(SIG_BLOCK, &pipeSignal, &previous)
-    var pending = sigset_t()
-    sigpending(&pending)
-    let pendingBefore = sigismember(&pending, SIGPIPE) == 1
-    let result = body()
-    let error = errno
-    // A write cut short by the reader's end raises it too, with a count.
-    sigpending(&pending)
-    if !pendingBefore, sigismember(&pending, SIGPIPE) == 1 {
-        var now = timespec(tv_sec: 0, tv_nsec: 0)
-        _ = sigtimedwait(&pipeSignal, nil, &now)
-    }
-    pthread_sigmask(SIG_SETMASK, &previous, nil)
-    errno = error
-    return result
 }

@@ -20,7 +20,7 @@ package struct ElapsedClock: Sendable {
 
 extension Duration {
     /// The duration in seconds, for arithmetic on dates.
-    var timeInterval: Double {
+    package var timeInterval: Double {
         Double(components.seconds) + Double(components.attoseconds) / 1e18
     }
 }

@@ -5,24 +5,24 @@ import SystemPackage
 import Glibc
 #endif
 
-/// Thin wrappers over the system calls the image store uses. Each retries
-/// `EINTR` and throws an ``OCIImageError`` that names the call and the path.
-enum Sys {
-    static var errno: Errno { Errno(rawValue: gantry_errno()) }
+/// Gantry's one system-call layer: thin wrappers that retry `EINTR` and
+/// throw a ``SystemCallError`` naming the call and the path.
+package enum Sys {
+    package static var errno: Errno { Errno(rawValue: gantry_errno()) }
 
     @discardableResult
-    static func check(_ call: String, _ path: @autoclosure () -> String, _ body: () -> Int32) throws -> Int32 {
+    package static func check(_ call: String, _ path: @autoclosure () -> String, _ body: () -> Int32) throws -> Int32 {
         while true {
             let result = body()
             if result >= 0 { return result }
             let error = Sys.errno
             if error == .interrupted { continue }
-            throw OCIImageError.system(call, path(), error)
+            throw SystemCallError(call, path(), error)
         }
     }
 
     /// Like ``check(_:_:_:)`` but returns the errno instead of throwing.
-    static func attempt(_ body: () -> Int32) -> Result<Int32, Errno> {
+    package static func attempt(_ body: () -> Int32) -> Result<Int32, Errno> {
         while true {
             let result = body()
             if result >= 0 { return .success(result) }
@@ -31,42 +31,42 @@ enum Sys {
         }
     }
 
-    static func open(_ path: String, _ flags: Int32, _ mode: mode_t = 0) throws -> Int32 {
+    package static func open(_ path: String, _ flags: Int32, _ mode: mode_t = 0) throws -> Int32 {
         try check("open", path) { Glibc.open(path, flags | O_CLOEXEC, mode) }
     }
 
-    static func openat(_ dirfd: Int32, _ path: String, _ flags: Int32, _ mode: mode_t = 0, display: String? = nil) throws -> Int32 {
+    package static func openat(_ dirfd: Int32, _ path: String, _ flags: Int32, _ mode: mode_t = 0, display: String? = nil) throws -> Int32 {
         try check("open", display ?? path) { Glibc.openat(dirfd, path, flags | O_CLOEXEC, mode) }
     }
 
-    static func close(_ fd: Int32) {
+    package static func close(_ fd: Int32) {
         _ = Glibc.close(fd)
     }
 
-    static func fstat(_ fd: Int32, path: String) throws -> stat {
+    package static func fstat(_ fd: Int32, path: String) throws -> stat {
         var st = stat()
         try check("stat", path) { Glibc.fstat(fd, &st) }
         return st
     }
 
-    static func lstat(_ path: String) -> stat? {
+    package static func lstat(_ path: String) -> stat? {
         var st = stat()
         return Glibc.lstat(path, &st) == 0 ? st : nil
     }
 
-    static func fsync(_ fd: Int32, path: String) throws {
+    package static func fsync(_ fd: Int32, path: String) throws {
         try check("fsync", path) { Glibc.fsync(fd) }
     }
 
     /// Writes every byte, retrying short writes.
-    static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, path: String) throws {
+    package static func writeAll(_ fd: Int32, _ buffer: UnsafeRawBufferPointer, path: String) throws {
         guard var base = buffer.baseAddress else { return }
         var remaining = buffer.count
         while remaining > 0 {
             let written = Glibc.write(fd, base, remaining)
             if written < 0 {
                 if Sys.errno == .interrupted { continue }
-                throw OCIImageError.system("write", path, Sys.errno)
+                throw SystemCallError("write", path, Sys.errno)
             }
             remaining -= written
             base += written
@@ -74,32 +74,32 @@ enum Sys {
     }
 
     /// Reads up to `buffer.count` bytes; 0 means end of file.
-    static func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, path: String) throws -> Int {
+    package static func read(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, path: String) throws -> Int {
         while true {
             let count = Glibc.read(fd, buffer.baseAddress, buffer.count)
             if count >= 0 { return count }
             if Sys.errno == .interrupted { continue }
-            throw OCIImageError.system("read", path, Sys.errno)
+            throw SystemCallError("read", path, Sys.errno)
         }
     }
 
     /// Creates a directory and any missing parents.
-    static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
+    package static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
         var current = path.hasPrefix("/") ? "" : "."
         for component in path.split(separator: "/") {
             current += "/" + component
             if Glibc.mkdir(current, mode) != 0 && Sys.errno != .fileExists {
-                throw OCIImageError.system("mkdir", current, Sys.errno)
+                throw SystemCallError("mkdir", current, Sys.errno)
             }
         }
     }
 
     /// Removes a file or directory tree if it exists. Never follows symlinks.
-    static func removeTree(_ path: String) throws {
+    package static func removeTree(_ path: String) throws {
         let fd = Glibc.open(parentDirectory(of: path), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else {
             if Sys.errno == .noSuchFileOrDirectory { return }
-            throw OCIImageError.system("open", parentDirectory(of: path), Sys.errno)
+            throw SystemCallError("open", parentDirectory(of: path), Sys.errno)
         }
         defer { Sys.close(fd) }
         try removeTree(at: fd, name: Array(lastComponent(of: path).utf8), display: path)
@@ -107,23 +107,23 @@ enum Sys {
 
     /// Removes `name` inside `dirfd`, with everything below it if it is a
     /// directory. Never follows symlinks.
-    static func removeTree(at dirfd: Int32, name: [UInt8], display: String) throws {
+    package static func removeTree(at dirfd: Int32, name: [UInt8], display: String) throws {
         if withCString(name, { unlinkat(dirfd, $0, 0) }) == 0 { return }
         switch Sys.errno {
         case .noSuchFileOrDirectory: return
         case .isDirectory, .notPermitted: break
-        case let error: throw OCIImageError.system("unlink", display, error)
+        case let error: throw SystemCallError("unlink", display, error)
         }
         try removeContents(at: dirfd, name: name, display: display)
         if withCString(name, { unlinkat(dirfd, $0, AT_REMOVEDIR) }) != 0 && Sys.errno != .noSuchFileOrDirectory {
-            throw OCIImageError.system("rmdir", display, Sys.errno)
+            throw SystemCallError("rmdir", display, Sys.errno)
         }
     }
 
     /// Removes everything inside the directory `name` of `dirfd`, but not the
     /// directory. However deep the tree, one descriptor is open at a time:
     /// the walk goes down by name and back up through `..`.
-    static func removeContents(at dirfd: Int32, name: [UInt8], display: String) throws {
+    package static func removeContents(at dirfd: Int32, name: [UInt8], display: String) throws {
         var fd = try openForRemoval(dirfd, name, display: display)
         defer { Sys.close(fd) }
         var stack: [[UInt8]] = []
@@ -134,7 +134,7 @@ enum Sys {
                 switch Sys.errno {
                 case .noSuchFileOrDirectory: continue
                 case .isDirectory, .notPermitted: break
-                case let error: throw OCIImageError.system("unlink", display + "/…/" + String(decoding: entry, as: UTF8.self), error)
+                case let error: throw SystemCallError("unlink", display + "/…/" + String(decoding: entry, as: UTF8.self), error)
                 }
                 let child = try openForRemoval(fd, entry, display: display)
                 Sys.close(fd)
@@ -150,7 +150,7 @@ enum Sys {
             Sys.close(fd)
             fd = parent
             if withCString(emptied, { unlinkat(fd, $0, AT_REMOVEDIR) }) != 0 && Sys.errno != .noSuchFileOrDirectory {
-                throw OCIImageError.system("rmdir", display + "/…/" + String(decoding: emptied, as: UTF8.self), Sys.errno)
+                throw SystemCallError("rmdir", display + "/…/" + String(decoding: emptied, as: UTF8.self), Sys.errno)
             }
         }
     }
@@ -164,7 +164,7 @@ enum Sys {
             _ = withCString(name) { fchmodat(dirfd, $0, 0o700, AT_SYMLINK_NOFOLLOW) }
             fd = withCString(name) { Glibc.openat(dirfd, $0, flags) }
         }
-        guard fd >= 0 else { throw OCIImageError.system("open", display, Sys.errno) }
+        guard fd >= 0 else { throw SystemCallError("open", display, Sys.errno) }
         // Unlinking needs write and search permission on the directory itself.
         var st = stat()
         if Glibc.fstat(fd, &st) == 0 && st.st_mode & 0o300 != 0o300 && st.st_uid == geteuid() {
@@ -174,11 +174,11 @@ enum Sys {
     }
 
     /// The names in a directory as raw bytes, without `.` and `..`. Does not close `fd`.
-    static func listDirectory(_ fd: Int32, display: String) throws -> [[UInt8]] {
+    package static func listDirectory(_ fd: Int32, display: String) throws -> [[UInt8]] {
         let copy = try check("dup", display) { Glibc.fcntl(fd, F_DUPFD_CLOEXEC, 0) }
         guard let dir = fdopendir(copy) else {
             Sys.close(copy)
-            throw OCIImageError.system("opendir", display, Sys.errno)
+            throw SystemCallError("opendir", display, Sys.errno)
         }
         defer { closedir(dir) }
         rewinddir(dir)
@@ -191,14 +191,14 @@ enum Sys {
     }
 
     /// The names in a directory, without `.` and `..`. Does not close `fd`.
-    static func listDirectoryNames(_ fd: Int32, display: String) throws -> [String] {
+    package static func listDirectoryNames(_ fd: Int32, display: String) throws -> [String] {
         try listDirectory(fd, display: display).map { String(decoding: $0, as: UTF8.self) }
     }
 
     /// Writes `data` to `path` atomically: a temporary file in the same
     /// directory, fsync, rename, then fsync of the directory. Without
     /// `durable`, the fsyncs are left out (for state a reboot voids anyway).
-    static func writeFileAtomically(_ path: String, _ data: Data, mode: mode_t = 0o644, durable: Bool = true) throws {
+    package static func writeFileAtomically(_ path: String, _ data: Data, mode: mode_t = 0o644, durable: Bool = true) throws {
         let directory = parentDirectory(of: path)
         let temporary = directory + "/.tmp-" + lastComponent(of: path) + "-" + randomSuffix()
         let fd = try open(temporary, O_WRONLY | O_CREAT | O_EXCL, mode)
@@ -221,52 +221,67 @@ enum Sys {
 
     /// Copies a regular file's bytes from `source` to `destination` (both
     /// at offset 0), keeping holes: only the data regions are copied, and the
-    /// destination gets `size` by truncation.
-    static func copyFile(from source: Int32, to destination: Int32, size: Int64, display: String) throws {
+    /// destination gets `size` by truncation. Where the kernel cannot copy
+    /// between the two file systems (an overlay to a disk, on some kernels),
+    /// the data goes through memory.
+    package static func copyFile(from source: Int32, to destination: Int32, size: Int64, display: String) throws {
+        var buffer: [UInt8] = []
         var offset: off_t = 0
         while offset < size {
             let data = lseek(source, offset, GANTRY_SEEK_DATA)
             if data < 0 {
                 if Sys.errno == .noSuchAddressOrDevice { break }
-                throw OCIImageError.system("lseek", display, Sys.errno)
+                throw SystemCallError("lseek", display, Sys.errno)
             }
-            let hole = lseek(source, data, GANTRY_SEEK_HOLE)
-            guard hole >= 0 else { throw OCIImageError.system("lseek", display, Sys.errno) }
+            let hole = Swift.min(off_t(size), lseek(source, data, GANTRY_SEEK_HOLE))
+            guard hole >= 0 else { throw SystemCallError("lseek", display, Sys.errno) }
             var from = Int64(data)
             var to = Int64(data)
             while from < Int64(hole) {
-                let copied = gantry_copy_file_range_at(source, &from, destination, &to, Int(Int64(hole) - from))
+                let length = Int(Swift.min(Int64(hole) - from, Int64(1) << 30))
+                var copied: Int
+                if buffer.isEmpty {
+                    copied = gantry_copy_file_range_at(source, &from, destination, &to, length)
+                    if copied < 0, [EXDEV, EINVAL, ENOSYS, EOPNOTSUPP].contains(Sys.errno.rawValue) {
+                        buffer = [UInt8](repeating: 0, count: 1 << 20)
+                        continue
+                    }
+                } else {
+                    copied = pread(source, &buffer, Swift.min(length, buffer.count), off_t(from))
+                    if copied > 0 { copied = pwrite(destination, buffer, copied, off_t(to)) }
+                    if copied > 0 { from += Int64(copied); to += Int64(copied) }
+                }
                 if copied < 0 && Sys.errno == .interrupted { continue }
-                guard copied > 0 else { throw OCIImageError.system("copy_file_range", display, copied == 0 ? .ioError : Sys.errno) }
+                guard copied > 0 else { throw SystemCallError("copy_file_range", display, copied == 0 ? .ioError : Sys.errno) }
             }
             offset = hole
         }
         try check("truncate", display) { ftruncate(destination, off_t(size)) }
     }
 
-    static func syncDirectory(_ path: String) throws {
+    package static func syncDirectory(_ path: String) throws {
         let fd = try open(path, O_RDONLY | O_DIRECTORY)
         defer { Sys.close(fd) }
         try fsync(fd, path: path)
     }
 
-    static func randomSuffix() -> String {
+    package static func randomSuffix() -> String {
         hexString((0..<8).map { _ in UInt8.random(in: 0...255) })
     }
 
-    static func parentDirectory(of path: String) -> String {
+    package static func parentDirectory(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return "." }
         return slash == path.startIndex ? "/" : String(path[..<slash])
     }
 
-    static func lastComponent(of path: String) -> String {
+    package static func lastComponent(of path: String) -> String {
         guard let slash = path.lastIndex(of: "/") else { return path }
         return String(path[path.index(after: slash)...])
     }
 
     /// Whether the process may create device nodes and set any owner:
     /// it is root with CAP_MKNOD and CAP_CHOWN in its effective set.
-    static var isPrivileged: Bool {
+    package static var isPrivileged: Bool {
         guard geteuid() == 0 else { return false }
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
               let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
@@ -280,7 +295,7 @@ enum Sys {
 
 /// Calls `body` with `bytes` as a NUL-terminated C string.
 @inline(__always) @discardableResult
-func withCString<R>(_ bytes: [UInt8], _ body: (UnsafePointer<CChar>) throws -> R) rethrows -> R {
+package func withCString<R>(_ bytes: [UInt8], _ body: (UnsafePointer<CChar>) throws -> R) rethrows -> R {
     var terminated = bytes
     terminated.append(0)
     return try terminated.withUnsafeBufferPointer { buffer in
@@ -289,7 +304,7 @@ func withCString<R>(_ bytes: [UInt8], _ body: (UnsafePointer<CChar>) throws -> R
 }
 
 /// Absolute, standardised form of a path given on a command line or in the API.
-func absolutePath(_ path: String) -> String {
+package func absolutePath(_ path: String) -> String {
     let url = URL(fileURLWithPath: path)
     return url.standardizedFileURL.path
 }

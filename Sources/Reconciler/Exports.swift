@@ -1,0 +1,3 @@
+// The shared foundation (state root, errors, clocks, event broadcasts) is
+// part of every layer's API.
+@_exported import GantryCore
