@@ -513,7 +513,7 @@ struct Pause: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        try await forEachContainer(names, global) { try $0.pause() }
+        try await forEachContainer(names, global) { try await $0.pause() }
     }
 }
 
@@ -523,6 +523,6 @@ struct Unpause: AsyncParsableCommand {
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        try await forEachContainer(names, global) { try $0.resume() }
+        try await forEachContainer(names, global) { try await $0.resume() }
     }
 }

@@ -103,7 +103,7 @@ public struct OCIImageError: GantryError, Sendable {
     /// A sentence naming the thing that is wrong.
     public var message: String
     /// The error behind this one: the errno of a failed system call, a
-    /// ``SystemCallError``, or a lower layer's error; `nil` when there is none.
+    /// `SystemCallError`, or a lower layer's error; `nil` when there is none.
     public var underlying: (any Error)?
     /// For ``Code/unsafeLayerEntries``: every entry that was refused.
     public var refusedEntries: [RefusedEntry]

@@ -50,7 +50,7 @@ public enum CronJobEvent: Hashable, Sendable {
 /// kept there, and picks up changes other processes make to them.
 ///
 /// Times are read from a wall clock (cron schedules fire at dates) and
-/// waited for on a clock, so a ``ManualClock`` with a wall clock derived
+/// waited for on a clock, so a `ManualClock` with a wall clock derived
 /// from it makes the controller testable.
 public actor CronJobController {
     /// The label carrying the name of a run's cron job.

@@ -2,7 +2,7 @@ import Synchronization
 
 /// A node that runs nothing: each launched workload "runs" for the time its
 /// behaviour gives, on the node's clock, and ends with the status it gives.
-/// For deterministic tests (with a ``ManualClock``), large-scale
+/// For deterministic tests (with a `ManualClock`), large-scale
 /// benchmarks and capacity planning.
 public struct SimulatedNode: Node {
     /// How a simulated workload behaves: how long it runs (`nil`: until

@@ -250,13 +250,13 @@ import Testing
             try await runtime.withContainer(spec) { container in
                 try await container.start()
                 try await Task.sleep(for: .milliseconds(200))
-                try container.pause()
+                try await container.pause()
                 #expect(try container.status == .paused)
-                #expect(throws: RuntimeError.self) { try container.pause() }
+                await #expect(throws: RuntimeError.self) { try await container.pause() }
                 let before = try container.usage().cpuNanoseconds
                 try await Task.sleep(for: .milliseconds(300))
                 #expect(try container.usage().cpuNanoseconds == before)
-                try container.resume()
+                try await container.resume()
                 #expect(try container.status == .running)
                 // It runs again (given a moment, however busy the machine is).
                 for _ in 0 ..< 500 where try container.usage().cpuNanoseconds == before {
@@ -343,7 +343,7 @@ import Testing
         try await withRuntime("ctr-states") { runtime, _ in
             let container = try await runtime.create(ContainerSpec(image: "busybox:test", command: ["sleep", "600"]).named("states"))
             #expect(try container.status == .created)
-            #expect(throws: RuntimeError.self) { try container.pause() }
+            await #expect(throws: RuntimeError.self) { try await container.pause() }
             await #expect(throws: RuntimeError.self) { _ = try await runtime.create(shell("true").named("states")) }
             try await container.start()
             await #expect(throws: RuntimeError.self) { try await container.start() }

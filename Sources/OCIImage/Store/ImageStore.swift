@@ -3,7 +3,7 @@ import Logging
 import Synchronization
 
 /// The local image store: content-addressed blobs, image names, and layer
-/// snapshots under one ``StateRoot``.
+/// snapshots under one `StateRoot`.
 ///
 /// All methods are safe to call concurrently, from several tasks and from
 /// several processes sharing the root. Blocking file-system work runs outside

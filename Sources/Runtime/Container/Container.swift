@@ -1,6 +1,7 @@
 import CGantryLauncher
 import CGantrySystem
 import Foundation
+import GantryCore
 import Synchronization
 import SystemPackage
 import Tracing
@@ -20,7 +21,7 @@ public final class Container: Sendable {
     let runtime: ContainerRuntime
     let logPath: String
     let outputSignal = OutputSignal()
-    private let state: Mutex<LiveState>
+    let state: Mutex<LiveState>
 
     /// What this process knows of a container it runs.
     struct LiveState {
@@ -189,115 +190,6 @@ public final class Container: Sendable {
         }
     }
 
-    /// Launches a process of the container in its cgroup, with pipes for
-    /// its stdio: the plan of the main process, changed by `configure`.
-    /// Returns the process and the parent's ends of the pipes.
-    func launchInCgroup(_ record: ContainerRecord, pipes makePipes: @autoclosure () throws -> ProcessPipes, what: String,
-                        configure: (inout LaunchPlan) throws -> Void) async throws -> (LaunchedProcess, ProcessPipes) {
-        var pipes = try makePipes()
-        defer { pipes.closeChildEnds() }
-        var launched = false
-        defer { if !launched { pipes.closeParentEnds() } }
-        let cgroup = try runtime.cgroups.openForLaunch(record.cgroup)
-        defer { (cgroup.tasks + [cgroup.directory]).filter { $0 >= 0 }.forEach { close($0) } }
-        var plan = try makePlan(record, stdin: pipes.childStdin, stdout: pipes.childStdout, stderr: pipes.childStderr)
-        plan.cgroupDescriptor = cgroup.directory
-        plan.cgroupTasksDescriptors = cgroup.tasks
-        plan.consoleSocket = pipes.console
-        plan.controllingTerminal = pipes.console >= 0
-        try configure(&plan)
-        // The main process starts in the namespaces made for it or its pod
-        // (a process joining the container enters them through the pidfd).
-        var namespaces: [Int32] = []
-        defer { namespaces.forEach { close($0) } }
-        if plan.joinPidfd < 0 {
-            for file in try runtime.namespaceFiles(record) {
-                let fd = open(file.path, O_RDONLY | O_CLOEXEC)
-                guard fd >= 0 else {
-                    throw RuntimeError(.launch, "container \(name) has lost the namespace \(file.path)", underlying: Sys.errno)
-                }
-                namespaces.append(fd)
-                plan.namespaceFiles.append((fd, file.type))
-            }
-            // A network namespace of its own, made ahead of need (in a user
-            // namespace it must be the container's, made by the clone).
-            if plan.cloneFlags & GANTRY_CLONE_NEWNET != 0, plan.cloneFlags & GANTRY_CLONE_NEWUSER == 0,
-               let fd = NetworkNamespaceReserve.shared.take() {
-                namespaces.append(fd)
-                plan.namespaceFiles.append((fd, GANTRY_CLONE_NEWNET))
-                plan.cloneFlags &= ~GANTRY_CLONE_NEWNET
-            }
-        }
-        let process = try await LaunchThreads.shared.run { [plan] in try Launcher.launch(plan, what: what) }
-        do {
-            try pipes.receiveTerminal()
-        } catch {
-            gantry_pidfd_signal(process.pidfd, SIGKILL)
-            _ = ProcessSupervisor.reap(process.pidfd)
-            close(process.pidfd)
-            if process.mountNamespace >= 0 { close(process.mountNamespace) }
-            throw error
-        }
-        launched = true
-        return (process, pipes)
-    }
-
-    /// Whether the container's overlay is mounted `volatile` (Linux 5.10 and later).
-    static func volatileUpper(_ record: ContainerRecord) -> Bool {
-        record.spec.lifetime == .boundToHost && SeccompCompiler.Host.current.kernelAtLeast("5.10")
-    }
-
-    /// The launch plan of the container's main process.
-    func makePlan(_ record: ContainerRecord, stdin: Int32, stdout: Int32, stderr: Int32) throws -> LaunchPlan {
-        let spec = record.spec
-        let process = record.process
-        let directory = runtime.containerDirectory(id)
-        var plan = LaunchPlan(
-            executables: ContainerRuntime.executableCandidates(process.arguments[0], environment: process.environment),
-            arguments: process.arguments, environment: process.environment, workingDirectory: process.workingDirectory,
-            cloneFlags: ContainerRuntime.cloneFlags(spec, joining: try runtime.namespaceFiles(record)), hostname: spec.hostname ?? record.shortID,
-            // The overlay is mounted over the container's own directory, in
-            // the container's mount namespace only.
-            rootfs: record.usesOverlay ? directory : record.layers[0],
-            stdin: stdin, stdout: stdout, stderr: stderr)
-        if record.usesOverlay {
-            plan.overlayOptions = "lowerdir=\(record.layers.joined(separator: ":")),upperdir=\(directory)/upper,workdir=\(directory)/work"
-            // A container bound to the host never outlives a crash (the next
-            // open removes it), so its root's writes need not reach the disk:
-            // the overlay skips syncs (its own when it goes, which would sync
-            // the whole upper file system, and fsync inside alike).
-            if Self.volatileUpper(record) { plan.overlayOptions! += ",volatile" }
-        }
-        plan.uidMap = ContainerRuntime.idMap(spec.uidMappings)
-        plan.gidMap = ContainerRuntime.idMap(spec.gidMappings)
-        plan.mounts = try ContainerRuntime.mounts(spec, volumes: runtime.volumes)
-        if let attachment = record.network {
-            // Generated files, bound over the image's (as Docker does); a
-            // pod's members share the pod's.
-            let holder = try spec.pod.map { try runtime.pods.pod($0).id } ?? id
-            let files = runtime.networks.memberDirectory(attachment.network, holder)
-            plan.mounts.append(.bind(files + "/hosts", at: "/etc/hosts", directory: false))
-            plan.mounts.append(.bind(files + "/resolv.conf", at: "/etc/resolv.conf", directory: false))
-        }
-        plan.maskedPaths = ContainerDefaults.maskedPaths
-        plan.readonlyPaths = ContainerDefaults.readonlyPaths
-        plan.readonlyRootfs = spec.readOnlyRootfs
-        plan.sysctls = try ContainerRuntime.sysctls(spec)
-        plan.rlimits = try ContainerRuntime.resourceLimits(spec)
-        plan.oomScoreAdjustment = spec.oomScoreAdjustment
-        plan.uid = process.uid
-        plan.gid = process.gid
-        plan.groups = process.groups
-        let mask = Capability.mask(try ContainerRuntime.capabilities(spec))
-        // As Docker does: a process that is not root keeps only the bounding set.
-        plan.capabilities = process.uid == 0 ? .container(mask) : CapabilitySets(bounding: mask, effective: 0, permitted: 0, inheritable: 0, ambient: 0)
-        plan.noNewPrivileges = spec.noNewPrivileges
-        plan.seccompFilter = try runtime.seccompProgram(spec)
-        plan.initProcess = spec.initProcess
-        plan.parentDeathSignal = spec.lifetime == .boundToHost ? SIGKILL : 0
-        return plan
-    }
-
     private func watchOutput(_ fd: Int32, stream: OutputStream, writer: ContainerLogWriter) {
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
         ProcessSupervisor.shared.watch(fd, handler: { [self] fd in
@@ -344,6 +236,14 @@ public final class Container: Sendable {
             return true
         }
         guard ready else { return }
+        // Recording the end takes locks and talks to the kernel's network
+        // stack: not on the supervisor thread, which must never block, and
+        // not on Swift's cooperative pool either.
+        BlockingPool.shared.submit { [self] in finish() }
+    }
+
+    /// Records the end: the exit, the network released, waiters resumed.
+    private func finish() {
         // Taken (and forgotten) under the lock before they are closed, so
         // that no one signals or writes to a number reused meanwhile.
         var (status, cgroup, timedOut, pidfd, stdin) = state.withLock { state in
@@ -541,7 +441,7 @@ public final class Container: Sendable {
         }
     }
 
-    private func thawIfPaused() {
+    func thawIfPaused() {
         guard let record = try? record, record.status == .paused else { return }
         try? runtime.cgroups.setFrozen(false, record.cgroup)
         _ = try? runtime.update(id) { if $0.status == .paused { $0.status = .running } }
@@ -617,11 +517,12 @@ public final class Container: Sendable {
         return caught & bit == 0 && blocked & bit == 0
     }
 
-    /// Freezes every process of the container.
-    public func pause() throws { try freeze(true) }
+    /// Freezes every process of the container. The kernel may take a while
+    /// to reach every process; the wait happens off Swift's cooperative pool.
+    public func pause() async throws { try await offload { [self] _ in try freeze(true) } }
 
     /// Thaws a paused container.
-    public func resume() throws { try freeze(false) }
+    public func resume() async throws { try await offload { [self] _ in try freeze(false) } }
 
     private func freeze(_ frozen: Bool) throws {
         let record = try record
@@ -655,7 +556,10 @@ public final class Container: Sendable {
             _ = try await wait()
             record = try self.record
         }
-        try runtime.destroy(record)
+        // Removing a cgroup waits while the kernel still counts exiting
+        // processes: off Swift's cooperative pool.
+        let removed = record
+        try await offload { [runtime] _ in try runtime.destroy(removed) }
         let waiters = state.withLock { state in
             state.record.status = .removed
             defer { state.waiters.removeAll() }
@@ -672,68 +576,6 @@ public final class Container: Sendable {
             if state.pidfd >= 0 { gantry_pidfd_signal(state.pidfd, SIGKILL) }
         }
         thawIfPaused()
-    }
-
-    // MARK: - Input and output
-
-    /// Both output streams as they arrive (and as kept in the log), from
-    /// the first byte, until the container ends.
-    public var output: ContainerOutput { follower([.stdout, .stderr], follow: true) }
-    /// Standard output only.
-    public var stdout: ContainerOutput { follower([.stdout], follow: true) }
-    /// Standard error only.
-    public var stderr: ContainerOutput { follower([.stderr], follow: true) }
-
-    /// The log as kept so far, without waiting for more.
-    public var logs: ContainerOutput { follower([.stdout, .stderr], follow: false) }
-
-    private func follower(_ streams: Set<OutputStream>, follow: Bool) -> ContainerOutput {
-        let (owned, spec) = state.withLock { ($0.owned, $0.record.spec) }
-        let runtime = runtime
-        let id = id
-        let isFinished: @Sendable () -> Bool = {
-            guard let record = try? runtime.load(id) else { return true }
-            return record.status == .stopped || record.status == .removed
-        }
-        if spec.lifetime == .independent {
-            let directory = runtime.containerDirectory(id)
-            let files = [OutputStream.stdout, .stderr].filter(streams.contains).map { ($0, DetachedLog.paths(in: directory, $0, options: spec.log)) }
-            return ContainerOutput(source: .raw(RawOutputFollower(files: files, follow: follow, isFinished: isFinished)))
-        }
-        return ContainerOutput(source: .log(LogFollower(path: logPath, maxFiles: spec.log.maxFiles, streams: streams, follow: follow,
-                                                        signal: owned ? outputSignal : nil, isFinished: isFinished)))
-    }
-
-    /// Writes to the container's standard input (with `openStdin`).
-    public func write(_ bytes: some Sequence<UInt8>) throws {
-        // A duplicate: the descriptor may be closed (and its number reused) meanwhile.
-        let fd = state.withLock { $0.stdin >= 0 ? fcntl($0.stdin, F_DUPFD_CLOEXEC, 3) : -1 }
-        guard fd >= 0 else { throw RuntimeError(.invalidState, "container \(name) has no open standard input") }
-        defer { close(fd) }
-        try writeAll(fd, Array(bytes), what: "container \(name)")
-    }
-
-    /// A duplicate of the main process's pidfd while this process watches
-    /// it (the caller closes it), or -1.
-    func duplicatePidfd() -> Int32 {
-        state.withLock { $0.pidfd >= 0 ? fcntl($0.pidfd, F_DUPFD_CLOEXEC, 3) : -1 }
-    }
-
-    /// Sets the size of the container's terminal (with `terminal`).
-    public func resizeTerminal(rows: UInt16, columns: UInt16) {
-        var size = winsize(ws_row: rows, ws_col: columns, ws_xpixel: 0, ws_ypixel: 0)
-        state.withLock { state in
-            if state.stdin >= 0 { _ = ioctl(state.stdin, UInt(TIOCSWINSZ), &size) }
-        }
-    }
-
-    /// Closes the container's standard input, so that it reads end-of-file.
-    public func closeStdin() {
-        let fd = state.withLock { state -> Int32 in
-            defer { state.stdin = -1 }
-            return state.stdin
-        }
-        if fd >= 0 { close(fd) }
     }
 
     // MARK: - Adoption

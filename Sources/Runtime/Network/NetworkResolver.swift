@@ -104,7 +104,7 @@ final class NetworkResolver: Sendable {
         }
         guard fd >= 0 else { return }
         let id = network.id
-        ProcessSupervisor.shared.watch(fd, handler: { [self] fd in receiveQueries(fd, networkID: id) }, ended: { [self] in
+        ProcessSupervisor.dns.watch(fd, handler: { [self] fd in receiveQueries(fd, networkID: id) }, ended: { [self] in
             let orphans = state.withLock { state in
                 state.servers[id] = nil
                 return state.pending.filter { $0.value.server == fd }.map(\.key)
@@ -193,7 +193,7 @@ final class NetworkResolver: Sendable {
         relayed[1] = UInt8(id & 0xFF)
         for socket in sockets {
             _ = relayed.withUnsafeBytes { Glibc.send(socket, $0.baseAddress, $0.count, Int32(MSG_DONTWAIT)) }
-            ProcessSupervisor.shared.watch(socket, handler: { [self] in receiveAnswer($0) }, ended: { [self] in
+            ProcessSupervisor.dns.watch(socket, handler: { [self] in receiveAnswer($0) }, ended: { [self] in
                 state.withLock { state in
                     state.pending[socket] = nil
                     state.closing.remove(socket)

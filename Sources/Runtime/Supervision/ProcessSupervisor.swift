@@ -1,5 +1,6 @@
 import CGantrySystem
 import Foundation
+import GantryCore
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -32,8 +33,15 @@ public enum ProcessExit: Hashable, Sendable, Codable, CustomStringConvertible {
 /// every process Gantry started (reaping each with `waitid(P_PIDFD)`: only
 /// Gantry's own children, and with no SIGCHLD handler) and on the pipes
 /// their output arrives on.
+///
+/// Handlers run on that thread and never block: what takes locks or talks
+/// to the kernel at length (recording an exit, releasing a network) goes
+/// to ``BlockingPool``.
 final class ProcessSupervisor: Sendable {
-    static let shared = ProcessSupervisor()
+    static let shared = ProcessSupervisor(name: "gantry-supervisor")
+    /// The thread of the networks' DNS servers, apart from the processes'
+    /// so that a flood of queries never delays an exit, nor exits an answer.
+    static let dns = ProcessSupervisor(name: "gantry-dns")
 
     /// What to do when a descriptor becomes readable; returns whether to keep watching.
     typealias Handler = @Sendable (Int32) -> Bool
@@ -53,12 +61,12 @@ final class ProcessSupervisor: Sendable {
     private let epoll: Int32
     private let watches = Watches()
 
-    private init() {
+    private init(name: String) {
         epoll = gantry_epoll_create()
         let thread = Thread { [epoll, watches] in
             ProcessSupervisor.run(epoll: epoll, watches: watches)
         }
-        thread.name = "gantry-supervisor"
+        thread.name = name
         thread.stackSize = 512 << 10
         thread.start()
     }

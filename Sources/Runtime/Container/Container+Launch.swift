@@ -1,0 +1,121 @@
+import CGantryLauncher
+import CGantrySystem
+import Foundation
+import GantryCore
+import Synchronization
+import SystemPackage
+import Tracing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Container {
+    /// Launches a process of the container in its cgroup, with pipes for
+    /// its stdio: the plan of the main process, changed by `configure`.
+    /// Returns the process and the parent's ends of the pipes.
+    func launchInCgroup(_ record: ContainerRecord, pipes makePipes: @autoclosure () throws -> ProcessPipes, what: String,
+                        configure: (inout LaunchPlan) throws -> Void) async throws -> (LaunchedProcess, ProcessPipes) {
+        var pipes = try makePipes()
+        defer { pipes.closeChildEnds() }
+        var launched = false
+        defer { if !launched { pipes.closeParentEnds() } }
+        let cgroup = try runtime.cgroups.openForLaunch(record.cgroup)
+        defer { (cgroup.tasks + [cgroup.directory]).filter { $0 >= 0 }.forEach { close($0) } }
+        var plan = try makePlan(record, stdin: pipes.childStdin, stdout: pipes.childStdout, stderr: pipes.childStderr)
+        plan.cgroupDescriptor = cgroup.directory
+        plan.cgroupTasksDescriptors = cgroup.tasks
+        plan.consoleSocket = pipes.console
+        plan.controllingTerminal = pipes.console >= 0
+        try configure(&plan)
+        // The main process starts in the namespaces made for it or its pod
+        // (a process joining the container enters them through the pidfd).
+        var namespaces: [Int32] = []
+        defer { namespaces.forEach { close($0) } }
+        if plan.joinPidfd < 0 {
+            for file in try runtime.namespaceFiles(record) {
+                let fd = open(file.path, O_RDONLY | O_CLOEXEC)
+                guard fd >= 0 else {
+                    throw RuntimeError(.launch, "container \(name) has lost the namespace \(file.path)", underlying: Sys.errno)
+                }
+                namespaces.append(fd)
+                plan.namespaceFiles.append((fd, file.type))
+            }
+            // A network namespace of its own, made ahead of need (in a user
+            // namespace it must be the container's, made by the clone).
+            if plan.cloneFlags & GANTRY_CLONE_NEWNET != 0, plan.cloneFlags & GANTRY_CLONE_NEWUSER == 0,
+               let fd = NetworkNamespaceReserve.shared.take() {
+                namespaces.append(fd)
+                plan.namespaceFiles.append((fd, GANTRY_CLONE_NEWNET))
+                plan.cloneFlags &= ~GANTRY_CLONE_NEWNET
+            }
+        }
+        let process = try await LaunchThreads.shared.run { [plan] in try Launcher.launch(plan, what: what) }
+        do {
+            try pipes.receiveTerminal()
+        } catch {
+            gantry_pidfd_signal(process.pidfd, SIGKILL)
+            _ = ProcessSupervisor.reap(process.pidfd)
+            close(process.pidfd)
+            if process.mountNamespace >= 0 { close(process.mountNamespace) }
+            throw error
+        }
+        launched = true
+        return (process, pipes)
+    }
+
+    /// Whether the container's overlay is mounted `volatile` (Linux 5.10 and later).
+    static func volatileUpper(_ record: ContainerRecord) -> Bool {
+        record.spec.lifetime == .boundToHost && SeccompCompiler.Host.current.kernelAtLeast("5.10")
+    }
+
+    /// The launch plan of the container's main process.
+    func makePlan(_ record: ContainerRecord, stdin: Int32, stdout: Int32, stderr: Int32) throws -> LaunchPlan {
+        let spec = record.spec
+        let process = record.process
+        let directory = runtime.containerDirectory(id)
+        var plan = LaunchPlan(
+            executables: ContainerRuntime.executableCandidates(process.arguments[0], environment: process.environment),
+            arguments: process.arguments, environment: process.environment, workingDirectory: process.workingDirectory,
+            cloneFlags: ContainerRuntime.cloneFlags(spec, joining: try runtime.namespaceFiles(record)), hostname: spec.hostname ?? record.shortID,
+            // The overlay is mounted over the container's own directory, in
+            // the container's mount namespace only.
+            rootfs: record.usesOverlay ? directory : record.layers[0],
+            stdin: stdin, stdout: stdout, stderr: stderr)
+        if record.usesOverlay {
+            plan.overlayOptions = "lowerdir=\(record.layers.joined(separator: ":")),upperdir=\(directory)/upper,workdir=\(directory)/work"
+            // A container bound to the host never outlives a crash (the next
+            // open removes it), so its root's writes need not reach the disk:
+            // the overlay skips syncs (its own when it goes, which would sync
+            // the whole upper file system, and fsync inside alike).
+            if Self.volatileUpper(record) { plan.overlayOptions! += ",volatile" }
+        }
+        plan.uidMap = ContainerRuntime.idMap(spec.uidMappings)
+        plan.gidMap = ContainerRuntime.idMap(spec.gidMappings)
+        plan.mounts = try ContainerRuntime.mounts(spec, volumes: runtime.volumes)
+        if let attachment = record.network {
+            // Generated files, bound over the image's (as Docker does); a
+            // pod's members share the pod's.
+            let holder = try spec.pod.map { try runtime.pods.pod($0).id } ?? id
+            let files = runtime.networks.memberDirectory(attachment.network, holder)
+            plan.mounts.append(.bind(files + "/hosts", at: "/etc/hosts", directory: false))
+            plan.mounts.append(.bind(files + "/resolv.conf", at: "/etc/resolv.conf", directory: false))
+        }
+        plan.maskedPaths = ContainerDefaults.maskedPaths
+        plan.readonlyPaths = ContainerDefaults.readonlyPaths
+        plan.readonlyRootfs = spec.readOnlyRootfs
+        plan.sysctls = try ContainerRuntime.sysctls(spec)
+        plan.rlimits = try ContainerRuntime.resourceLimits(spec)
+        plan.oomScoreAdjustment = spec.oomScoreAdjustment
+        plan.uid = process.uid
+        plan.gid = process.gid
+        plan.groups = process.groups
+        let mask = Capability.mask(try ContainerRuntime.capabilities(spec))
+        // As Docker does: a process that is not root keeps only the bounding set.
+        plan.capabilities = process.uid == 0 ? .container(mask) : CapabilitySets(bounding: mask, effective: 0, permitted: 0, inheritable: 0, ambient: 0)
+        plan.noNewPrivileges = spec.noNewPrivileges
+        plan.seccompFilter = try runtime.seccompProgram(spec)
+        plan.initProcess = spec.initProcess
+        plan.parentDeathSignal = spec.lifetime == .boundToHost ? SIGKILL : 0
+        return plan
+    }
+}
