@@ -25,6 +25,7 @@ let package = Package(
         .library(name: "Scheduler", targets: ["Scheduler"]),
         .library(name: "Reconciler", targets: ["Reconciler"]),
         .library(name: "Observability", targets: ["Observability"]),
+        .library(name: "Compose", targets: ["Compose"]),
         .executable(name: "gantry", targets: ["GantryCLI"]),
         .executable(name: "gantry-bench", targets: ["GantryBench"]),
     ],
@@ -130,6 +131,15 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict
+        ),
+        // Compose files as people write them, on the reconciler: a product
+        // of its own, so that only those who read compose files build YAML.
+        .target(
+            name: "Compose",
+            dependencies: [
+                "Reconciler", "Runtime", "OCIImage",
                 .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: strict
@@ -156,7 +166,7 @@ let package = Package(
             // their class layouts, and a change seen only through
             // `@_exported import` does not trigger a rebuild.
             dependencies: [
-                "Gantry", "OCIImage", "Runtime", "Scheduler", "Reconciler", "Observability",
+                "Gantry", "OCIImage", "Runtime", "Scheduler", "Reconciler", "Observability", "Compose",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -209,7 +219,7 @@ let package = Package(
         .testTarget(
             name: "ReconcilerTests",
             dependencies: [
-                "Reconciler", "Scheduler", "Runtime", "OCIImage", "GantryTestSupport",
+                "Reconciler", "Compose", "Scheduler", "Runtime", "OCIImage", "GantryTestSupport",
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "MetricsTestKit", package: "swift-metrics"),

@@ -17,6 +17,7 @@ let package = Package(
                 .product(name: "OCIImage", package: "Gantry"),
                 .product(name: "Runtime", package: "Gantry"),
                 .product(name: "Reconciler", package: "Gantry"),
+                .product(name: "Compose", package: "Gantry"),
             ],
             swiftSettings: [.swiftLanguageMode(.v6), .treatAllWarnings(as: .error), .unsafeFlags(["-parse-as-library"])]
         ),

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Compose
 import Foundation
 import Gantry
 import Logging

@@ -140,16 +140,9 @@ public struct ServiceProbes: Hashable, Sendable, Codable {
     }
 }
 
-/// The outcome of one check.
-struct ProbeOutcome: Sendable {
-    var passed: Bool
-    /// Why it failed.
-    var message: String
-}
-
 /// Runs single checks against a container.
 enum Prober {
-    static func check(_ probe: Probe, container: Container) async -> ProbeOutcome {
+    static func check(_ probe: Probe, container: Container) async -> ProbeResult {
         switch probe.action {
         case .exec(let command):
             return await exec(command, timeout: probe.timeout, container: container)
@@ -160,12 +153,12 @@ enum Prober {
         }
     }
 
-    private static func exec(_ command: [String], timeout: Duration, container: Container) async -> ProbeOutcome {
+    private static func exec(_ command: [String], timeout: Duration, container: Container) async -> ProbeResult {
         let process: ExecProcess
         do {
             process = try await container.exec(ExecSpec(command))
         } catch {
-            return ProbeOutcome(passed: false, message: "cannot run \(command.joined(separator: " ")): \(error)")
+            return ProbeResult(passed: false, message: "cannot run \(command.joined(separator: " ")): \(error)")
         }
         // Keep a little of its output for the message.
         let output = Task {
@@ -187,16 +180,16 @@ enum Prober {
             process.kill()
             _ = await process.wait()
             output.cancel()
-            return ProbeOutcome(passed: false, message: "\(command.joined(separator: " ")) timed out after \(timeout)")
+            return ProbeResult(passed: false, message: "\(command.joined(separator: " ")) timed out after \(timeout)")
         }
         let text = await output.value.trimmingCharacters(in: .whitespacesAndNewlines)
-        if status == .exited(0) { return ProbeOutcome(passed: true, message: "") }
-        return ProbeOutcome(passed: false, message: "\(command.joined(separator: " ")) \(status)" + (text.isEmpty ? "" : ": \(text)"))
+        if status == .exited(0) { return ProbeResult(passed: true, message: "") }
+        return ProbeResult(passed: false, message: "\(command.joined(separator: " ")) \(status)" + (text.isEmpty ? "" : ": \(text)"))
     }
 
     /// Connects from inside the container's network namespace, to its
     /// address on a bridge network (or loopback), and for HTTP sends `GET`.
-    private static func connect(_ container: Container, host: String?, port: UInt16, timeout: Duration, request path: String?) async -> ProbeOutcome {
+    private static func connect(_ container: Container, host: String?, port: UInt16, timeout: Duration, request path: String?) async -> ProbeResult {
         let address: IPv4Address
         if let host, let parsed = IPv4Address(host) {
             address = parsed
@@ -208,7 +201,7 @@ enum Prober {
         do {
             fd = try container.socket()
         } catch {
-            return ProbeOutcome(passed: false, message: "cannot reach \(target): \(error)")
+            return ProbeResult(passed: false, message: "cannot reach \(target): \(error)")
         }
         let milliseconds = Int32(clamping: timeout.components.seconds * 1000 + timeout.components.attoseconds / 1_000_000_000_000_000)
         do {
@@ -217,7 +210,7 @@ enum Prober {
                 return SocketCheck(fd: fd, timeout: max(1, milliseconds)).run(address: address, port: port, target: target, path: path)
             }
         } catch {
-            return ProbeOutcome(passed: false, message: "\(target): \(error)")
+            return ProbeResult(passed: false, message: "\(target): \(error)")
         }
     }
 }
@@ -251,7 +244,7 @@ private struct SocketCheck {
         }
     }
 
-    func run(address: IPv4Address, port: UInt16, target: String, path: String?) -> ProbeOutcome {
+    func run(address: IPv4Address, port: UInt16, target: String, path: String?) -> ProbeResult {
         _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
         var socketAddress = sockaddr_in()
         socketAddress.sin_family = sa_family_t(AF_INET)
@@ -261,21 +254,21 @@ private struct SocketCheck {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }
         if connected != 0 {
-            guard errno == EINPROGRESS else { return ProbeOutcome(passed: false, message: "connecting to \(target): \(Errno(rawValue: errno))") }
-            guard wait(for: Int16(POLLOUT)) else { return ProbeOutcome(passed: false, message: "connecting to \(target) timed out after \(timeout) ms") }
+            guard errno == EINPROGRESS else { return ProbeResult(passed: false, message: "connecting to \(target): \(Errno(rawValue: errno))") }
+            guard wait(for: Int16(POLLOUT)) else { return ProbeResult(passed: false, message: "connecting to \(target) timed out after \(timeout) ms") }
             var error: Int32 = 0
             var length = socklen_t(MemoryLayout<Int32>.size)
             getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
-            guard error == 0 else { return ProbeOutcome(passed: false, message: "connecting to \(target): \(Errno(rawValue: error))") }
+            guard error == 0 else { return ProbeResult(passed: false, message: "connecting to \(target): \(Errno(rawValue: error))") }
         }
-        guard let path else { return ProbeOutcome(passed: true, message: "") }
+        guard let path else { return ProbeResult(passed: true, message: "") }
         let request = Array("GET \(path) HTTP/1.1\r\nHost: \(target)\r\nUser-Agent: gantry-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n".utf8)
         var sent = 0
         while sent < request.count {
             let count = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
             if count > 0 { sent += count; continue }
             guard count < 0, errno == EAGAIN, wait(for: Int16(POLLOUT)) else {
-                return ProbeOutcome(passed: false, message: "sending to \(target) failed or timed out")
+                return ProbeResult(passed: false, message: "sending to \(target) failed or timed out")
             }
         }
         var response: [UInt8] = []
@@ -285,15 +278,15 @@ private struct SocketCheck {
             if count > 0 { response += buffer[..<count]; continue }
             if count == 0 { break }
             guard errno == EAGAIN, wait(for: Int16(POLLIN)) else {
-                return ProbeOutcome(passed: false, message: "no HTTP response from \(target) within \(timeout) ms")
+                return ProbeResult(passed: false, message: "no HTTP response from \(target) within \(timeout) ms")
             }
         }
         let line = String(decoding: response.prefix { $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\n") }, as: UTF8.self)
         let parts = line.split(separator: " ")
         guard parts.count >= 2, parts[0].hasPrefix("HTTP/"), let status = Int(parts[1]) else {
-            return ProbeOutcome(passed: false, message: "\(target)\(path) sent no HTTP status line")
+            return ProbeResult(passed: false, message: "\(target)\(path) sent no HTTP status line")
         }
-        guard (200..<400).contains(status) else { return ProbeOutcome(passed: false, message: "GET \(target)\(path): HTTP \(status)") }
-        return ProbeOutcome(passed: true, message: "")
+        guard (200..<400).contains(status) else { return ProbeResult(passed: false, message: "GET \(target)\(path): HTTP \(status)") }
+        return ProbeResult(passed: true, message: "")
     }
 }

@@ -16,7 +16,7 @@ import Glibc
 /// holding the pid of the process that reconciles it.
 extension Reconciler {
     func lockProject() throws {
-        let directory = runtime.images.root.path + "/reconciler"
+        let directory = runtime.stateRoot.path + "/reconciler"
         try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let path = directory + "/" + options.project + ".lock"
         let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)

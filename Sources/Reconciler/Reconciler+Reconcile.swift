@@ -9,7 +9,7 @@ extension Reconciler {
         var hash: String
         var create: [(lineage: String, restart: Bool)] = []
         var remove: [String] = []
-        var discard: [Container] = []
+        var discard: [any ReplicaContainer] = []
         var events: [ServiceEvent] = []
         var retryAfter: Duration?
         var rollBack: (from: Int, reason: String)?
@@ -332,7 +332,7 @@ extension Reconciler {
 
     /// Stops and removes every replica of a deleted service.
     private func tearDown(_ name: String) async throws {
-        let containers = state.withLock { state -> [Container] in
+        let containers = state.withLock { state -> [any ReplicaContainer] in
             guard let service = state.services[name] else { return [] }
             for id in service.replicas.keys { state.services[name]?.replicas[id]?.terminating = true }
             return service.replicas.values.map(\.container) + service.lineages.values.compactMap(\.previous)

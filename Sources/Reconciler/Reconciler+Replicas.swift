@@ -55,7 +55,7 @@ extension Reconciler {
 
     private func createReplica(_ spec: ServiceSpec, revision: Int, hash: String, lineage: String, restart: Bool) async throws {
         let containerSpec = replicaSpec(spec, revision: revision, hash: hash, lineage: lineage)
-        let container = try await runtime.create(containerSpec)
+        let container = try await runtime.createReplica(containerSpec)
         do {
             try await container.start()
         } catch {
@@ -93,7 +93,7 @@ extension Reconciler {
     }
 
     /// Learns of the replica's end from the runtime, on its supervision thread.
-    func watch(_ container: Container, service: String) {
+    func watch(_ container: any ReplicaContainer, service: String) {
         let id = container.id
         do {
             try container.onExit { [self] exit in replicaEnded(service, id: id, exit: exit) }
@@ -159,18 +159,18 @@ extension Reconciler {
     /// Takes over the project's replicas that survived an earlier reconciler,
     /// and removes those of deleted services or that had ended.
     func adopt() async throws {
-        let records = try runtime.list().filter { $0.spec.labels[ReplicaLabel.project] == options.project && $0.spec.labels[ReplicaLabel.service] != nil }
-        var stale: [Container] = []
-        var adopted: [(Container, String)] = []
+        let records = try runtime.existingContainers().filter { $0.labels[ReplicaLabel.project] == options.project && $0.labels[ReplicaLabel.service] != nil }
+        var stale: [any ReplicaContainer] = []
+        var adopted: [(any ReplicaContainer, String)] = []
         for record in records {
-            let name = record.spec.labels[ReplicaLabel.service]!
-            guard let container = try? runtime.container(record.id) else { continue }
+            let name = record.labels[ReplicaLabel.service]!
+            guard let container = try? runtime.replica(record.id) else { continue }
             let running = record.status == .running || record.status == .paused
             let taken = running && state.withLock { state -> Bool in
                 guard let service = state.services[name], !service.deleted else { return false }
-                let lineage = record.spec.labels[ReplicaLabel.lineage] ?? Self.randomSuffix(8)
-                let revision = Int(record.spec.labels[ReplicaLabel.revision] ?? "") ?? 0
-                let hash = record.spec.labels[ReplicaLabel.templateHash] ?? ""
+                let lineage = record.labels[ReplicaLabel.lineage] ?? Self.randomSuffix(8)
+                let revision = Int(record.labels[ReplicaLabel.revision] ?? "") ?? 0
+                let hash = record.labels[ReplicaLabel.templateHash] ?? ""
                 let probes = hash == service.templateHash ? service.record.spec.probes : ServiceProbes()
                 let age = record.startedAt.map { Duration.seconds(max(0, Date().timeIntervalSince($0))) } ?? .zero
                 let ready = probes.startup == nil && probes.readiness == nil
@@ -202,7 +202,7 @@ extension Reconciler {
 
     /// Runs a replica's probes until it ends: startup first, then liveness
     /// and readiness, each on its own period.
-    func probe(_ name: String, id: String, container: Container, probes: ServiceProbes) async {
+    func probe(_ name: String, id: String, container: any ReplicaContainer, probes: ServiceProbes) async {
         let start = clock.now()
         var due: [ProbeKind: Duration] = [:]
         var passes: [ProbeKind: Int] = [:]
@@ -222,7 +222,7 @@ extension Reconciler {
                 span.attributes["gantry.service"] = name
                 span.attributes["gantry.container"] = container.name
                 span.attributes["gantry.probe"] = kind.rawValue
-                let outcome = await Prober.check(probe, container: container)
+                let outcome = await container.check(probe)
                 if !outcome.passed { span.setStatus(SpanStatus(code: .error, message: outcome.message)) }
                 return outcome
             }
@@ -257,7 +257,7 @@ extension Reconciler {
         }
     }
 
-    private func setReadiness(_ name: String, id: String, container: Container, startupPassed: Bool?, ready: Bool?) {
+    private func setReadiness(_ name: String, id: String, container: any ReplicaContainer, startupPassed: Bool?, ready: Bool?) {
         let now = clock.now()
         let changed = state.withLock { state -> Bool in
             guard var replica = state.services[name]?.replicas[id], replica.exit == nil else { return false }
@@ -277,7 +277,7 @@ extension Reconciler {
         queue.add(name)
     }
 
-    private func restartUnhealthy(_ name: String, id: String, container: Container, kind: ProbeKind, message: String) async {
+    private func restartUnhealthy(_ name: String, id: String, container: any ReplicaContainer, kind: ProbeKind, message: String) async {
         let marked = state.withLock { state -> Bool in
             guard state.services[name]?.replicas[id]?.exit == nil else { return false }
             state.services[name]?.replicas[id]?.unhealthy = true
@@ -289,7 +289,7 @@ extension Reconciler {
                           message: "\(kind) probe failed; restarting: \(message)"))
         queue.add(name)
         do {
-            _ = try await container.stop()
+            _ = try await container.stop(grace: nil)
         } catch {
             logger.warning("cannot stop an unhealthy replica", metadata: ["container": "\(container.name)", "error": "\(error)"])
         }

@@ -109,7 +109,7 @@ public final class Reconciler: Service, Sendable {
     }
 
     /// The runtime replicas run in.
-    public let runtime: ContainerRuntime
+    public let runtime: any ReplicaRuntime
     /// Where services, revisions and events are kept.
     public let store: ServiceStore
     /// How it works.
@@ -140,13 +140,13 @@ public final class Reconciler: Service, Sendable {
     ///   - metricsFactory: where metrics go; the bootstrapped factory by default.
     ///   - tracer: where spans go; the bootstrapped tracer by default.
     ///   - logger: where it logs.
-    public init<C: Clock & Sendable>(runtime: ContainerRuntime, store: ServiceStore? = nil, options: Options = Options(),
+    public init<C: Clock & Sendable>(runtime: any ReplicaRuntime, store: ServiceStore? = nil, options: Options = Options(),
                                      clock: C = ContinuousClock(), metricsFactory: (any MetricsFactory)? = nil,
                                      tracer: (any Tracer)? = nil, logger: Logger = Logger(label: "gantry.reconciler")) throws
         where C.Duration == Duration, C.Instant: Sendable {
         try ServiceSpec.validate(name: options.project, kind: "project")
         self.runtime = runtime
-        self.store = try store ?? ServiceStore(root: runtime.images.root)
+        self.store = try store ?? ServiceStore(root: runtime.stateRoot)
         self.options = options
         self.clock = ElapsedClock(clock)
         self.logger = logger
@@ -190,7 +190,7 @@ public final class Reconciler: Service, Sendable {
     }
 
     struct Replica {
-        var container: Container
+        var container: any ReplicaContainer
         var lineage: String
         var revision: Int
         var templateHash: String
@@ -215,7 +215,7 @@ public final class Reconciler: Service, Sendable {
         /// Whether a replica of it ran before, so the next one is a restart.
         var ranBefore = false
         /// The stopped container kept for its logs until replaced.
-        var previous: Container?
+        var previous: (any ReplicaContainer)?
     }
 
     // MARK: - Desired state
@@ -476,7 +476,7 @@ public final class Reconciler: Service, Sendable {
     }
 
     /// Reads the project's services from the store; queues those that changed.
-    func refresh() throws {
+    package func refresh() throws {
         // The store is read and what it holds applied under one lock: a read
         // that lost a race must not apply its older view after a newer one
         // (it would take a just-applied service for deleted).
@@ -545,10 +545,10 @@ public final class Reconciler: Service, Sendable {
     }
 
     /// Stops (within its grace period) and removes a container.
-    func removeReplica(_ container: Container) async {
+    func removeReplica(_ container: any ReplicaContainer) async {
         do {
             if let status = try? container.status, status == .running || status == .paused {
-                _ = try await container.stop()
+                _ = try await container.stop(grace: nil)
             }
             try await container.remove(force: true)
         } catch {

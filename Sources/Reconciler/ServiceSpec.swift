@@ -96,7 +96,7 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
         }
     }
 
-    static func validate(name: String, kind: String) throws {
+    package static func validate(name: String, kind: String) throws {
         let allowed = name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "." || $0 == "-") }
         guard !name.isEmpty, name.count <= 63, allowed, name.first?.isLetter == true || name.first?.isNumber == true else {
             throw ReconcilerError(.invalidSpec, "\"\(name)\" is not a valid \(kind) name: use up to 63 letters, digits, _ . -, starting with a letter or digit")

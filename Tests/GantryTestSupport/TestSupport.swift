@@ -23,11 +23,15 @@ public func withTemporaryDirectory<T>(_ label: String = "test", _ body: (String)
     do {
         let result = try await body(path)
         // Work offloaded to other threads may release its last references
-        // (and so close its files) a moment after the caller resumes.
-        for _ in 0..<200 where !openDescriptors(under: path).isEmpty {
+        // (and so close its files) a moment after the caller resumes. The
+        // scan reads every descriptor of the process (thousands, while a
+        // test holds many), so it runs off the cooperative pool.
+        var open = await onOwnThread { openDescriptors(under: path) }
+        for _ in 0..<200 where !open.isEmpty {
             try await Task.sleep(for: .milliseconds(10))
+            open = await onOwnThread { openDescriptors(under: path) }
         }
-        #expect(openDescriptors(under: path).isEmpty, "file descriptors left open under \(path)")
+        #expect(open.isEmpty, "file descriptors left open under \(path): \(open)")
         #expect(mounts(under: path).isEmpty, "mounts left under \(path)")
         cleanUp()
         return result
@@ -40,8 +44,22 @@ public func withTemporaryDirectory<T>(_ label: String = "test", _ body: (String)
 /// The targets of this process's open descriptors that lie under `path`.
 public func openDescriptors(under path: String) -> [String] {
     let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
-    return fds.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\($0)") }
-        .filter { $0 == path || $0.hasPrefix(path + "/") }
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    return fds.compactMap { fd -> String? in
+        let length = readlink("/proc/self/fd/" + fd, &buffer, buffer.count - 1)
+        guard length > 0 else { return nil }
+        let target = String(decoding: buffer[..<length].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return target == path || target.hasPrefix(path + "/") ? target : nil
+    }
+}
+
+/// Runs `body` on a thread of its own and returns what it returns: for
+/// blocking work in async tests, which must leave the cooperative pool's
+/// few threads to the tasks of every other test running at once.
+public func onOwnThread<T: Sendable>(_ body: @escaping @Sendable () -> T) async -> T {
+    await withCheckedContinuation { continuation in
+        Thread.detachNewThread { continuation.resume(returning: body()) }
+    }
 }
 
 /// Mount points under `path`.
@@ -136,13 +154,9 @@ public func run(_ program: String, _ arguments: [String], input: Data? = nil, en
 public func runWithStatus(_ program: String, _ arguments: [String], input: Data? = nil, environment: [String: String]? = nil, check: Bool = false)
     async throws -> (status: Int32, output: String, error: String)
 {
-    try await withCheckedThrowingContinuation { continuation in
-        Thread.detachNewThread {
-            continuation.resume(with: Result {
-                try runWithStatus(program, arguments, input: input, environment: environment, check: check) as (status: Int32, output: String, error: String)
-            })
-        }
-    }
+    try await onOwnThread {
+        Result { try runWithStatus(program, arguments, input: input, environment: environment, check: check) as (status: Int32, output: String, error: String) }
+    }.get()
 }
 
 public func write(_ text: String, to path: String) throws {

@@ -159,6 +159,8 @@ import Testing
             let path = store.content.path(for: manifest.config.digest)
             var bytes = try #require(FileManager.default.contents(atPath: path))
             bytes[bytes.count / 2] ^= 0x20
+            // Blobs are read-only; the owner who edits one makes it writable first.
+            chmod(path, 0o644)
             try Data(bytes).write(to: URL(fileURLWithPath: path))
 
             let found = try await store.check()

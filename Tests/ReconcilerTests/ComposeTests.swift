@@ -1,3 +1,4 @@
+@testable import Compose
 import Foundation
 import GantryTestSupport
 import Runtime

@@ -1,6 +1,7 @@
 import Foundation
 // The fuzz targets: the libFuzzer binary (Fuzz/, run by scripts/fuzz.sh)
 // and the corpus replay test share this file.
+@testable import Compose
 @testable import OCIImage
 @testable import Reconciler
 @testable import Runtime

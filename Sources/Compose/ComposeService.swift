@@ -1,7 +1,8 @@
 import Foundation
+import Reconciler
 import Runtime
 
-/// Reads one entry of `services:` into a ``ServiceSpec``.
+/// Reads one entry of `services:` into a `ServiceSpec`.
 struct ServiceReader {
     let project: String
     let directory: String

@@ -1,4 +1,5 @@
 import Foundation
+import Reconciler
 import OCIImage
 import Runtime
 #if canImport(Glibc)
@@ -26,12 +27,15 @@ extension Reconciler {
     /// project's services that the file no longer has.
     ///
     /// - Parameter project: the loaded compose project; its name must be this reconciler's project.
-    /// - Throws: ``ReconcilerError`` naming what is wrong, or a runtime error
+    /// - Throws: `ReconcilerError` naming what is wrong, or a runtime error
     ///   when a network or volume cannot be made.
     @discardableResult
     public func apply(_ project: ComposeProject) throws -> ProjectReport {
         guard project.name == options.project else {
             throw ReconcilerError(.invalidSpec, "compose project \(project.name) is not this reconciler's project (\(options.project))")
+        }
+        guard let runtime = runtime as? ContainerRuntime else {
+            throw ReconcilerError(.invalidState, "compose project \(project.name) needs networks and volumes, which only a ContainerRuntime has")
         }
         var report = ProjectReport()
         let existingNetworks = Set(try runtime.networks.list().map(\.name))

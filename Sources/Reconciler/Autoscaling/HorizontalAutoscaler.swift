@@ -147,9 +147,9 @@ public struct AutoscalerSpec: Hashable, Sendable, Codable {
     /// Checks the specification.
     ///
     /// - Parameter name: the autoscaler's name, for messages.
-    /// - Throws: ``SchedulerError`` with code `invalidSpec` naming the field at fault.
+    /// - Throws: ``ReconcilerError`` with code `invalidSpec` naming the field at fault.
     public func validate(name: String) throws {
-        func fail(_ why: String) -> SchedulerError { SchedulerError(.invalidSpec, "autoscaler \(name): \(why)") }
+        func fail(_ why: String) -> ReconcilerError { ReconcilerError(.invalidSpec, "autoscaler \(name): \(why)") }
         guard minReplicas >= 1 else { throw fail("minReplicas is \(minReplicas); it must be at least 1") }
         guard maxReplicas >= minReplicas else { throw fail("maxReplicas \(maxReplicas) is below minReplicas \(minReplicas)") }
         guard !metrics.isEmpty else { throw fail("metrics is empty; give at least one") }

@@ -1,9 +1,10 @@
 import Foundation
+import Reconciler
 import Runtime
 import Yams
 
 /// A compose file (the Compose Specification's `compose.yaml`) read into
-/// service specs, networks and volumes for a ``Reconciler`` to apply.
+/// service specs, networks and volumes for a `Reconciler` to apply.
 ///
 /// ```swift
 /// let project = try ComposeProject.load(path: "compose.yaml")
@@ -55,7 +56,7 @@ public struct ComposeProject: Hashable, Sendable {
     ///   - path: the compose file.
     ///   - environment: the variables for interpolation (`${VAR}`) and bare `environment` keys.
     ///   - projectName: the project's name, over the file's `name:` and its directory's name.
-    /// - Throws: ``ReconcilerError`` with code `compose` naming what is wrong.
+    /// - Throws: `ReconcilerError` with code `compose` naming what is wrong.
     public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment,
                             projectName: String? = nil) throws -> ComposeProject {
         let text: String
@@ -82,7 +83,7 @@ public struct ComposeProject: Hashable, Sendable {
     ///   - directory: the directory relative paths are taken from; its name is the default project name.
     ///   - environment: the variables for interpolation (`${VAR}`) and bare `environment` keys.
     ///   - projectName: the project's name, over the file's `name:` and the directory's name.
-    /// - Throws: ``ReconcilerError`` with code `compose` naming what is wrong.
+    /// - Throws: `ReconcilerError` with code `compose` naming what is wrong.
     public static func parse(_ yaml: String, file: String = "compose.yaml", directory: String = ".", environment: [String: String] = [:],
                              projectName: String? = nil) throws -> ComposeProject {
         guard yaml.utf8.count <= maximumFileSize else {

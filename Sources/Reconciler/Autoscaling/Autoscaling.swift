@@ -93,11 +93,7 @@ extension ServiceStore {
     @discardableResult
     public func setAutoscaler(_ spec: AutoscalerSpec?, service: String, project: String = ServiceSpec.defaultProject) throws -> AutoscalerRecord? {
         if let spec {
-            do {
-                try spec.validate(name: service)
-            } catch let error as SchedulerError {
-                throw ReconcilerError(.invalidSpec, error.message)
-            }
+            try spec.validate(name: service)
         }
         return try perform("set the autoscaler of service \(service)") {
             try pool.write { db -> AutoscalerRecord? in

@@ -1,3 +1,4 @@
+import Reconciler
 import Runtime
 
 /// The network a service's replicas join.

@@ -1,5 +1,5 @@
 import Testing
-@testable import Scheduler
+@testable import Reconciler
 
 private func cpu(_ values: Double?...) -> [MetricSample] { cpu(values) }
 private func cpu(_ values: [Double?]) -> [MetricSample] { [MetricSample(.cpuUtilization, values: values)] }
@@ -128,7 +128,7 @@ private func autoscaler(min: Int = 1, max: Int = 10, _ metrics: [AutoscalerMetri
     ])
     func invalidSpecsNameTheField(spec: AutoscalerSpec, message: String) {
         #expect { try spec.validate(name: "web") } throws: { error in
-            guard let error = error as? SchedulerError else { return false }
+            guard let error = error as? ReconcilerError else { return false }
             return error.code == .invalidSpec && error.message.hasPrefix("autoscaler web: ") && error.message.contains(message)
         }
         #expect(throws: Never.self) { try AutoscalerSpec(maxReplicas: 3, metrics: [.cpu(percent: 50)]).validate(name: "web") }

@@ -1,5 +1,4 @@
 import Foundation
-import Reconciler
 import Runtime
 import Scheduler
 import Synchronization
@@ -47,7 +46,7 @@ public final class CgroupMetricSource: ReplicaMetricSource {
         switch metric {
         case .cpuUtilization:
             guard let cpus = service.requestedCPUs else {
-                throw ObservabilityError("service \(service.name) requests no CPU (no CPU reservation or limit): its CPU utilisation cannot be measured")
+                throw ReconcilerError(.invalidSpec, "service \(service.name) requests no CPU (no CPU reservation or limit): its CPU utilisation cannot be measured")
             }
             let now = DispatchTime.now().uptimeNanoseconds
             var current: [String: Reading] = [:]
@@ -65,7 +64,7 @@ public final class CgroupMetricSource: ReplicaMetricSource {
             return MetricSample(.cpuUtilization, values: values)
         case .memoryUtilization:
             guard let memory = service.requestedMemory else {
-                throw ObservabilityError("service \(service.name) requests no memory (no memory reservation or limit): its memory utilisation cannot be measured")
+                throw ReconcilerError(.invalidSpec, "service \(service.name) requests no memory (no memory reservation or limit): its memory utilisation cannot be measured")
             }
             let values = replicas.map { replica -> Double? in
                 guard let usage = try? runtime.container(replica.id).usage() else { return nil }
@@ -74,27 +73,11 @@ public final class CgroupMetricSource: ReplicaMetricSource {
             return MetricSample(.memoryUtilization, values: values)
         case .custom(let name):
             guard let read = custom[name] else {
-                throw ObservabilityError("no reader for the custom metric \(name): give one to CgroupMetricSource(runtime:custom:)")
+                throw ReconcilerError(.invalidSpec, "no reader for the custom metric \(name): give one to CgroupMetricSource(runtime:custom:)")
             }
             var values: [Double?] = []
             for replica in replicas { values.append(try await read(replica)) }
             return MetricSample(metric, values: values)
         }
     }
-}
-
-/// An error of the observability layer, naming what could not be measured.
-public struct ObservabilityError: GantryError, Sendable {
-    /// What went wrong, in words.
-    public var message: String
-    /// The error behind this one, from a lower layer; `nil` when there is none.
-    public var underlying: (any Error)?
-
-    /// An error saying `message`, caused by `underlying` if given.
-    public init(_ message: String, underlying: (any Error)? = nil) {
-        self.message = message
-        self.underlying = underlying
-    }
-
-    public var description: String { message }
 }

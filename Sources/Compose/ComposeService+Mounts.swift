@@ -1,3 +1,4 @@
+import Reconciler
 import Runtime
 
 extension ServiceReader {

@@ -1,4 +1,5 @@
 import Foundation
+import Reconciler
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,4 +1,5 @@
 import Foundation
+import Reconciler
 import Yams
 
 /// A YAML value of a compose file. Scalars keep the text as written, so
