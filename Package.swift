@@ -156,7 +156,7 @@ let package = Package(
         ),
         .target(
             name: "Gantry",
-            dependencies: ["OCIImage", "Runtime", "Scheduler", "Reconciler", "Observability"],
+            dependencies: ["GantryCore", "OCIImage", "Runtime", "Scheduler", "Reconciler", "Observability"],
             swiftSettings: strict
         ),
         .executableTarget(
@@ -211,7 +211,7 @@ let package = Package(
         ),
         .testTarget(
             name: "RuntimeTests",
-            dependencies: ["Runtime", "OCIImage", "CGantrySystem", "GantryTestSupport"],
+            dependencies: ["Gantry", "Runtime", "OCIImage", "CGantrySystem", "GantryTestSupport"],
             exclude: ["Fixtures"],
             swiftSettings: strict
         ),

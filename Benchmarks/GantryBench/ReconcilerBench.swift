@@ -49,7 +49,7 @@ struct Heal: AsyncParsableCommand {
                     }
                     let handle = try runtime.container(victim.id)
                     let killedAt = clock.now
-                    try handle.kill(SIGKILL)
+                    try handle.kill(.kill)
                     var replacement: String?
                     while replacement == nil, let event = await iterator.next() {
                         if case .restarted = event.kind { replacement = event.container }

@@ -40,15 +40,8 @@ func parseDuration(_ text: String) throws -> Duration {
 }
 
 /// A signal by name (`TERM`, `SIGKILL`) or number.
-func parseSignal(_ text: String) throws -> Int32 {
-    if let number = Int32(text), number > 0, number < 65 { return number }
-    let names: [String: Int32] = [
-        "HUP": SIGHUP, "INT": SIGINT, "QUIT": SIGQUIT, "KILL": SIGKILL, "USR1": SIGUSR1, "USR2": SIGUSR2, "TERM": SIGTERM,
-        "CONT": SIGCONT, "STOP": SIGSTOP, "WINCH": SIGWINCH, "ALRM": SIGALRM,
-    ]
-    var name = text.uppercased()
-    if name.hasPrefix("SIG") { name.removeFirst(3) }
-    guard let signal = names[name] else { throw ValidationError("unknown signal \(text)") }
+func parseSignal(_ text: String) throws -> Signal {
+    guard let signal = Signal(parsing: text) else { throw ValidationError("unknown signal \(text): give a name such as TERM or SIGUSR1, or a number") }
     return signal
 }
 
@@ -105,7 +98,7 @@ struct ContainerSummary: Encodable {
         pid = record.pid
         if let exit = record.exit {
             exitCode = exit.code
-            if case .signaled(let number) = exit.status { signal = number }
+            if case .signaled(let killer) = exit.status { signal = killer.rawValue }
             reason = exit.reason.rawValue
         }
         oomKilled = record.exit?.reason == .oomKilled
@@ -340,7 +333,7 @@ final class SignalForwarder: @unchecked Sendable {
         sources = signals.map { number in
             signal(number, SIG_IGN)
             let source = DispatchSource.makeSignalSource(signal: number)
-            source.setEventHandler { try? container.kill(number) }
+            source.setEventHandler { try? container.kill(Signal(number)) }
             source.resume()
             return source
         }

@@ -91,7 +91,7 @@ struct Demo: AsyncParsableCommand {
             let victim = reconciler.replicas(of: "web")[0]
             let events = reconciler.events()
             step = clock.now
-            try runtime.container(victim.id).kill(SIGKILL)
+            try runtime.container(victim.id).kill(.kill)
             var exited: Date?
             var replaced: (name: String, at: Date)?
             for await event in events where event.service == "web" {

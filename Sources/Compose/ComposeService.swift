@@ -78,7 +78,7 @@ struct ServiceReader {
         template.resourceLimits = try ulimits(fields["ulimits"])
         if let period = fields["stop_grace_period"] { template.stopGracePeriod = try period.duration() }
         if let signal = fields["stop_signal"] {
-            guard let number = ComposeSyntax.signal(try signal.string()) else { throw signal.error("is not a signal such as SIGTERM, TERM or 15") }
+            guard let number = Signal(parsing: try signal.string()) else { throw signal.error("is not a signal such as SIGTERM, TERM or 15") }
             template.stopSignal = number
         }
         template = template.resources(cpus: try fields["cpus"].map(cpus), memory: try fields["mem_limit"]?.size(),

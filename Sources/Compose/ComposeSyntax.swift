@@ -1,11 +1,12 @@
 import Foundation
 import Reconciler
+import Runtime
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The small languages inside compose values: durations, sizes, signal
-/// names, shell-like command lines and paths.
+/// The small languages inside compose values: durations, sizes,
+/// shell-like command lines and paths (signals are `Signal(parsing:)`).
 enum ComposeSyntax {
     /// A Go-style duration as compose takes it: `10s`, `1m30s`, `500ms`,
     /// `1.5h`, `100us`; a plain number counts as seconds. Nil when malformed
@@ -48,22 +49,6 @@ enum ComposeSyntax {
         guard bytes >= 1, bytes < 9e18 else { return nil }
         return Int64(bytes)
     }
-
-    /// A signal by name (`SIGTERM`, `TERM`, any case) or number (1…64).
-    static func signal(_ text: String) -> Int32? {
-        if let number = Int32(text) { return (1 ... 64).contains(number) ? number : nil }
-        var name = text.uppercased()
-        if name.hasPrefix("SIG") { name.removeFirst(3) }
-        return signals[name]
-    }
-
-    private static let signals: [String: Int32] = [
-        "HUP": SIGHUP, "INT": SIGINT, "QUIT": SIGQUIT, "ILL": SIGILL, "TRAP": SIGTRAP, "ABRT": SIGABRT, "IOT": SIGABRT,
-        "BUS": SIGBUS, "FPE": SIGFPE, "KILL": SIGKILL, "USR1": SIGUSR1, "SEGV": SIGSEGV, "USR2": SIGUSR2, "PIPE": SIGPIPE,
-        "ALRM": SIGALRM, "TERM": SIGTERM, "CHLD": SIGCHLD, "CONT": SIGCONT, "STOP": SIGSTOP, "TSTP": SIGTSTP,
-        "TTIN": SIGTTIN, "TTOU": SIGTTOU, "URG": SIGURG, "XCPU": SIGXCPU, "XFSZ": SIGXFSZ, "VTALRM": SIGVTALRM,
-        "PROF": SIGPROF, "WINCH": SIGWINCH, "IO": SIGIO, "POLL": SIGIO, "PWR": SIGPWR, "SYS": SIGSYS,
-    ]
 
     /// Splits a command line as a POSIX shell does, without expanding
     /// anything: words split at blanks, `'…'` taken literally, `"…"` with

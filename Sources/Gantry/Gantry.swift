@@ -3,6 +3,7 @@
 @_exported import Reconciler
 @_exported import Runtime
 @_exported import Scheduler
+import GantryCore
 import Logging
 import Synchronization
 
@@ -23,6 +24,7 @@ public final class Gantry: Sendable {
     public let images: ImageStore
     private let logger: Logger
     private let cgroupParent: String
+    private let leftovers: LeftoverPolicy
     private let runtime = Mutex<ContainerRuntime?>(nil)
 
     /// Opens (creating if needed) the state root.
@@ -32,23 +34,31 @@ public final class Gantry: Sendable {
     ///   - registry: The registry client for pulls and pushes; by default one
     ///     with default options and the standard credential files.
     ///   - cgroupParent: The cgroup containers are created under.
+    ///   - leftovers: What opening the container runtime does with what
+    ///     processes that ended left behind: finish it at once (the
+    ///     default), or leave it for `ContainerRuntime.recoverLeftovers()`.
     ///   - logger: Where Gantry logs.
     public init(root: StateRoot = .default, registry: RegistryClient? = nil, cgroupParent: String = "gantry",
-                logger: Logger = Logger(label: "gantry")) throws {
+                leftovers: LeftoverPolicy = .recover, logger: Logger = Logger(label: "gantry")) throws {
         self.root = root
         self.cgroupParent = cgroupParent
+        self.leftovers = leftovers
         images = try ImageStore(root: root, registry: registry, logger: logger)
         self.logger = logger
     }
 
-    /// The container runtime over this state root, opened on first use
-    /// (which cleans up after processes that ended; see
-    /// `ContainerRuntime.init(images:cgroupParent:cgroups:nameservers:logger:)`).
+    /// The container runtime over this state root, opened on first use.
+    ///
+    /// Opening it finishes what processes that ended left behind, unless
+    /// this Gantry was made with `leftovers: .leave`: their containers
+    /// bound to them are removed, their independent ones adopted (see
+    /// `ContainerRuntime.recoverLeftovers()`). Containers of processes
+    /// that still run are never touched.
     public var containers: ContainerRuntime {
         get throws {
             try runtime.withLock { runtime in
                 if let runtime { return runtime }
-                let opened = try ContainerRuntime(images: images, cgroupParent: cgroupParent, logger: logger)
+                let opened = try ContainerRuntime(images: images, cgroupParent: cgroupParent, leftovers: leftovers, logger: logger)
                 runtime = opened
                 return opened
             }
@@ -58,5 +68,18 @@ public final class Gantry: Sendable {
     /// Runs a container to its end and removes it; see `ContainerRuntime.run(_:_:)`.
     public func run<T: Sendable>(_ spec: ContainerSpec, _ body: (Container) async throws -> T) async throws -> (result: T, exit: ContainerExit) {
         try await containers.run(spec, body)
+    }
+
+    /// Removes everything this state root holds, and the root itself:
+    /// every container (killed first), pod, network with its bridge and
+    /// firewall rules, volume with its data, image and layer, and the
+    /// cgroup parent once no other state root uses it. The Gantry cannot
+    /// be used afterwards.
+    ///
+    /// - Throws: `RuntimeError` naming what could not be removed; the
+    ///   state root then stays, so that nothing is lost track of.
+    public func destroy() async throws {
+        try await containers.removeEverything()
+        try Sys.removeTree(root.path)
     }
 }

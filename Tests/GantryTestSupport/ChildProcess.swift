@@ -1,5 +1,6 @@
 import CGantrySystem
 import Foundation
+import Runtime
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -109,8 +110,8 @@ public final class ChildProcess: @unchecked Sendable {
     }
 
     /// Sends `signal` unless the child was reaped already.
-    public func kill(_ signal: Int32) {
-        lock.withLock { if ended == nil { _ = Glibc.kill(pid, signal) } }
+    public func kill(_ signal: Signal) {
+        lock.withLock { if ended == nil { _ = Glibc.kill(pid, signal.rawValue) } }
     }
 
     /// The child's process ID (as Foundation's `Process` names it).
@@ -123,7 +124,7 @@ public final class ChildProcess: @unchecked Sendable {
     public var terminationStatus: Int32 { wait().status }
 
     /// Sends SIGTERM.
-    public func terminate() { kill(SIGTERM) }
+    public func terminate() { kill(.terminate) }
 
     private static func termination(_ status: Int32) -> Termination {
         status & 0x7F == 0 ? Termination(status: (status >> 8) & 0xFF, signaled: false) : Termination(status: status & 0x7F, signaled: true)

@@ -15,7 +15,7 @@ public func killAtRandom(_ binary: String, _ arguments: [String], environment: [
     let deadline = ContinuousClock.now + .microseconds(Int(UInt32.random(in: 0 ..< max(window, 1), using: &generator)))
     while process.isRunning, ContinuousClock.now < deadline { usleep(1000) }
     let killed = process.isRunning
-    if killed { process.kill(SIGKILL) }
+    if killed { process.kill(.kill) }
     process.waitUntilExit()
     return killed
 }

@@ -21,6 +21,17 @@ private func autoscaler(min: Int = 1, max: Int = 10, _ metrics: [AutoscalerMetri
         #expect(below.decide(currentReplicas: 4, samples: cpu(40, 40, 40, 40), now: .seconds(15)).desiredReplicas == 4)
     }
 
+    @Test func theBoundThatDecidesIsTheOneNamed() {
+        var hpa = autoscaler(max: 4)
+        // 2 → 6 asked at 150 % of the target; the range allows 4.
+        let first = hpa.decide(currentReplicas: 2, samples: cpu(150, 150), now: .zero)
+        #expect(first.desiredReplicas == 4 && first.reason.contains("limited by maxReplicas"), "\(first.reason)")
+        // At 4, 6 asked; the rate would allow 6 from the period's start, the range still 4.
+        let next = hpa.decide(currentReplicas: 4, samples: cpu(150, 150, 150, 150), now: .seconds(1))
+        #expect(next.desiredReplicas == 4)
+        #expect(next.reason.contains("limited by maxReplicas"), "\(next.reason)")
+    }
+
     @Test func scalingUpIsLimitedByThePolicies() {
         var hpa = autoscaler(max: 20)
         // 100 % gives 2, 4 pods give 5: the larger wins.

@@ -97,7 +97,7 @@ private final class PoolHogs: Sendable {
             try await reconciler.waitForRollout("worker")
             let hogs = PoolHogs(slice: .milliseconds(50))
             let victim = try runtime.container(try #require(try runningReplicas(runtime, service: "worker").first).id)
-            try victim.kill(SIGKILL)
+            try victim.kill(.kill)
             let restarted = try await events.wait(timeout: .seconds(20)) { $0.name == "restarted" }
             let replacement = try runtime.container(try #require(restarted.first?.container)).record
             let finishedAt = try #require(try victim.record.finishedAt)

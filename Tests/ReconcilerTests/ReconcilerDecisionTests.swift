@@ -63,7 +63,7 @@ private func sleeper(at offset: Duration, on clock: ManualClock) async throws {
         EndCase(policy: .always, exit: .exited(1), replaced: true),
         EndCase(policy: .onFailure, exit: .exited(0), replaced: false),
         EndCase(policy: .onFailure, exit: .exited(2), replaced: true),
-        EndCase(policy: .onFailure, exit: .signaled(SIGKILL), replaced: true),
+        EndCase(policy: .onFailure, exit: .signaled(.kill), replaced: true),
         EndCase(policy: .never, exit: .exited(1), replaced: false),
     ])
     func aReplicaThatEndsIsReplacedAsItsRestartPolicySays(_ test: EndCase) async throws {

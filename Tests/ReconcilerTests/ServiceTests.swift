@@ -41,7 +41,7 @@ import Testing
             let victim = try runningReplicas(runtime, service: "worker")[0]
             // The reconciler's own handle, which keeps the record after removal.
             let handle = try runtime.container(victim.id)
-            try handle.kill(SIGKILL)
+            try handle.kill(.kill)
             let restarted = try await events.wait { $0.name == "restarted" }
             let replacement = try runtime.container(try #require(restarted.first?.container)).record
             let finishedAt = try #require(try handle.record.finishedAt)
@@ -104,7 +104,7 @@ import Testing
                 // Each end after 10 minutes of running is restarted at once.
                 clock.advance(by: .seconds(600))
                 let victim = try runningReplicas(runtime, service: "steady")[0]
-                try runtime.container(victim.id).kill(SIGKILL)
+                try runtime.container(victim.id).kill(.kill)
                 try await events.wait(count: round) { $0.name == "restarted" }
             }
             #expect(!events.names(of: "steady").contains("backingOff"))
@@ -251,7 +251,7 @@ import Testing
             try reconciler.apply(spec)
             try await reconciler.waitForRollout("obs")
             let victim = try runningReplicas(runtime, service: "obs")[0]
-            try runtime.container(victim.id).kill(SIGKILL)
+            try runtime.container(victim.id).kill(.kill)
             try await reconciler.waitUntil("obs") { record, _ in record?.status.restarts == 1 && record?.status.readyReplicas == 1 }
             let restarts = try metrics.expectCounter("gantry_service_restarts_total", [("service", "obs")])
             #expect(restarts.totalValue == 1)
@@ -352,7 +352,7 @@ extension ServiceTests {
             try reconciler.apply(spec)
             try await reconciler.waitForRollout("web")
             let victim = try #require(try runningReplicas(runtime, service: "web").first)
-            try runtime.container(victim.id).kill(SIGKILL)
+            try runtime.container(victim.id).kill(.kill)
             // Replaced, on the same port, however the pool is loaded.
             try await reconciler.waitUntil("web") { record, replicas in
                 replicas.contains { $0.id != victim.id && $0.exit == nil && $0.ready } && record?.status.availableReplicas == 1

@@ -163,14 +163,14 @@ final class SimulatedContainer: ReplicaContainer {
 
     func stop(grace: Duration?) async throws -> ContainerExit? {
         guard currentStatus == .running else { return nil }
-        end(.signaled(SIGTERM), reason: .stopped)
+        end(.signaled(.terminate), reason: .stopped)
         return state.withLock { $0.exit }
     }
 
     func remove(force: Bool) async throws {
         if currentStatus == .running {
             guard force else { throw RuntimeError(.invalidState, "container \(name) runs") }
-            end(.signaled(SIGKILL))
+            end(.signaled(.kill))
         }
         state.withLock { $0.status = .removed }
     }

@@ -219,7 +219,7 @@ import Testing
     @Test func killsAtTheTimeout() async throws {
         try await withRuntime("ctr-timeout") { runtime, _ in
             let exit = try await runtime.run(ContainerSpec(image: "busybox:test", command: ["sleep", "600"]).timeout(.milliseconds(300)))
-            #expect(exit == ContainerExit(status: .signaled(SIGKILL), reason: .timedOut))
+            #expect(exit == ContainerExit(status: .signaled(.kill), reason: .timedOut))
             // A container that ends first is not marked as timed out.
             let quick = try await runtime.run(ContainerSpec(image: "busybox:test", command: ["true"]).timeout(.seconds(30)))
             #expect(quick == ContainerExit(status: .exited(0), reason: .exited))
@@ -232,7 +232,7 @@ import Testing
             try await runtime.withContainer(ContainerSpec(image: "busybox:test", command: ["sleep", "600"])) { container in
                 try await container.start()
                 let exit = try await container.stop(grace: .milliseconds(200))
-                #expect(exit == ContainerExit(status: .signaled(SIGKILL), reason: .stopped))
+                #expect(exit == ContainerExit(status: .signaled(.kill), reason: .stopped))
                 #expect(try container.status == .stopped)
                 // A shell that handles SIGTERM ends on it.
                 let polite = try await runtime.create(shell("trap 'exit 3' TERM; echo trapped; while :; do sleep 0.05; done"))

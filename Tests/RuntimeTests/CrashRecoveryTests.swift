@@ -1,4 +1,5 @@
 import Foundation
+import Gantry
 import GantryTestSupport
 import Testing
 @testable import Runtime
@@ -54,6 +55,54 @@ import Glibc
                 removeCLICgroupParent(Self.parent)
             }
             try await body(root, dir)
+        }
+    }
+
+    @Test func leftoversWaitForAnExplicitRecoveryWhenAskedTo() async throws {
+        try await withImage("crash-leave") { root, _ in
+            // A container bound to a command line that is killed while it runs.
+            let cli = try ChildProcess(binary, ["--root", root, "run", "--name", "orphan", "bb:1", "sleep", "600"],
+                                       environment: ["GANTRY_CGROUP_PARENT": Self.parent], stdout: .null, stderr: .null)
+            for _ in 0 ..< 500 where try gantry(root, ["ps"]).output.contains("orphan") == false {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            cli.kill(.kill)
+            _ = cli.wait()
+            // Left as it was: the record still says it runs.
+            let left = try ContainerRuntime(images: try ImageStore(root: StateRoot(root)), cgroupParent: Self.parent, leftovers: .leave)
+            #expect(try left.list().map(\.name) == ["orphan"])
+            #expect(try left.list().first?.status == .running)
+            // Recovered when asked.
+            let report = left.recoverLeftovers()
+            #expect(report.removed == ["orphan"])
+            #expect(report.adopted.isEmpty && report.ended.isEmpty)
+            #expect(try left.list().isEmpty)
+            #expect(cgroups().isEmpty)
+        }
+    }
+
+    @Test func aStateRootIsDestroyedWithEverythingItMade() async throws {
+        try await withTemporaryDirectory("destroy") { dir in
+            let parent = "gantry-destroy-test"
+            let gantry = try Gantry(root: StateRoot(dir + "/state"), cgroupParent: parent)
+            try makeBusyboxRootfs(dir + "/rootfs")
+            _ = try await gantry.images.importRootfs(at: dir + "/rootfs", name: "bb:1")
+            let network = try gantry.containers.networks.create("doomed")
+            _ = try gantry.containers.volumes.create("doomed-data")
+            let container = try await gantry.containers.create(ContainerSpec(image: "bb:1", command: ["sleep", "600"])
+                .network(.bridge("doomed")).mounting(.volume(name: "doomed-data", target: "/data")))
+            try await container.start()
+            let id = container.id
+            try await gantry.destroy()
+            #expect(!FileManager.default.fileExists(atPath: dir + "/state"), "the state root is gone")
+            let links = try await run("ip", ["-o", "link", "show"])
+            #expect(!links.contains(network.bridge), "the bridge is gone")
+            let rules = try await runWithStatus("nft", ["list", "table", "ip", "gantry"]).output
+            #expect(!rules.contains(network.id), "its firewall rules are gone")
+            for hierarchy in Self.hierarchies {
+                #expect(!FileManager.default.fileExists(atPath: "/sys/fs/cgroup/\(hierarchy)/\(parent)"), "the cgroup parent is gone from \(hierarchy)")
+            }
+            try expectNoHostLeftovers(of: [id], root: dir + "/state")
         }
     }
 

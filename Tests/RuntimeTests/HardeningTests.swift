@@ -104,7 +104,7 @@ import Glibc
             while kill(pid, 0) == 0, ContinuousClock.now - started < .seconds(120) { try await Task.sleep(for: .milliseconds(20)) }
             #expect(kill(pid, 0) != 0 && ContinuousClock.now - started < .seconds(120), "the grace period was waited out")
             let exit = try #require(try await stopping.value)
-            #expect(exit.status == .signaled(SIGKILL))
+            #expect(exit.status == .signaled(.kill))
             try await sleeper.remove()
             // One that handles it still gets it, and ends its own way.
             let handler = try await runtime.create(shell("trap 'exit 3' TERM; echo ready; while :; do sleep 0.1; done"))
@@ -125,7 +125,7 @@ import Glibc
                 let process = try await container.exec(ExecSpec(["sh", "-c", "echo from exec"]))
                 let text = try await process.output.text()
                 _ = await process.wait()
-                try container.kill(SIGKILL)
+                try container.kill(.kill)
                 return text
             }
             #expect(text == "from exec\n")
@@ -154,7 +154,7 @@ import Glibc
             let first = try await runtime.create(spec)
             try await first.start()
             let address = try #require(try first.record.network?.address)
-            try first.kill(SIGKILL)
+            try first.kill(.kill)
             _ = try await first.wait()
             // Stopped, it holds nothing on the network: no claim, rule, veth or lease.
             #expect(try first.status == .stopped)

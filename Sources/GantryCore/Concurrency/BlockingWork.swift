@@ -11,6 +11,15 @@ package final class CancellationFlag: Sendable {
     package var isSet: Bool { value.load(ordering: .relaxed) }
 }
 
+/// A flag the first of several racing parties claims: for a continuation
+/// that more than one event may resume (an end, a time limit).
+package final class OnceFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    package init() {}
+    /// True for the first caller only.
+    package func claim() -> Bool { !value.exchange(true, ordering: .acquiringAndReleasing) }
+}
+
 /// Threads for work that blocks (file systems, `flock`, waits on the
 /// kernel), kept apart from Swift's cooperative pool, which has one thread
 /// per core: a blocking call there holds up every task behind it.

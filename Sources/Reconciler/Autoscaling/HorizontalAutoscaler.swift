@@ -254,11 +254,14 @@ public struct HorizontalAutoscaler: Sendable {
             return AutoscalerDecision(desiredReplicas: currentReplicas, metricReplicas: currentReplicas, reason: "no metric has a value yet")
         }
         let stable = stabilize(proposal.replicas, current: currentReplicas, now: now)
-        var (desired, limit) = limitRate(stable, current: currentReplicas, now: now)
-        desired = min(max(desired, spec.minReplicas), spec.maxReplicas)
+        let (limited, limit) = limitRate(stable, current: currentReplicas, now: now)
+        let desired = min(max(limited, spec.minReplicas), spec.maxReplicas)
         var reason = proposal.reason
+        // The bound that decided, the last applied first: the replica range, then the rate, then the window.
         if desired != proposal.replicas {
-            if let limit {
+            if desired != limited {
+                reason += desired == spec.maxReplicas ? "; limited by maxReplicas" : "; limited by minReplicas"
+            } else if let limit {
                 reason += "; \(limit)"
             } else if stable != proposal.replicas {
                 reason += "; held at \(stable) by the scale-down stabilisation window"

@@ -148,6 +148,16 @@ public protocol CgroupDriver: Sendable {
 extension CgroupDriver {
     /// None known (a driver that cannot list its cgroups).
     public func children(of name: String) -> [String] { [] }
+
+    /// Removes the cgroup `name` from every hierarchy when nothing is in
+    /// it: no process and no cgroup below it (a parent that several state
+    /// roots share stays while any of them uses it). Returns whether it is
+    /// gone (or was never there).
+    @discardableResult
+    public func removeIfEmpty(_ name: String) -> Bool {
+        guard children(of: name).isEmpty, ((try? processes(name)) ?? []).isEmpty else { return false }
+        return (try? remove(name)) != nil
+    }
 }
 
 extension CgroupDriver {

@@ -79,9 +79,9 @@ public final class ExecProcess: Sendable {
     }
 
     /// Sends it a signal.
-    public func kill(_ signal: Int32 = SIGKILL) {
+    public func kill(_ signal: Signal = .kill) {
         state.withLock { state in
-            if state.pidfd >= 0 { gantry_pidfd_signal(state.pidfd, signal) }
+            if state.pidfd >= 0 { gantry_pidfd_signal(state.pidfd, signal.rawValue) }
         }
     }
 

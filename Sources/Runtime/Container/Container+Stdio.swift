@@ -38,13 +38,70 @@ extension Container {
                                                         signal: owned ? outputSignal : nil, isFinished: isFinished)))
     }
 
-    /// Writes to the container's standard input (with `openStdin`).
+    /// Writes to the container's standard input (with `openStdin`),
+    /// blocking the calling thread while the container's pipe is full: for
+    /// a thread of your own. From async code, use ``send(_:)``.
     public func write(_ bytes: some Sequence<UInt8>) throws {
         // A duplicate: the descriptor may be closed (and its number reused) meanwhile.
         let fd = state.withLock { $0.stdin >= 0 ? fcntl($0.stdin, F_DUPFD_CLOEXEC, 3) : -1 }
         guard fd >= 0 else { throw RuntimeError(.invalidState, "container \(name) has no open standard input") }
         defer { close(fd) }
         try writeAll(fd, Array(bytes), what: "container \(name)")
+    }
+
+    /// Sends `bytes` to the container's standard input (with `openStdin`),
+    /// without holding a thread of Swift's cooperative pool: while the
+    /// container's pipe is full, the write waits on a thread of Gantry's own.
+    ///
+    /// A container that ends, or closes its input, before reading it all
+    /// makes the send fail with what truly happened: the error says how the
+    /// container ended (its time limit, an OOM kill, its exit code) rather
+    /// than only "broken pipe", which stays its `underlying` error.
+    ///
+    /// - Throws: `RuntimeError` with code `invalidState` when the container
+    ///   has no open input or stopped reading it.
+    public func send(_ bytes: some Sequence<UInt8>) async throws {
+        let data = Array(bytes)
+        // A duplicate: the descriptor may be closed (and its number reused) meanwhile.
+        let fd = state.withLock { $0.stdin >= 0 ? fcntl($0.stdin, F_DUPFD_CLOEXEC, 3) : -1 }
+        guard fd >= 0 else {
+            // Its input goes with its end: say which end.
+            if let exit = await exit(within: .milliseconds(100)) {
+                throw RuntimeError(.invalidState, "container \(name) \(exit) before reading all its input")
+            }
+            throw RuntimeError(.invalidState, "container \(name) has no open standard input")
+        }
+        let what = "container \(name)"
+        do {
+            try await offload { _ in
+                defer { close(fd) }
+                try writeAll(fd, data, what: what)
+            }
+        } catch let error as RuntimeError where error.systemError == .brokenPipe {
+            if let exit = await exit(within: .seconds(1)) {
+                throw RuntimeError(.invalidState, "container \(name) \(exit) before reading all its input", underlying: error)
+            }
+            throw RuntimeError(.invalidState, "container \(name) closed its input before reading all of it", underlying: error)
+        }
+    }
+
+    /// How the container ended, if it ends within `limit`.
+    func exit(within limit: Duration) async -> ContainerExit? {
+        let answered = OnceFlag()
+        return await withCheckedContinuation { (continuation: CheckedContinuation<ContainerExit?, Never>) in
+            let answer: @Sendable (ContainerExit?) -> Void = { exit in
+                if answered.claim() { continuation.resume(returning: exit) }
+            }
+            do {
+                try onExit { answer($0) }
+            } catch {
+                return answer(nil)
+            }
+            Task {
+                try? await Task.sleep(for: limit)
+                answer(nil)
+            }
+        }
     }
 
     /// A duplicate of the main process's pidfd while this process watches

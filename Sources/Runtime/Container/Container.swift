@@ -415,18 +415,18 @@ public final class Container: Sendable {
     /// Sends `signal` to the container's main process.
     ///
     /// - Throws: ``RuntimeError`` with code `invalidState` unless it runs (or is paused).
-    public func kill(_ signal: Int32 = SIGKILL) throws {
+    public func kill(_ signal: Signal = .kill) throws {
         let record = try record
         guard record.status == .running || record.status == .paused else { throw invalid("signal", record.status) }
         try send(signal, record)
-        if signal == SIGKILL { thawIfPaused() }
+        if signal == .kill { thawIfPaused() }
     }
 
-    private func send(_ signal: Int32, _ record: ContainerRecord) throws {
+    private func send(_ signal: Signal, _ record: ContainerRecord) throws {
         // Our own pidfd is used under the lock, so that it cannot be closed meanwhile.
         let own: Errno?? = state.withLock { state in
             guard state.pidfd >= 0 else { return nil }
-            return gantry_pidfd_signal(state.pidfd, signal) == 0 || errno == ESRCH ? .some(nil) : .some(Sys.errno)
+            return gantry_pidfd_signal(state.pidfd, signal.rawValue) == 0 || errno == ESRCH ? .some(nil) : .some(Sys.errno)
         }
         var failure: Errno?
         if let own {
@@ -434,10 +434,10 @@ public final class Container: Sendable {
         } else {
             guard let pidfd = ContainerRuntime.openPidfd(pid: record.pid, startTime: record.pidStartTime) else { return }
             defer { close(pidfd) }
-            if gantry_pidfd_signal(pidfd, signal) != 0 && errno != ESRCH { failure = Sys.errno }
+            if gantry_pidfd_signal(pidfd, signal.rawValue) != 0 && errno != ESRCH { failure = Sys.errno }
         }
         if let failure {
-            throw RuntimeError(.systemCall, "cannot send signal \(signal) to container \(name)", underlying: failure)
+            throw RuntimeError(.systemCall, "cannot send \(signal) to container \(name)", underlying: failure)
         }
     }
 
@@ -490,7 +490,7 @@ public final class Container: Sendable {
                     group.cancelAll()
                     return exit
                 }
-                try? send(SIGKILL, try self.record)
+                try? send(.kill, try self.record)
             }
             return nil
         }
@@ -500,8 +500,8 @@ public final class Container: Sendable {
     /// first process of its PID namespace, which gets only the signals it
     /// handles or blocks (to read them from a signalfd, as an init does);
     /// SIGKILL and SIGSTOP from outside always arrive.
-    static func discards(_ signal: Int32, pid: Int32) -> Bool {
-        guard signal != SIGKILL, signal != SIGSTOP, signal > 0, signal <= 64,
+    static func discards(_ signal: Signal, pid: Int32) -> Bool {
+        guard signal != .kill, signal != .stop, signal.rawValue > 0, signal.rawValue <= 64,
               let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
         else { return false }
         var fields: [Substring: Substring] = [:]
@@ -513,7 +513,7 @@ public final class Container: Sendable {
               let caught = fields["SigCgt"].flatMap({ UInt64($0, radix: 16) }),
               let blocked = fields["SigBlk"].flatMap({ UInt64($0, radix: 16) })
         else { return false }
-        let bit: UInt64 = 1 << UInt64(signal - 1)
+        let bit: UInt64 = 1 << UInt64(signal.rawValue - 1)
         return caught & bit == 0 && blocked & bit == 0
     }
 
@@ -551,7 +551,7 @@ public final class Container: Sendable {
             guard force else {
                 throw RuntimeError(.invalidState, "cannot remove container \(name): it is \(record.status); stop it first or force the removal")
             }
-            try? send(SIGKILL, record)
+            try? send(.kill, record)
             thawIfPaused()
             _ = try await wait()
             record = try self.record
@@ -566,7 +566,7 @@ public final class Container: Sendable {
             return state.waiters
         }
         outputSignal.bump(finished: true)
-        let exit = record.exit ?? ContainerExit(status: .signaled(SIGKILL), reason: .unknown)
+        let exit = record.exit ?? ContainerExit(status: .signaled(.kill), reason: .unknown)
         waiters.forEach { $0.resume(returning: exit) }
     }
 
@@ -599,7 +599,7 @@ public final class Container: Sendable {
         // Not our child: the pidfd says when it ends, and its init's exit
         // record how (read when the end is recorded), else it is unknown.
         ProcessSupervisor.shared.watch(pidfd, handler: { _ in false }, ended: { [self] in
-            state.withLock { $0.exitStatus = .signaled(SIGKILL) }
+            state.withLock { $0.exitStatus = .signaled(.kill) }
             finishIfDone()
         })
     }

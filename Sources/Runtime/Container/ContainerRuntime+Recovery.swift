@@ -32,7 +32,23 @@ extension ContainerRuntime {
     /// were still created, running or paused are killed and removed (those
     /// that had stopped stay until removed, as their exit and logs are
     /// wanted); independent ones are adopted, or marked stopped.
-    func recover() {
+    /// Finishes what processes that ended left behind in the state root:
+    /// removes their containers bound to them (with cgroups, mounts,
+    /// network devices and addresses), adopts their independent containers
+    /// that still run, records the end of those that ended unwatched, and
+    /// undoes creations and removals a crash cut short. Containers of
+    /// processes that still run are never touched.
+    ///
+    /// Opening a runtime does this by default (`LeftoverPolicy.recover`);
+    /// with `LeftoverPolicy.leave`, call it when you choose.
+    @discardableResult
+    public func recoverLeftovers() -> RecoveryReport {
+        recover()
+    }
+
+    @discardableResult
+    func recover() -> RecoveryReport {
+        var report = RecoveryReport()
         removeInterruptedCreations()
         // Snapshot holds of containers that are gone (a removal cut short
         // after the directory went): they would keep their layers forever.
@@ -63,11 +79,13 @@ extension ContainerRuntime {
                     let container = Container(runtime: self, record: started, owned: false)
                     try container.adopt()
                     live.withLock { $0[record.id] = container }
+                    report.adopted.append(record.name)
                 } else if record.spec.lifetime == .boundToHost && record.status != .stopped {
                     // It died with its process (or was never started): nothing of it may stay.
                     logger.info("removing a container its process left behind", metadata: ["container": "\(record.name)"])
                     try? cgroups.remove(record.cgroup)
                     try destroy(record)
+                    report.removed.append(record.name)
                 } else if record.spec.lifetime == .boundToHost {
                     // It had ended: it stays, for its exit and logs, until removed.
                     continue
@@ -75,6 +93,7 @@ extension ContainerRuntime {
                     let container = Container(runtime: self, record: record, owned: false)
                     try container.adopt()
                     live.withLock { $0[record.id] = container }
+                    report.adopted.append(record.name)
                 } else if record.status == .running || record.status == .paused {
                     let released = releaseNetwork(of: record)
                     try update(record.id) {
@@ -85,6 +104,7 @@ extension ContainerRuntime {
                         $0.pid = nil
                     }
                     try? cgroups.remove(record.cgroup)
+                    report.ended.append(record.name)
                 }
             } catch {
                 logger.warning("cannot recover a container", metadata: ["container": "\(record.name)", "error": "\(error)"])
@@ -97,6 +117,7 @@ extension ContainerRuntime {
         }
         // Leases (and their devices) of containers whose creation a crash cut short.
         removeNetworkLeftovers()
+        return report
     }
 
     /// Removes the network leases (and devices) whose container or pod has

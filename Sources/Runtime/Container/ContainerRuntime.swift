@@ -40,7 +40,8 @@ public final class ContainerRuntime: Sendable {
     let owner: (pid: Int32, startTime: UInt64)
 
     /// Opens the runtime over `images`' state root. Containers left by a
-    /// process that ended are cleaned up (when bound to it) or adopted.
+    /// process that ended are cleaned up (when bound to it) or adopted,
+    /// unless `leftovers` is `.leave` (see ``recoverLeftovers()``).
     ///
     /// - Parameters:
     ///   - images: the image store; its state root holds the containers too.
@@ -49,9 +50,11 @@ public final class ContainerRuntime: Sendable {
     ///   - nameservers: where the bridge networks' embedded DNS server
     ///     forwards names that are not containers' (`IP` or `IP:port`); the
     ///     host's `/etc/resolv.conf` name servers when nil.
+    ///   - leftovers: what to do with what processes that ended left behind.
     ///   - logger: where the runtime logs.
     public init(images: ImageStore, cgroupParent: String = "gantry", cgroups: (any CgroupDriver)? = nil,
-                nameservers: [String]? = nil, logger: Logger = Logger(label: "gantry.runtime")) throws {
+                nameservers: [String]? = nil, leftovers: LeftoverPolicy = .recover,
+                logger: Logger = Logger(label: "gantry.runtime")) throws {
         guard !cgroupParent.isEmpty, !cgroupParent.split(separator: "/").contains(".."), !cgroupParent.hasPrefix("/") else {
             throw RuntimeError(.invalidSpec, "cgroup parent \"\(cgroupParent)\" must be a relative path without ..")
         }
@@ -78,7 +81,7 @@ public final class ContainerRuntime: Sendable {
         try Sys.makeDirectories(directory + "/names", mode: 0o700)
         try Sys.makeDirectories(removedDirectory, mode: 0o700)
         chmod(directory, 0o700)
-        recover()
+        if leftovers == .recover { recover() }
     }
 
     // MARK: - Creating
@@ -340,6 +343,55 @@ public final class ContainerRuntime: Sendable {
     @discardableResult
     public func run(_ spec: ContainerSpec) async throws -> ContainerExit {
         try await run(spec) { _ in () }.exit
+    }
+
+    /// Runs a container to its end with `input` as its standard input, and
+    /// returns what it wrote and how it ended; removes it. The input is
+    /// given while the output is read, so a program that answers as it
+    /// reads never waits on a full pipe.
+    ///
+    /// ```swift
+    /// let result = try await runtime.run(ContainerSpec(image: "busybox", command: ["wc", "-l"]), input: Array("a\nb\n".utf8))
+    /// // result.exit.code == 0, result.standardOutput == "2\n"
+    /// ```
+    ///
+    /// - Parameters:
+    ///   - spec: the container; its standard input is opened when there is input.
+    ///   - input: the bytes its standard input gives before its end.
+    ///   - maximumOutputBytes: how much output is kept at most (16 MiB by default).
+    /// - Throws: `RuntimeError` with code `invalidState` when the output is
+    ///   longer than `maximumOutputBytes` (the container is then removed),
+    ///   or any error of creating and starting it. A container that stops
+    ///   reading its input is not an error: ``RunOutput/inputError`` says so.
+    public func run(_ spec: ContainerSpec, input: some Sequence<UInt8>, maximumOutputBytes: Int = 16 << 20) async throws -> RunOutput {
+        let data = Array(input)
+        var spec = spec
+        if !data.isEmpty { spec.openStdin = true }
+        return try await withContainer(spec) { container in
+            try await container.start()
+            async let inputError: RuntimeError? = {
+                guard !data.isEmpty else { return nil }
+                defer { container.closeStdin() }
+                do {
+                    try await container.send(data)
+                    return nil
+                } catch let error as RuntimeError {
+                    return error
+                } catch {
+                    return RuntimeError(.invalidState, "cannot give container \(container.name) its input", underlying: error)
+                }
+            }()
+            var output = RunOutput(exit: ContainerExit(status: .exited(0), reason: .exited), stdout: [], stderr: [])
+            for try await chunk in container.output {
+                guard output.stdout.count + output.stderr.count + chunk.bytes.count <= maximumOutputBytes else {
+                    throw RuntimeError(.invalidState, "container \(container.name) wrote more than \(maximumOutputBytes) bytes, the most kept; read its output as it comes instead")
+                }
+                if chunk.stream == .stderr { output.stderr += chunk.bytes } else { output.stdout += chunk.bytes }
+            }
+            output.exit = try await container.wait()
+            output.inputError = await inputError
+            return output
+        }
     }
 
     // MARK: - State files

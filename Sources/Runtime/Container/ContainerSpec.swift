@@ -195,7 +195,7 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
     /// Kills the container after this long.
     public var timeout: Duration?
     /// The signal ``Container/stop(grace:)`` sends first.
-    public var stopSignal: Int32
+    public var stopSignal: Signal
     /// How long ``Container/stop(grace:)`` waits before SIGKILL.
     public var stopGracePeriod: Duration
     /// Free-form labels.
@@ -241,7 +241,7 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
         gidMappings = []
         sysctls = [:]
         initProcess = false
-        stopSignal = SIGTERM
+        stopSignal = .terminate
         stopGracePeriod = .seconds(10)
         labels = [:]
         lifetime = .boundToHost
@@ -286,7 +286,7 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
     }
 
     /// Stopped with `signal`, then SIGKILL after `grace`.
-    public func stopping(signal: Int32 = SIGTERM, grace: Duration) -> ContainerSpec {
+    public func stopping(signal: Signal = .terminate, grace: Duration) -> ContainerSpec {
         var copy = self
         copy.stopSignal = signal
         copy.stopGracePeriod = grace

@@ -53,6 +53,57 @@ public struct ContainerExit: Hashable, Sendable, Codable, CustomStringConvertibl
     }
 }
 
+/// What a container run to its end by `ContainerRuntime.run(_:input:maximumOutputBytes:)`
+/// wrote, and how it ended.
+public struct RunOutput: Sendable {
+    /// How it ended.
+    public var exit: ContainerExit
+    /// What it wrote to its standard output.
+    public var stdout: [UInt8]
+    /// What it wrote to its standard error.
+    public var stderr: [UInt8]
+    /// Why not all the input was read, when the container ended or closed
+    /// its input first; `nil` when it read everything.
+    public var inputError: RuntimeError?
+
+    /// A result: how the container ended and what it wrote.
+    public init(exit: ContainerExit, stdout: [UInt8], stderr: [UInt8], inputError: RuntimeError? = nil) {
+        self.exit = exit
+        self.stdout = stdout
+        self.stderr = stderr
+        self.inputError = inputError
+    }
+
+    /// The standard output as text (invalid UTF-8 replaced).
+    public var standardOutput: String { String(decoding: stdout, as: UTF8.self) }
+    /// The standard error as text (invalid UTF-8 replaced).
+    public var standardError: String { String(decoding: stderr, as: UTF8.self) }
+}
+
+/// What opening a runtime does with what processes that ended left behind.
+public enum LeftoverPolicy: Hashable, Sendable {
+    /// Finish it at once (the default): remove the containers that were
+    /// bound to a process that ended, adopt the independent ones that still
+    /// run, record the end of those that ended. Only what belonged to
+    /// processes that are gone is touched.
+    case recover
+    /// Leave everything as it is until `ContainerRuntime.recoverLeftovers()`.
+    case leave
+}
+
+/// What `ContainerRuntime.recoverLeftovers()` did, by container name.
+public struct RecoveryReport: Hashable, Sendable {
+    /// Containers bound to a process that ended, removed with everything they had.
+    public var removed: [String] = []
+    /// Independent containers that still run, now watched by this process.
+    public var adopted: [String] = []
+    /// Independent containers that ended while no process watched them, now recorded as stopped.
+    public var ended: [String] = []
+
+    /// An empty report.
+    public init() {}
+}
+
 /// A container whose record in the state root cannot be read.
 public struct DamagedContainer: Hashable, Sendable {
     /// 64 hex digits (its directory's name).

@@ -34,7 +34,7 @@ enum ExitRecord {
         guard words.count == 2, let value = Int32(words[1]), value >= 0 else { return nil }
         switch words[0] {
         case "exited" where value <= 255: return .exited(value)
-        case "signaled" where value > 0 && value < 65: return .signaled(value)
+        case "signaled" where value > 0 && value < 65: return .signaled(Signal(value))
         default: return nil
         }
     }
@@ -42,6 +42,6 @@ enum ExitRecord {
     /// The end to record for a container whose process is gone while no
     /// process watched it: the recorded one, else an unknown SIGKILL.
     static func exit(in directory: String) -> ContainerExit {
-        read(in: directory).map { ContainerExit(status: $0, reason: .exited) } ?? ContainerExit(status: .signaled(SIGKILL), reason: .unknown)
+        read(in: directory).map { ContainerExit(status: $0, reason: .exited) } ?? ContainerExit(status: .signaled(.kill), reason: .unknown)
     }
 }

@@ -11,20 +11,20 @@ public enum ProcessExit: Hashable, Sendable, Codable, CustomStringConvertible {
     /// It exited with a status code.
     case exited(Int32)
     /// A signal killed it.
-    case signaled(Int32)
+    case signaled(Signal)
 
     /// The shell's convention: the code, or 128 + the signal.
     public var shellStatus: Int32 {
         switch self {
         case .exited(let code): code
-        case .signaled(let signal): 128 + signal
+        case .signaled(let signal): 128 + signal.rawValue
         }
     }
 
     public var description: String {
         switch self {
         case .exited(let code): "exited with \(code)"
-        case .signaled(let signal): "killed by signal \(signal)"
+        case .signaled(let signal): "killed by \(signal)"
         }
     }
 }
@@ -95,7 +95,7 @@ final class ProcessSupervisor: Sendable {
             status.withLock { $0 = ProcessSupervisor.reap(fd) }
             return false
         }, ended: {
-            handler(status.withLock { $0 } ?? .signaled(SIGKILL))
+            handler(status.withLock { $0 } ?? .signaled(.kill))
         })
     }
 
@@ -112,8 +112,8 @@ final class ProcessSupervisor: Sendable {
     static func reap(_ pidfd: Int32) -> ProcessExit {
         var code: Int32 = 0
         var signal: Int32 = 0
-        guard gantry_wait_pidfd(pidfd, 0, &code, &signal) == 0 else { return .signaled(SIGKILL) }
-        return signal != 0 ? .signaled(signal) : .exited(code)
+        guard gantry_wait_pidfd(pidfd, 0, &code, &signal) == 0 else { return .signaled(.kill) }
+        return signal != 0 ? .signaled(Signal(signal)) : .exited(code)
     }
 
     private static func run(epoll: Int32, watches: Watches) {
