@@ -1,4 +1,5 @@
 import Foundation
+import GantryCore
 import GantryTestSupport
 @testable import Runtime
 import Synchronization
@@ -87,6 +88,31 @@ private final class PoolHogs: Sendable {
             #expect(try await short.wait().code == 0)
             for container in [db, client, short, limited] { try await container.remove(force: true) }
             try runtime.networks.remove("starve")
+        }
+    }
+
+    @Test func exitsAreRecordedWhileEveryThreadForBlockingWorkIsTaken() async throws {
+        try await withBusyboxRuntime("starve-blocking") { runtime, _ in
+            let short = try await runtime.create(ContainerSpec(image: "busybox:test", command: ["sleep", "0.2"]))
+            // Every thread the shared pool may start, held by work that waits
+            // (as unpacks and lock waits of other callers would).
+            let release = DispatchSemaphore(value: 0)
+            let taken = 64
+            for _ in 0 ..< taken { BlockingPool.shared.submit { release.wait() } }
+            do {
+                try await short.start()
+                let exit = try #require(await short.exit(within: .seconds(5)), "the end was not recorded while the pool was taken")
+                #expect(exit.code == 0)
+                let record = try short.record
+                let started = try #require(record.startedAt)
+                let finished = try #require(record.finishedAt)
+                #expect(finished.timeIntervalSince(started) < 0.8, "ended \(finished.timeIntervalSince(started)) s after its start")
+            } catch {
+                for _ in 0 ..< taken { release.signal() }
+                throw error
+            }
+            for _ in 0 ..< taken { release.signal() }
+            try await short.remove()
         }
     }
 

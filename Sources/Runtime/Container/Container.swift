@@ -14,6 +14,10 @@ import Glibc
 /// ``ContainerRuntime/container(_:)``; any number of handles may refer to
 /// the same container, from any process opening the same state root.
 public final class Container: Sendable {
+    /// The threads that record containers' ends, apart from the shared
+    /// pool for blocking work.
+    static let exitRecorder = BlockingPool(maximumThreads: 8)
+
     /// 64 hex digits.
     public let id: String
     /// The unique name.
@@ -237,9 +241,10 @@ public final class Container: Sendable {
         }
         guard ready else { return }
         // Recording the end takes locks and talks to the kernel's network
-        // stack: not on the supervisor thread, which must never block, and
-        // not on Swift's cooperative pool either.
-        BlockingPool.shared.submit { [self] in finish() }
+        // stack: not on the supervisor thread, which must never block, nor on
+        // Swift's cooperative pool, nor behind long blocking work (unpacks,
+        // waits for locks) that could take every thread of the shared pool.
+        Self.exitRecorder.submit { [self] in finish() }
     }
 
     /// Records the end: the exit, the network released, waiters resumed.
