@@ -67,13 +67,6 @@ package final class BlockingPool: @unchecked Sendable {
         mutex.deallocate()
     }
 
-    /// The number of threads the pool has now (busy or idle).
-    package var threadCount: Int {
-        pthread_mutex_lock(mutex)
-        defer { pthread_mutex_unlock(mutex) }
-        return threads
-    }
-
     /// Runs `job` on one of the pool's threads.
     package func submit(_ job: @escaping @Sendable () -> Void) {
         pthread_mutex_lock(mutex)
