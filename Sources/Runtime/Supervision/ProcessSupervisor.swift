@@ -36,7 +36,7 @@ public enum ProcessExit: Hashable, Sendable, Codable, CustomStringConvertible {
 ///
 /// Handlers run on that thread and never block: what takes locks or talks
 /// to the kernel at length (recording an exit, releasing a network) goes
-/// to ``BlockingPool``.
+/// to a pool of threads (`Container.exitRecorder` for exits).
 final class ProcessSupervisor: Sendable {
     static let shared = ProcessSupervisor(name: "gantry-supervisor")
     /// The thread of the networks' DNS servers, apart from the processes'
