@@ -85,6 +85,9 @@ package enum Sys {
 
     /// Creates a directory and any missing parents.
     package static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
+        // Usually only the last directory is missing (or none is): one call.
+        if Glibc.mkdir(path, mode) == 0 || Sys.errno == .fileExists { return }
+        guard Sys.errno == .noSuchFileOrDirectory else { throw SystemCallError("mkdir", path, Sys.errno) }
         var current = path.hasPrefix("/") ? "" : "."
         for component in path.split(separator: "/") {
             current += "/" + component

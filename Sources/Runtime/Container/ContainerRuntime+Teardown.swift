@@ -27,14 +27,10 @@ extension ContainerRuntime {
         }
         let steps: [(kind: String, names: () throws -> [String], remove: (String) throws -> Void)] = [
             ("pod", { [pods] in try pods.list().map(\.name) }, { [pods] in try pods.remove($0) }),
-            ("network", { [networks] in try networks.list().map(\.name) + networks.damaged().map(\.name) },
-             { [networks] name in
-                 if networks.damaged().contains(where: { $0.name == name }) { try networks.removeDamaged(name) } else { try networks.remove(name) }
-             }),
-            ("volume", { [volumes] in try volumes.list().map(\.name) + volumes.damaged().map(\.name) },
-             { [volumes] name in
-                 if volumes.damaged().contains(where: { $0.name == name }) { try volumes.removeDamaged(name) } else { try volumes.remove(name) }
-             }),
+            ("network", { [networks] in try networks.list().map(\.name) }, { [networks] in try networks.remove($0) }),
+            ("damaged network", { [networks] in networks.damaged().map(\.name) }, { [networks] in try networks.removeDamaged($0) }),
+            ("volume", { [volumes] in try volumes.list().map(\.name) }, { [volumes] in try volumes.remove($0) }),
+            ("damaged volume", { [volumes] in volumes.damaged().map(\.name) }, { [volumes] in try volumes.removeDamaged($0) }),
         ]
         for step in steps {
             let names: [String]
