@@ -419,10 +419,10 @@ struct Exec: AsyncParsableCommand {
         if interactive || tty {
             relayStandardInput(write: { try process.write($0) }, closeAtEnd: !tty, close: { process.closeStdin() })
         }
-        for await chunk in process.output {
+        for try await chunk in process.output {
             (chunk.stream == .stderr ? FileHandle.standardError : FileHandle.standardOutput).write(Data(chunk.bytes))
         }
-        let status = await process.wait().shellStatus
+        let status = await process.wait().code
         terminal?.restore()
         _exit(status)
     }

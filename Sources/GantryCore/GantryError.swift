@@ -56,3 +56,43 @@ public struct SystemCallError: GantryError, Sendable {
     public var underlying: (any Error)? { errno }
     public var description: String { "\(message): \(errno)" }
 }
+
+/// The code of a module's error: a value callers compare and switch over,
+/// whose set of values can grow without breaking the API.
+public protocol ErrorCode: Hashable, Sendable, CustomStringConvertible {}
+
+/// An error of one of Gantry's modules: a code saying what went wrong, a
+/// sentence naming the thing at fault, and the error behind it.
+///
+/// Each module names its own: `RuntimeError` is `CodedError<RuntimeErrorCode>`,
+/// so `catch let error as RuntimeError` and `error.code == .notFound` read
+/// as they would for a type of its own.
+public struct CodedError<Kind: ErrorCode>: GantryError, Sendable {
+    /// The module's code type (`RuntimeError.Code` is `RuntimeErrorCode`).
+    public typealias Code = Kind
+
+    /// What went wrong.
+    public var code: Code
+    /// A sentence naming the thing that is wrong.
+    public var message: String
+    /// The error behind this one: the errno of a failed system call, a
+    /// ``SystemCallError``, or a lower layer's error; `nil` when there is none.
+    public var underlying: (any Error)?
+
+    /// Creates an error.
+    ///
+    /// - Parameters:
+    ///   - code: what went wrong.
+    ///   - message: a sentence naming the thing that is wrong.
+    ///   - underlying: the error behind this one, if any.
+    public init(_ code: Code, _ message: String, underlying: (any Error)? = nil) {
+        self.code = code
+        self.message = message
+        self.underlying = underlying
+    }
+
+    /// The message, followed by the error behind it where there is one.
+    public var description: String {
+        underlying.map { "\(message): \($0)" } ?? message
+    }
+}

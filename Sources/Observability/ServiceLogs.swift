@@ -9,7 +9,7 @@ public struct ServiceLogLine: Hashable, Sendable, Codable {
     /// The replica's container name.
     public var container: String
     /// stdout or stderr.
-    public var stream: Runtime.OutputStream
+    public var stream: Runtime.StandardStream
     /// The text, without its newline.
     public var text: String
 }
@@ -115,7 +115,7 @@ public struct ServiceLogs: Sendable {
         return AsyncThrowingStream { continuation in
             let task = Task {
                 do {
-                    var partial: [Runtime.OutputStream: (Date, [UInt8])] = [:]
+                    var partial: [Runtime.StandardStream: (Date, [UInt8])] = [:]
                     for try await chunk in output {
                         var (time, bytes) = partial[chunk.stream] ?? (chunk.time, [])
                         bytes += chunk.bytes

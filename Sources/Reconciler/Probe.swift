@@ -163,26 +163,27 @@ enum Prober {
         // Keep a little of its output for the message.
         let output = Task {
             var kept: [UInt8] = []
-            for await chunk in process.output where kept.count < 1024 { kept += chunk.bytes.prefix(1024 - kept.count) }
+            for try await chunk in process.output where kept.count < 1024 { kept += chunk.bytes.prefix(1024 - kept.count) }
             return String(decoding: kept, as: UTF8.self)
         }
-        let status: ProcessExit? = await withTaskGroup(of: ProcessExit?.self) { group in
+        let exit: ContainerExit? = await withTaskGroup(of: ContainerExit?.self) { group in
             group.addTask { await process.wait() }
             group.addTask {
+                // Past its time, it is killed: the group ends once it has.
                 try? await Task.sleep(for: timeout)
+                if !Task.isCancelled { try? process.kill(.kill) }
                 return nil
             }
             let first = await group.next() ?? nil
             group.cancelAll()
             return first
         }
-        guard let status else {
-            process.kill()
-            _ = await process.wait()
+        guard let exit else {
             output.cancel()
             return ProbeResult(passed: false, message: "\(command.joined(separator: " ")) timed out after \(timeout)")
         }
-        let text = await output.value.trimmingCharacters(in: .whitespacesAndNewlines)
+        let status = exit.status
+        let text = ((try? await output.value) ?? "").trimmingCharacters(in: .whitespacesAndNewlines)
         if status == .exited(0) { return ProbeResult(passed: true, message: "") }
         return ProbeResult(passed: false, message: "\(command.joined(separator: " ")) \(status)" + (text.isEmpty ? "" : ": \(text)"))
     }

@@ -2,47 +2,25 @@ import GantryCore
 
 /// An error raised by the Reconciler module, with a code that can grow
 /// without breaking the API and a message naming the thing at fault.
-public struct ReconcilerError: GantryError, Sendable {
-    /// What went wrong.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        private enum Storage: Hashable, Sendable {
-            case invalidSpec, notFound, store, compose, invalidState
-        }
-        private let storage: Storage
-        private init(_ storage: Storage) { self.storage = storage }
+///
+/// Catch it as `ReconcilerError`; its `code` is a ``ReconcilerErrorCode``.
+public typealias ReconcilerError = CodedError<ReconcilerErrorCode>
 
-        /// A service spec is malformed.
-        public static let invalidSpec = Code(.invalidSpec)
-        /// No such service or revision.
-        public static let notFound = Code(.notFound)
-        /// The state store could not be read or written.
-        public static let store = Code(.store)
-        /// A compose file is malformed or uses what Gantry does not support.
-        public static let compose = Code(.compose)
-        /// The operation does not fit the service's state.
-        public static let invalidState = Code(.invalidState)
+/// What went wrong in the Reconciler module.
+public struct ReconcilerErrorCode: ErrorCode {
+    private let name: String
+    private init(_ name: String) { self.name = name }
 
-        public var description: String { "\(storage)" }
-    }
+    /// A service spec is malformed.
+    public static let invalidSpec = Self("invalidSpec")
+    /// No such service or revision.
+    public static let notFound = Self("notFound")
+    /// The state store could not be read or written.
+    public static let store = Self("store")
+    /// A compose file is malformed or uses what Gantry does not support.
+    public static let compose = Self("compose")
+    /// The operation does not fit the service's state.
+    public static let invalidState = Self("invalidState")
 
-    /// What went wrong.
-    public var code: Code
-    /// A sentence naming the thing that is wrong.
-    public var message: String
-    /// The error behind this one, from a lower layer; `nil` when there is none.
-    public var underlying: (any Error)?
-
-    /// Creates an error.
-    ///
-    /// - Parameters:
-    ///   - code: what went wrong.
-    ///   - message: a sentence naming the thing that is wrong.
-    ///   - underlying: the error behind this one, if any.
-    public init(_ code: Code, _ message: String, underlying: (any Error)? = nil) {
-        self.code = code
-        self.message = message
-        self.underlying = underlying
-    }
-
-    public var description: String { message }
+    public var description: String { name }
 }

@@ -272,8 +272,8 @@ import Glibc
     func execText(_ container: Container, _ script: String) async throws -> (Int32, String) {
         let process = try await container.exec(ExecSpec(["sh", "-c", script]))
         var output = ""
-        for await chunk in process.output { output += String(decoding: chunk.bytes, as: UTF8.self) }
-        return (await process.wait().shellStatus, output)
+        for try await chunk in process.output { output += String(decoding: chunk.bytes, as: UTF8.self) }
+        return (await process.wait().code, output)
     }
 
     func mode(_ path: String) -> mode_t? {

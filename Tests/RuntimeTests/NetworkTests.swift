@@ -138,7 +138,7 @@ import Glibc
             #expect(lines.prefix(2) == ["hello", "svc"], "\(output)")
             let probe = try await web.exec(ExecSpec(["sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc"]))
             var namespaces = ""
-            for await chunk in probe.output { namespaces += chunk.text }
+            for try await chunk in probe.output { namespaces += chunk.text }
             #expect(lines.dropFirst(2).joined(separator: "\n") + "\n" == namespaces, "members share the network and IPC namespaces")
             #expect(await httpGet(port: port)?.contains("hello") == true, "the pod's published port answers")
             #expect(try web.record.network?.address == pod.network?.address)

@@ -104,7 +104,7 @@ import Glibc
             func read(_ container: Container) async throws -> String {
                 let process = try await container.exec(ExecSpec(["sh", "-c", "cat /mnt/sub/file 2>/dev/null || echo absent"]))
                 var output = ""
-                for await chunk in process.output { output += chunk.text }
+                for try await chunk in process.output { output += chunk.text }
                 return output
             }
             #expect(try await read(slave) == "later\n", "an rslave bind sees the host's new mount")

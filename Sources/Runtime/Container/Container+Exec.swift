@@ -1,5 +1,6 @@
 import CGantrySystem
 import Foundation
+import GantryCore
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -33,92 +34,88 @@ public struct ExecSpec: Hashable, Sendable, Codable {
 }
 
 /// A process started in a running container with ``Container/exec(_:)``:
-/// it shares the container's namespaces, cgroup and restrictions.
-public final class ExecProcess: Sendable {
+/// it shares the container's namespaces, cgroup and restrictions, and is
+/// handled as the container's own process is (``ContainerProcess``).
+public final class ExecProcess: ContainerProcess {
     /// Its pid on the host.
     public let pid: Int32
     /// Its output, both streams, until it closes them.
-    public let output: AsyncStream<OutputChunk>
-    private let state: Mutex<State>
+    public let output: ContainerOutput
+    private let process: ProcessHandle
+    private let ending: Mutex<End>
 
-    private struct State {
-        var pidfd: Int32
-        var stdin: Int32
-        var exit: ProcessExit?
-        var waiters: [CheckedContinuation<ProcessExit, Never>] = []
+    private struct End {
+        var exit: ContainerExit?
+        var handlers: [@Sendable (ContainerExit) -> Void] = []
     }
 
     init(pid: Int32, pidfd: Int32, stdin: Int32, output: AsyncStream<OutputChunk>) {
         self.pid = pid
-        self.output = output
-        state = Mutex(State(pidfd: pidfd, stdin: stdin))
+        self.output = ContainerOutput(source: .stream(output))
+        process = ProcessHandle(pid: pid, pidfd: pidfd, input: stdin)
+        ending = Mutex(End())
         ProcessSupervisor.shared.onExit(of: pidfd) { [self] status in
-            let waiters = state.withLock { state in
-                state.exit = status
-                close(state.pidfd)
-                state.pidfd = -1
-                if state.stdin >= 0 { close(state.stdin) }
-                state.stdin = -1
-                defer { state.waiters.removeAll() }
-                return state.waiters
+            let exit = ContainerExit(status: status, reason: .exited)
+            let handlers = ending.withLock { end in
+                end.exit = exit
+                defer { end.handlers.removeAll() }
+                return end.handlers
             }
-            waiters.forEach { $0.resume(returning: status) }
+            process.close()
+            handlers.forEach { $0(exit) }
         }
     }
 
-    /// Waits for the process to end.
-    public func wait() async -> ProcessExit {
+    /// Waits for the process to end and returns how it ended.
+    public func wait() async -> ContainerExit {
         await withCheckedContinuation { continuation in
-            let done = state.withLock { state -> ProcessExit? in
-                if let exit = state.exit { return exit }
-                state.waiters.append(continuation)
-                return nil
-            }
-            if let done { continuation.resume(returning: done) }
+            onEnd { continuation.resume(returning: $0) }
         }
     }
 
-    /// Sends it a signal.
-    public func kill(_ signal: Signal = .kill) {
-        state.withLock { state in
-            if state.pidfd >= 0 { gantry_pidfd_signal(state.pidfd, signal.rawValue) }
+    /// Calls `handler` once with how the process ended (at once when it had).
+    private func onEnd(_ handler: @escaping @Sendable (ContainerExit) -> Void) {
+        let ended = ending.withLock { end -> ContainerExit? in
+            if let exit = end.exit { return exit }
+            end.handlers.append(handler)
+            return nil
+        }
+        if let ended { handler(ended) }
+    }
+
+    /// Sends it `signal`; a process that has ended already is not an error.
+    ///
+    /// - Throws: ``RuntimeError`` with code `systemCall` when the signal cannot be sent.
+    public func kill(_ signal: Signal = .kill) throws {
+        do {
+            try process.signal(signal)
+        } catch {
+            throw RuntimeError(.systemCall, "cannot send \(signal) to process \(pid)", underlying: error)
         }
     }
 
-    /// Writes to its standard input (with `openStdin`).
+    /// Writes to its standard input (with `openStdin`), blocking the
+    /// calling thread while the pipe is full: for a thread of your own.
+    /// From async code, use ``send(_:)``.
     public func write(_ bytes: some Sequence<UInt8>) throws {
-        // A duplicate: the descriptor may be closed (and its number reused) meanwhile.
-        let fd = state.withLock { $0.stdin >= 0 ? fcntl($0.stdin, F_DUPFD_CLOEXEC, 3) : -1 }
-        guard fd >= 0 else { throw RuntimeError(.invalidState, "the process \(pid) has no open standard input") }
-        defer { close(fd) }
-        try writeAll(fd, Array(bytes), what: "process \(pid)")
+        try process.write(Array(bytes), what: "process \(pid)")
     }
 
-    /// Closes its standard input.
-    public func closeStdin() {
-        let fd = state.withLock { state -> Int32 in
-            defer { state.stdin = -1 }
-            return state.stdin
+    /// Sends `bytes` to its standard input (with `openStdin`) without
+    /// holding a thread of Swift's cooperative pool; a process that ends or
+    /// stops reading first makes the error say how it ended.
+    public func send(_ bytes: some Sequence<UInt8>) async throws {
+        try await process.send(Array(bytes), what: "process \(pid)") { [self] limit in
+            await end(within: limit) { answer in onEnd { answer($0) } }.map { "\($0)" }
         }
-        if fd >= 0 { close(fd) }
     }
-}
 
-/// Writes every byte to a pipe, retrying after interruptions. A reader
-/// that is gone is an error (EPIPE), not a SIGPIPE to this process.
-func writeAll(_ fd: Int32, _ data: [UInt8], what: String) throws {
-    var offset = 0
-    while offset < data.count {
-        let written = withoutSIGPIPE { data.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + offset, $0.count - offset) } }
-        if written < 0 && errno == EINTR { continue }
-        if written < 0 && errno == EAGAIN {
-            // A terminal's master is non-blocking for the output reader.
-            var ready = pollfd(fd: fd, events: Int16(POLLOUT), revents: 0)
-            _ = poll(&ready, 1, 1000)
-            continue
-        }
-        guard written > 0 else { throw RuntimeError(.systemCall, "cannot write to the input of \(what)", underlying: Sys.errno) }
-        offset += written
+    /// Closes its standard input, so that it reads end-of-file.
+    public func closeStdin() { process.closeInput() }
+
+    /// Sets the size of its terminal (with `terminal`).
+    public func resizeTerminal(rows: UInt16, columns: UInt16) {
+        process.resizeTerminal(rows: rows, columns: columns)
     }
 }
 
@@ -185,7 +182,7 @@ extension Container {
             }
         }
         let (stream, continuation) = AsyncStream<OutputChunk>.makeStream()
-        let streams = [(pipes.stdout, OutputStream.stdout), (pipes.stderr, .stderr)].filter { $0.0 >= 0 }
+        let streams = [(pipes.stdout, StandardStream.stdout), (pipes.stderr, .stderr)].filter { $0.0 >= 0 }
         let open = Mutex(streams.count)
         for (fd, kind) in streams {
             _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)

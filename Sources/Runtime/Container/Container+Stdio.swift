@@ -21,8 +21,8 @@ extension Container {
     /// The log as kept so far, without waiting for more.
     public var logs: ContainerOutput { follower([.stdout, .stderr], follow: false) }
 
-    private func follower(_ streams: Set<OutputStream>, follow: Bool) -> ContainerOutput {
-        let (owned, spec) = state.withLock { ($0.owned, $0.record.spec) }
+    private func follower(_ streams: Set<StandardStream>, follow: Bool) -> ContainerOutput {
+        let (owned, spec) = state.withLock { ($0.lifecycle.isOwned, $0.record.spec) }
         let runtime = runtime
         let id = id
         let isFinished: @Sendable () -> Bool = {
@@ -31,7 +31,7 @@ extension Container {
         }
         if spec.lifetime == .independent {
             let directory = runtime.containerDirectory(id)
-            let files = [OutputStream.stdout, .stderr].filter(streams.contains).map { ($0, DetachedLog.paths(in: directory, $0, options: spec.log)) }
+            let files = [StandardStream.stdout, .stderr].filter(streams.contains).map { ($0, DetachedLog.paths(in: directory, $0, options: spec.log)) }
             return ContainerOutput(source: .raw(RawOutputFollower(files: files, follow: follow, isFinished: isFinished)))
         }
         return ContainerOutput(source: .log(LogFollower(path: logPath, maxFiles: spec.log.maxFiles, streams: streams, follow: follow,
@@ -42,11 +42,10 @@ extension Container {
     /// blocking the calling thread while the container's pipe is full: for
     /// a thread of your own. From async code, use ``send(_:)``.
     public func write(_ bytes: some Sequence<UInt8>) throws {
-        // A duplicate: the descriptor may be closed (and its number reused) meanwhile.
-        let fd = state.withLock { $0.stdin >= 0 ? fcntl($0.stdin, F_DUPFD_CLOEXEC, 3) : -1 }
-        guard fd >= 0 else { throw RuntimeError(.invalidState, "container \(name) has no open standard input") }
-        defer { close(fd) }
-        try writeAll(fd, Array(bytes), what: "container \(name)")
+        guard let process = state.withLock({ $0.lifecycle.process }) else {
+            throw RuntimeError(.invalidState, "container \(name) has no open standard input")
+        }
+        try process.write(Array(bytes), what: "container \(name)")
     }
 
     /// Sends `bytes` to the container's standard input (with `openStdin`),
@@ -62,68 +61,36 @@ extension Container {
     ///   has no open input or stopped reading it.
     public func send(_ bytes: some Sequence<UInt8>) async throws {
         let data = Array(bytes)
-        // A duplicate: the descriptor may be closed (and its number reused) meanwhile.
-        let fd = state.withLock { $0.stdin >= 0 ? fcntl($0.stdin, F_DUPFD_CLOEXEC, 3) : -1 }
-        guard fd >= 0 else {
-            // Its input goes with its end: say which end.
-            if let exit = await exit(within: .milliseconds(100)) {
-                throw RuntimeError(.invalidState, "container \(name) \(exit) before reading all its input")
+        let ended: @Sendable (Duration) async -> String? = { [self] limit in await exit(within: limit).map { "\($0)" } }
+        guard let process = state.withLock({ $0.lifecycle.process }) else {
+            if let end = await ended(.milliseconds(100)) {
+                throw RuntimeError(.invalidState, "container \(name) \(end) before reading all its input")
             }
             throw RuntimeError(.invalidState, "container \(name) has no open standard input")
         }
-        let what = "container \(name)"
-        do {
-            try await offload { _ in
-                defer { close(fd) }
-                try writeAll(fd, data, what: what)
-            }
-        } catch let error as RuntimeError where error.systemError == .brokenPipe {
-            if let exit = await exit(within: .seconds(1)) {
-                throw RuntimeError(.invalidState, "container \(name) \(exit) before reading all its input", underlying: error)
-            }
-            throw RuntimeError(.invalidState, "container \(name) closed its input before reading all of it", underlying: error)
-        }
+        try await process.send(data, what: "container \(name)", ended: ended)
     }
 
     /// How the container ended, if it ends within `limit`.
     func exit(within limit: Duration) async -> ContainerExit? {
-        let answered = OnceFlag()
-        return await withCheckedContinuation { (continuation: CheckedContinuation<ContainerExit?, Never>) in
-            let answer: @Sendable (ContainerExit?) -> Void = { exit in
-                if answered.claim() { continuation.resume(returning: exit) }
-            }
-            do {
-                try onExit { answer($0) }
-            } catch {
-                return answer(nil)
-            }
-            Task {
-                try? await Task.sleep(for: limit)
-                answer(nil)
-            }
+        await end(within: limit) { answer in
+            do { try onExit { answer($0) } } catch { answer(nil) }
         }
     }
 
     /// A duplicate of the main process's pidfd while this process watches
     /// it (the caller closes it), or -1.
     func duplicatePidfd() -> Int32 {
-        state.withLock { $0.pidfd >= 0 ? fcntl($0.pidfd, F_DUPFD_CLOEXEC, 3) : -1 }
+        state.withLock { $0.lifecycle.process }?.duplicatePidfd() ?? -1
     }
 
     /// Sets the size of the container's terminal (with `terminal`).
     public func resizeTerminal(rows: UInt16, columns: UInt16) {
-        var size = winsize(ws_row: rows, ws_col: columns, ws_xpixel: 0, ws_ypixel: 0)
-        state.withLock { state in
-            if state.stdin >= 0 { _ = ioctl(state.stdin, UInt(TIOCSWINSZ), &size) }
-        }
+        state.withLock { $0.lifecycle.process }?.resizeTerminal(rows: rows, columns: columns)
     }
 
     /// Closes the container's standard input, so that it reads end-of-file.
     public func closeStdin() {
-        let fd = state.withLock { state -> Int32 in
-            defer { state.stdin = -1 }
-            return state.stdin
-        }
-        if fd >= 0 { close(fd) }
+        state.withLock { $0.lifecycle.process }?.closeInput()
     }
 }

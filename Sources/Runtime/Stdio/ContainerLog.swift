@@ -7,15 +7,17 @@ import Glibc
 #endif
 
 /// Which output stream a chunk came from.
-public enum OutputStream: String, Hashable, Sendable, Codable {
+public enum StandardStream: String, Hashable, Sendable, Codable {
+    /// Standard output.
     case stdout
+    /// Standard error.
     case stderr
 }
 
 /// A piece of a container's output, as written to its log.
 public struct OutputChunk: Hashable, Sendable {
     /// The stream it came from.
-    public var stream: OutputStream
+    public var stream: StandardStream
     /// When Gantry read it.
     public var time: Date
     /// The bytes: a line with its newline, or a partial line.
@@ -34,7 +36,7 @@ final class ContainerLogWriter: @unchecked Sendable {
     private let options: ContainerSpec.LogOptions
     private var fd: Int32
     private var size: Int64
-    private var partial: [OutputStream: Bool] = [:]
+    private var partial: [StandardStream: Bool] = [:]
 
     init(path: String, options: ContainerSpec.LogOptions) throws {
         self.path = path
@@ -49,7 +51,7 @@ final class ContainerLogWriter: @unchecked Sendable {
     deinit { close(fd) }
 
     /// Appends output, one entry per line, rotating between entries.
-    func append(_ bytes: UnsafeRawBufferPointer, stream: OutputStream) {
+    func append(_ bytes: UnsafeRawBufferPointer, stream: StandardStream) {
         var record: [UInt8] = []
         record.reserveCapacity(min(bytes.count, 1 << 16) + 96)
         let time = Self.timestamp()
@@ -110,7 +112,7 @@ final class ContainerLogWriter: @unchecked Sendable {
 
     private static let hex = Array("0123456789abcdef".utf8)
 
-    private static func encode(_ bytes: UnsafeRawBufferPointer, stream: OutputStream, time: [UInt8], into record: inout [UInt8]) {
+    private static func encode(_ bytes: UnsafeRawBufferPointer, stream: StandardStream, time: [UInt8], into record: inout [UInt8]) {
         record += Array(#"{"log":""#.utf8)
         let valid = String(validating: bytes, as: UTF8.self) != nil
         if valid {
@@ -180,7 +182,7 @@ struct LogFollower: AsyncSequence, Sendable {
 
     let path: String
     let maxFiles: Int
-    let streams: Set<OutputStream>
+    let streams: Set<StandardStream>
     let follow: Bool
     /// In-process notification of new output; without it (another process
     /// writes the log) the follower polls.
@@ -282,7 +284,7 @@ struct LogFollower: AsyncSequence, Sendable {
 
         static func decode(_ line: [UInt8]) -> OutputChunk? {
             guard let object = try? JSONSerialization.jsonObject(with: Data(line)) as? [String: Any],
-                  let streamName = object["stream"] as? String, let stream = OutputStream(rawValue: streamName)
+                  let streamName = object["stream"] as? String, let stream = StandardStream(rawValue: streamName)
             else { return nil }
             let bytes: [UInt8]
             if let encoded = object["bytes"] as? String, let data = Data(base64Encoded: encoded) {
@@ -317,7 +319,7 @@ enum DetachedLog {
     }
 
     /// A stream's files, the current one first.
-    static func paths(in directory: String, _ stream: OutputStream, options: ContainerSpec.LogOptions) -> [String] {
+    static func paths(in directory: String, _ stream: StandardStream, options: ContainerSpec.LogOptions) -> [String] {
         let current = directory + "/\(stream.rawValue).log"
         return [current] + (1 ..< fileCount(options)).map { current + ".\($0)" }
     }
@@ -327,7 +329,7 @@ enum DetachedLog {
     static func create(in directory: String, options: ContainerSpec.LogOptions) throws -> [[Int32]] {
         var opened: [[Int32]] = []
         do {
-            for stream in [OutputStream.stdout, .stderr] {
+            for stream in [StandardStream.stdout, .stderr] {
                 var files: [Int32] = []
                 defer { opened.append(files) }
                 for path in paths(in: directory, stream, options: options) {
@@ -354,7 +356,7 @@ struct RawOutputFollower: AsyncSequence, Sendable {
     typealias Element = OutputChunk
 
     /// Per stream, its files, the current one first.
-    let files: [(stream: OutputStream, paths: [String])]
+    let files: [(stream: StandardStream, paths: [String])]
     let follow: Bool
     let isFinished: @Sendable () -> Bool
 

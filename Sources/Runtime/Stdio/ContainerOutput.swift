@@ -7,6 +7,8 @@ public struct ContainerOutput: AsyncSequence, Sendable {
     enum Source: Sendable {
         case log(LogFollower)
         case raw(RawOutputFollower)
+        /// An exec'd process's output, read as it arrives.
+        case stream(AsyncStream<OutputChunk>)
     }
 
     let source: Source
@@ -15,6 +17,7 @@ public struct ContainerOutput: AsyncSequence, Sendable {
         enum Base {
             case log(LogFollower.AsyncIterator)
             case raw(RawOutputFollower.AsyncIterator)
+            case stream(AsyncStream<OutputChunk>.AsyncIterator)
         }
 
         var base: Base
@@ -29,6 +32,10 @@ public struct ContainerOutput: AsyncSequence, Sendable {
                 let chunk = try await iterator.next()
                 base = .raw(iterator)
                 return chunk
+            case .stream(var iterator):
+                let chunk = await iterator.next()
+                base = .stream(iterator)
+                return chunk
             }
         }
     }
@@ -37,6 +44,7 @@ public struct ContainerOutput: AsyncSequence, Sendable {
         switch source {
         case .log(let follower): AsyncIterator(base: .log(follower.makeAsyncIterator()))
         case .raw(let follower): AsyncIterator(base: .raw(follower.makeAsyncIterator()))
+        case .stream(let stream): AsyncIterator(base: .stream(stream.makeAsyncIterator()))
         }
     }
 
@@ -46,7 +54,7 @@ public struct ContainerOutput: AsyncSequence, Sendable {
         let output = self
         return AsyncThrowingStream { continuation in
             let task = Task {
-                var pending: [OutputStream: [UInt8]] = [:]
+                var pending: [StandardStream: [UInt8]] = [:]
                 do {
                     for try await chunk in output {
                         var bytes = pending[chunk.stream, default: []] + chunk.bytes
@@ -56,7 +64,7 @@ public struct ContainerOutput: AsyncSequence, Sendable {
                         }
                         pending[chunk.stream] = bytes
                     }
-                    for stream in [OutputStream.stdout, .stderr] {
+                    for stream in [StandardStream.stdout, .stderr] {
                         if let rest = pending[stream], !rest.isEmpty { continuation.yield(String(decoding: rest, as: UTF8.self)) }
                     }
                     continuation.finish()
@@ -72,8 +80,7 @@ public struct ContainerOutput: AsyncSequence, Sendable {
 
 extension AsyncSequence where Element == OutputChunk {
     /// Every byte, both streams in order of arrival: a container's output
-    /// (``ContainerOutput``) or an exec'd process's
-    /// (``ExecProcess/output``).
+    /// or an exec'd process's (``ContainerProcess/output``).
     ///
     /// - Parameter maximumBytes: how much is kept at most (64 MiB by
     ///   default): a process can print without end, and its output is
