@@ -53,7 +53,7 @@ struct Copy: AsyncParsableCommand {
             let container = try runtime.container(from.container)
             let path = from.path.isEmpty ? "/" : from.path
             if destination == "-" {
-                try await container.archive(path, to: 1, options: options)
+                try await container.archive(path, to: .standardOutput, options: options)
             } else {
                 try await container.copyOut(path, to: destination, options: options)
             }
@@ -61,7 +61,7 @@ struct Copy: AsyncParsableCommand {
             let container = try runtime.container(to.container)
             let path = to.path.isEmpty ? "/" : to.path
             if source == "-" {
-                try await container.extract(from: 0, into: path, options: options)
+                try await container.extract(from: .standardInput, into: path, options: options)
             } else {
                 try await container.copyIn(from: source, to: path, options: options)
             }

@@ -90,10 +90,8 @@ extension Reconciler {
     ///   - project: the project.
     ///   - root: the state root.
     public static func isRunning(project: String, root: StateRoot) -> Bool {
-        let fd = open(root.path + "/reconciler/" + project + ".lock", O_RDWR | O_CLOEXEC)
-        guard fd >= 0 else { return false }
-        defer { close(fd) }
-        return flock(fd, LOCK_EX | LOCK_NB) != 0
+        guard let fd = OwnedDescriptor(opening: root.path + "/reconciler/" + project + ".lock", O_RDWR | O_CLOEXEC) else { return false }
+        return flock(fd.raw, LOCK_EX | LOCK_NB) != 0
     }
 
     /// The pid of the process reconciling `project`, if one does.

@@ -200,7 +200,7 @@ enum Prober {
         let target = "\(address):\(port)"
         let fd: Int32
         do {
-            fd = try container.socket()
+            fd = try container.socket().rawValue
         } catch {
             return ProbeResult(passed: false, message: "cannot reach \(target): \(error)")
         }

@@ -1,6 +1,7 @@
 import Foundation
 import GantryTestSupport
 import OCIImage
+import SystemPackage
 import Testing
 @testable import Runtime
 #if canImport(Glibc)
@@ -164,14 +165,12 @@ import Glibc
 
             // The stream forms: a tar archive out, and back in elsewhere.
             let archive = dir + "/d.tar"
-            let output = open(archive, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-            try #require(output >= 0)
+            let output = try FileDescriptor.open(archive, .writeOnly, options: [.create, .truncate, .closeOnExec], permissions: .ownerReadWrite)
             try await container.archive("/d", to: output)
-            close(output)
+            try output.close()
             #expect(try await run("tar", ["-tf", archive]).split(separator: "\n").sorted() == ["d/", "d/x", "d/y/", "d/y/z"])
-            let input = open(archive, O_RDONLY | O_CLOEXEC)
-            try #require(input >= 0)
-            defer { close(input) }
+            let input = try FileDescriptor.open(archive, .readOnly, options: .closeOnExec)
+            defer { try? input.close() }
             try await container.extract(from: input, into: "/tmp")
             #expect(try await execText(container, "cat /tmp/d/y/z") == (0, "z\n"))
             try await container.remove(force: true)
@@ -223,10 +222,9 @@ import Glibc
             // An archive whose own entries try to lead out, in and out of the container.
             let evil = dir + "/evil.tar"
             _ = try await run("python3", ["-c", Self.evilArchive, evil, hostSide])
-            let input = open(evil, O_RDONLY | O_CLOEXEC)
-            try #require(input >= 0)
+            let input = try FileDescriptor.open(evil, .readOnly, options: .closeOnExec)
             let refused = await #expect(throws: RuntimeError.self) { try await container.extract(from: input, into: "/box") }
-            close(input)
+            try input.close()
             #expect(refused?.code == .invalidState && refused?.message.contains("../evil") == true, "\(String(describing: refused))")
             let landing = dir + "/landing"
             try FileManager.default.createDirectory(atPath: landing, withIntermediateDirectories: false)

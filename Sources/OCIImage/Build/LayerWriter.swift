@@ -86,10 +86,9 @@ final class LayerWriter {
         }, nil))
         archive_entry_linkresolver_set_strategy(links, ARCHIVE_FORMAT_TAR_PAX_RESTRICTED)
 
-        let rootFD = try Sys.open(source, O_RDONLY | O_DIRECTORY)
-        defer { Sys.close(rootFD) }
-        rootDevice = try Sys.fstat(rootFD, path: source).st_dev
-        try walk(rootFD, relative: [])
+        let rootFD = try OwnedDescriptor.open(source, O_RDONLY | O_DIRECTORY)
+        rootDevice = try Sys.fstat(rootFD.raw, path: source).st_dev
+        try walk(rootFD.raw, relative: [])
         try check(tar, archive_write_close(tar))
         try check(compressed, archive_write_close(compressed))
         return (diffHasher.finalize(), diffHasher.count)

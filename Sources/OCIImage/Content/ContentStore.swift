@@ -90,13 +90,12 @@ public struct ContentStore: Sendable {
         if let expected, let size = size(of: expected), expectedSize == nil || expectedSize == size {
             return (expected, size)
         }
-        let fd = try Sys.open(source, O_RDONLY)
-        defer { Sys.close(fd) }
+        let fd = try OwnedDescriptor.open(source, O_RDONLY)
         let writer = try writer(expected: expected, expectedSize: expectedSize)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
         defer { buffer.deallocate() }
         while true {
-            let count = try Sys.read(fd, into: buffer, path: source)
+            let count = try Sys.read(fd.raw, into: buffer, path: source)
             if count == 0 { break }
             try writer.write(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
         }
@@ -116,9 +115,8 @@ public struct ContentStore: Sendable {
         var result: [(Digest, Int64)] = []
         for algorithm in Digest.Algorithm.allCases {
             let directory = blobsDirectory + "/" + algorithm.rawValue
-            let fd = try Sys.open(directory, O_RDONLY | O_DIRECTORY)
-            defer { Sys.close(fd) }
-            for name in try Sys.listDirectoryNames(fd, display: directory) {
+            let fd = try OwnedDescriptor.open(directory, O_RDONLY | O_DIRECTORY)
+            for name in try Sys.listDirectoryNames(fd.raw, display: directory) {
                 guard let digest = try? Digest(algorithm: algorithm, encoded: name), let size = size(of: digest) else { continue }
                 result.append((digest, size))
             }

@@ -112,13 +112,12 @@ public struct ImageLayout: Sendable {
         if FileManager.default.fileExists(atPath: destination) { return }
         try Sys.makeDirectories(Sys.parentDirectory(of: destination))
         let temporary = destination + ".tmp-" + Sys.randomSuffix()
-        let input = try Sys.open(source, O_RDONLY)
-        defer { Sys.close(input) }
+        let input = try OwnedDescriptor.open(source, O_RDONLY)
         let output = try Sys.open(temporary, O_WRONLY | O_CREAT | O_EXCL, 0o644)
         do {
             defer { Sys.close(output) }
-            let size = try Sys.fstat(input, path: source).st_size
-            try Sys.copyFile(from: input, to: output, size: Int64(size), display: destination)
+            let size = try Sys.fstat(input.raw, path: source).st_size
+            try Sys.copyFile(from: input.raw, to: output, size: Int64(size), display: destination)
             try Sys.fsync(output, path: temporary)
             try Sys.check("rename", destination) { rename(temporary, destination) }
         } catch {
@@ -131,9 +130,8 @@ public struct ImageLayout: Sendable {
     /// with the same tag.
     public func setTag(_ tag: String, to descriptor: Descriptor) throws {
         // Writers of one layout (in any process) take turns on index.json.
-        let lock = try Sys.open(directory, O_RDONLY | O_DIRECTORY)
-        defer { Sys.close(lock) }
-        try Sys.check("flock", directory) { flock(lock, LOCK_EX) }
+        let lock = try OwnedDescriptor.open(directory, O_RDONLY | O_DIRECTORY)
+        try Sys.check("flock", directory) { flock(lock.raw, LOCK_EX) }
         var index = try index()
         var entry = descriptor
         var annotations = entry.annotations ?? [:]

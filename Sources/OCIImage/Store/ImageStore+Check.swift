@@ -92,13 +92,12 @@ extension ImageStore {
 
     /// The digest of a file's content.
     private static func hash(_ path: String, algorithm: Digest.Algorithm) throws -> Digest {
-        let fd = try Sys.open(path, O_RDONLY)
-        defer { Sys.close(fd) }
+        let fd = try OwnedDescriptor.open(path, O_RDONLY)
         var hasher = DigestHasher(algorithm: algorithm)
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
         defer { buffer.deallocate() }
         while true {
-            let count = read(fd, buffer.baseAddress, buffer.count)
+            let count = read(fd.raw, buffer.baseAddress, buffer.count)
             if count < 0 {
                 if errno == EINTR { continue }
                 throw SystemCallError("read", path, Sys.errno)

@@ -84,8 +84,7 @@ extension ImageStore {
 
     func directoryNames(_ path: String) throws -> [String] {
         guard Sys.lstat(path) != nil else { return [] }
-        let fd = try Sys.open(path, O_RDONLY | O_DIRECTORY)
-        defer { Sys.close(fd) }
-        return try Sys.listDirectoryNames(fd, display: path)
+        let fd = try OwnedDescriptor.open(path, O_RDONLY | O_DIRECTORY)
+        return try Sys.listDirectoryNames(fd.raw, display: path)
     }
 }

@@ -162,9 +162,8 @@ extension ImageStore {
             guard (st.st_mode & S_IFMT) == S_IFDIR else {
                 throw OCIImageError(.invalidArgument, "\(path) exists and is not a directory")
             }
-            let fd = try Sys.open(path, O_RDONLY | O_DIRECTORY)
-            defer { Sys.close(fd) }
-            guard try Sys.listDirectory(fd, display: path).isEmpty else {
+            let fd = try OwnedDescriptor.open(path, O_RDONLY | O_DIRECTORY)
+            guard try Sys.listDirectory(fd.raw, display: path).isEmpty else {
                 throw OCIImageError(.invalidArgument, "\(path) is not empty; unpack into a new or empty directory")
             }
             return false
@@ -222,10 +221,9 @@ extension ImageStore {
         let chainIDs = Snapshotter.chainIDs(image.layers.map(\.diffID))
         try Sys.makeDirectories(root.holds, mode: 0o700)
         let path = root.holds + "/" + (try Self.holdName(holder))
-        let fd = try Sys.open(path, O_WRONLY | O_CREAT | O_TRUNC, 0o600)
-        defer { Sys.close(fd) }
+        let fd = try OwnedDescriptor.open(path, O_WRONLY | O_CREAT | O_TRUNC, mode: 0o600)
         let data = Data(chainIDs.map { $0.description + "\n" }.joined().utf8)
-        try data.withUnsafeBytes { try Sys.writeAll(fd, $0, path: path) }
+        try data.withUnsafeBytes { try Sys.writeAll(fd.raw, $0, path: path) }
     }
 
     /// Lets garbage collection remove the snapshots `holder` held.

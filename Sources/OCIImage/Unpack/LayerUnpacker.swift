@@ -165,16 +165,14 @@ public enum LayerUnpacker {
     ///   may hold part of the layer; callers unpack into a scratch directory.
     @discardableResult
     public static func unpack(layerAt path: String, into target: String, options: LayerUnpackOptions = LayerUnpackOptions()) throws -> LayerUnpackReport {
-        let fd = try Sys.open(path, O_RDONLY)
-        defer { Sys.close(fd) }
-        let rootFD = try Sys.open(target, O_RDONLY | O_DIRECTORY)
-        defer { Sys.close(rootFD) }
+        let fd = try OwnedDescriptor.open(path, O_RDONLY)
+        let rootFD = try OwnedDescriptor.open(target, O_RDONLY | O_DIRECTORY)
         var lowerFDs: [Int32] = []
         defer { lowerFDs.forEach(Sys.close) }
         if case .overlay(let lowers) = options.whiteouts {
             for lower in lowers { lowerFDs.append(try Sys.open(lower, O_RDONLY | O_DIRECTORY)) }
         }
-        return try unpack(fd: fd, path: path, rootFD: rootFD, target: target, lowerFDs: lowerFDs, options: options)
+        return try unpack(fd: fd.raw, path: path, rootFD: rootFD.raw, target: target, lowerFDs: lowerFDs, options: options)
     }
 
     /// Extracts a tar stream (uncompressed, gzip or zstd) read from `fd`

@@ -94,12 +94,12 @@ extension Container {
     /// Symlinks are stored as symlinks, and owners as they are.
     ///
     /// - Throws: ``RuntimeError`` naming the container and the path.
-    public func archive(_ path: String, to descriptor: Int32, options: CopyOptions = CopyOptions()) async throws {
+    public func archive(_ path: String, to descriptor: FileDescriptor, options: CopyOptions = CopyOptions()) async throws {
         try await blocking { [self] in
             try withRootFileSystem(writable: false) { root in
                 let source = try CopySource(path, in: FileTree.container(root, name), follow: options.followSymlink)
                 defer { close(source.fd) }
-                let archiver = try TreeArchiver(output: descriptor, display: source.display)
+                let archiver = try TreeArchiver(output: descriptor.rawValue, display: source.display)
                 try archiver.add(source, as: source.contentsOnly ? nil : source.name)
                 try archiver.finish()
             }
@@ -114,13 +114,13 @@ extension Container {
     ///
     /// - Throws: ``RuntimeError`` naming the container and the path, with
     ///   code `invalidState` listing refused entries.
-    public func extract(from descriptor: Int32, into path: String, options: CopyOptions = CopyOptions()) async throws {
+    public func extract(from descriptor: FileDescriptor, into path: String, options: CopyOptions = CopyOptions()) async throws {
         try await blocking { [self] in
             try withRootFileSystem(writable: true) { root in
                 let tree = FileTree.container(root, name)
                 let directory = try tree.openDirectory(path)
                 defer { close(directory) }
-                try Self.extract(descriptor, from: "the archive read from descriptor \(descriptor)", into: directory,
+                try Self.extract(descriptor.rawValue, from: "the archive read from descriptor \(descriptor.rawValue)", into: directory,
                                  named: tree.describe(path), policy: containerPolicy(options))
             }
         }

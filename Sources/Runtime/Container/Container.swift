@@ -261,13 +261,13 @@ public final class Container: Sendable {
     ///   - type: the socket type (`SOCK_STREAM`); close-on-exec is added.
     /// - Throws: ``RuntimeError`` with code `invalidState` unless it runs,
     ///   or `systemCall` with the errno.
-    public func socket(domain: Int32 = AF_INET, type: Int32 = Int32(SOCK_STREAM.rawValue)) throws -> Int32 {
+    public func socket(domain: Int32 = AF_INET, type: Int32 = Int32(SOCK_STREAM.rawValue)) throws -> FileDescriptor {
         let process = try state.withLock { state -> ProcessHandle? in
             guard state.record.status == .running || state.record.status == .paused else { throw invalid("open a socket in", state.record.status) }
             return state.lifecycle.process
         }
         let result = process?.socketInNetworkNamespace(domain: domain, type: type) ?? -2
-        if result >= 0 { return result }
+        if result >= 0 { return FileDescriptor(rawValue: result) }
         if result == -1 { throw RuntimeError(.systemCall, "cannot open a socket in container \(name)'s network namespace", underlying: Errno(rawValue: errno)) }
         // Another process runs it: enter its namespace through a pidfd checked against the recorded start time.
         let record = try record
@@ -277,7 +277,7 @@ public final class Container: Sendable {
         defer { close(pidfd) }
         let fd = gantry_socket_in_netns(pidfd, domain, type, 0)
         guard fd >= 0 else { throw RuntimeError(.systemCall, "cannot open a socket in container \(name)'s network namespace", underlying: Errno(rawValue: errno)) }
-        return fd
+        return FileDescriptor(rawValue: fd)
     }
 
     // MARK: - Removing

@@ -447,10 +447,8 @@ public final class ContainerRuntime: Sendable {
     @discardableResult
     func update(_ id: String, _ change: (inout ContainerRecord) throws -> Void) throws -> ContainerRecord {
         // The directory itself is the lock: no file to create and remove.
-        let lock = open(containerDirectory(id), O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard lock >= 0 else { throw RuntimeError(.notFound, "container \(id.prefix(12)) is gone", underlying: Sys.errno) }
-        defer { close(lock) }
-        flock(lock, LOCK_EX)
+        guard let lock = OwnedDescriptor(opening: containerDirectory(id), O_RDONLY | O_DIRECTORY | O_CLOEXEC) else { throw RuntimeError(.notFound, "container \(id.prefix(12)) is gone", underlying: Sys.errno) }
+        flock(lock.raw, LOCK_EX)
         // The record this process wrote last, if the file is still that one
         // (every write makes a new file, so another writer changes its inode).
         let path = containerDirectory(id) + "/state.json"

@@ -83,22 +83,18 @@ struct UserDatabase {
     /// Reads `path` from the top-most root that has it, resolving inside that root.
     private func file(_ path: String) -> String? {
         for root in roots {
-            let rootFD = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            guard rootFD >= 0 else { continue }
-            defer { close(rootFD) }
+            guard let rootFD = OwnedDescriptor(opening: root, O_RDONLY | O_DIRECTORY | O_CLOEXEC) else { continue }
             // RESOLVE_IN_ROOT (0x10) | RESOLVE_NO_MAGICLINKS (0x02)
             // Looked at before it is opened: a FIFO or device node in an
             // image must neither hang nor be opened by the host.
-            let handle = gantry_openat2(rootFD, path, UInt64(0o10000000 /* O_PATH */ | O_CLOEXEC), 0, 0x10 | 0x02)
+            let handle = gantry_openat2(rootFD.raw, path, UInt64(0o10000000 /* O_PATH */ | O_CLOEXEC), 0, 0x10 | 0x02)
             guard handle >= 0 else { continue }
             defer { close(handle) }
             var info = stat()
             guard fstat(handle, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG, info.st_size < 4 << 20 else { return nil }
-            let fd = open("/proc/self/fd/\(handle)", O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK)
-            guard fd >= 0 else { return nil }
-            defer { close(fd) }
+            guard let fd = OwnedDescriptor(opening: "/proc/self/fd/\(handle)", O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK) else { return nil }
             var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
-            let count = bytes.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            let count = bytes.withUnsafeMutableBytes { read(fd.raw, $0.baseAddress, $0.count) }
             guard count >= 0 else { return nil }
             return String(decoding: bytes[..<count], as: UTF8.self)
         }

@@ -30,10 +30,8 @@ final class RouteNetlink {
 
     /// A socket in the network namespace of the namespace file `namespace`.
     init(namespace path: String) throws {
-        let namespace = open(path, O_RDONLY | O_CLOEXEC)
-        guard namespace >= 0 else { throw RuntimeError(.network, "cannot open network namespace \(path)", underlying: Sys.errno) }
-        defer { close(namespace) }
-        fd = gantry_socket_in_netns(namespace, AF_NETLINK, Int32(SOCK_RAW.rawValue), Netlink.route)
+        guard let namespace = OwnedDescriptor(opening: path, O_RDONLY | O_CLOEXEC) else { throw RuntimeError(.network, "cannot open network namespace \(path)", underlying: Sys.errno) }
+        fd = gantry_socket_in_netns(namespace.raw, AF_NETLINK, Int32(SOCK_RAW.rawValue), Netlink.route)
         guard fd >= 0 else { throw RuntimeError(.network, "cannot open a route netlink socket in \(path)", underlying: Sys.errno) }
         configure()
     }

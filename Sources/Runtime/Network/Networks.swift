@@ -197,14 +197,12 @@ public final class Networks: Sendable {
                 try Self.createNamespace(at: namespacePath)
                 let host = try RouteNetlink()
                 guard let bridge = try host.link(record.bridge) else { throw RuntimeError(.network, "bridge \(record.bridge) of network \(networkName) is gone") }
-                let namespace = open(namespacePath, O_RDONLY | O_CLOEXEC)
-                guard namespace >= 0 else { throw RuntimeError(.network, "cannot open \(namespacePath)", underlying: Sys.errno) }
-                defer { close(namespace) }
-                try host.createVethPair(hostInterface, master: bridge.index, peer: "eth0", peerNamespace: namespace)
+                guard let namespace = OwnedDescriptor(opening: namespacePath, O_RDONLY | O_CLOEXEC) else { throw RuntimeError(.network, "cannot open \(namespacePath)", underlying: Sys.errno) }
+                try host.createVethPair(hostInterface, master: bridge.index, peer: "eth0", peerNamespace: namespace.raw)
                 // IPv4 only: with IPv6 up, a container could send router
                 // advertisements that the host and its neighbours obey.
                 try Self.disableIPv6(hostInterface)
-                guard gantry_write_in_netns(namespace, "/proc/sys/net/ipv6/conf/eth0/disable_ipv6", "1") == 0 || errno == ENOENT else {
+                guard gantry_write_in_netns(namespace.raw, "/proc/sys/net/ipv6/conf/eth0/disable_ipv6", "1") == 0 || errno == ENOENT else {
                     throw RuntimeError(.network, "cannot turn IPv6 off on eth0 in \(namespacePath)", underlying: Sys.errno)
                 }
                 let inside = try RouteNetlink(namespace: namespacePath)
@@ -497,10 +495,8 @@ public final class Networks: Sendable {
 
     /// Runs `body` holding the network's lock (its directory, flock'd).
     func withLock<T>(_ network: String, _ body: () throws -> T) throws -> T {
-        let lock = open(directory + "/" + network, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard lock >= 0 else { throw RuntimeError(.notFound, "no network is named \(network)", underlying: Sys.errno) }
-        defer { close(lock) }
-        flock(lock, LOCK_EX)
+        guard let lock = OwnedDescriptor(opening: directory + "/" + network, O_RDONLY | O_DIRECTORY | O_CLOEXEC) else { throw RuntimeError(.notFound, "no network is named \(network)", underlying: Sys.errno) }
+        flock(lock.raw, LOCK_EX)
         return try body()
     }
 
@@ -515,10 +511,8 @@ public final class Networks: Sendable {
     /// state root and process.
     static func withHostLock<T>(_ name: String, _ body: () throws -> T) throws -> T {
         try Sys.makeDirectories("/run/gantry", mode: 0o700)
-        let lock = open("/run/gantry/" + name, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
-        guard lock >= 0 else { throw RuntimeError(.network, "cannot open the host's lock /run/gantry/\(name)", underlying: Sys.errno) }
-        defer { close(lock) }
-        flock(lock, LOCK_EX)
+        guard let lock = OwnedDescriptor(opening: "/run/gantry/" + name, O_RDWR | O_CREAT | O_CLOEXEC, mode: 0o600) else { throw RuntimeError(.network, "cannot open the host's lock /run/gantry/\(name)", underlying: Sys.errno) }
+        flock(lock.raw, LOCK_EX)
         return try body()
     }
 }

@@ -374,11 +374,9 @@ struct RawOutputFollower: AsyncSequence, Sendable {
         }
 
         static func read(_ path: String, at offset: Int64) -> [UInt8]? {
-            let fd = open(path, O_RDONLY | O_CLOEXEC)
-            guard fd >= 0 else { return nil }
-            defer { close(fd) }
+            guard let fd = OwnedDescriptor(opening: path, O_RDONLY | O_CLOEXEC) else { return nil }
             var buffer = [UInt8](repeating: 0, count: 65536)
-            let count = buffer.withUnsafeMutableBytes { pread(fd, $0.baseAddress, $0.count, off_t(offset)) }
+            let count = buffer.withUnsafeMutableBytes { pread(fd.raw, $0.baseAddress, $0.count, off_t(offset)) }
             return count > 0 ? Array(buffer[..<count]) : nil
         }
 

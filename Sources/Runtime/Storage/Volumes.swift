@@ -140,10 +140,8 @@ public final class Volumes: Sendable {
     /// volume is empty, under the volume's lock.
     private func seed(_ name: String, from layers: [String], at target: String) async throws {
         let record = try volume(name)
-        let lock = open(directory + "/" + name, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard lock >= 0 else { throw RuntimeError(.notFound, "no volume is named \(name)", underlying: Sys.errno) }
-        defer { close(lock) }
-        flock(lock, LOCK_EX)
+        guard let lock = OwnedDescriptor(opening: directory + "/" + name, O_RDONLY | O_DIRECTORY | O_CLOEXEC) else { throw RuntimeError(.notFound, "no volume is named \(name)", underlying: Sys.errno) }
+        flock(lock.raw, LOCK_EX)
         guard ((try? FileManager.default.contentsOfDirectory(atPath: record.mountpoint)) ?? []).isEmpty else { return }
         try await Self.withMergedRoot(layers) { root in
             // Resolved inside the root: an image's symlinks cannot point the copy elsewhere.
@@ -151,16 +149,14 @@ public final class Volumes: Sendable {
                                         UInt64(GANTRY_RESOLVE_IN_ROOT | GANTRY_RESOLVE_NO_MAGICLINKS))
             guard source >= 0 else { return }  // nothing there to copy
             defer { close(source) }
-            let destination = open(record.mountpoint, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-            guard destination >= 0 else { throw RuntimeError(.systemCall, "cannot open \(record.mountpoint)", underlying: Sys.errno) }
-            defer { close(destination) }
+            guard let destination = OwnedDescriptor(opening: record.mountpoint, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) else { throw RuntimeError(.systemCall, "cannot open \(record.mountpoint)", underlying: Sys.errno) }
             var info = stat()
             if fstat(source, &info) == 0 {
                 // The mount point takes the image directory's owner and mode, as in Docker.
-                fchown(destination, info.st_uid, info.st_gid)
-                fchmod(destination, info.st_mode & 0o7777)
+                fchown(destination.raw, info.st_uid, info.st_gid)
+                fchmod(destination.raw, info.st_mode & 0o7777)
             }
-            try FileIO.copyTree(from: source, to: destination, path: "volume \(name)")
+            try FileIO.copyTree(from: source, to: destination.raw, path: "volume \(name)")
         }
         logger.debug("seeded volume from the image", metadata: ["volume": "\(name)", "path": "\(target)"])
     }
@@ -171,10 +167,8 @@ public final class Volumes: Sendable {
     /// mount is gone with the thread whatever happens.
     private static func withMergedRoot(_ layers: [String], _ body: @escaping @Sendable (Int32) throws -> Void) async throws {
         if layers.count == 1 {
-            let root = open(layers[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-            guard root >= 0 else { throw RuntimeError(.systemCall, "cannot open \(layers[0])", underlying: Sys.errno) }
-            defer { close(root) }
-            return try body(root)
+            guard let root = OwnedDescriptor(opening: layers[0], O_RDONLY | O_DIRECTORY | O_CLOEXEC) else { throw RuntimeError(.systemCall, "cannot open \(layers[0])", underlying: Sys.errno) }
+            return try body(root.raw)
         }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             let thread = Thread {
@@ -188,10 +182,8 @@ public final class Volumes: Sendable {
                     guard mount("overlay", point, "overlay", UInt(MS_RDONLY | MS_NODEV | MS_NOSUID), options) == 0 else {
                         throw RuntimeError(.systemCall, "cannot mount the image's layers", underlying: Sys.errno)
                     }
-                    let root = open(point, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-                    guard root >= 0 else { throw RuntimeError(.systemCall, "cannot open the image's root", underlying: Sys.errno) }
-                    defer { close(root) }
-                    try body(root)
+                    guard let root = OwnedDescriptor(opening: point, O_RDONLY | O_DIRECTORY | O_CLOEXEC) else { throw RuntimeError(.systemCall, "cannot open the image's root", underlying: Sys.errno) }
+                    try body(root.raw)
                 })
             }
             thread.name = "gantry-volume-seed"

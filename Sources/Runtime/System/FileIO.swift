@@ -10,11 +10,9 @@ import Glibc
 enum FileIO {
     /// Writes `value` to an existing file (a cgroup or proc file) in one `write`.
     static func write(_ value: String, to path: String, code: RuntimeError.Code = .cgroup) throws {
-        let fd = open(path, O_WRONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw RuntimeError(code, "cannot open \(path)", underlying: Sys.errno) }
-        defer { close(fd) }
+        guard let fd = OwnedDescriptor(opening: path, O_WRONLY | O_CLOEXEC) else { throw RuntimeError(code, "cannot open \(path)", underlying: Sys.errno) }
         let bytes = Array(value.utf8)
-        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        let written = bytes.withUnsafeBytes { Glibc.write(fd.raw, $0.baseAddress, $0.count) }
         guard written == bytes.count else {
             throw RuntimeError(code, "cannot write \"\(value)\" to \(path)", underlying: Sys.errno)
         }
@@ -22,13 +20,11 @@ enum FileIO {
 
     /// Reads a small file (up to 64 KiB) as text.
     static func read(_ path: String, code: RuntimeError.Code = .cgroup) throws -> String {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw RuntimeError(code, "cannot open \(path)", underlying: Sys.errno) }
-        defer { close(fd) }
+        guard let fd = OwnedDescriptor(opening: path, O_RDONLY | O_CLOEXEC) else { throw RuntimeError(code, "cannot open \(path)", underlying: Sys.errno) }
         var buffer = [UInt8](repeating: 0, count: 65536)
         var total = 0
         while total < buffer.count {
-            let count = buffer.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + total, $0.count - total) }
+            let count = buffer.withUnsafeMutableBytes { Glibc.read(fd.raw, $0.baseAddress! + total, $0.count - total) }
             if count < 0 && Glibc.errno == EINTR { continue }
             guard count >= 0 else { throw RuntimeError(code, "cannot read \(path)", underlying: Sys.errno) }
             if count == 0 { break }
