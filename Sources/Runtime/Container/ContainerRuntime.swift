@@ -280,7 +280,7 @@ public final class ContainerRuntime: Sendable {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         return names.filter { $0.count == 64 }.compactMap { id in
             let path = directory + "/" + id
-            return try? FileIO.readStateFile(path + "/state.json", lock: path) { try decoder.decode(ContainerRecord.self, from: $0) }
+            return try? FileIO.readStateFile(path + "/state.json", lock: path) { try ContainerRecord.decode($0) }
         }
     }
 
@@ -402,7 +402,7 @@ public final class ContainerRuntime: Sendable {
         let path = containerDirectory(id) + "/state.json"
         do {
             guard let record = try FileIO.readStateFile(path, lock: containerDirectory(id), holdingLock: holdingLock, {
-                try Self.decoder.decode(ContainerRecord.self, from: $0)
+                try ContainerRecord.decode($0)
             }) else {
                 throw RuntimeError(.notFound, "container \(id.prefix(12)) has no state (\(path))")
             }

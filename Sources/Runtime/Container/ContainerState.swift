@@ -147,45 +147,46 @@ public struct ResolvedProcess: Hashable, Sendable, Codable {
     public var groups: [UInt32]
 }
 
-/// What the state root records about a container. Written anew on every
-/// change (readers never see a partial record), so that any process
-/// opening the root can list and manage it.
-public struct ContainerRecord: Hashable, Sendable, Codable {
+/// What the state root records about a container, as a read-only view:
+/// the runtime writes it anew on every change (readers never see a partial
+/// record), so that any process opening the root can list and manage it.
+/// How it is stored is the runtime's own business and may change.
+public struct ContainerRecord: Hashable, Sendable {
     /// 64 hex digits.
-    public var id: String
+    public internal(set) var id: String
     /// The unique name.
-    public var name: String
+    public internal(set) var name: String
     /// What was asked for.
-    public var spec: ContainerSpec
+    public internal(set) var spec: ContainerSpec
     /// The process, as resolved from the spec and the image.
-    public var process: ResolvedProcess
+    public internal(set) var process: ResolvedProcess
     /// The image's manifest digest, for image-based containers.
-    public var imageDigest: String?
+    public internal(set) var imageDigest: String?
     /// The container's cgroup, relative to the hierarchy's root.
-    public var cgroup: String
+    public internal(set) var cgroup: String
     /// Where things stand.
-    public var status: ContainerStatus
+    public internal(set) var status: ContainerStatus
     /// The main process's pid on the host while it runs.
-    public var pid: Int32?
+    public internal(set) var pid: Int32?
     /// That process's start time (clock ticks after boot), to recognise it
     /// after pid reuse.
-    public var pidStartTime: UInt64?
+    public internal(set) var pidStartTime: UInt64?
     /// The Gantry process that started the container, and its start time.
-    public var ownerPid: Int32?
-    public var ownerStartTime: UInt64?
+    public internal(set) var ownerPid: Int32?
+    public internal(set) var ownerStartTime: UInt64?
     /// When it was created, started and finished.
-    public var createdAt: Date
-    public var startedAt: Date?
-    public var finishedAt: Date?
+    public internal(set) var createdAt: Date
+    public internal(set) var startedAt: Date?
+    public internal(set) var finishedAt: Date?
     /// How it ended.
-    public var exit: ContainerExit?
+    public internal(set) var exit: ContainerExit?
     /// Whether a stop was asked for, so that its end is reported as stopped.
-    public var stopRequested: Bool?
+    public internal(set) var stopRequested: Bool?
     /// The root file system's layers, top-most first (snapshot directories
     /// of the image), or the one directory it is.
-    public var layers: [String]
+    public internal(set) var layers: [String]
     /// Its place on a bridge network.
-    public var network: NetworkAttachment?
+    public internal(set) var network: NetworkAttachment?
 
     /// Whether the root file system is an overlay of image layers.
     var usesOverlay: Bool {
@@ -213,6 +214,49 @@ public struct ContainerRecord: Hashable, Sendable, Codable {
 }
 
 extension ContainerRecord {
+    /// The record as the state file holds it: the encoders below write
+    /// its parts, and this reads them back as one.
+    struct Stored: Codable {
+        var id: String
+        var name: String
+        var spec: ContainerSpec
+        var process: ResolvedProcess
+        var imageDigest: String?
+        var cgroup: String
+        var status: ContainerStatus
+        var pid: Int32?
+        var pidStartTime: UInt64?
+        var ownerPid: Int32?
+        var ownerStartTime: UInt64?
+        var createdAt: Date
+        var startedAt: Date?
+        var finishedAt: Date?
+        var exit: ContainerExit?
+        var stopRequested: Bool?
+        var layers: [String]
+        var network: NetworkAttachment?
+
+        init(_ record: ContainerRecord) {
+            (id, name, spec, process, imageDigest, cgroup) = (record.id, record.name, record.spec, record.process, record.imageDigest, record.cgroup)
+            (status, pid, pidStartTime, ownerPid, ownerStartTime) = (record.status, record.pid, record.pidStartTime, record.ownerPid, record.ownerStartTime)
+            (createdAt, startedAt, finishedAt, exit, stopRequested) = (record.createdAt, record.startedAt, record.finishedAt, record.exit, record.stopRequested)
+            (layers, network) = (record.layers, record.network)
+        }
+
+        var record: ContainerRecord {
+            var record = ContainerRecord(id: id, name: name, spec: spec, process: process, imageDigest: imageDigest, cgroup: cgroup,
+                                         status: status, ownerPid: ownerPid, ownerStartTime: ownerStartTime, createdAt: createdAt, layers: layers)
+            (record.pid, record.pidStartTime, record.startedAt, record.finishedAt) = (pid, pidStartTime, startedAt, finishedAt)
+            (record.exit, record.stopRequested, record.network) = (exit, stopRequested, network)
+            return record
+        }
+    }
+
+    /// Reads a record from its state file's contents.
+    static func decode(_ data: Data) throws -> ContainerRecord {
+        try ContainerRuntime.decoder.decode(Stored.self, from: data).record
+    }
+
     /// The fields fixed at creation but the spec, encoded once per
     /// container. Their keys are the record's own, so that the parts joined
     /// decode as a `ContainerRecord`.

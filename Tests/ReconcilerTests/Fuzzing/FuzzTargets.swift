@@ -47,7 +47,7 @@ struct FuzzTarget: Sendable {
         },
         FuzzTarget(name: "state") { bytes in
             let data = Data(bytes)
-            _ = try? ContainerRuntime.decoder.decode(ContainerRecord.self, from: data)
+            _ = try? ContainerRecord.decode(data)
             _ = try? ContainerRuntime.decoder.decode(VolumeRecord.self, from: data)
             _ = try? ContainerRuntime.decoder.decode(NetworkRecord.self, from: data)
             _ = try? ContainerRuntime.decoder.decode(NetworkLease.self, from: data)
