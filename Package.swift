@@ -29,6 +29,14 @@ let package = Package(
         .executable(name: "gantry", targets: ["GantryCLI"]),
         .executable(name: "gantry-bench", targets: ["GantryBench"]),
     ],
+    // What an embedder that does not use a feature need not build.
+    traits: [
+        .trait(
+            name: "Registry",
+            description: "Pulling from and pushing to registries over HTTP and TLS (AsyncHTTPClient, SwiftNIO, NIOSSL). Without it, images come from OCI layouts, archives and root file systems on the disk."
+        ),
+        .default(enabledTraits: ["Registry"]),
+    ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-crypto", "3.12.3"..<"5.0.0"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
@@ -88,10 +96,10 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRDB", package: "GRDB.swift"),
-                .product(name: "AsyncHTTPClient", package: "async-http-client"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOHTTP1", package: "swift-nio"),
-                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client", condition: .when(traits: ["Registry"])),
+                .product(name: "NIOCore", package: "swift-nio", condition: .when(traits: ["Registry"])),
+                .product(name: "NIOHTTP1", package: "swift-nio", condition: .when(traits: ["Registry"])),
+                .product(name: "NIOSSL", package: "swift-nio-ssl", condition: .when(traits: ["Registry"])),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
@@ -227,6 +235,9 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // The code of README.md and the guides, compiled (and checked to be
+        // there, block by block).
+        .testTarget(name: "GuideTests", dependencies: ["Gantry"], swiftSettings: strict),
         .testTarget(
             name: "ObservabilityTests",
             dependencies: [

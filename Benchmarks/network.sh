@@ -21,7 +21,8 @@
 # (default /var/tmp/gantry-bench/network) and podman's in its own root
 # there, all removed on exit. GANTRY_SCRATCH_PATH chooses the build
 # folder (default .build); GANTRY_BENCH_PREBUILT=1 uses the binaries
-# already built there.
+# already built there, and GANTRY_BENCH_BIN=DIR those in DIR (built from
+# another commit, for a before/after).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -131,12 +132,16 @@ unshare --mount="$podman_namespace" --propagation private sh -c '
         while read -r mount; do umount -l "$mount"; done
     true'
 
-if [ -z "${GANTRY_BENCH_PREBUILT:-}" ]; then
-    echo "== building gantry and gantry-bench (release, in $scratch)"
-    swift build -c release --scratch-path "$scratch" --product gantry >/dev/null
-    swift build -c release --scratch-path "$scratch" --product gantry-bench >/dev/null
+if [ -n "${GANTRY_BENCH_BIN:-}" ]; then
+    bin="$GANTRY_BENCH_BIN"
+else
+    if [ -z "${GANTRY_BENCH_PREBUILT:-}" ]; then
+        echo "== building gantry and gantry-bench (release, in $scratch)"
+        swift build -c release --scratch-path "$scratch" --product gantry >/dev/null
+        swift build -c release --scratch-path "$scratch" --product gantry-bench >/dev/null
+    fi
+    bin="$(swift build -c release --scratch-path "$scratch" --show-bin-path)"
 fi
-bin="$(swift build -c release --scratch-path "$scratch" --show-bin-path)"
 gantry="$bin/gantry"
 bench="$bin/gantry-bench"
 

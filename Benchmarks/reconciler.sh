@@ -4,6 +4,9 @@
 #
 #   sudo Benchmarks/reconciler.sh [--kills N] [--replicas N]
 #
+#   GANTRY_BENCH_BIN=DIR uses the gantry-bench in DIR instead of building one
+#   (built from another commit, for a before/after).
+#
 # - heal: SIGKILL of a running replica (a different one each time) until its
 #   replacement runs: the replacement's startedAt minus the victim's
 #   finishedAt, p50 and p99. Reference: a shell loop restarting `crun run`,
@@ -56,9 +59,14 @@ config["process"]["terminal"] = False
 json.dump(config, open(path, "w"), indent=1)
 PY
 
-echo "== building gantry-bench (release)"
-swift build -c release --product gantry-bench >/dev/null
-bench="$(swift build -c release --show-bin-path)/gantry-bench"
+if [ -n "${GANTRY_BENCH_BIN:-}" ]; then
+    # Binaries built elsewhere (another commit, for a before/after).
+    bench="$GANTRY_BENCH_BIN/gantry-bench"
+else
+    echo "== building gantry-bench (release)"
+    swift build -c release --product gantry-bench >/dev/null
+    bench="$(swift build -c release --show-bin-path)/gantry-bench"
+fi
 
 peer() {
     if grep -q ' /sys/fs/cgroup/unified ' /proc/self/mountinfo; then

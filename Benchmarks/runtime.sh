@@ -4,6 +4,9 @@
 #
 #   sudo Benchmarks/runtime.sh [--runs N] [--burst N]
 #
+#   GANTRY_BENCH_BIN=DIR uses the gantry-bench in DIR instead of building one
+#   (built from another commit, for a before/after).
+#
 # - start: create + start + wait + delete of `true`. Gantry: in-process,
 #   from an image (an overlay of its layer over a fresh upper directory),
 #   with the state root on tmpfs (/run, where crun and runc keep their
@@ -69,9 +72,14 @@ config["process"]["args"] = ["/bin/sleep", "60"]
 json.dump(config, open(sys.argv[2], "w"), indent=1)
 PY
 
-echo "== building gantry-bench (release)"
-swift build -c release --product gantry-bench >/dev/null
-bench="$(swift build -c release --show-bin-path)/gantry-bench"
+if [ -n "${GANTRY_BENCH_BIN:-}" ]; then
+    # Binaries built elsewhere (another commit, for a before/after).
+    bench="$GANTRY_BENCH_BIN/gantry-bench"
+else
+    echo "== building gantry-bench (release)"
+    swift build -c release --product gantry-bench >/dev/null
+    bench="$(swift build -c release --show-bin-path)/gantry-bench"
+fi
 
 # Runs a command where crun and runc see only the v1 controllers.
 peer() {

@@ -27,6 +27,7 @@ public final class Gantry: Sendable {
     private let leftovers: LeftoverPolicy
     private let runtime = Mutex<ContainerRuntime?>(nil)
 
+    #if Registry
     /// Opens (creating if needed) the state root.
     ///
     /// - Parameters:
@@ -46,6 +47,25 @@ public final class Gantry: Sendable {
         images = try ImageStore(root: root, registry: registry, logger: logger)
         self.logger = logger
     }
+    #else
+    /// Opens (creating if needed) the state root.
+    ///
+    /// - Parameters:
+    ///   - root: The state root.
+    ///   - cgroupParent: The cgroup containers are created under.
+    ///   - leftovers: What opening the container runtime does with what
+    ///     processes that ended left behind: finish it at once (the
+    ///     default), or leave it for `ContainerRuntime.recoverLeftovers()`.
+    ///   - logger: Where Gantry logs.
+    public init(root: StateRoot = .default, cgroupParent: String = "gantry",
+                leftovers: LeftoverPolicy = .recover, logger: Logger = Logger(label: "gantry")) throws {
+        self.root = root
+        self.cgroupParent = cgroupParent
+        self.leftovers = leftovers
+        images = try ImageStore(root: root, logger: logger)
+        self.logger = logger
+    }
+    #endif
 
     /// The container runtime over this state root, opened on first use.
     ///

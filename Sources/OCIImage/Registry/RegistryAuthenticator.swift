@@ -1,3 +1,4 @@
+#if Registry
 import AsyncHTTPClient
 import Foundation
 import NIOCore
@@ -291,3 +292,4 @@ actor RegistryAuthenticator {
         return items
     }
 }
+#endif

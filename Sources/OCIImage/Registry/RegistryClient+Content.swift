@@ -1,3 +1,4 @@
+#if Registry
 import AsyncHTTPClient
 import Foundation
 import NIOCore
@@ -341,3 +342,4 @@ struct FileChunks: AsyncSequence, Sendable {
         AsyncIterator(source: self, position: offset, end: offset + length)
     }
 }
+#endif

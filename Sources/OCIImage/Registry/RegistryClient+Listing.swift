@@ -1,3 +1,4 @@
+#if Registry
 import AsyncHTTPClient
 import Foundation
 import NIOCore
@@ -77,3 +78,4 @@ extension RegistryClient {
         await Self.drain(response)
     }
 }
+#endif

@@ -1,3 +1,4 @@
+#if Registry
 import AsyncHTTPClient
 import Foundation
 import Logging
@@ -274,3 +275,4 @@ enum SharedHTTPClients {
         }
     }
 }
+#endif

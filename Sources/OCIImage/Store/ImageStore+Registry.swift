@@ -1,3 +1,4 @@
+#if Registry
 import Foundation
 import Synchronization
 import Tracing
@@ -197,3 +198,4 @@ private final class Outcomes: Sendable {
     func set(_ digest: Digest, _ outcome: BlobPushOutcome) { state.withLock { $0[digest.description] = outcome } }
     var all: [String: BlobPushOutcome] { state.withLock { $0 } }
 }
+#endif

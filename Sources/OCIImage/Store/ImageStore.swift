@@ -13,8 +13,10 @@ public final class ImageStore: Sendable {
     public let root: StateRoot
     /// The blob store.
     public let content: ContentStore
+    #if Registry
     /// The client for pulls and pushes that name none.
     public let registry: RegistryClient
+    #endif
     let database: MetadataDatabase
     let lock: StoreLock
     let logger: Logger
@@ -24,6 +26,7 @@ public final class ImageStore: Sendable {
     /// platform: content is immutable, so they never go stale.
     let resolvedManifests = Mutex<[String: ResolvedImage]>([:])
 
+    #if Registry
     /// Opens (creating if needed) the image store in `root`.
     ///
     /// - Parameters:
@@ -35,15 +38,33 @@ public final class ImageStore: Sendable {
     ///   - logger: Where the store logs.
     public init(root: StateRoot = .default, registry: RegistryClient? = nil, layerExpansionLimit: LayerExpansionLimit = .default,
                 logger: Logger = Logger(label: "gantry.images")) throws {
-        try root.create()
-        self.root = root
         self.registry = try registry ?? RegistryClient(logger: logger)
-        content = try ContentStore(root: root.path)
-        try Self.refuseEmptiedDatabase(root, content: content)
-        database = try MetadataDatabase(path: root.database)
-        lock = StoreLock(path: root.lockFile)
+        (self.root, content, database, lock) = try Self.open(root)
         self.layerExpansionLimit = layerExpansionLimit
         self.logger = logger
+    }
+    #else
+    /// Opens (creating if needed) the image store in `root`.
+    ///
+    /// - Parameters:
+    ///   - root: The state root.
+    ///   - layerExpansionLimit: How far a layer may expand when it is
+    ///     unpacked (a bound against decompression bombs).
+    ///   - logger: Where the store logs.
+    public init(root: StateRoot = .default, layerExpansionLimit: LayerExpansionLimit = .default,
+                logger: Logger = Logger(label: "gantry.images")) throws {
+        (self.root, content, database, lock) = try Self.open(root)
+        self.layerExpansionLimit = layerExpansionLimit
+        self.logger = logger
+    }
+    #endif
+
+    /// Creates the root if needed and opens its blobs, database and lock.
+    private static func open(_ root: StateRoot) throws -> (StateRoot, ContentStore, MetadataDatabase, StoreLock) {
+        try root.create()
+        let content = try ContentStore(root: root.path)
+        try refuseEmptiedDatabase(root, content: content)
+        return (root, content, try MetadataDatabase(path: root.database), StoreLock(path: root.lockFile))
     }
 
     /// Refuses to open a metadata database that was emptied (truncated to

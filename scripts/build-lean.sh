@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Builds the Gantry product as an embedder that turns the default traits
+# off (no registry client: no HTTP, SwiftNIO or TLS) does, so that the code
+# kept out by them keeps compiling. Its own build folder: other flags.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+swift build --disable-default-traits --target Gantry --scratch-path .build-lean
