@@ -59,14 +59,7 @@ config["process"]["terminal"] = False
 json.dump(config, open(path, "w"), indent=1)
 PY
 
-if [ -n "${GANTRY_BENCH_BIN:-}" ]; then
-    # Binaries built elsewhere (another commit, for a before/after).
-    bench="$GANTRY_BENCH_BIN/gantry-bench"
-else
-    echo "== building gantry-bench (release)"
-    swift build -c release --product gantry-bench >/dev/null
-    bench="$(swift build -c release --show-bin-path)/gantry-bench"
-fi
+source Benchmarks/lib/bench-binary.sh
 
 peer() {
     if grep -q ' /sys/fs/cgroup/unified ' /proc/self/mountinfo; then

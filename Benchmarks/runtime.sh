@@ -72,14 +72,7 @@ config["process"]["args"] = ["/bin/sleep", "60"]
 json.dump(config, open(sys.argv[2], "w"), indent=1)
 PY
 
-if [ -n "${GANTRY_BENCH_BIN:-}" ]; then
-    # Binaries built elsewhere (another commit, for a before/after).
-    bench="$GANTRY_BENCH_BIN/gantry-bench"
-else
-    echo "== building gantry-bench (release)"
-    swift build -c release --product gantry-bench >/dev/null
-    bench="$(swift build -c release --show-bin-path)/gantry-bench"
-fi
+source Benchmarks/lib/bench-binary.sh
 
 # Runs a command where crun and runc see only the v1 controllers.
 peer() {
