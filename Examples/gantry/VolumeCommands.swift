@@ -4,30 +4,23 @@ import Gantry
 
 /// Docker's `-v`: `/host:/container[:OPTIONS]` binds a host path,
 /// `NAME:/container[:OPTIONS]` mounts a named volume; OPTIONS is a comma
-/// list of `ro`, `rw` and a propagation (`rprivate`, `rslave`, …).
+/// list of `ro`, `rw` and a propagation (`rprivate`, `rslave`, …), read as
+/// compose files' short syntax is.
 func parseVolumeOption(_ item: String) throws -> ContainerSpec.Mount {
-    let parts = item.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
-    guard (2 ... 3).contains(parts.count), !parts[0].isEmpty, parts[1].hasPrefix("/") else {
-        throw ValidationError("-v \(item) is not /host:/container[:ro] or VOLUME:/container[:ro]")
+    let syntax: ContainerSpec.VolumeSyntax
+    do {
+        syntax = try ContainerSpec.VolumeSyntax(parsing: item)
+    } catch let error as RuntimeError {
+        throw ValidationError("-v \(item): \(error.message)")
     }
-    var readOnly = false
-    var propagation: ContainerSpec.MountPropagation?
-    for option in parts.count == 3 ? parts[2].split(separator: ",").map(String.init) : [] {
-        switch option {
-        case "ro": readOnly = true
-        case "rw": readOnly = false
-        default:
-            guard let value = ContainerSpec.MountPropagation(rawValue: option) else {
-                throw ValidationError("-v \(item): unknown option \(option) (ro, rw, private, rprivate, slave, rslave)")
-            }
-            propagation = value
-        }
+    for option in syntax.ignoredOptions {
+        FileHandle.standardError.write(Data("gantry: -v \(item): the option \(option) is ignored\n".utf8))
     }
-    if parts[0].hasPrefix("/") {
-        return .bind(source: parts[0], target: parts[1], readOnly: readOnly, propagation: propagation)
+    if syntax.source.hasPrefix("/") {
+        return .bind(source: syntax.source, target: syntax.target, readOnly: syntax.readOnly, propagation: syntax.propagation)
     }
-    guard propagation == nil else { throw ValidationError("-v \(item): a volume takes no propagation option") }
-    return .volume(name: parts[0], target: parts[1], readOnly: readOnly)
+    guard !syntax.isHostPath else { throw ValidationError("-v \(item): a host path must be absolute") }
+    return .volume(name: syntax.source, target: syntax.target, readOnly: syntax.readOnly)
 }
 
 /// Docker's `--mount type=bind|volume|tmpfs,source=…,target=…[,readonly]

@@ -19,36 +19,21 @@ extension ServiceReader {
     /// `NAME:/path[:ro]`, `./dir:/path`, `/dir:/path[:ro,rslave]`, `~/dir:/path`.
     private func shortVolume(_ item: ComposeValue) throws -> ContainerSpec.Mount {
         let text = try item.string()
-        let parts = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
-        guard parts.count <= 3, !parts.contains(where: \.isEmpty) else { throw item.error("is not SOURCE:TARGET[:OPTIONS]") }
-        guard parts.count > 1 else {
-            throw item.error("anonymous volumes are not supported; name the volume (NAME:\(text)) and declare it under the top-level volumes:")
+        let syntax: ContainerSpec.VolumeSyntax
+        do {
+            syntax = try ContainerSpec.VolumeSyntax(parsing: text)
+        } catch let error as RuntimeError {
+            throw item.error(error.message + (text.contains(":") ? "" : " and declare it under the top-level volumes:"))
         }
-        let source = parts[0]
-        let target = parts[1]
-        guard target.hasPrefix("/") else { throw item.error("the target \(target) must be an absolute path") }
-        var readOnly = false
-        var propagation: ContainerSpec.MountPropagation?
-        for option in parts.count == 3 ? parts[2].split(separator: ",").map(String.init) : [] {
-            switch option {
-            case "ro": readOnly = true
-            case "rw": readOnly = false
-            case "z", "Z": item.warn("the SELinux option \(option) is ignored")
-            case "nocopy": item.warn("nocopy is ignored; a new volume is filled from the image")
-            case "cached", "delegated", "consistent": break
-            case "shared", "rshared": throw item.error("shared propagation is not offered: nothing a container mounts reaches the host")
-            default:
-                guard let parsed = ContainerSpec.MountPropagation(rawValue: option) else {
-                    throw item.error("unknown option \(option); use ro, rw, or a propagation such as rslave")
-                }
-                propagation = parsed
-            }
+        for option in syntax.ignoredOptions {
+            item.warn(option == "z" || option == "Z" ? "the SELinux option \(option) is ignored"
+                : option == "nocopy" ? "nocopy is ignored; a new volume is filled from the image" : "\(option) is ignored")
         }
-        if source.hasPrefix("/") || source.hasPrefix(".") || source.hasPrefix("~") {
-            return .bind(source: try hostPath(source, at: item), target: target, readOnly: readOnly, propagation: propagation)
+        if syntax.isHostPath {
+            return .bind(source: try hostPath(syntax.source, at: item), target: syntax.target, readOnly: syntax.readOnly,
+                         propagation: syntax.propagation)
         }
-        if propagation != nil { throw item.error("propagation applies to bind mounts, not to the volume \(source)") }
-        return .volume(name: try volumeName(source, at: item), target: target, readOnly: readOnly)
+        return .volume(name: try volumeName(syntax.source, at: item), target: syntax.target, readOnly: syntax.readOnly)
     }
 
     /// `{type: bind|volume|tmpfs, source, target, read_only, bind: {propagation}, tmpfs: {size, mode}}`.

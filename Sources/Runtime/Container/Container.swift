@@ -81,10 +81,11 @@ public final class Container: Sendable {
 
     private func performStart() async throws {
         let record = try state.withLock { state -> ContainerRecord in
+            guard state.record.status == .created else { throw invalid("start", state.record.status) }
             guard state.lifecycle.isOwned else {
                 throw RuntimeError(.invalidState, "container \(name) was created by another process (pid \(state.record.ownerPid ?? 0)), which starts it")
             }
-            guard state.record.status == .created, state.lifecycle.beginStart() else { throw invalid("start", state.record.status) }
+            guard state.lifecycle.beginStart() else { throw invalid("start", .running) }
             state.record.status = .running
             return state.record
         }
