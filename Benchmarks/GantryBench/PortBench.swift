@@ -18,51 +18,56 @@ extension GantryBench {
         func run() async throws {
             let (samples, removals) = try await options.withRuntime { runtime in
                 let made = (try? runtime.networks.network(network)) == nil
-                if made { try runtime.networks.create(network) }
-                defer { if made { try? runtime.networks.remove(network) } }
-                let spec = ContainerSpec(image: "busybox:bench", command: ["/bin/httpd", "-f", "-p", "80"])
-                    .network(.bridge(network))
-                    .publishing(PublishedPort(containerPort: 80))
-                var samples: [Double] = []
-                var removals: [Double] = []
-                var phases = [Double](repeating: 0, count: 3)
-                var attempts = 0
-                let clock = ContinuousClock()
-                for index in 0 ..< (warmup + runs) {
-                    let start = clock.now
-                    let container = try await runtime.create(spec)
-                    let created = clock.now
-                    let started: ContinuousClock.Instant
-                    let reached: ContinuousClock.Instant
-                    let tries: Int
-                    do {
-                        try await container.start()
-                        started = clock.now
-                        guard let port = try container.record.network?.ports.first?.hostPort else {
-                            throw ValidationError("the container has no published port")
+                if made { try await runtime.networks.create(network) }
+                do {
+                    let spec = ContainerSpec(image: "busybox:bench", command: ["/bin/httpd", "-f", "-p", "80"])
+                        .network(.bridge(network))
+                        .publishing(PublishedPort(containerPort: 80))
+                    var samples: [Double] = []
+                    var removals: [Double] = []
+                    var phases = [Double](repeating: 0, count: 3)
+                    var attempts = 0
+                    let clock = ContinuousClock()
+                    for index in 0 ..< (warmup + runs) {
+                        let start = clock.now
+                        let container = try await runtime.create(spec)
+                        let created = clock.now
+                        let started: ContinuousClock.Instant
+                        let reached: ContinuousClock.Instant
+                        let tries: Int
+                        do {
+                            try await container.start()
+                            started = clock.now
+                            guard let port = try container.record.network?.ports.first?.hostPort else {
+                                throw ValidationError("the container has no published port")
+                            }
+                            if index == 0, let address = try container.record.network?.address {
+                                print("container address \(address), published on 127.0.0.1:\(port)")
+                            }
+                            tries = try awaitHTTP(port: port, deadline: clock.now + .seconds(timeout))
+                            reached = clock.now
+                        } catch {
+                            try? await container.remove(force: true)
+                            throw error
                         }
-                        if index == 0, let address = try container.record.network?.address {
-                            print("container address \(address), published on 127.0.0.1:\(port)")
+                        try await container.remove(force: true)
+                        if index >= warmup {
+                            samples.append(milliseconds(reached - start))
+                            removals.append(milliseconds(clock.now - reached))
+                            phases[0] += milliseconds(created - start) / Double(runs)
+                            phases[1] += milliseconds(started - created) / Double(runs)
+                            phases[2] += milliseconds(reached - started) / Double(runs)
+                            attempts += tries
                         }
-                        tries = try awaitHTTP(port: port, deadline: clock.now + .seconds(timeout))
-                        reached = clock.now
-                    } catch {
-                        try? await container.remove(force: true)
-                        throw error
                     }
-                    try await container.remove(force: true)
-                    if index >= warmup {
-                        samples.append(milliseconds(reached - start))
-                        removals.append(milliseconds(clock.now - reached))
-                        phases[0] += milliseconds(created - start) / Double(runs)
-                        phases[1] += milliseconds(started - created) / Double(runs)
-                        phases[2] += milliseconds(reached - started) / Double(runs)
-                        attempts += tries
-                    }
+                    print(String(format: "phases (mean): create %.3f ms, start %.3f ms, then until a GET answers %.3f ms; %.1f connection attempts per run",
+                                 phases[0], phases[1], phases[2], Double(attempts) / Double(runs)))
+                    if made { try await runtime.networks.remove(network) }
+                    return (samples.sorted(), removals.sorted())
+                } catch {
+                    if made { try? await runtime.networks.remove(network) }
+                    throw error
                 }
-                print(String(format: "phases (mean): create %.3f ms, start %.3f ms, then until a GET answers %.3f ms; %.1f connection attempts per run",
-                             phases[0], phases[1], phases[2], Double(attempts) / Double(runs)))
-                return (samples.sorted(), removals.sorted())
             }
             print("runs: \(samples.count)")
             print(String(format: "mean: %.3f ms", samples.reduce(0, +) / Double(samples.count)))

@@ -41,7 +41,7 @@ struct Demo: AsyncParsableCommand {
         print("image demo/web:1 made from \(busybox) in \(elapsed(since: step))")
 
         let runtime = try gantry.containers
-        let network = try runtime.networks.create("demo-\(getpid())")
+        let network = try await runtime.networks.create("demo-\(getpid())")
         guard let hostPort = port ?? Self.freePort() else { throw ValidationError("no free TCP port on 127.0.0.1") }
         do {
             try await Self.heal(runtime: runtime, network: network.name, hostPort: hostPort, clock: clock)
@@ -118,7 +118,7 @@ struct Demo: AsyncParsableCommand {
         for record in try runtime.list() {
             try await runtime.container(record.id).remove(force: true)
         }
-        try runtime.networks.remove(network)
+        try await runtime.networks.remove(network)
     }
 
     /// A root file system holding busybox, the applets the demo runs, and

@@ -113,7 +113,7 @@ struct NetworkCommand: AsyncParsableCommand {
                 if force, networks.damaged().contains(where: { $0.name == name }) {
                     try networks.removeDamaged(name)
                 } else {
-                    try networks.remove(name)
+                    try await networks.remove(name)
                 }
                 print(name)
             }

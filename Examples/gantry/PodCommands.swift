@@ -96,7 +96,7 @@ struct PodCommand: AsyncParsableCommand {
                 if force {
                     for member in try runtime.pods.containers(in: name) { try await runtime.container(member).remove(force: true) }
                 }
-                try runtime.pods.remove(name)
+                try await runtime.pods.remove(name)
                 print(name)
             }
         }

@@ -51,7 +51,7 @@ struct Up: AsyncParsableCommand {
             options: Reconciler.Options(project: project.name, onShutdown: leaveRunning ? .leaveRunning : .stopReplicas,
                                         autoscaleInterval: interval, metricSource: CgroupMetricSource(runtime: runtime)),
             logger: global.logger)
-        let report = try reconciler.apply(project)
+        let report = try await reconciler.apply(project)
         for network in report.createdNetworks { say("network \(network) created") }
         for volume in report.createdVolumes { say("volume \(volume) created") }
         var services: [any Service] = [reconciler, ContainerMetrics(runtime: runtime, interval: .seconds(2), logger: global.logger)]

@@ -153,7 +153,7 @@ struct VolumeCommand: AsyncParsableCommand {
                 if force, runtime.volumes.damaged().contains(where: { $0.name == name }) {
                     try runtime.volumes.removeDamaged(name)
                 } else {
-                    try runtime.volumes.remove(name)
+                    try await runtime.volumes.remove(name)
                 }
                 print(name)
             }

@@ -9,7 +9,7 @@ import Yams
 /// ```swift
 /// let project = try ComposeProject.load(path: "compose.yaml")
 /// for warning in project.warnings { print("warning:", warning) }
-/// try reconciler.apply(project)
+/// try await reconciler.apply(project)
 /// ```
 ///
 /// What Gantry cannot honour is an error naming the file, the service and

@@ -30,7 +30,7 @@ extension Reconciler {
     /// - Throws: `ReconcilerError` naming what is wrong, or a runtime error
     ///   when a network or volume cannot be made.
     @discardableResult
-    public func apply(_ project: ComposeProject) throws -> ProjectReport {
+    public func apply(_ project: ComposeProject) async throws -> ProjectReport {
         guard project.name == options.project else {
             throw ReconcilerError(.invalidSpec, "compose project \(project.name) is not this reconciler's project (\(options.project))")
         }
@@ -54,7 +54,7 @@ extension Reconciler {
             }
             var labels = network.labels
             labels[projectLabel] = project.name
-            _ = try runtime.networks.create(network.name, subnet: subnet, internal: network.internal, labels: labels)
+            _ = try await runtime.networks.create(network.name, subnet: subnet, internal: network.internal, labels: labels)
             report.createdNetworks.append(network.name)
         }
         let existingVolumes = Set(try runtime.volumes.list().map(\.name))
@@ -68,7 +68,7 @@ extension Reconciler {
             guard !existingVolumes.contains(volume.name) else { continue }
             var labels = volume.labels
             labels[projectLabel] = project.name
-            _ = try runtime.volumes.create(volume.name, labels: labels)
+            _ = try await runtime.volumes.create(volume.name, labels: labels)
             report.createdVolumes.append(volume.name)
         }
         let wanted = Set(project.services.map(\.name))
@@ -143,11 +143,11 @@ extension Reconciler {
             try await group.waitForAll()
         }
         for network in try runtime.networks.list() where network.labels[projectLabel] == project {
-            try runtime.networks.remove(network.name)
+            try await runtime.networks.remove(network.name)
         }
         if removingVolumes {
             for volume in try runtime.volumes.list() where volume.labels[projectLabel] == project {
-                try runtime.volumes.remove(volume.name)
+                try await runtime.volumes.remove(volume.name)
             }
         }
     }

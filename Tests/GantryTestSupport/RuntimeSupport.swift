@@ -18,7 +18,7 @@ public func withBusyboxRuntime<T>(_ label: String, applets: [String] = [], _ bod
             let left = try runtime.list()
             #expect(left.isEmpty, "containers left: \(left.map(\.name))")
             for record in left { try await runtime.container(record.id).remove(force: true) }
-            for network in try runtime.networks.list() { try runtime.networks.remove(network.name) }
+            for network in try runtime.networks.list() { try await runtime.networks.remove(network.name) }
             try runtime.cgroups.remove(parent)
         }
         do {

@@ -37,7 +37,7 @@ func readme() async throws {
     try await worker.remove()
 
     // Networks, ports, volumes and pods.
-    try runtime.networks.create("backend")
+    try await runtime.networks.create("backend")
     let web = try await runtime.create(
         ContainerSpec(image: "tools:1", command: ["httpd", "-f", "-p", "80"])
             .named("web")
@@ -46,7 +46,7 @@ func readme() async throws {
             .mounting(.volume(name: "site", target: "/www")))
     try await web.start()
     print(try web.record.network!.address, try web.record.network!.ports)
-    try runtime.pods.create(PodSpec(name: "duo", network: .bridge("backend")))
+    try await runtime.pods.create(PodSpec(name: "duo", network: .bridge("backend")))
     let member = try await runtime.create(ContainerSpec(image: "tools:1", command: ["sleep", "60"]).inPod("duo"))
 
     // One call: input in; output, errors and exit out.
@@ -121,7 +121,7 @@ func gettingStarted() async throws {
 
 func networkingGuide(gantry: Gantry) async throws {
     let runtime = try gantry.containers
-    try runtime.networks.create("backend", subnet: IPv4Subnet("10.90.0.0/24"))
+    try await runtime.networks.create("backend", subnet: IPv4Subnet("10.90.0.0/24"))
     let db = try await runtime.create(
         ContainerSpec(image: "tools:1", command: ["httpd", "-f", "-p", "80"])
             .named("db")
@@ -129,8 +129,8 @@ func networkingGuide(gantry: Gantry) async throws {
     try await db.start()
     print(try db.record.network!.address)     // 10.90.0.2
 
-    try runtime.pods.create(PodSpec(name: "web", network: .bridge(Networks.defaultName),
-                                    publishing: [PublishedPort(hostPort: 8080, containerPort: 80)]))
+    try await runtime.pods.create(PodSpec(name: "web", network: .bridge(Networks.defaultName),
+                                          publishing: [PublishedPort(hostPort: 8080, containerPort: 80)]))
     let server = try await runtime.create(ContainerSpec(image: "tools:1", command: ["httpd", "-f", "-p", "80"]).inPod("web"))
     let sidecar = try await runtime.create(ContainerSpec(image: "tools:1", command: ["wget", "-qO-", "http://127.0.0.1/"]).inPod("web"))
     _ = (server, sidecar)

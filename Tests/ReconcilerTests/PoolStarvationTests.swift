@@ -52,7 +52,7 @@ private final class PoolHogs: Sendable {
 @Suite(.requiresRoot, .serialized) struct PoolStarvationTests {
     @Test func exitsTimeoutsAndNamesKeepTimeWhileEveryCooperativeThreadIsBlocked() async throws {
         try await withBusyboxRuntime("starve", applets: ["nslookup"]) { runtime, _ in
-            try runtime.networks.create("starve")
+            try await runtime.networks.create("starve")
             let db = try await runtime.create(ContainerSpec(image: "busybox:test", command: ["sleep", "600"]).named("db")
                 .network(.bridge("starve")))
             try await db.start()
@@ -91,7 +91,7 @@ private final class PoolHogs: Sendable {
             #expect(try await limited.wait().reason == .timedOut)
             #expect(try await short.wait().code == 0)
             for container in [db, client, short, limited] { try await container.remove(force: true) }
-            try runtime.networks.remove("starve")
+            try await runtime.networks.remove("starve")
         }
     }
 

@@ -12,7 +12,7 @@ import Testing
     @Test func aDamagedVolumeRecordIsReportedAndRebuiltWithItsData() async throws {
         try await withRuntime("damaged-volume") { runtime, _ in
             let volumes = runtime.volumes
-            let record = try volumes.create("kept", labels: ["team": "a"])
+            let record = try await volumes.create("kept", labels: ["team": "a"])
             try Data("precious\n".utf8).write(to: URL(fileURLWithPath: record.mountpoint + "/file"))
             let file = volumes.directory + "/kept/volume.json"
             try Data("{\"name\":\"ke".utf8).write(to: URL(fileURLWithPath: file))
@@ -52,7 +52,7 @@ import Testing
     @Test func aDamagedNetworkRecordIsRebuiltFromItsBridge() async throws {
         try await withRuntime("damaged-network") { runtime, _ in
             let networks = runtime.networks
-            let record = try networks.create("mended", internal: true, labels: ["a": "b"])
+            let record = try await networks.create("mended", internal: true, labels: ["a": "b"])
             let file = networks.directory + "/mended/network.json"
             _ = truncate(file, 0)
 
@@ -102,7 +102,7 @@ import Testing
     @Test func aDamagedLeaseKeepsItsAddressAndIsRebuiltFromItsContainer() async throws {
         try await withRuntime("damaged-lease") { runtime, _ in
             let networks = runtime.networks
-            let record = try networks.create("leased")
+            let record = try await networks.create("leased")
             let first = try await runtime.create(shell("exec sleep 600").network(.bridge("leased")))
             try await first.start()
             let address = try #require(try first.record.network?.address)

@@ -143,7 +143,7 @@ import Glibc
             #expect(lines.first?.hasPrefix("/data ") == true, "\(output)")
             let (_, kept) = try await runCollecting(runtime, shell("cat /data/file").mounting(.volume(name: "ordered", target: "/data")))
             #expect(kept == "kept\n")
-            try runtime.volumes.remove("ordered")
+            try await runtime.volumes.remove("ordered")
         }
     }
 

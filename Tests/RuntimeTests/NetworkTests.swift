@@ -14,8 +14,8 @@ import Glibc
 
     @Test func containersOnANetworkReachEachOtherByNameAndNoOtherNetworkReachesThem() async throws {
         try await withRuntime("net-names") { runtime, _ in
-            try runtime.networks.create("front")
-            try runtime.networks.create("back")
+            try await runtime.networks.create("front")
+            try await runtime.networks.create("back")
             let web = try await runtime.create(shell(Self.server).named("web").network(.bridge("front"), aliases: ["www"]))
             try await web.start()
             let address = try #require(try web.record.network?.address)
@@ -44,7 +44,7 @@ import Glibc
             #expect(direct.code == 0 && page == "hello\n")
             let (blocked, _) = try await runCollecting(runtime, fetch.network(.bridge("back")))
             #expect(blocked.code != 0)
-            try runtime.networks.create("sealed", internal: true)
+            try await runtime.networks.create("sealed", internal: true)
             let (sealed, routes) = try await runCollecting(runtime, shell("ip route").network(.bridge("sealed")))
             #expect(sealed.code == 0)
             #expect(!routes.contains("default"), "an internal network has no route out: \(routes)")
@@ -60,7 +60,7 @@ import Glibc
         let upstream = try FakeNameServer(answer: IPv4Address("192.0.2.7")!)
         defer { upstream.stop() }
         try await withRuntime("net-dns", nameservers: ["127.0.0.1:\(upstream.port)"]) { runtime, _ in
-            let network = try runtime.networks.create("names")
+            let network = try await runtime.networks.create("names")
             let web = try await runtime.create(shell("sleep 600").named("db").network(.bridge("names"), aliases: ["database"]))
             try await web.start()
             let address = try #require(try web.record.network?.address)
@@ -79,7 +79,7 @@ import Glibc
             #expect(!upstream.queries.contains { $0.hasPrefix("db") }, "members are answered without asking upstream")
 
             // An internal network's names stay inside: nothing is forwarded.
-            try runtime.networks.create("vault", internal: true)
+            try await runtime.networks.create("vault", internal: true)
             let (sealed, refused) = try await runCollecting(runtime, shell("nslookup secret.test").network(.bridge("vault")))
             #expect(sealed.code != 0, "\(refused)")
             #expect(!upstream.queries.contains { $0.hasPrefix("secret") }, "an internal network's query left it")
@@ -126,7 +126,7 @@ import Glibc
 
     @Test func podMembersShareLocalhostTheirHostNameAndThePodsPublishedPort() async throws {
         try await withRuntime("net-pod") { runtime, dir in
-            let pod = try runtime.pods.create(PodSpec(name: "svc", network: .bridge(Networks.defaultName), publishing: [PublishedPort(containerPort: 80)]))
+            let pod = try await runtime.pods.create(PodSpec(name: "svc", network: .bridge(Networks.defaultName), publishing: [PublishedPort(containerPort: 80)]))
             let port = try #require(pod.network?.ports.first?.hostPort)
             let web = try await runtime.create(shell(Self.server).inPod("svc"))
             try await web.start()
@@ -149,7 +149,7 @@ import Glibc
                 try await runtime.create(shell("true").inPod("svc").publishing(PublishedPort(containerPort: 81)))
             }
             try await web.remove(force: true)
-            try runtime.pods.remove("svc")
+            try await runtime.pods.remove("svc")
             try expectNothingLeft(runtime, containers: [pod.id])
             #expect(try runtime.pods.list().isEmpty)
             #expect(mounts(under: dir).isEmpty)
@@ -158,11 +158,11 @@ import Glibc
 
     @Test func aPodWithoutANetworkHasOnlyLoopback() async throws {
         try await withRuntime("net-pod-none") { runtime, _ in
-            try runtime.pods.create(PodSpec(name: "sealed", sharesIPC: false, sharesUTS: false))
+            try await runtime.pods.create(PodSpec(name: "sealed", sharesIPC: false, sharesUTS: false))
             let (exit, output) = try await runCollecting(runtime, shell("ip -o link | cut -d: -f2; ip -o addr show lo | grep -c 127.0.0.1").inPod("sealed"))
             #expect(exit.code == 0)
             #expect(output.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) } == ["lo", "1"], "\(output)")
-            try runtime.pods.remove("sealed")
+            try await runtime.pods.remove("sealed")
         }
     }
 
@@ -203,7 +203,7 @@ import Glibc
 
     @Test func aNetworkNeedsAFreeSubnetAndAValidName() async throws {
         try await withRuntime("net-errors") { runtime, _ in
-            let first = try runtime.networks.create("one", subnet: IPv4Subnet("10.201.0.0/24"))
+            let first = try await runtime.networks.create("one", subnet: IPv4Subnet("10.201.0.0/24"))
             #expect(first.gateway == IPv4Address("10.201.0.1"))
             #expect(throws: RuntimeError.self) { try runtime.networks.create("two", subnet: IPv4Subnet("10.201.0.128/25")) }
             #expect(throws: RuntimeError.self) { try runtime.networks.create("one") }

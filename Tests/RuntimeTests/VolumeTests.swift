@@ -44,10 +44,10 @@ import Glibc
             let holder = try await runtime.create(shell("true").named("holder").mounting(.volume(name: "config", target: "/data")))
             #expect(try runtime.volumes.containers(using: "config") == ["holder"])
             #expect(throws: RuntimeError.self) { try runtime.volumes.remove("config") }
-            try runtime.volumes.create("spare")
-            #expect(try runtime.volumes.prune() == ["spare"])
+            try await runtime.volumes.create("spare")
+            await #expect(try runtime.volumes.prune() == ["spare"])
             try await holder.remove()
-            try runtime.volumes.remove("config")
+            try await runtime.volumes.remove("config")
             #expect(!FileManager.default.fileExists(atPath: record.mountpoint))
             #expect(try runtime.volumes.list().isEmpty)
         }
@@ -69,7 +69,7 @@ import Glibc
             #expect(first.st_ino == second.st_ino && first.st_nlink == 2, "a hard link was copied as a second file")
             #expect(first.st_size == 1 << 20)
             try await container.remove()
-            try runtime.volumes.remove("linked")
+            try await runtime.volumes.remove("linked")
             _ = try await runtime.images.remove("linked:test")
         }
     }

@@ -16,6 +16,10 @@ import Glibc
 /// `gt-<network ID>`, and per container the host end of its veth pair
 /// `gv-<container ID>`. A lease is written before the devices it stands
 /// for, so that whatever a crash leaves can be found and removed.
+///
+/// Creating and removing wait for locks that other processes may hold and
+/// talk to the kernel, so they are `async`: the work runs on Gantry's
+/// threads for blocking work, never on Swift's cooperative pool.
 public final class Networks: Sendable {
     /// The name of the network created on first use when none is named.
     public static let defaultName = "gantry"
@@ -48,7 +52,13 @@ public final class Networks: Sendable {
     /// - Throws: ``RuntimeError`` with code `invalidSpec` for a taken name
     ///   or an unusable subnet, `network` when the bridge cannot be made.
     @discardableResult
-    public func create(_ name: String, subnet: IPv4Subnet? = nil, internal: Bool = false, labels: [String: String] = [:]) throws -> NetworkRecord {
+    public func create(_ name: String, subnet: IPv4Subnet? = nil, internal: Bool = false, labels: [String: String] = [:]) async throws -> NetworkRecord {
+        try await offload { [self] _ in try create(name, subnet: subnet, internal: `internal`, labels: labels) }
+    }
+
+    /// Creates a network, on the calling thread.
+    @discardableResult
+    func create(_ name: String, subnet: IPv4Subnet? = nil, internal: Bool = false, labels: [String: String] = [:]) throws -> NetworkRecord {
         try ContainerRuntime.validate(name: name, kind: "network")
         return try Self.withHostLock {
             let existing = try list()
@@ -122,7 +132,12 @@ public final class Networks: Sendable {
     }
 
     /// The default network, created on first use.
-    public func defaultNetwork() throws -> NetworkRecord {
+    public func defaultNetwork() async throws -> NetworkRecord {
+        try await offload { [self] _ in try defaultNetwork() }
+    }
+
+    /// The default network, created on first use, on the calling thread.
+    func defaultNetwork() throws -> NetworkRecord {
         if let record = try? network(Self.defaultName) { return record }
         do {
             return try create(Self.defaultName)
@@ -141,7 +156,12 @@ public final class Networks: Sendable {
     /// Removes a network and its bridge.
     ///
     /// - Throws: ``RuntimeError`` with code `invalidState` while containers use it.
-    public func remove(_ name: String) throws {
+    public func remove(_ name: String) async throws {
+        try await offload { [self] _ in try remove(name) }
+    }
+
+    /// Removes a network and its bridge, on the calling thread.
+    func remove(_ name: String) throws {
         let record = try network(name)
         try withLock(name) {
             let users = leases(name)

@@ -64,6 +64,10 @@ public struct PodRecord: Hashable, Sendable, Codable {
 /// file bind-mounted in `pods/<name>/` (`netns`, `ipcns`, `utsns`), which
 /// keeps the namespace alive until the pod is removed. Members are
 /// started in them.
+///
+/// Creating and removing wait for locks that other processes may hold and
+/// talk to the kernel, so they are `async`: the work runs on Gantry's
+/// threads for blocking work, never on Swift's cooperative pool.
 public final class Pods: Sendable {
     let directory: String
     let networks: Networks
@@ -85,7 +89,13 @@ public final class Pods: Sendable {
     /// - Throws: ``RuntimeError`` with code `invalidSpec` for a taken or
     ///   invalid name or network, `network` when its devices cannot be made.
     @discardableResult
-    public func create(_ spec: PodSpec) throws -> PodRecord {
+    public func create(_ spec: PodSpec) async throws -> PodRecord {
+        try await offload { [self] _ in try create(spec) }
+    }
+
+    /// Creates a pod, on the calling thread.
+    @discardableResult
+    func create(_ spec: PodSpec) throws -> PodRecord {
         try ContainerRuntime.validate(name: spec.name, kind: "pod")
         if let hostname = spec.hostname { try ContainerRuntime.validate(name: hostname, kind: "host") }
         let path = directory + "/" + spec.name
@@ -149,7 +159,12 @@ public final class Pods: Sendable {
     ///
     /// - Throws: ``RuntimeError`` with code `notFound`, or `invalidState`
     ///   while it has containers.
-    public func remove(_ name: String) throws {
+    public func remove(_ name: String) async throws {
+        try await offload { [self] _ in try remove(name) }
+    }
+
+    /// Removes a pod that has no containers, on the calling thread.
+    func remove(_ name: String) throws {
         let record = try pod(name)
         let inside = try containers(in: name)
         guard inside.isEmpty else {

@@ -24,6 +24,10 @@ public struct VolumeRecord: Hashable, Sendable, Codable {
 /// `volumes/<name>/volume.json` and the data in `volumes/<name>/_data`.
 /// A volume is created on first use by a container, or explicitly; it is
 /// removed only when no container (running or stopped) mounts it.
+///
+/// Removing deletes whole trees, so creating and removing are `async`:
+/// the work runs on Gantry's threads for blocking work, never on Swift's
+/// cooperative pool.
 public final class Volumes: Sendable {
     let directory: String
     let logger: Logger
@@ -44,7 +48,13 @@ public final class Volumes: Sendable {
     ///   - labels: free-form labels.
     /// - Throws: ``RuntimeError`` with code `invalidSpec` for a taken or invalid name.
     @discardableResult
-    public func create(_ name: String? = nil, labels: [String: String] = [:]) throws -> VolumeRecord {
+    public func create(_ name: String? = nil, labels: [String: String] = [:]) async throws -> VolumeRecord {
+        try await offload { [self] _ in try create(name, labels: labels) }
+    }
+
+    /// Creates a volume, on the calling thread.
+    @discardableResult
+    func create(_ name: String? = nil, labels: [String: String] = [:]) throws -> VolumeRecord {
         let name = name ?? ContainerRuntime.newID()
         try ContainerRuntime.validate(name: name, kind: "volume")
         let path = directory + "/" + name
@@ -92,7 +102,12 @@ public final class Volumes: Sendable {
     ///
     /// - Throws: ``RuntimeError`` with code `notFound`, or `invalidState`
     ///   while a container mounts it.
-    public func remove(_ name: String) throws {
+    public func remove(_ name: String) async throws {
+        try await offload { [self] _ in try remove(name) }
+    }
+
+    /// Removes a volume and its data, on the calling thread.
+    func remove(_ name: String) throws {
         _ = try volume(name)
         let using = try containers(using: name)
         guard using.isEmpty else {
@@ -103,7 +118,13 @@ public final class Volumes: Sendable {
 
     /// Removes every volume no container mounts; returns their names.
     @discardableResult
-    public func prune() throws -> [String] {
+    public func prune() async throws -> [String] {
+        try await offload { [self] _ in try prune() }
+    }
+
+    /// Removes every volume no container mounts, on the calling thread.
+    @discardableResult
+    func prune() throws -> [String] {
         try list().compactMap { record in
             guard try containers(using: record.name).isEmpty else { return nil }
             try Sys.removeTree(directory + "/" + record.name)
@@ -127,7 +148,7 @@ public final class Volumes: Sendable {
                 _ = try volume(name)
             } catch let error as RuntimeError where error.code == .notFound {
                 do {
-                    try create(name)
+                    try await create(name)
                 } catch let error as RuntimeError where error.code == .invalidSpec && (try? volume(name)) != nil {
                     // Another container made it meanwhile.
                 }

@@ -54,6 +54,21 @@ final class ProcessHandle: Sendable {
         descriptors.withLock { $0.pidfd >= 0 ? gantry_socket_in_netns($0.pidfd, domain, type, 0) : -2 }
     }
 
+    /// Whether it has ended (its pidfd is readable, or closed once its end
+    /// was known), reaped or not.
+    var hasEnded: Bool {
+        descriptors.withLock { descriptors in
+            guard descriptors.pidfd >= 0 else { return true }
+            var ready = pollfd(fd: descriptors.pidfd, events: Int16(POLLIN), revents: 0)
+            return poll(&ready, 1, 0) == 1
+        }
+    }
+
+    /// How long to wait for its end to be known, after its input broke: a
+    /// process that has ended is waited for until its end is recorded
+    /// (however busy the machine); one that only closed its input, briefly.
+    private var endWait: Duration { hasEnded ? .seconds(30) : .seconds(1) }
+
     /// Sets the size of its terminal (when its input is one).
     func resizeTerminal(rows: UInt16, columns: UInt16) {
         var size = winsize(ws_row: rows, ws_col: columns, ws_xpixel: 0, ws_ypixel: 0)
@@ -90,7 +105,7 @@ final class ProcessHandle: Sendable {
         let fd = duplicateInput()
         guard fd >= 0 else {
             // Its input goes with its end: say which end.
-            if let end = await ended(.milliseconds(100)) {
+            if let end = await ended(hasEnded ? .seconds(30) : .milliseconds(100)) {
                 throw RuntimeError(.invalidState, "\(what) \(end) before reading all its input")
             }
             throw RuntimeError(.invalidState, "\(what) has no open standard input")
@@ -101,7 +116,7 @@ final class ProcessHandle: Sendable {
                 try writeAll(fd, data, what: what)
             }
         } catch let error as RuntimeError where error.systemError == .brokenPipe {
-            if let end = await ended(.seconds(1)) {
+            if let end = await ended(endWait) {
                 throw RuntimeError(.invalidState, "\(what) \(end) before reading all its input", underlying: error)
             }
             throw RuntimeError(.invalidState, "\(what) closed its input before reading all of it", underlying: error)

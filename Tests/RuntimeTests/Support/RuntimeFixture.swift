@@ -29,11 +29,11 @@ func withRuntime<T>(_ label: String, probe: Bool = false, fixtures: [String] = [
                 try await runtime.container(record.id).remove(force: true)
             }
             #expect(try runtime.list().isEmpty)
-            for pod in try runtime.pods.list() { try runtime.pods.remove(pod.name) }
+            for pod in try runtime.pods.list() { try await runtime.pods.remove(pod.name) }
             // Networks are the host's bridges and rules: none may outlive the test.
             for damaged in runtime.networks.damaged() { try? runtime.networks.removeDamaged(damaged.name) }
             for network in try runtime.networks.list() {
-                try runtime.networks.remove(network.name)
+                try await runtime.networks.remove(network.name)
                 #expect(try RouteNetlink().link(network.bridge) == nil, "bridge \(network.bridge) is left")
                 #expect(!(try Firewall.listRules()).contains { $0.comment == Firewall.networkTag(network.id) })
             }
