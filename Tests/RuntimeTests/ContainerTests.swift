@@ -83,6 +83,35 @@ import Testing
         }
     }
 
+    /// A removal racing a start: one of them wins, the other says why, and
+    /// nothing is left running or half removed.
+    @Test func removingWhileStartingIsOneOrTheOther() async throws {
+        try await withRuntime("ctr-race") { runtime, _ in
+            var outcomes: Set<String> = []
+            for _ in 0 ..< 12 {
+                let container = try await runtime.create(shell("sleep 30"))
+                async let started: Error? = { do { try await container.start(); return nil } catch { return error } }()
+                async let removed: Error? = { do { try await container.remove(); return nil } catch { return error } }()
+                let (startError, removeError) = await (started, removed)
+                switch (startError, removeError) {
+                case (nil, let error?):
+                    // Started first: the removal refused, naming why.
+                    #expect((error as? RuntimeError)?.code == .invalidState, "\(error)")
+                    #expect(try container.status == .running)
+                    try await container.remove(force: true)
+                    outcomes.insert("started")
+                case (let error?, nil):
+                    #expect((error as? RuntimeError)?.code == .invalidState, "\(error)")
+                    outcomes.insert("removed")
+                default:
+                    Issue.record("start: \(String(describing: startError)), remove: \(String(describing: removeError))")
+                }
+                #expect(throws: RuntimeError.self) { try runtime.container(container.id) }
+            }
+            print("start and removal racing: \(outcomes.sorted().joined(separator: " and ")) won")
+        }
+    }
+
     @Test func holdsTheMountNamespaceUntilTheEndAndReclaimsInTheBackground() async throws {
         try await withRuntime("ctr-mntns") { runtime, _ in
             func heldNamespaces() -> Set<String> {

@@ -121,6 +121,7 @@ extension Container {
         // Its watch ends (and closes the timer) after this.
         guard let process = state.withLock({ $0.lifecycle.timerFired() }) else { return }
         _ = try? process.signal(.kill)
-        thawIfPaused()
+        // Thawing a paused one takes its record's lock: not on this thread.
+        Self.exitRecorder.submit { [self] in thawIfPaused() }
     }
 }

@@ -85,7 +85,10 @@ public final class Container: Sendable {
             guard state.lifecycle.isOwned else {
                 throw RuntimeError(.invalidState, "container \(name) was created by another process (pid \(state.record.ownerPid ?? 0)), which starts it")
             }
-            guard state.lifecycle.beginStart() else { throw invalid("start", .running) }
+            guard state.lifecycle.beginStart() else {
+                if case .removed = state.lifecycle { throw invalid("start", .removed) }
+                throw invalid("start", .running)
+            }
             state.record.status = .running
             return state.record
         }
@@ -228,8 +231,9 @@ public final class Container: Sendable {
     }
 
     /// Calls `handler` once, when the container's process has ended and
-    /// its end is recorded (at once when it had ended already). The handler
-    /// runs on the supervision thread: it must return quickly and not block.
+    /// its end is recorded (at once, on the caller's thread, when it had
+    /// ended already). The handler runs on the thread that recorded the end,
+    /// one of Gantry's few: it must return quickly.
     ///
     /// - Parameter handler: receives how the container ended.
     /// - Throws: ``RuntimeError`` with code `invalidState` when the container
@@ -297,10 +301,26 @@ public final class Container: Sendable {
             _ = try await wait()
             record = try self.record
         }
+        // A container this process created and has not started cannot be
+        // started any more; one it is starting is not removed under it.
+        let claimed = try state.withLock { state -> Bool in
+            switch state.lifecycle {
+            case .starting: throw RuntimeError(.invalidState, "cannot remove container \(name) while it is starting; remove it once start returns")
+            case .created:
+                state.lifecycle = .removed
+                return true
+            default: return false
+            }
+        }
         // Removing a cgroup waits while the kernel still counts exiting
         // processes: off Swift's cooperative pool.
         let removed = record
-        try await offload { [runtime] _ in try runtime.destroy(removed) }
+        do {
+            try await offload { [runtime] _ in try runtime.destroy(removed) }
+        } catch {
+            if claimed { state.withLock { $0.lifecycle = .created } }
+            throw error
+        }
         let exit = record.exit ?? Self.unknownEnd
         let (waiters, handlers) = state.withLock { state in
             state.record.status = .removed
@@ -334,9 +354,15 @@ public final class Container: Sendable {
         guard let pidfd = ContainerRuntime.openPidfd(pid: pid, startTime: record.pidStartTime) else {
             throw RuntimeError(.invalidState, "the process \(pid) of container \(name) is gone")
         }
-        let updated = try runtime.update(id) {
-            $0.ownerPid = runtime.owner.pid
-            $0.ownerStartTime = runtime.owner.startTime
+        let updated: ContainerRecord
+        do {
+            updated = try runtime.update(id) {
+                $0.ownerPid = runtime.owner.pid
+                $0.ownerStartTime = runtime.owner.startTime
+            }
+        } catch {
+            close(pidfd)
+            throw error
         }
         let adopted = state.withLock { state in
             state.record = updated

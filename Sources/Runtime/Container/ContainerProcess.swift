@@ -2,7 +2,9 @@
 /// main process (a ``Container``) or one started in it with
 /// ``Container/exec(_:)`` (an ``ExecProcess``).
 public protocol ContainerProcess: AnyObject, Sendable {
-    /// Its output, both streams, as it arrives, until it ends.
+    /// Its output, both streams, as it arrives, until it ends. A
+    /// container's is kept in its log and read from the first byte each
+    /// time; an exec'd process's is not kept, and is read once, by one reader.
     var output: ContainerOutput { get }
     /// Waits for it to end and returns how it ended.
     func wait() async throws -> ContainerExit

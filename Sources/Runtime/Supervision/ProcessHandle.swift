@@ -84,6 +84,11 @@ final class ProcessHandle: Sendable {
         if fd >= 0 { Glibc.close(fd) }
     }
 
+    deinit {
+        // A handle dropped without an end (a launch undone) still closes.
+        close()
+    }
+
     /// Closes what it owns, once its end is known.
     func close() {
         let (pidfd, input) = descriptors.withLock { descriptors in
