@@ -63,10 +63,7 @@ extension Container {
         let data = Array(bytes)
         let ended: @Sendable (Duration) async -> String? = { [self] limit in await exit(within: limit).map { "\($0)" } }
         guard let process = state.withLock({ $0.lifecycle.process }) else {
-            if let end = await ended(.milliseconds(100)) {
-                throw RuntimeError(.invalidState, "container \(name) \(end) before reading all its input")
-            }
-            throw RuntimeError(.invalidState, "container \(name) has no open standard input")
+            throw await ProcessHandle.noInput("container \(name)", within: .milliseconds(100), ended: ended)
         }
         try await process.send(data, what: "container \(name)", ended: ended)
     }

@@ -109,11 +109,7 @@ final class ProcessHandle: Sendable {
     func send(_ data: [UInt8], what: String, ended: @Sendable (Duration) async -> String?) async throws {
         let fd = duplicateInput()
         guard fd >= 0 else {
-            // Its input goes with its end: say which end.
-            if let end = await ended(hasEnded ? .seconds(30) : .milliseconds(100)) {
-                throw RuntimeError(.invalidState, "\(what) \(end) before reading all its input")
-            }
-            throw RuntimeError(.invalidState, "\(what) has no open standard input")
+            throw await Self.noInput(what, within: hasEnded ? .seconds(30) : .milliseconds(100), ended: ended)
         }
         do {
             try await offload { _ in
@@ -126,6 +122,15 @@ final class ProcessHandle: Sendable {
             }
             throw RuntimeError(.invalidState, "\(what) closed its input before reading all of it", underlying: error)
         }
+    }
+
+    /// The error for a send to a process with no open input: its input goes
+    /// with its end, so the error says which end when it comes within `limit`.
+    static func noInput(_ what: String, within limit: Duration, ended: @Sendable (Duration) async -> String?) async -> RuntimeError {
+        if let end = await ended(limit) {
+            return RuntimeError(.invalidState, "\(what) \(end) before reading all its input")
+        }
+        return RuntimeError(.invalidState, "\(what) has no open standard input")
     }
 
     /// Writes `data` to its input, blocking the calling thread while the
