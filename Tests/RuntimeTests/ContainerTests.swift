@@ -112,6 +112,30 @@ import Testing
         }
     }
 
+    @Test(.timeLimit(.minutes(1))) func aWaitDuringAStartThatFailsThrows() async throws {
+        try await withRuntime("ctr-failwait") { runtime, _ in
+            var duringStart = 0
+            for _ in 0 ..< 10 {
+                var spec = shell("true")
+                spec.command = ["/no/such/program"]
+                let container = try await runtime.create(spec)
+                let start = Task { try await container.start() }
+                // Waits from the moment the start is under way.
+                for _ in 0 ..< 10_000 where (try? container.status) != .running { await Task.yield() }
+                do {
+                    _ = try await container.wait()
+                    Issue.record("a wait for a container whose start fails returned")
+                } catch let error as RuntimeError {
+                    #expect(error.code == .invalidState, "\(error)")
+                    if error.underlying != nil { duringStart += 1 }
+                }
+                await #expect(throws: RuntimeError.self) { try await start.value }
+                try await container.remove()
+            }
+            print("waits begun during a failing start: \(duringStart) of 10")
+        }
+    }
+
     @Test func holdsTheMountNamespaceUntilTheEndAndReclaimsInTheBackground() async throws {
         try await withRuntime("ctr-mntns") { runtime, _ in
             func heldNamespaces() -> Set<String> {
@@ -435,6 +459,26 @@ import Testing
                 for try await chunk in onTTY.output { ttyOutput += chunk.text }
                 #expect(ttyOutput.hasPrefix("/dev/pts/") && ttyOutput.hasSuffix("\r\n"))
                 #expect(await onTTY.wait().status == .exited(0))
+            }
+        }
+    }
+
+    @Test func sayWhyAnExecdProcessEnded() async throws {
+        try await withRuntime("ctr-execend") { runtime, _ in
+            var spec = shell("echo started; sleep 600").resources(memory: 32 << 20)
+            spec.resources.memorySwap = 32 << 20
+            try await runtime.withContainer(spec) { container in
+                try await container.start()
+                try await waitForOutput(container, "started")
+                let signalled = try await container.exec(ExecSpec(["sleep", "600"]))
+                try signalled.kill(.terminate)
+                #expect(await signalled.wait() == ContainerExit(status: .signaled(.terminate), reason: .exited))
+                // tail buffers a line without end until the limit stops it.
+                let greedy = try await container.exec(ExecSpec(["tail", "/dev/zero"]))
+                #expect(await greedy.wait() == ContainerExit(status: .signaled(.kill), reason: .oomKilled))
+                let stopped = try await container.exec(ExecSpec(["sleep", "600"]))
+                _ = try await container.stop(grace: .milliseconds(100))
+                #expect(await stopped.wait() == ContainerExit(status: .signaled(.kill), reason: .stopped))
             }
         }
     }

@@ -20,7 +20,7 @@ public struct Manifest: Hashable, Sendable, Codable, PreservesUnknownFields {
     /// Fields this type does not model, preserved when encoding.
     public var unknownFields: [String: JSONValue] = [:]
 
-    enum CodingKeys: String, CodingKey, CaseIterable {
+    enum CodingKeys: String, DocumentCodingKey, CaseIterable {
         case schemaVersion, mediaType, artifactType, config, layers, subject, annotations
     }
 
@@ -35,25 +35,17 @@ public struct Manifest: Hashable, Sendable, Codable, PreservesUnknownFields {
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        schemaVersion = try container.decode(Int.self, forKey: .schemaVersion)
-        mediaType = try container.decodeIfPresent(MediaType.self, forKey: .mediaType)
-        artifactType = try container.decodeIfPresent(String.self, forKey: .artifactType)
+        (schemaVersion, mediaType, artifactType, subject, annotations) = try DocumentHeader.decode(from: container)
         config = try container.decode(Descriptor.self, forKey: .config)
         layers = try container.decodeIfPresent([Descriptor].self, forKey: .layers) ?? []
-        subject = try container.decodeIfPresent(Descriptor.self, forKey: .subject)
-        annotations = try container.decodeIfPresent([String: String].self, forKey: .annotations)
         unknownFields = try Self.decodeUnknownFields(from: decoder)
     }
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(schemaVersion, forKey: .schemaVersion)
-        try container.encodeIfPresent(mediaType, forKey: .mediaType)
-        try container.encodeIfPresent(artifactType, forKey: .artifactType)
+        try DocumentHeader.encode((schemaVersion, mediaType, artifactType, subject, annotations), to: &container)
         try container.encode(config, forKey: .config)
         try container.encode(layers, forKey: .layers)
-        try container.encodeIfPresent(subject, forKey: .subject)
-        try container.encodeIfPresent(annotations, forKey: .annotations)
         try encodeUnknownFields(to: encoder)
     }
 
@@ -87,7 +79,7 @@ public struct ImageIndex: Hashable, Sendable, Codable, PreservesUnknownFields {
     /// Fields this type does not model, preserved when encoding.
     public var unknownFields: [String: JSONValue] = [:]
 
-    enum CodingKeys: String, CodingKey, CaseIterable {
+    enum CodingKeys: String, DocumentCodingKey, CaseIterable {
         case schemaVersion, mediaType, artifactType, manifests, subject, annotations
     }
 
@@ -101,23 +93,15 @@ public struct ImageIndex: Hashable, Sendable, Codable, PreservesUnknownFields {
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        schemaVersion = try container.decode(Int.self, forKey: .schemaVersion)
-        mediaType = try container.decodeIfPresent(MediaType.self, forKey: .mediaType)
-        artifactType = try container.decodeIfPresent(String.self, forKey: .artifactType)
+        (schemaVersion, mediaType, artifactType, subject, annotations) = try DocumentHeader.decode(from: container)
         manifests = try container.decodeIfPresent([Descriptor].self, forKey: .manifests) ?? []
-        subject = try container.decodeIfPresent(Descriptor.self, forKey: .subject)
-        annotations = try container.decodeIfPresent([String: String].self, forKey: .annotations)
         unknownFields = try Self.decodeUnknownFields(from: decoder)
     }
 
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(schemaVersion, forKey: .schemaVersion)
-        try container.encodeIfPresent(mediaType, forKey: .mediaType)
-        try container.encodeIfPresent(artifactType, forKey: .artifactType)
+        try DocumentHeader.encode((schemaVersion, mediaType, artifactType, subject, annotations), to: &container)
         try container.encode(manifests, forKey: .manifests)
-        try container.encodeIfPresent(subject, forKey: .subject)
-        try container.encodeIfPresent(annotations, forKey: .annotations)
         try encodeUnknownFields(to: encoder)
     }
 
@@ -241,4 +225,34 @@ func describe(_ error: any Error) -> String {
 
 private func path(_ codingPath: [any CodingKey]) -> String {
     codingPath.isEmpty ? "the top level" : codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+}
+
+/// The keys a manifest and an index share; their cases satisfy it.
+protocol DocumentCodingKey: CodingKey {
+    static var schemaVersion: Self { get }
+    static var mediaType: Self { get }
+    static var artifactType: Self { get }
+    static var subject: Self { get }
+    static var annotations: Self { get }
+}
+
+/// The fields a manifest and an index share, coded once for both.
+enum DocumentHeader {
+    typealias Fields = (schemaVersion: Int, mediaType: MediaType?, artifactType: String?, subject: Descriptor?, annotations: [String: String]?)
+
+    static func decode<Key: DocumentCodingKey>(from container: KeyedDecodingContainer<Key>) throws -> Fields {
+        (try container.decode(Int.self, forKey: .schemaVersion),
+         try container.decodeIfPresent(MediaType.self, forKey: .mediaType),
+         try container.decodeIfPresent(String.self, forKey: .artifactType),
+         try container.decodeIfPresent(Descriptor.self, forKey: .subject),
+         try container.decodeIfPresent([String: String].self, forKey: .annotations))
+    }
+
+    static func encode<Key: DocumentCodingKey>(_ fields: Fields, to container: inout KeyedEncodingContainer<Key>) throws {
+        try container.encode(fields.schemaVersion, forKey: .schemaVersion)
+        try container.encodeIfPresent(fields.mediaType, forKey: .mediaType)
+        try container.encodeIfPresent(fields.artifactType, forKey: .artifactType)
+        try container.encodeIfPresent(fields.subject, forKey: .subject)
+        try container.encodeIfPresent(fields.annotations, forKey: .annotations)
+    }
 }

@@ -49,13 +49,14 @@ public final class ExecProcess: ContainerProcess {
         var handlers: [@Sendable (ContainerExit) -> Void] = []
     }
 
-    init(pid: Int32, pidfd: Int32, stdin: Int32, output: AsyncStream<OutputChunk>) {
+    init(pid: Int32, pidfd: Int32, stdin: Int32, output: AsyncStream<OutputChunk>,
+         reason: @escaping @Sendable (ProcessExit) -> ExitReason) {
         self.pid = pid
         self.output = ContainerOutput(source: .stream(output))
         process = ProcessHandle(pid: pid, pidfd: pidfd, input: stdin)
         ending = Mutex(End())
         ProcessSupervisor.shared.onExit(of: pidfd) { [self] status in
-            let exit = ContainerExit(status: status, reason: .exited)
+            let exit = ContainerExit(status: status, reason: reason(status))
             let handlers = ending.withLock { end in
                 end.exit = exit
                 defer { end.handlers.removeAll() }
@@ -201,6 +202,24 @@ extension Container {
                 if open.withLock({ $0 -= 1; return $0 }) == 0 { continuation.finish() }
             })
         }
-        return ExecProcess(pid: process.pid, pidfd: process.pidfd, stdin: pipes.stdin, output: stream)
+        let oomKills = runtime.cgroups.oomKills(record.cgroup)
+        return ExecProcess(pid: process.pid, pidfd: process.pidfd, stdin: pipes.stdin, output: stream) { [weak self] status in
+            self?.reasonForTheEnd(ofAnExec: status, oomKillsBefore: oomKills) ?? .exited
+        }
+    }
+
+    /// Why a process exec'd in the container ended with `status`: a signal
+    /// is put down to the OOM killer when the container's cgroup counted a
+    /// kill since the process started, or to the container's timeout or
+    /// stop when that is what is ending the container. Reads one cgroup
+    /// file: quick enough for the supervisor thread.
+    func reasonForTheEnd(ofAnExec status: ProcessExit, oomKillsBefore: Int64) -> ExitReason {
+        guard case .signaled = status else { return .exited }
+        let (cgroup, timedOut, stopped) = state.withLock { state in
+            (state.record.cgroup, state.lifecycle.timedOut, state.record.stopRequested == true)
+        }
+        if runtime.cgroups.oomKills(cgroup) > oomKillsBefore { return .oomKilled }
+        if timedOut { return .timedOut }
+        return stopped ? .stopped : .exited
     }
 }

@@ -32,7 +32,7 @@ public final class Container: Sendable {
     struct LiveState {
         var record: ContainerRecord
         var lifecycle: Lifecycle
-        var waiters: [CheckedContinuation<ContainerExit, Never>] = []
+        var waiters: [CheckedContinuation<ContainerExit, any Error>] = []
         var exitHandlers: [@Sendable (ContainerExit) -> Void] = []
     }
 
@@ -95,10 +95,15 @@ public final class Container: Sendable {
         do {
             try await launch(record)
         } catch {
-            state.withLock { state in
+            // Whoever waits for an end that will not come learns why.
+            let waiters = state.withLock { state in
                 state.lifecycle.startFailed()
                 state.record.status = .created
+                defer { state.waiters.removeAll() }
+                return state.waiters
             }
+            let failure = RuntimeError(.invalidState, "container \(name) did not start", underlying: error)
+            waiters.forEach { $0.resume(throwing: failure) }
             throw error
         }
     }
@@ -189,8 +194,11 @@ public final class Container: Sendable {
     // MARK: - Waiting
 
     /// Waits for the container's process to end and returns how it ended.
+    /// A wait that begins while ``start()`` is launching the process ends
+    /// with that start: it throws when the start fails.
     ///
-    /// - Throws: ``RuntimeError`` with code `invalidState` when it was never started.
+    /// - Throws: ``RuntimeError`` with code `invalidState` when it was never
+    ///   started, or its start failed (the launch error as `underlying`).
     public func wait() async throws -> ContainerExit {
         let immediate = try state.withLock { state -> ContainerExit? in
             if let exit = state.record.exit, state.record.status == .stopped { return exit }
@@ -203,7 +211,7 @@ public final class Container: Sendable {
         }
         if let immediate { return immediate }
         if state.withLock({ $0.lifecycle.isOwned }) {
-            return await withCheckedContinuation { continuation in
+            return try await withCheckedThrowingContinuation { continuation in
                 let done = state.withLock { state -> ContainerExit? in
                     switch state.lifecycle {
                     case .finished(let exit): return exit
@@ -233,7 +241,9 @@ public final class Container: Sendable {
     /// Calls `handler` once, when the container's process has ended and
     /// its end is recorded (at once, on the caller's thread, when it had
     /// ended already). The handler runs on the thread that recorded the end,
-    /// one of Gantry's few: it must return quickly.
+    /// one of Gantry's few: it must return quickly. A handler added while
+    /// ``start()`` is launching the process stays through a start that
+    /// fails: it learns the end of a later start, or of the removal.
     ///
     /// - Parameter handler: receives how the container ended.
     /// - Throws: ``RuntimeError`` with code `invalidState` when the container

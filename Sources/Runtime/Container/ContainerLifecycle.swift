@@ -70,6 +70,15 @@ extension Container.Lifecycle {
         }
     }
 
+    /// Whether its timeout killed (or is killing) it, or a recorded end says so.
+    var timedOut: Bool {
+        switch self {
+        case .running(let running), .ending(let running, _, _): running.timedOut
+        case .finished(let exit): exit.reason == .timedOut
+        default: false
+        }
+    }
+
     /// The end, once recorded.
     var exit: ContainerExit? {
         if case .finished(let exit) = self { return exit }
