@@ -8,6 +8,10 @@ let strict: [SwiftSetting] = [
     .treatAllWarnings(as: .error),
 ]
 
+/// Library targets also import internally unless an import says `public`:
+/// what a module uses only inside does not leak into its embedders' code.
+let library: [SwiftSetting] = strict + [.enableUpcomingFeature("InternalImportsByDefault")]
+
 /// C targets: all warnings, as errors.
 let strictC: [CSetting] = [
     .enableWarning("all"),
@@ -84,7 +88,7 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "GRDB", package: "GRDB.swift"),
             ],
-            swiftSettings: strict
+            swiftSettings: library
         ),
         .target(
             name: "OCIImage",
@@ -103,7 +107,7 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
-            swiftSettings: strict
+            swiftSettings: library
         ),
         .target(
             name: "Runtime",
@@ -118,7 +122,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
             ],
-            swiftSettings: strict
+            swiftSettings: library
         ),
         .target(
             name: "Scheduler",
@@ -127,7 +131,7 @@ let package = Package(
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            swiftSettings: strict
+            swiftSettings: library
         ),
         .target(
             name: "Reconciler",
@@ -140,7 +144,7 @@ let package = Package(
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            swiftSettings: strict
+            swiftSettings: library
         ),
         // Compose files as people write them, on the reconciler: a product
         // of its own, so that only those who read compose files build YAML.
@@ -150,7 +154,7 @@ let package = Package(
                 "Reconciler", "Runtime", "OCIImage",
                 .product(name: "Yams", package: "Yams"),
             ],
-            swiftSettings: strict
+            swiftSettings: library
         ),
         .target(
             name: "Observability",
@@ -160,12 +164,12 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            swiftSettings: strict
+            swiftSettings: library
         ),
         .target(
             name: "Gantry",
             dependencies: ["GantryCore", "OCIImage", "Runtime", "Scheduler", "Reconciler", "Observability"],
-            swiftSettings: strict
+            swiftSettings: library
         ),
         .executableTarget(
             name: "GantryCLI",

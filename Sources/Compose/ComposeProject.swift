@@ -1,5 +1,5 @@
-import Foundation
-import Reconciler
+public import Foundation
+public import Reconciler
 import Runtime
 import Yams
 

@@ -1,7 +1,7 @@
 import Foundation
-import Reconciler
+public import Reconciler
 import OCIImage
-import Runtime
+public import Runtime
 #if canImport(Glibc)
 import Glibc
 #endif

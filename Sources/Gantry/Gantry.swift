@@ -4,7 +4,7 @@
 @_exported import Runtime
 @_exported import Scheduler
 import GantryCore
-import Logging
+public import Logging
 import Synchronization
 
 /// The entry point to Gantry: one state root with its image store.

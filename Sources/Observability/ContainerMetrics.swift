@@ -1,9 +1,9 @@
-import CoreMetrics
+public import CoreMetrics
 import Foundation
-import Logging
+public import Logging
 import Reconciler
-import Runtime
-import ServiceLifecycle
+public import Runtime
+public import ServiceLifecycle
 import Synchronization
 
 /// Samples every running container's cgroup and reports it through

@@ -1,6 +1,6 @@
-import Foundation
-import Reconciler
-import Runtime
+public import Foundation
+public import Reconciler
+public import Runtime
 
 /// A line of a service's output: which replica wrote it, when, on which stream.
 public struct ServiceLogLine: Hashable, Sendable, Codable {

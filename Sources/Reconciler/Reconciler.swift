@@ -1,13 +1,13 @@
-import CoreMetrics
+public import CoreMetrics
 import Foundation
-import Logging
+public import Logging
 import OCIImage
-import Runtime
+public import Runtime
 import Scheduler
 import SystemPackage
-import ServiceLifecycle
+public import ServiceLifecycle
 import Synchronization
-import Tracing
+public import Tracing
 #if canImport(Glibc)
 import Glibc
 #endif

@@ -1,5 +1,5 @@
-import Foundation
-import Runtime
+public import Foundation
+public import Runtime
 
 /// A container as the reconciler drives it. `Container` is one; a
 /// simulated runtime's containers let the reconciler's decisions be tested

@@ -1,5 +1,5 @@
-import Foundation
-import Runtime
+public import Foundation
+public import Runtime
 
 /// Something that happened to a service or one of its replicas.
 public struct ServiceEvent: Hashable, Sendable, Codable, CustomStringConvertible {

@@ -1,5 +1,5 @@
 import Foundation
-import Runtime
+public import Runtime
 
 /// A service: a number of identical replicas of one container template,
 /// kept running by the ``Reconciler``. Applying a changed spec starts a

@@ -1,4 +1,4 @@
-import Logging
+public import Logging
 
 /// Admission and placement for a set of nodes: workloads wait in an
 /// ``AdmissionQueue`` until placement finds them room, higher priorities

@@ -1,5 +1,5 @@
 import Foundation
-import Runtime
+public import Runtime
 
 /// What each job of a cron job is: its container, resources, priority and
 /// queue, and how the job runs and retries (see ``JobSpec``).

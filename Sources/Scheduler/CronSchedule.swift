@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// A five-field cron schedule as Kubernetes CronJobs take it.
 ///

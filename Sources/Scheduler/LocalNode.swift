@@ -1,5 +1,5 @@
 import Foundation
-import Runtime
+public import Runtime
 
 /// This host as a ``Node``: its CPUs, memory and process ids, minus a
 /// reserve, running workloads as containers of a `ContainerRuntime`.

@@ -1,4 +1,4 @@
-import Runtime
+public import Runtime
 
 /// Something to place and run: a container with resource requirements,
 /// a priority, an admission queue and placement constraints.

@@ -1,4 +1,4 @@
-import GRDB
+package import GRDB
 #if canImport(Glibc)
 import Glibc
 #endif

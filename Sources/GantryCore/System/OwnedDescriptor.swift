@@ -1,6 +1,6 @@
 import SystemPackage
 #if canImport(Glibc)
-import Glibc
+package import Glibc
 #endif
 
 /// An open file descriptor with exactly one owner, closed when that owner

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// An image configuration: how to run the image and which layers make its
 /// root filesystem (OCI image-spec `config.json`, compatible with Docker's).

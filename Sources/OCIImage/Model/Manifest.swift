@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// An image manifest (OCI, or Docker schema 2): a configuration and an
 /// ordered list of layers.

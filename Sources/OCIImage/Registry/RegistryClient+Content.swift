@@ -1,6 +1,6 @@
 #if Registry
 import AsyncHTTPClient
-import Foundation
+public import Foundation
 import NIOCore
 import NIOHTTP1
 #if canImport(Glibc)

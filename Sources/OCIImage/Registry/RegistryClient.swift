@@ -1,7 +1,7 @@
 #if Registry
 import AsyncHTTPClient
 import Foundation
-import Logging
+public import Logging
 import NIOCore
 import NIOHTTP1
 import NIOSSL

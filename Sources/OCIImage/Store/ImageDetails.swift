@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// Everything about one image, as `gantry image inspect` shows it.
 public struct ImageDetails: Hashable, Sendable, Codable {

@@ -1,5 +1,5 @@
 import Foundation
-import Runtime
+public import Runtime
 import Scheduler
 import Synchronization
 

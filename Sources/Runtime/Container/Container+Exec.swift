@@ -157,6 +157,8 @@ extension Container {
             environment.removeAll { $0.hasPrefix(pair[...equals]) }
             environment.append(pair)
         }
+        // Counted before the launch: the process can meet the limit at once.
+        let oomKills = runtime.cgroups.oomKills(record.cgroup)
         let (process, pipes) = try await launchInCgroup(
             record, pipes: exec.terminal ? .terminal() : .make(openStdin: exec.openStdin), what: "a process in container \(name)"
         ) { plan in
@@ -202,7 +204,6 @@ extension Container {
                 if open.withLock({ $0 -= 1; return $0 }) == 0 { continuation.finish() }
             })
         }
-        let oomKills = runtime.cgroups.oomKills(record.cgroup)
         return ExecProcess(pid: process.pid, pidfd: process.pidfd, stdin: pipes.stdin, output: stream) { [weak self] status in
             self?.reasonForTheEnd(ofAnExec: status, oomKillsBefore: oomKills) ?? .exited
         }

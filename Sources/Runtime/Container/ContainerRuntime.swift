@@ -1,7 +1,7 @@
 import CGantrySystem
 import Foundation
-import Logging
-import OCIImage
+public import Logging
+public import OCIImage
 import Synchronization
 import Tracing
 #if canImport(Glibc)

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// Where a container is in its life.
 public enum ContainerStatus: String, Hashable, Sendable, Codable, CustomStringConvertible {

@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// A bridge network: a Linux bridge on the host, a subnet its containers
 /// take addresses from, and (unless internal) a route out through the host.

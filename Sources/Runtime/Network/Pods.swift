@@ -1,6 +1,6 @@
 import CGantryLauncher
 import CGantrySystem
-import Foundation
+public import Foundation
 import Logging
 #if canImport(Glibc)
 import Glibc

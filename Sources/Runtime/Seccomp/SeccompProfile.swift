@@ -1,4 +1,4 @@
-import Foundation
+public import Foundation
 
 /// A seccomp profile in the JSON format Docker, Podman and containerd
 /// read (`--security-opt seccomp=profile.json`): a default action and rules

@@ -1,5 +1,5 @@
 import CGantrySystem
-import Foundation
+public import Foundation
 import Logging
 #if canImport(Glibc)
 import Glibc
