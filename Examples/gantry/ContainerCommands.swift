@@ -164,6 +164,8 @@ struct Run: AsyncParsableCommand {
     @Option(name: .customLong("security-opt"), help: ArgumentHelp("seccomp=unconfined|FILE, or no-new-privileges=false.", valueName: "opt")) var securityOptions: [String] = []
     @Option(help: ArgumentHelp("Mount a tmpfs: /path[:size].", valueName: "path")) var tmpfs: [String] = []
     @Option(name: .shortAndLong, help: ArgumentHelp("Bind a host path or mount a named volume: /host:/container[:ro][,rslave] or VOLUME:/container[:ro].", valueName: "bind")) var volume: [String] = []
+    @Option(help: ArgumentHelp("Give the container a device of the host: /dev/HOST[:/dev/CONTAINER][:rwm].", valueName: "device")) var device: [String] = []
+    @Option(name: .customLong("device-cgroup-rule"), help: ArgumentHelp("Allow devices the container makes or is given otherwise: \"c 1:3 rwm\", \"b 8:* r\".", valueName: "rule")) var deviceCgroupRules: [String] = []
     @Option(help: ArgumentHelp("Mount: type=bind|volume|tmpfs,source=…,target=…[,readonly][,bind-propagation=rslave][,tmpfs-size=64m].", valueName: "mount")) var mount: [String] = []
     @Option(help: ArgumentHelp("The network: none (loopback only; the default without -p), host, bridge (the default network; the default with -p) or a network's name.", valueName: "network")) var network: String?
     @Option(name: .shortAndLong, help: ArgumentHelp("Publish a port on the host: [IP:]HOST:CONTAINER[/udp] (HOST 0: a free one).", valueName: "port")) var publish: [String] = []
@@ -229,6 +231,8 @@ struct Run: AsyncParsableCommand {
             let parts = item.split(separator: ":", maxSplits: 1).map(String.init)
             return .tmpfs(target: parts[0], size: parts.count > 1 ? try parseSize(parts[1]) : nil)
         } + volume.map(parseVolumeOption) + mount.map(parseMountOption)
+        spec.devices = try device.map { try ContainerSpec.Device(parsing: $0) }
+        spec.deviceRules = try deviceCgroupRules.map { try DeviceRule(parsing: $0) }
         spec.pod = pod
         // Without --network, publishing a port puts the container on the default network.
         spec.network = parseNetworkMode(network ?? (publish.isEmpty ? "none" : "bridge"))

@@ -153,6 +153,11 @@ struct ComposeValue {
         return false
     }
 
+    var isMapping: Bool {
+        if case .mapping = node { return true }
+        return false
+    }
+
     /// A scalar, interpolated.
     func string() throws -> String {
         switch node {

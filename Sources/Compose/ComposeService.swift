@@ -16,7 +16,7 @@ struct ServiceReader {
         "image", "command", "entrypoint", "environment", "env_file", "working_dir", "user", "hostname", "labels", "read_only",
         "init", "cap_add", "cap_drop", "sysctls", "ulimits", "stop_grace_period", "stop_signal", "ports", "expose", "volumes",
         "tmpfs", "networks", "network_mode", "restart", "healthcheck", "depends_on", "deploy", "scale", "mem_limit", "cpus",
-        "pids_limit",
+        "pids_limit", "devices", "device_cgroup_rules",
         // Errors with a reason.
         "container_name", "build", "extra_hosts",
         // Accepted, ignored, warned about.
@@ -76,6 +76,10 @@ struct ServiceReader {
             template.sysctls[key] = value
         }
         template.resourceLimits = try ulimits(fields["ulimits"])
+        template.devices = try devices(fields["devices"])
+        template.deviceRules = try (fields["device_cgroup_rules"]?.sequence() ?? []).map { item in
+            do { return try DeviceRule(parsing: try item.string()) } catch let error as RuntimeError { throw item.error(error.message) }
+        }
         if let period = fields["stop_grace_period"] { template.stopGracePeriod = try period.duration() }
         if let signal = fields["stop_signal"] {
             guard let number = Signal(parsing: try signal.string()) else { throw signal.error("is not a signal such as SIGTERM, TERM or 15") }
@@ -205,6 +209,23 @@ struct ServiceReader {
             let name = try item.string()
             guard ["ALL", "CAP_ALL"].contains(name.uppercased()) || Capability(name) != nil else { throw item.error("is not a capability such as NET_ADMIN") }
             return name
+        }
+    }
+
+    /// `devices:` — `/dev/x[:/dev/y][:rwm]`, or `{source:, target:, permissions:}`.
+    private func devices(_ value: ComposeValue?) throws -> [ContainerSpec.Device] {
+        try (value?.sequence() ?? []).map { item in
+            do {
+                if item.isMapping {
+                    let fields = try item.fields(["source", "target", "permissions"], what: "device key")
+                    guard let source = try fields["source"]?.string() else { throw item.error("needs a source:") }
+                    let access = try fields["permissions"].map { try DeviceRule.Access(parsing: try $0.string()) } ?? .all
+                    return ContainerSpec.Device(source, at: try fields["target"]?.string(), access: access)
+                }
+                return try ContainerSpec.Device(parsing: try item.string())
+            } catch let error as RuntimeError {
+                throw item.error(error.message)
+            }
         }
     }
 

@@ -11,6 +11,15 @@ extension Trait where Self == ConditionTrait {
     }
 }
 
+extension Trait where Self == ConditionTrait {
+    /// For tests of what only a pure cgroup v2 host has (every controller on
+    /// cgroup2): `scripts/test-cgroup-v2.sh` runs them in a virtual machine.
+    public static var requiresCgroupV2: Self {
+        .enabled(if: geteuid() == 0 && (try? CgroupHierarchy.current().mode) == .unified,
+                 "needs root on a pure cgroup v2 host (scripts/test-cgroup-v2.sh boots one)")
+    }
+}
+
 /// Runs `body` with a fresh directory under /tmp, then checks that nothing
 /// is left open or mounted inside it and removes it.
 public func withTemporaryDirectory<T>(_ label: String = "test", _ body: (String) async throws -> T) async throws -> T {

@@ -26,10 +26,15 @@ private func replica(_ service: String, _ name: String, _ script: String) -> Con
             try await container.start()
             try await Task.sleep(for: .milliseconds(300))
             #expect(try sampler.sample() == 1)
-            // Floating-point counters reach factories that lack them in whole units: burn past a second.
-            try await Task.sleep(for: .milliseconds(1500))
-            try sampler.sample()
+            // Floating-point counters reach factories that lack them in whole
+            // units: burn past a second of CPU time (however long a busy or
+            // emulated machine takes to give it).
             let dimensions = [("service", "burner"), ("container", "burner-1")]
+            for _ in 0 ..< 100 {
+                try await Task.sleep(for: .milliseconds(200))
+                try sampler.sample()
+                if try metrics.expectCounter("gantry_container_cpu_seconds_total", dimensions).totalValue >= 1 { break }
+            }
             let memory = try metrics.expectGauge("gantry_container_memory_bytes", dimensions)
             #expect((memory.lastValue ?? 0) > 0)
             #expect(try metrics.expectGauge("gantry_container_memory_limit_bytes", dimensions).lastValue == Double(64 << 20))
@@ -89,9 +94,12 @@ private func replica(_ service: String, _ name: String, _ script: String) -> Con
             let control = dir + "/control"
             try FileManager.default.createDirectory(atPath: control, withIntermediateDirectories: true)
             try write("", to: control + "/burn")
-            var template = ContainerSpec(image: "busybox:test", command: ["sh", "-c", "while :; do [ -e /control/burn ] || sleep 0.2; done"])
+            // Idle is a read of a pipe nobody writes, which times out: no
+            // process is started, which would cost much under emulation.
+            #expect(mkfifo(control + "/idle", 0o666) == 0)
+            var template = ContainerSpec(image: "busybox:test", command: ["sh", "-c", "while :; do [ -e /control/burn ] || read -t 1 _ <> /control/idle; done"])
             template.mounts = [.bind(source: control, target: "/control", readOnly: true)]
-            template.resources.cpuShares = 102  // a request of a tenth of a CPU
+            template.resources.cpuShares = 256  // a request of a quarter of a CPU
             template.stopGracePeriod = .milliseconds(200)
             let service = ServiceSpec(name: "burner", replicas: 1, template: template)
             let reconciler = try Reconciler(runtime: runtime, options: Reconciler.Options(
@@ -123,7 +131,7 @@ private func replica(_ service: String, _ name: String, _ script: String) -> Con
                     record?.spec.replicas == 1 && replicas.filter { $0.exit == nil && !$0.terminating }.count == 1
                 }
                 let idle = try #require(try reconciler.store.autoscaler("burner"))
-                #expect(idle.status.desiredReplicas == 1 && idle.status.lastScaleTime != nil)
+                #expect(idle.status.desiredReplicas == 1 && idle.status.lastScaleTime != nil, "status: \(idle.status)")
                 #expect((idle.status.metrics["cpu"] ?? 100) < 50, "status: \(idle.status)")
             }
             collected.cancel()

@@ -135,4 +135,23 @@ int gantry_epoll_delete(int epoll, int fd);
 /// number, or -1 with errno set.
 int gantry_epoll_wait(int epoll, int *fds, int capacity, int timeout_ms);
 
+/// One entry of a device allow list. `type` is 'a' (any), 'b' (block) or
+/// 'c' (character); `major` and `minor` are -1 for any; `access` is a mask
+/// of 1 (mknod), 2 (read) and 4 (write), as the kernel's device cgroup
+/// context spells them.
+struct gantry_device_rule {
+    char type;
+    int64_t major;
+    int64_t minor;
+    unsigned access;
+};
+
+/// Loads a BPF_CGROUP_DEVICE program that allows an access when one of
+/// `rules` covers it (its type, numbers and every access asked for) and
+/// denies any other, and attaches it to the cgroup2 directory `cgroup_fd`
+/// beside the programs above it (BPF_F_ALLOW_MULTI: all must allow).
+/// Returns 0, or -1 with errno set; the kernel verifier's complaint, if
+/// any, is left in `log`.
+int gantry_device_filter_attach(int cgroup_fd, const struct gantry_device_rule *rules, size_t count, char *log, size_t log_size);
+
 #endif

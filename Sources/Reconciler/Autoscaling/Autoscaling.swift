@@ -249,8 +249,11 @@ extension Reconciler {
         status.message = decision.reason
         guard decision.desiredReplicas != spec.replicas else { return }
         do {
-            try store.scale(name, project: options.project, replicas: decision.desiredReplicas)
+            // The decision is on record before its effect, so that whoever
+            // sees the new replica count finds the status that explains it.
             status.lastScaleTime = Date()
+            try store.setAutoscalerStatus(status, of: record)
+            try store.scale(name, project: options.project, replicas: decision.desiredReplicas)
             emit(ServiceEvent(project: options.project, service: name, kind: .autoscaled(from: spec.replicas, to: decision.desiredReplicas),
                               message: "autoscaled from \(spec.replicas) to \(decision.desiredReplicas) replicas: \(decision.reason)"))
             try refresh()

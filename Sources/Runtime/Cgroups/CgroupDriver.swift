@@ -125,6 +125,10 @@ public protocol CgroupDriver: Sendable {
     /// closes them.
     func openForLaunch(_ name: String) throws -> (directory: Int32, tasks: [Int32])
 
+    /// Lets the cgroup's processes use only the devices `rules` allow:
+    /// every other access to a device node fails with `EPERM`.
+    func allowDevices(_ rules: [DeviceRule], in name: String) throws
+
     /// What the cgroup has used.
     func usage(_ name: String) throws -> ResourceUsage
 

@@ -38,6 +38,8 @@ public struct CgroupV1Driver: CgroupDriver {
         var controllers = Self.controllers
         if limits == nil || limits?.cpusetCPUs != nil || limits?.cpusetMems != nil { controllers.append("cpuset") }
         if limits == nil || limits?.ioWeight != nil { controllers.append("blkio") }
+        // Where the host has it (every v1 host does): device control.
+        controllers.append("devices")
         var seen = Set<String>()
         return controllers.compactMap { controllerMounts[$0] }.filter { seen.insert($0).inserted }
     }
@@ -116,6 +118,16 @@ public struct CgroupV1Driver: CgroupDriver {
             }
             try FileIO.write(String(weight), to: path)
         }
+    }
+
+    public func allowDevices(_ rules: [DeviceRule], in name: String) throws {
+        guard controllerMounts["devices"] != nil else {
+            throw RuntimeError(.unsupportedHost, "the cgroup v1 controller devices is not mounted: containers' devices cannot be restricted")
+        }
+        // Everything denied, then each entry allowed: a new cgroup starts
+        // with its parent's list, which allows everything.
+        try FileIO.write("a", to: file("devices", name, "devices.deny"))
+        for rule in rules { try FileIO.write(rule.description, to: file("devices", name, "devices.allow")) }
     }
 
     public func openForLaunch(_ name: String) throws -> (directory: Int32, tasks: [Int32]) {

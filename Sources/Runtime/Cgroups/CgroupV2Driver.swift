@@ -1,3 +1,4 @@
+import CGantrySystem
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -25,10 +26,13 @@ public struct CgroupV2Driver: CgroupDriver {
     public func create(_ name: String, limits: ResourceLimits) throws {
         try limits.validate()
         // Each level above the container delegates the controllers it has.
+        // A level that already has them is left alone: above a subtree
+        // delegated to an ordinary user, the user can write nothing.
         var current = mountPoint
         for component in name.split(separator: "/") {
-            try enableControllers(in: current)
-            current += "/" + component
+            let child = current + "/" + component
+            if !hasControllers(child, of: current) { try enableControllers(in: current) }
+            current = child
             if mkdir(current, 0o755) != 0 && errno != EEXIST {
                 throw RuntimeError(.cgroup, "cannot create the cgroup \(current)", underlying: Sys.errno)
             }
@@ -41,12 +45,30 @@ public struct CgroupV2Driver: CgroupDriver {
         }
     }
 
+    /// The controllers a cgroup file lists.
+    private func controllers(_ path: String) throws -> Set<String> {
+        Set((try FileIO.read(path)).split(whereSeparator: \.isWhitespace).map(String.init))
+    }
+
+    /// Whether the existing cgroup `child` has every controller Gantry
+    /// uses that `parent` has.
+    private func hasControllers(_ child: String, of parent: String) -> Bool {
+        guard let available = try? controllers(parent + "/cgroup.controllers"),
+              let inChild = try? controllers(child + "/cgroup.controllers") else { return false }
+        return Self.controllers.allSatisfy { !available.contains($0) || inChild.contains($0) }
+    }
+
     private func enableControllers(in directory: String) throws {
-        let available = Set((try FileIO.read(directory + "/cgroup.controllers")).split(whereSeparator: \.isWhitespace).map(String.init))
-        let enabled = Set((try FileIO.read(directory + "/cgroup.subtree_control")).split(whereSeparator: \.isWhitespace).map(String.init))
+        let available = try controllers(directory + "/cgroup.controllers")
+        let enabled = try controllers(directory + "/cgroup.subtree_control")
         let missing = Self.controllers.filter { available.contains($0) && !enabled.contains($0) }
         guard !missing.isEmpty else { return }
-        try FileIO.write(missing.map { "+" + $0 }.joined(separator: " "), to: directory + "/cgroup.subtree_control")
+        do {
+            try FileIO.write(missing.map { "+" + $0 }.joined(separator: " "), to: directory + "/cgroup.subtree_control")
+        } catch {
+            throw RuntimeError(.cgroup, "the cgroup \(directory) does not pass the controllers \(missing.joined(separator: ", ")) to the cgroups below it, "
+                               + "and they cannot be turned on here; its owner must enable them (systemd: Delegate=yes)", underlying: error)
+        }
     }
 
     private func apply(_ limits: ResourceLimits, _ name: String) throws {
@@ -84,6 +106,28 @@ public struct CgroupV2Driver: CgroupDriver {
     /// A v1 blkio weight (10 … 1000) as a v2 io.weight (1 … 10 000).
     static func ioWeight(_ weight: UInt16) -> UInt64 {
         1 + (UInt64(weight) - 10) * 9999 / 990
+    }
+
+    public func allowDevices(_ rules: [DeviceRule], in name: String) throws {
+        let directory = mountPoint + "/" + name
+        let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw RuntimeError(.cgroup, "cannot open the cgroup \(directory)", underlying: Sys.errno) }
+        defer { close(fd) }
+        let entries = rules.map { rule in
+            gantry_device_rule(type: CChar(bitPattern: rule.kind.rawValue.utf8.first ?? UInt8(ascii: "a")),
+                               major: rule.major.map(Int64.init) ?? -1, minor: rule.minor.map(Int64.init) ?? -1,
+                               access: UInt32(rule.access.rawValue))
+        }
+        var log = [CChar](repeating: 0, count: 4096)
+        let attached = entries.withUnsafeBufferPointer { rules in
+            log.withUnsafeMutableBufferPointer { gantry_device_filter_attach(fd, rules.baseAddress, rules.count, $0.baseAddress, $0.count) }
+        }
+        guard attached == 0 else {
+            let error = Sys.errno
+            let verifier = String(decoding: log.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            throw RuntimeError(.cgroup, "cannot attach the device program to the cgroup \(directory)" + (verifier.isEmpty ? "" : ": \(verifier)"),
+                               underlying: error)
+        }
     }
 
     public func openForLaunch(_ name: String) throws -> (directory: Int32, tasks: [Int32]) {

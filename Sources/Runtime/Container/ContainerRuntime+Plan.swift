@@ -108,9 +108,11 @@ extension ContainerRuntime {
         }
     }
 
-    /// The mounts of a container: the standard ones, then the spec's.
+    /// The mounts of a container: the standard ones, the devices it is
+    /// given, then the spec's.
     static func mounts(_ spec: ContainerSpec, volumes: Volumes) throws -> [PlannedMount] {
         var mounts = ContainerDefaults.mounts(ownNetwork: ownsNetworkNamespace(spec))
+        for device in try devices(spec) { mounts.append(.device(device.source, at: device.target)) }
         for mount in try orderedMounts(spec.mounts) {
             switch mount {
             case .bind(let source, let target, let readOnly, let propagation):
@@ -133,6 +135,34 @@ extension ContainerRuntime {
             }
         }
         return mounts
+    }
+
+    /// The devices a container is given: each host node checked to be a
+    /// device, with the allow-list entry that lets the container use it.
+    static func devices(_ spec: ContainerSpec) throws -> [(source: String, target: String, rule: DeviceRule)] {
+        try spec.devices.map { device in
+            for path in [device.hostPath, device.containerPath] where !path.hasPrefix("/") || path.split(separator: "/").contains("..") {
+                throw RuntimeError(.invalidSpec, "device path \(path) is not an absolute path without ..")
+            }
+            var info = stat()
+            guard stat(device.hostPath, &info) == 0 else {
+                throw RuntimeError(.invalidSpec, "device \(device.hostPath) does not exist on this host", underlying: Sys.errno)
+            }
+            let kind: DeviceRule.Kind
+            switch info.st_mode & S_IFMT {
+            case S_IFCHR: kind = .character
+            case S_IFBLK: kind = .block
+            default: throw RuntimeError(.invalidSpec, "\(device.hostPath) is not a device node (a character or block device)")
+            }
+            let (major, minor) = DeviceRule.numbers(of: UInt64(info.st_rdev))
+            return (device.hostPath, device.containerPath, DeviceRule(kind, major: major, minor: minor, access: device.access))
+        }
+    }
+
+    /// Every device a container may use: the defaults, the spec's entries
+    /// and the devices it is given.
+    static func deviceAllowList(_ spec: ContainerSpec) throws -> [DeviceRule] {
+        DeviceRule.defaults + spec.deviceRules + (try devices(spec)).map(\.rule)
     }
 
     /// The spec's mounts, checked and in the order they are made: parents

@@ -226,6 +226,7 @@ public final class ContainerRuntime: Sendable {
         let process = try Self.resolveProcess(spec, image: configuration, users: UserDatabase(roots: layers), hostname: hostname)
         let cgroup = cgroupParent + "/" + id
         try cgroups.create(cgroup, limits: spec.resources)
+        try cgroups.allowDevices(try Self.deviceAllowList(spec), in: cgroup)
         // Checked now, so that start cannot fail on them.
         _ = try Self.sysctls(spec)
         _ = try Self.resourceLimits(spec)

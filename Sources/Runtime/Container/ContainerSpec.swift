@@ -213,6 +213,12 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
     /// kernel refuses values below the host's own; the container then keeps
     /// the host's value.
     public var oomScoreAdjustment: Int?
+    /// Devices of the host given to the container, each added to its
+    /// device allow list.
+    public var devices: [Device]
+    /// Entries added to the device allow list, which otherwise holds
+    /// ``DeviceRule/defaults`` and the ``devices``.
+    public var deviceRules: [DeviceRule]
 
     /// A container from `image` running `command` (or the image's command).
     public init(image: String, command: [String]? = nil) {
@@ -248,6 +254,8 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
         openStdin = false
         terminal = false
         log = LogOptions()
+        devices = []
+        deviceRules = []
     }
 
     /// With CPU, memory and pids limits (`cpus` CPUs' worth of time per period).
@@ -425,5 +433,7 @@ extension ContainerSpec {
         try field(.terminal, &terminal)
         try field(.log, &log)
         try field(.oomScoreAdjustment, &oomScoreAdjustment)
+        try field(.devices, &devices)
+        try field(.deviceRules, &deviceRules)
     }
 }
