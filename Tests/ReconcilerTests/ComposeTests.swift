@@ -667,6 +667,27 @@ private func webFile(_ body: String, top: String = "") -> String {
         #expect(failure(webFile("stop_grace_period: soon")).contains("stop_grace_period \"soon\": is not a duration"))
     }
 
+    @Test func devicesMapOntoTheTemplate() throws {
+        let service = try web("""
+            devices:
+              - /dev/fuse
+              - /dev/sdb:/dev/xvdb:r
+              - source: /dev/kvm
+                target: /dev/kvm
+                permissions: rw
+            device_cgroup_rules: ["c 189:* rmw", "b 8:* r"]
+            """)
+        #expect(service.template.devices == [
+            ContainerSpec.Device("/dev/fuse"), ContainerSpec.Device("/dev/sdb", at: "/dev/xvdb", access: .read),
+            ContainerSpec.Device("/dev/kvm", at: "/dev/kvm", access: [.read, .write]),
+        ])
+        #expect(service.template.deviceRules == [DeviceRule(.character, major: 189, minor: nil), DeviceRule(.block, major: 8, minor: nil, access: .read)])
+        #expect(failure(webFile("devices: [dev/sdb]")).contains("devices[0] \"dev/sdb\": device \"dev/sdb\" names dev/sdb, not an absolute path"))
+        #expect(failure(webFile("devices: [/dev/sdb:/dev/xvdb:rwx]")).contains("devices[0]"))
+        #expect(failure(webFile("devices:\n  - target: /dev/x")).contains("needs a source:"))
+        #expect(failure(webFile("device_cgroup_rules: [\"z 1:3 rwm\"]")).contains("device_cgroup_rules[0]"))
+    }
+
     @Test func durationsParseAsComposeWritesThem() {
         let cases: [(String, Duration?)] = [
             ("10s", .seconds(10)), ("1m30s", .seconds(90)), ("500ms", .milliseconds(500)), ("1h", .seconds(3600)),

@@ -27,6 +27,9 @@ mapfile -t -d '' arguments < "$(parameter args)"
 for dir in /tmp /run /var/tmp /root; do mount -t tmpfs -o mode=1777 tmpfs "$dir"; done
 chmod 0700 /root
 mkdir -p /dev/pts /dev/shm /dev/mqueue
+ln -sf /proc/self/fd /dev/fd
+n=0
+for stream in stdin stdout stderr; do ln -sf "/proc/self/fd/$n" "/dev/$stream"; n=$((n + 1)); done
 mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts /dev/pts
 mount -t tmpfs -o mode=1777 tmpfs /dev/shm
 mount -t mqueue mqueue /dev/mqueue

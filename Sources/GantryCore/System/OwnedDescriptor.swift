@@ -1,6 +1,6 @@
 import SystemPackage
 #if canImport(Glibc)
-package import Glibc
+import Glibc
 #endif
 
 /// An open file descriptor with exactly one owner, closed when that owner
@@ -18,7 +18,7 @@ package struct OwnedDescriptor: ~Copyable {
 
     /// Opens `path` (close-on-exec, retrying `EINTR`); `nil` with `errno`
     /// set when it cannot be opened, for the caller's own error.
-    package init?(opening path: String, _ flags: Int32, mode: mode_t = 0) {
+    package init?(opening path: String, _ flags: Int32, mode: UInt32 = 0) {
         guard case .success(let fd) = Sys.attempt({ Glibc.open(path, flags | O_CLOEXEC, mode) }) else { return nil }
         raw = fd
     }
@@ -26,7 +26,7 @@ package struct OwnedDescriptor: ~Copyable {
     /// Opens `path` (close-on-exec, retrying `EINTR`).
     ///
     /// - Throws: ``SystemCallError`` naming `open` and the path.
-    package static func open(_ path: String, _ flags: Int32, mode: mode_t = 0) throws -> OwnedDescriptor {
+    package static func open(_ path: String, _ flags: Int32, mode: UInt32 = 0) throws -> OwnedDescriptor {
         OwnedDescriptor(try Sys.open(path, flags, mode))
     }
 

@@ -31,11 +31,11 @@ package enum Sys {
         }
     }
 
-    package static func open(_ path: String, _ flags: Int32, _ mode: mode_t = 0) throws -> Int32 {
+    package static func open(_ path: String, _ flags: Int32, _ mode: UInt32 = 0) throws -> Int32 {
         try check("open", path) { Glibc.open(path, flags | O_CLOEXEC, mode) }
     }
 
-    package static func openat(_ dirfd: Int32, _ path: String, _ flags: Int32, _ mode: mode_t = 0, display: String? = nil) throws -> Int32 {
+    package static func openat(_ dirfd: Int32, _ path: String, _ flags: Int32, _ mode: UInt32 = 0, display: String? = nil) throws -> Int32 {
         try check("open", display ?? path) { Glibc.openat(dirfd, path, flags | O_CLOEXEC, mode) }
     }
 
@@ -84,7 +84,7 @@ package enum Sys {
     }
 
     /// Creates a directory and any missing parents.
-    package static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws {
+    package static func makeDirectories(_ path: String, mode: UInt32 = 0o755) throws {
         // Usually only the last directory is missing (or none is): one call.
         if Glibc.mkdir(path, mode) == 0 || Sys.errno == .fileExists { return }
         guard Sys.errno == .noSuchFileOrDirectory else { throw SystemCallError("mkdir", path, Sys.errno) }
@@ -201,7 +201,7 @@ package enum Sys {
     /// Writes `data` to `path` atomically: a temporary file in the same
     /// directory, fsync, rename, then fsync of the directory. Without
     /// `durable`, the fsyncs are left out (for state a reboot voids anyway).
-    package static func writeFileAtomically(_ path: String, _ data: Data, mode: mode_t = 0o644, durable: Bool = true) throws {
+    package static func writeFileAtomically(_ path: String, _ data: Data, mode: UInt32 = 0o644, durable: Bool = true) throws {
         let directory = parentDirectory(of: path)
         let temporary = directory + "/.tmp-" + lastComponent(of: path) + "-" + randomSuffix()
         let fd = try open(temporary, O_WRONLY | O_CREAT | O_EXCL, mode)

@@ -243,8 +243,12 @@ public final class ContainerRuntime: Sendable {
             record.network = try pods.pod(pod).network
             try store(record)
         } else if case .bridge(let network) = spec.network {
-            record.network = try networks.attach(containerID: id, name: name, aliases: spec.networkAliases, ports: spec.publishedPorts, to: network,
-                                                 owner: directory)
+            // It waits for the network's lock, which other processes may
+            // hold: off Swift's cooperative pool.
+            let (networks, aliases, ports) = (networks, spec.networkAliases, spec.publishedPorts)
+            record.network = try await offload { _ in
+                try networks.attach(containerID: id, name: name, aliases: aliases, ports: ports, to: network, owner: directory)
+            }
             try store(record)
         }
         return record
