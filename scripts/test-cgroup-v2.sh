@@ -23,6 +23,10 @@ repo=$PWD
 cache="$repo/.build/cgroup-v2-vm"
 mkdir -p "$cache"
 
+[ "$(id -u)" -eq 0 ] || { echo "the cgroup v2 lane needs root (virtiofsd shares /)" >&2; exit 1; }
+for tool in qemu-system-x86_64 /usr/lib/qemu/virtiofsd cpio depmod modprobe /bin/busybox; do
+    command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/setup.sh" >&2; exit 1; }
+done
 tests="$(swift build --show-bin-path)/GantryPackageTests.xctest"
 [ -x "$tests" ] || { echo "no test products: run scripts/test.sh first" >&2; exit 1; }
 

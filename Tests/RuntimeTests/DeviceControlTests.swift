@@ -95,6 +95,9 @@ func withLoopDevice<T>(_ content: String, _ body: (_ path: String, _ major: UInt
                 let allowed = probe(major, minor, write: true).allowingDevices(DeviceRule(.block, major: major, minor: minor, access: .read))
                 let (_, read) = try await runCollecting(runtime, allowed)
                 #expect(read.contains("gantry-loop-data") && read.contains("read=0") && read.contains("write=1"), "\(read)")
+                // An entry for every device gives only the access it names.
+                let (_, all) = try await runCollecting(runtime, probe(major, minor, write: true).allowingDevices(try DeviceRule(parsing: "a *:* rm")))
+                #expect(all.contains("gantry-loop-data") && all.contains("read=0") && all.contains("write=1"), "\(all)")
             }
         }
     }

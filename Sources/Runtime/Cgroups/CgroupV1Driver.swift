@@ -127,7 +127,14 @@ public struct CgroupV1Driver: CgroupDriver {
         // Everything denied, then each entry allowed: a new cgroup starts
         // with its parent's list, which allows everything.
         try FileIO.write("a", to: file("devices", name, "devices.deny"))
-        for rule in rules { try FileIO.write(rule.description, to: file("devices", name, "devices.allow")) }
+        for rule in rules {
+            // The kernel reads an `a` entry as "allow everything" whatever
+            // access it names: written as its two kinds, it means what it says.
+            let entries = rule.kind == .all
+                ? [DeviceRule(.character, major: nil, minor: nil, access: rule.access), DeviceRule(.block, major: nil, minor: nil, access: rule.access)]
+                : [rule]
+            for entry in entries { try FileIO.write(entry.description, to: file("devices", name, "devices.allow")) }
+        }
     }
 
     public func openForLaunch(_ name: String) throws -> (directory: Int32, tasks: [Int32]) {
