@@ -88,6 +88,21 @@ import Testing
         }
     }
 
+    @Test func anEmptyPortClaimLeftByAKillDoesNotHoldThePort() async throws {
+        try await withImage("cli-port-empty-claim") { root, _ in
+            let port = try #require(Networks.freeHostPort(.tcp))
+            // What a process killed between creating a claim and writing it left.
+            try Sys.makeDirectories(Networks.portClaims, mode: 0o700)
+            let claim = Networks.portClaims + "/tcp-\(port)"
+            #expect(FileManager.default.createFile(atPath: claim, contents: Data()))
+            defer { unlink(claim) }
+            let run = try await gantry(root, ["run", "-d", "--name", "taker", "-p", "\(port):80", "bb:1", "sleep", "600"])
+            #expect(run.status == 0, "an empty claim held the port: \(run.error)")
+            #expect(try String(contentsOfFile: claim, encoding: .utf8).hasPrefix("/"))
+            #expect(try await gantry(root, ["rm", "-f", "taker"]).status == 0)
+        }
+    }
+
     @Test func aDetachedContainersExitIsKnownToLaterCommands() async throws {
         try await withImage("cli-detached-exit") { root, _ in
             #expect(try await gantry(root, ["run", "-d", "--name", "three", "bb:1", "sh", "-c", "sleep 0.5; exit 3"]).status == 0)

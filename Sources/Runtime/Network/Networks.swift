@@ -402,20 +402,27 @@ public final class Networks: Sendable {
     }
 
     /// Takes the claim on a port; false when a live container holds it.
+    ///
+    /// A claim appears whole or not at all: it is written to an unnamed
+    /// file that is then linked at its name, so that a process killed at
+    /// any moment leaves no empty claim that nobody could tell from a
+    /// claim being written.
     private func claim(_ port: PublishedPort, owner: String) throws -> Bool {
         let path = Self.claimPath(port)
+        func failure() -> RuntimeError { RuntimeError(.network, "cannot claim host port \(port.hostPort)", underlying: Sys.errno) }
+        // O_TMPFILE, which the C headers define as a macro Swift cannot import.
+        let unnamed = OwnedDescriptor(open(Self.portClaims, 0o20000000 | O_DIRECTORY | O_WRONLY | O_CLOEXEC, 0o600))
+        guard unnamed.raw >= 0 else { throw failure() }
+        let bytes = Array(owner.utf8)
+        guard bytes.withUnsafeBytes({ write(unnamed.raw, $0.baseAddress, $0.count) }) == bytes.count else { throw failure() }
         for _ in 0 ..< 2 {
-            let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-            if fd >= 0 {
-                _ = owner.utf8CString.withUnsafeBytes { write(fd, $0.baseAddress, $0.count - 1) }
-                close(fd)
-                return true
-            }
-            guard errno == EEXIST else { throw RuntimeError(.network, "cannot claim host port \(port.hostPort)", underlying: Sys.errno) }
+            if linkat(AT_FDCWD, "/proc/self/fd/\(unnamed.raw)", AT_FDCWD, path, AT_SYMLINK_FOLLOW) == 0 { return true }
+            guard errno == EEXIST else { throw failure() }
             let holder = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
             if holder == owner { return true }
-            // A claim whose container is gone is stale.
-            guard !holder.isEmpty, access(holder, F_OK) != 0 else { return false }
+            // A claim whose container is gone is stale, and so is an empty
+            // one (left by versions that wrote claims in place).
+            guard holder.isEmpty || access(holder, F_OK) != 0 else { return false }
             unlink(path)
         }
         return false
