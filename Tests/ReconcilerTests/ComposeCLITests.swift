@@ -297,7 +297,7 @@ import Testing
                 #expect(left.isEmpty, "containers left: \(left.compactMap { $0["name"] })")
                 #expect(!(try await gantry(root, ["network", "ls"]).output.contains("crash_")))
                 #expect(!(try await gantry(root, ["volume", "ls"]).output.contains("crash_data")))
-                let cgroups = ["memory", "pids", "cpu", "freezer", "unified"].flatMap { hierarchy in
+                let cgroups = ["memory", "pids", "cpu", "freezer", "devices", "unified"].flatMap { hierarchy in
                     ((try? FileManager.default.contentsOfDirectory(atPath: "/sys/fs/cgroup/\(hierarchy)/\(parent)")) ?? []).filter { $0.count == 64 }
                 }
                 #expect(cgroups.isEmpty, "cgroups left: \(cgroups)")

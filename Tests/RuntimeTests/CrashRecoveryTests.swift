@@ -13,7 +13,7 @@ import Glibc
 @Suite(.requiresRoot, .serialized) struct CrashRecoveryTests {
     let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("gantry").path
     static let parent = "gantry-crash-test"
-    static let hierarchies = ["memory", "pids", "cpu", "cpuacct", "freezer", "cpuset", "blkio", "unified"]
+    static let hierarchies = ["memory", "pids", "cpu", "cpuacct", "freezer", "cpuset", "blkio", "devices", "unified"]
 
     func gantry(_ root: String, _ arguments: [String]) throws -> (status: Int32, output: String, error: String) {
         try runWithStatus(binary, ["--root", root] + arguments, environment: ["GANTRY_CGROUP_PARENT": Self.parent])
