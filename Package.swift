@@ -76,7 +76,7 @@ let package = Package(
         // Thin wrappers for Linux system calls that glibc does not expose.
         .target(name: "CGantrySystem", cSettings: strictC),
         // The launcher: clone3 into namespaces, then raw system calls until execve.
-        .target(name: "CGantryLauncher", cSettings: strictC),
+        .target(name: "CGantryLauncher", dependencies: ["CGantrySystem"], cSettings: strictC),
 
         // What every layer shares: the state root's layout, the system-call
         // layer, the pool for blocking work, SQLite stores, clocks, event

@@ -5,6 +5,7 @@
 #define _GNU_SOURCE
 #define _XOPEN_SOURCE 600
 #include "CGantryLauncher.h"
+#include "CGantrySystem.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -700,7 +701,7 @@ static int parent_writes(const struct gantry_launch_plan *plan) {
 }
 
 __attribute__((noreturn))
-static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_read, int sync_write) {
+static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_read, int sync_write, int pid_report) {
     // Signals: default dispositions, nothing blocked.
     close(sync_write);
     struct sigaction dfl;
@@ -753,8 +754,29 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
     if (plan->join_pidfd >= 0) {
         // No one may ptrace or read the memory of a process entering a container.
         if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) < 0) child_fail(error_fd, GANTRY_STAGE_JOIN);
-        uint64_t flags = plan->join_namespaces & ~(uint64_t)CLONE_NEWPID;
-        if (flags && setns(plan->join_pidfd, (int)flags) < 0) child_fail(error_fd, GANTRY_STAGE_JOIN);
+        if (plan->join_namespaces & CLONE_NEWUSER) {
+            // A launcher that is not root on the host may enter the
+            // container's PID namespace only from inside its user namespace,
+            // and only for its children: this process joins them all, makes
+            // the process that goes on (in the PID namespace, a child of the
+            // launcher's, as CLONE_PARENT gives), reports its pid and ends.
+            if (setns(plan->join_pidfd, (int)plan->join_namespaces) < 0) child_fail(error_fd, GANTRY_STAGE_JOIN);
+            struct clone_args args;
+            memset(&args, 0, sizeof(args));
+            args.flags = CLONE_PARENT;
+            long grandchild = syscall(SYS_clone3, &args, sizeof(args));
+            if (grandchild < 0) child_fail(error_fd, GANTRY_STAGE_JOIN);
+            if (grandchild > 0) {
+                pid_t reported = (pid_t)grandchild;
+                ssize_t written;
+                do { written = write(pid_report, &reported, sizeof(reported)); } while (written < 0 && errno == EINTR);
+                _exit(0);
+            }
+            close(pid_report);
+        } else {
+            uint64_t flags = plan->join_namespaces & ~(uint64_t)CLONE_NEWPID;
+            if (flags && setns(plan->join_pidfd, (int)flags) < 0) child_fail(error_fd, GANTRY_STAGE_JOIN);
+        }
     }
 
     if (setsid() < 0) child_fail(error_fd, GANTRY_STAGE_SESSION);
@@ -835,7 +857,7 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
     // that no longer exist in this child.
     // Also in a user namespace: the parent (root) leaves setgroups allowed,
     // so that none of the host's groups stays.
-    if (syscall(SYS_setgroups, plan->group_count, plan->groups) < 0) child_fail(error_fd, GANTRY_STAGE_USER);
+    if (!plan->deny_setgroups && syscall(SYS_setgroups, plan->group_count, plan->groups) < 0) child_fail(error_fd, GANTRY_STAGE_USER);
     if (syscall(SYS_setresgid, plan->gid, plan->gid, plan->gid) < 0) child_fail(error_fd, GANTRY_STAGE_USER);
     if (syscall(SYS_setresuid, plan->uid, plan->uid, plan->uid) < 0) child_fail(error_fd, GANTRY_STAGE_USER);
     if (set_capabilities(plan) < 0) child_fail(error_fd, GANTRY_STAGE_CAPABILITIES);
@@ -863,12 +885,12 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
 /// What the child needs, passed through the trampoline.
 struct child_arguments {
     const struct gantry_launch_plan *plan;
-    int error_fd, sync_read, sync_write;
+    int error_fd, sync_read, sync_write, pid_report;
 };
 
 static int child_entry(void *argument) {
     const struct child_arguments *a = argument;
-    child(a->plan, a->error_fd, a->sync_read, a->sync_write);
+    child(a->plan, a->error_fd, a->sync_read, a->sync_write, a->pid_report);
 }
 
 #if defined(__x86_64__)
@@ -982,6 +1004,7 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
     if (mount_namespace_out) *mount_namespace_out = -1;
     failure->stage = GANTRY_STAGE_NONE;
     failure->error = 0;
+    failure->message[0] = 0;
     int error_pipe[2], sync_pipe[2];
     if (pipe2(error_pipe, O_CLOEXEC) < 0) { failure->stage = GANTRY_STAGE_PIPE; failure->error = errno; return -1; }
     if (pipe2(sync_pipe, O_CLOEXEC) < 0) {
@@ -1027,7 +1050,14 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
     // Entering a PID namespace affects only the children of this thread:
     // switch to it for the clone and back.
     int own_pid_namespace = -1;
-    if (plan->join_pidfd >= 0 && (plan->join_namespaces & CLONE_NEWPID)) {
+    int pid_report[2] = { -1, -1 };
+    if (plan->join_pidfd >= 0 && (plan->join_namespaces & CLONE_NEWUSER) && pipe2(pid_report, O_CLOEXEC) < 0) {
+        failure->stage = GANTRY_STAGE_PIPE; failure->error = errno;
+        leave_namespaces(plan, own_namespaces, entered);
+        close(error_pipe[0]); close(error_pipe[1]); close(sync_pipe[0]); close(sync_pipe[1]);
+        return -1;
+    }
+    if (plan->join_pidfd >= 0 && (plan->join_namespaces & CLONE_NEWPID) && !(plan->join_namespaces & CLONE_NEWUSER)) {
         own_pid_namespace = open("/proc/thread-self/ns/pid", O_RDONLY | O_CLOEXEC);
         if (own_pid_namespace < 0 || setns(plan->join_pidfd, CLONE_NEWPID) < 0) {
             failure->stage = GANTRY_STAGE_JOIN; failure->error = errno;
@@ -1058,7 +1088,7 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
         }
     }
 #endif
-    struct child_arguments entry = { plan, error_pipe[1], sync_pipe[0], sync_pipe[1] };
+    struct child_arguments entry = { plan, error_pipe[1], sync_pipe[0], sync_pipe[1], pid_report[1] };
     (void)child_entry;
 
     sigset_t all, previous;
@@ -1073,7 +1103,7 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
 #endif
     {
         pid = syscall(SYS_clone3, &args, sizeof(args));
-        if (pid == 0) child(entry.plan, entry.error_fd, entry.sync_read, entry.sync_write);
+        if (pid == 0) child(entry.plan, entry.error_fd, entry.sync_read, entry.sync_write, entry.pid_report);
     }
     int clone_errno = errno;
     pthread_sigmask(SIG_SETMASK, &previous, NULL);
@@ -1086,8 +1116,10 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
     leave_namespaces(plan, own_namespaces, entered);
     close(error_pipe[1]);
     close(sync_pipe[0]);
+    if (pid_report[1] >= 0) close(pid_report[1]);
     if (pid < 0) {
         close(error_pipe[0]); close(sync_pipe[1]);
+        if (pid_report[0] >= 0) close(pid_report[0]);
         failure->stage = GANTRY_STAGE_CLONE; failure->error = clone_errno;
         if (stack != MAP_FAILED) munmap(stack, CHILD_STACK_SIZE);
         return -1;
@@ -1100,10 +1132,8 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
 
     int stage = GANTRY_STAGE_NONE;
     if (plan->clone_flags & CLONE_NEWUSER) {
-        if ((plan->uid_map && write_proc_file((pid_t)pid, "uid_map", plan->uid_map) < 0) ||
-            (plan->gid_map && write_proc_file((pid_t)pid, "gid_map", plan->gid_map) < 0)) {
-            stage = GANTRY_STAGE_ID_MAPS;
-        }
+        struct gantry_id_maps maps = { plan->uid_map, plan->gid_map, plan->uid_map_helper, plan->gid_map_helper, plan->deny_setgroups };
+        if (gantry_write_id_maps((pid_t)pid, &maps, failure->message, sizeof(failure->message)) < 0) stage = GANTRY_STAGE_ID_MAPS;
     }
     if (!stage && plan->oom_score_adj && write_proc_file((pid_t)pid, "oom_score_adj", plan->oom_score_adj) < 0 &&
         errno != EACCES) {
@@ -1124,10 +1154,38 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
     ssize_t got;
     do { got = read(error_pipe[0], &reported, sizeof(reported)); } while (got < 0 && errno == EINTR);
     close(error_pipe[0]);
-    if (stage || got != 0) {
+    // Joining through a child: the process that went on is its child's.
+    pid_t grandchild = 0;
+    if (pid_report[0] >= 0) {
+        ssize_t read_pid;
+        do { read_pid = read(pid_report[0], &grandchild, sizeof(grandchild)); } while (read_pid < 0 && errno == EINTR);
+        if (read_pid != (ssize_t)sizeof(grandchild)) grandchild = 0;
+        close(pid_report[0]);
         siginfo_t info;
         while (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED | __WALL) < 0 && errno == EINTR) {}
         close(pidfd);
+        pidfd = -1;
+        if (grandchild > 0) {
+            pid = grandchild;
+            pidfd = (int)syscall(SYS_pidfd_open, grandchild, 0);
+            if (pidfd < 0 && !stage && got == 0) {
+                stage = GANTRY_STAGE_JOIN;
+                parent_errno = errno;
+                kill(grandchild, SIGKILL);
+            }
+        } else if (!stage && got == 0) {
+            stage = GANTRY_STAGE_JOIN;
+            parent_errno = ECHILD;
+        }
+    }
+    if (stage || got != 0) {
+        siginfo_t info;
+        if (pidfd >= 0) {
+            while (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED | __WALL) < 0 && errno == EINTR) {}
+            close(pidfd);
+        } else if (grandchild > 0) {
+            while (waitid(P_PID, (id_t)grandchild, &info, WEXITED | __WALL) < 0 && errno == EINTR) {}
+        }
         if (mount_namespace >= 0) close(mount_namespace);
         if (stage) {
             failure->stage = stage; failure->error = parent_errno;

@@ -17,6 +17,7 @@ public struct OCIImageError: GantryError, Sendable {
             case invalidLayout, imageNotFound, tagNotFound, ambiguousImage
             case unsafeLayerEntries, corruptLayer, invalidArgument, systemCall
             case cancelled, unauthorized, notFound, registryError, network, insecureConnection, layerTooLarge, damagedState
+            case unmappedOwner
         }
         private let storage: Storage
         private init(_ storage: Storage) { self.storage = storage }
@@ -62,6 +63,9 @@ public struct OCIImageError: GantryError, Sendable {
         /// The store's own state (its database) is damaged; nothing was
         /// changed or deleted because of it.
         public static let damagedState = Code(.damagedState)
+        /// A layer has a file whose owner the user namespace of a process
+        /// that is not root does not map (it has too few subordinate IDs).
+        public static let unmappedOwner = Code(.unmappedOwner)
         /// An argument is out of range or malformed.
         public static let invalidArgument = Code(.invalidArgument)
         /// A system call failed; ``OCIImageError/underlying`` holds the failure.

@@ -73,6 +73,14 @@ struct gantry_launch_plan {
     /// the child to drop the host's groups).
     const char *uid_map;
     const char *gid_map;
+    /// newuidmap and newgidmap, to write the maps with (a parent that is
+    /// not root mapping subordinate IDs), or NULL.
+    const char *uid_map_helper;
+    const char *gid_map_helper;
+    /// The parent denies setgroups before writing the maps (required of a
+    /// parent without CAP_SETGID writing a single mapping): the child
+    /// keeps the groups it has, which the namespace does not map.
+    int deny_setgroups;
 
     const char *hostname;
     /// Written by the parent to the child's oom_score_adj, or NULL. A value
@@ -179,6 +187,8 @@ struct gantry_launch_plan {
 struct gantry_launch_failure {
     int stage;
     int error;
+    /// What newuidmap or newgidmap said when they failed, NUL-terminated.
+    char message[256];
 };
 
 /// The steps of a launch, as reported in `gantry_launch_failure.stage`.

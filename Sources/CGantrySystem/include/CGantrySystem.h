@@ -154,4 +154,75 @@ struct gantry_device_rule {
 /// any, is left in `log`.
 int gantry_device_filter_attach(int cgroup_fd, const struct gantry_device_rule *rules, size_t count, char *log, size_t log_size);
 
+// MARK: - User namespaces
+
+/// How a new user namespace's IDs map to the host's.
+struct gantry_id_maps {
+    /// `inside outside count` lines, for uid_map and gid_map.
+    const char *uid_map;
+    const char *gid_map;
+    /// newuidmap and newgidmap, which write maps of subordinate IDs the
+    /// caller may use; NULL: the maps are written directly, which the
+    /// kernel allows a process that is not root only for its own IDs.
+    const char *uid_helper;
+    const char *gid_helper;
+    /// Written directly: deny setgroups first (required for a gid_map
+    /// written by a process without CAP_SETGID).
+    int deny_setgroups;
+};
+
+/// Writes the ID maps of the user namespace that the process `pid` has
+/// just made. Returns 0, or -1 with errno set; a helper's complaint is left
+/// in `message` (NUL-terminated; empty when there is none).
+int gantry_write_id_maps(pid_t pid, const struct gantry_id_maps *maps, char *message, size_t message_size);
+
+/// An owner to give a file, by its path beneath a directory.
+struct gantry_owner_entry {
+    const char *path;
+    uint32_t uid;
+    uint32_t gid;
+    /// Permission bits to set once the owner is set (which clears set-ID
+    /// bits), or -1.
+    int32_t mode;
+    /// A `security.capability` value to set once the owner is set, or NULL.
+    const void *capability;
+    size_t capability_size;
+};
+
+#define GANTRY_USER_NAMESPACE_CHOWN 1
+#define GANTRY_USER_NAMESPACE_REMOVE 2
+
+/// Work done as the root of a new user namespace.
+struct gantry_user_namespace_task {
+    int operation;
+    /// The directory the paths are beneath.
+    int directory;
+    /// GANTRY_USER_NAMESPACE_CHOWN: owners to give, in order.
+    const struct gantry_owner_entry *entries;
+    size_t entry_count;
+    /// GANTRY_USER_NAMESPACE_REMOVE: the name in `directory` to remove
+    /// with everything below it.
+    const char *name;
+};
+
+#define GANTRY_USER_NAMESPACE_STAGE_UNSHARE 1
+#define GANTRY_USER_NAMESPACE_STAGE_MAPS 2
+#define GANTRY_USER_NAMESPACE_STAGE_TASK 3
+
+struct gantry_user_namespace_result {
+    /// Where it failed (a GANTRY_USER_NAMESPACE_STAGE_*), and the errno.
+    int stage;
+    int error;
+    /// With CHOWN: the entry that failed, or -1.
+    int failed_index;
+    /// A map helper's complaint.
+    char message[512];
+};
+
+/// Does `task` in a child process that makes a new user namespace with
+/// `maps` and becomes its root: paths are resolved beneath the directory
+/// and no symlink is followed. Returns 0, or -1 with `result` saying why.
+int gantry_in_user_namespace(const struct gantry_id_maps *maps, const struct gantry_user_namespace_task *task,
+                             struct gantry_user_namespace_result *result);
+
 #endif

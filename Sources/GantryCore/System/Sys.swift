@@ -282,6 +282,17 @@ package enum Sys {
         return String(path[path.index(after: slash)...])
     }
 
+    /// The path the kernel gives the file open at `fd` (through
+    /// `/proc/self/fd`), as bytes; nil when it has none.
+    package static func descriptorPath(_ fd: Int32) -> [UInt8]? {
+        var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+        let length = buffer.withUnsafeMutableBufferPointer { pointer in
+            pointer.withMemoryRebound(to: CChar.self) { readlink("/proc/self/fd/\(fd)", $0.baseAddress!, $0.count) }
+        }
+        guard length > 0, length < buffer.count, buffer[0] == 0x2f else { return nil }
+        return Array(buffer[..<length])
+    }
+
     /// Whether the process may create device nodes and set any owner:
     /// it is root with CAP_MKNOD and CAP_CHOWN in its effective set.
     package static var isPrivileged: Bool {

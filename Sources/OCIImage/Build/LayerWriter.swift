@@ -25,10 +25,14 @@ final class LayerWriter {
     private let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
     private var rootDevice: dev_t = 0
     private(set) var entries = 0
+    /// Owners are written as this user namespace sees them (the caller is
+    /// its root); an owner it does not map becomes its overflow ID, 65534.
+    private let userNamespace: UserNamespaceMapping?
 
-    init(source: String, into blob: BlobWriter) throws {
+    init(source: String, into blob: BlobWriter, userNamespace: UserNamespaceMapping? = nil) throws {
         self.source = source
         self.blob = blob
+        self.userNamespace = userNamespace
         guard let compressed = archive_write_new(), let tar = archive_write_new(), let disk = archive_read_disk_new(),
               let links = archive_entry_linkresolver_new()
         else { throw OCIImageError(.systemCall, "libarchive could not allocate a writer") }
@@ -143,6 +147,10 @@ final class LayerWriter {
         archive_entry_unset_birthtime(entry)
         archive_entry_set_uname(entry, nil)
         archive_entry_set_gname(entry, nil)
+        if let userNamespace {
+            archive_entry_set_uid(entry, la_int64_t(UserNamespaceMapping.containerID(st.st_uid, in: userNamespace.uids) ?? 65534))
+            archive_entry_set_gid(entry, la_int64_t(UserNamespaceMapping.containerID(st.st_gid, in: userNamespace.gids) ?? 65534))
+        }
         filterAttributes(entry)
 
         var spare: OpaquePointer?

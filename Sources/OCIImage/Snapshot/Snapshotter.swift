@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import Tracing
 #if canImport(Glibc)
 import Glibc
@@ -22,6 +23,9 @@ struct Snapshotter: Sendable {
     let content: ContentStore
     let database: MetadataDatabase
     let expansionLimit: LayerExpansionLimit
+    /// Without privileges: the user namespace whose IDs files belong to.
+    let userNamespace: UserNamespaceMapping?
+    let logger: Logger
 
     /// The directory of the snapshot `chainID`.
     static func directory(for chainID: Digest, in root: StateRoot) -> String {
@@ -79,11 +83,12 @@ struct Snapshotter: Sendable {
         let scratch = root.snapshots + "/.tmp-" + Sys.randomSuffix()
         try Sys.check("mkdir", scratch) { mkdir(scratch, 0o755) }
         do {
-            let options = LayerUnpackOptions(
+            var options = LayerUnpackOptions(
                 whiteouts: .overlay(lowerLayers: lowers), privileged: privileged, expectedDiffID: layer.diffID,
                 expectedSize: layer.descriptor.size, expansionLimit: expansionLimit,
                 progress: ImageProgress.unpacking(layer.descriptor, index: index, count: count, handler: progress),
                 isCancelled: isCancelled)
+            if !privileged { options.userNamespace = userNamespace }
             let report = try withSpan("unpack") { span in
                 span.attributes["gantry.layer"] = layer.descriptor.digest.description
                 let report = try LayerUnpacker.unpack(layerAt: content.path(for: layer.descriptor.digest), into: scratch, options: options)
@@ -91,16 +96,38 @@ struct Snapshotter: Sendable {
                 return report
             }
             ImageTelemetry.unpacked(bytes: report.uncompressedSize)
+            if let userNamespace, !privileged { try giveOwners(report, of: layer, in: scratch, userNamespace) }
             if rename(scratch, directory) != 0 {
                 let error = Sys.errno
                 // Someone else finished the same snapshot first.
                 guard error == .directoryNotEmpty || error == .fileExists else { throw SystemCallError("rename", directory, error) }
-                try Sys.removeTree(scratch)
+                try removeTree(scratch, mapping: userNamespace)
             }
             return report.uncompressedSize
         } catch {
-            try? Sys.removeTree(scratch)
+            try? removeTree(scratch, mapping: userNamespace)
             throw error
+        }
+    }
+
+    /// Gives the files of a layer unpacked without privileges the owners
+    /// the image gave them, as the user namespace's root: first checks that
+    /// the namespace maps every one, naming the first file it cannot hold.
+    private func giveOwners(_ report: LayerUnpackReport, of layer: LayerSource, in directory: String, _ mapping: UserNamespaceMapping) throws {
+        if report.skippedDeviceNodes > 0 {
+            logger.notice("device nodes of an image layer were skipped: a user namespace cannot make them", metadata: [
+                "layer": "\(layer.descriptor.digest)", "skipped": "\(report.skippedDeviceNodes)",
+            ])
+        }
+        for owner in report.owners {
+            if let reason = mapping.unmappedOwner(uid: owner.uid, gid: owner.gid) {
+                throw OCIImageError(.unmappedOwner, "layer \(layer.descriptor.digest): /\(String(decoding: owner.path, as: UTF8.self)) belongs to \(reason)")
+            }
+        }
+        do {
+            try mapping.setOwners(report.owners, beneath: directory)
+        } catch {
+            throw OCIImageError(.systemCall, "layer \(layer.descriptor.digest): its files cannot be given their owners", underlying: error)
         }
     }
 }

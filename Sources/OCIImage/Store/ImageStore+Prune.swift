@@ -58,7 +58,7 @@ extension ImageStore {
                 report.bytes += size
             }
             for snapshot in try database.snapshots(root: root) where !liveChains.contains(snapshot.chainID) {
-                try Sys.removeTree(snapshot.directory)
+                try removeTree(snapshot.directory, mapping: userNamespace)
                 try database.removeSnapshot(snapshot.chainID)
                 report.snapshots += 1
             }
@@ -66,7 +66,7 @@ extension ImageStore {
             // nothing else holds the lock, so nothing is in progress.
             let kept = Set(try database.snapshots(root: root).map(\.chainID.encoded)).union(liveChains.map(\.encoded))
             for name in try directoryNames(root.snapshots) where !kept.contains(name) {
-                try Sys.removeTree(root.snapshots + "/" + name)
+                try removeTree(root.snapshots + "/" + name, mapping: userNamespace)
                 if name.hasPrefix(".tmp-") { report.leftovers += 1 } else { report.snapshots += 1 }
             }
             for name in try directoryNames(content.ingestDirectory) {

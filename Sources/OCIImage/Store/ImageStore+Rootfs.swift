@@ -61,7 +61,7 @@ extension ImageStore {
                 }
                 progress?(ImageProgress(phase: .packing, digest: nil, index: 0, count: 1, completed: 0, total: nil))
                 let blob = try self.content.writer()
-                let layer = try LayerWriter(source: source, into: blob)
+                let layer = try LayerWriter(source: source, into: blob, userNamespace: self.userNamespace)
                 let (diffID, _) = try layer.write()
                 if isCancelled() {
                     blob.cancel()

@@ -22,6 +22,10 @@ public final class ImageStore: Sendable {
     let logger: Logger
     /// How far a layer may expand when it is unpacked.
     public let layerExpansionLimit: LayerExpansionLimit
+    /// For a process that is not root: the user namespace that layers are
+    /// unpacked for (files keep the image's owners as that namespace sees
+    /// them) and that containers run in. `nil` for root.
+    public let userNamespace: UserNamespaceMapping?
     /// Manifests and configurations already decoded, by manifest digest and
     /// platform: content is immutable, so they never go stale.
     let resolvedManifests = Mutex<[String: ResolvedImage]>([:])
@@ -42,6 +46,7 @@ public final class ImageStore: Sendable {
         (self.root, content, database, lock) = try Self.open(root)
         self.layerExpansionLimit = layerExpansionLimit
         self.logger = logger
+        userNamespace = Self.defaultUserNamespace
     }
     #else
     /// Opens (creating if needed) the image store in `root`.
@@ -56,6 +61,7 @@ public final class ImageStore: Sendable {
         (self.root, content, database, lock) = try Self.open(root)
         self.layerExpansionLimit = layerExpansionLimit
         self.logger = logger
+        userNamespace = Self.defaultUserNamespace
     }
     #endif
 
@@ -80,7 +86,16 @@ public final class ImageStore: Sendable {
         throw OCIImageError(.damagedState, "the image database \(root.database) is empty while \(blobs.count) blobs are stored: it was truncated or damaged, and opening it would lose every image's name. Move it aside and re-import or pull the images (their content is kept), or restore it from a backup")
     }
 
-    var snapshotter: Snapshotter { Snapshotter(root: root, content: content, database: database, expansionLimit: layerExpansionLimit) }
+    var snapshotter: Snapshotter {
+        Snapshotter(root: root, content: content, database: database, expansionLimit: layerExpansionLimit, userNamespace: userNamespace,
+                    logger: logger)
+    }
+
+    /// The user namespace of a process that is not root: its subordinate IDs
+    /// where it has them, else itself alone.
+    static var defaultUserNamespace: UserNamespaceMapping? {
+        geteuid() == 0 ? nil : UserNamespaceMapping.forCurrentUser()
+    }
 
     // MARK: Names
 

@@ -244,8 +244,13 @@ extension LayerApplier {
             let (uid, gid) = owner(entry)
             try Sys.check("chown", "\(target)/\(display)") { fchown(fd, uid, gid) }
         }
+        var capability: [UInt8]?
         try ExtendedAttributes.forEach(in: entry) { name, value in
             let key = String(cString: name)
+            if key == "security.capability", !options.privileged, options.userNamespace != nil {
+                capability = Array(value)
+                return
+            }
             guard ExtendedAttributes.isCarried(key), options.privileged || !ExtendedAttributes.needsPrivilege(key) else {
                 skippedAttributes.insert(key)
                 return
@@ -258,13 +263,51 @@ extension LayerApplier {
                 skippedAttributes.insert(key)
             }
         }
+        if !options.privileged, options.userNamespace != nil {
+            let (uid, gid) = owner(entry)
+            var st = stat()
+            let regular = fstat(fd, &st) == 0 && (st.st_mode & S_IFMT) == S_IFREG
+            // Giving an owner clears set-ID bits: they are set again after.
+            let mode = permissions(entry)
+            noteOwner(Sys.descriptorPath(fd), uid: uid, gid: gid,
+                      mode: regular && mode & (S_ISUID | S_ISGID) != 0 ? mode : nil, capability: regular ? capability : nil)
+        }
+    }
+
+    /// Rootless: records the owner (and what giving it clears) that the
+    /// file at `hostPath` is to get as the user namespace's root; a file of
+    /// root's needs nothing, as the caller is that root.
+    func noteOwner(_ hostPath: Path?, uid: uid_t, gid: gid_t, mode: mode_t? = nil, capability: [UInt8]? = nil) {
+        guard let hostPath, hostPath.starts(with: rootPath) else { return }
+        var path = Array(hostPath.dropFirst(rootPath.count).drop { $0 == 0x2f })
+        if path.isEmpty { path = [0x2e] }
+        if uid == 0 && gid == 0 && capability == nil {
+            owners[path] = nil
+        } else {
+            owners[path] = FileOwner(path: path, uid: uid, gid: gid, mode: mode.map { UInt32($0 & 0o7777) }, capability: capability)
+        }
+    }
+
+    /// `noteOwner` for `name` in the directory `parentFD`.
+    func noteOwner(parentFD: Int32, name: Path, uid: uid_t, gid: gid_t) {
+        guard !options.privileged, options.userNamespace != nil, let parent = Sys.descriptorPath(parentFD) else { return }
+        noteOwner(parent + [0x2f] + name, uid: uid, gid: gid)
+    }
+
+    /// The container ID of a lower layer's file owner (host IDs there are
+    /// the namespace's).
+    func containerOwner(_ st: stat) -> (uid_t, gid_t) {
+        guard let mapping = options.userNamespace else { return (st.st_uid, st.st_gid) }
+        return (UserNamespaceMapping.containerID(st.st_uid, in: mapping.uids) ?? 0, UserNamespaceMapping.containerID(st.st_gid, in: mapping.gids) ?? 0)
     }
 
     func setOwnerAndTimes(parentFD: Int32, name: Path, _ entry: OpaquePointer, display: String) throws {
         try withCString(name) { cName in
+            let (uid, gid) = owner(entry)
             if options.privileged {
-                let (uid, gid) = owner(entry)
                 try Sys.check("chown", "\(target)/\(display)") { fchownat(parentFD, cName, uid, gid, AT_SYMLINK_NOFOLLOW) }
+            } else {
+                noteOwner(parentFD: parentFD, name: name, uid: uid, gid: gid)
             }
             if var times = times(entry) {
                 try Sys.check("utimens", "\(target)/\(display)") {

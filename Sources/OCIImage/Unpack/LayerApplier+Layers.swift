@@ -202,6 +202,9 @@ extension LayerApplier {
         try Sys.check("stat", display) { fstat(fd, &st) }
         if options.privileged {
             try Sys.check("chown", display) { fchown(fd, lower?.stat.st_uid ?? options.plainArchive?.owner?.uid ?? 0, lower?.stat.st_gid ?? options.plainArchive?.owner?.gid ?? 0) }
+        } else if let lower, options.userNamespace != nil {
+            let (uid, gid) = containerOwner(lower.stat)
+            noteOwner(Sys.descriptorPath(fd), uid: uid, gid: gid)
         }
         if let lower {
             try copyAttributes(from: lower.layerFD, path: path, to: fd, display: display)
@@ -258,6 +261,11 @@ extension LayerApplier {
             defer { Sys.close(fd) }
             try Sys.copyFile(from: source, to: fd, size: Int64(st.st_size), display: destination)
             if options.privileged { try Sys.check("chown", destination) { fchown(fd, st.st_uid, st.st_gid) } }
+            let (uid, gid) = containerOwner(st)
+            if !options.privileged, options.userNamespace != nil {
+                noteOwner(Sys.descriptorPath(fd), uid: uid, gid: gid,
+                          mode: st.st_mode & (S_ISUID | S_ISGID) != 0 ? st.st_mode : nil)
+            }
             try copyAttributes(from: layerFD, path: path, to: fd, display: destination)
             try Sys.check("chmod", destination) { fchmod(fd, st.st_mode & 0o7777) }
         case S_IFLNK:
@@ -277,6 +285,9 @@ extension LayerApplier {
         try withCString(name) { cName in
             if options.privileged && kind != S_IFREG {
                 try Sys.check("chown", destination) { fchownat(parentFD, cName, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) }
+            } else if kind != S_IFREG {
+                let (uid, gid) = containerOwner(st)
+                noteOwner(parentFD: parentFD, name: name, uid: uid, gid: gid)
             }
             var times = (st.st_atim, st.st_mtim)
             try Sys.check("utimens", destination) {

@@ -63,6 +63,10 @@ final class LayerApplier {
     var refusedCount = 0
     var skippedAttributes: Set<String> = []
     var skippedDeviceNodes = 0
+    /// With a user namespace: the owners files are to get, by path.
+    var owners: [Path: FileOwner] = [:]
+    /// The root's path as the kernel names it, for the paths of owners.
+    lazy var rootPath: Path = Sys.descriptorPath(rootFD) ?? Array(target.utf8)
 
     init(rootFD: Int32, target: String, layer: String, options: LayerUnpackOptions, lowerFDs: [Int32], stream: LayerStream) {
         self.rootFD = rootFD
@@ -191,6 +195,13 @@ final class LayerApplier {
             try replacing(parentFD, name, display) { mknodat(parentFD, $0, S_IFIFO | 0o600, 0) }
             try setSpecialFileMetadata(parentFD: parentFD, name: name, entry, display: display)
         case GANTRY_AE_IFCHR, GANTRY_AE_IFBLK:
+            if !options.privileged, options.userNamespace != nil, options.plainArchive == nil {
+                // No user namespace may make device nodes: an image's are
+                // skipped and counted (a container gets the standard ones).
+                skippedDeviceNodes += 1
+                written.remove(path)
+                return
+            }
             guard options.privileged else {
                 refuse(display, "device nodes can only be created with root privileges")
                 return

@@ -46,6 +46,11 @@ public struct LayerUnpackOptions: Sendable {
     /// Set for an archive that is not an image layer (one copied into or
     /// out of a container): its names are taken as they are, `.wh.` ones too.
     package var plainArchive: PlainArchivePolicy?
+    /// Without privileges: the user namespace the files are for. Files are
+    /// created as the caller (the namespace's root); the owners and file
+    /// capabilities the namespace's root must give them are reported in
+    /// ``LayerUnpackReport/owners``, by path.
+    package var userNamespace: UserNamespaceMapping?
 
     /// Creates options.
     public init(
@@ -144,6 +149,8 @@ public struct LayerUnpackReport: Hashable, Sendable {
     public var skippedAttributes: Set<String>
     /// Device nodes that were not created (``LayerUnpackOptions/createsDeviceNodes``).
     public var skippedDeviceNodes: Int
+    /// With a user namespace: the owners files are to get as its root.
+    package var owners: [FileOwner] = []
 }
 
 /// Unpacks layer archives (tar, gzip or zstd) into directories, streaming,
@@ -229,7 +236,9 @@ public enum LayerUnpacker {
             throw OCIImageError(.unsafeLayerEntries, "layer \(path) has \(applier.refused.count) refused entries: \(shown)\(more)",
                                 refusedEntries: applier.refused)
         }
-        return LayerUnpackReport(diffID: diffID, uncompressedSize: stream.hasher.count, entries: entries,
-                                 skippedAttributes: applier.skippedAttributes, skippedDeviceNodes: applier.skippedDeviceNodes)
+        var report = LayerUnpackReport(diffID: diffID, uncompressedSize: stream.hasher.count, entries: entries,
+                                       skippedAttributes: applier.skippedAttributes, skippedDeviceNodes: applier.skippedDeviceNodes)
+        report.owners = applier.owners.values.sorted { $0.path.lexicographicallyPrecedes($1.path) }
+        return report
     }
 }

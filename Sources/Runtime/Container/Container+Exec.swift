@@ -149,6 +149,16 @@ extension Container {
             joinPidfd = opened
             descriptors.append(joinPidfd)
         }
+        if runtime.userNamespace != nil, record.spec.initProcess || record.spec.lifetime != .boundToHost, let pid = record.pid {
+            // An init never executes: it keeps a copy of the launching
+            // process's memory, and no one but root may enter a process
+            // that holds what it cannot read. Its program is entered instead.
+            guard let program = Self.programOfInit(pid) else {
+                throw RuntimeError(.invalidState, "cannot exec in container \(name): its program has ended")
+            }
+            joinPidfd = program
+            descriptors.append(program)
+        }
         var environment = record.process.environment
         for pair in exec.environment {
             guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else {
@@ -222,5 +232,22 @@ extension Container {
         if runtime.cgroups.oomKills(cgroup) > oomKillsBefore { return .oomKilled }
         if timedOut { return .timedOut }
         return stopped ? .stopped : .exited
+    }
+}
+
+extension Container {
+    /// A pidfd of the program an init runs (the init's only child), or nil.
+    static func programOfInit(_ pid: Int32) -> Int32? {
+        guard let children = try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8),
+              let child = children.split(separator: " ").first.flatMap({ Int32($0) }) else { return nil }
+        let pidfd = gantry_pidfd_open(child)
+        guard pidfd >= 0 else { return nil }
+        // Still the init's child (and not a process that took a freed pid).
+        guard let status = try? String(contentsOfFile: "/proc/\(child)/status", encoding: .utf8),
+              status.split(separator: "\n").contains("PPid:\t\(pid)") else {
+            close(pidfd)
+            return nil
+        }
+        return pidfd
     }
 }

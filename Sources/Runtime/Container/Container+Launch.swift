@@ -88,9 +88,16 @@ extension Container {
             // the overlay skips syncs (its own when it goes, which would sync
             // the whole upper file system, and fsync inside alike).
             if Self.volatileUpper(record) { plan.overlayOptions! += ",volatile" }
+            // In a user namespace, overlayfs keeps its own attributes
+            // (opaque directories) as user.overlay.*, as the layers have them.
+            if runtime.userNamespace != nil { plan.overlayOptions! += ",userxattr" }
         }
         plan.uidMap = ContainerRuntime.idMap(spec.uidMappings)
         plan.gidMap = ContainerRuntime.idMap(spec.gidMappings)
+        if let mapping = runtime.userNamespace, spec.namespaces.contains(.user) {
+            plan.idMapHelpers = mapping.helpers
+            plan.deniesSetgroups = mapping.helpers == nil
+        }
         plan.mounts = try ContainerRuntime.mounts(spec, volumes: runtime.volumes)
         if let attachment = record.network {
             // Generated files, bound over the image's (as Docker does); a

@@ -148,7 +148,7 @@ extension ContainerRuntime {
             // ID-PID-START: nothing but the marker was made for it.
             let fields = name.dropFirst(Self.stagingPrefix.count).split(separator: "-")
             guard fields.count == 3, let pid = Int32(fields[1]), let start = UInt64(fields[2]), !Self.isAlive(pid: pid, startTime: start) else { continue }
-            try? Sys.removeTree(directory + "/" + name)
+            try? removeTree(directory + "/" + name, mapping: userNamespace)
         }
         for id in names where id.count == 64 && id.allSatisfy(\.isHexDigit) {
             let path = containerDirectory(id)

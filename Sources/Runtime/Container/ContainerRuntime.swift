@@ -25,6 +25,13 @@ public final class ContainerRuntime: Sendable {
     public let volumes: Volumes
     /// The pods containers can be put in.
     public let pods: Pods
+    /// For a process that is not root: the user namespace every container
+    /// runs in (the image store's; see ``ImageStore/userNamespace``).
+    public var userNamespace: UserNamespaceMapping? { images.userNamespace }
+    /// Whether a container that asks for limits runs without them where
+    /// containers can have no cgroup (``NoCgroupDriver``), rather than
+    /// being refused.
+    public let runsWithoutUnenforceableLimits: Bool
     let logger: Logger
     let directory: String
 
@@ -51,16 +58,31 @@ public final class ContainerRuntime: Sendable {
     ///     forwards names that are not containers' (`IP` or `IP:port`); the
     ///     host's `/etc/resolv.conf` name servers when nil.
     ///   - leftovers: what to do with what processes that ended left behind.
+    ///   - runWithoutUnenforceableLimits: for a process that is not root on
+    ///     a host that delegates it no cgroup: run containers that ask for
+    ///     limits without them (with a warning) instead of refusing them.
     ///   - logger: where the runtime logs.
+    ///
+    /// A process that is not root gets containers in a user namespace (see
+    /// ``userNamespace``), and cgroups in the cgroup v2 subtree it owns
+    /// around its own cgroup (`cgroupParent` is made there), or none.
     public init(images: ImageStore, cgroupParent: String = "gantry", cgroups: (any CgroupDriver)? = nil,
-                nameservers: [String]? = nil, leftovers: LeftoverPolicy = .recover,
+                nameservers: [String]? = nil, leftovers: LeftoverPolicy = .recover, runWithoutUnenforceableLimits: Bool = false,
                 logger: Logger = Logger(label: "gantry.runtime")) throws {
         guard !cgroupParent.isEmpty, !cgroupParent.split(separator: "/").contains(".."), !cgroupParent.hasPrefix("/") else {
             throw RuntimeError(.invalidSpec, "cgroup parent \"\(cgroupParent)\" must be a relative path without ..")
         }
         self.images = images
-        self.cgroups = try cgroups ?? Cgroups.hostDriver()
-        self.cgroupParent = cgroupParent
+        if let cgroups {
+            self.cgroups = cgroups
+            self.cgroupParent = cgroupParent
+        } else if images.userNamespace != nil {
+            (self.cgroups, self.cgroupParent) = Cgroups.rootless(parent: cgroupParent)
+        } else {
+            self.cgroups = try Cgroups.hostDriver()
+            self.cgroupParent = cgroupParent
+        }
+        runsWithoutUnenforceableLimits = runWithoutUnenforceableLimits
         self.logger = logger
         directory = images.root.containers
         volumes = try Volumes(root: images.root.volumes, logger: logger) { [directory] name in
@@ -102,6 +124,7 @@ public final class ContainerRuntime: Sendable {
 
     private func performCreate(_ spec: ContainerSpec) async throws -> Container {
         let id = Self.newID()
+        var spec = spec
         let name = spec.name ?? "gantry-" + id.prefix(12)
         try Self.validate(name: name)
         guard spec.namespaces.contains(.mount) else {
@@ -110,12 +133,22 @@ public final class ContainerRuntime: Sendable {
         if !spec.uidMappings.isEmpty || !spec.gidMappings.isEmpty, !spec.namespaces.contains(.user) {
             throw RuntimeError(.invalidSpec, "container \(name) has ID mappings but no user namespace")
         }
-        if spec.namespaces.contains(.user), case .image(let image) = spec.root {
+        if let userNamespace {
+            try adaptToUserNamespace(&spec, name: name, userNamespace)
+        } else if spec.namespaces.contains(.user), case .image(let image) = spec.root {
             // The layers belong to the host's root and sit in private
             // directories, out of reach of a mapped root.
             throw RuntimeError(.invalidSpec, "container \(name): an image root (\(image)) cannot be used in a user namespace yet; use a directory root owned by the mapped IDs")
         }
         try spec.resources.validate()
+        if spec.resources != ResourceLimits(), let none = cgroups as? NoCgroupDriver {
+            let asked = "container \(name) asks for resource limits, but containers can have no cgroup here (\(none.reason))"
+            guard runsWithoutUnenforceableLimits else {
+                throw RuntimeError(.invalidSpec, asked + "; remove the limits, or open the runtime with runWithoutUnenforceableLimits to run it without them")
+            }
+            logger.warning("\(asked): it runs without them")
+            spec.resources = ResourceLimits()
+        }
         if let timeout = spec.timeout, timeout <= .zero {
             throw RuntimeError(.invalidSpec, "container \(name): the timeout \(timeout) is not above zero")
         }
@@ -179,7 +212,7 @@ public final class ContainerRuntime: Sendable {
         // The name is taken atomically, across processes.
         guard symlink(id, directory + "/names/" + name) == 0 else {
             let error = Sys.errno
-            try? Sys.removeTree(containerDirectory)
+            try? removeTree(containerDirectory, mapping: userNamespace)
             if error == .fileExists { throw RuntimeError(.invalidSpec, "the name \(name) is already in use by another container") }
             throw RuntimeError(.systemCall, "cannot record the name \(name)", underlying: error)
         }
@@ -197,7 +230,7 @@ public final class ContainerRuntime: Sendable {
             unlink(directory + "/names/" + name)
             // Without its cgroup gone, the directory (and its marker) stays
             // for the next open to finish the job.
-            if (try? cgroups.remove(cgroupParent + "/" + id)) != nil { try? Sys.removeTree(containerDirectory) }
+            if (try? cgroups.remove(cgroupParent + "/" + id)) != nil { try? removeTree(containerDirectory, mapping: userNamespace) }
             throw error
         }
     }
@@ -224,9 +257,12 @@ public final class ContainerRuntime: Sendable {
         }
         let hostname = spec.hostname ?? String(id.prefix(12))
         let process = try Self.resolveProcess(spec, image: configuration, users: UserDatabase(roots: layers), hostname: hostname)
+        if let userNamespace { try Self.checkMapped(process, name: name, userNamespace) }
         let cgroup = cgroupParent + "/" + id
         try cgroups.create(cgroup, limits: spec.resources)
-        try cgroups.allowDevices(try Self.deviceAllowList(spec), in: cgroup)
+        // An ordinary user can attach no device program (nor write v1's
+        // lists); its user namespace keeps it from making device nodes.
+        if userNamespace == nil { try cgroups.allowDevices(try Self.deviceAllowList(spec), in: cgroup) }
         // Checked now, so that start cannot fail on them.
         _ = try Self.sysctls(spec)
         _ = try Self.resourceLimits(spec)
@@ -532,12 +568,12 @@ public final class ContainerRuntime: Sendable {
             deleteRemoved(aside)
             return
         }
-        try Sys.removeTree(path)
+        try removeTree(path, mapping: userNamespace)
     }
 
     /// Deletes a directory moved aside into ``removedDirectory``, in the background.
     func deleteRemoved(_ path: String) {
-        Reclaimer.shared.removeTree(path) { [logger] error in
+        Reclaimer.shared.removeTree(path, mapping: userNamespace) { [logger] error in
             logger.warning("cannot delete a removed container's files", metadata: ["path": "\(path)", "error": "\(error)"])
         }
     }

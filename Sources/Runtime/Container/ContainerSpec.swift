@@ -87,20 +87,7 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
     }
 
     /// A range of IDs mapped into a user namespace.
-    public struct IDMapping: Hashable, Sendable, Codable {
-        /// The first ID inside the container.
-        public var containerID: UInt32
-        /// The ID it is on the host.
-        public var hostID: UInt32
-        /// How many IDs.
-        public var size: UInt32
-
-        public init(containerID: UInt32 = 0, hostID: UInt32, size: UInt32 = 65536) {
-            self.containerID = containerID
-            self.hostID = hostID
-            self.size = size
-        }
-    }
+    public typealias IDMapping = GantryCore.IDMapping
 
     /// A resource limit of the process (setrlimit(2)).
     public struct ResourceLimit: Hashable, Sendable, Codable {

@@ -60,9 +60,9 @@ final class Reclaimer: Sendable {
 
     /// Deletes the tree at `path` (moved out of the state root's view
     /// already) in the background.
-    func removeTree(_ path: String, logger: @escaping @Sendable (Error) -> Void) {
+    func removeTree(_ path: String, mapping: UserNamespaceMapping?, logger: @escaping @Sendable (Error) -> Void) {
         submit {
-            do { try Sys.removeTree(path) } catch { logger(error) }
+            do { try GantryCore.removeTree(path, mapping: mapping) } catch { logger(error) }
         }
     }
 

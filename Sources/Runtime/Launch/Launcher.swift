@@ -1,4 +1,5 @@
 import CGantryLauncher
+import Foundation
 import SystemPackage
 
 /// A process the launcher started: its pid and a pidfd owned by the
@@ -24,7 +25,10 @@ enum Launcher {
         let result = plan.withUnsafePlan { gantry_launch($0, &pid, &pidfd, &mountNamespace, &failure) }
         guard result == 0 else {
             let stage = String(cString: gantry_launch_stage_name(failure.stage))
-            throw RuntimeError(.launch, "\(what) could not be started: the \(stage) step failed", underlying: Errno(rawValue: failure.error))
+            let said = withUnsafeBytes(of: failure.message) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+                .trimmingCharacters(in: .whitespacesAndNewlines)
+            throw RuntimeError(.launch, "\(what) could not be started: the \(stage) step failed" + (said.isEmpty ? "" : " (\(said))"),
+                               underlying: Errno(rawValue: failure.error))
         }
         return LaunchedProcess(pid: pid, pidfd: pidfd, mountNamespace: mountNamespace)
     }
