@@ -20,6 +20,9 @@ packages=(
     # The cgroup v2 lane: a pure v2 kernel under QEMU, its initramfs and
     # modules; loop devices for the device-control tests.
     qemu-system-x86 kmod cpio util-linux
+    # Rootless containers: newuidmap/newgidmap for subordinate IDs, useradd,
+    # and setcap for an image's file capability.
+    uidmap passwd libcap2-bin procps
     # Benchmarks, with the runtimes Gantry is compared with.
     debootstrap hyperfine time crun runc
 )

@@ -51,7 +51,7 @@ func hoistingGlobalOptions(_ arguments: [String]) -> [String] {
         if first == "--root", rest.count >= 2 {
             leading.append(contentsOf: rest.prefix(2))
             rest = rest.dropFirst(2)
-        } else if first.hasPrefix("--root=") || first == "--debug" {
+        } else if first.hasPrefix("--root=") || first == "--debug" || first == "--ignore-unenforceable-limits" {
             leading.append(first)
             rest = rest.dropFirst()
         } else {
@@ -78,6 +78,9 @@ struct GlobalOptions: ParsableArguments {
     @Flag(name: .long, help: "Log debug messages to standard error.")
     var debug = false
 
+    @Flag(name: .long, help: ArgumentHelp("Run containers that ask for resource limits without them where none can be enforced (an ordinary user without a delegated cgroup), instead of refusing them."))
+    var ignoreUnenforceableLimits = false
+
     var stateRoot: StateRoot {
         if let root { return StateRoot(root) }
         if let root = ProcessInfo.processInfo.environment["GANTRY_ROOT"], !root.isEmpty { return StateRoot(root) }
@@ -93,7 +96,8 @@ struct GlobalOptions: ParsableArguments {
     func openGantry(registry: RegistryFlags? = nil, insecure registries: [String] = []) async throws -> Gantry {
         let client = try registry?.client(insecure: registries, logger: logger)
         let parent = ProcessInfo.processInfo.environment["GANTRY_CGROUP_PARENT"].flatMap { $0.isEmpty ? nil : $0 } ?? "gantry"
-        return try Gantry(root: stateRoot, registry: client, cgroupParent: parent, logger: logger)
+        return try Gantry(root: stateRoot, registry: client, cgroupParent: parent, leftovers: .recover,
+                          runWithoutUnenforceableLimits: ignoreUnenforceableLimits, logger: logger)
     }
 }
 

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -197,6 +198,145 @@ static int remove_tree(int dirfd, const char *name) {
     return 0;
 }
 
+/// Copies the extended attributes a layer carries (user.*, and a file
+/// capability) from one open file to another.
+static int copy_attributes(int from, int to) {
+    char names[4096];
+    ssize_t length = flistxattr(from, names, sizeof(names));
+    if (length <= 0) return 0;
+    char value[4096];
+    for (char *name = names; name < names + length; name += strlen(name) + 1) {
+        int carried = (!strncmp(name, "user.", 5) && strncmp(name, "user.overlay.", 13)) || !strcmp(name, "security.capability");
+        if (!carried) continue;
+        ssize_t size = fgetxattr(from, name, value, sizeof(value));
+        if (size < 0) continue;
+        if (fsetxattr(to, name, value, (size_t)size, 0) < 0 && errno != ENOTSUP) return -1;
+    }
+    return 0;
+}
+
+static int copy_data(int from, int to) {
+    for (;;) {
+        ssize_t copied = copy_file_range(from, NULL, to, NULL, 1 << 30, 0);
+        if (copied == 0) return 0;
+        if (copied > 0) continue;
+        if (errno == EINTR) continue;
+        if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP) return -1;
+        break;
+    }
+    char buffer[65536];
+    for (;;) {
+        ssize_t got = read(from, buffer, sizeof(buffer));
+        if (got < 0 && errno == EINTR) continue;
+        if (got < 0) return -1;
+        if (got == 0) return 0;
+        for (ssize_t done = 0; done < got;) {
+            ssize_t written = write(to, buffer + done, (size_t)(got - done));
+            if (written < 0 && errno == EINTR) continue;
+            if (written < 0) return -1;
+            done += written;
+        }
+    }
+}
+
+/// Gives `to` the owner, mode and times of `st` (the owner first: it
+/// clears set-ID bits).
+static int copy_metadata(int to, const struct stat *st) {
+    if (fchown(to, st->st_uid, st->st_gid) < 0) return -1;
+    if (fchmod(to, st->st_mode & 07777) < 0) return -1;
+    struct timespec times[2] = { st->st_atim, st->st_mtim };
+    return futimens(to, times);
+}
+
+/// Copies what the directory `from` holds into the directory `to`, with
+/// owners, modes, times and carried attributes; symlinks as they are,
+/// never followed; device nodes (which no user namespace may make) and
+/// sockets are left out.
+static int copy_tree(int from, int to) {
+    int listing = dup(from);
+    if (listing < 0) return -1;
+    DIR *directory = fdopendir(listing);
+    if (!directory) { close(listing); return -1; }
+    rewinddir(directory);
+    int result = 0;
+    struct dirent *entry;
+    while (result == 0 && (errno = 0, entry = readdir(directory))) {
+        const char *name = entry->d_name;
+        if (!strcmp(name, ".") || !strcmp(name, "..")) continue;
+        struct stat st;
+        if (fstatat(from, name, &st, AT_SYMLINK_NOFOLLOW) < 0) { result = -1; break; }
+        if (S_ISDIR(st.st_mode)) {
+            if (mkdirat(to, name, 0700) < 0 && errno != EEXIST) { result = -1; break; }
+            int source = openat(from, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            int target = openat(to, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (source < 0 || target < 0) result = -1;
+            if (result == 0) result = copy_tree(source, target);
+            if (result == 0) result = copy_attributes(source, target);
+            if (result == 0) result = copy_metadata(target, &st);
+            int error = errno;
+            if (source >= 0) close(source);
+            if (target >= 0) close(target);
+            errno = error;
+        } else if (S_ISREG(st.st_mode)) {
+            int source = openat(from, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+            int target = openat(to, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+            if (source < 0 || target < 0) result = -1;
+            if (result == 0) result = copy_data(source, target);
+            if (result == 0) result = copy_metadata(target, &st);
+            // After the owner: changing it would clear a file capability.
+            if (result == 0) result = copy_attributes(source, target);
+            int error = errno;
+            if (source >= 0) close(source);
+            if (target >= 0) close(target);
+            errno = error;
+        } else if (S_ISLNK(st.st_mode)) {
+            char link[4096];
+            ssize_t length = readlinkat(from, name, link, sizeof(link) - 1);
+            if (length < 0) { result = -1; break; }
+            link[length] = 0;
+            struct timespec times[2] = { st.st_atim, st.st_mtim };
+            if (symlinkat(link, to, name) < 0 || fchownat(to, name, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) < 0 ||
+                utimensat(to, name, times, AT_SYMLINK_NOFOLLOW) < 0) result = -1;
+        } else if (S_ISFIFO(st.st_mode)) {
+            struct timespec times[2] = { st.st_atim, st.st_mtim };
+            if (mknodat(to, name, S_IFIFO | 0600, 0) < 0 || fchownat(to, name, st.st_uid, st.st_gid, AT_SYMLINK_NOFOLLOW) < 0 ||
+                fchmodat(to, name, st.st_mode & 07777, 0) < 0 || utimensat(to, name, times, AT_SYMLINK_NOFOLLOW) < 0) result = -1;
+        }
+    }
+    if (result == 0 && errno != 0) result = -1;
+    int error = errno;
+    closedir(directory);
+    errno = error;
+    return result;
+}
+
+/// Seeds a volume: mounts the layers (read-only, in a mount namespace of
+/// this process's own) and copies what they have at the path into the
+/// destination, which takes the owner and mode of the path's directory.
+/// Nothing there is no error.
+static int seed(const struct gantry_user_namespace_task *task) {
+    if (task->overlay_options) {
+        if (unshare(CLONE_NEWNS) < 0) return -1;
+        if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) return -1;
+        if (mount("overlay", task->mount_point, "overlay", MS_RDONLY | MS_NODEV | MS_NOSUID, task->overlay_options) < 0) return -1;
+    }
+    int root = open(task->mount_point, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (root < 0) return -1;
+    struct open_how how = { .flags = O_RDONLY | O_DIRECTORY | O_CLOEXEC, .mode = 0, .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS };
+    long source;
+    do { source = syscall(SYS_openat2, root, task->name, &how, sizeof(how)); } while (source < 0 && (errno == EINTR || errno == EAGAIN));
+    close(root);
+    if (source < 0) return (errno == ENOENT || errno == ENOTDIR) ? 0 : -1;
+    struct stat st;
+    int result = fstat((int)source, &st);
+    if (result == 0) result = copy_tree((int)source, task->directory);
+    if (result == 0) result = copy_metadata(task->directory, &st);
+    int error = errno;
+    close((int)source);
+    errno = error;
+    return result;
+}
+
 struct task_report {
     int error;
     int failed_index;
@@ -245,6 +385,8 @@ int gantry_in_user_namespace(const struct gantry_id_maps *maps, const struct gan
                 }
             } else if (task->operation == GANTRY_USER_NAMESPACE_REMOVE) {
                 if (remove_tree(task->directory, task->name) < 0) outcome.error = errno;
+            } else if (task->operation == GANTRY_USER_NAMESPACE_SEED) {
+                if (seed(task) < 0) outcome.error = errno;
             } else {
                 outcome.error = EINVAL;
             }

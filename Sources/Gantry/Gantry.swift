@@ -25,6 +25,7 @@ public final class Gantry: Sendable {
     private let logger: Logger
     private let cgroupParent: String
     private let leftovers: LeftoverPolicy
+    private let runsWithoutUnenforceableLimits: Bool
     private let runtime = Mutex<ContainerRuntime?>(nil)
 
     #if Registry
@@ -38,12 +39,17 @@ public final class Gantry: Sendable {
     ///   - leftovers: What opening the container runtime does with what
     ///     processes that ended left behind: finish it at once (the
     ///     default), or leave it for `ContainerRuntime.recoverLeftovers()`.
+    ///   - runWithoutUnenforceableLimits: For a process that is not root
+    ///     where no cgroup is delegated to it: run containers that ask for
+    ///     resource limits without them, instead of refusing them.
     ///   - logger: Where Gantry logs.
     public init(root: StateRoot = .default, registry: RegistryClient? = nil, cgroupParent: String = "gantry",
-                leftovers: LeftoverPolicy = .recover, logger: Logger = Logger(label: "gantry")) throws {
+                leftovers: LeftoverPolicy = .recover, runWithoutUnenforceableLimits: Bool = false,
+                logger: Logger = Logger(label: "gantry")) throws {
         self.root = root
         self.cgroupParent = cgroupParent
         self.leftovers = leftovers
+        runsWithoutUnenforceableLimits = runWithoutUnenforceableLimits
         images = try ImageStore(root: root, registry: registry, logger: logger)
         self.logger = logger
     }
@@ -56,12 +62,17 @@ public final class Gantry: Sendable {
     ///   - leftovers: What opening the container runtime does with what
     ///     processes that ended left behind: finish it at once (the
     ///     default), or leave it for `ContainerRuntime.recoverLeftovers()`.
+    ///   - runWithoutUnenforceableLimits: For a process that is not root
+    ///     where no cgroup is delegated to it: run containers that ask for
+    ///     resource limits without them, instead of refusing them.
     ///   - logger: Where Gantry logs.
     public init(root: StateRoot = .default, cgroupParent: String = "gantry",
-                leftovers: LeftoverPolicy = .recover, logger: Logger = Logger(label: "gantry")) throws {
+                leftovers: LeftoverPolicy = .recover, runWithoutUnenforceableLimits: Bool = false,
+                logger: Logger = Logger(label: "gantry")) throws {
         self.root = root
         self.cgroupParent = cgroupParent
         self.leftovers = leftovers
+        runsWithoutUnenforceableLimits = runWithoutUnenforceableLimits
         images = try ImageStore(root: root, logger: logger)
         self.logger = logger
     }
@@ -78,7 +89,8 @@ public final class Gantry: Sendable {
         get throws {
             try runtime.withLock { runtime in
                 if let runtime { return runtime }
-                let opened = try ContainerRuntime(images: images, cgroupParent: cgroupParent, leftovers: leftovers, logger: logger)
+                let opened = try ContainerRuntime(images: images, cgroupParent: cgroupParent, leftovers: leftovers,
+                                                  runWithoutUnenforceableLimits: runsWithoutUnenforceableLimits, logger: logger)
                 runtime = opened
                 return opened
             }

@@ -65,9 +65,14 @@ public struct LocalNode: Node {
         if let milliCPU = limits.milliCPU { spec = spec.resources(cpus: Double(milliCPU) / 1000) }
         if let memory = limits.memory { spec.resources.memory = memory }
         if let pids = limits.pids { spec.resources.pids = pids }
+        // Where containers can have no cgroup (an ordinary user without a
+        // delegated one), the node's own weights and CPU sets are left out:
+        // only what the workload asks for is refused.
+        let enforces = !(runtime.cgroups is NoCgroupDriver)
         // The kubelet's conversion: 1024 shares per CPU, at least 2.
-        spec.resources.cpuShares = UInt64(max(2, requests.milliCPU * 1024 / 1000))
-        if !assignment.exclusiveCPUs.isEmpty {
+        if enforces { spec.resources.cpuShares = UInt64(max(2, requests.milliCPU * 1024 / 1000)) }
+        if !enforces {
+        } else if !assignment.exclusiveCPUs.isEmpty {
             spec.resources.cpusetCPUs = assignment.exclusiveCPUs.map(String.init).joined(separator: ",")
         } else if !info.exclusiveCPUs.isEmpty {
             spec.resources.cpusetCPUs = onlineCPUs.filter { !info.exclusiveCPUs.contains($0) }.map(String.init).joined(separator: ",")

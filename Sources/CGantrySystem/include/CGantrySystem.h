@@ -191,6 +191,7 @@ struct gantry_owner_entry {
 
 #define GANTRY_USER_NAMESPACE_CHOWN 1
 #define GANTRY_USER_NAMESPACE_REMOVE 2
+#define GANTRY_USER_NAMESPACE_SEED 3
 
 /// Work done as the root of a new user namespace.
 struct gantry_user_namespace_task {
@@ -201,8 +202,14 @@ struct gantry_user_namespace_task {
     const struct gantry_owner_entry *entries;
     size_t entry_count;
     /// GANTRY_USER_NAMESPACE_REMOVE: the name in `directory` to remove
-    /// with everything below it.
+    /// with everything below it. GANTRY_USER_NAMESPACE_SEED: the path in
+    /// the layers whose content is copied into `directory`.
     const char *name;
+    /// GANTRY_USER_NAMESPACE_SEED: an overlay's options (its lower
+    /// directories) and a directory to mount it on, in a mount namespace
+    /// of the child's own; without options, the directory is the root.
+    const char *overlay_options;
+    const char *mount_point;
 };
 
 #define GANTRY_USER_NAMESPACE_STAGE_UNSHARE 1

@@ -245,7 +245,7 @@ extension UserNamespaceMapping {
             }
             return entries.withUnsafeBufferPointer { entries in
                 var task = gantry_user_namespace_task(operation: GANTRY_USER_NAMESPACE_CHOWN, directory: fd, entries: entries.baseAddress,
-                                                      entry_count: entries.count, name: nil)
+                                                      entry_count: entries.count, name: nil, overlay_options: nil, mount_point: nil)
                 return withIDMaps { gantry_in_user_namespace($0, &task, &result) }
             }
         }
@@ -270,10 +270,35 @@ extension UserNamespaceMapping {
         defer { Sys.close(fd) }
         var result = gantry_user_namespace_result()
         let status = Sys.lastComponent(of: path).withCString { name in
-            var task = gantry_user_namespace_task(operation: GANTRY_USER_NAMESPACE_REMOVE, directory: fd, entries: nil, entry_count: 0, name: name)
+            var task = gantry_user_namespace_task(operation: GANTRY_USER_NAMESPACE_REMOVE, directory: fd, entries: nil, entry_count: 0, name: name,
+                                                  overlay_options: nil, mount_point: nil)
             return withIDMaps { gantry_in_user_namespace($0, &task, &result) }
         }
         if status != 0 { throw failure("cannot remove \(path)", result) }
+    }
+
+    /// Copies what the stacked `layers` (top-most first) hold at `path`
+    /// into the directory `destination`, which takes the owner and mode of
+    /// the directory there, as the root of a namespace with this mapping:
+    /// it mounts the layers in a mount namespace of its own. Nothing at
+    /// `path` copies nothing.
+    package func copy(_ path: String, from layers: [String], into destination: String) throws {
+        let fd = open(destination, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemCallError("open", destination, Sys.errno) }
+        defer { Sys.close(fd) }
+        var result = gantry_user_namespace_result()
+        // One layer is the root itself; more are stacked.
+        let options = layers.count > 1 ? "lowerdir=" + layers.joined(separator: ":") + ",userxattr" : nil
+        let status = path.withCString { name in
+            (options ?? "").withCString { text in
+                layers[0].withCString { point in
+                    var task = gantry_user_namespace_task(operation: GANTRY_USER_NAMESPACE_SEED, directory: fd, entries: nil, entry_count: 0,
+                                                          name: name, overlay_options: options == nil ? nil : text, mount_point: point)
+                    return withIDMaps { gantry_in_user_namespace($0, &task, &result) }
+                }
+            }
+        }
+        if status != 0 { throw failure("cannot copy \(path) of the image into \(destination)", result) }
     }
 
     private func failure(_ what: String, _ result: gantry_user_namespace_result) -> UserNamespaceError {

@@ -85,7 +85,7 @@ public final class ContainerRuntime: Sendable {
         runsWithoutUnenforceableLimits = runWithoutUnenforceableLimits
         self.logger = logger
         directory = images.root.containers
-        volumes = try Volumes(root: images.root.volumes, logger: logger) { [directory] name in
+        volumes = try Volumes(root: images.root.volumes, userNamespace: images.userNamespace, logger: logger) { [directory] name in
             Self.records(in: directory).filter { record in
                 record.spec.mounts.contains { mount in
                     if case .volume(name, _, _) = mount { return true }
@@ -144,7 +144,7 @@ public final class ContainerRuntime: Sendable {
         if spec.resources != ResourceLimits(), let none = cgroups as? NoCgroupDriver {
             let asked = "container \(name) asks for resource limits, but containers can have no cgroup here (\(none.reason))"
             guard runsWithoutUnenforceableLimits else {
-                throw RuntimeError(.invalidSpec, asked + "; remove the limits, or open the runtime with runWithoutUnenforceableLimits to run it without them")
+                throw RuntimeError(.invalidSpec, asked + "; remove the limits, or have the runtime run such containers without them (runWithoutUnenforceableLimits; the gantry command's --ignore-unenforceable-limits)")
             }
             logger.warning("\(asked): it runs without them")
             spec.resources = ResourceLimits()

@@ -30,12 +30,16 @@ public struct VolumeRecord: Hashable, Sendable, Codable {
 /// cooperative pool.
 public final class Volumes: Sendable {
     let directory: String
+    /// For a process that is not root: the user namespace whose root makes
+    /// and removes what containers' users own.
+    let userNamespace: UserNamespaceMapping?
     let logger: Logger
     /// The names of the containers whose specs mount a volume.
     private let users: @Sendable (String) throws -> [String]
 
-    init(root: String, logger: Logger, users: @escaping @Sendable (String) throws -> [String]) throws {
+    init(root: String, userNamespace: UserNamespaceMapping? = nil, logger: Logger, users: @escaping @Sendable (String) throws -> [String]) throws {
         directory = root
+        self.userNamespace = userNamespace
         self.logger = logger
         self.users = users
         try Sys.makeDirectories(directory, mode: 0o700)
@@ -113,7 +117,7 @@ public final class Volumes: Sendable {
         guard using.isEmpty else {
             throw RuntimeError(.invalidState, "volume \(name) is in use by \(using.joined(separator: ", ")); remove those containers first")
         }
-        try Sys.removeTree(directory + "/" + name)
+        try removeTree(directory + "/" + name, mapping: userNamespace)
     }
 
     /// Removes every volume no container mounts; returns their names.
@@ -127,7 +131,7 @@ public final class Volumes: Sendable {
     func prune() throws -> [String] {
         try list().compactMap { record in
             guard try containers(using: record.name).isEmpty else { return nil }
-            try Sys.removeTree(directory + "/" + record.name)
+            try removeTree(directory + "/" + record.name, mapping: userNamespace)
             return record.name
         }
     }
@@ -164,6 +168,12 @@ public final class Volumes: Sendable {
         guard let lock = OwnedDescriptor(opening: directory + "/" + name, O_RDONLY | O_DIRECTORY | O_CLOEXEC) else { throw RuntimeError(.notFound, "no volume is named \(name)", underlying: Sys.errno) }
         flock(lock.raw, LOCK_EX)
         guard ((try? FileManager.default.contentsOfDirectory(atPath: record.mountpoint)) ?? []).isEmpty else { return }
+        if let userNamespace {
+            // Files of the namespace's other IDs: copied by its root.
+            try await offload { _ in try userNamespace.copy(target, from: layers, into: record.mountpoint) }
+            logger.debug("seeded volume from the image", metadata: ["volume": "\(name)", "path": "\(target)"])
+            return
+        }
         try await Self.withMergedRoot(layers) { root in
             // Resolved inside the root: an image's symlinks cannot point the copy elsewhere.
             let source = gantry_openat2(root, target, UInt64(O_RDONLY | O_DIRECTORY | O_CLOEXEC), 0,
