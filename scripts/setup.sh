@@ -20,9 +20,9 @@ packages=(
     # The cgroup v2 lane: a pure v2 kernel under QEMU, its initramfs and
     # modules; loop devices for the device-control tests.
     qemu-system-x86 kmod cpio util-linux
-    # Rootless containers: newuidmap/newgidmap for subordinate IDs, useradd,
-    # and setcap for an image's file capability.
-    uidmap passwd libcap2-bin procps
+    # Rootless containers: newuidmap/newgidmap for subordinate IDs, pasta
+    # for their network, useradd, and setcap for an image's file capability.
+    uidmap passt passwd libcap2-bin procps
     # Benchmarks, with the runtimes Gantry is compared with.
     debootstrap hyperfine time crun runc
 )
@@ -30,3 +30,11 @@ $sudo apt-get update -q
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${packages[@]}"
 
 swift build --build-tests
+
+# pasta gives an ordinary user's containers their network through a tap
+# device, which every user may make where /dev/net/tun is mode 0666, as
+# Debian's udev rules leave it; a machine without udev may have it 0600.
+if [ ! -e /dev/net/tun ]; then
+    $sudo mkdir -p /dev/net && $sudo mknod -m 0666 /dev/net/tun c 10 200
+fi
+$sudo chmod 0666 /dev/net/tun

@@ -12,12 +12,14 @@ extension GantryBench {
         @OptionGroup var options: BenchOptions
         @Option(help: "How many runs.") var runs = 20
         @Option(help: "Runs before measuring.") var warmup = 2
-        @Option(help: "The bridge network to put the containers on (made when missing, removed when made).") var network = "gantry-bench"
+        @Option(help: "The bridge network to put the containers on (made when missing, removed when made); an ordinary user's go on the default network.") var network = "gantry-bench"
         @Option(help: "How long to wait for an answer, in seconds.") var timeout = 10.0
 
         func run() async throws {
             let (samples, removals) = try await options.withRuntime { runtime in
-                let made = (try? runtime.networks.network(network)) == nil
+                // An ordinary user's containers use the default network, through pasta.
+                let network = runtime.userNamespace == nil ? network : Networks.defaultName
+                let made = runtime.userNamespace == nil && (try? runtime.networks.network(network)) == nil
                 if made { try await runtime.networks.create(network) }
                 do {
                     let spec = ContainerSpec(image: "busybox:bench", command: ["/bin/httpd", "-f", "-p", "80"])

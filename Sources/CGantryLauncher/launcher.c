@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -40,6 +41,12 @@
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
 
+/// The child's stack when it shares the parent's memory.
+#define CHILD_STACK_SIZE (256 * 1024)
+
+/// Every namespace flag.
+#define NAMESPACE_FLAGS (CLONE_NEWNS | CLONE_NEWCGROUP | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER | CLONE_NEWPID | CLONE_NEWNET)
+
 _Static_assert(sizeof(struct clone_args) >= 88, "struct clone_args lacks the cgroup field");
 _Static_assert(GANTRY_CLONE_NEWNS == CLONE_NEWNS && GANTRY_CLONE_NEWCGROUP == CLONE_NEWCGROUP && GANTRY_CLONE_NEWUTS == CLONE_NEWUTS &&
                GANTRY_CLONE_NEWIPC == CLONE_NEWIPC && GANTRY_CLONE_NEWUSER == CLONE_NEWUSER && GANTRY_CLONE_NEWPID == CLONE_NEWPID &&
@@ -50,7 +57,7 @@ const char *gantry_launch_stage_name(int stage) {
         "none", "pipe", "clone", "cgroup", "id maps", "sync", "signals", "session", "mount namespace", "root file system",
         "mounts", "pivot_root", "masked paths", "read-only paths", "sysctl", "read-only root", "hostname", "rlimits",
         "working directory", "stdio", "close descriptors", "capabilities", "user", "no_new_privs", "seccomp", "exec",
-        "join namespaces", "init", "parent death signal", "loopback", "oom score",
+        "join namespaces", "init", "parent death signal", "loopback", "oom score", "network",
     };
     if (stage < 0 || stage >= (int)(sizeof(names) / sizeof(names[0]))) return "unknown";
     return names[stage];
@@ -697,11 +704,19 @@ static int loopback_up(void) {
 /// Whether the parent writes anything for the child between the clone and
 /// the child's setup: id maps of a new user namespace, an OOM score.
 static int parent_writes(const struct gantry_launch_plan *plan) {
-    return (plan->clone_flags & CLONE_NEWUSER) || plan->oom_score_adj;
+    return ((plan->clone_flags & CLONE_NEWUSER) && plan->user_namespace_fd < 0) || plan->oom_score_adj || plan->network_helper;
 }
 
+struct child_arguments;
+static void child_setup(const struct gantry_launch_plan *plan, int error_fd, int sync_read, int pid_report) __attribute__((noreturn));
+static int child_setup_entry(void *argument);
+#if defined(__x86_64__)
+static long clone3_on_stack(struct clone_args *args, int (*entry)(void *), void *argument);
+#endif
+
 __attribute__((noreturn))
-static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_read, int sync_write, int pid_report) {
+static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_read, int sync_write, int pid_report,
+                  void *second_stack, const struct child_arguments *arguments) {
     // Signals: default dispositions, nothing blocked.
     close(sync_write);
     struct sigaction dfl;
@@ -726,6 +741,47 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
         if (written != 1) child_fail(error_fd, GANTRY_STAGE_CGROUP);
     }
 
+    // Joining a user namespace (one a launcher that is not root keeps for
+    // all its containers): its namespaces are made by a child of this
+    // process, in it, which goes on (a child of the launcher's, as
+    // CLONE_PARENT gives) once this one has reported its pid and ended.
+    if (plan->user_namespace_fd >= 0) {
+        if (setns(plan->user_namespace_fd, CLONE_NEWUSER) < 0) child_fail(error_fd, GANTRY_STAGE_USER);
+        struct clone_args args;
+        memset(&args, 0, sizeof(args));
+        args.flags = CLONE_PARENT | (plan->clone_flags & NAMESPACE_FLAGS & ~(uint64_t)CLONE_NEWUSER);
+        if (plan->cgroup_tasks_count > 0) args.flags &= ~(uint64_t)CLONE_NEWCGROUP;
+        long grandchild;
+#if defined(__x86_64__)
+        if (second_stack) {
+            // Sharing the launcher's memory too, on a stack of its own.
+            args.flags |= CLONE_VM;
+            args.stack = (uint64_t)(uintptr_t)second_stack;
+            args.stack_size = CHILD_STACK_SIZE;
+            grandchild = clone3_on_stack(&args, child_setup_entry, (void *)arguments);
+            if (grandchild < 0) { errno = (int)-grandchild; grandchild = -1; }
+        } else
+#endif
+        {
+            (void)arguments;
+            grandchild = syscall(SYS_clone3, &args, sizeof(args));
+        }
+        if (grandchild < 0) child_fail(error_fd, GANTRY_STAGE_CLONE);
+        if (grandchild > 0) {
+            pid_t reported = (pid_t)grandchild;
+            ssize_t written;
+            do { written = write(pid_report, &reported, sizeof(reported)); } while (written < 0 && errno == EINTR);
+            _exit(0);
+        }
+        close(pid_report);
+    }
+    child_setup(plan, error_fd, sync_read, pid_report);
+}
+
+/// The rest of the child's work: in its namespaces, from the parent's
+/// go-ahead to the exec.
+__attribute__((noreturn))
+static void child_setup(const struct gantry_launch_plan *plan, int error_fd, int sync_read, int pid_report) {
     // Wait until the parent has written id maps and the OOM score, if it
     // has any to write. It writes a byte: end-of-file cannot be the signal,
     // since a child that another thread clones at the same moment holds a
@@ -747,7 +803,7 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
 
     // In a new user namespace this process still has the host's IDs, which
     // the namespace does not map: become its root before creating anything.
-    if (plan->clone_flags & CLONE_NEWUSER) {
+    if ((plan->clone_flags & CLONE_NEWUSER) || plan->user_namespace_fd >= 0) {
         if (syscall(SYS_setresgid, 0, 0, 0) < 0 || syscall(SYS_setresuid, 0, 0, 0) < 0) child_fail(error_fd, GANTRY_STAGE_USER);
     }
 
@@ -886,11 +942,19 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
 struct child_arguments {
     const struct gantry_launch_plan *plan;
     int error_fd, sync_read, sync_write, pid_report;
+    /// With a user namespace to join and shared memory: the stack of the
+    /// child's child.
+    void *second_stack;
 };
 
 static int child_entry(void *argument) {
     const struct child_arguments *a = argument;
-    child(a->plan, a->error_fd, a->sync_read, a->sync_write, a->pid_report);
+    child(a->plan, a->error_fd, a->sync_read, a->sync_write, a->pid_report, a->second_stack, a);
+}
+
+static int child_setup_entry(void *argument) {
+    const struct child_arguments *a = argument;
+    child_setup(a->plan, a->error_fd, a->sync_read, a->pid_report);
 }
 
 #if defined(__x86_64__)
@@ -921,8 +985,6 @@ static long clone3_on_stack(struct clone_args *args, int (*entry)(void *), void 
 }
 #endif
 
-/// The child's stack when it shares the parent's memory.
-#define CHILD_STACK_SIZE (256 * 1024)
 
 /// Writes "/proc/<pid>/<name>" into `buffer` (at least 64 bytes; `name` short).
 static void proc_pid_path(char *buffer, pid_t pid, const char *name) {
@@ -943,6 +1005,24 @@ static int write_proc_file(pid_t pid, const char *name, const char *value) {
     char path[64];
     proc_pid_path(path, pid, name);
     return write_file(path, value);
+}
+
+/// Runs the network helper with the child's pid as its last argument.
+static int run_network_helper(char *const *helper, pid_t pid, char *message, size_t size) {
+    size_t count = 0;
+    while (helper[count]) count++;
+    char **argv = calloc(count + 2, sizeof(char *));
+    if (!argv) return -1;
+    char pid_text[16];
+    snprintf(pid_text, sizeof(pid_text), "%d", (int)pid);
+    for (size_t i = 0; i < count; i++) argv[i] = helper[i];
+    argv[count] = pid_text;
+    argv[count + 1] = NULL;
+    int result = gantry_run_program(argv, message, size);
+    int error = errno;
+    free(argv);
+    errno = error;
+    return result;
 }
 
 /// A descriptor of the calling thread's own namespace of `type`.
@@ -1020,6 +1100,8 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
     // With v1 cgroups the child joins them only after the clone: the cgroup
     // namespace is made then (by the child), rooted at the container's cgroup.
     if (plan->cgroup_tasks_count > 0) args.flags &= ~(uint64_t)CLONE_NEWCGROUP;
+    // Joining a user namespace: the child makes the namespaces, in it.
+    if (plan->user_namespace_fd >= 0) args.flags &= ~(uint64_t)NAMESPACE_FLAGS;
     args.pidfd = (uint64_t)(uintptr_t)&pidfd;
     args.exit_signal = 0;
     if (plan->cgroup_fd >= 0) {
@@ -1051,7 +1133,8 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
     // switch to it for the clone and back.
     int own_pid_namespace = -1;
     int pid_report[2] = { -1, -1 };
-    if (plan->join_pidfd >= 0 && (plan->join_namespaces & CLONE_NEWUSER) && pipe2(pid_report, O_CLOEXEC) < 0) {
+    int through_child = (plan->join_pidfd >= 0 && (plan->join_namespaces & CLONE_NEWUSER)) || plan->user_namespace_fd >= 0;
+    if (through_child && pipe2(pid_report, O_CLOEXEC) < 0) {
         failure->stage = GANTRY_STAGE_PIPE; failure->error = errno;
         leave_namespaces(plan, own_namespaces, entered);
         close(error_pipe[0]); close(error_pipe[1]); close(sync_pipe[0]); close(sync_pipe[1]);
@@ -1078,17 +1161,22 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
     // before it executes, and must not be this process's memory then. Nor
     // one given an OOM score: the kernel sets the score of every process
     // sharing the memory, so this process would take the container's.
+    // Joining a user namespace, two processes share it: the child, and
+    // the child's child that goes on (each on a stack of its own).
+    size_t stacks = plan->user_namespace_fd >= 0 ? 2 : 1;
     if (!plan->init && plan->join_pidfd < 0 && !plan->oom_score_adj) {
-        stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+        stack = mmap(NULL, stacks * CHILD_STACK_SIZE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
         if (stack != MAP_FAILED) {
             mprotect(stack, 4096, PROT_NONE);
+            if (stacks == 2) mprotect((char *)stack + CHILD_STACK_SIZE, 4096, PROT_NONE);
             args.flags |= CLONE_VM;
             args.stack = (uint64_t)(uintptr_t)stack;
             args.stack_size = CHILD_STACK_SIZE;
         }
     }
 #endif
-    struct child_arguments entry = { plan, error_pipe[1], sync_pipe[0], sync_pipe[1], pid_report[1] };
+    struct child_arguments entry = { plan, error_pipe[1], sync_pipe[0], sync_pipe[1], pid_report[1],
+                                     (stack != MAP_FAILED && stacks == 2) ? (char *)stack + CHILD_STACK_SIZE : NULL };
     (void)child_entry;
 
     sigset_t all, previous;
@@ -1103,7 +1191,7 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
 #endif
     {
         pid = syscall(SYS_clone3, &args, sizeof(args));
-        if (pid == 0) child(entry.plan, entry.error_fd, entry.sync_read, entry.sync_write, entry.pid_report);
+        if (pid == 0) child(entry.plan, entry.error_fd, entry.sync_read, entry.sync_write, entry.pid_report, NULL, &entry);
     }
     int clone_errno = errno;
     pthread_sigmask(SIG_SETMASK, &previous, NULL);
@@ -1121,30 +1209,62 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
         close(error_pipe[0]); close(sync_pipe[1]);
         if (pid_report[0] >= 0) close(pid_report[0]);
         failure->stage = GANTRY_STAGE_CLONE; failure->error = clone_errno;
-        if (stack != MAP_FAILED) munmap(stack, CHILD_STACK_SIZE);
+        if (stack != MAP_FAILED) munmap(stack, stacks * CHILD_STACK_SIZE);
         return -1;
     }
+
+    // Through a child: the process that goes on is its child's, which it
+    // reports before it ends (nothing when it failed first).
+    pid_t grandchild = 0;
+    int stage = GANTRY_STAGE_NONE;
+    int parent_errno = 0;
+    if (pid_report[0] >= 0) {
+        ssize_t read_pid;
+        do { read_pid = read(pid_report[0], &grandchild, sizeof(grandchild)); } while (read_pid < 0 && errno == EINTR);
+        if (read_pid != (ssize_t)sizeof(grandchild)) grandchild = 0;
+        close(pid_report[0]);
+        siginfo_t reaped;
+        while (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &reaped, WEXITED | __WALL) < 0 && errno == EINTR) {}
+        close(pidfd);
+        pidfd = -1;
+        if (grandchild > 0) {
+            pid = grandchild;
+            pidfd = (int)syscall(SYS_pidfd_open, grandchild, 0);
+            if (pidfd < 0) {
+                stage = GANTRY_STAGE_JOIN;
+                parent_errno = errno;
+                kill(grandchild, SIGKILL);
+            }
+        }
+    }
+    int child_failed = pid_report[1] >= 0 && grandchild == 0;
 
     // Taken at once: the child's setup takes far longer than this call.
     // (A child that did end first, or failed, leaves -1 here, and the
     // kernel tears its namespace down at its exit, as without it.)
-    int mount_namespace = (mount_namespace_out && (args.flags & CLONE_NEWNS)) ? open_mount_namespace(pidfd, (pid_t)pid) : -1;
+    int namespace_flags = plan->user_namespace_fd >= 0 ? (int)plan->clone_flags : (int)args.flags;
+    int mount_namespace = (mount_namespace_out && !stage && !child_failed && (namespace_flags & CLONE_NEWNS))
+        ? open_mount_namespace(pidfd, (pid_t)pid) : -1;
 
-    int stage = GANTRY_STAGE_NONE;
-    if (plan->clone_flags & CLONE_NEWUSER) {
+    if (!stage && !child_failed && (plan->clone_flags & CLONE_NEWUSER) && plan->user_namespace_fd < 0) {
         struct gantry_id_maps maps = { plan->uid_map, plan->gid_map, plan->uid_map_helper, plan->gid_map_helper, plan->deny_setgroups };
         if (gantry_write_id_maps((pid_t)pid, &maps, failure->message, sizeof(failure->message)) < 0) stage = GANTRY_STAGE_ID_MAPS;
     }
-    if (!stage && plan->oom_score_adj && write_proc_file((pid_t)pid, "oom_score_adj", plan->oom_score_adj) < 0 &&
+    if (child_failed) {
+        // Its failure is in the error pipe.
+    } else if (!stage && plan->network_helper && run_network_helper(plan->network_helper, (pid_t)pid, failure->message, sizeof(failure->message)) < 0) {
+        stage = GANTRY_STAGE_NETWORK;
+    }
+    if (!stage && !child_failed && plan->oom_score_adj && write_proc_file((pid_t)pid, "oom_score_adj", plan->oom_score_adj) < 0 &&
         errno != EACCES) {
         stage = GANTRY_STAGE_OOM_SCORE;
     }
-    int parent_errno = errno;
-    if (stage) {
+    if (stage && !parent_errno) parent_errno = errno;
+    if (stage && pidfd >= 0) {
         syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
     }
     // A byte lets the child go on; after SIGKILL, closing is enough.
-    if (!stage && parent_writes(plan)) {
+    if (!stage && !child_failed && parent_writes(plan)) {
         ssize_t sent;
         do { sent = write(sync_pipe[1], "", 1); } while (sent < 0 && errno == EINTR);
     }
@@ -1154,30 +1274,6 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
     ssize_t got;
     do { got = read(error_pipe[0], &reported, sizeof(reported)); } while (got < 0 && errno == EINTR);
     close(error_pipe[0]);
-    // Joining through a child: the process that went on is its child's.
-    pid_t grandchild = 0;
-    if (pid_report[0] >= 0) {
-        ssize_t read_pid;
-        do { read_pid = read(pid_report[0], &grandchild, sizeof(grandchild)); } while (read_pid < 0 && errno == EINTR);
-        if (read_pid != (ssize_t)sizeof(grandchild)) grandchild = 0;
-        close(pid_report[0]);
-        siginfo_t info;
-        while (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED | __WALL) < 0 && errno == EINTR) {}
-        close(pidfd);
-        pidfd = -1;
-        if (grandchild > 0) {
-            pid = grandchild;
-            pidfd = (int)syscall(SYS_pidfd_open, grandchild, 0);
-            if (pidfd < 0 && !stage && got == 0) {
-                stage = GANTRY_STAGE_JOIN;
-                parent_errno = errno;
-                kill(grandchild, SIGKILL);
-            }
-        } else if (!stage && got == 0) {
-            stage = GANTRY_STAGE_JOIN;
-            parent_errno = ECHILD;
-        }
-    }
     if (stage || got != 0) {
         siginfo_t info;
         if (pidfd >= 0) {
@@ -1194,11 +1290,11 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
         } else {
             failure->stage = GANTRY_STAGE_EXEC; failure->error = EIO;
         }
-        if (stack != MAP_FAILED) munmap(stack, CHILD_STACK_SIZE);
+        if (stack != MAP_FAILED) munmap(stack, stacks * CHILD_STACK_SIZE);
         return -1;
     }
     // The child has executed: it no longer uses this memory.
-    if (stack != MAP_FAILED) munmap(stack, CHILD_STACK_SIZE);
+    if (stack != MAP_FAILED) munmap(stack, stacks * CHILD_STACK_SIZE);
     *pid_out = (pid_t)pid;
     *pidfd_out = pidfd;
     if (mount_namespace_out) *mount_namespace_out = mount_namespace;

@@ -39,6 +39,56 @@ static int write_whole(const char *path, const char *value) {
     return -1;
 }
 
+int gantry_run_program(char *const argv[], char *message, size_t message_size) {
+    if (message && message_size) message[0] = 0;
+    int result = -1, error = 0;
+    int pipe_fds[2] = { -1, -1 };
+    if (pipe2(pipe_fds, O_CLOEXEC) < 0) return -1;
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attributes;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], 2);
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
+    posix_spawnattr_init(&attributes);
+    sigset_t none, all;
+    sigemptyset(&none);
+    sigfillset(&all);
+    posix_spawnattr_setsigmask(&attributes, &none);
+    posix_spawnattr_setsigdefault(&attributes, &all);
+    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+    pid_t child;
+    error = posix_spawn(&child, argv[0], &actions, &attributes, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attributes);
+    close(pipe_fds[1]);
+    if (error == 0) {
+        // Waited for first, then read without blocking: a daemon the
+        // program leaves may hold its standard error open for ever. (What
+        // it writes before it exits fits in the pipe.)
+        int status = 0;
+        pid_t waited;
+        do { waited = waitpid(child, &status, __WALL); } while (waited < 0 && errno == EINTR);
+        // A host that reaps every child (SIGCHLD ignored) leaves no
+        // status: the caller checks what the program was to do instead.
+        if (waited < 0 && errno == ECHILD) result = 0;
+        else if (waited == child && WIFEXITED(status) && WEXITSTATUS(status) == 0) result = 0;
+        else error = WIFEXITED(status) ? EPERM : EINTR;
+        fcntl(pipe_fds[0], F_SETFL, O_NONBLOCK);
+        size_t got = 0;
+        while (message && got + 1 < message_size) {
+            ssize_t n = read(pipe_fds[0], message + got, message_size - 1 - got);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) break;
+            got += (size_t)n;
+        }
+        if (message && message_size) message[got] = 0;
+    }
+    close(pipe_fds[0]);
+    if (result < 0) errno = error;
+    return result;
+}
+
 /// Runs `helper PID inside outside count …` with the map's numbers, its
 /// standard error going to `message`. Returns 0 when it exits with 0.
 static int run_map_helper(const char *helper, pid_t pid, const char *map, char *message, size_t message_size) {
@@ -49,56 +99,21 @@ static int run_map_helper(const char *helper, pid_t pid, const char *map, char *
     char **argv = calloc(capacity, sizeof(char *));
     char pid_text[16];
     snprintf(pid_text, sizeof(pid_text), "%d", (int)pid);
-    size_t argc = 0;
+    int result = -1;
     if (argv) {
+        size_t argc = 0;
         argv[argc++] = (char *)helper;
         argv[argc++] = pid_text;
         for (char *token = strtok(copy, " \n"); token && argc + 1 < capacity; token = strtok(NULL, " \n")) argv[argc++] = token;
         argv[argc] = NULL;
+        result = gantry_run_program(argv, message, message_size);
+    } else {
+        errno = ENOMEM;
     }
-    int result = -1, error = ENOMEM;
-    int pipe_fds[2] = { -1, -1 };
-    if (argv && pipe2(pipe_fds, O_CLOEXEC) == 0) {
-        posix_spawn_file_actions_t actions;
-        posix_spawnattr_t attributes;
-        posix_spawn_file_actions_init(&actions);
-        posix_spawn_file_actions_adddup2(&actions, pipe_fds[1], 2);
-        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-        posix_spawnattr_init(&attributes);
-        sigset_t none, all;
-        sigemptyset(&none);
-        sigfillset(&all);
-        posix_spawnattr_setsigmask(&attributes, &none);
-        posix_spawnattr_setsigdefault(&attributes, &all);
-        posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-        pid_t child;
-        error = posix_spawn(&child, helper, &actions, &attributes, argv, environ);
-        posix_spawn_file_actions_destroy(&actions);
-        posix_spawnattr_destroy(&attributes);
-        close(pipe_fds[1]);
-        if (error == 0) {
-            size_t got = 0;
-            while (message && got + 1 < message_size) {
-                ssize_t n = read(pipe_fds[0], message + got, message_size - 1 - got);
-                if (n < 0 && errno == EINTR) continue;
-                if (n <= 0) break;
-                got += (size_t)n;
-            }
-            if (message && message_size) message[got] = 0;
-            int status = 0;
-            pid_t waited;
-            do { waited = waitpid(child, &status, __WALL); } while (waited < 0 && errno == EINTR);
-            // A host that reaps every child (SIGCHLD ignored) leaves no
-            // status: the caller reads the map back instead.
-            if (waited < 0 && errno == ECHILD) result = 0;
-            else if (waited == child && WIFEXITED(status) && WEXITSTATUS(status) == 0) result = 0;
-            else error = EPERM;
-        }
-        close(pipe_fds[0]);
-    }
+    int error = errno;
     free(argv);
     free(copy);
-    if (result < 0) errno = error;
+    errno = error;
     return result;
 }
 
@@ -139,6 +154,47 @@ int gantry_write_id_maps(pid_t pid, const struct gantry_id_maps *maps, char *mes
     snprintf(path, sizeof(path), "/proc/%d/gid_map", (int)pid);
     if (maps->gid_map && write_whole(path, maps->gid_map) < 0) return -1;
     return 0;
+}
+
+int gantry_make_user_namespace(const struct gantry_id_maps *maps, char *message, size_t message_size) {
+    int ready[2], done[2];
+    if (pipe2(ready, O_CLOEXEC) < 0) return -1;
+    if (pipe2(done, O_CLOEXEC) < 0) { int error = errno; close(ready[0]); close(ready[1]); errno = error; return -1; }
+    sigset_t all, previous;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &previous);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(ready[0]); close(done[1]);
+        char byte = unshare(CLONE_NEWUSER) == 0 ? 1 : 0;
+        ssize_t n;
+        do { n = write(ready[1], &byte, 1); } while (n < 0 && errno == EINTR);
+        // Until the parent has taken hold of the namespace (or ended).
+        do { n = read(done[0], &byte, 1); } while (n < 0 && errno == EINTR);
+        _exit(0);
+    }
+    int fork_error = errno;
+    pthread_sigmask(SIG_SETMASK, &previous, NULL);
+    close(ready[1]); close(done[0]);
+    if (pid < 0) { close(ready[0]); close(done[1]); errno = fork_error; return -1; }
+    char byte = 0;
+    ssize_t n;
+    do { n = read(ready[0], &byte, 1); } while (n < 0 && errno == EINTR);
+    close(ready[0]);
+    int fd = -1, error = EPERM;
+    if (n == 1 && byte == 1) {
+        if (gantry_write_id_maps(pid, maps, message, message_size) == 0) {
+            char path[64];
+            snprintf(path, sizeof(path), "/proc/%d/ns/user", (int)pid);
+            fd = open(path, O_RDONLY | O_CLOEXEC);
+        }
+        error = errno;
+    }
+    close(done[1]);
+    int status;
+    while (waitpid(pid, &status, __WALL) < 0 && errno == EINTR) {}
+    if (fd < 0) errno = error;
+    return fd;
 }
 
 // MARK: - Work as the root of a user namespace

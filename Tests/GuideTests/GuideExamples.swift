@@ -104,6 +104,14 @@ func gantryOverview() async throws {
     _ = (output, exit)
 }
 
+func rootlessGuide() async throws {
+    let images = try ImageStore(root: .default)       // ~/.local/share/gantry
+    let runtime = try ContainerRuntime(images: images)
+    print(images.userNamespace!)                       // uids 0-0→1000,1-65536→100000, gids …
+    let exit = try await runtime.run(ContainerSpec(image: "busybox", command: ["id"]))
+    _ = exit
+}
+
 func gettingStarted() async throws {
     let gantry = try Gantry(root: StateRoot("/tmp/gantry"))
     let images = gantry.images

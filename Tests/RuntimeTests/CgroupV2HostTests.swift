@@ -1,4 +1,5 @@
 import Foundation
+import OCIImage
 import GantryTestSupport
 import Testing
 @testable import Runtime
@@ -86,6 +87,7 @@ import Testing
         try Sys.makeDirectories(directory + "/leaf")
         defer {
             try? CgroupV2Driver(mountPoint: mount).remove(parent + "/c1")
+            rmdir(directory + "/rootless")
             rmdir(directory + "/leaf")
             rmdir(directory)
         }
@@ -99,11 +101,11 @@ import Testing
         // Root moves the user's process into the subtree; the rest it does alone.
         let tests = CommandLine.arguments[0]
         let script = "echo $$ > \(directory)/leaf/cgroup.procs && exec setpriv --reuid=65534 --regid=65534 --clear-groups "
-            + "env GANTRY_DELEGATED_CGROUP=\(parent) HOME=/tmp \(tests) --testing-library swift-testing --filter runsInADelegatedSubtree"
+            + "env GANTRY_DELEGATED_CGROUP=\(parent) HOME=/tmp \(tests) --testing-library swift-testing --filter DelegatedCgroupTests/"
         let (status, output, error) = try await runWithStatus("/bin/sh", ["-c", script])
         // The test runner reports on its standard error.
         let report = output + error
-        #expect(status == 0 && report.contains("Test run with 1 test") && report.contains("passed"), "\(report)")
+        #expect(status == 0 && report.contains("Test run with 2 tests") && report.contains("passed"), "\(report)")
         #expect(!report.contains("skipped"), "\(report)")
     }
 }
@@ -127,5 +129,36 @@ import Testing
         try driver.setFrozen(false, name)
         try driver.remove(name)
         #expect(CgroupV2HostTests().isGone(pid))
+    }
+
+    /// The user's own containers (in a user namespace) get cgroups in the
+    /// subtree, with limits enforced and an OOM kill reported as for root.
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["GANTRY_DELEGATED_CGROUP"] != nil,
+                   "run by aDelegatedSubtreeServesItsOwner, as the owner of a delegated subtree"))
+    func rootlessContainersHaveLimitsThere() async throws {
+        #expect(geteuid() != 0)
+        try await withTemporaryDirectory("rootless-v2") { dir in
+            try makeBusyboxRootfs(dir + "/rootfs", applets: ["tail", "cat"])
+            let images = try ImageStore(root: StateRoot(dir + "/state"))
+            #expect(images.userNamespace != nil)
+            try await images.importRootfs(at: dir + "/rootfs", name: "busybox:test")
+            let runtime = try ContainerRuntime(images: images, cgroupParent: "rootless")
+            let v2 = try #require(runtime.cgroups as? CgroupV2Driver, "no delegated cgroup found: \(runtime.cgroups)")
+            let delegated = try #require(ProcessInfo.processInfo.environment["GANTRY_DELEGATED_CGROUP"])
+            #expect(runtime.cgroupParent == delegated + "/rootless")
+
+            var hungry = ContainerSpec(image: "busybox:test", command: ["tail", "/dev/zero"])
+            hungry.resources = ResourceLimits(memory: 16 << 20, memorySwap: 16 << 20)
+            let exit = try await runtime.run(hungry)
+            #expect(exit.reason == .oomKilled, "\(exit)")
+
+            var few = ContainerSpec(image: "busybox:test", command: ["sh", "-c", "for i in 1 2 3 4 5 6 7 8; do sleep 5 & done 2>&1"])
+            few.resources = ResourceLimits(pids: 4)
+            // The shell gives up at the first fork the limit refuses.
+            let (_, output) = try await runCollecting(runtime, few)
+            #expect(output.contains("can't fork"), "\(output)")
+            await ContainerRuntime.settle()
+            rmdir(v2.mountPoint + "/" + runtime.cgroupParent)
+        }
     }
 }

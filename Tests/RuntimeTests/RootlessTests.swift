@@ -31,7 +31,7 @@ private let fixtures = ProcessInfo.processInfo.environment["GANTRY_ROOTLESS_FIXT
             let subuids = try readText("/etc/subuid")
             #expect(subuids.contains(ranged + ":") && !subuids.contains(single + ":"))
 
-            for (user, suite, count) in [(ranged, "RootlessTests", "4 tests"), (single, "RootlessSingleMappingTests", "1 test")] {
+            for (user, suite, count) in [(ranged, "RootlessTests", "5 tests"), (single, "RootlessSingleMappingTests", "1 test")] {
                 let home = dir + "/home-" + user
                 try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: false)
                 _ = try await runWithStatus("/bin/chown", [user + ":" + user, home], check: true)
@@ -194,6 +194,69 @@ struct RootlessTests {
             #expect((try JSONSerialization.jsonObject(with: Data(listed.utf8)) as? [Any])?.isEmpty == true, "\(listed)")
             await ContainerRuntime.settle()
         }
+    }
+
+    /// On the default network (through pasta): a published port answers on
+    /// the host's 127.0.0.1, the container reaches a server on the host's
+    /// loopback through its gateway, and removal frees the port and ends pasta.
+    @Test func publishedPortsAndOutboundConnections() async throws {
+        try await withTemporaryDirectory("rootless-net") { dir in
+            let root = dir + "/state"
+            try makeBusyboxRootfs(dir + "/rootfs", applets: ["wget"])
+            try FileManager.default.createDirectory(atPath: dir + "/rootfs/www", withIntermediateDirectories: false)
+            try write("from the container\n", to: dir + "/rootfs/www/index.html")
+            #expect(try await gantry(["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"], root: root).status == 0)
+            // A server on the host's loopback.
+            try FileManager.default.createDirectory(atPath: dir + "/host", withIntermediateDirectories: false)
+            try write("from the host\n", to: dir + "/host/file")
+            let hostPort = try UserModeNetwork.freePort(PublishedPort(hostIP: IPv4Address("127.0.0.1"), containerPort: 1))
+            let server = try ChildProcess("/usr/bin/python3", ["-m", "http.server", "\(hostPort)", "--bind", "127.0.0.1", "--directory", dir + "/host"],
+                                          stdout: .null, stderr: .null)
+            defer { server.kill(.kill); _ = server.wait() }
+
+            let started = try await gantry(["run", "-d", "--name", "web", "-p", "127.0.0.1:0:8080", "bb:1", "httpd", "-f", "-p", "8080", "-h", "/www"], root: root)
+            #expect(started.status == 0, "\(started)")
+            let inspected = try await gantry(["inspect", "web"], root: root).output
+            let parsed = try JSONSerialization.jsonObject(with: Data(inspected.utf8))
+            let object = try #require((parsed as? [String: Any]) ?? (parsed as? [[String: Any]])?.first, "\(inspected)")
+            let ports = try #require(object["ports"] as? [String], "\(inspected)")
+            let published = try #require(ports.first.flatMap { UInt16($0.split(separator: ":")[1]) }, "\(ports)")
+            var answer = ""
+            for _ in 0 ..< 50 where answer.isEmpty {
+                answer = (try? await runWithStatus("/usr/bin/timeout", ["5", "busybox", "wget", "-q", "-O-", "http://127.0.0.1:\(published)/"]).output) ?? ""
+                if answer.isEmpty { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            #expect(answer == "from the container\n")
+            var outbound = (status: Int32(1), output: "", error: "")
+            for _ in 0 ..< 50 where outbound.status != 0 {
+                outbound = try await gantry(["exec", "web", "wget", "-q", "-O-", "http://\(UserModeNetwork.gateway):\(hostPort)/file"], root: root)
+                if outbound.status != 0 { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(outbound.output == "from the host\n", "\(outbound)")
+            #expect(try await gantry(["rm", "-f", "web"], root: root).status == 0)
+            // The port is free again: pasta ended.
+            var freed = false
+            for _ in 0 ..< 100 where !freed {
+                freed = bindable(published)
+                if !freed { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            #expect(freed, "port \(published) is still held")
+            await ContainerRuntime.settle()
+        }
+    }
+
+    /// Whether 127.0.0.1:`port` can be bound now.
+    func bindable(_ port: UInt16) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        defer { close(fd) }
+        // Connections that were made to it may linger in TIME_WAIT.
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+        return withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 } }
     }
 
     /// The IDs of the running containers.

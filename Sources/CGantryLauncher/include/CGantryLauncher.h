@@ -77,6 +77,17 @@ struct gantry_launch_plan {
     /// not root mapping subordinate IDs), or NULL.
     const char *uid_map_helper;
     const char *gid_map_helper;
+    /// A user namespace to start in, or -1: the child enters it and makes
+    /// the other namespaces of `clone_flags` there (through a child of its
+    /// own, which goes on as the launched process), instead of a new one
+    /// with maps. (A launcher that is not root keeps one for all its
+    /// containers, made once with newuidmap and newgidmap.)
+    int user_namespace_fd;
+    /// A program the parent runs once the maps are written, before the
+    /// child goes on, with the child's pid appended to these arguments
+    /// (NULL-terminated, the first a path): a user-mode network stack
+    /// attaching to the child's namespaces. It must exit with 0, once ready.
+    char *const *network_helper;
     /// The parent denies setgroups before writing the maps (required of a
     /// parent without CAP_SETGID writing a single mapping): the child
     /// keeps the groups it has, which the namespace does not map.
@@ -187,7 +198,8 @@ struct gantry_launch_plan {
 struct gantry_launch_failure {
     int stage;
     int error;
-    /// What newuidmap or newgidmap said when they failed, NUL-terminated.
+    /// What newuidmap, newgidmap or the network helper said when they
+    /// failed, NUL-terminated.
     char message[256];
 };
 
@@ -200,7 +212,7 @@ enum gantry_launch_stage {
     GANTRY_STAGE_READONLY_ROOTFS, GANTRY_STAGE_HOSTNAME, GANTRY_STAGE_RLIMITS, GANTRY_STAGE_CWD, GANTRY_STAGE_STDIO,
     GANTRY_STAGE_CLOSE_FDS, GANTRY_STAGE_CAPABILITIES, GANTRY_STAGE_USER, GANTRY_STAGE_NO_NEW_PRIVS,
     GANTRY_STAGE_SECCOMP, GANTRY_STAGE_EXEC, GANTRY_STAGE_JOIN, GANTRY_STAGE_INIT, GANTRY_STAGE_PARENT_DEATH,
-    GANTRY_STAGE_LOOPBACK, GANTRY_STAGE_OOM_SCORE,
+    GANTRY_STAGE_LOOPBACK, GANTRY_STAGE_OOM_SCORE, GANTRY_STAGE_NETWORK,
 };
 
 /// A human-readable name for a stage.

@@ -171,10 +171,21 @@ struct gantry_id_maps {
     int deny_setgroups;
 };
 
+/// Runs `argv[0]` (a path) with `argv` (NULL-terminated), its standard
+/// input and output /dev/null, its standard error left in `message`
+/// (NUL-terminated), and waits for it. Returns 0 when it exited with 0;
+/// otherwise -1 with errno set.
+int gantry_run_program(char *const argv[], char *message, size_t message_size);
+
 /// Writes the ID maps of the user namespace that the process `pid` has
 /// just made. Returns 0, or -1 with errno set; a helper's complaint is left
 /// in `message` (NUL-terminated; empty when there is none).
 int gantry_write_id_maps(pid_t pid, const struct gantry_id_maps *maps, char *message, size_t message_size);
+
+/// Makes a user namespace with `maps` (a child process makes it and ends)
+/// and returns a descriptor that keeps it, to start processes in; -1 with
+/// errno set (and a helper's complaint in `message`) when it cannot.
+int gantry_make_user_namespace(const struct gantry_id_maps *maps, char *message, size_t message_size);
 
 /// An owner to give a file, by its path beneath a directory.
 struct gantry_owner_entry {

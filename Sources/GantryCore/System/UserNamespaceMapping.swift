@@ -301,6 +301,22 @@ extension UserNamespaceMapping {
         if status != 0 { throw failure("cannot copy \(path) of the image into \(destination)", result) }
     }
 
+    /// A descriptor of a new user namespace with this mapping, which the
+    /// caller owns: processes started in it share its IDs.
+    package func makeNamespace() throws -> Int32 {
+        var message = [UInt8](repeating: 0, count: 512)
+        let fd = withIDMaps { maps in
+            message.withUnsafeMutableBufferPointer { buffer in
+                buffer.withMemoryRebound(to: CChar.self) { gantry_make_user_namespace(maps, $0.baseAddress, $0.count) }
+            }
+        }
+        guard fd >= 0 else {
+            let said = String(decoding: message.prefix { $0 != 0 }, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            throw UserNamespaceError("cannot make a user namespace with \(self)" + (said.isEmpty ? "" : " (\(said))"), underlying: Sys.errno)
+        }
+        return fd
+    }
+
     private func failure(_ what: String, _ result: gantry_user_namespace_result) -> UserNamespaceError {
         let errno = Errno(rawValue: result.error)
         let complaint = withUnsafeBytes(of: result.message) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }

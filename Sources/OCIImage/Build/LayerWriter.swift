@@ -26,7 +26,8 @@ final class LayerWriter {
     private var rootDevice: dev_t = 0
     private(set) var entries = 0
     /// Owners are written as this user namespace sees them (the caller is
-    /// its root); an owner it does not map becomes its overflow ID, 65534.
+    /// its root); an owner it does not map becomes its overflow ID, 65534
+    /// (or its root, when it maps only that).
     private let userNamespace: UserNamespaceMapping?
 
     init(source: String, into blob: BlobWriter, userNamespace: UserNamespaceMapping? = nil) throws {
@@ -148,8 +149,14 @@ final class LayerWriter {
         archive_entry_set_uname(entry, nil)
         archive_entry_set_gname(entry, nil)
         if let userNamespace {
-            archive_entry_set_uid(entry, la_int64_t(UserNamespaceMapping.containerID(st.st_uid, in: userNamespace.uids) ?? 65534))
-            archive_entry_set_gid(entry, la_int64_t(UserNamespaceMapping.containerID(st.st_gid, in: userNamespace.gids) ?? 65534))
+            // An owner the namespace does not map (root's files, say) is its
+            // overflow ID where it has one, else its root.
+            let uid = UserNamespaceMapping.containerID(st.st_uid, in: userNamespace.uids)
+                ?? (UserNamespaceMapping.hostID(65534, in: userNamespace.uids) != nil ? 65534 : 0)
+            let gid = UserNamespaceMapping.containerID(st.st_gid, in: userNamespace.gids)
+                ?? (UserNamespaceMapping.hostID(65534, in: userNamespace.gids) != nil ? 65534 : 0)
+            archive_entry_set_uid(entry, la_int64_t(uid))
+            archive_entry_set_gid(entry, la_int64_t(gid))
         }
         filterAttributes(entry)
 

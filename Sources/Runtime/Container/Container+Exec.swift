@@ -173,6 +173,8 @@ extension Container {
             record, pipes: exec.terminal ? .terminal() : .make(openStdin: exec.openStdin), what: "a process in container \(name)"
         ) { plan in
             plan.cloneFlags = 0
+            plan.userNamespaceDescriptor = -1
+            plan.networkHelper = nil
             plan.mounts = []
             plan.maskedPaths = []
             plan.readonlyPaths = []

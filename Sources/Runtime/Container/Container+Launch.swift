@@ -27,6 +27,8 @@ extension Container {
         plan.consoleSocket = pipes.console
         plan.controllingTerminal = pipes.console >= 0
         try configure(&plan)
+        // A pasta that a start which failed left would hold the ports.
+        if plan.networkHelper != nil { UserModeNetwork.stop(files: runtime.networks.memberDirectory(Networks.defaultName, id)) }
         // The main process starts in the namespaces made for it or its pod
         // (a process joining the container enters them through the pidfd).
         var namespaces: [Int32] = []
@@ -49,7 +51,13 @@ extension Container {
                 plan.cloneFlags &= ~GANTRY_CLONE_NEWNET
             }
         }
-        let process = try await LaunchThreads.shared.run { [plan] in try Launcher.launch(plan, what: what) }
+        let process: LaunchedProcess
+        do {
+            process = try await LaunchThreads.shared.run { [plan] in try Launcher.launch(plan, what: what) }
+        } catch {
+            if plan.networkHelper != nil { UserModeNetwork.stop(files: runtime.networks.memberDirectory(Networks.defaultName, id)) }
+            throw error
+        }
         do {
             try pipes.receiveTerminal()
         } catch {
@@ -95,11 +103,21 @@ extension Container {
         plan.uidMap = ContainerRuntime.idMap(spec.uidMappings)
         plan.gidMap = ContainerRuntime.idMap(spec.gidMappings)
         if let mapping = runtime.userNamespace, spec.namespaces.contains(.user) {
-            plan.idMapHelpers = mapping.helpers
-            plan.deniesSetgroups = mapping.helpers == nil
+            if let shared = try runtime.userNamespaceDescriptor() {
+                // The namespace every container of this runtime starts in.
+                plan.userNamespaceDescriptor = shared
+                plan.cloneFlags &= ~GANTRY_CLONE_NEWUSER
+            } else {
+                plan.deniesSetgroups = mapping.helpers == nil
+            }
         }
         plan.mounts = try ContainerRuntime.mounts(spec, volumes: runtime.volumes)
-        if let attachment = record.network {
+        if let attachment = record.network, runtime.userNamespace != nil {
+            let files = runtime.networks.memberDirectory(Networks.defaultName, id)
+            plan.networkHelper = UserModeNetwork.arguments(attachment, files: files)
+            plan.mounts.append(.bind(files + "/hosts", at: "/etc/hosts", directory: false))
+            plan.mounts.append(.bind(files + "/resolv.conf", at: "/etc/resolv.conf", directory: false))
+        } else if let attachment = record.network {
             // Generated files, bound over the image's (as Docker does); a
             // pod's members share the pod's.
             let holder = try spec.pod.map { try runtime.pods.pod($0).id } ?? id

@@ -219,7 +219,7 @@ extension ContainerRuntime {
     /// the network namespace when it uses the host's.
     static func cloneFlags(_ spec: ContainerSpec, joining files: [(path: String, type: UInt64)]) -> UInt64 {
         var flags = spec.namespaces.rawValue
-        if spec.network != .none { flags &= ~GANTRY_CLONE_NEWNET }
+        if spec.network == .host || (spec.network != .none && !spec.namespaces.contains(.user)) { flags &= ~GANTRY_CLONE_NEWNET }
         for file in files { flags &= ~file.type }
         return flags
     }
@@ -228,7 +228,8 @@ extension ContainerRuntime {
     /// pod's, or the network namespace made for its bridge network.
     func namespaceFiles(_ record: ContainerRecord) throws -> [(path: String, type: UInt64)] {
         if let pod = record.spec.pod { return pods.namespaceFiles(try pods.pod(pod)) }
-        if record.network != nil { return [(containerDirectory(record.id) + "/netns", GANTRY_CLONE_NEWNET)] }
+        // An ordinary user's container makes its own, which pasta joins.
+        if record.network != nil, userNamespace == nil { return [(containerDirectory(record.id) + "/netns", GANTRY_CLONE_NEWNET)] }
         return []
     }
 

@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 extension ContainerRuntime {
     /// Makes a spec run in the user namespace of a process that is not
@@ -17,7 +20,27 @@ extension ContainerRuntime {
             throw RuntimeError(.invalidSpec, "container \(name): pods are not available to an ordinary user yet; run as root, or without the pod")
         }
         if case .bridge(let network) = spec.network {
-            throw RuntimeError(.invalidSpec, "container \(name): network \(network) is a bridge on the host, which an ordinary user cannot make or join; use network none (or host)")
+            guard network == Networks.defaultName else {
+                throw RuntimeError(.invalidSpec, "container \(name): network \(network) is a bridge on the host, which an ordinary user cannot make or join; an ordinary user's containers use the default network (\(Networks.defaultName)), none or host")
+            }
+            guard UserModeNetwork.pasta != nil else {
+                throw RuntimeError(.invalidSpec, "container \(name): an ordinary user's containers reach the network through pasta, which is not installed (Debian's passt)")
+            }
+            if !spec.networkAliases.isEmpty {
+                throw RuntimeError(.invalidSpec, "container \(name): an ordinary user's containers on the default network have no names there (as on Docker's default bridge); leave out the aliases")
+            }
+        }
+    }
+
+    /// The user namespace an ordinary user's containers start in, when it
+    /// has subordinate IDs: made once (newuidmap and newgidmap run once, not
+    /// for every container) and kept while the runtime lives; nil for a
+    /// single mapping, which each container's launch writes itself.
+    func userNamespaceDescriptor() throws -> Int32? {
+        guard let mapping = userNamespace, mapping.helpers != nil else { return nil }
+        return try sharedUserNamespace.withLock { fd in
+            if fd < 0 { fd = try mapping.makeNamespace() }
+            return fd
         }
     }
 
@@ -32,5 +55,90 @@ extension ContainerRuntime {
         if mapping.helpers == nil, !process.groups.isEmpty {
             throw RuntimeError(.invalidSpec, "container \(name) runs with supplementary groups \(process.groups.map(String.init).joined(separator: ", ")), which a user namespace without subordinate IDs cannot give (setgroups is denied in it)")
         }
+    }
+}
+
+/// The network of an ordinary user's container on the default network: its
+/// own network namespace, which pasta (Debian's passt) connects to the
+/// host's network in user mode: a tap device with a fixed address, outbound
+/// connections made by pasta on the host, published ports bound on the
+/// host by pasta, and the gateway address leading to the host's loopback.
+/// pasta attaches before the program starts and ends with the namespace.
+enum UserModeNetwork {
+    static let address = IPv4Address(0x0A00_0264)  // 10.0.2.100
+    static let gateway = IPv4Address(0x0A00_0202)  // 10.0.2.2
+    static let nameserver = IPv4Address(0x0A00_0203)  // 10.0.2.3
+    static let prefixLength = 24
+
+    /// pasta, where Debian installs it or on PATH.
+    static let pasta: String? = {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        return (["/usr/bin", "/bin", "/usr/sbin", "/sbin"] + path.split(separator: ":").map(String.init))
+            .map { $0 + "/pasta" }.first { access($0, X_OK) == 0 }
+    }()
+
+    /// The attachment recorded for a container: the fixed addresses, and
+    /// the published ports with a free host port chosen for each asked as 0.
+    static func attachment(ports: [PublishedPort]) throws -> NetworkAttachment {
+        let resolved = try ports.map { port in
+            var port = port
+            if port.hostPort == 0 { port.hostPort = try freePort(port) }
+            return port
+        }
+        return NetworkAttachment(network: Networks.defaultName, networkID: "pasta", address: address, prefixLength: prefixLength,
+                                 gateway: gateway, hostInterface: "", aliases: [], ports: resolved)
+    }
+
+    /// A port the host has free now for `port`'s address and protocol.
+    static func freePort(_ port: PublishedPort) throws -> UInt16 {
+        let fd = socket(AF_INET, (port.protocol == .udp ? Int32(SOCK_DGRAM.rawValue) : Int32(SOCK_STREAM.rawValue)) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw RuntimeError(.network, "cannot open a socket to find a free port", underlying: Sys.errno) }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = (port.hostIP?.value ?? 0).bigEndian
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        guard bound else { throw RuntimeError(.network, "cannot find a free host port on \(port.hostIP?.description ?? "the host")", underlying: Sys.errno) }
+        return UInt16(bigEndian: address.sin_port)
+    }
+
+    /// pasta's arguments (the container's pid follows them): IPv4 only,
+    /// the fixed addresses, DNS forwarded to the host's resolvers, the
+    /// published ports, and nothing forwarded from the namespace to the
+    /// host's own ports.
+    static func arguments(_ attachment: NetworkAttachment, files: String) -> [String]? {
+        guard let pasta else { return nil }
+        var arguments = [pasta, "--config-net", "--quiet", "--pid", files + "/pasta.pid", "--ipv4-only", "--address", address.description, "--netmask", "\(prefixLength)",
+                         "--gateway", gateway.description, "--dns-forward", nameserver.description, "--no-dhcp", "-T", "none", "-U", "none"]
+        let tcp = attachment.ports.filter { $0.protocol == .tcp }, udp = attachment.ports.filter { $0.protocol == .udp }
+        for (flag, ports) in [("-t", tcp), ("-u", udp)] {
+            if ports.isEmpty {
+                arguments += [flag, "none"]
+            }
+            for port in ports {
+                arguments += [flag, (port.hostIP.map { "\($0)/" } ?? "") + "\(port.hostPort):\(port.containerPort)"]
+            }
+        }
+        return arguments
+    }
+
+    /// Ends the pasta a container's start left (it outlives the namespace
+    /// it serves, holding it): the process its pid file names, if it is
+    /// still that pasta.
+    static func stop(files: String) {
+        guard let text = try? String(contentsOfFile: files + "/pasta.pid", encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1,
+              let arguments = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline")),
+              String(decoding: arguments, as: UTF8.self).contains(files + "/pasta.pid") else { return }
+        kill(pid, SIGTERM)
+        unlink(files + "/pasta.pid")
+    }
+
+    /// `/etc/resolv.conf` and `/etc/hosts` for the container, written in its directory.
+    static func writeFiles(in directory: String, hostname: String) throws {
+        try FileIO.replaceStateFile(directory + "/resolv.conf", with: Data("nameserver \(nameserver)\n".utf8))
+        try FileIO.replaceStateFile(directory + "/hosts", with: Data("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\(address)\t\(hostname)\n".utf8))
     }
 }

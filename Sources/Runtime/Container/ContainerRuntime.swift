@@ -26,7 +26,7 @@ public final class ContainerRuntime: Sendable {
     /// The pods containers can be put in.
     public let pods: Pods
     /// For a process that is not root: the user namespace every container
-    /// runs in (the image store's; see ``ImageStore/userNamespace``).
+    /// runs in (the image store's `userNamespace`).
     public var userNamespace: UserNamespaceMapping? { images.userNamespace }
     /// Whether a container that asks for limits runs without them where
     /// containers can have no cgroup (``NoCgroupDriver``), rather than
@@ -45,6 +45,9 @@ public final class ContainerRuntime: Sendable {
     let seccompCache = Mutex<[String: [UInt8]]>([:])
     /// This process and its start time, recorded as each container's owner.
     let owner: (pid: Int32, startTime: UInt64)
+    /// For a process that is not root with subordinate IDs: a descriptor of
+    /// the user namespace its containers start in, made on first use (-1).
+    let sharedUserNamespace = Mutex<Int32>(-1)
 
     /// Opens the runtime over `images`' state root. Containers left by a
     /// process that ended are cleaned up (when bound to it) or adopted,
@@ -104,6 +107,11 @@ public final class ContainerRuntime: Sendable {
         try Sys.makeDirectories(removedDirectory, mode: 0o700)
         chmod(directory, 0o700)
         if leftovers == .recover { recover() }
+    }
+
+    deinit {
+        let fd = sharedUserNamespace.withLock { $0 }
+        if fd >= 0 { close(fd) }
     }
 
     // MARK: - Creating
@@ -181,7 +189,7 @@ public final class ContainerRuntime: Sendable {
                 throw RuntimeError(.invalidSpec, "container \(name) is to join network \(network) but has no network namespace of its own")
             }
             for alias in spec.networkAliases { try Self.validate(name: alias, kind: "network alias") }
-            _ = try networks.joinable(network)
+            if userNamespace == nil { _ = try networks.joinable(network) }
         } else if !spec.publishedPorts.isEmpty {
             throw RuntimeError(.invalidSpec, "container \(name) publishes ports but is not on a bridge network (its network is \(spec.network))")
         }
@@ -277,6 +285,13 @@ public final class ContainerRuntime: Sendable {
         if let pod = spec.pod {
             // The pod's place on its network, for inspect: the pod keeps it.
             record.network = try pods.pod(pod).network
+            try store(record)
+        } else if userNamespace != nil, spec.network != .none, spec.network != .host {
+            record.network = try UserModeNetwork.attachment(ports: spec.publishedPorts)
+            // Beside the container's directory, which its overlay covers.
+            let files = networks.memberDirectory(Networks.defaultName, id)
+            try Sys.makeDirectories(files, mode: 0o755)
+            try UserModeNetwork.writeFiles(in: files, hostname: hostname)
             try store(record)
         } else if case .bridge(let network) = spec.network {
             // It waits for the network's lock, which other processes may
@@ -520,7 +535,10 @@ public final class ContainerRuntime: Sendable {
     /// Removes every trace of a container: cgroup, directory, name, hold.
     func destroy(_ record: ContainerRecord) throws {
         try cgroups.remove(record.cgroup)
-        if record.spec.pod == nil, let attachment = record.network {
+        if userNamespace != nil {
+            UserModeNetwork.stop(files: networks.memberDirectory(Networks.defaultName, record.id))
+            try Sys.removeTree(networks.memberDirectory(Networks.defaultName, record.id))
+        } else if record.spec.pod == nil, let attachment = record.network {
             try networks.detach(containerID: record.id, from: attachment.network, owner: containerDirectory(record.id))
         } else if record.spec.pod == nil, case .bridge(let network) = record.spec.network,
                   access(containerDirectory(record.id) + "/netns", F_OK) == 0 {
@@ -543,6 +561,10 @@ public final class ContainerRuntime: Sendable {
     @discardableResult
     func releaseNetwork(of record: ContainerRecord) -> Bool {
         guard record.spec.pod == nil, let attachment = record.network else { return false }
+        if userNamespace != nil {
+            UserModeNetwork.stop(files: networks.memberDirectory(Networks.defaultName, record.id))
+            return true
+        }
         do {
             try networks.detach(containerID: record.id, from: attachment.network, owner: containerDirectory(record.id))
             return true

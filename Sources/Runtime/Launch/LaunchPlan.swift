@@ -49,10 +49,14 @@ struct LaunchPlan: Sendable {
     var cgroupTasksDescriptors: [Int32] = []
     var uidMap: String?
     var gidMap: String?
-    /// newuidmap and newgidmap, for maps of subordinate IDs.
-    var idMapHelpers: UserNamespaceMapping.Helpers?
     /// The maps are the caller's own IDs, written with setgroups denied.
     var deniesSetgroups = false
+    /// A user namespace to start in (the other namespaces are made in it),
+    /// or -1 for a new one with `uidMap` and `gidMap`.
+    var userNamespaceDescriptor: Int32 = -1
+    /// A user-mode network stack the parent attaches to the new namespaces
+    /// (the child's pid is appended to these arguments).
+    var networkHelper: [String]?
     var hostname: String?
     /// Written to the child's `oom_score_adj` by the parent.
     var oomScoreAdjustment: Int?
@@ -109,9 +113,9 @@ struct LaunchPlan: Sendable {
         plan.cgroup_tasks_count = cgroupTasksDescriptors.count
         plan.uid_map = arena.string(uidMap)
         plan.gid_map = arena.string(gidMap)
-        plan.uid_map_helper = arena.string(idMapHelpers?.newuidmap)
-        plan.gid_map_helper = arena.string(idMapHelpers?.newgidmap)
         plan.deny_setgroups = deniesSetgroups ? 1 : 0
+        plan.user_namespace_fd = userNamespaceDescriptor
+        plan.network_helper = networkHelper.flatMap { arena.nullTerminated($0) }
         plan.hostname = arena.string(hostname)
         plan.oom_score_adj = arena.string(oomScoreAdjustment.map { "\($0)" })
         plan.rootfs = arena.string(rootfs)
