@@ -179,6 +179,12 @@ struct RootlessTests {
             let asNobody = try await gantry(["exec", "-u", "nobody", "web", "id", "-u"], root: root)
             #expect(asNobody.output == "65534\n", "\(asNobody)")
             #expect(try await gantry(["logs", "web"], root: root).output == "up\n")
+            // Files of the container's root, in and out.
+            try write("in from the host\n", to: dir + "/in.txt")
+            #expect(try await gantry(["cp", dir + "/in.txt", "web:/tmp/in.txt"], root: root).status == 0)
+            #expect(try await gantry(["exec", "web", "cat", "/tmp/in.txt"], root: root).output == "in from the host\n")
+            #expect(try await gantry(["cp", "web:/etc/passwd", dir + "/passwd"], root: root).status == 0)
+            #expect(try readText(dir + "/passwd") == readText(dir + "/rootfs/etc/passwd"))
             #expect(try await gantry(["stop", "-t", "1", "web"], root: root).status == 0)
             #expect(try await gantry(["rm", "web"], root: root).status == 0)
 

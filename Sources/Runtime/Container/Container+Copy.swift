@@ -147,6 +147,9 @@ extension Container {
         case .running, .paused:
             root = try openProcessRoot(record)
         case .created, .stopped:
+            if record.usesOverlay, runtime.userNamespace != nil {
+                throw RuntimeError(.unsupportedHost, "cannot copy files of container \(name) while it is not running: an ordinary user can reach a container's files only through its running process")
+            }
             if record.usesOverlay {
                 // One overlay on the upper directory at a time: start refuses
                 // during a copy, a copy that lost the race to a start uses
@@ -188,8 +191,16 @@ extension Container {
     private func openProcessRoot(_ record: ContainerRecord) throws -> Int32 {
         var pidfd = duplicatePidfd()
         if pidfd < 0, let opened = ContainerRuntime.openPidfd(pid: record.pid, startTime: record.pidStartTime) { pidfd = opened }
-        guard pidfd >= 0, let pid = record.pid else {
+        guard pidfd >= 0, var pid = record.pid else {
             throw RuntimeError(.invalidState, "cannot copy files of container \(name): its process is gone")
+        }
+        if runtime.userNamespace != nil, record.spec.initProcess || record.spec.lifetime != .boundToHost {
+            // An ordinary user may not enter an init (see exec): its program's root is the same.
+            close(pidfd)
+            guard let program = Self.programOfInit(pid) else {
+                throw RuntimeError(.invalidState, "cannot copy files of container \(name): its program has ended")
+            }
+            (pidfd, pid) = program
         }
         defer { close(pidfd) }
         let root = open("/proc/\(pid)/root", O_RDONLY | O_DIRECTORY | O_CLOEXEC)

@@ -156,8 +156,8 @@ extension Container {
             guard let program = Self.programOfInit(pid) else {
                 throw RuntimeError(.invalidState, "cannot exec in container \(name): its program has ended")
             }
-            joinPidfd = program
-            descriptors.append(program)
+            joinPidfd = program.pidfd
+            descriptors.append(program.pidfd)
         }
         var environment = record.process.environment
         for pair in exec.environment {
@@ -238,8 +238,9 @@ extension Container {
 }
 
 extension Container {
-    /// A pidfd of the program an init runs (the init's only child), or nil.
-    static func programOfInit(_ pid: Int32) -> Int32? {
+    /// A pidfd and the pid of the program an init runs (the init's only
+    /// child), or nil.
+    static func programOfInit(_ pid: Int32) -> (pidfd: Int32, pid: Int32)? {
         guard let children = try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8),
               let child = children.split(separator: " ").first.flatMap({ Int32($0) }) else { return nil }
         let pidfd = gantry_pidfd_open(child)
@@ -250,6 +251,6 @@ extension Container {
             close(pidfd)
             return nil
         }
-        return pidfd
+        return (pidfd, child)
     }
 }
