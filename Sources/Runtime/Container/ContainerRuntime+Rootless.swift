@@ -63,7 +63,9 @@ extension ContainerRuntime {
 /// host's network in user mode: a tap device with a fixed address, outbound
 /// connections made by pasta on the host, published ports bound on the
 /// host by pasta, and the gateway address leading to the host's loopback.
-/// pasta attaches before the program starts and ends with the namespace.
+/// pasta attaches before the program starts, and is ended with the
+/// container through its pid file (it holds the namespace, so it would not
+/// see it go).
 enum UserModeNetwork {
     static let address = IPv4Address(0x0A00_0264)  // 10.0.2.100
     static let gateway = IPv4Address(0x0A00_0202)  // 10.0.2.2
