@@ -7,7 +7,8 @@
 #
 #   GANTRY_BENCH_USER names the user (default gantry-bench; made, with
 #   subordinate IDs, when missing). GANTRY_BENCH_BIN=DIR measures the
-#   gantry-bench in DIR.
+#   gantry-bench in DIR. GANTRY_BENCH_KEEP=1 leaves the work directory
+#   (/tmp/gantry-rootless-bench) for a look afterwards.
 #
 # - start: create + start + wait + delete of `true` in a user namespace
 #   with the user's subordinate IDs. Gantry: in-process, from an image.
