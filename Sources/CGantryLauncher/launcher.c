@@ -707,6 +707,20 @@ static int parent_writes(const struct gantry_launch_plan *plan) {
     return ((plan->clone_flags & CLONE_NEWUSER) && plan->user_namespace_fd < 0) || plan->oom_score_adj || plan->network_helper;
 }
 
+/// After a clone with CLONE_PARENT: the parent of the clone reports the
+/// new process's pid to the launcher and ends, the new process goes on
+/// (without the report's pipe); a failed clone fails at `stage`.
+static void hand_over(long grandchild, int error_fd, int stage, int pid_report) {
+    if (grandchild < 0) child_fail(error_fd, stage);
+    if (grandchild > 0) {
+        pid_t reported = (pid_t)grandchild;
+        ssize_t written;
+        do { written = write(pid_report, &reported, sizeof(reported)); } while (written < 0 && errno == EINTR);
+        _exit(0);
+    }
+    close(pid_report);
+}
+
 struct child_arguments;
 static void child_setup(const struct gantry_launch_plan *plan, int error_fd, int sync_read, int pid_report) __attribute__((noreturn));
 static int child_setup_entry(void *argument);
@@ -766,14 +780,7 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
             (void)arguments;
             grandchild = syscall(SYS_clone3, &args, sizeof(args));
         }
-        if (grandchild < 0) child_fail(error_fd, GANTRY_STAGE_CLONE);
-        if (grandchild > 0) {
-            pid_t reported = (pid_t)grandchild;
-            ssize_t written;
-            do { written = write(pid_report, &reported, sizeof(reported)); } while (written < 0 && errno == EINTR);
-            _exit(0);
-        }
-        close(pid_report);
+        hand_over(grandchild, error_fd, GANTRY_STAGE_CLONE, pid_report);
     }
     child_setup(plan, error_fd, sync_read, pid_report);
 }
@@ -821,14 +828,7 @@ static void child_setup(const struct gantry_launch_plan *plan, int error_fd, int
             memset(&args, 0, sizeof(args));
             args.flags = CLONE_PARENT;
             long grandchild = syscall(SYS_clone3, &args, sizeof(args));
-            if (grandchild < 0) child_fail(error_fd, GANTRY_STAGE_JOIN);
-            if (grandchild > 0) {
-                pid_t reported = (pid_t)grandchild;
-                ssize_t written;
-                do { written = write(pid_report, &reported, sizeof(reported)); } while (written < 0 && errno == EINTR);
-                _exit(0);
-            }
-            close(pid_report);
+            hand_over(grandchild, error_fd, GANTRY_STAGE_JOIN, pid_report);
         } else {
             uint64_t flags = plan->join_namespaces & ~(uint64_t)CLONE_NEWPID;
             if (flags && setns(plan->join_pidfd, (int)flags) < 0) child_fail(error_fd, GANTRY_STAGE_JOIN);

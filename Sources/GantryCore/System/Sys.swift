@@ -282,6 +282,13 @@ package enum Sys {
         return String(path[path.index(after: slash)...])
     }
 
+    /// An executable `program` where Debian installs programs, or on PATH.
+    package static func findProgram(_ program: String) -> String? {
+        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
+        let directories = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"] + path.split(separator: ":").map(String.init)
+        return directories.map { $0 + "/" + program }.first { access($0, X_OK) == 0 }
+    }
+
     /// The path the kernel gives the file open at `fd` (through
     /// `/proc/self/fd`), as bytes; nil when it has none.
     package static func descriptorPath(_ fd: Int32) -> [UInt8]? {

@@ -77,12 +77,7 @@ public struct UserNamespaceMapping: Hashable, Sendable, Codable, CustomStringCon
 
     /// `newuidmap` and `newgidmap` where Debian installs them, or on PATH.
     static func installedHelpers() -> Helpers? {
-        func find(_ program: String) -> String? {
-            let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
-            let directories = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"] + path.split(separator: ":").map(String.init)
-            return directories.map { $0 + "/" + program }.first { access($0, X_OK) == 0 }
-        }
-        guard let uidHelper = find("newuidmap"), let gidHelper = find("newgidmap") else { return nil }
+        guard let uidHelper = Sys.findProgram("newuidmap"), let gidHelper = Sys.findProgram("newgidmap") else { return nil }
         return Helpers(newuidmap: uidHelper, newgidmap: gidHelper)
     }
 

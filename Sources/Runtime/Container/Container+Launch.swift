@@ -28,7 +28,7 @@ extension Container {
         plan.controllingTerminal = pipes.console >= 0
         try configure(&plan)
         // A pasta that a start which failed left would hold the ports.
-        if plan.networkHelper != nil { UserModeNetwork.stop(files: runtime.networks.memberDirectory(Networks.defaultName, id)) }
+        if plan.networkHelper != nil { UserModeNetwork.stop(files: runtime.userModeNetworkFiles(id)) }
         // The main process starts in the namespaces made for it or its pod
         // (a process joining the container enters them through the pidfd).
         var namespaces: [Int32] = []
@@ -55,7 +55,7 @@ extension Container {
         do {
             process = try await LaunchThreads.shared.run { [plan] in try Launcher.launch(plan, what: what) }
         } catch {
-            if plan.networkHelper != nil { UserModeNetwork.stop(files: runtime.networks.memberDirectory(Networks.defaultName, id)) }
+            if plan.networkHelper != nil { UserModeNetwork.stop(files: runtime.userModeNetworkFiles(id)) }
             throw error
         }
         do {
@@ -113,7 +113,7 @@ extension Container {
         }
         plan.mounts = try ContainerRuntime.mounts(spec, volumes: runtime.volumes)
         if let attachment = record.network, runtime.userNamespace != nil {
-            let files = runtime.networks.memberDirectory(Networks.defaultName, id)
+            let files = runtime.userModeNetworkFiles(id)
             plan.networkHelper = UserModeNetwork.arguments(attachment, files: files)
             plan.mounts.append(.bind(files + "/hosts", at: "/etc/hosts", directory: false))
             plan.mounts.append(.bind(files + "/resolv.conf", at: "/etc/resolv.conf", directory: false))

@@ -44,6 +44,13 @@ extension ContainerRuntime {
         }
     }
 
+    /// Where an ordinary user's container on the default network keeps its
+    /// `hosts`, `resolv.conf` and pasta's pid file: beside its directory,
+    /// which its overlay covers.
+    func userModeNetworkFiles(_ id: String) -> String {
+        networks.memberDirectory(Networks.defaultName, id)
+    }
+
     /// Checks that the user namespace maps the IDs the process runs as.
     static func checkMapped(_ process: ResolvedProcess, name: String, _ mapping: UserNamespaceMapping) throws {
         for uid in [process.uid] where UserNamespaceMapping.hostID(uid, in: mapping.uids) == nil {
@@ -73,11 +80,7 @@ enum UserModeNetwork {
     static let prefixLength = 24
 
     /// pasta, where Debian installs it or on PATH.
-    static let pasta: String? = {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? ""
-        return (["/usr/bin", "/bin", "/usr/sbin", "/sbin"] + path.split(separator: ":").map(String.init))
-            .map { $0 + "/pasta" }.first { access($0, X_OK) == 0 }
-    }()
+    static let pasta = Sys.findProgram("pasta")
 
     /// The attachment recorded for a container: the fixed addresses, and
     /// the published ports with a free host port chosen for each asked as 0.

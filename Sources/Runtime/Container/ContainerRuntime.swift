@@ -288,8 +288,7 @@ public final class ContainerRuntime: Sendable {
             try store(record)
         } else if userNamespace != nil, spec.network != .none, spec.network != .host {
             record.network = try UserModeNetwork.attachment(ports: spec.publishedPorts)
-            // Beside the container's directory, which its overlay covers.
-            let files = networks.memberDirectory(Networks.defaultName, id)
+            let files = userModeNetworkFiles(id)
             try Sys.makeDirectories(files, mode: 0o755)
             try UserModeNetwork.writeFiles(in: files, hostname: hostname)
             try store(record)
@@ -536,8 +535,8 @@ public final class ContainerRuntime: Sendable {
     func destroy(_ record: ContainerRecord) throws {
         try cgroups.remove(record.cgroup)
         if userNamespace != nil {
-            UserModeNetwork.stop(files: networks.memberDirectory(Networks.defaultName, record.id))
-            try Sys.removeTree(networks.memberDirectory(Networks.defaultName, record.id))
+            UserModeNetwork.stop(files: userModeNetworkFiles(record.id))
+            try Sys.removeTree(userModeNetworkFiles(record.id))
         } else if record.spec.pod == nil, let attachment = record.network {
             try networks.detach(containerID: record.id, from: attachment.network, owner: containerDirectory(record.id))
         } else if record.spec.pod == nil, case .bridge(let network) = record.spec.network,
@@ -562,7 +561,7 @@ public final class ContainerRuntime: Sendable {
     func releaseNetwork(of record: ContainerRecord) -> Bool {
         guard record.spec.pod == nil, let attachment = record.network else { return false }
         if userNamespace != nil {
-            UserModeNetwork.stop(files: networks.memberDirectory(Networks.defaultName, record.id))
+            UserModeNetwork.stop(files: userModeNetworkFiles(record.id))
             return true
         }
         do {
