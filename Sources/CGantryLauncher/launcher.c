@@ -761,6 +761,11 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
     // CLONE_PARENT gives) once this one has reported its pid and ended.
     if (plan->user_namespace_fd >= 0) {
         if (setns(plan->user_namespace_fd, CLONE_NEWUSER) < 0) child_fail(error_fd, GANTRY_STAGE_USER);
+        // Namespace files (of a network host the user owns) can be entered
+        // only from inside their user namespace.
+        for (size_t i = 0; i < plan->namespace_count; i++) {
+            if (setns(plan->namespace_fds[i], (int)plan->namespace_types[i]) < 0) child_fail(error_fd, GANTRY_STAGE_JOIN);
+        }
         struct clone_args args;
         memset(&args, 0, sizeof(args));
         args.flags = CLONE_PARENT | (plan->clone_flags & NAMESPACE_FLAGS & ~(uint64_t)CLONE_NEWUSER);
@@ -1118,7 +1123,8 @@ int gantry_launch(const struct gantry_launch_plan *plan, pid_t *pid_out, int *pi
         close(error_pipe[0]); close(error_pipe[1]); close(sync_pipe[0]); close(sync_pipe[1]);
         return -1;
     }
-    for (; entered < plan->namespace_count; entered++) {
+    // (With a user namespace to join, the child enters them, after it.)
+    for (; plan->user_namespace_fd < 0 && entered < plan->namespace_count; entered++) {
         own_namespaces[entered] = open_own_namespace(plan->namespace_types[entered]);
         if (own_namespaces[entered] < 0 || setns(plan->namespace_fds[entered], (int)plan->namespace_types[entered]) < 0) {
             failure->stage = GANTRY_STAGE_JOIN; failure->error = errno;

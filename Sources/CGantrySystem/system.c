@@ -146,14 +146,20 @@ int gantry_namespace_create(const char *path, int type, const char *hostname) {
     return run_netns_job(namespace_create_thread, &job);
 }
 
+// A process that is not root may not enter a network namespace from the
+// host's user namespace; a child that joins the namespace's owner first may.
 int gantry_write_in_netns(int netns_fd, const char *path, const char *value) {
     struct netns_job job = { .netns_fd = netns_fd, .path = path, .value = value };
-    return run_netns_job(netns_write_thread, &job);
+    int result = run_netns_job(netns_write_thread, &job);
+    if (result < 0 && errno == EPERM && geteuid() != 0) return gantry_write_in_owned_netns(netns_fd, path, value);
+    return result;
 }
 
 int gantry_socket_in_netns(int netns_fd, int domain, int type, int protocol) {
     struct netns_job job = { .netns_fd = netns_fd, .domain = domain, .type = type, .protocol = protocol };
-    return run_netns_job(netns_socket_thread, &job);
+    int result = run_netns_job(netns_socket_thread, &job);
+    if (result < 0 && errno == EPERM && geteuid() != 0) return gantry_socket_in_owned_netns(netns_fd, domain, type, protocol);
+    return result;
 }
 
 int gantry_unshare_mounts(void) {

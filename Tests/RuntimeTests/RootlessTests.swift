@@ -31,7 +31,7 @@ private let fixtures = ProcessInfo.processInfo.environment["GANTRY_ROOTLESS_FIXT
             let subuids = try readText("/etc/subuid")
             #expect(subuids.contains(ranged + ":") && !subuids.contains(single + ":"))
 
-            for (user, suite, count) in [(ranged, "RootlessTests", "5 tests"), (single, "RootlessSingleMappingTests", "1 test")] {
+            for (user, suite, count) in [(ranged, "RootlessTests", "7 tests"), (single, "RootlessSingleMappingTests", "2 tests")] {
                 let home = dir + "/home-" + user
                 try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: false)
                 _ = try await runWithStatus("/bin/chown", [user + ":" + user, home], check: true)
@@ -213,11 +213,7 @@ struct RootlessTests {
             try write("from the container\n", to: dir + "/rootfs/www/index.html")
             #expect(try await gantry(["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"], root: root).status == 0)
             // A server on the host's loopback.
-            try FileManager.default.createDirectory(atPath: dir + "/host", withIntermediateDirectories: false)
-            try write("from the host\n", to: dir + "/host/file")
-            let hostPort = try UserModeNetwork.freePort(PublishedPort(hostIP: IPv4Address("127.0.0.1"), containerPort: 1))
-            let server = try ChildProcess("/usr/bin/python3", ["-m", "http.server", "\(hostPort)", "--bind", "127.0.0.1", "--directory", dir + "/host"],
-                                          stdout: .null, stderr: .null)
+            let (hostPort, server) = try serveOnHostLoopback(dir)
             defer { server.kill(.kill); _ = server.wait() }
 
             let started = try await gantry(["run", "-d", "--name", "web", "-p", "127.0.0.1:0:8080", "bb:1", "httpd", "-f", "-p", "8080", "-h", "/www"], root: root)
@@ -251,6 +247,125 @@ struct RootlessTests {
         }
     }
 
+    /// On a user network (a bridge in the user's own network namespace):
+    /// containers find each other by name and alias, reach the host through
+    /// the gateway, publish ports on the host's loopback; the namespace's
+    /// holder and pasta end when the last container leaves, and a holder
+    /// killed with SIGKILL is replaced by the next container's start.
+    @Test func userNetworksByNameWithPortsAndOutbound() async throws {
+        try await withTemporaryDirectory("rootless-user-net") { dir in
+            let root = dir + "/state"
+            try makeBusyboxRootfs(dir + "/rootfs", applets: ["wget", "nslookup"])
+            try FileManager.default.createDirectory(atPath: dir + "/rootfs/www", withIntermediateDirectories: false)
+            try write("served by name\n", to: dir + "/rootfs/www/index.html")
+            #expect(try await gantry(["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"], root: root).status == 0)
+            // A server on the host's loopback.
+            let (hostPort, server) = try serveOnHostLoopback(dir)
+            defer { server.kill(.kill); _ = server.wait() }
+
+            let created = try await gantry(["network", "create", "backend"], root: root)
+            #expect(created.status == 0, "\(created)")
+            let holderFile = root + "/networks/.host/holder.pid"
+            let started = try await gantry(["run", "-d", "--name", "web", "--network", "backend", "--net-alias", "www", "-p", "127.0.0.1:0:8080",
+                                            "bb:1", "httpd", "-f", "-p", "8080", "-h", "/www"], root: root)
+            #expect(started.status == 0, "\(started)")
+            let holder = try #require(Int32(try readText(holderFile).trimmingCharacters(in: .whitespacesAndNewlines)))
+            // Another process's container finds it by name and by alias.
+            for name in ["web", "www"] {
+                var fetched = (status: Int32(1), output: "", error: "")
+                for _ in 0 ..< 50 where fetched.status != 0 {
+                    fetched = try await gantry(["run", "--rm", "--network", "backend", "bb:1", "wget", "-q", "-O-", "http://\(name):8080/"], root: root)
+                    if fetched.status != 0 { try await Task.sleep(for: .milliseconds(50)) }
+                }
+                #expect(fetched.output == "served by name\n", "\(name): \(fetched)")
+            }
+            // The published port answers on the host's loopback.
+            let inspected = try await gantry(["inspect", "web"], root: root).output
+            let parsed = try JSONSerialization.jsonObject(with: Data(inspected.utf8))
+            let object = try #require((parsed as? [String: Any]) ?? (parsed as? [[String: Any]])?.first, "\(inspected)")
+            let published = try #require((object["ports"] as? [String])?.first.flatMap { UInt16($0.split(separator: ":")[1]) }, "\(inspected)")
+            var answer = ""
+            for _ in 0 ..< 50 where answer.isEmpty {
+                answer = (try? await runWithStatus("/usr/bin/timeout", ["5", "busybox", "wget", "-q", "-O-", "http://127.0.0.1:\(published)/"]).output) ?? ""
+                if answer.isEmpty { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            #expect(answer == "served by name\n")
+            // Out through the network host's pasta, to the host's loopback.
+            let outbound = try await gantry(["exec", "web", "wget", "-q", "-O-", "http://\(UserModeNetwork.gateway):\(hostPort)/file"], root: root)
+            #expect(outbound.output == "from the host\n", "\(outbound)")
+
+            // A holder killed with SIGKILL takes the network's devices with
+            // it; the container can still be removed, and the next one
+            // brings them back.
+            kill(holder, SIGKILL)
+            #expect(try await gantry(["rm", "-f", "web"], root: root).status == 0)
+            let again = try await gantry(["run", "--rm", "--network", "backend", "bb:1", "wget", "-q", "-O-", "http://\(UserModeNetwork.gateway):\(hostPort)/file"], root: root)
+            #expect(again.output == "from the host\n", "\(again)")
+            // With nothing on the network, the holder (and pasta) ended.
+            #expect(access(holderFile, F_OK) != 0)
+            #expect(try await gantry(["network", "rm", "backend"], root: root).status == 0)
+            var left = ""
+            for _ in 0 ..< 100 {
+                left = try await runWithStatus("/bin/ps", ["-o", "pid=,args=", "-u", "\(getuid())"]).output
+                    .split(separator: "\n").filter { $0.contains("pasta") || $0.contains("sleep 2147483647") }.joined(separator: "\n")
+                if left.isEmpty { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(left.isEmpty, "left running: \(left)")
+            await ContainerRuntime.settle()
+        }
+    }
+
+    /// A pod of an ordinary user: its members share the network (one
+    /// reaches the other on localhost) and the host name, and its published
+    /// port answers on the host's loopback; removing it ends its pasta.
+    @Test func podsShareTheirNamespacesAndPublishPorts() async throws {
+        try await withTemporaryDirectory("rootless-pod") { dir in
+            let root = dir + "/state"
+            try makeBusyboxRootfs(dir + "/rootfs", applets: ["wget", "hostname"])
+            try FileManager.default.createDirectory(atPath: dir + "/rootfs/www", withIntermediateDirectories: false)
+            try write("in the pod\n", to: dir + "/rootfs/www/index.html")
+            #expect(try await gantry(["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"], root: root).status == 0)
+            let created = try await gantry(["pod", "create", "--network", "bridge", "-p", "127.0.0.1:0:80", "--share", "uts", "--hostname", "together", "app"], root: root)
+            #expect(created.status == 0, "\(created)")
+            #expect(try await gantry(["run", "-d", "--pod", "app", "--name", "web", "bb:1", "httpd", "-f", "-p", "80", "-h", "/www"], root: root).status == 0)
+            var inside = (status: Int32(1), output: "", error: "")
+            for _ in 0 ..< 50 where inside.status != 0 {
+                inside = try await gantry(["run", "--rm", "--pod", "app", "bb:1", "sh", "-c", "hostname && wget -q -O- http://127.0.0.1/"], root: root)
+                if inside.status != 0 { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(inside.output == "together\nin the pod\n", "\(inside)")
+            let inspected = try await gantry(["pod", "inspect", "app"], root: root).output
+            let port = try #require(inspected.firstMatch(of: /127\.0\.0\.1:(\d+):80/).flatMap { UInt16($0.1) }, "\(inspected)")
+            var answer = ""
+            for _ in 0 ..< 50 where answer.isEmpty {
+                answer = (try? await runWithStatus("/usr/bin/timeout", ["5", "busybox", "wget", "-q", "-O-", "http://127.0.0.1:\(port)/"]).output) ?? ""
+                if answer.isEmpty { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            #expect(answer == "in the pod\n")
+            #expect(try await gantry(["rm", "-f", "web"], root: root).status == 0)
+            #expect(try await gantry(["pod", "rm", "app"], root: root).status == 0)
+            var freed = false
+            for _ in 0 ..< 100 where !freed {
+                freed = bindable(port)
+                if !freed { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            #expect(freed, "port \(port) is still held")
+            #expect(try await gantry(["network", "rm", "gantry"], root: root).status == 0)
+            await ContainerRuntime.settle()
+        }
+    }
+
+    /// A web server on the host's loopback serving `dir/host/file` ("from the host").
+    func serveOnHostLoopback(_ dir: String) throws -> (port: UInt16, server: ChildProcess) {
+        try FileManager.default.createDirectory(atPath: dir + "/host", withIntermediateDirectories: false)
+        try write("from the host\n", to: dir + "/host/file")
+        let port = try UserModeNetwork.freePort(PublishedPort(hostIP: IPv4Address("127.0.0.1"), containerPort: 1))
+        let server = try ChildProcess("/usr/bin/python3", ["-m", "http.server", "\(port)", "--bind", "127.0.0.1", "--directory", dir + "/host"],
+                                      stdout: .null, stderr: .null)
+        return (port, server)
+    }
+
     /// Whether 127.0.0.1:`port` can be bound now.
     func bindable(_ port: UInt16) -> Bool {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
@@ -265,36 +380,51 @@ struct RootlessTests {
         return withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 } }
     }
 
-    /// The IDs of the running containers.
-    func running(_ root: String) async throws -> [String] {
+    /// The IDs of the running containers whose names contain `service`.
+    func running(_ root: String, _ service: String) async throws -> [String] {
         let listed = try await gantry(["ps", "--format", "json"], root: root).output
         let records = (try? JSONSerialization.jsonObject(with: Data(listed.utf8)) as? [[String: Any]]) ?? []
-        return records.filter { $0["status"] as? String == "running" }.compactMap { $0["id"] as? String }
+        return records.filter { $0["status"] as? String == "running" && ($0["name"] as? String)?.contains(service) == true }.compactMap { $0["id"] as? String }
     }
 
-    /// A compose service (without a network: bridges are the host's) runs
-    /// under `gantry up`, and a replica killed from another process is
-    /// replaced; taking the project down leaves nothing.
+    /// A compose service on the project's network runs under `gantry up`,
+    /// another reaches it by its service name, and a replica killed from
+    /// another process is replaced; taking the project down leaves nothing.
     @Test func aComposeServiceHeals() async throws {
         try await withTemporaryDirectory("rootless-compose") { dir in
             let root = dir + "/state"
-            try makeBusyboxRootfs(dir + "/rootfs")
+            try makeBusyboxRootfs(dir + "/rootfs", applets: ["nc", "grep"])
             #expect(try await gantry(["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"], root: root).status == 0)
-            try write("services:\n  worker:\n    image: bb:1\n    command: [\"sleep\", \"300\"]\n    network_mode: none\n", to: dir + "/compose.yaml")
+            try write("""
+                services:
+                  worker:
+                    image: bb:1
+                    command: ["sh", "-c", "while true; do echo pong | nc -l -p 7000; done"]
+                  caller:
+                    image: bb:1
+                    command: ["sh", "-c", "until nc worker 7000 > /tmp/answer < /dev/null && grep -q pong /tmp/answer; do sleep 0.1; done; echo reached; exec sleep 300"]
+                """, to: dir + "/compose.yaml")
             let up = try ChildProcess(binary, ["--root", root, "up", "-f", dir + "/compose.yaml", "-p", "heal"],
                                       stdout: .file(dir + "/up.log"), stderr: .file(dir + "/up.log"))
             defer { if up.isRunning { up.kill(.kill) } }
-            var first: [String] = []
-            for _ in 0 ..< 300 where first.isEmpty {
-                first = try await running(root)
-                if first.isEmpty { try await Task.sleep(for: .milliseconds(20)) }
+            var first: [String] = [], callers: [String] = []
+            for _ in 0 ..< 300 where first.isEmpty || callers.isEmpty {
+                first = try await running(root, "worker")
+                callers = try await running(root, "caller")
+                if first.isEmpty || callers.isEmpty { try await Task.sleep(for: .milliseconds(20)) }
             }
             let log = { (try? readText(dir + "/up.log")) ?? "" }
-            try #require(first.count == 1, "no replica ran: \(log())")
+            try #require(first.count == 1 && callers.count == 1, "no replica ran: \(log())")
+            var reached = ""
+            for _ in 0 ..< 300 where reached.isEmpty {
+                reached = try await gantry(["logs", callers[0]], root: root).output
+                if reached.isEmpty { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            #expect(reached == "reached\n", "the caller did not reach the worker by name: \(log())")
             #expect(try await gantry(["kill", first[0]], root: root).status == 0)
             var healed: [String] = []
             for _ in 0 ..< 500 {
-                healed = try await running(root)
+                healed = try await running(root, "worker")
                 if healed.count == 1 && healed != first { break }
                 try await Task.sleep(for: .milliseconds(20))
             }
@@ -305,6 +435,9 @@ struct RootlessTests {
             #expect(ended.status == 0 && !ended.signaled, "\(log())")
             let listed = try await gantry(["ps", "-a", "--format", "json"], root: root).output
             #expect((try JSONSerialization.jsonObject(with: Data(listed.utf8)) as? [Any])?.isEmpty == true, "\(listed)")
+            let networks = try await gantry(["network", "ls", "--format", "json"], root: root).output
+            #expect((try JSONSerialization.jsonObject(with: Data(networks.utf8)) as? [Any])?.isEmpty == true, "\(networks)")
+            #expect(access(root + "/networks/.host/holder.pid", F_OK) != 0)
             await ContainerRuntime.settle()
         }
     }
@@ -330,6 +463,30 @@ struct RootlessTests {
 /// the user alone is mapped, as the namespace's root.
 @Suite(.enabled(if: fixtures != nil && geteuid() != 0, "run by RootlessHostTests as an ordinary user without subordinate IDs"))
 struct RootlessSingleMappingTests {
+    /// User networks work with the user alone mapped too.
+    @Test func containersFindEachOtherOnAUserNetwork() async throws {
+        let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("gantry").path
+        try await withTemporaryDirectory("rootless-single-net") { dir in
+            let gantry = { (arguments: [String]) in try await runWithStatus(binary, ["--root", dir + "/state"] + arguments) }
+            try makeBusyboxRootfs(dir + "/rootfs")
+            try FileManager.default.createDirectory(atPath: dir + "/rootfs/www", withIntermediateDirectories: false)
+            try write("one mapping\n", to: dir + "/rootfs/www/index.html")
+            #expect(try await gantry(["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
+            #expect(try await gantry(["network", "create", "net"]).status == 0)
+            let started = try await gantry(["run", "-d", "--name", "web", "--network", "net", "bb:1", "httpd", "-f", "-p", "80", "-h", "/www"])
+            #expect(started.status == 0, "\(started)")
+            var fetched = (status: Int32(1), output: "", error: "")
+            for _ in 0 ..< 50 where fetched.status != 0 {
+                fetched = try await gantry(["run", "--rm", "--network", "net", "bb:1", "wget", "-q", "-O-", "http://web/"])
+                if fetched.status != 0 { try await Task.sleep(for: .milliseconds(50)) }
+            }
+            #expect(fetched.output == "one mapping\n", "\(fetched)")
+            #expect(try await gantry(["rm", "-f", "web"]).status == 0)
+            #expect(try await gantry(["network", "rm", "net"]).status == 0)
+            await ContainerRuntime.settle()
+        }
+    }
+
     @Test func onlyTheUsersOwnFilesCanBeMapped() async throws {
         let fixtures = try #require(fixtures)
         try await withTemporaryDirectory("rootless-single") { dir in

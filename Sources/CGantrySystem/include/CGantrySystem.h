@@ -71,6 +71,39 @@ int gantry_write_in_netns(int netns_fd, const char *path, const char *value);
 /// namespace. Returns the descriptor (close-on-exec), or -1 with errno set.
 int gantry_socket_in_netns(int netns_fd, int domain, int type, int protocol);
 
+/// Enters the network namespace `fd` names (a namespace file, or a pidfd
+/// for the process's) from a process that is not root: its owning user
+/// namespace first, as root there. For a process of one thread only.
+int gantry_enter_owned_network_namespace(int fd);
+
+/// socket(2) made by a child process in the network namespace `netns_fd`
+/// and its owning user namespace. Returns the descriptor or -1 with errno.
+int gantry_socket_in_owned_netns(int netns_fd, int domain, int type, int protocol);
+
+/// Writes `value` to `path` (a /proc/sys/net setting) from a child process
+/// in the network namespace `netns_fd` and its owner. Returns 0 or -1.
+int gantry_write_in_owned_netns(int netns_fd, const char *path, const char *value);
+
+/// Starts the holder of an ordinary user's network host: a process (not a
+/// child of the caller's) in the user namespace `userns_fd` and new network
+/// and mount namespaces, which makes `marker` on a private tmpfs at /tmp,
+/// turns forwarding on and IPv6 off, brings loopback up and executes
+/// `program` (sleep) for ever. Returns its pid, or -1 with errno and
+/// `message` naming the step that failed.
+pid_t gantry_spawn_network_host(int userns_fd, const char *program, const char *marker, char *message, size_t message_size);
+
+/// In the user namespace `userns_fd` and mount namespace `mntns_fd` of a
+/// network host: with `type` 0, unmounts and removes the namespace file
+/// `path`; otherwise makes a namespace of `type` (CLONE_NEWNET, _NEWIPC,
+/// _NEWUTS with `hostname`) and binds it at `path`. Returns 0 or -1.
+int gantry_network_host_namespace(int userns_fd, int mntns_fd, int type, const char *path, const char *hostname);
+
+/// Runs `argv` (argv[0] a path) in the network namespace `netns_fd` and
+/// its owner, with `input` on its standard input; its output and error
+/// come back in the buffers. Returns its exit status, or -1 with errno.
+int gantry_run_in_owned_netns(int netns_fd, char *const argv[], const char *input, char *output, size_t output_size,
+                              char *message, size_t message_size);
+
 /// Gives the calling thread a mount namespace of its own, with every mount
 /// private, so that what it mounts is seen by no one else and goes with the
 /// thread. Returns 0, or -1 with errno set.

@@ -42,6 +42,18 @@ extension Container {
                 namespaces.append(fd)
                 plan.namespaceFiles.append((fd, file.type))
             }
+            // An ordinary user's namespace files belong to the user namespace
+            // of its network host, which the container starts in.
+            if !plan.namespaceFiles.isEmpty, runtime.userNamespace != nil {
+                let user = try runtime.networks.host.userNamespaceOfHolder()
+                let fd = dup(user.raw)
+                guard fd >= 0 else { throw RuntimeError(.launch, "cannot keep the network host's user namespace open", underlying: Sys.errno) }
+                namespaces.append(fd)
+                plan.userNamespaceDescriptor = fd
+                plan.cloneFlags &= ~GANTRY_CLONE_NEWUSER
+                // (Without subordinate IDs, setgroups stays denied there.)
+                plan.deniesSetgroups = runtime.userNamespace?.helpers == nil
+            }
             // A network namespace of its own, made ahead of need (in a user
             // namespace it must be the container's, made by the clone).
             if plan.cloneFlags & GANTRY_CLONE_NEWNET != 0, plan.cloneFlags & GANTRY_CLONE_NEWUSER == 0,
@@ -112,12 +124,15 @@ extension Container {
             }
         }
         plan.mounts = try ContainerRuntime.mounts(spec, volumes: runtime.volumes)
-        if let attachment = record.network, runtime.userNamespace != nil {
+        if let attachment = record.network, attachment.isUserMode {
             let files = runtime.userModeNetworkFiles(id)
             plan.networkHelper = UserModeNetwork.arguments(attachment, files: files)
             plan.mounts.append(.bind(files + "/hosts", at: "/etc/hosts", directory: false))
             plan.mounts.append(.bind(files + "/resolv.conf", at: "/etc/resolv.conf", directory: false))
         } else if let attachment = record.network {
+            if runtime.userNamespace != nil, spec.pod == nil {
+                plan.networkHelper = UserModeNetwork.portArguments(attachment, files: runtime.userModeNetworkFiles(id))
+            }
             // Generated files, bound over the image's (as Docker does); a
             // pod's members share the pod's.
             let holder = try spec.pod.map { try runtime.pods.pod($0).id } ?? id

@@ -228,8 +228,11 @@ extension ContainerRuntime {
     /// pod's, or the network namespace made for its bridge network.
     func namespaceFiles(_ record: ContainerRecord) throws -> [(path: String, type: UInt64)] {
         if let pod = record.spec.pod { return pods.namespaceFiles(try pods.pod(pod)) }
-        // An ordinary user's container makes its own, which pasta joins.
-        if record.network != nil, userNamespace == nil { return [(containerDirectory(record.id) + "/netns", GANTRY_CLONE_NEWNET)] }
+        // An ordinary user's container on the default network makes its
+        // own, which pasta joins.
+        if let attachment = record.network, !attachment.isUserMode {
+            return [(networks.host.namespaceFile(containerDirectory(record.id) + "/netns"), GANTRY_CLONE_NEWNET)]
+        }
         return []
     }
 

@@ -112,7 +112,7 @@ extension ContainerRuntime {
         }
         // Removed containers' files that a process ended before deleting.
         for name in (try? FileManager.default.contentsOfDirectory(atPath: removedDirectory)) ?? [] {
-            try? Networks.removeNamespace(at: removedDirectory + "/" + name + "/netns")
+            try? networks.host.removeNamespace(at: removedDirectory + "/" + name + "/netns")
             deleteRemoved(removedDirectory + "/" + name)
         }
         // Leases (and their devices) of containers whose creation a crash cut short.

@@ -1,3 +1,4 @@
+import CGantrySystem
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -16,17 +17,11 @@ extension ContainerRuntime {
         } else if spec.uidMappings != mapping.uids || spec.gidMappings != mapping.gids {
             throw RuntimeError(.invalidSpec, "container \(name): an ordinary user's containers use the user's own mapping (\(mapping)), which the image layers are unpacked for; the spec gives another")
         }
-        if spec.pod != nil {
-            throw RuntimeError(.invalidSpec, "container \(name): pods are not available to an ordinary user yet; run as root, or without the pod")
-        }
         if case .bridge(let network) = spec.network {
-            guard network == Networks.defaultName else {
-                throw RuntimeError(.invalidSpec, "container \(name): network \(network) is a bridge on the host, which an ordinary user cannot make or join; an ordinary user's containers use the default network (\(Networks.defaultName)), none or host")
-            }
             guard UserModeNetwork.pasta != nil else {
                 throw RuntimeError(.invalidSpec, "container \(name): an ordinary user's containers reach the network through pasta, which is not installed (Debian's passt)")
             }
-            if !spec.networkAliases.isEmpty {
+            if network == Networks.defaultName, !spec.networkAliases.isEmpty {
                 throw RuntimeError(.invalidSpec, "container \(name): an ordinary user's containers on the default network have no names there (as on Docker's default bridge); leave out the aliases")
             }
         }
@@ -44,11 +39,11 @@ extension ContainerRuntime {
         }
     }
 
-    /// Where an ordinary user's container on the default network keeps its
-    /// `hosts`, `resolv.conf` and pasta's pid file: beside its directory,
-    /// which its overlay covers.
+    /// Where an ordinary user's container keeps pasta's pid file and, on
+    /// the default network, its `hosts` and `resolv.conf`: beside its
+    /// directory, which its overlay covers.
     func userModeNetworkFiles(_ id: String) -> String {
-        networks.memberDirectory(Networks.defaultName, id)
+        networks.directory + "/.pasta/" + id
     }
 
     /// Checks that the user namespace maps the IDs the process runs as.
@@ -78,6 +73,8 @@ enum UserModeNetwork {
     static let gateway = IPv4Address(0x0A00_0202)  // 10.0.2.2
     static let nameserver = IPv4Address(0x0A00_0203)  // 10.0.2.3
     static let prefixLength = 24
+    /// The network ID an attachment to it records.
+    static let networkID = "pasta"
 
     /// pasta, where Debian installs it or on PATH.
     static let pasta = Sys.findProgram("pasta")
@@ -90,7 +87,7 @@ enum UserModeNetwork {
             if port.hostPort == 0 { port.hostPort = try freePort(port) }
             return port
         }
-        return NetworkAttachment(network: Networks.defaultName, networkID: "pasta", address: address, prefixLength: prefixLength,
+        return NetworkAttachment(network: Networks.defaultName, networkID: networkID, address: address, prefixLength: prefixLength,
                                  gateway: gateway, hostInterface: "", aliases: [], ports: resolved)
     }
 
@@ -118,7 +115,26 @@ enum UserModeNetwork {
         guard let pasta else { return nil }
         var arguments = [pasta, "--config-net", "--quiet", "--pid", files + "/pasta.pid", "--ipv4-only", "--address", address.description, "--netmask", "\(prefixLength)",
                          "--gateway", gateway.description, "--dns-forward", nameserver.description, "--no-dhcp", "-T", "none", "-U", "none"]
-        let tcp = attachment.ports.filter { $0.protocol == .tcp }, udp = attachment.ports.filter { $0.protocol == .udp }
+        arguments += portOptions(attachment.ports)
+        return arguments
+    }
+
+    /// pasta's arguments for the published ports of an ordinary user's
+    /// container on a user network (the container's pid follows them): its
+    /// namespace has the network already, so pasta's tap (`pasta0`) stays
+    /// unconfigured, and the ports answer connections from the host's
+    /// loopback, which pasta hands to the container's loopback.
+    static func portArguments(_ attachment: NetworkAttachment, files: String) -> [String]? {
+        guard let pasta, !attachment.ports.isEmpty else { return nil }
+        var arguments = [pasta, "--quiet", "--pid", files + "/pasta.pid", "--ipv4-only", "--ns-ifname", "pasta0", "-T", "none", "-U", "none"]
+        arguments += portOptions(attachment.ports)
+        return arguments
+    }
+
+    /// `-t`/`-u` options forwarding the published ports (`none` for a protocol without any).
+    private static func portOptions(_ ports: [PublishedPort]) -> [String] {
+        var arguments: [String] = []
+        let tcp = ports.filter { $0.protocol == .tcp }, udp = ports.filter { $0.protocol == .udp }
         for (flag, ports) in [("-t", tcp), ("-u", udp)] {
             if ports.isEmpty {
                 arguments += [flag, "none"]
@@ -128,6 +144,33 @@ enum UserModeNetwork {
             }
         }
         return arguments
+    }
+
+    /// Starts a pasta for the published ports of an ordinary user's pod: in
+    /// the pod's network namespace (a file of the network host) and the
+    /// network host's user namespace; its pid goes to `files`/pasta.pid.
+    static func startForPorts(_ attachment: NetworkAttachment, namespace: String, userNamespace: String, files: String) throws {
+        guard var arguments = portArguments(attachment, files: files) else { return }
+        arguments += ["--no-netns-quit", "--userns", userNamespace, "--netns", namespace]
+        try run(arguments, what: "publish the pod's ports")
+    }
+
+    /// Runs pasta (which goes to the background once it is ready) with
+    /// `arguments`; its complaint is in the error.
+    static func run(_ arguments: [String], what: String) throws {
+        var message = [CChar](repeating: 0, count: 1024)
+        let status = withArguments(arguments) { gantry_run_program($0, &message, message.count) }
+        guard status == 0 else {
+            let said = NetworkHost.text(message).trimmingCharacters(in: .whitespacesAndNewlines)
+            throw RuntimeError(.network, "pasta could not \(what)" + (said.isEmpty ? "" : ": \(said)"), underlying: Sys.errno)
+        }
+    }
+
+    /// Calls `body` with `arguments` as a C array of strings ending in NULL.
+    static func withArguments<T>(_ arguments: [String], _ body: (UnsafePointer<UnsafeMutablePointer<CChar>?>) -> T) -> T {
+        let pointers = arguments.map { strdup($0) } + [nil]
+        defer { pointers.forEach { free($0) } }
+        return pointers.withUnsafeBufferPointer { body($0.baseAddress!) }
     }
 
     /// Ends the pasta a container's start left (it outlives the namespace
@@ -146,4 +189,10 @@ enum UserModeNetwork {
         try FileIO.replaceStateFile(directory + "/resolv.conf", with: Data("nameserver \(nameserver)\n".utf8))
         try FileIO.replaceStateFile(directory + "/hosts", with: Data("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\(address)\t\(hostname)\n".utf8))
     }
+}
+
+extension NetworkAttachment {
+    /// Whether it is an ordinary user's place on the default network, which
+    /// pasta serves alone (no bridge, no lease).
+    var isUserMode: Bool { networkID == UserModeNetwork.networkID }
 }

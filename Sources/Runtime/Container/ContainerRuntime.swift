@@ -97,7 +97,10 @@ public final class ContainerRuntime: Sendable {
             }.map(\.name)
         }
         let upstreams = try nameservers.map { try $0.map(NetworkResolver.Upstream.init(parsing:)) }
-        networks = try Networks(root: images.root.networks, containers: images.root.containers, nameservers: upstreams, logger: logger)
+        let networkHost = images.userNamespace.map { mapping in
+            NetworkHost(directory: images.root.networks + "/.host") { try mapping.makeNamespace() }
+        } ?? .system
+        networks = try Networks(root: images.root.networks, containers: images.root.containers, nameservers: upstreams, host: networkHost, logger: logger)
         pods = try Pods(root: images.root.pods, networks: networks, logger: logger) { [directory] name in
             Self.records(in: directory).filter { $0.spec.pod == name }.map(\.name)
         }
@@ -189,7 +192,7 @@ public final class ContainerRuntime: Sendable {
                 throw RuntimeError(.invalidSpec, "container \(name) is to join network \(network) but has no network namespace of its own")
             }
             for alias in spec.networkAliases { try Self.validate(name: alias, kind: "network alias") }
-            if userNamespace == nil { _ = try networks.joinable(network) }
+            if userNamespace == nil { _ = try networks.joinable(network) } else if network != Networks.defaultName { _ = try networks.network(network) }
         } else if !spec.publishedPorts.isEmpty {
             throw RuntimeError(.invalidSpec, "container \(name) publishes ports but is not on a bridge network (its network is \(spec.network))")
         }
@@ -286,7 +289,7 @@ public final class ContainerRuntime: Sendable {
             // The pod's place on its network, for inspect: the pod keeps it.
             record.network = try pods.pod(pod).network
             try store(record)
-        } else if userNamespace != nil, spec.network != .none, spec.network != .host {
+        } else if userNamespace != nil, spec.network == .bridge(Networks.defaultName) {
             record.network = try UserModeNetwork.attachment(ports: spec.publishedPorts)
             let files = userModeNetworkFiles(id)
             try Sys.makeDirectories(files, mode: 0o755)
@@ -299,6 +302,8 @@ public final class ContainerRuntime: Sendable {
             record.network = try await offload { _ in
                 try networks.attach(containerID: id, name: name, aliases: aliases, ports: ports, to: network, owner: directory)
             }
+            // Where the pasta of an ordinary user's published ports keeps its pid.
+            if userNamespace != nil, !ports.isEmpty { try Sys.makeDirectories(userModeNetworkFiles(id), mode: 0o755) }
             try store(record)
         }
         return record
@@ -535,8 +540,12 @@ public final class ContainerRuntime: Sendable {
     func destroy(_ record: ContainerRecord) throws {
         try cgroups.remove(record.cgroup)
         if userNamespace != nil {
+            // pasta, of the default network or of a user network's published ports.
             UserModeNetwork.stop(files: userModeNetworkFiles(record.id))
             try Sys.removeTree(userModeNetworkFiles(record.id))
+        }
+        if record.network?.isUserMode == true {
+            // Nothing else to give up.
         } else if record.spec.pod == nil, let attachment = record.network {
             try networks.detach(containerID: record.id, from: attachment.network, owner: containerDirectory(record.id))
         } else if record.spec.pod == nil, case .bridge(let network) = record.spec.network,
@@ -562,7 +571,7 @@ public final class ContainerRuntime: Sendable {
         guard record.spec.pod == nil, let attachment = record.network else { return false }
         if userNamespace != nil {
             UserModeNetwork.stop(files: userModeNetworkFiles(record.id))
-            return true
+            if attachment.isUserMode { return true }
         }
         do {
             try networks.detach(containerID: record.id, from: attachment.network, owner: containerDirectory(record.id))
@@ -583,7 +592,7 @@ public final class ContainerRuntime: Sendable {
         let path = containerDirectory(id)
         // A network namespace still bound there would make the tree
         // undeletable (and keep the namespace).
-        try? Networks.removeNamespace(at: path + "/netns")
+        try? networks.host.removeNamespace(at: path + "/netns")
         let aside = removedDirectory + "/" + id
         if rename(path, aside) == 0 {
             deleteRemoved(aside)

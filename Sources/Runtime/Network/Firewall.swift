@@ -29,16 +29,17 @@ enum Firewall {
     /// listed) holding the host-wide `firewall.lock`, so that Gantry
     /// threads and processes do not change the table under each other
     /// (flock excludes every other open of the file, in this process too).
-    private static func changing<T>(_ body: () throws -> T) throws -> T {
-        try Networks.withHostLock("firewall.lock", body)
+    private static func changing<T>(_ host: NetworkHost, _ body: () throws -> T) throws -> T {
+        try host.withLock("firewall.lock", body)
     }
 
-    /// Runs nft commands; returns their (JSON) output.
+    /// Runs nft commands in `host`'s namespace; returns their (JSON) output.
     @discardableResult
-    static func run(_ commands: String, json: Bool = false) throws -> String {
+    static func run(_ commands: String, json: Bool = false, host: NetworkHost) throws -> String {
+        guard host.isSystem else { return try host.nft(commands, json: json) }
         // One thread, with low descriptor numbers (libnftables selects on
         // its socket), makes every call: contexts are not safe to share.
-        try LowDescriptorThread.nftables.perform {
+        return try LowDescriptorThread.nftables.perform {
             guard let context = nft_ctx_new(UInt32(NFT_CTX_DEFAULT)) else {
                 throw RuntimeError(.network, "cannot start libnftables")
             }
@@ -56,7 +57,7 @@ enum Firewall {
     }
 
     /// The table and its chains (adding what exists changes nothing).
-    private static func ensureTable() throws {
+    private static func ensureTable(_ host: NetworkHost) throws {
         try run("""
             add table ip \(table)
             add chain ip \(table) forward { type filter hook forward priority filter; policy accept; }
@@ -66,36 +67,36 @@ enum Firewall {
             add chain ip \(table) output { type nat hook output priority -100; policy accept; }
             add chain ip \(table) input { type filter hook input priority filter; policy accept; }
             add chain ip \(table) ingress { type filter hook prerouting priority raw; policy accept; }
-            """)
-        let rules = try listRules()
+            """, host: host)
+        let rules = try listRules(host: host)
         // Bridges accept loopback addresses (route_localnet, for published
         // ports on 127.0.0.1), so a container could reach the host's
         // loopback services with crafted packets: only answers to
         // connections the host made may come in that way.
         if !rules.contains(where: { $0.chain == "input" && $0.comment == "gantry loopback" }) {
-            try run("add rule ip \(table) input iifname \"gt-*\" ip daddr 127.0.0.0/8 ct state != { established, related } drop comment \"gantry loopback\"")
+            try run("add rule ip \(table) input iifname \"gt-*\" ip daddr 127.0.0.0/8 ct state != { established, related } drop comment \"gantry loopback\"", host: host)
         }
         // Nothing from a bridge may claim a loopback source: such packets
         // could pass for the host's own name servers or services.
         if !rules.contains(where: { $0.chain == "ingress" && $0.comment == "gantry loopback source" }) {
-            try run("add rule ip \(table) ingress iifname \"gt-*\" ip saddr 127.0.0.0/8 drop comment \"gantry loopback source\"")
+            try run("add rule ip \(table) ingress iifname \"gt-*\" ip saddr 127.0.0.0/8 drop comment \"gantry loopback source\"", host: host)
         }
         // The jumps to `ports`, once.
         for chain in ["prerouting", "output"] where !rules.contains(where: { $0.chain == chain && $0.comment == "gantry ports" }) {
-            try run("add rule ip \(table) \(chain) fib daddr type local jump ports comment \"gantry ports\"")
+            try run("add rule ip \(table) \(chain) fib daddr type local jump ports comment \"gantry ports\"", host: host)
         }
     }
 
     /// Installs a network's rules (replacing any it had).
-    static func installNetwork(_ network: NetworkRecord) throws {
-        try changing { try installNetworkRules(network) }
+    static func installNetwork(_ network: NetworkRecord, host: NetworkHost) throws {
+        try changing(host) { try installNetworkRules(network, host: host) }
     }
 
-    private static func installNetworkRules(_ network: NetworkRecord) throws {
-        try ensureTable()
+    private static func installNetworkRules(_ network: NetworkRecord, host: NetworkHost) throws {
+        try ensureTable(host)
         let tag = networkTag(network.id)
         let bridge = "\"\(network.bridge)\""
-        var commands = deleteCommands(tagged: tag)
+        var commands = deleteCommands(tagged: tag, host: host)
         if network.internal {
             commands += [
                 "add rule ip \(table) forward iifname \(bridge) oifname != \(bridge) drop comment \"\(tag)\"",
@@ -114,41 +115,42 @@ enum Firewall {
                 "add rule ip \(table) postrouting oifname \(bridge) ip saddr 127.0.0.0/8 masquerade comment \"\(tag)\"",
             ]
         }
-        try run(commands.joined(separator: "\n"))
+        try run(commands.joined(separator: "\n"), host: host)
         // Published ports answer on 127.0.0.1: the bridge must accept
         // packets from loopback addresses, which the rule above rewrites.
-        try? FileIO.write("1", to: "/proc/sys/net/ipv4/conf/\(network.bridge)/route_localnet", code: .network)
+        try? host.writeSetting("/proc/sys/net/ipv4/conf/\(network.bridge)/route_localnet", "1")
         // Packets whose source could not come from the bridge are dropped.
-        try? FileIO.write("1", to: "/proc/sys/net/ipv4/conf/\(network.bridge)/rp_filter", code: .network)
-        if !network.internal {
+        try? host.writeSetting("/proc/sys/net/ipv4/conf/\(network.bridge)/rp_filter", "1")
+        // (An ordinary user's network host forwards from its start.)
+        if !network.internal, host.isSystem {
             try FileIO.write("1", to: "/proc/sys/net/ipv4/ip_forward", code: .network)
         }
     }
 
     /// Translates a container's published ports to its address.
-    static func installPorts(containerID: String, address: IPv4Address, ports: [PublishedPort]) throws {
+    static func installPorts(containerID: String, address: IPv4Address, ports: [PublishedPort], host: NetworkHost) throws {
         guard !ports.isEmpty else { return }
-        try changing { try installPortRules(containerID: containerID, address: address, ports: ports) }
+        try changing(host) { try installPortRules(containerID: containerID, address: address, ports: ports, host: host) }
     }
 
-    private static func installPortRules(containerID: String, address: IPv4Address, ports: [PublishedPort]) throws {
-        try ensureTable()
+    private static func installPortRules(containerID: String, address: IPv4Address, ports: [PublishedPort], host: NetworkHost) throws {
+        try ensureTable(host)
         let tag = containerTag(containerID)
         try run(ports.map { port in
             let destination = port.hostIP.map { "ip daddr \($0) " } ?? ""
             return "add rule ip \(table) ports \(destination)\(port.protocol.rawValue) dport \(port.hostPort) dnat to \(address):\(port.containerPort) comment \"\(tag)\""
-        }.joined(separator: "\n"))
+        }.joined(separator: "\n"), host: host)
     }
 
     /// Deletes every rule tagged for a network or container.
-    static func removeRules(network id: String) throws { try removeRules(tagged: networkTag(id)) }
-    static func removeRules(container id: String) throws { try removeRules(tagged: containerTag(id)) }
+    static func removeRules(network id: String, host: NetworkHost) throws { try removeRules(tagged: networkTag(id), host: host) }
+    static func removeRules(container id: String, host: NetworkHost) throws { try removeRules(tagged: containerTag(id), host: host) }
 
     /// The comments of every rule in the table (none when there is no table).
-    static func listRules() throws -> [(chain: String, handle: Int, comment: String?)] {
+    static func listRules(host: NetworkHost = .system) throws -> [(chain: String, handle: Int, comment: String?)] {
         let output: String
         do {
-            output = try run("list table ip \(table)", json: true)
+            output = try run("list table ip \(table)", json: true, host: host)
         } catch {
             return []
         }
@@ -160,16 +162,16 @@ enum Firewall {
         }
     }
 
-    private static func removeRules(tagged tag: String) throws {
-        try changing {
-            let commands = deleteCommands(tagged: tag)
+    private static func removeRules(tagged tag: String, host: NetworkHost) throws {
+        try changing(host) {
+            let commands = deleteCommands(tagged: tag, host: host)
             guard !commands.isEmpty else { return }
-            try run(commands.joined(separator: "\n"))
+            try run(commands.joined(separator: "\n"), host: host)
         }
     }
 
-    private static func deleteCommands(tagged tag: String) -> [String] {
-        ((try? listRules()) ?? []).filter { $0.comment == tag }.map { "delete rule ip \(table) \($0.chain) handle \($0.handle)" }
+    private static func deleteCommands(tagged tag: String, host: NetworkHost) -> [String] {
+        ((try? listRules(host: host)) ?? []).filter { $0.comment == tag }.map { "delete rule ip \(table) \($0.chain) handle \($0.handle)" }
     }
 
     static func networkTag(_ id: String) -> String { "gantry network " + id.prefix(12) }

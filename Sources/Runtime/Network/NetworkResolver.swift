@@ -80,6 +80,8 @@ final class NetworkResolver: Sendable {
 
     private let state = Mutex(State())
     private let upstreams: [Upstream]
+    /// Where the networks' bridges are, and the servers' sockets with them.
+    private let host: NetworkHost
     private let leases: @Sendable (String) -> [NetworkLease]
     private let networkID: @Sendable (String) -> String?
 
@@ -87,9 +89,10 @@ final class NetworkResolver: Sendable {
     ///   - upstreams: where other names are asked; the host's resolvers when nil.
     ///   - leases: a network's leases, by network name.
     ///   - networkID: the ID of the network of that name now (nil when gone).
-    init(upstreams: [Upstream]?, leases: @escaping @Sendable (String) -> [NetworkLease],
+    init(upstreams: [Upstream]?, host: NetworkHost, leases: @escaping @Sendable (String) -> [NetworkLease],
          networkID: @escaping @Sendable (String) -> String?) {
         self.upstreams = upstreams ?? Self.hostNameservers()
+        self.host = host
         self.leases = leases
         self.networkID = networkID
     }
@@ -98,7 +101,7 @@ final class NetworkResolver: Sendable {
     func serve(_ network: NetworkRecord) throws {
         let fd: Int32 = try state.withLock { state in
             if state.servers[network.id] != nil { return -1 }
-            let fd = try Self.boundSocket(network.gateway, port: 53, reusePort: true, device: network.bridge)
+            let fd = try boundSocket(network.gateway, port: 53, reusePort: true, device: network.bridge)
             state.servers[network.id] = Server(fd: fd, network: network)
             return fd
         }
@@ -296,9 +299,8 @@ final class NetworkResolver: Sendable {
     }
 
     /// A non-blocking UDP socket bound to `address:port` on `device`.
-    private static func boundSocket(_ address: IPv4Address, port: UInt16, reusePort: Bool, device: String) throws -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-        guard fd >= 0 else { throw RuntimeError(.network, "cannot open a DNS socket", underlying: Sys.errno) }
+    private func boundSocket(_ address: IPv4Address, port: UInt16, reusePort: Bool, device: String) throws -> Int32 {
+        let fd = try host.socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         var on: Int32 = 1
         if reusePort { setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, socklen_t(MemoryLayout<Int32>.size)) }
         // Only the bridge's own traffic: not other networks, not the host's other devices.
@@ -307,7 +309,7 @@ final class NetworkResolver: Sendable {
             close(fd)
             throw RuntimeError(.network, "cannot bind a DNS socket to \(device)", underlying: error)
         }
-        var bound = socketAddress(address, port: port)
+        var bound = Self.socketAddress(address, port: port)
         let result = withUnsafePointer(to: &bound) { pointer in
             pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
         }

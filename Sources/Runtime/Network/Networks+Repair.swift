@@ -52,6 +52,13 @@ extension Networks {
         try? FileIO.write(BridgeAlias(record).text, to: "/sys/class/net/\(record.bridge)/ifalias", code: .network)
     }
 
+    /// The aliases of this root's bridges: the host's Gantry bridges; none
+    /// for an ordinary user's network host (its bridges carry none, and the
+    /// host's could be another root's).
+    func hostBridgeAliases() -> [BridgeAlias] {
+        host.isSystem ? Self.bridgeAliases() : []
+    }
+
     /// The aliases of the host's Gantry bridges.
     static func bridgeAliases() -> [BridgeAlias] {
         let devices = (try? FileManager.default.contentsOfDirectory(atPath: "/sys/class/net")) ?? []
@@ -67,7 +74,7 @@ extension Networks {
     /// read, by name.
     public func damaged() -> [DamagedRecord] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        let aliases = Self.bridgeAliases()
+        let aliases = hostBridgeAliases()
         return names.filter { !$0.hasPrefix(".") }.sorted().compactMap { name in
             var isDirectory: ObjCBool = false
             guard FileManager.default.fileExists(atPath: directory + "/" + name, isDirectory: &isDirectory), isDirectory.boolValue else { return nil }
@@ -132,7 +139,7 @@ extension Networks {
         guard let damaged = damaged().first(where: { $0.name == name }) else {
             throw RuntimeError(.notFound, "no network named \(name) has a damaged record")
         }
-        guard let alias = Self.bridgeAliases().first(where: { $0.name == name }), let gateway = alias.subnet.address(1) else {
+        guard let alias = hostBridgeAliases().first(where: { $0.name == name }), let gateway = alias.subnet.address(1) else {
             throw RuntimeError(.invalidState, "the record of network \(name), \(damaged.file), cannot be rebuilt: \(damaged.advice(kind: "network"))")
         }
         var info = stat()
@@ -143,8 +150,8 @@ extension Networks {
             try Sys.makeDirectories(directory + "/" + name + "/leases", mode: 0o700)
             try FileIO.replaceStateFile(damaged.file, with: ContainerRuntime.encoder.encode(record))
         }
-        try Firewall.removeRules(network: record.id)
-        try Firewall.installNetwork(record)
+        try Firewall.removeRules(network: record.id, host: host)
+        try Firewall.installNetwork(record, host: host)
         logger.warning("rebuilt a damaged network record from its bridge; its labels are lost", metadata: ["network": "\(name)", "bridge": "\(record.bridge)"])
         return record
     }
@@ -164,9 +171,9 @@ extension Networks {
             guard users.isEmpty else {
                 throw RuntimeError(.invalidState, "network \(name) is in use by \(users.map(\.name).sorted().joined(separator: ", "))")
             }
-            if let alias = Self.bridgeAliases().first(where: { $0.name == name }) {
+            if let alias = hostBridgeAliases().first(where: { $0.name == name }) {
                 resolver.stop(networkID: alias.id)
-                try Firewall.removeRules(network: alias.id)
+                try Firewall.removeRules(network: alias.id, host: host)
                 try RouteNetlink().deleteLink(alias.bridge)
             }
             try Sys.removeTree(directory + "/" + name)

@@ -28,12 +28,16 @@ public final class Networks: Sendable {
     let containers: String
     let logger: Logger
     let resolver: NetworkResolver
+    /// Where the bridges are: the host's network namespace, or an ordinary
+    /// user's own.
+    let host: NetworkHost
 
-    init(root: String, containers: String, nameservers: [NetworkResolver.Upstream]?, logger: Logger) throws {
+    init(root: String, containers: String, nameservers: [NetworkResolver.Upstream]?, host: NetworkHost, logger: Logger) throws {
         directory = root
         self.containers = containers
         self.logger = logger
-        resolver = NetworkResolver(upstreams: nameservers, leases: { Self.leases(in: root, network: $0) }, networkID: { name in
+        self.host = host
+        resolver = NetworkResolver(upstreams: nameservers, host: host, leases: { Self.leases(in: root, network: $0) }, networkID: { name in
             (try? FileIO.readNamedRecord(NetworkRecord.self, in: root, named: name, file: "network.json"))??.id
         })
         try Sys.makeDirectories(directory, mode: 0o700)
@@ -60,7 +64,7 @@ public final class Networks: Sendable {
     @discardableResult
     func create(_ name: String, subnet: IPv4Subnet? = nil, internal: Bool = false, labels: [String: String] = [:]) throws -> NetworkRecord {
         try ContainerRuntime.validate(name: name, kind: "network")
-        return try Self.withHostLock {
+        return try host.withLock("networks.lock") {
             let existing = try list()
             if existing.contains(where: { $0.name == name }) {
                 throw RuntimeError(.invalidSpec, "a network named \(name) already exists")
@@ -172,6 +176,19 @@ public final class Networks: Sendable {
             try removeBridge(record)
             try Sys.removeTree(directory + "/" + name)
         }
+        stopHostIfIdle()
+    }
+
+    /// Ends an ordinary user's network host once nothing uses it: no lease
+    /// on any network, no namespace file bound there. (A lease is written
+    /// before the host is started for it, so one written meanwhile is seen
+    /// or finds the host stopped and starts it again; the bridges and
+    /// rules come back with it.)
+    func stopHostIfIdle() {
+        guard !host.isSystem else { return }
+        host.stopIfIdle { [self] in
+            ((try? list()) ?? []).contains { !leasedAddresses($0.name).isEmpty }
+        }
     }
 
     // MARK: - Containers
@@ -207,32 +224,40 @@ public final class Networks: Sendable {
             var published: [PublishedPort] = []
             do {
                 try Sys.makeDirectories(memberDirectory(networkName, containerID), mode: 0o700)
-                try Self.writeResolverConfiguration(to: memberDirectory(networkName, containerID) + "/resolv.conf", network: record)
+                try Self.writeResolverConfiguration(to: memberDirectory(networkName, containerID) + "/resolv.conf", network: record,
+                                                    fallback: host.isSystem ? nil : NetworkHost.nameserver)
                 try ensureBridge(record)
                 do {
                     try resolver.serve(record)
                 } catch {
                     logger.warning("container names on this network resolve only through hosts files", metadata: ["network": "\(networkName)", "error": "\(error)"])
                 }
-                try Self.createNamespace(at: namespacePath)
-                let host = try RouteNetlink()
-                guard let bridge = try host.link(record.bridge) else { throw RuntimeError(.network, "bridge \(record.bridge) of network \(networkName) is gone") }
-                guard let namespace = OwnedDescriptor(opening: namespacePath, O_RDONLY | O_CLOEXEC) else { throw RuntimeError(.network, "cannot open \(namespacePath)", underlying: Sys.errno) }
-                try host.createVethPair(hostInterface, master: bridge.index, peer: "eth0", peerNamespace: namespace.raw)
+                try host.createNamespace(at: namespacePath)
+                let namespaceFile = host.namespaceFile(namespacePath)
+                let outside = try host.routeNetlink()
+                guard let bridge = try outside.link(record.bridge) else { throw RuntimeError(.network, "bridge \(record.bridge) of network \(networkName) is gone") }
+                guard let namespace = OwnedDescriptor(opening: namespaceFile, O_RDONLY | O_CLOEXEC) else { throw RuntimeError(.network, "cannot open \(namespacePath)", underlying: Sys.errno) }
+                try outside.createVethPair(hostInterface, master: bridge.index, peer: "eth0", peerNamespace: namespace.raw)
                 // IPv4 only: with IPv6 up, a container could send router
                 // advertisements that the host and its neighbours obey.
-                try Self.disableIPv6(hostInterface)
+                try disableIPv6(hostInterface)
                 guard gantry_write_in_netns(namespace.raw, "/proc/sys/net/ipv6/conf/eth0/disable_ipv6", "1") == 0 || errno == ENOENT else {
                     throw RuntimeError(.network, "cannot turn IPv6 off on eth0 in \(namespacePath)", underlying: Sys.errno)
                 }
-                let inside = try RouteNetlink(namespace: namespacePath)
+                let inside = try RouteNetlink(namespace: namespaceFile)
                 if let loopback = try inside.link("lo") { try inside.setUp(loopback.index, name: "lo") }
                 guard let eth0 = try inside.link("eth0") else { throw RuntimeError(.network, "eth0 did not appear in \(namespacePath)") }
                 try inside.addAddress(address, prefixLength: record.subnet.prefixLength, index: eth0.index, name: "eth0")
                 try inside.setUp(eth0.index, name: "eth0")
                 if !record.internal { try inside.addDefaultRoute(via: record.gateway, index: eth0.index) }
-                published = try claimPorts(ports, owner: owner)
-                try Firewall.installPorts(containerID: containerID, address: address, ports: published)
+                if host.isSystem {
+                    published = try claimPorts(ports, owner: owner)
+                    try Firewall.installPorts(containerID: containerID, address: address, ports: published, host: host)
+                } else {
+                    // pasta binds them on the host (as the container's start
+                    // does), into the container's own loopback.
+                    published = try UserModeNetwork.attachment(ports: ports).ports
+                }
             } catch {
                 try? release(containerID: containerID, from: networkName, owner: owner)
                 throw error
@@ -253,13 +278,18 @@ public final class Networks: Sendable {
             try release(containerID: containerID, from: networkName, owner: owner)
             try writeHostsFiles(networkName)
         }
+        stopHostIfIdle()
     }
 
     private func release(containerID: String, from networkName: String, owner: String) throws {
-        try Firewall.removeRules(container: containerID)
-        releasePorts(owner: owner)
-        try RouteNetlink().deleteLink(Self.hostInterface(containerID))
-        try Self.removeNamespace(at: owner + "/netns")
+        if host.isSystem {
+            try Firewall.removeRules(container: containerID, host: host)
+            releasePorts(owner: owner)
+        }
+        // An ordinary user's network host that no longer runs took the
+        // devices with it.
+        _ = try host.routeNetlinkIfRunning()?.deleteLink(Self.hostInterface(containerID))
+        try host.removeNamespace(at: owner + "/netns")
         try Sys.removeTree(memberDirectory(networkName, containerID))
         for lease in leases(networkName) where lease.containerID == containerID {
             unlink(leasePath(networkName, lease.address))
@@ -336,9 +366,12 @@ public final class Networks: Sendable {
     /// internal) the host's name servers but loopback ones, which inside
     /// the container would be its own loopback; they answer when no process
     /// serves the network. The host's search and options lines are kept.
-    static func writeResolverConfiguration(to path: String, network: NetworkRecord) throws {
+    static func writeResolverConfiguration(to path: String, network: NetworkRecord, fallback: IPv4Address? = nil) throws {
         let host = (try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8)) ?? ""
         var lines = ["nameserver \(network.gateway)"]
+        // An ordinary user's network host reaches the host's own resolvers,
+        // loopback ones too, through pasta.
+        if let fallback, !network.internal { lines.append("nameserver \(fallback)") }
         for line in host.split(separator: "\n") {
             let fields = line.split(whereSeparator: \.isWhitespace)
             guard let keyword = fields.first else { continue }
@@ -474,26 +507,29 @@ public final class Networks: Sendable {
 
     /// Makes the bridge (with its address and rules) if it is missing, as after a reboot.
     private func ensureBridge(_ record: NetworkRecord) throws {
-        let host = try RouteNetlink()
-        if try host.link(record.bridge) != nil { return }
-        try host.createBridge(record.bridge)
-        try Self.disableIPv6(record.bridge)
-        guard let bridge = try host.link(record.bridge) else { throw RuntimeError(.network, "bridge \(record.bridge) did not appear") }
-        try host.addAddress(record.gateway, prefixLength: record.subnet.prefixLength, index: bridge.index, name: record.bridge)
-        Self.writeAlias(record)
-        try Firewall.installNetwork(record)
+        let outside = try host.routeNetlink()
+        if try outside.link(record.bridge) != nil { return }
+        try outside.createBridge(record.bridge)
+        try disableIPv6(record.bridge)
+        guard let bridge = try outside.link(record.bridge) else { throw RuntimeError(.network, "bridge \(record.bridge) did not appear") }
+        try outside.addAddress(record.gateway, prefixLength: record.subnet.prefixLength, index: bridge.index, name: record.bridge)
+        if host.isSystem { Self.writeAlias(record) }
+        try Firewall.installNetwork(record, host: host)
     }
 
-    /// Turns IPv6 off on a host device (where the host has IPv6 at all).
-    private static func disableIPv6(_ device: String) throws {
+    /// Turns IPv6 off on a host device (where the host has IPv6 at all; an
+    /// ordinary user's network host has it off for every device).
+    private func disableIPv6(_ device: String) throws {
+        guard host.isSystem else { return }
         let path = "/proc/sys/net/ipv6/conf/\(device)/disable_ipv6"
         guard access(path, F_OK) == 0 else { return }
         try FileIO.write("1", to: path, code: .network)
     }
 
     private func removeBridge(_ record: NetworkRecord) throws {
-        try Firewall.removeRules(network: record.id)
-        try RouteNetlink().deleteLink(record.bridge)
+        guard host.isSystem || host.holder() != nil else { return }
+        try Firewall.removeRules(network: record.id, host: host)
+        _ = try host.routeNetlinkIfRunning()?.deleteLink(record.bridge)
     }
 
     /// A new namespace of `type` (network, IPC or UTS, the last with
@@ -525,12 +561,6 @@ public final class Networks: Sendable {
         guard let lock = OwnedDescriptor(opening: directory + "/" + network, O_RDONLY | O_DIRECTORY | O_CLOEXEC) else { throw RuntimeError(.notFound, "no network is named \(network)", underlying: Sys.errno) }
         flock(lock.raw, LOCK_EX)
         return try body()
-    }
-
-    /// Runs `body` holding the host-wide network lock: subnets and bridges
-    /// are the host's, shared by every state root.
-    private static func withHostLock<T>(_ body: () throws -> T) throws -> T {
-        try withHostLock("networks.lock", body)
     }
 
     /// Runs `body` holding `/run/gantry/<name>` locked (flock), a lock of

@@ -118,13 +118,18 @@ public final class Pods: Sendable {
             if case .bridge(let network) = spec.network {
                 record.network = try networks.attach(containerID: record.id, name: spec.name, aliases: spec.networkAliases,
                                                      ports: spec.publishedPorts, to: network, owner: path)
+                // An ordinary user's published ports: a pasta in the pod's namespace.
+                if let attachment = record.network, !networks.host.isSystem, !attachment.ports.isEmpty {
+                    try UserModeNetwork.startForPorts(attachment, namespace: networks.host.namespaceFile(path + "/netns"),
+                                                      userNamespace: "/proc/\(try networks.host.start())/ns/user", files: path)
+                }
             } else {
-                try Networks.createNamespace(at: path + "/netns")
-                let inside = try RouteNetlink(namespace: path + "/netns")
+                try networks.host.createNamespace(at: path + "/netns")
+                let inside = try RouteNetlink(namespace: networks.host.namespaceFile(path + "/netns"))
                 if let loopback = try inside.link("lo") { try inside.setUp(loopback.index, name: "lo") }
             }
-            if spec.sharesIPC { try Networks.createNamespace(at: path + "/ipcns", type: GANTRY_CLONE_NEWIPC) }
-            if spec.sharesUTS { try Networks.createNamespace(at: path + "/utsns", type: GANTRY_CLONE_NEWUTS, hostname: spec.hostname ?? spec.name) }
+            if spec.sharesIPC { try networks.host.createNamespace(at: path + "/ipcns", type: GANTRY_CLONE_NEWIPC) }
+            if spec.sharesUTS { try networks.host.createNamespace(at: path + "/utsns", type: GANTRY_CLONE_NEWUTS, hostname: spec.hostname ?? spec.name) }
             try FileIO.replaceStateFile(path + "/pod.json", with: ContainerRuntime.encoder.encode(record))
         } catch {
             try? release(record)
@@ -179,15 +184,17 @@ public final class Pods: Sendable {
         var files = [(path + "/netns", GANTRY_CLONE_NEWNET)]
         if record.spec.sharesIPC { files.append((path + "/ipcns", GANTRY_CLONE_NEWIPC)) }
         if record.spec.sharesUTS { files.append((path + "/utsns", GANTRY_CLONE_NEWUTS)) }
-        return files
+        return files.map { (networks.host.namespaceFile($0.0), $0.1) }
     }
 
     private func release(_ record: PodRecord) throws {
         let path = directory + "/" + record.name
+        UserModeNetwork.stop(files: path)
         if case .bridge(let network) = record.spec.network {
             try networks.detach(containerID: record.id, from: record.network?.network ?? network, owner: path)
         }
-        for file in ["netns", "ipcns", "utsns"] { try Networks.removeNamespace(at: path + "/" + file) }
+        for file in ["netns", "ipcns", "utsns"] { try networks.host.removeNamespace(at: path + "/" + file) }
         try Sys.removeTree(path)
+        networks.stopHostIfIdle()
     }
 }
