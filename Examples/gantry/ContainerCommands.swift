@@ -172,6 +172,8 @@ struct Run: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Run in a pod: its network (address, ports, localhost) and, as it shares them, IPC and host name.", valueName: "pod")) var pod: String?
     @Option(name: .customLong("net-alias"), help: ArgumentHelp("Another name the container answers to on its network.", valueName: "name")) var netAliases: [String] = []
     @Option(name: .customLong("sysctl"), help: ArgumentHelp("Set a namespaced kernel parameter.", valueName: "key=value")) var sysctls: [String] = []
+    @Option(name: .customLong("uidmap"), help: ArgumentHelp("Run in a user namespace mapping container user IDs to the host's: CONTAINER:HOST:SIZE, as 0:100000:65536 (repeatable).", valueName: "map")) var uidMaps: [String] = []
+    @Option(name: .customLong("gidmap"), help: ArgumentHelp("Map group IDs likewise (default: as --uidmap).", valueName: "map")) var gidMaps: [String] = []
     @Option(name: .customLong("label"), help: ArgumentHelp("Set a label.", valueName: "key=value")) var labels: [String] = []
     @Option(name: .customLong("log-opt"), help: ArgumentHelp("How its log is kept: max-size=10m (a file's size before it is rotated), max-file=2 (files kept).", valueName: "key=value")) var logOptions: [String] = []
     @Option(help: ArgumentHelp("Kill the container after this long (30s, 2m).", valueName: "duration")) var timeout: String?
@@ -242,6 +244,11 @@ struct Run: AsyncParsableCommand {
             let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
             guard parts.count == 2 else { throw ValidationError("--sysctl \(item) is not key=value") }
             spec.sysctls[parts[0]] = parts[1]
+        }
+        if !uidMaps.isEmpty || !gidMaps.isEmpty {
+            spec.namespaces.insert(.user)
+            spec.uidMappings = try (uidMaps.isEmpty ? gidMaps : uidMaps).map { try parseIDMapping($0, option: "--uidmap") }
+            spec.gidMappings = try (gidMaps.isEmpty ? uidMaps : gidMaps).map { try parseIDMapping($0, option: "--gidmap") }
         }
         spec.labels.merge(try parseLabels(labels)) { $1 }
         for (key, value) in try parseLabels(logOptions, option: "--log-opt") {
@@ -522,4 +529,13 @@ struct Unpause: AsyncParsableCommand {
     func run() async throws {
         try await forEachContainer(names, global) { try await $0.resume() }
     }
+}
+
+/// `CONTAINER:HOST:SIZE` of `--uidmap` and `--gidmap`.
+func parseIDMapping(_ text: String, option: String) throws -> ContainerSpec.IDMapping {
+    let parts = text.split(separator: ":", omittingEmptySubsequences: false).compactMap { UInt32($0) }
+    guard parts.count == 3, text.split(separator: ":", omittingEmptySubsequences: false).count == 3, parts[2] > 0 else {
+        throw ValidationError("\(option) \(text) is not CONTAINER:HOST:SIZE (as 0:100000:65536)")
+    }
+    return ContainerSpec.IDMapping(containerID: parts[0], hostID: parts[1], size: parts[2])
 }

@@ -760,11 +760,16 @@ static void child(const struct gantry_launch_plan *plan, int error_fd, int sync_
     // process, in it, which goes on (a child of the launcher's, as
     // CLONE_PARENT gives) once this one has reported its pid and ended.
     if (plan->user_namespace_fd >= 0) {
+        // Namespace files: root's are entered from the host's user
+        // namespace; those of a network host an ordinary user owns, only
+        // from inside their user namespace (which is the one joined).
+        int joined[8] = { 0 };
+        for (size_t i = 0; i < plan->namespace_count && i < 8; i++) {
+            joined[i] = setns(plan->namespace_fds[i], (int)plan->namespace_types[i]) == 0;
+        }
         if (setns(plan->user_namespace_fd, CLONE_NEWUSER) < 0) child_fail(error_fd, GANTRY_STAGE_USER);
-        // Namespace files (of a network host the user owns) can be entered
-        // only from inside their user namespace.
-        for (size_t i = 0; i < plan->namespace_count; i++) {
-            if (setns(plan->namespace_fds[i], (int)plan->namespace_types[i]) < 0) child_fail(error_fd, GANTRY_STAGE_JOIN);
+        for (size_t i = 0; i < plan->namespace_count && i < 8; i++) {
+            if (!joined[i] && setns(plan->namespace_fds[i], (int)plan->namespace_types[i]) < 0) child_fail(error_fd, GANTRY_STAGE_JOIN);
         }
         struct clone_args args;
         memset(&args, 0, sizeof(args));
@@ -849,7 +854,12 @@ static void child_setup(const struct gantry_launch_plan *plan, int error_fd, int
         // Slave, as runc does: nothing the container mounts reaches the
         // host, and binds asked to be slaves still see the host's new mounts.
         if (mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) < 0) child_fail(error_fd, GANTRY_STAGE_MOUNT_PRIVATE);
-        if (plan->overlay_options) {
+        if (plan->rootfs_mount_fd >= 0) {
+            // Made by the launcher's caller (an overlay over ID-mapped layers).
+            if (syscall(SYS_move_mount, plan->rootfs_mount_fd, "", AT_FDCWD, plan->rootfs, 0x4 /* MOVE_MOUNT_F_EMPTY_PATH */) < 0) {
+                child_fail(error_fd, GANTRY_STAGE_ROOTFS);
+            }
+        } else if (plan->overlay_options) {
             // nodev: a device node the container makes (it holds CAP_MKNOD)
             // must not open the host's disks.
             if (mount("overlay", plan->rootfs, "overlay", MS_NODEV, plan->overlay_options) < 0) child_fail(error_fd, GANTRY_STAGE_ROOTFS);

@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/mount.h>
 #include <linux/nsfs.h>
 #include <net/if.h>
 #include <pthread.h>
@@ -399,4 +400,49 @@ int gantry_run_in_owned_netns(int netns_fd, char *const argv[], const char *inpu
     if (got == (ssize_t)sizeof(error)) { errno = error; return -1; }
     if (status < 0) { errno = ECHILD; return -1; }
     return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// MARK: - Root's user-namespaced containers
+
+int gantry_idmapped_overlay(const char *const layers[], size_t count, const char *upper, const char *work, int userns_fd,
+                            int volatile_upper) {
+    if (count == 0 || count > 500) { errno = EINVAL; return -1; }
+    int *trees = calloc(count, sizeof(int));
+    size_t lower_size = count * 24 + 1;
+    char *lower = calloc(lower_size, 1);
+    int result = -1, error = 0, fs = -1;
+    if (!trees || !lower) { error = ENOMEM; goto done; }
+    for (size_t i = 0; i < count; i++) trees[i] = -1;
+    // Each layer, seen through the namespace's mapping: files of host root
+    // are its root's, and what the container makes is stored as the IDs it
+    // maps to.
+    struct mount_attr idmap;
+    memset(&idmap, 0, sizeof(idmap));
+    idmap.attr_set = MOUNT_ATTR_IDMAP;
+    idmap.userns_fd = (uint64_t)userns_fd;
+    size_t length = 0;
+    for (size_t i = 0; i < count; i++) {
+        trees[i] = (int)syscall(SYS_open_tree, AT_FDCWD, layers[i], OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC);
+        if (trees[i] < 0 || syscall(SYS_mount_setattr, trees[i], "", AT_EMPTY_PATH, &idmap, sizeof(idmap)) < 0) { error = errno; goto done; }
+        length += (size_t)snprintf(lower + length, lower_size - length, "%s/proc/self/fd/%d", i ? ":" : "", trees[i]);
+    }
+    fs = (int)syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC);
+    if (fs < 0 ||
+        syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "lowerdir", lower, 0) < 0 ||
+        syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "upperdir", upper, 0) < 0 ||
+        syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "workdir", work, 0) < 0 ||
+        (volatile_upper && syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "volatile", NULL, 0) < 0) ||
+        syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0) {
+        error = errno;
+        goto done;
+    }
+    result = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV);
+    if (result < 0) error = errno;
+done:
+    if (fs >= 0) close(fs);
+    for (size_t i = 0; trees && i < count; i++) if (trees[i] >= 0) close(trees[i]);
+    free(trees);
+    free(lower);
+    if (result < 0) errno = error;
+    return result;
 }

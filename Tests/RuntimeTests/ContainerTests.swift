@@ -573,6 +573,11 @@ func leftDescriptors(_ runtime: ContainerRuntime) -> [String] {
     }.sorted()
 }
 
+/// Root's containers in a user namespace with a range it chooses (as
+/// Podman's `--uidmap` gives): from a directory the range owns, or from an
+/// image, whose layers are mapped into the namespace, so that every file
+/// shows the owner the image gave it, while the container's processes and
+/// what they write are the range's IDs on the host.
 @Suite(.requiresRoot) struct UserNamespaceTests {
     @Test func mapsRootToAnUnprivilegedHostUser() async throws {
         try await withRuntime("ctr-userns") { runtime, dir in
@@ -590,11 +595,51 @@ func leftDescriptors(_ runtime: ContainerRuntime) -> [String] {
             #expect(lines == ["0", "0 100000 65536", "wrote"])
             var owner = stat()
             #expect(stat(rootfs + "/ok", &owner) == 0 && owner.st_uid == 100_000)
-            var fromImage = shell("true")
-            fromImage.namespaces.insert(.user)
-            fromImage.uidMappings = spec.uidMappings
-            fromImage.gidMappings = spec.gidMappings
-            await #expect { _ = try await runtime.create(fromImage) } throws: { ($0 as? RuntimeError)?.message.contains("user namespace") == true }
+        }
+    }
+
+    static let range = ContainerSpec.IDMapping(hostID: 300_000, size: 65536)
+
+    @Test func rootRunsAnImageInAChosenRange() async throws {
+        try await withRuntime("ctr-userns") { runtime, _ in
+            var spec = ContainerSpec(image: "busybox:test", command: ["sh", "-c", "echo made > /made; mkdir -p /tmp/by-user && chown 1234:1234 /tmp/by-user; echo started; exec sleep 600"])
+            spec.namespaces.insert(.user)
+            spec.uidMappings = [Self.range]
+            spec.gidMappings = [Self.range]
+            spec.network = .bridge(Networks.defaultName)
+            try await runtime.withContainer(spec) { container in
+                try await container.start()
+                try await waitForOutput(container, "started")
+                let process = try await container.exec(ExecSpec(["sh", "-c", "id -u; cat /proc/self/uid_map; stat -c '%u:%g %a' / /bin/busybox /etc/passwd /made /tmp/by-user; grep -c . /etc/hosts"]))
+                var output = ""
+                for try await chunk in process.output { output += chunk.text }
+                #expect(await process.wait().status == .exited(0))
+                let lines = output.split(separator: "\n").map { $0.split(whereSeparator: \.isWhitespace).joined(separator: " ") }
+                #expect(lines == ["0", "0 300000 65536", "0:0 755", "0:0 755", "0:0 644", "0:0 644", "1234:1234 755", "3"], "\(output)")
+                // On the host, the container's processes and files are the range's.
+                let pid = try #require(container.record.pid)
+                let status = try readText("/proc/\(pid)/status")
+                #expect(status.contains("Uid:\t300000\t300000\t300000\t300000"), "\(status)")
+                let upper = runtime.containerDirectory(container.id) + "/upper"
+                var info = stat()
+                #expect(stat(upper + "/made", &info) == 0 && info.st_uid == 300_000 && info.st_gid == 300_000)
+                #expect(stat(upper + "/tmp/by-user", &info) == 0 && info.st_uid == 301_234)
+                // The layers themselves are untouched: root's.
+                let layer = try #require(container.record.layers.last)
+                #expect(stat(layer + "/bin/busybox", &info) == 0 && info.st_uid == 0)
+            }
+        }
+    }
+
+    @Test func aRangeWithoutContainerRootIsRefused() async throws {
+        try await withRuntime("ctr-userns-refused") { runtime, _ in
+            var spec = ContainerSpec(image: "busybox:test", command: ["true"])
+            spec.namespaces.insert(.user)
+            spec.uidMappings = [ContainerSpec.IDMapping(containerID: 1, hostID: 300_001, size: 65535)]
+            spec.gidMappings = [Self.range]
+            await #expect { _ = try await runtime.create(spec) } throws: {
+                ($0 as? RuntimeError)?.message.contains("map container root 0") == true
+            }
         }
     }
 }

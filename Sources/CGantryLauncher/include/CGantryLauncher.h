@@ -103,6 +103,8 @@ struct gantry_launch_plan {
     /// overlay file system is mounted there first.
     const char *rootfs;
     const char *overlay_options;
+    /// A detached mount (new mount API) to put at `rootfs` instead, or -1.
+    int rootfs_mount_fd;
     const struct gantry_mount *mounts;
     size_t mount_count;
     const char *const *masked_paths;

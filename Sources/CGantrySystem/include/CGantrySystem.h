@@ -98,6 +98,13 @@ pid_t gantry_spawn_network_host(int userns_fd, const char *program, const char *
 /// _NEWUTS with `hostname`) and binds it at `path`. Returns 0 or -1.
 int gantry_network_host_namespace(int userns_fd, int mntns_fd, int type, const char *path, const char *hostname);
 
+/// An overlay file system for a container that root gives a user namespace:
+/// made detached (new mount API) by the caller, root of the host, with
+/// `layers` (top first) ID-mapped through `userns_fd` and the upper and
+/// work directories as they are. Returns the mount's descriptor, or -1.
+int gantry_idmapped_overlay(const char *const layers[], size_t count, const char *upper, const char *work, int userns_fd,
+                            int volatile_upper);
+
 /// Runs `argv` (argv[0] a path) in the network namespace `netns_fd` and
 /// its owner, with `input` on its standard input; its output and error
 /// come back in the buffers. Returns its exit status, or -1 with errno.

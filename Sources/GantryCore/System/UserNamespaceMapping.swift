@@ -168,7 +168,9 @@ public struct UserNamespaceMapping: Hashable, Sendable, Codable, CustomStringCon
                 try (helpers?.newuidmap ?? "").withCString { uidHelper in
                     try (helpers?.newgidmap ?? "").withCString { gidHelper in
                         var maps = gantry_id_maps(uid_map: uidMap, gid_map: gidMap, uid_helper: helpers == nil ? nil : uidHelper,
-                                                  gid_helper: helpers == nil ? nil : gidHelper, deny_setgroups: helpers == nil ? 1 : 0)
+                                                  gid_helper: helpers == nil ? nil : gidHelper,
+                                                  // (Root writes any map and keeps setgroups.)
+                                                  deny_setgroups: helpers == nil && geteuid() != 0 ? 1 : 0)
                         return try body(&maps)
                     }
                 }

@@ -22,6 +22,7 @@ extension Container {
         let cgroup = try runtime.cgroups.openForLaunch(record.cgroup)
         defer { (cgroup.tasks + [cgroup.directory]).filter { $0 >= 0 }.forEach { close($0) } }
         var plan = try makePlan(record, stdin: pipes.childStdin, stdout: pipes.childStdout, stderr: pipes.childStderr)
+        let spec = record.spec
         plan.cgroupDescriptor = cgroup.directory
         plan.cgroupTasksDescriptors = cgroup.tasks
         plan.consoleSocket = pipes.console
@@ -53,6 +54,20 @@ extension Container {
                 plan.cloneFlags &= ~GANTRY_CLONE_NEWUSER
                 // (Without subordinate IDs, setgroups stays denied there.)
                 plan.deniesSetgroups = runtime.userNamespace?.helpers == nil
+            }
+            // Root's container in a user namespace: the namespace is made
+            // first, so that the image layers can be mapped into it
+            // (ID-mapped mounts) under an overlay that root mounts (which
+            // reads the layers' trusted.overlay attributes).
+            if runtime.userNamespace == nil, plan.cloneFlags & GANTRY_CLONE_NEWUSER != 0, record.usesOverlay {
+                let mapping = UserNamespaceMapping(uids: spec.uidMappings, gids: spec.gidMappings, helpers: nil)
+                let user = try mapping.makeNamespace()
+                namespaces.append(user)
+                let overlay = try ContainerRuntime.idmappedOverlay(record, directory: runtime.containerDirectory(id), userNamespace: user)
+                namespaces.append(overlay)
+                plan.userNamespaceDescriptor = user
+                plan.cloneFlags &= ~GANTRY_CLONE_NEWUSER
+                plan.rootfsMountDescriptor = overlay
             }
             // A network namespace of its own, made ahead of need (in a user
             // namespace it must be the container's, made by the clone).

@@ -46,6 +46,33 @@ extension ContainerRuntime {
         networks.directory + "/.pasta/" + id
     }
 
+    /// Gives a container that root runs in a user namespace its directory
+    /// and upper layer, owned by the IDs its root maps to: its launch,
+    /// already in the namespace, goes through the directory, and the upper
+    /// layer's root is the container's `/`.
+    static func giveToMappedRoot(_ directory: String, _ spec: ContainerSpec) throws {
+        guard let uid = UserNamespaceMapping.hostID(0, in: spec.uidMappings), let gid = UserNamespaceMapping.hostID(0, in: spec.gidMappings) else { return }
+        for path in [directory, directory + "/upper"] where chown(path, uid, gid) != 0 {
+            throw RuntimeError(.systemCall, "cannot give \(path) to the container's mapped root (\(uid):\(gid))", underlying: Sys.errno)
+        }
+    }
+
+    /// The overlay of a container that root runs in a user namespace, its
+    /// layers ID-mapped into `userNamespace`: a detached mount, which the
+    /// container's launch puts at its root.
+    static func idmappedOverlay(_ record: ContainerRecord, directory: String, userNamespace: Int32) throws -> Int32 {
+        let layers = record.layers.map { strdup($0) }
+        defer { layers.forEach { free($0) } }
+        let fd = layers.map { UnsafePointer($0) }.withUnsafeBufferPointer { pointers in
+            gantry_idmapped_overlay(pointers.baseAddress, pointers.count, directory + "/upper", directory + "/work", userNamespace,
+                                    Container.volatileUpper(record) ? 1 : 0)
+        }
+        guard fd >= 0 else {
+            throw RuntimeError(.launch, "container \(record.name): cannot mount its layers mapped into its user namespace (ID-mapped mounts need Linux 5.19 and a file system that allows them)", underlying: Sys.errno)
+        }
+        return fd
+    }
+
     /// Checks that the user namespace maps the IDs the process runs as.
     static func checkMapped(_ process: ResolvedProcess, name: String, _ mapping: UserNamespaceMapping) throws {
         for uid in [process.uid] where UserNamespaceMapping.hostID(uid, in: mapping.uids) == nil {

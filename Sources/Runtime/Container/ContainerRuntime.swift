@@ -108,7 +108,9 @@ public final class ContainerRuntime: Sendable {
         owner = (pid, processStartTime(pid) ?? 0)
         try Sys.makeDirectories(directory + "/names", mode: 0o700)
         try Sys.makeDirectories(removedDirectory, mode: 0o700)
-        chmod(directory, 0o700)
+        // Searchable (not listable): a container in a user namespace finds
+        // its own directory, which its mapped root owns.
+        chmod(directory, 0o711)
         if leftovers == .recover { recover() }
     }
 
@@ -147,9 +149,11 @@ public final class ContainerRuntime: Sendable {
         if let userNamespace {
             try adaptToUserNamespace(&spec, name: name, userNamespace)
         } else if spec.namespaces.contains(.user), case .image(let image) = spec.root {
-            // The layers belong to the host's root and sit in private
-            // directories, out of reach of a mapped root.
-            throw RuntimeError(.invalidSpec, "container \(name): an image root (\(image)) cannot be used in a user namespace yet; use a directory root owned by the mapped IDs")
+            // The layers are mapped into the namespace (ID-mapped mounts),
+            // which must then map the container's root.
+            guard UserNamespaceMapping.hostID(0, in: spec.uidMappings) != nil, UserNamespaceMapping.hostID(0, in: spec.gidMappings) != nil else {
+                throw RuntimeError(.invalidSpec, "container \(name): an image root (\(image)) in a user namespace needs ID mappings that map container root 0, as 0:100000:65536 does")
+            }
         }
         try spec.resources.validate()
         if spec.resources != ResourceLimits(), let none = cgroups as? NoCgroupDriver {
@@ -259,6 +263,7 @@ public final class ContainerRuntime: Sendable {
             layers = directories.reversed()
             guard !layers.isEmpty else { throw RuntimeError(.invalidSpec, "image \(reference) has no layers") }
             for sub in ["upper", "work"] { try Sys.makeDirectories(directory + "/" + sub, mode: 0o755) }
+            if userNamespace == nil, spec.namespaces.contains(.user) { try Self.giveToMappedRoot(directory, spec) }
         case .directory(let path):
             var info = stat()
             guard path.hasPrefix("/"), stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFDIR else {

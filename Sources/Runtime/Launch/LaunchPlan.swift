@@ -62,6 +62,8 @@ struct LaunchPlan: Sendable {
     var oomScoreAdjustment: Int?
     var rootfs: String
     var overlayOptions: String?
+    /// A detached mount to put at `rootfs` instead of the overlay, or -1.
+    var rootfsMountDescriptor: Int32 = -1
     var mounts: [PlannedMount] = []
     var maskedPaths: [String] = []
     var readonlyPaths: [String] = []
@@ -120,6 +122,7 @@ struct LaunchPlan: Sendable {
         plan.oom_score_adj = arena.string(oomScoreAdjustment.map { "\($0)" })
         plan.rootfs = arena.string(rootfs)
         plan.overlay_options = arena.string(overlayOptions)
+        plan.rootfs_mount_fd = rootfsMountDescriptor
         plan.mounts = arena.array(mounts.map { mount in
             gantry_mount(kind: mount.kind.rawValue, source: arena.string(mount.source), target: arena.string(mount.target),
                          fstype: arena.string(mount.fstype), data: arena.string(mount.data), flags: mount.flags,

@@ -40,7 +40,10 @@ public final class Networks: Sendable {
         resolver = NetworkResolver(upstreams: nameservers, host: host, leases: { Self.leases(in: root, network: $0) }, networkID: { name in
             (try? FileIO.readNamedRecord(NetworkRecord.self, in: root, named: name, file: "network.json"))??.id
         })
-        try Sys.makeDirectories(directory, mode: 0o700)
+        try Sys.makeDirectories(directory, mode: 0o711)
+        // Searchable, not listable: a container that root runs in a user
+        // namespace binds its member files from below, as its mapped root.
+        chmod(directory, 0o711)
     }
 
     // MARK: - Networks
@@ -93,7 +96,7 @@ public final class Networks: Sendable {
             let record = NetworkRecord(id: id, name: name, bridge: "gt-" + id.prefix(12), subnet: chosen,
                                        gateway: chosen.address(1)!, internal: `internal`, labels: labels, createdAt: Date())
             let networkDirectory = directory + "/" + name
-            guard mkdir(networkDirectory, 0o700) == 0 else {
+            guard mkdir(networkDirectory, 0o711) == 0 else {
                 let error = Sys.errno
                 if let damaged = damaged().first(where: { $0.name == name }) {
                     throw RuntimeError(.invalidState, "network \(name) exists but its record \(damaged.file) cannot be read (\(damaged.reason)); \(damaged.advice(kind: "network"))")
@@ -223,7 +226,8 @@ public final class Networks: Sendable {
             try FileIO.replaceStateFile(leasePath, with: ContainerRuntime.encoder.encode(lease))
             var published: [PublishedPort] = []
             do {
-                try Sys.makeDirectories(memberDirectory(networkName, containerID), mode: 0o700)
+                try Sys.makeDirectories(memberDirectory(networkName, containerID), mode: 0o711)
+                for path in [directory + "/" + networkName, directory + "/" + networkName + "/members"] { chmod(path, 0o711) }
                 try Self.writeResolverConfiguration(to: memberDirectory(networkName, containerID) + "/resolv.conf", network: record,
                                                     fallback: host.isSystem ? nil : NetworkHost.nameserver)
                 try ensureBridge(record)
