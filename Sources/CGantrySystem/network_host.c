@@ -82,15 +82,18 @@ static int wait_child(pid_t pid) {
     return waited == pid ? status : -1;
 }
 
-int gantry_socket_in_owned_netns(int netns_fd, int domain, int type, int protocol) {
+/// Runs `make` in a child process, which hands the descriptor it returns
+/// back (SCM_RIGHTS); returns it, or -1 with the child's errno.
+static int descriptor_from_child(int (*make)(const void *), const void *argument) {
     int channel[2];
     if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, channel) < 0) return -1;
     sigset_t previous;
     pid_t pid = fork_quietly(&previous);
     if (pid == 0) {
         close(channel[0]);
-        int fd = -1, error = 0;
-        if (gantry_enter_owned_network_namespace(netns_fd) < 0 || (fd = socket(domain, type | SOCK_CLOEXEC, protocol)) < 0) error = errno;
+        int error = 0;
+        int fd = make(argument);
+        if (fd < 0) error = errno ? errno : EIO;
         char control[CMSG_SPACE(sizeof(int))];
         memset(control, 0, sizeof(control));
         struct iovec part = { .iov_base = &error, .iov_len = sizeof(error) };
@@ -126,6 +129,33 @@ int gantry_socket_in_owned_netns(int netns_fd, int domain, int type, int protoco
     wait_child(pid);
     if (fd < 0) errno = error ? error : EIO;
     return fd;
+}
+
+struct socket_job { int netns_fd, domain, type, protocol; };
+
+static int make_socket(const void *argument) {
+    const struct socket_job *job = argument;
+    if (gantry_enter_owned_network_namespace(job->netns_fd) < 0) return -1;
+    return socket(job->domain, job->type | SOCK_CLOEXEC, job->protocol);
+}
+
+int gantry_socket_in_owned_netns(int netns_fd, int domain, int type, int protocol) {
+    struct socket_job job = { netns_fd, domain, type, protocol };
+    return descriptor_from_child(make_socket, &job);
+}
+
+static int loopback_up(void);
+
+static int make_network_namespace(const void *argument) {
+    int userns_fd = *(const int *)argument;
+    if (setns(userns_fd, CLONE_NEWUSER) < 0) return -1;
+    become_root();
+    if (unshare(CLONE_NEWNET) < 0 || loopback_up() < 0) return -1;
+    return open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+}
+
+int gantry_make_network_namespace_in(int userns_fd) {
+    return descriptor_from_child(make_network_namespace, &userns_fd);
 }
 
 /// Runs `work` in a child process; returns 0, or -1 with the child's errno.

@@ -1,4 +1,5 @@
 import Foundation
+import GantryCore
 import GantryTestSupport
 import Testing
 @testable import OCIImage
@@ -81,7 +82,35 @@ import Testing
                 return try await store.prepareSnapshots("many")
             }
             await #expect { try await prepare.value } throws: { ($0 as? OCIImageError)?.code == .cancelled }
-            #expect(try FileManager.default.contentsOfDirectory(atPath: store.root.snapshots).isEmpty)
+            #expect(try FileManager.default.contentsOfDirectory(atPath: store.root.snapshots).filter { $0 != ".user-namespace" }.isEmpty)
+        }
+    }
+
+    /// An ordinary user's layers are unpacked for its mapping, which the
+    /// store records: after /etc/subuid changes, the store refuses to open
+    /// with its layers (saying what changed and what to do), and takes the
+    /// new mapping once it has none.
+    @Test func refusesLayersUnpackedForAnotherMapping() async throws {
+        try await withTemporaryDirectory("snap-mapping") { dir in
+            let root = StateRoot(dir + "/state")
+            try root.create()
+            let first = UserNamespaceMapping(uids: [IDMapping(hostID: 1000, size: 1), IDMapping(containerID: 1, hostID: 100_000, size: 65536)],
+                                             gids: [IDMapping(hostID: 1000, size: 1), IDMapping(containerID: 1, hostID: 100_000, size: 65536)], helpers: nil)
+            let moved = UserNamespaceMapping(uids: [IDMapping(hostID: 1000, size: 1), IDMapping(containerID: 1, hostID: 200_000, size: 65536)],
+                                             gids: first.gids, helpers: nil)
+            try ImageStore.checkRecordedUserNamespace(root, first)
+            #expect(try readText(root.snapshots + "/.user-namespace") == "\(first)\n")
+            try FileManager.default.createDirectory(atPath: root.snapshots + "/sha256-layer", withIntermediateDirectories: false)
+            try ImageStore.checkRecordedUserNamespace(root, first)
+            #expect { try ImageStore.checkRecordedUserNamespace(root, moved) } throws: { error in
+                let message = "\(error)"
+                return message.contains("1-65536→100000") && message.contains("1-65536→200000") && message.contains("/etc/subuid")
+            }
+            // Root's store records nothing.
+            try ImageStore.checkRecordedUserNamespace(root, nil)
+            try FileManager.default.removeItem(atPath: root.snapshots + "/sha256-layer")
+            try ImageStore.checkRecordedUserNamespace(root, moved)
+            #expect(try readText(root.snapshots + "/.user-namespace") == "\(moved)\n")
         }
     }
 }

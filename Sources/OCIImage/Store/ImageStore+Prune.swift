@@ -65,7 +65,7 @@ extension ImageStore {
             // Directories without records, and scratch space of interrupted work:
             // nothing else holds the lock, so nothing is in progress.
             let kept = Set(try database.snapshots(root: root).map(\.chainID.encoded)).union(liveChains.map(\.encoded))
-            for name in try directoryNames(root.snapshots) where !kept.contains(name) {
+            for name in try directoryNames(root.snapshots) where !kept.contains(name) && name != Self.userNamespaceRecord {
                 try removeTree(root.snapshots + "/" + name, mapping: userNamespace)
                 if name.hasPrefix(".tmp-") { report.leftovers += 1 } else { report.snapshots += 1 }
             }

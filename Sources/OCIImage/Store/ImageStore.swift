@@ -47,6 +47,7 @@ public final class ImageStore: Sendable {
         self.layerExpansionLimit = layerExpansionLimit
         self.logger = logger
         userNamespace = Self.defaultUserNamespace
+        try Self.checkRecordedUserNamespace(root, userNamespace)
     }
     #else
     /// Opens (creating if needed) the image store in `root`.
@@ -62,6 +63,7 @@ public final class ImageStore: Sendable {
         self.layerExpansionLimit = layerExpansionLimit
         self.logger = logger
         userNamespace = Self.defaultUserNamespace
+        try Self.checkRecordedUserNamespace(root, userNamespace)
     }
     #endif
 
@@ -89,6 +91,27 @@ public final class ImageStore: Sendable {
     var snapshotter: Snapshotter {
         Snapshotter(root: root, content: content, database: database, expansionLimit: layerExpansionLimit, userNamespace: userNamespace,
                     logger: logger)
+    }
+
+    /// The file in `snapshots/` naming the mapping its layers are for.
+    static let userNamespaceRecord = ".user-namespace"
+
+    /// Records the mapping an ordinary user's layers are unpacked for
+    /// (`snapshots/.user-namespace`), and refuses a store whose layers were
+    /// unpacked for another: their files belong to IDs the user may no
+    /// longer have, and would show the wrong owners.
+    static func checkRecordedUserNamespace(_ root: StateRoot, _ mapping: UserNamespaceMapping?) throws {
+        guard let mapping else { return }
+        let path = root.snapshots + "/" + userNamespaceRecord
+        let current = "\(mapping)\n"
+        if let recorded = try? String(contentsOfFile: path, encoding: .utf8) {
+            if recorded == current { return }
+            let layers = ((try? FileManager.default.contentsOfDirectory(atPath: root.snapshots)) ?? []).filter { !$0.hasPrefix(".") }
+            guard layers.isEmpty else {
+                throw OCIImageError(.damagedState, "the layers in \(root.snapshots) were unpacked for \(recorded.trimmingCharacters(in: .whitespacesAndNewlines)), but this user's namespace is now \(mapping) (/etc/subuid or /etc/subgid changed): their files would show the wrong owners. Give the user its former ranges again, or have root remove \(root.snapshots) (the images' content stays; their layers are unpacked again)")
+            }
+        }
+        try Data(current.utf8).write(to: URL(fileURLWithPath: path), options: .atomic)
     }
 
     /// The user namespace of a process that is not root: its subordinate IDs
