@@ -144,20 +144,6 @@ int gantry_socket_in_owned_netns(int netns_fd, int domain, int type, int protoco
     return descriptor_from_child(make_socket, &job);
 }
 
-static int loopback_up(void);
-
-static int make_network_namespace(const void *argument) {
-    int userns_fd = *(const int *)argument;
-    if (setns(userns_fd, CLONE_NEWUSER) < 0) return -1;
-    become_root();
-    if (unshare(CLONE_NEWNET) < 0 || loopback_up() < 0) return -1;
-    return open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-}
-
-int gantry_make_network_namespace_in(int userns_fd) {
-    return descriptor_from_child(make_network_namespace, &userns_fd);
-}
-
 /// Runs `work` in a child process; returns 0, or -1 with the child's errno.
 static int in_child(int (*work)(const void *), const void *argument) {
     int report[2];

@@ -165,12 +165,16 @@ int gantry_make_user_namespace(const struct gantry_id_maps *maps, char *message,
     pthread_sigmask(SIG_SETMASK, &all, &previous);
     pid_t pid = fork();
     if (pid == 0) {
-        close(ready[0]); close(done[1]);
+        // First, nothing but its two pipes open: a copy of a descriptor the
+        // caller's other threads write an executable through would make
+        // executing that file fail (ETXTBSY) while this child lives.
+        if (dup2(done[0], 0) < 0 || dup2(ready[1], 1) < 0) _exit(1);
+        syscall(SYS_close_range, 3U, ~0U, 0U);
         char byte = unshare(CLONE_NEWUSER) == 0 ? 1 : 0;
         ssize_t n;
-        do { n = write(ready[1], &byte, 1); } while (n < 0 && errno == EINTR);
+        do { n = write(1, &byte, 1); } while (n < 0 && errno == EINTR);
         // Until the parent has taken hold of the namespace (or ended).
-        do { n = read(done[0], &byte, 1); } while (n < 0 && errno == EINTR);
+        do { n = read(0, &byte, 1); } while (n < 0 && errno == EINTR);
         _exit(0);
     }
     int fork_error = errno;

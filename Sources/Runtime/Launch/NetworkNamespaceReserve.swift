@@ -1,5 +1,4 @@
 import CGantryLauncher
-import CGantrySystem
 import Foundation
 import Synchronization
 #if canImport(Glibc)
@@ -8,9 +7,7 @@ import Glibc
 
 /// Fresh, empty network namespaces (loopback up) made ahead of need on a
 /// thread of their own, for containers that get a network namespace of
-/// their own and no user namespace (``shared``), or for an ordinary user's
-/// containers, in the user namespace its runtime keeps for them (made by a
-/// short-lived child that joins it, as only a process of one thread may).
+/// their own and no user namespace.
 ///
 /// Making a network namespace is the largest single cost of a launch (the
 /// kernel initialises every protocol's state for it, about half a
@@ -35,27 +32,11 @@ final class NetworkNamespaceReserve: Sendable {
     }
 
     private let capacity: Int
-    /// The user namespace they are made in (the reserve's own descriptor),
-    /// or -1 for the host's.
-    private let userNamespace: Int32
     private let state = Mutex(State())
     private let wanted = DispatchSemaphore(value: 0)
 
-    init(capacity: Int, userNamespace: Int32 = -1) {
+    private init(capacity: Int) {
         self.capacity = capacity
-        self.userNamespace = userNamespace
-    }
-
-    /// Ends the thread and closes what the reserve holds (for a runtime's
-    /// own reserve, when the runtime goes).
-    func stop() {
-        let (ready, started) = state.withLock { state in
-            state.stopped = true
-            defer { state.ready = [] }
-            return (state.ready, state.started)
-        }
-        ready.forEach { close($0) }
-        if started { wanted.signal() } else if userNamespace >= 0 { close(userNamespace) }
     }
 
     /// A descriptor of a fresh network namespace, which the caller closes
@@ -83,21 +64,15 @@ final class NetworkNamespaceReserve: Sendable {
 
     private func refill() {
         gantry_block_signals()
-        defer { if userNamespace >= 0 { close(userNamespace) } }
         while true {
-            let (needed, stopped) = state.withLock { (!$0.stopped && $0.ready.count < capacity, $0.stopped) }
-            if stopped { return }
+            let needed = state.withLock { !$0.stopped && $0.ready.count < capacity }
             guard needed else {
                 wanted.wait()
                 continue
             }
-            let namespace = userNamespace >= 0 ? gantry_make_network_namespace_in(userNamespace) : gantry_make_network_namespace()
+            let namespace = gantry_make_network_namespace()
             if namespace >= 0 {
-                let kept = state.withLock { state in
-                    if !state.stopped { state.ready.append(namespace) }
-                    return !state.stopped
-                }
-                if !kept { close(namespace) }
+                state.withLock { $0.ready.append(namespace) }
                 continue
             }
             let error = errno
