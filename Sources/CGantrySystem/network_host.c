@@ -462,3 +462,34 @@ done:
     if (result < 0) errno = error;
     return result;
 }
+
+// MARK: - An ordinary user's overlays
+
+struct overlay_job { int userns_fd; const char *lower, *upper, *work; int readonly; };
+
+static int make_overlay(const void *argument) {
+    const struct overlay_job *job = argument;
+    if (setns(job->userns_fd, CLONE_NEWUSER) < 0) return -1;
+    become_root();
+    // A mount namespace the user namespace owns, where overlayfs may be made.
+    if (unshare(CLONE_NEWNS) < 0) return -1;
+    int fs = (int)syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC);
+    if (fs < 0) return -1;
+    int result = -1;
+    if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "lowerdir", job->lower, 0) == 0 &&
+        syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "upperdir", job->upper, 0) == 0 &&
+        syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "workdir", job->work, 0) == 0 &&
+        syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) == 0 &&
+        syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) == 0) {
+        result = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NODEV | MOUNT_ATTR_NOSUID | (job->readonly ? MOUNT_ATTR_RDONLY : 0));
+    }
+    int error = errno;
+    close(fs);
+    errno = error;
+    return result;
+}
+
+int gantry_overlay_in_user_namespace(int userns_fd, const char *lower, const char *upper, const char *work, int readonly) {
+    struct overlay_job job = { userns_fd, lower, upper, work, readonly };
+    return descriptor_from_child(make_overlay, &job);
+}

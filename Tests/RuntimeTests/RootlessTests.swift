@@ -186,6 +186,15 @@ struct RootlessTests {
             #expect(try await gantry(["cp", "web:/etc/passwd", dir + "/passwd"], root: root).status == 0)
             #expect(try readText(dir + "/passwd") == readText(dir + "/rootfs/etc/passwd"))
             #expect(try await gantry(["stop", "-t", "1", "web"], root: root).status == 0)
+            // And while it is stopped (its overlay made in the user namespace).
+            try write("while stopped\n", to: dir + "/stopped.txt")
+            let copiedIn = try await gantry(["cp", dir + "/stopped.txt", "web:/tmp/stopped.txt"], root: root)
+            #expect(copiedIn.status == 0, "\(copiedIn)")
+            for file in ["stopped", "in"] {
+                let back = try await gantry(["cp", "web:/tmp/\(file).txt", dir + "/back-\(file).txt"], root: root)
+                #expect(back.status == 0, "\(back)")
+            }
+            #expect(try readText(dir + "/back-stopped.txt") == "while stopped\n" && readText(dir + "/back-in.txt") == "in from the host\n")
             #expect(try await gantry(["rm", "web"], root: root).status == 0)
 
             #expect(try await gantry(["volume", "create", "data"], root: root).status == 0)

@@ -105,6 +105,12 @@ int gantry_network_host_namespace(int userns_fd, int mntns_fd, int type, const c
 int gantry_idmapped_overlay(const char *const layers[], size_t count, const char *upper, const char *work, int userns_fd,
                             int volatile_upper);
 
+/// An overlay file system (lower directories colon-separated, top first,
+/// with `userxattr`) made detached by a child process as the root of the
+/// user namespace `userns_fd`, for a process that is not root to reach a
+/// stopped container's files. Returns the mount's descriptor, or -1.
+int gantry_overlay_in_user_namespace(int userns_fd, const char *lower, const char *upper, const char *work, int readonly);
+
 /// Runs `argv` (argv[0] a path) in the network namespace `netns_fd` and
 /// its owner, with `input` on its standard input; its output and error
 /// come back in the buffers. Returns its exit status, or -1 with errno.

@@ -147,9 +147,6 @@ extension Container {
         case .running, .paused:
             root = try openProcessRoot(record)
         case .created, .stopped:
-            if record.usesOverlay, runtime.userNamespace != nil {
-                throw RuntimeError(.unsupportedHost, "cannot copy files of container \(name) while it is not running: an ordinary user can reach a container's files only through its running process")
-            }
             if record.usesOverlay {
                 // One overlay on the upper directory at a time: start refuses
                 // during a copy, a copy that lost the race to a start uses
@@ -231,9 +228,6 @@ extension Container {
             let code: RuntimeError.Code = error == .noFunction ? .unsupportedHost : .systemCall
             return RuntimeError(code, "cannot mount the root file system of container \(name) for a copy (\(step))", underlying: error)
         }
-        let context = fsopen("overlay", UInt32(FSOPEN_CLOEXEC))
-        guard context >= 0 else { throw failure("fsopen") }
-        defer { close(context) }
         if Self.volatileUpper(record) {
             // A volatile overlay leaves a mark that refuses the next mount
             // unless removed; the container has not been through a crash
@@ -242,6 +236,19 @@ extension Container {
             rmdir(directory + "/work/work/incompat/volatile")
             rmdir(directory + "/work/work/incompat")
         }
+        if let mapping = runtime.userNamespace {
+            // An ordinary user makes it as the root of its user namespace (in
+            // a child process), which the layers' owners are for.
+            let kept = try runtime.userNamespaceDescriptor()
+            let user = try kept ?? mapping.makeNamespace()
+            defer { if kept == nil { close(user) } }
+            let mount = gantry_overlay_in_user_namespace(user, record.layers.joined(separator: ":"), directory + "/upper", directory + "/work", writable ? 0 : 1)
+            guard mount >= 0 else { throw failure("in the user namespace") }
+            return mount
+        }
+        let context = fsopen("overlay", UInt32(FSOPEN_CLOEXEC))
+        guard context >= 0 else { throw failure("fsopen") }
+        defer { close(context) }
         let options = [("lowerdir", record.layers.joined(separator: ":")), ("upperdir", directory + "/upper"), ("workdir", directory + "/work")]
         for (key, value) in options where fsconfig(context, FSCONFIG_SET_STRING.rawValue, key, value, 0) != 0 {
             throw failure(key)
