@@ -602,11 +602,13 @@ func leftDescriptors(_ runtime: ContainerRuntime) -> [String] {
 
     @Test func rootRunsAnImageInAChosenRange() async throws {
         try await withRuntime("ctr-userns") { runtime, _ in
-            var spec = ContainerSpec(image: "busybox:test", command: ["sh", "-c", "echo made > /made; mkdir -p /tmp/by-user && chown 1234:1234 /tmp/by-user; echo started; exec sleep 600"])
+            var spec = ContainerSpec(image: "busybox:test", command: ["sh", "-c", "echo made > /made; mkdir -p /tmp/by-user && chown 1234:1234 /tmp/by-user; echo kept > /data/kept; echo started; exec httpd -f -p 80 -h /"])
             spec.namespaces.insert(.user)
             spec.uidMappings = [Self.range]
             spec.gidMappings = [Self.range]
             spec.network = .bridge(Networks.defaultName)
+            // A new volume is the container root's; a port below 1024 is its to bind.
+            spec.mounts = [.volume(name: "userns-data", target: "/data")]
             try await runtime.withContainer(spec) { container in
                 try await container.start()
                 try await waitForOutput(container, "started")
@@ -627,6 +629,10 @@ func leftDescriptors(_ runtime: ContainerRuntime) -> [String] {
                 // The layers themselves are untouched: root's.
                 let layer = try #require(container.record.layers.last)
                 #expect(stat(layer + "/bin/busybox", &info) == 0 && info.st_uid == 0)
+                let data = try runtime.volumes.dataDirectory("userns-data")
+                #expect(stat(data + "/kept", &info) == 0 && info.st_uid == 300_000)
+                let listening = try readText("/proc/\(pid)/net/tcp") + readText("/proc/\(pid)/net/tcp6")
+                #expect(listening.contains(":0050 00000000:0000 0A") || listening.contains(":0050 00000000000000000000000000000000:0000 0A"), "nothing listens on port 80: \(listening)")
             }
         }
     }

@@ -48,6 +48,13 @@ import Glibc
             let (sealed, routes) = try await runCollecting(runtime, shell("ip route").network(.bridge("sealed")))
             #expect(sealed.code == 0)
             #expect(!routes.contains("default"), "an internal network has no route out: \(routes)")
+            // Nor does it publish ports; and no network takes a mode's name.
+            var published = shell("true").network(.bridge("sealed"))
+            published.publishedPorts = [PublishedPort(hostIP: IPv4Address("127.0.0.1"), hostPort: 0, containerPort: 80)]
+            await #expect { _ = try await runtime.create(published) } throws: { ($0 as? RuntimeError)?.message.contains("internal") == true }
+            for mode in ["bridge", "none", "host"] {
+                await #expect { try await runtime.networks.create(mode) } throws: { ($0 as? RuntimeError)?.message.contains("network mode") == true }
+            }
 
             // A network in use cannot go; once free, it goes with all it had.
             #expect(throws: RuntimeError.self) { try runtime.networks.remove("front") }

@@ -31,7 +31,7 @@ private let fixtures = ProcessInfo.processInfo.environment["GANTRY_ROOTLESS_FIXT
             let subuids = try readText("/etc/subuid")
             #expect(subuids.contains(ranged + ":") && !subuids.contains(single + ":"))
 
-            for (user, suite, count) in [(ranged, "RootlessTests", "7 tests"), (single, "RootlessSingleMappingTests", "2 tests")] {
+            for (user, suite, count) in [(ranged, "RootlessTests", "8 tests"), (single, "RootlessSingleMappingTests", "2 tests")] {
                 let home = dir + "/home-" + user
                 try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: false)
                 _ = try await runWithStatus("/bin/chown", [user + ":" + user, home], check: true)
@@ -361,6 +361,43 @@ struct RootlessTests {
             }
             #expect(freed, "port \(port) is still held")
             #expect(try await gantry(["network", "rm", "gantry"], root: root).status == 0)
+            await ContainerRuntime.settle()
+        }
+    }
+
+    /// A `gantry run` killed with SIGKILL while its container serves a
+    /// published port (on the default network, then on a user network):
+    /// the container dies with it, and the next command's open removes it,
+    /// ends its pasta (the port is free again) and the network host.
+    @Test func aRunKilledWithSIGKILLLeavesNothingRunning() async throws {
+        try await withTemporaryDirectory("rootless-kill") { dir in
+            let root = dir + "/state"
+            try makeBusyboxRootfs(dir + "/rootfs")
+            #expect(try await gantry(["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"], root: root).status == 0)
+            #expect(try await gantry(["network", "create", "backend"], root: root).status == 0)
+            for network in ["bridge", "backend"] {
+                let port = try UserModeNetwork.freePort(PublishedPort(hostIP: IPv4Address("127.0.0.1"), containerPort: 1))
+                let run = try ChildProcess(binary, ["--root", root, "run", "--rm", "--network", network, "-p", "127.0.0.1:\(port):80", "bb:1", "httpd", "-f", "-p", "80", "-h", "/"],
+                                           stdout: .null, stderr: .null)
+                var answered = false
+                for _ in 0 ..< 200 where !answered {
+                    answered = (try? await runWithStatus("/usr/bin/timeout", ["5", "busybox", "wget", "-q", "-O-", "http://127.0.0.1:\(port)/etc/passwd"]).status) == 0
+                    if !answered { try await Task.sleep(for: .milliseconds(25)) }
+                }
+                #expect(answered, "\(network): the port never answered")
+                run.kill(.kill)
+                _ = run.wait()
+                let listed = try await gantry(["ps", "-a", "--format", "json"], root: root)
+                #expect((try JSONSerialization.jsonObject(with: Data(listed.output.utf8)) as? [Any])?.isEmpty == true, "\(network): \(listed)")
+                var freed = false
+                for _ in 0 ..< 100 where !freed {
+                    freed = bindable(port)
+                    if !freed { try await Task.sleep(for: .milliseconds(20)) }
+                }
+                #expect(freed, "\(network): port \(port) is still held")
+            }
+            #expect(access(root + "/networks/.host/holder.pid", F_OK) != 0)
+            #expect(try await gantry(["network", "rm", "backend"], root: root).status == 0)
             await ContainerRuntime.settle()
         }
     }

@@ -98,7 +98,7 @@ public final class ContainerRuntime: Sendable {
         }
         let upstreams = try nameservers.map { try $0.map(NetworkResolver.Upstream.init(parsing:)) }
         let networkHost = images.userNamespace.map { mapping in
-            NetworkHost(directory: images.root.networks + "/.host") { try mapping.makeNamespace() }
+            NetworkHost(directory: images.root.networks + "/.host", logger: logger) { try mapping.makeNamespace() }
         } ?? .system
         networks = try Networks(root: images.root.networks, containers: images.root.containers, nameservers: upstreams, host: networkHost, logger: logger)
         pods = try Pods(root: images.root.pods, networks: networks, logger: logger) { [directory] name in
@@ -282,7 +282,10 @@ public final class ContainerRuntime: Sendable {
         // Checked now, so that start cannot fail on them.
         _ = try Self.sysctls(spec)
         _ = try Self.resourceLimits(spec)
-        try await volumes.prepare(spec.mounts, layers: layers)
+        // A container root runs in a user namespace gets new volumes owned
+        // as its namespace sees the image's files.
+        let shift = userNamespace == nil && spec.namespaces.contains(.user) ? UserNamespaceMapping(uids: spec.uidMappings, gids: spec.gidMappings, helpers: nil) : nil
+        try await volumes.prepare(spec.mounts, layers: layers, mapping: shift)
         _ = try Self.mounts(spec, volumes: volumes)
         _ = try seccompProgram(spec)
         var record = ContainerRecord(id: id, name: name, spec: spec, process: process, imageDigest: imageDigest, cgroup: cgroup,

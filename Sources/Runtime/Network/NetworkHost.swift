@@ -1,6 +1,7 @@
 import CGantryLauncher
 import CGantrySystem
 import Foundation
+import Logging
 import GantryCore
 #if canImport(Glibc)
 import Glibc
@@ -35,18 +36,21 @@ final class NetworkHost: Sendable {
     /// The directory of the holder's and pasta's pid files and the locks;
     /// nil for ``system``.
     let directory: String?
-    /// The user namespace the holder starts in: the runtime's kept one (or
-    /// a new one with the store's mapping).
+    /// The user namespace the holder starts in (a new one with the
+    /// store's mapping; the caller closes it).
     private let userNamespace: (@Sendable () throws -> Int32)?
+    private let logger: Logger?
 
     private init() {
         directory = nil
         userNamespace = nil
+        logger = nil
     }
 
     /// An ordinary user's network host, its files in `directory`.
-    init(directory: String, userNamespace: @escaping @Sendable () throws -> Int32) {
+    init(directory: String, logger: Logger, userNamespace: @escaping @Sendable () throws -> Int32) {
         self.directory = directory
+        self.logger = logger
         self.userNamespace = userNamespace
     }
 
@@ -99,11 +103,17 @@ final class NetworkHost: Sendable {
                 if !pastaRuns() { try startPasta(pid) }
                 return pid
             }
+            if access(directory + "/holder.pid", F_OK) == 0 {
+                // It did not end through Gantry (killed, or the user's session
+                // ended): what was on the networks lost its connection.
+                logger?.warning("the network namespace of this user's networks had ended (its holder was killed): containers and pods that were on them have lost their network until they are started again; making a new one")
+            }
             stopPasta()
             guard let sleep = Sys.findProgram("sleep") else {
                 throw RuntimeError(.network, "an ordinary user's networks need the sleep program to hold their namespace; none is on PATH")
             }
             let userNamespace = try self.userNamespace!()
+            defer { close(userNamespace) }
             var message = [CChar](repeating: 0, count: 256)
             let pid = gantry_spawn_network_host(userNamespace, sleep, marker, &message, message.count)
             guard pid > 0 else {

@@ -67,6 +67,9 @@ public final class Networks: Sendable {
     @discardableResult
     func create(_ name: String, subnet: IPv4Subnet? = nil, internal: Bool = false, labels: [String: String] = [:]) throws -> NetworkRecord {
         try ContainerRuntime.validate(name: name, kind: "network")
+        guard !["bridge", "none", "host"].contains(name) else {
+            throw RuntimeError(.invalidSpec, "a network cannot be named \(name): --network \(name) stands for a network mode")
+        }
         return try host.withLock("networks.lock") {
             let existing = try list()
             if existing.contains(where: { $0.name == name }) {
@@ -208,6 +211,9 @@ public final class Networks: Sendable {
         let namespacePath = owner + "/netns"
         let record = try network(networkName)
         for alias in aliases { try ContainerRuntime.validate(name: alias, kind: "network alias") }
+        if record.internal, !ports.isEmpty {
+            throw RuntimeError(.invalidSpec, "\(name) publishes ports on network \(networkName), which is internal: nothing outside reaches it")
+        }
         let hostInterface = Self.hostInterface(containerID)
         return try withLock(networkName) {
             // The lease first: it is what recovery finds. An address is
@@ -247,6 +253,13 @@ public final class Networks: Sendable {
                 try disableIPv6(hostInterface)
                 guard gantry_write_in_netns(namespace.raw, "/proc/sys/net/ipv6/conf/eth0/disable_ipv6", "1") == 0 || errno == ENOENT else {
                     throw RuntimeError(.network, "cannot turn IPv6 off on eth0 in \(namespacePath)", underlying: Sys.errno)
+                }
+                // Any port may be bound in the container's own namespace, as
+                // Docker allows: its root may be a user namespace's, which
+                // this namespace (the host's user namespace owns it) would
+                // hold to ports from 1024.
+                guard gantry_write_in_netns(namespace.raw, "/proc/sys/net/ipv4/ip_unprivileged_port_start", "0") == 0 else {
+                    throw RuntimeError(.network, "cannot open the ports below 1024 in \(namespacePath)", underlying: Sys.errno)
                 }
                 let inside = try RouteNetlink(namespace: namespaceFile)
                 if let loopback = try inside.link("lo") { try inside.setUp(loopback.index, name: "lo") }
@@ -373,14 +386,14 @@ public final class Networks: Sendable {
     static func writeResolverConfiguration(to path: String, network: NetworkRecord, fallback: IPv4Address? = nil) throws {
         let host = (try? String(contentsOfFile: "/etc/resolv.conf", encoding: .utf8)) ?? ""
         var lines = ["nameserver \(network.gateway)"]
-        // An ordinary user's network host reaches the host's own resolvers,
-        // loopback ones too, through pasta.
+        // An ordinary user's network host reaches the host's own resolvers
+        // (loopback ones too) through pasta, and only so.
         if let fallback, !network.internal { lines.append("nameserver \(fallback)") }
         for line in host.split(separator: "\n") {
             let fields = line.split(whereSeparator: \.isWhitespace)
             guard let keyword = fields.first else { continue }
             if keyword == "nameserver" {
-                guard !network.internal, fields.count > 1, !fields[1].hasPrefix("127."), fields[1] != "::1" else { continue }
+                guard fallback == nil, !network.internal, fields.count > 1, !fields[1].hasPrefix("127."), fields[1] != "::1" else { continue }
             } else if keyword != "search", keyword != "options" {
                 continue
             }

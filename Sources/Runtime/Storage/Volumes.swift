@@ -42,7 +42,10 @@ public final class Volumes: Sendable {
         self.userNamespace = userNamespace
         self.logger = logger
         self.users = users
-        try Sys.makeDirectories(directory, mode: 0o700)
+        try Sys.makeDirectories(directory, mode: 0o711)
+        // Searchable, not listable: a container that root runs in a user
+        // namespace mounts its volumes from below, as its mapped root.
+        chmod(directory, 0o711)
     }
 
     /// Creates a volume.
@@ -62,7 +65,7 @@ public final class Volumes: Sendable {
         let name = name ?? ContainerRuntime.newID()
         try ContainerRuntime.validate(name: name, kind: "volume")
         let path = directory + "/" + name
-        guard mkdir(path, 0o700) == 0 else {
+        guard mkdir(path, 0o711) == 0 else {
             if errno == EEXIST {
                 if let damaged = damaged().first(where: { $0.name == name }) {
                     throw RuntimeError(.invalidState, "volume \(name) exists but its record \(damaged.file) cannot be read (\(damaged.reason)); \(damaged.advice(kind: "volume"))")
@@ -145,8 +148,10 @@ public final class Volumes: Sendable {
 
     /// Makes the volumes a container mounts ready: each missing one is
     /// created, and each empty one is filled with what the root file
-    /// system (`layers`, top-most first) has at its mount point.
-    func prepare(_ mounts: [ContainerSpec.Mount], layers: [String]) async throws {
+    /// system (`layers`, top-most first) has at its mount point, its owners
+    /// shifted to the host IDs `mapping` gives them (a container that root
+    /// runs in a user namespace: its root then owns the new volume).
+    func prepare(_ mounts: [ContainerSpec.Mount], layers: [String], mapping: UserNamespaceMapping? = nil) async throws {
         for case .volume(let name, let target, _) in mounts {
             do {
                 _ = try volume(name)
@@ -157,13 +162,14 @@ public final class Volumes: Sendable {
                     // Another container made it meanwhile.
                 }
             }
-            try await seed(name, from: layers, at: target)
+            if mapping != nil { chmod(directory + "/" + name, 0o711) }
+            try await seed(name, from: layers, at: target, mapping: mapping)
         }
     }
 
     /// Copies the image's content at `target` into the volume, if the
     /// volume is empty, under the volume's lock.
-    private func seed(_ name: String, from layers: [String], at target: String) async throws {
+    private func seed(_ name: String, from layers: [String], at target: String, mapping: UserNamespaceMapping?) async throws {
         let record = try volume(name)
         guard let lock = OwnedDescriptor(opening: directory + "/" + name, O_RDONLY | O_DIRECTORY | O_CLOEXEC) else { throw RuntimeError(.notFound, "no volume is named \(name)", underlying: Sys.errno) }
         flock(lock.raw, LOCK_EX)
@@ -189,7 +195,24 @@ public final class Volumes: Sendable {
             }
             try FileIO.copyTree(from: source, to: destination.raw, path: "volume \(name)")
         }
+        if let mapping { try Self.shiftOwners(record.mountpoint, mapping) }
         logger.debug("seeded volume from the image", metadata: ["volume": "\(name)", "path": "\(target)"])
+    }
+
+    /// Gives every file under `path` (and `path`) the host IDs `mapping`
+    /// maps its owner to (modes kept: a new owner clears set-ID bits).
+    static func shiftOwners(_ path: String, _ mapping: UserNamespaceMapping) throws {
+        let entries = [""] + ((FileManager.default.enumerator(atPath: path)?.allObjects as? [String]) ?? []).map { "/" + $0 }
+        for entry in entries {
+            var info = stat()
+            guard lstat(path + entry, &info) == 0,
+                  let uid = UserNamespaceMapping.hostID(info.st_uid, in: mapping.uids),
+                  let gid = UserNamespaceMapping.hostID(info.st_gid, in: mapping.gids) else { continue }
+            guard lchown(path + entry, uid, gid) == 0 else {
+                throw RuntimeError(.systemCall, "cannot give \(path + entry) to the container's user namespace", underlying: Sys.errno)
+            }
+            if (info.st_mode & S_IFMT) != S_IFLNK { chmod(path + entry, info.st_mode & 0o7777) }
+        }
     }
 
     /// Calls `body` with a directory descriptor of the merged root file
