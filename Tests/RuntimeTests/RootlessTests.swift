@@ -475,6 +475,9 @@ struct RootlessTests {
                 try await Task.sleep(for: .milliseconds(20))
             }
             #expect(healed.count == 1 && healed != first, "the replica was not replaced: \(log())")
+            // The event journal tells it, as for root.
+            let events = try await gantry(["events", "--project", "heal", "--format", "json"], root: root)
+            #expect(events.status == 0 && events.output.contains("\"event\":\"exited\"") && events.output.contains("\"event\":\"restarted\""), "\(events)")
             up.kill(.terminate)
             for _ in 0 ..< 600 where up.isRunning { try await Task.sleep(for: .milliseconds(50)) }
             let ended = up.wait()
