@@ -80,6 +80,12 @@ int gantry_enter_owned_network_namespace(int fd);
 /// and its owning user namespace. Returns the descriptor or -1 with errno.
 int gantry_socket_in_owned_netns(int netns_fd, int domain, int type, int protocol);
 
+/// A new network namespace (loopback up) owned by the user namespace
+/// `userns_fd`, made by a child process that shares this one's memory and
+/// descriptors and joins that namespace as its root; its descriptor
+/// (close-on-exec), or -1 with errno.
+int gantry_make_network_namespace_in(int userns_fd);
+
 /// Writes `value` to `path` (a /proc/sys/net setting) from a child process
 /// in the network namespace `netns_fd` and its owner. Returns 0 or -1.
 int gantry_write_in_owned_netns(int netns_fd, const char *path, const char *value);

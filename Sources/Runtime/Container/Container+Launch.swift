@@ -69,10 +69,12 @@ extension Container {
                 plan.cloneFlags &= ~GANTRY_CLONE_NEWUSER
                 plan.rootfsMountDescriptor = overlay
             }
-            // A network namespace of its own, made ahead of need (in a user
-            // namespace it must be the container's, made by the clone).
-            if plan.cloneFlags & GANTRY_CLONE_NEWNET != 0, plan.cloneFlags & GANTRY_CLONE_NEWUSER == 0, plan.userNamespaceDescriptor < 0,
-               let fd = NetworkNamespaceReserve.shared.take() {
+            // A network namespace of its own, made ahead of need: by the
+            // host's root, or in the user namespace an ordinary user's
+            // runtime keeps (in one made for the container, the clone
+            // makes it there).
+            if plan.cloneFlags & GANTRY_CLONE_NEWNET != 0, plan.cloneFlags & GANTRY_CLONE_NEWUSER == 0,
+               let fd = runtime.networkNamespaceReserve(joining: plan.userNamespaceDescriptor)?.take() {
                 namespaces.append(fd)
                 plan.namespaceFiles.append((fd, GANTRY_CLONE_NEWNET))
                 plan.cloneFlags &= ~GANTRY_CLONE_NEWNET

@@ -34,9 +34,22 @@ extension ContainerRuntime {
     func userNamespaceDescriptor() throws -> Int32? {
         guard let mapping = userNamespace, mapping.helpers != nil else { return nil }
         return try sharedUserNamespace.withLock { fd in
-            if fd < 0 { fd = try mapping.makeNamespace() }
+            if fd < 0 {
+                fd = try mapping.makeNamespace()
+                let copy = dup(fd)
+                if copy >= 0 { sharedUserNamespaceReserve.withLock { $0 = NetworkNamespaceReserve(capacity: 2, userNamespace: copy) } }
+            }
             return fd
         }
+    }
+
+    /// Where a launch in the user namespace `descriptor` (-1: none joined)
+    /// takes a network namespace made ahead of need: the host's reserve,
+    /// the one of the namespace this runtime keeps, or none.
+    func networkNamespaceReserve(joining descriptor: Int32) -> NetworkNamespaceReserve? {
+        if descriptor < 0 { return .shared }
+        guard descriptor == sharedUserNamespace.withLock({ $0 }) else { return nil }
+        return sharedUserNamespaceReserve.withLock { $0 }
     }
 
     /// Where an ordinary user's container keeps pasta's pid file and, on

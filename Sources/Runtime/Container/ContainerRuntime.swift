@@ -48,6 +48,8 @@ public final class ContainerRuntime: Sendable {
     /// For a process that is not root with subordinate IDs: a descriptor of
     /// the user namespace its containers start in, made on first use (-1).
     let sharedUserNamespace = Mutex<Int32>(-1)
+    /// Network namespaces made ahead of need in ``sharedUserNamespace``.
+    let sharedUserNamespaceReserve = Mutex<NetworkNamespaceReserve?>(nil)
 
     /// Opens the runtime over `images`' state root. Containers left by a
     /// process that ended are cleaned up (when bound to it) or adopted,
@@ -115,6 +117,7 @@ public final class ContainerRuntime: Sendable {
     }
 
     deinit {
+        sharedUserNamespaceReserve.withLock { $0 }?.stop()
         let fd = sharedUserNamespace.withLock { $0 }
         if fd >= 0 { close(fd) }
     }

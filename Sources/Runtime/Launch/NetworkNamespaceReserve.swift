@@ -1,4 +1,5 @@
 import CGantryLauncher
+import CGantrySystem
 import Foundation
 import Synchronization
 #if canImport(Glibc)
@@ -7,7 +8,9 @@ import Glibc
 
 /// Fresh, empty network namespaces (loopback up) made ahead of need on a
 /// thread of their own, for containers that get a network namespace of
-/// their own and no user namespace.
+/// their own and no user namespace (``shared``), or for an ordinary user's
+/// containers, in the user namespace its runtime keeps for them (made by a
+/// short-lived child that joins it, as only a process of one thread may).
 ///
 /// Making a network namespace is the largest single cost of a launch (the
 /// kernel initialises every protocol's state for it, about half a
@@ -32,11 +35,27 @@ final class NetworkNamespaceReserve: Sendable {
     }
 
     private let capacity: Int
+    /// The user namespace they are made in (the reserve's own descriptor),
+    /// or -1 for the host's.
+    private let userNamespace: Int32
     private let state = Mutex(State())
     private let wanted = DispatchSemaphore(value: 0)
 
-    private init(capacity: Int) {
+    init(capacity: Int, userNamespace: Int32 = -1) {
         self.capacity = capacity
+        self.userNamespace = userNamespace
+    }
+
+    /// Ends the thread and closes what the reserve holds (for a runtime's
+    /// own reserve, when the runtime goes).
+    func stop() {
+        let (ready, started) = state.withLock { state in
+            state.stopped = true
+            defer { state.ready = [] }
+            return (state.ready, state.started)
+        }
+        ready.forEach { close($0) }
+        if started { wanted.signal() } else if userNamespace >= 0 { close(userNamespace) }
     }
 
     /// A descriptor of a fresh network namespace, which the caller closes
@@ -64,15 +83,21 @@ final class NetworkNamespaceReserve: Sendable {
 
     private func refill() {
         gantry_block_signals()
+        defer { if userNamespace >= 0 { close(userNamespace) } }
         while true {
-            let needed = state.withLock { !$0.stopped && $0.ready.count < capacity }
+            let (needed, stopped) = state.withLock { (!$0.stopped && $0.ready.count < capacity, $0.stopped) }
+            if stopped { return }
             guard needed else {
                 wanted.wait()
                 continue
             }
-            let namespace = gantry_make_network_namespace()
+            let namespace = userNamespace >= 0 ? gantry_make_network_namespace_in(userNamespace) : gantry_make_network_namespace()
             if namespace >= 0 {
-                state.withLock { $0.ready.append(namespace) }
+                let kept = state.withLock { state in
+                    if !state.stopped { state.ready.append(namespace) }
+                    return !state.stopped
+                }
+                if !kept { close(namespace) }
                 continue
             }
             let error = errno
