@@ -27,6 +27,12 @@ enum Launcher {
             let stage = String(cString: gantry_launch_stage_name(failure.stage))
             let said = withUnsafeBytes(of: failure.message) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
                 .trimmingCharacters(in: .whitespacesAndNewlines)
+            if stage == "exec", failure.error == ENOENT, let program = plan.executables.count == 1 ? plan.executables.first : plan.arguments.first {
+                // Which program, as a user asks first.
+                throw RuntimeError(.launch, "\(what) could not be started: the exec step failed: it has no program \(program)"
+                                   + (plan.executables.count > 1 ? " (looked for \(plan.executables.joined(separator: ", ")))" : ""),
+                                   underlying: Errno(rawValue: failure.error))
+            }
             throw RuntimeError(.launch, "\(what) could not be started: the \(stage) step failed" + (said.isEmpty ? "" : " (\(said))"),
                                underlying: Errno(rawValue: failure.error))
         }

@@ -104,9 +104,9 @@ final class NetworkHost: Sendable {
                 return pid
             }
             if access(directory + "/holder.pid", F_OK) == 0 {
-                // It did not end through Gantry (killed, or the user's session
-                // ended): what was on the networks lost its connection.
-                logger?.warning("the network namespace of this user's networks had ended (its holder was killed): containers and pods that were on them have lost their network until they are started again; making a new one")
+                // It did not end through Gantry (killed, or the machine
+                // restarted): what was on the networks lost its connection.
+                logger?.warning("the network namespace of this user's networks had ended without Gantry (its holder was killed, or the machine restarted): containers and pods that were on them have lost their network until they are started again; making a new one")
             }
             stopPasta()
             guard let sleep = Sys.findProgram("sleep") else {
