@@ -24,7 +24,7 @@ packages=(
     # for their network, useradd, and setcap for an image's file capability.
     uidmap passt passwd libcap2-bin procps
     # Benchmarks, with the runtimes Gantry is compared with.
-    debootstrap hyperfine time crun runc
+    debootstrap hyperfine time crun runc podman
 )
 $sudo apt-get update -q
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${packages[@]}"

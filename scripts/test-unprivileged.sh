@@ -12,6 +12,10 @@ id "$user" >/dev/null 2>&1 || useradd --create-home --shell /bin/bash "$user"
 tests="$(swift build --show-bin-path)/GantryPackageTests.xctest"
 [ -x "$tests" ] || { echo "no test products: run scripts/test.sh first" >&2; exit 1; }
 home="$(getent passwd "$user" | cut -d: -f6)"
+# The user's run-time directory, as a login session has it; removed after.
+run="$(mktemp -d /tmp/gantry-unprivileged-run.XXXXXX)"
+trap 'rm -rf "$run"' EXIT
+chown "$user:" "$run" && chmod 700 "$run"
 cd /
-exec runuser -u "$user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$home" TMPDIR=/tmp \
+runuser -u "$user" -- env -i PATH=/usr/local/bin:/usr/bin:/bin HOME="$home" TMPDIR=/tmp XDG_RUNTIME_DIR="$run" \
     "$tests" --testing-library swift-testing "$@"

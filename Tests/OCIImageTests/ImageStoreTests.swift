@@ -13,6 +13,22 @@ import Testing
         try FileManager.default.contentsOfDirectory(atPath: store.root.snapshots).filter { $0 != ".user-namespace" }
     }
 
+    /// Each state root has a run-time directory of its own, under
+    /// `/run/gantry` for root and the user's run-time directory otherwise.
+    @Test func eachRootHasItsOwnRuntimeDirectory() throws {
+        let first = StateRoot("/srv/a/gantry"), second = StateRoot("/srv/b/gantry")
+        #expect(first.runtime != second.runtime && first.runtime == StateRoot("/srv/a/gantry/").runtime)
+        #expect(first.runtime.split(separator: "/").last?.count == 16)
+        let environment = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"]
+        if geteuid() == 0 {
+            #expect(first.runtime.hasPrefix("/run/gantry/"))
+        } else if let environment, StateRoot.isOwnPrivateDirectory(environment) {
+            #expect(first.runtime.hasPrefix(environment + "/gantry/"))
+        } else {
+            #expect(first.runtime.hasPrefix("/run/user/\(geteuid())/gantry/") || first.runtime.hasPrefix("/tmp/gantry-run-\(geteuid())/"))
+        }
+    }
+
     @Test func importsADirectoryAndUnpacksItBack() async throws {
         try await withTemporaryDirectory("rootfs") { dir in
             try Fixtures.busyboxRootfs(dir + "/rootfs")

@@ -81,6 +81,35 @@ import Glibc
         }
     }
 
+    /// Container directories made ahead of need: those of a process that
+    /// ended go at the next open, those of a live one stay, and a runtime's
+    /// own go when it is released.
+    @Test func spareDirectoriesOfAnEndedProcessGoAtTheNextOpen() async throws {
+        try await withImage("crash-spares") { root, _ in
+            let containers = root + "/containers"
+            try FileManager.default.createDirectory(atPath: containers, withIntermediateDirectories: true)
+            let ended = containers + "/.spare-1f-999999-1", live = containers + "/.spare-2e-\(getpid())-\(processStartTime(getpid()) ?? 0)"
+            for spare in [ended, live] { try FileManager.default.createDirectory(atPath: spare + "/upper", withIntermediateDirectories: true) }
+            func spares() -> [String] {
+                ((try? FileManager.default.contentsOfDirectory(atPath: containers)) ?? []).filter { $0.hasPrefix(".spare-") }.sorted()
+            }
+            do {
+                let runtime = try ContainerRuntime(images: try ImageStore(root: StateRoot(root)), cgroupParent: Self.parent)
+                #expect(spares() == [String(live.split(separator: "/").last!)])
+                for _ in 0 ..< 3 {
+                    let container = try await runtime.create(ContainerSpec(image: "bb:1", command: ["true"]).network(.none))
+                    try await container.start()
+                    _ = try await container.wait()
+                    try await container.remove()
+                }
+                await ContainerRuntime.settle()
+                #expect(spares().count == 3, "two made ahead of need, and the live process's: \(spares())")
+            }
+            #expect(spares() == [String(live.split(separator: "/").last!)])
+            try FileManager.default.removeItem(atPath: live)
+        }
+    }
+
     @Test func aStateRootIsDestroyedWithEverythingItMade() async throws {
         try await withTemporaryDirectory("destroy") { dir in
             let parent = "gantry-destroy-test"

@@ -33,11 +33,12 @@ private let fixtures = ProcessInfo.processInfo.environment["GANTRY_ROOTLESS_FIXT
 
             for (user, suite, count) in [(ranged, "RootlessTests", "8 tests"), (single, "RootlessSingleMappingTests", "2 tests")] {
                 let home = dir + "/home-" + user
-                try FileManager.default.createDirectory(atPath: home, withIntermediateDirectories: false)
-                _ = try await runWithStatus("/bin/chown", [user + ":" + user, home], check: true)
+                try FileManager.default.createDirectory(atPath: home + "/run", withIntermediateDirectories: true)
+                chmod(home + "/run", 0o700)
+                _ = try await runWithStatus("/bin/chown", ["-R", user + ":" + user, home], check: true)
                 let (status, output, error) = try await runWithStatus("/usr/sbin/runuser", [
                     "-u", user, "--", "env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + home, "TMPDIR=/tmp",
-                    "XDG_DATA_HOME=" + home + "/data", "GANTRY_ROOTLESS_FIXTURES=" + dir,
+                    "XDG_DATA_HOME=" + home + "/data", "XDG_RUNTIME_DIR=" + home + "/run", "GANTRY_ROOTLESS_FIXTURES=" + dir,
                     tests, "--testing-library", "swift-testing", "--filter", suite + "/",
                 ])
                 // The test runner reports on its standard error.
@@ -52,6 +53,9 @@ private let fixtures = ProcessInfo.processInfo.environment["GANTRY_ROOTLESS_FIXT
                     try await Task.sleep(for: .milliseconds(20))
                 }
                 #expect(left.isEmpty, "processes of \(user) left: \(left)")
+                // Nor any run-time file (the base directory may stay).
+                let runtimeLeft = try FileManager.default.subpathsOfDirectory(atPath: home + "/run").filter { $0 != "gantry" }
+                #expect(runtimeLeft.isEmpty, "\(user) left in XDG_RUNTIME_DIR: \(runtimeLeft)")
             }
         }
     }
@@ -274,7 +278,9 @@ struct RootlessTests {
 
             let created = try await gantry(["network", "create", "backend"], root: root)
             #expect(created.status == 0, "\(created)")
-            let holderFile = root + "/networks/.host/holder.pid"
+            // In the state root's run-time directory, under XDG_RUNTIME_DIR.
+            let holderFile = StateRoot(root).runtime + "/network-host.pid"
+            #expect(StateRoot(root).runtime.hasPrefix(try #require(ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"]) + "/gantry/"))
             let started = try await gantry(["run", "-d", "--name", "web", "--network", "backend", "--net-alias", "www", "-p", "127.0.0.1:0:8080",
                                             "bb:1", "httpd", "-f", "-p", "8080", "-h", "/www"], root: root)
             #expect(started.status == 0, "\(started)")
@@ -396,7 +402,7 @@ struct RootlessTests {
                 }
                 #expect(freed, "\(network): port \(port) is still held")
             }
-            #expect(access(root + "/networks/.host/holder.pid", F_OK) != 0)
+            #expect(access(StateRoot(root).runtime, F_OK) != 0, "the run-time directory is left")
             #expect(try await gantry(["network", "rm", "backend"], root: root).status == 0)
             await ContainerRuntime.settle()
         }
@@ -486,7 +492,7 @@ struct RootlessTests {
             #expect((try JSONSerialization.jsonObject(with: Data(listed.utf8)) as? [Any])?.isEmpty == true, "\(listed)")
             let networks = try await gantry(["network", "ls", "--format", "json"], root: root).output
             #expect((try JSONSerialization.jsonObject(with: Data(networks.utf8)) as? [Any])?.isEmpty == true, "\(networks)")
-            #expect(access(root + "/networks/.host/holder.pid", F_OK) != 0)
+            #expect(access(StateRoot(root).runtime, F_OK) != 0, "the run-time directory is left")
             await ContainerRuntime.settle()
         }
     }

@@ -48,6 +48,46 @@ public struct StateRoot: Hashable, Sendable, CustomStringConvertible {
     /// `lock`: taken shared by every operation and exclusive by garbage collection.
     public var lockFile: String { path + "/lock" }
 
+    /// Where the root's run-time state lives: what must not outlast the
+    /// machine's boot, such as the pid files of the processes that give an
+    /// ordinary user's containers their network. For root that is
+    /// `/run/gantry/<key>`; for an ordinary user `$XDG_RUNTIME_DIR/gantry/<key>`,
+    /// or, without `XDG_RUNTIME_DIR`, `/run/user/<uid>/gantry/<key>` where
+    /// the user has that directory and `/tmp/gantry-run-<uid>/<key>`
+    /// otherwise. The key (16 hexadecimal digits) is a hash of ``path``, so
+    /// that each root has a directory of its own. A run-time directory is a
+    /// file system the system empties at boot, so a pid file found there
+    /// names a process of this boot.
+    public var runtime: String {
+        var hash: UInt64 = 0xCBF2_9CE4_8422_2325  // FNV-1a
+        for byte in path.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
+        let key = String(hash, radix: 16)
+        return Self.runtimeBase + "/" + String(repeating: "0", count: 16 - key.count) + key
+    }
+
+    /// The directory of every root's run-time directory, for this process's user.
+    package static var runtimeBase: String {
+        let uid = geteuid()
+        if uid == 0 { return "/run/gantry" }
+        if let directory = ProcessInfo.processInfo.environment["XDG_RUNTIME_DIR"], directory.hasPrefix("/"), Self.isOwnPrivateDirectory(directory) {
+            return directory + "/gantry"
+        }
+        if Self.isOwnPrivateDirectory("/run/user/\(uid)") { return "/run/user/\(uid)/gantry" }
+        return "/tmp/gantry-run-\(uid)"
+    }
+
+    /// Whether `path` is a directory (not a link) of this process's user
+    /// that no other user may write to.
+    package static func isOwnPrivateDirectory(_ path: String) -> Bool {
+        var status = stat()
+        return lstat(path, &status) == 0 && status.st_mode & S_IFMT == S_IFDIR && status.st_uid == geteuid() && status.st_mode & 0o022 == 0
+    }
+
+    /// Removes the run-time directory if nothing is left in it.
+    package func removeRuntimeIfEmpty() {
+        rmdir(runtime)
+    }
+
     /// Creates the root's directories if they are missing. The root is
     /// searchable but not listable by others, and snapshots (which hold
     /// set-user-ID files from images) are private to the owner.

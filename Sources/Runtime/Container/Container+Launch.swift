@@ -29,7 +29,7 @@ extension Container {
         plan.controllingTerminal = pipes.console >= 0
         try configure(&plan)
         // A pasta that a start which failed left would hold the ports.
-        if plan.networkHelper != nil { UserModeNetwork.stop(files: runtime.userModeNetworkFiles(id)) }
+        if plan.networkHelper != nil { UserModeNetwork.stop(pidFile: runtime.pastaPidFile(id)) }
         // The main process starts in the namespaces made for it or its pod
         // (a process joining the container enters them through the pidfd).
         var namespaces: [Int32] = []
@@ -82,9 +82,15 @@ extension Container {
         }
         let process: LaunchedProcess
         do {
-            process = try await LaunchThreads.shared.run { [plan] in try Launcher.launch(plan, what: what) }
+            if plan.networkHelper != nil {
+                // pasta writes its pid file in the run-time directory.
+                let host = runtime.networks.host
+                process = try await LaunchThreads.shared.run { [plan] in try host.withRuntime { try Launcher.launch(plan, what: what) } }
+            } else {
+                process = try await LaunchThreads.shared.run { [plan] in try Launcher.launch(plan, what: what) }
+            }
         } catch {
-            if plan.networkHelper != nil { UserModeNetwork.stop(files: runtime.userModeNetworkFiles(id)) }
+            if plan.networkHelper != nil { UserModeNetwork.stop(pidFile: runtime.pastaPidFile(id)) }
             throw error
         }
         do {
@@ -143,12 +149,12 @@ extension Container {
         plan.mounts = try ContainerRuntime.mounts(spec, volumes: runtime.volumes)
         if let attachment = record.network, attachment.isUserMode {
             let files = runtime.userModeNetworkFiles(id)
-            plan.networkHelper = UserModeNetwork.arguments(attachment, files: files)
+            plan.networkHelper = UserModeNetwork.arguments(attachment, pidFile: runtime.pastaPidFile(id))
             plan.mounts.append(.bind(files + "/hosts", at: "/etc/hosts", directory: false))
             plan.mounts.append(.bind(files + "/resolv.conf", at: "/etc/resolv.conf", directory: false))
         } else if let attachment = record.network {
             if runtime.userNamespace != nil, spec.pod == nil {
-                plan.networkHelper = UserModeNetwork.portArguments(attachment, files: runtime.userModeNetworkFiles(id))
+                plan.networkHelper = UserModeNetwork.portArguments(attachment, pidFile: runtime.pastaPidFile(id))
             }
             // Generated files, bound over the image's (as Docker does); a
             // pod's members share the pod's.

@@ -144,6 +144,9 @@ extension ContainerRuntime {
     /// undone by ``Networks/removeLeftovers(isKnown:)`` once the directory is gone.
     private func removeInterruptedCreations() {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        for name in names where SpareDirectories.isLeftover(name) {
+            try? Sys.removeTree(directory + "/" + name)
+        }
         for name in names where name.hasPrefix(Self.stagingPrefix) {
             // ID-PID-START: nothing but the marker was made for it.
             let fields = name.dropFirst(Self.stagingPrefix.count).split(separator: "-")

@@ -52,11 +52,18 @@ extension ContainerRuntime {
         return sharedUserNamespaceReserve.withLock { $0 }
     }
 
-    /// Where an ordinary user's container keeps pasta's pid file and, on
-    /// the default network, its `hosts` and `resolv.conf`: beside its
-    /// directory, which its overlay covers.
+    /// Where an ordinary user's container on the default network keeps its
+    /// `hosts` and `resolv.conf`: beside its directory, which its overlay
+    /// covers.
     func userModeNetworkFiles(_ id: String) -> String {
         networks.directory + "/.pasta/" + id
+    }
+
+    /// The pid file of the pasta of an ordinary user's container (its
+    /// default network, or the published ports on a user network), in the
+    /// state root's run-time directory.
+    func pastaPidFile(_ id: String) -> String {
+        networks.host.pidFile("pasta-" + id)
     }
 
     /// Gives a container that root runs in a user namespace its directory
@@ -151,9 +158,9 @@ enum UserModeNetwork {
     /// the fixed addresses, DNS forwarded to the host's resolvers, the
     /// published ports, and nothing forwarded from the namespace to the
     /// host's own ports.
-    static func arguments(_ attachment: NetworkAttachment, files: String) -> [String]? {
+    static func arguments(_ attachment: NetworkAttachment, pidFile: String) -> [String]? {
         guard let pasta else { return nil }
-        var arguments = [pasta, "--config-net", "--quiet", "--pid", files + "/pasta.pid", "--ipv4-only", "--address", address.description, "--netmask", "\(prefixLength)",
+        var arguments = [pasta, "--config-net", "--quiet", "--pid", pidFile, "--ipv4-only", "--address", address.description, "--netmask", "\(prefixLength)",
                          "--gateway", gateway.description, "--dns-forward", nameserver.description, "--no-dhcp", "-T", "none", "-U", "none"]
         arguments += portOptions(attachment.ports)
         return arguments
@@ -164,9 +171,9 @@ enum UserModeNetwork {
     /// namespace has the network already, so pasta's tap (`pasta0`) stays
     /// unconfigured, and the ports answer connections from the host's
     /// loopback, which pasta hands to the container's loopback.
-    static func portArguments(_ attachment: NetworkAttachment, files: String) -> [String]? {
+    static func portArguments(_ attachment: NetworkAttachment, pidFile: String) -> [String]? {
         guard let pasta, !attachment.ports.isEmpty else { return nil }
-        var arguments = [pasta, "--quiet", "--pid", files + "/pasta.pid", "--ipv4-only", "--ns-ifname", "pasta0", "-T", "none", "-U", "none"]
+        var arguments = [pasta, "--quiet", "--pid", pidFile, "--ipv4-only", "--ns-ifname", "pasta0", "-T", "none", "-U", "none"]
         arguments += portOptions(attachment.ports)
         return arguments
     }
@@ -188,9 +195,9 @@ enum UserModeNetwork {
 
     /// Starts a pasta for the published ports of an ordinary user's pod: in
     /// the pod's network namespace (a file of the network host) and the
-    /// network host's user namespace; its pid goes to `files`/pasta.pid.
-    static func startForPorts(_ attachment: NetworkAttachment, namespace: String, userNamespace: String, files: String) throws {
-        guard var arguments = portArguments(attachment, files: files) else { return }
+    /// network host's user namespace; its pid goes to `pidFile`.
+    static func startForPorts(_ attachment: NetworkAttachment, namespace: String, userNamespace: String, pidFile: String) throws {
+        guard var arguments = portArguments(attachment, pidFile: pidFile) else { return }
         arguments += ["--no-netns-quit", "--userns", userNamespace, "--netns", namespace]
         try run(arguments, what: "publish the pod's ports")
     }
@@ -216,12 +223,14 @@ enum UserModeNetwork {
     /// Ends the pasta a container's start left (it outlives the namespace
     /// it serves, holding it): the process its pid file names, if it is
     /// still that pasta.
-    static func stop(files: String) {
-        guard let text = try? String(contentsOfFile: files + "/pasta.pid", encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1,
-              let arguments = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline")),
-              String(decoding: arguments, as: UTF8.self).contains(files + "/pasta.pid") else { return }
-        kill(pid, SIGTERM)
-        unlink(files + "/pasta.pid")
+    static func stop(pidFile: String) {
+        guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8) else { return }
+        if let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1,
+           let arguments = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline")),
+           String(decoding: arguments, as: UTF8.self).contains(pidFile) {
+            kill(pid, SIGTERM)
+        }
+        unlink(pidFile)
     }
 
     /// `/etc/resolv.conf` and `/etc/hosts` for the container, written in its directory.

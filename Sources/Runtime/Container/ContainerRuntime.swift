@@ -50,6 +50,8 @@ public final class ContainerRuntime: Sendable {
     let sharedUserNamespace = Mutex<Int32>(-1)
     /// Network namespaces made ahead of need in ``sharedUserNamespace``.
     let sharedUserNamespaceReserve = Mutex<NetworkNamespaceReserve?>(nil)
+    /// Container directories made ahead of need.
+    let spares: SpareDirectories
 
     /// Opens the runtime over `images`' state root. Containers left by a
     /// process that ended are cleaned up (when bound to it) or adopted,
@@ -100,7 +102,7 @@ public final class ContainerRuntime: Sendable {
         }
         let upstreams = try nameservers.map { try $0.map(NetworkResolver.Upstream.init(parsing:)) }
         let networkHost = images.userNamespace.map { mapping in
-            NetworkHost(directory: images.root.networks + "/.host", logger: logger) { try mapping.makeNamespace() }
+            NetworkHost(root: images.root, logger: logger) { try mapping.makeNamespace() }
         } ?? .system
         networks = try Networks(root: images.root.networks, containers: images.root.containers, nameservers: upstreams, host: networkHost, logger: logger)
         pods = try Pods(root: images.root.pods, networks: networks, logger: logger) { [directory] name in
@@ -108,6 +110,7 @@ public final class ContainerRuntime: Sendable {
         }
         let pid = getpid()
         owner = (pid, processStartTime(pid) ?? 0)
+        spares = SpareDirectories(directory: directory, owner: owner)
         try Sys.makeDirectories(directory + "/names", mode: 0o700)
         try Sys.makeDirectories(removedDirectory, mode: 0o700)
         // Searchable (not listable): a container in a user namespace finds
@@ -117,6 +120,7 @@ public final class ContainerRuntime: Sendable {
     }
 
     deinit {
+        spares.close()
         sharedUserNamespaceReserve.withLock { $0 }?.stop()
         let fd = sharedUserNamespace.withLock { $0 }
         if fd >= 0 { close(fd) }
@@ -211,10 +215,10 @@ public final class ContainerRuntime: Sendable {
         // leaves a staging directory or a marked one, which the next open
         // finds and undoes.
         let staging = directory + "/" + Self.stagingPrefix + "\(id)-\(owner.pid)-\(owner.startTime)"
-        guard mkdir(staging, 0o700) == 0 else {
+        guard spares.take(to: staging) || mkdir(staging, 0o700) == 0 else {
             throw RuntimeError(.systemCall, "cannot create \(staging)", underlying: Sys.errno)
         }
-        let marker = open(staging + "/" + Self.creationMarker, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        let marker = open(staging + "/" + Self.creationMarker, O_WRONLY | O_CREAT | O_CLOEXEC, 0o600)
         defer { if marker >= 0 { close(marker) } }
         do {
             guard marker >= 0 else { throw RuntimeError(.systemCall, "cannot create a marker in \(staging)", underlying: Sys.errno) }
@@ -295,7 +299,8 @@ public final class ContainerRuntime: Sendable {
                                      status: .created, ownerPid: owner.pid, ownerStartTime: owner.startTime,
                                      createdAt: Date(), layers: layers)
         try store(record)
-        unlink(directory + "/" + Self.creationMarker)
+        // The marker's inode serves the record's next replacement.
+        if rename(directory + "/" + Self.creationMarker, directory + "/state.json.next") != 0 { unlink(directory + "/" + Self.creationMarker) }
         if let pod = spec.pod {
             // The pod's place on its network, for inspect: the pod keeps it.
             record.network = try pods.pod(pod).network
@@ -313,8 +318,6 @@ public final class ContainerRuntime: Sendable {
             record.network = try await offload { _ in
                 try networks.attach(containerID: id, name: name, aliases: aliases, ports: ports, to: network, owner: directory)
             }
-            // Where the pasta of an ordinary user's published ports keeps its pid.
-            if userNamespace != nil, !ports.isEmpty { try Sys.makeDirectories(userModeNetworkFiles(id), mode: 0o755) }
             try store(record)
         }
         return record
@@ -496,7 +499,7 @@ public final class ContainerRuntime: Sendable {
         }
         let fixedJSON = try cachedJSON ?? ContainerRecord.joinObjects(Self.encoder.encode(fixed), encodedSpec(record.spec))
         let changingJSON = try Self.encoder.encode(ContainerRecord.ChangingFields(record))
-        try FileIO.replaceStateFile(path, with: ContainerRecord.joinObjects(fixedJSON, changingJSON))
+        try FileIO.replaceStateFile(path, with: ContainerRecord.joinObjects(fixedJSON, changingJSON), exchanging: true)
         if let stamp = FileStamp(path: path) {
             writtenRecords.withLock { $0[record.id] = (record, stamp, fixedJSON) }
         }
@@ -552,7 +555,8 @@ public final class ContainerRuntime: Sendable {
         try cgroups.remove(record.cgroup)
         if userNamespace != nil {
             // pasta, of the default network or of a user network's published ports.
-            UserModeNetwork.stop(files: userModeNetworkFiles(record.id))
+            UserModeNetwork.stop(pidFile: pastaPidFile(record.id))
+            networks.host.removeRuntimeIfUnused()
             try Sys.removeTree(userModeNetworkFiles(record.id))
         }
         if record.network?.isUserMode == true {
@@ -581,7 +585,8 @@ public final class ContainerRuntime: Sendable {
     func releaseNetwork(of record: ContainerRecord) -> Bool {
         guard record.spec.pod == nil, let attachment = record.network else { return false }
         if userNamespace != nil {
-            UserModeNetwork.stop(files: userModeNetworkFiles(record.id))
+            UserModeNetwork.stop(pidFile: pastaPidFile(record.id))
+            networks.host.removeRuntimeIfUnused()
             if attachment.isUserMode { return true }
         }
         do {

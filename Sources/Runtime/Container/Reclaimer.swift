@@ -66,6 +66,12 @@ final class Reclaimer: Sendable {
         }
     }
 
+    /// Runs `job` on the thread, after what was asked for before it (or at
+    /// once, here, when the queue is full).
+    func run(_ job: @escaping @Sendable () -> Void) {
+        submit(job)
+    }
+
     private func submit(_ job: @escaping @Sendable () -> Void) {
         let (queued, start) = state.withLock { state -> (Bool, Bool) in
             guard state.queue.count < limit else { return (false, false) }

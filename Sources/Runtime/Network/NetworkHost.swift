@@ -33,9 +33,11 @@ final class NetworkHost: Sendable {
     /// The host's own network namespace.
     static let system = NetworkHost()
 
-    /// The directory of the holder's and pasta's pid files and the locks;
-    /// nil for ``system``.
+    /// The directory of the locks; nil for ``system``.
     let directory: String?
+    /// The state root, whose run-time directory has the pid files of the
+    /// holder and of every pasta; nil for ``system``.
+    private let root: StateRoot?
     /// The user namespace the holder starts in (a new one with the
     /// store's mapping; the caller closes it).
     private let userNamespace: (@Sendable () throws -> Int32)?
@@ -43,13 +45,15 @@ final class NetworkHost: Sendable {
 
     private init() {
         directory = nil
+        root = nil
         userNamespace = nil
         logger = nil
     }
 
-    /// An ordinary user's network host, its files in `directory`.
-    init(directory: String, logger: Logger, userNamespace: @escaping @Sendable () throws -> Int32) {
-        self.directory = directory
+    /// An ordinary user's network host, for the networks of `root`.
+    init(root: StateRoot, logger: Logger, userNamespace: @escaping @Sendable () throws -> Int32) {
+        self.directory = root.networks + "/.host"
+        self.root = root
         self.logger = logger
         self.userNamespace = userNamespace
     }
@@ -89,7 +93,7 @@ final class NetworkHost: Sendable {
 
     /// The holder's pid, when it runs.
     func holder() -> Int32? {
-        guard let directory, let text = try? String(contentsOfFile: directory + "/holder.pid", encoding: .utf8),
+        guard !isSystem, let text = try? String(contentsOfFile: holderPidFile, encoding: .utf8),
               let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1,
               access("/proc/\(pid)/root" + marker, F_OK) == 0 else { return nil }
         return pid
@@ -97,16 +101,17 @@ final class NetworkHost: Sendable {
 
     /// The holder's pid, started (with pasta) if it does not run.
     func start() throws -> Int32 {
-        guard let directory else { throw RuntimeError(.network, "the host's network namespace has no holder") }
+        guard !isSystem else { throw RuntimeError(.network, "the host's network namespace has no holder") }
         return try withLock("host.lock") {
             if let pid = holder() {
                 if !pastaRuns() { try startPasta(pid) }
                 return pid
             }
-            if access(directory + "/holder.pid", F_OK) == 0 {
-                // It did not end through Gantry (killed, or the machine
-                // restarted): what was on the networks lost its connection.
-                logger?.warning("the network namespace of this user's networks had ended without Gantry (its holder was killed, or the machine restarted): containers and pods that were on them have lost their network until they are started again; making a new one")
+            if access(holderPidFile, F_OK) == 0 {
+                // It did not end through Gantry (its pid file, in a run-time
+                // directory, would not outlast a restart of the machine):
+                // what was on the networks lost its connection.
+                logger?.warning("the network namespace of this user's networks had ended without Gantry (its holder was killed): containers and pods that were on them have lost their network until they are started again; making a new one")
             }
             stopPasta()
             guard let sleep = Sys.findProgram("sleep") else {
@@ -122,11 +127,13 @@ final class NetworkHost: Sendable {
                 throw RuntimeError(.network, "cannot make the network namespace of an ordinary user's networks" + (step.isEmpty ? "" : " (at: \(step))"), underlying: error)
             }
             do {
-                try FileIO.replaceStateFile(directory + "/holder.pid", with: Data("\(pid)\n".utf8))
-                try startPasta(pid)
+                try withRuntime {
+                    try FileIO.replaceStateFile(holderPidFile, with: Data("\(pid)\n".utf8))
+                    try startPasta(pid)
+                }
             } catch {
                 kill(pid, SIGKILL)
-                unlink(directory + "/holder.pid")
+                unlink(holderPidFile)
                 throw error
             }
             return pid
@@ -137,18 +144,51 @@ final class NetworkHost: Sendable {
     /// everything in it, unless `inUse` says otherwise or a namespace file
     /// is bound on the holder's tmpfs.
     func stopIfIdle(inUse: () -> Bool) {
-        guard let directory else { return }
+        guard !isSystem else { return }
         _ = try? withLock("host.lock") {
             guard let pid = holder() else { return }
             let files = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/root/tmp")) ?? ["?"]
             guard files == [String(marker.dropFirst("/tmp/".count))], !inUse() else { return }
             stopPasta()
             kill(pid, SIGKILL)
-            unlink(directory + "/holder.pid")
+            unlink(holderPidFile)
         }
+        removeRuntimeIfUnused()
     }
 
-    private var pastaPidFile: String { (directory ?? "") + "/pasta.pid" }
+    private var holderPidFile: String { pidFile("network-host") }
+    private var pastaPidFile: String { pidFile("network-host-pasta") }
+
+    // MARK: - Run-time files
+
+    /// The pid file of a process that serves `name` (the holder, a pasta
+    /// of a container or pod), in the state root's run-time directory.
+    func pidFile(_ name: String) -> String {
+        (root?.runtime ?? StateRoot.runtimeBase) + "/" + name + ".pid"
+    }
+
+    /// Calls `body` with the state root's run-time directory made (0700),
+    /// which ``removeRuntimeIfUnused()`` leaves alone meanwhile: a process
+    /// started in `body` may write its pid file there.
+    func withRuntime<T>(_ body: () throws -> T) throws -> T {
+        guard let root else { return try body() }
+        let base = StateRoot.runtimeBase
+        if mkdir(base, 0o700) != 0 && Sys.errno == .noSuchFileOrDirectory { try Sys.makeDirectories(base, mode: 0o700) }
+        guard StateRoot.isOwnPrivateDirectory(base), let lock = OwnedDescriptor(opening: base, O_RDONLY | O_DIRECTORY | O_CLOEXEC) else {
+            throw RuntimeError(.network, "the run-time directory \(base) is missing or not a private directory of user \(geteuid()) (another user made it?): remove it, or set XDG_RUNTIME_DIR to a directory of this user's")
+        }
+        flock(lock.raw, LOCK_SH)
+        try Sys.makeDirectories(root.runtime, mode: 0o700)
+        return try body()
+    }
+
+    /// Removes the state root's run-time directory when no pid file is left
+    /// in it and no ``withRuntime(_:)`` is under way.
+    func removeRuntimeIfUnused() {
+        guard let root, let lock = OwnedDescriptor(opening: StateRoot.runtimeBase, O_RDONLY | O_DIRECTORY | O_CLOEXEC),
+              flock(lock.raw, LOCK_EX | LOCK_NB) == 0 else { return }
+        rmdir(root.runtime)
+    }
 
     /// The pid of the pasta serving the network host, when it runs.
     private func pastaPid() -> Int32? {

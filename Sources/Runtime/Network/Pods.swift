@@ -120,8 +120,11 @@ public final class Pods: Sendable {
                                                      ports: spec.publishedPorts, to: network, owner: path)
                 // An ordinary user's published ports: a pasta in the pod's namespace.
                 if let attachment = record.network, !networks.host.isSystem, !attachment.ports.isEmpty {
-                    try UserModeNetwork.startForPorts(attachment, namespace: networks.host.namespaceFile(path + "/netns"),
-                                                      userNamespace: "/proc/\(try networks.host.start())/ns/user", files: path)
+                    let user = "/proc/\(try networks.host.start())/ns/user", pidFile = pastaPidFile(spec.name)
+                    try networks.host.withRuntime {
+                        try UserModeNetwork.startForPorts(attachment, namespace: networks.host.namespaceFile(path + "/netns"),
+                                                          userNamespace: user, pidFile: pidFile)
+                    }
                 }
             } else {
                 try networks.host.createNamespace(at: path + "/netns")
@@ -187,9 +190,13 @@ public final class Pods: Sendable {
         return files.map { (networks.host.namespaceFile($0.0), $0.1) }
     }
 
+    /// The pid file of the pasta of an ordinary user's pod's published ports.
+    private func pastaPidFile(_ name: String) -> String { networks.host.pidFile("pasta-pod-" + name) }
+
     private func release(_ record: PodRecord) throws {
         let path = directory + "/" + record.name
-        UserModeNetwork.stop(files: path)
+        UserModeNetwork.stop(pidFile: pastaPidFile(record.spec.name))
+        networks.host.removeRuntimeIfUnused()
         if case .bridge(let network) = record.spec.network {
             try networks.detach(containerID: record.id, from: record.network?.network ?? network, owner: path)
         }
