@@ -21,8 +21,9 @@ packages=(
     # modules; loop devices for the device-control tests.
     qemu-system-x86 kmod cpio util-linux
     # Rootless containers: newuidmap/newgidmap for subordinate IDs, pasta
-    # for their network, useradd, and setcap for an image's file capability.
-    uidmap passt passwd libcap2-bin procps
+    # for their network (slirp4netns where pasta is missing), useradd, and
+    # setcap for an image's file capability.
+    uidmap passt slirp4netns passwd libcap2-bin procps
     # Benchmarks, with the runtimes Gantry is compared with.
     debootstrap hyperfine time crun runc podman
 )

@@ -31,7 +31,7 @@ private let fixtures = ProcessInfo.processInfo.environment["GANTRY_ROOTLESS_FIXT
             let subuids = try readText("/etc/subuid")
             #expect(subuids.contains(ranged + ":") && !subuids.contains(single + ":"))
 
-            for (user, suite, count) in [(ranged, "RootlessTests", "8 tests"), (single, "RootlessSingleMappingTests", "2 tests")] {
+            for (user, suite, count) in [(ranged, "RootlessTests", "9 tests"), (single, "RootlessSingleMappingTests", "2 tests")] {
                 let home = dir + "/home-" + user
                 try FileManager.default.createDirectory(atPath: home + "/run", withIntermediateDirectories: true)
                 chmod(home + "/run", 0o700)
@@ -109,8 +109,8 @@ private let fixtures = ProcessInfo.processInfo.environment["GANTRY_ROOTLESS_FIXT
 struct RootlessTests {
     let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("gantry").path
 
-    func gantry(_ arguments: [String], root: String) async throws -> (status: Int32, output: String, error: String) {
-        try await runWithStatus(binary, ["--root", root] + arguments)
+    func gantry(_ arguments: [String], root: String, environment: [String: String]? = nil) async throws -> (status: Int32, output: String, error: String) {
+        try await runWithStatus(binary, ["--root", root] + arguments, environment: environment)
     }
 
     /// Every file shows inside the owner and mode it has in `umoci unpack`'s
@@ -250,12 +250,7 @@ struct RootlessTests {
             #expect(outbound.output == "from the host\n", "\(outbound)")
             #expect(try await gantry(["rm", "-f", "web"], root: root).status == 0)
             // The port is free again: pasta ended.
-            var freed = false
-            for _ in 0 ..< 100 where !freed {
-                freed = bindable(published)
-                if !freed { try await Task.sleep(for: .milliseconds(20)) }
-            }
-            #expect(freed, "port \(published) is still held")
+            #expect(await freed(published), "port \(published) is still held")
             await ContainerRuntime.settle()
         }
     }
@@ -360,12 +355,7 @@ struct RootlessTests {
             #expect(answer == "in the pod\n")
             #expect(try await gantry(["rm", "-f", "web"], root: root).status == 0)
             #expect(try await gantry(["pod", "rm", "app"], root: root).status == 0)
-            var freed = false
-            for _ in 0 ..< 100 where !freed {
-                freed = bindable(port)
-                if !freed { try await Task.sleep(for: .milliseconds(20)) }
-            }
-            #expect(freed, "port \(port) is still held")
+            #expect(await freed(port), "port \(port) is still held")
             #expect(try await gantry(["network", "rm", "gantry"], root: root).status == 0)
             await ContainerRuntime.settle()
         }
@@ -395,15 +385,67 @@ struct RootlessTests {
                 _ = run.wait()
                 let listed = try await gantry(["ps", "-a", "--format", "json"], root: root)
                 #expect((try JSONSerialization.jsonObject(with: Data(listed.output.utf8)) as? [Any])?.isEmpty == true, "\(network): \(listed)")
-                var freed = false
-                for _ in 0 ..< 100 where !freed {
-                    freed = bindable(port)
-                    if !freed { try await Task.sleep(for: .milliseconds(20)) }
-                }
-                #expect(freed, "\(network): port \(port) is still held")
+                #expect(await freed(port), "\(network): port \(port) is still held")
             }
             #expect(access(StateRoot(root).runtime, F_OK) != 0, "the run-time directory is left")
             #expect(try await gantry(["network", "rm", "backend"], root: root).status == 0)
+            await ContainerRuntime.settle()
+        }
+    }
+
+    /// Where pasta is missing, slirp4netns serves instead (chosen here with
+    /// `GANTRY_USER_MODE_NETWORK`): a container on the default network
+    /// publishes a port and reaches the host's loopback, one on a user
+    /// network publishes a port (forwarded by the network host's
+    /// slirp4netns) and is found by its alias; when they are gone, so are
+    /// the slirp4netns processes, their sockets and the run-time directory.
+    @Test func slirp4netnsServesWherePastaIsNot() async throws {
+        try await withTemporaryDirectory("rootless-slirp") { dir in
+            let root = dir + "/state", slirp = ["GANTRY_USER_MODE_NETWORK": "slirp4netns"]
+            try makeBusyboxRootfs(dir + "/rootfs", applets: ["wget"])
+            try FileManager.default.createDirectory(atPath: dir + "/rootfs/www", withIntermediateDirectories: false)
+            try write("through slirp4netns\n", to: dir + "/rootfs/www/index.html")
+            #expect(try await gantry(["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"], root: root).status == 0)
+            let (hostPort, server) = try serveOnHostLoopback(dir)
+            defer { server.kill(.kill); _ = server.wait() }
+            #expect(try await gantry(["network", "create", "backend"], root: root, environment: slirp).status == 0)
+            var ports: [UInt16] = []
+            for (name, network) in [("web", "bridge"), ("api", "backend")] {
+                let started = try await gantry(["run", "-d", "--name", name, "--network", network] + (network == "bridge" ? [] : ["--net-alias", "www"])
+                                               + ["-p", "127.0.0.1:0:8080", "bb:1", "httpd", "-f", "-p", "8080", "-h", "/www"], root: root, environment: slirp)
+                #expect(started.status == 0, "\(started)")
+                let inspected = try await gantry(["inspect", name], root: root).output
+                let parsed = try JSONSerialization.jsonObject(with: Data(inspected.utf8))
+                let object = try #require((parsed as? [String: Any]) ?? (parsed as? [[String: Any]])?.first, "\(inspected)")
+                let published = try #require((object["ports"] as? [String])?.first.flatMap { UInt16($0.split(separator: ":")[1]) }, "\(inspected)")
+                ports.append(published)
+                var answer = ""
+                for _ in 0 ..< 50 where answer.isEmpty {
+                    answer = (try? await runWithStatus("/usr/bin/timeout", ["5", "busybox", "wget", "-q", "-O-", "http://127.0.0.1:\(published)/"]).output) ?? ""
+                    if answer.isEmpty { try await Task.sleep(for: .milliseconds(20)) }
+                }
+                #expect(answer == "through slirp4netns\n", "\(name)")
+                let outbound = try await gantry(["exec", name, "wget", "-q", "-O-", "http://\(UserModeNetwork.gateway):\(hostPort)/file"], root: root)
+                #expect(outbound.output == "from the host\n", "\(name): \(outbound)")
+            }
+            let byAlias = try await gantry(["run", "--rm", "--network", "backend", "bb:1", "wget", "-q", "-O-", "http://www:8080/"], root: root, environment: slirp)
+            #expect(byAlias.output == "through slirp4netns\n", "\(byAlias)")
+            let helpers = try await runWithStatus("/bin/ps", ["-o", "args=", "-u", "\(geteuid())"]).output
+            #expect(helpers.split(separator: "\n").filter { $0.hasPrefix("/usr/bin/slirp4netns") }.count == 2, "\(helpers)")
+            #expect(!helpers.contains("pasta"), "\(helpers)")
+
+            #expect(try await gantry(["rm", "-f", "web", "api"], root: root, environment: slirp).status == 0)
+            #expect(try await gantry(["network", "rm", "backend"], root: root, environment: slirp).status == 0)
+            var left = "?"
+            for _ in 0 ..< 100 where !left.isEmpty {
+                left = try await runWithStatus("/bin/ps", ["-o", "args=", "-u", "\(geteuid())"]).output.split(separator: "\n").filter { $0.contains("slirp4netns") }.joined()
+                if !left.isEmpty { try await Task.sleep(for: .milliseconds(20)) }
+            }
+            #expect(left.isEmpty, "slirp4netns left running: \(left)")
+            #expect(access(StateRoot(root).runtime, F_OK) != 0, "the run-time directory is left")
+            for port in ports {
+                #expect(await freed(port), "port \(port) is still held")
+            }
             await ContainerRuntime.settle()
         }
     }
@@ -416,6 +458,15 @@ struct RootlessTests {
         let server = try ChildProcess("/usr/bin/python3", ["-m", "http.server", "\(port)", "--bind", "127.0.0.1", "--directory", dir + "/host"],
                                       stdout: .null, stderr: .null)
         return (port, server)
+    }
+
+    /// Whether 127.0.0.1:`port` can be bound within two seconds.
+    func freed(_ port: UInt16) async -> Bool {
+        for _ in 0 ..< 100 {
+            if bindable(port) { return true }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return false
     }
 
     /// Whether 127.0.0.1:`port` can be bound now.

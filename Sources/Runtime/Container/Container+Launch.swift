@@ -95,7 +95,9 @@ extension Container {
         }
         do {
             try pipes.receiveTerminal()
+            try publishThroughSlirp(record)
         } catch {
+            if plan.networkHelper != nil { UserModeNetwork.stop(pidFile: runtime.pastaPidFile(id)) }
             gantry_pidfd_signal(process.pidfd, SIGKILL)
             _ = ProcessSupervisor.reap(process.pidfd)
             close(process.pidfd)
@@ -107,6 +109,20 @@ extension Container {
     }
 
     /// Whether the container's overlay is mounted `volatile` (Linux 5.10 and later).
+    /// Where slirp4netns serves an ordinary user's container, asks it to
+    /// publish the container's ports once it runs: the container's own on
+    /// the default network, the network host's on a user network.
+    private func publishThroughSlirp(_ record: ContainerRecord) throws {
+        guard UserModeNetwork.slirp4netns != nil, runtime.userNamespace != nil, record.spec.pod == nil,
+              let attachment = record.network, !attachment.ports.isEmpty else { return }
+        let file = runtime.pastaPidFile(id)
+        if attachment.isUserMode {
+            _ = try UserModeNetwork.forward(attachment.ports, api: UserModeNetwork.apiSocket(file), to: nil)
+        } else {
+            try runtime.networks.host.forward(attachment.ports, recordIn: file)
+        }
+    }
+
     static func volatileUpper(_ record: ContainerRecord) -> Bool {
         record.spec.lifetime == .boundToHost && SeccompCompiler.Host.current.kernelAtLeast("5.10")
     }

@@ -18,8 +18,8 @@ extension ContainerRuntime {
             throw RuntimeError(.invalidSpec, "container \(name): an ordinary user's containers use the user's own mapping (\(mapping)), which the image layers are unpacked for; the spec gives another")
         }
         if case .bridge(let network) = spec.network {
-            guard UserModeNetwork.pasta != nil else {
-                throw RuntimeError(.invalidSpec, "container \(name): an ordinary user's containers reach the network through pasta, which is not installed (Debian's passt)")
+            guard UserModeNetwork.stack != nil else {
+                throw RuntimeError(.invalidSpec, "container \(name): an ordinary user's containers reach the network through pasta or slirp4netns, and \(UserModeNetwork.missingStack)")
             }
             if network == Networks.defaultName, !spec.networkAliases.isEmpty {
                 throw RuntimeError(.invalidSpec, "container \(name): an ordinary user's containers on the default network have no names there (as on Docker's default bridge); leave out the aliases")
@@ -114,7 +114,8 @@ extension ContainerRuntime {
 /// host by pasta, and the gateway address leading to the host's loopback.
 /// pasta attaches before the program starts, and is ended with the
 /// container through its pid file (it holds the namespace, so it would not
-/// see it go).
+/// see it go). Where pasta is not installed, slirp4netns does the same
+/// with the same addresses (see ``stack``).
 enum UserModeNetwork {
     static let address = IPv4Address(0x0A00_0264)  // 10.0.2.100
     static let gateway = IPv4Address(0x0A00_0202)  // 10.0.2.2
@@ -123,8 +124,11 @@ enum UserModeNetwork {
     /// The network ID an attachment to it records.
     static let networkID = "pasta"
 
-    /// pasta, where Debian installs it or on PATH.
-    static let pasta = Sys.findProgram("pasta")
+    /// pasta, when it is the ``stack``.
+    static var pasta: String? {
+        if case .pasta(let path) = stack { return path }
+        return nil
+    }
 
     /// The attachment recorded for a container: the fixed addresses, and
     /// the published ports with a free host port chosen for each asked as 0.
@@ -159,6 +163,7 @@ enum UserModeNetwork {
     /// published ports, and nothing forwarded from the namespace to the
     /// host's own ports.
     static func arguments(_ attachment: NetworkAttachment, pidFile: String) -> [String]? {
+        if let slirp4netns { return slirpArguments(slirp4netns, pidFile: pidFile) }
         guard let pasta else { return nil }
         var arguments = [pasta, "--config-net", "--quiet", "--pid", pidFile, "--ipv4-only", "--address", address.description, "--netmask", "\(prefixLength)",
                          "--gateway", gateway.description, "--dns-forward", nameserver.description, "--no-dhcp", "-T", "none", "-U", "none"]
@@ -209,7 +214,7 @@ enum UserModeNetwork {
         let status = withArguments(arguments) { gantry_run_program($0, &message, message.count) }
         guard status == 0 else {
             let said = NetworkHost.text(message).trimmingCharacters(in: .whitespacesAndNewlines)
-            throw RuntimeError(.network, "pasta could not \(what)" + (said.isEmpty ? "" : ": \(said)"), underlying: Sys.errno)
+            throw RuntimeError(.network, "\(slirp4netns == nil ? "pasta" : "slirp4netns") could not \(what)" + (said.isEmpty ? "" : ": \(said)"), underlying: Sys.errno)
         }
     }
 
@@ -223,14 +228,28 @@ enum UserModeNetwork {
     /// Ends the pasta a container's start left (it outlives the namespace
     /// it serves, holding it): the process its pid file names, if it is
     /// still that pasta.
+    ///
+    /// The file may list instead the forwards a slirp4netns serving the
+    /// network host made for the container's ports, which are removed.
     static func stop(pidFile: String) {
         guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8) else { return }
-        if let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1,
-           let arguments = try? Data(contentsOf: URL(fileURLWithPath: "/proc/\(pid)/cmdline")),
-           String(decoding: arguments, as: UTF8.self).contains(pidFile) {
+        if let forwards = HostForwards(text) {
+            forwards.remove()
+        } else if let pid = helperPid(pidFile) {
             kill(pid, SIGTERM)
         }
         unlink(pidFile)
+        unlink(apiSocket(pidFile))
+    }
+
+    /// The pid in `pidFile`, if it is still of the helper that wrote it
+    /// (whose command line names the file, or the API socket beside it).
+    static func helperPid(_ pidFile: String) -> Int32? {
+        guard let text = try? String(contentsOfFile: pidFile, encoding: .utf8),
+              let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1,
+              let arguments = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return nil }
+        let line = String(decoding: arguments, as: UTF8.self)
+        return line.contains(pidFile) || line.contains(apiSocket(pidFile)) ? pid : nil
     }
 
     /// `/etc/resolv.conf` and `/etc/hosts` for the container, written in its directory.

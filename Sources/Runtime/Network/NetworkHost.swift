@@ -190,34 +190,54 @@ final class NetworkHost: Sendable {
         rmdir(root.runtime)
     }
 
-    /// The pid of the pasta serving the network host, when it runs.
-    private func pastaPid() -> Int32? {
-        guard let text = try? String(contentsOfFile: pastaPidFile, encoding: .utf8),
-              let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)), pid > 1,
-              let arguments = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"),
-              String(decoding: arguments, as: UTF8.self).contains(pastaPidFile) else { return nil }
-        return pid
-    }
-
-    private func pastaRuns() -> Bool { pastaPid() != nil }
+    private func pastaRuns() -> Bool { UserModeNetwork.helperPid(pastaPidFile) != nil }
 
     private func stopPasta() {
-        if let pid = pastaPid() { kill(pid, SIGTERM) }
-        unlink(pastaPidFile)
+        UserModeNetwork.stop(pidFile: pastaPidFile)
     }
 
-    /// Connects the holder's namespace to the host's network: pasta's tap
-    /// with the fixed addresses and a default route, DNS forwarded to the
-    /// host's resolvers, and no port forwarded either way (containers'
-    /// published ports have a pasta of their own).
+    /// Connects the holder's namespace to the host's network: pasta's (or
+    /// slirp4netns's) tap with the fixed addresses and a default route, DNS
+    /// forwarded to the host's resolvers, and no port forwarded either way
+    /// (containers' published ports have a pasta of their own, or forwards
+    /// of this slirp4netns: ``forward(_:to:recordIn:)``).
     private func startPasta(_ holder: Int32) throws {
-        guard let pasta = UserModeNetwork.pasta else {
-            throw RuntimeError(.network, "an ordinary user's networks reach the host's network through pasta, which is not installed (Debian's passt)")
-        }
-        let arguments = [pasta, "--config-net", "--quiet", "--pid", pastaPidFile, "--ipv4-only", "--address", Self.address.description, "--netmask", "24",
+        let arguments: [String]
+        switch UserModeNetwork.stack {
+        case .pasta(let pasta):
+            arguments = [pasta, "--config-net", "--quiet", "--pid", pastaPidFile, "--ipv4-only", "--address", Self.address.description, "--netmask", "24",
                          "--gateway", Self.gateway.description, "--dns-forward", Self.nameserver.description, "--no-dhcp", "--ns-ifname", "tap0",
                          "-t", "none", "-u", "none", "-T", "none", "-U", "none", "\(holder)"]
+        case .slirp4netns(let slirp):
+            arguments = UserModeNetwork.slirpArguments(slirp, pidFile: pastaPidFile,
+                                                       target: ["--netns-type=path", "--userns-path=/proc/\(holder)/ns/user", "/proc/\(holder)/ns/net"])
+        case nil:
+            throw RuntimeError(.network, "an ordinary user's networks reach the host's network through pasta or slirp4netns, and \(UserModeNetwork.missingStack)")
+        }
         try UserModeNetwork.run(arguments, what: "connect the network namespace of an ordinary user's networks")
+    }
+
+    /// Publishes `ports` of a container or pod on these networks through
+    /// the slirp4netns serving the namespace: forwarded to the namespace's
+    /// own address at the host's port, where the rules that attaching
+    /// installed (``PublishedPort/onNetworkHost``) take them on to the
+    /// container. The forwards are recorded in `file` (where a pasta of
+    /// the container's own would keep its pid), which
+    /// ``UserModeNetwork/stop(pidFile:)`` removes.
+    func forward(_ ports: [PublishedPort], recordIn file: String) throws {
+        _ = try start()
+        let api = UserModeNetwork.apiSocket(pastaPidFile)
+        let ids = try UserModeNetwork.forward(ports.map { port in
+            var port = port
+            port.containerPort = port.hostPort
+            return port
+        }, api: api, to: nil)
+        do {
+            try withRuntime { try FileIO.replaceStateFile(file, with: Data(UserModeNetwork.HostForwards(api: api, ids: ids).text.utf8)) }
+        } catch {
+            UserModeNetwork.HostForwards(api: api, ids: ids).remove()
+            throw error
+        }
     }
 
     /// The text a C buffer holds, up to its NUL.

@@ -272,8 +272,13 @@ public final class Networks: Sendable {
                     try Firewall.installPorts(containerID: containerID, address: address, ports: published, host: host)
                 } else {
                     // pasta binds them on the host (as the container's start
-                    // does), into the container's own loopback.
+                    // does), into the container's own loopback; slirp4netns
+                    // forwards them to this namespace's own address, where
+                    // these rules take them on to the container.
                     published = try UserModeNetwork.attachment(ports: ports).ports
+                    if UserModeNetwork.slirp4netns != nil {
+                        try Firewall.installPorts(containerID: containerID, address: address, ports: published.map(\.onNetworkHost), host: host)
+                    }
                 }
             } catch {
                 try? release(containerID: containerID, from: networkName, owner: owner)
@@ -302,6 +307,8 @@ public final class Networks: Sendable {
         if host.isSystem {
             try Firewall.removeRules(container: containerID, host: host)
             releasePorts(owner: owner)
+        } else if UserModeNetwork.slirp4netns != nil, host.holder() != nil {
+            try Firewall.removeRules(container: containerID, host: host)
         }
         // An ordinary user's network host that no longer runs took the
         // devices with it.

@@ -121,9 +121,13 @@ public final class Pods: Sendable {
                 // An ordinary user's published ports: a pasta in the pod's namespace.
                 if let attachment = record.network, !networks.host.isSystem, !attachment.ports.isEmpty {
                     let user = "/proc/\(try networks.host.start())/ns/user", pidFile = pastaPidFile(spec.name)
-                    try networks.host.withRuntime {
-                        try UserModeNetwork.startForPorts(attachment, namespace: networks.host.namespaceFile(path + "/netns"),
-                                                          userNamespace: user, pidFile: pidFile)
+                    if UserModeNetwork.slirp4netns != nil {
+                        try networks.host.forward(attachment.ports, recordIn: pidFile)
+                    } else {
+                        try networks.host.withRuntime {
+                            try UserModeNetwork.startForPorts(attachment, namespace: networks.host.namespaceFile(path + "/netns"),
+                                                              userNamespace: user, pidFile: pidFile)
+                        }
                     }
                 }
             } else {
