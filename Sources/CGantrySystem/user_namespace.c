@@ -20,6 +20,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <unistd.h>
@@ -170,6 +171,13 @@ int gantry_make_user_namespace(const struct gantry_id_maps *maps, char *message,
         // executing that file fail (ETXTBSY) while this child lives.
         if (dup2(done[0], 0) < 0 || dup2(ready[1], 1) < 0) _exit(1);
         syscall(SYS_close_range, 3U, ~0U, 0U);
+        // newuidmap maps only a process whose /proc entry its caller owns,
+        // and the caller opens the namespace through it: both need this
+        // copy dumpable. The caller may not be: a launch whose child shares
+        // its memory (CLONE_VM) and takes a container user's IDs makes that
+        // memory, and so the caller, not dumpable (which keeps container
+        // processes from reading it), and a fork inherits that.
+        prctl(PR_SET_DUMPABLE, 1, 0, 0, 0);
         char byte = unshare(CLONE_NEWUSER) == 0 ? 1 : 0;
         ssize_t n;
         do { n = write(1, &byte, 1); } while (n < 0 && errno == EINTR);

@@ -1,7 +1,9 @@
 import CGantrySystem
 import Foundation
+import Gantry
 import GantryTestSupport
 import OCIImage
+import Synchronization
 import Testing
 @testable import Runtime
 
@@ -31,7 +33,7 @@ private let fixtures = ProcessInfo.processInfo.environment["GANTRY_ROOTLESS_FIXT
             let subuids = try readText("/etc/subuid")
             #expect(subuids.contains(ranged + ":") && !subuids.contains(single + ":"))
 
-            for (user, suite, count) in [(ranged, "RootlessTests", "9 tests"), (single, "RootlessSingleMappingTests", "2 tests")] {
+            for (user, suite, count) in [(ranged, "RootlessTests", "11 tests"), (single, "RootlessSingleMappingTests", "2 tests")] {
                 let home = dir + "/home-" + user
                 try FileManager.default.createDirectory(atPath: home + "/run", withIntermediateDirectories: true)
                 chmod(home + "/run", 0o700)
@@ -438,7 +440,8 @@ struct RootlessTests {
             #expect(try await gantry(["network", "rm", "backend"], root: root, environment: slirp).status == 0)
             var left = "?"
             for _ in 0 ..< 100 where !left.isEmpty {
-                left = try await runWithStatus("/bin/ps", ["-o", "args=", "-u", "\(geteuid())"]).output.split(separator: "\n").filter { $0.contains("slirp4netns") }.joined()
+                left = try await runWithStatus("/bin/ps", ["-o", "args=", "-u", "\(geteuid())"]).output.split(separator: "\n")
+                    .filter { $0.contains("slirp4netns") && !$0.contains(CommandLine.arguments[0]) }.joined()
                 if !left.isEmpty { try await Task.sleep(for: .milliseconds(20)) }
             }
             #expect(left.isEmpty, "slirp4netns left running: \(left)")
@@ -446,6 +449,69 @@ struct RootlessTests {
             for port in ports {
                 #expect(await freed(port), "port \(port) is still held")
             }
+            await ContainerRuntime.settle()
+        }
+    }
+
+    /// A launch whose child, sharing the process's memory, takes another
+    /// user's IDs leaves the process not dumpable (as it should stay:
+    /// container processes must not read it); a runtime opened after that
+    /// in the same process still makes its own user namespace, which
+    /// newuidmap maps only for a dumpable process.
+    @Test func aRuntimeOpenedAfterAnotherHasStartedContainersMakesItsNamespace() async throws {
+        try await withTemporaryDirectory("rootless-second") { dir in
+            try makeBusyboxRootfs(dir + "/rootfs")
+            for index in 0 ..< 2 {
+                let images = try ImageStore(root: StateRoot(dir + "/state-\(index)"))
+                _ = try await images.importRootfs(at: dir + "/rootfs", name: "bb:1")
+                let runtime = try ContainerRuntime(images: images, cgroupParent: "gantry-rootless")
+                // As a user of the image: the launch's credentials change.
+                var spec = ContainerSpec(image: "bb:1", command: ["cat", "/proc/self/uid_map"])
+                spec.user = "1000:1000"
+                let (exit, output) = try await runCollecting(runtime, spec)
+                #expect(exit.status == .exited(0), "\(index): \(output)")
+                #expect(output.split(separator: "\n").count >= 2, "\(index): subordinate IDs mapped: \(output)")
+            }
+            await ContainerRuntime.settle()
+        }
+    }
+
+    /// A cron job made with `gantry cron create` and served as `gantry cron
+    /// serve` serves it (its wall clock set two seconds before a minute
+    /// starts, so that the test need not wait for one) runs its job's
+    /// container in the user's namespace; the run is recorded as complete.
+    @Test func aCronJobRunsItsJobs() async throws {
+        try await withTemporaryDirectory("rootless-cron") { dir in
+            let root = dir + "/state"
+            try makeBusyboxRootfs(dir + "/rootfs")
+            #expect(try await gantry(["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"], root: root).status == 0)
+            let created = try await gantry(["cron", "create", "ticker", "--schedule", "* * * * *", "--concurrency-policy", "Forbid",
+                                            "bb:1", "sh", "-c", "id -u; cat /proc/self/uid_map"], root: root)
+            #expect(created.status == 0, "\(created)")
+            let library = try Gantry(root: StateRoot(root))
+            let store = try JobStore(root: library.root)
+            var node = try LocalNode(runtime: try library.containers)
+            let output = Mutex("")
+            node.output = { _, chunk in output.withLock { $0 += chunk.text } }
+            let start = Date()
+            let origin = Date(timeIntervalSince1970: (start.timeIntervalSince1970 / 60).rounded(.down) * 60 + 58)
+            let controller = CronJobController(cluster: try Cluster(nodes: [node]), store: store,
+                                               wallClock: { origin.addingTimeInterval(Date().timeIntervalSince(start)) })
+            let serving = Task { try await controller.run { _ in } }
+            var runs: [JobRecord] = []
+            for _ in 0 ..< 300 where runs.first?.status.condition != .complete {
+                try await Task.sleep(for: .milliseconds(50))
+                runs = try store.jobs(cronJob: "ticker")
+            }
+            serving.cancel()
+            _ = try? await serving.value
+            #expect(runs.count == 1 && runs.first?.status.condition == .complete, "\(runs)")
+            // Root inside, the user's own ID outside.
+            let lines = output.withLock { $0 }.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+            #expect(lines.first == ["0"] && lines.dropFirst().first?.prefix(2) == ["0", "\(geteuid())"], "\(output.withLock { $0 })")
+            let listed = try await gantry(["job", "ls", "--cron", "ticker"], root: root)
+            #expect(listed.output.contains("ticker"), "\(listed)")
+            #expect(try await gantry(["cron", "rm", "ticker"], root: root).status == 0)
             await ContainerRuntime.settle()
         }
     }
