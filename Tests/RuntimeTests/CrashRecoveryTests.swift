@@ -110,6 +110,33 @@ import Glibc
         }
     }
 
+    /// A network, volume or pod appears whole or not at all: one whose
+    /// creation was killed left only a staging directory, which is not
+    /// listed and goes when the next one is created.
+    @Test func aNetworkVolumeOrPodKilledWhileCreatedLeavesNoNamedDirectory() async throws {
+        try await withTemporaryDirectory("crash-records") { dir in
+            let runtime = try ContainerRuntime(images: try ImageStore(root: StateRoot(dir + "/state")), cgroupParent: Self.parent)
+            let root = dir + "/state"
+            for (kind, file) in [("networks", "network.json"), ("volumes", "volume.json"), ("pods", "pod.json")] {
+                let left = root + "/\(kind)/.new-cut-999999-1"
+                try FileManager.default.createDirectory(atPath: left, withIntermediateDirectories: true)
+                try write("{", to: left + "/" + file)
+            }
+            #expect(try runtime.networks.list().isEmpty && runtime.volumes.list().isEmpty && runtime.pods.list().isEmpty)
+            #expect(runtime.networks.damaged().isEmpty && runtime.volumes.damaged().isEmpty)
+            _ = try await runtime.networks.create("cut", subnet: IPv4Subnet("10.99.7.0/24"))
+            _ = try await runtime.volumes.create("cut")
+            _ = try await runtime.pods.create(PodSpec(name: "cut", network: .none))
+            for kind in ["networks", "volumes", "pods"] {
+                let names = try FileManager.default.contentsOfDirectory(atPath: root + "/" + kind).filter { !$0.hasPrefix(".host") }
+                #expect(names == ["cut"], "\(kind): \(names)")
+            }
+            try await runtime.pods.remove("cut")
+            try await runtime.volumes.remove("cut")
+            try await runtime.networks.remove("cut")
+        }
+    }
+
     @Test func aStateRootIsDestroyedWithEverythingItMade() async throws {
         try await withTemporaryDirectory("destroy") { dir in
             let parent = "gantry-destroy-test"

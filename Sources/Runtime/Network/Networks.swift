@@ -99,16 +99,17 @@ public final class Networks: Sendable {
             let record = NetworkRecord(id: id, name: name, bridge: "gt-" + id.prefix(12), subnet: chosen,
                                        gateway: chosen.address(1)!, internal: `internal`, labels: labels, createdAt: Date())
             let networkDirectory = directory + "/" + name
-            guard mkdir(networkDirectory, 0o711) == 0 else {
-                let error = Sys.errno
+            let created = try FileIO.createRecordDirectory(name, in: directory, mode: 0o711) { staging in
+                try Sys.makeDirectories(staging + "/leases", mode: 0o700)
+                try FileIO.replaceStateFile(staging + "/network.json", with: ContainerRuntime.encoder.encode(record))
+            }
+            guard created else {
                 if let damaged = damaged().first(where: { $0.name == name }) {
                     throw RuntimeError(.invalidState, "network \(name) exists but its record \(damaged.file) cannot be read (\(damaged.reason)); \(damaged.advice(kind: "network"))")
                 }
-                throw RuntimeError(.invalidSpec, "a network named \(name) already exists", underlying: error)
+                throw RuntimeError(.invalidSpec, "a network named \(name) already exists")
             }
             do {
-                try Sys.makeDirectories(networkDirectory + "/leases", mode: 0o700)
-                try FileIO.replaceStateFile(networkDirectory + "/network.json", with: ContainerRuntime.encoder.encode(record))
                 try ensureBridge(record)
             } catch {
                 try? removeBridge(record)

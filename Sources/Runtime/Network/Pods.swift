@@ -107,14 +107,14 @@ public final class Pods: Sendable {
             _ = try networks.joinable(network)
         case .none: break
         }
-        guard mkdir(path, 0o700) == 0 else {
-            if errno == EEXIST { throw RuntimeError(.invalidSpec, "a pod named \(spec.name) already exists") }
-            throw RuntimeError(.systemCall, "cannot create pod \(spec.name)", underlying: Sys.errno)
-        }
         var record = PodRecord(id: ContainerRuntime.newID(), spec: spec, network: nil, createdAt: Date())
+        // The record first, with the directory: it is what tells recovery
+        // the leases are in use.
+        let created = try FileIO.createRecordDirectory(spec.name, in: directory, mode: 0o700) { staging in
+            try FileIO.replaceStateFile(staging + "/pod.json", with: ContainerRuntime.encoder.encode(record))
+        }
+        guard created else { throw RuntimeError(.invalidSpec, "a pod named \(spec.name) already exists") }
         do {
-            // The record first: it is what tells recovery the leases are in use.
-            try FileIO.replaceStateFile(path + "/pod.json", with: ContainerRuntime.encoder.encode(record))
             if case .bridge(let network) = spec.network {
                 record.network = try networks.attach(containerID: record.id, name: spec.name, aliases: spec.networkAliases,
                                                      ports: spec.publishedPorts, to: network, owner: path)

@@ -65,23 +65,17 @@ public final class Volumes: Sendable {
         let name = name ?? ContainerRuntime.newID()
         try ContainerRuntime.validate(name: name, kind: "volume")
         let path = directory + "/" + name
-        guard mkdir(path, 0o711) == 0 else {
-            if errno == EEXIST {
-                if let damaged = damaged().first(where: { $0.name == name }) {
-                    throw RuntimeError(.invalidState, "volume \(name) exists but its record \(damaged.file) cannot be read (\(damaged.reason)); \(damaged.advice(kind: "volume"))")
-                }
-                throw RuntimeError(.invalidSpec, "a volume named \(name) already exists")
-            }
-            throw RuntimeError(.systemCall, "cannot create volume \(name)", underlying: Sys.errno)
-        }
         let record = VolumeRecord(name: name, labels: labels, createdAt: Date(), mountpoint: path + "/_data")
-        do {
+        let created = try FileIO.createRecordDirectory(name, in: directory, mode: 0o711) { staging in
             // Containers' users must reach the data; the volume's own directory stays closed.
-            guard mkdir(record.mountpoint, 0o755) == 0 else { throw RuntimeError(.systemCall, "cannot create \(record.mountpoint)", underlying: Sys.errno) }
-            try FileIO.replaceStateFile(path + "/volume.json", with: ContainerRuntime.encoder.encode(record))
-        } catch {
-            try? Sys.removeTree(path)
-            throw error
+            guard mkdir(staging + "/_data", 0o755) == 0 else { throw RuntimeError(.systemCall, "cannot create \(staging)/_data", underlying: Sys.errno) }
+            try FileIO.replaceStateFile(staging + "/volume.json", with: ContainerRuntime.encoder.encode(record))
+        }
+        guard created else {
+            if let damaged = damaged().first(where: { $0.name == name }) {
+                throw RuntimeError(.invalidState, "volume \(name) exists but its record \(damaged.file) cannot be read (\(damaged.reason)); \(damaged.advice(kind: "volume"))")
+            }
+            throw RuntimeError(.invalidSpec, "a volume named \(name) already exists")
         }
         logger.debug("created volume", metadata: ["volume": "\(name)"])
         return record

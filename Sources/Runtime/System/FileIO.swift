@@ -109,6 +109,41 @@ enum FileIO {
         }
     }
 
+    /// Makes the directory `name` in `directory` whole or not at all: `fill`
+    /// builds it under a staging name (`.new-NAME-PID-START`, which readers
+    /// of records skip), and it is renamed into place without replacing
+    /// anything, so a process killed on the way leaves no named directory
+    /// without its record. Staging directories of processes that ended are
+    /// removed first. Returns false, having made nothing, when `name`
+    /// exists already.
+    static func createRecordDirectory(_ name: String, in directory: String, mode: mode_t, _ fill: (_ staging: String) throws -> Void) throws -> Bool {
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where entry.hasPrefix(".new-") {
+            let fields = entry.split(separator: "-")
+            guard fields.count >= 4, let pid = Int32(fields[fields.count - 2]), let start = UInt64(fields[fields.count - 1]),
+                  !ContainerRuntime.isAlive(pid: pid, startTime: start) else { continue }
+            try? Sys.removeTree(directory + "/" + entry)
+        }
+        let pid = getpid()
+        let staging = directory + "/.new-\(name)-\(pid)-\(processStartTime(pid) ?? 0)"
+        try? Sys.removeTree(staging)
+        guard mkdir(staging, mode) == 0 else { throw RuntimeError(.systemCall, "cannot create \(staging)", underlying: Sys.errno) }
+        do {
+            try fill(staging)
+            chmod(staging, mode)
+            guard gantry_renameat2(AT_FDCWD, staging, AT_FDCWD, directory + "/" + name, UInt32(GANTRY_RENAME_NOREPLACE)) == 0 else {
+                if Glibc.errno == EEXIST || Glibc.errno == ENOTEMPTY {
+                    try? Sys.removeTree(staging)
+                    return false
+                }
+                throw RuntimeError(.systemCall, "cannot move \(staging) to \(directory)/\(name)", underlying: Sys.errno)
+            }
+        } catch {
+            try? Sys.removeTree(staging)
+            throw error
+        }
+        return true
+    }
+
     /// Reads a state file written by ``replaceStateFile(_:with:)`` and
     /// decodes it with `decode`. When the file is missing or cannot be
     /// decoded (a writer is between its steps), it reads again holding the
