@@ -30,6 +30,7 @@ let package = Package(
         .library(name: "Reconciler", targets: ["Reconciler"]),
         .library(name: "Observability", targets: ["Observability"]),
         .library(name: "Compose", targets: ["Compose"]),
+        .library(name: "Build", targets: ["Build"]),
         .executable(name: "gantry", targets: ["GantryCLI"]),
         .executable(name: "gantry-bench", targets: ["GantryBench"]),
     ],
@@ -156,6 +157,8 @@ let package = Package(
             ],
             swiftSettings: library
         ),
+        // Image builds: the Dockerfile front end.
+        .target(name: "Build", dependencies: ["GantryCore"], swiftSettings: library),
         .target(
             name: "Observability",
             dependencies: [
@@ -227,6 +230,7 @@ let package = Package(
             exclude: ["Fixtures"],
             swiftSettings: strict
         ),
+        .testTarget(name: "BuildTests", dependencies: ["Build"], swiftSettings: strict),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Runtime", "OCIImage", "GantryTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "ReconcilerTests",

@@ -1,0 +1,22 @@
+import GantryCore
+
+/// An error raised by the Build module, with a code that can grow without
+/// breaking the API and a message naming the thing at fault (a Dockerfile
+/// with its line and column, a build argument, a stage).
+///
+/// Catch it as `BuildError`; its `code` is a ``BuildErrorCode``.
+public typealias BuildError = CodedError<BuildErrorCode>
+
+/// What went wrong in the Build module.
+public struct BuildErrorCode: ErrorCode {
+    private let name: String
+    private init(_ name: String) { self.name = name }
+
+    /// A Dockerfile cannot be parsed: the message names the file, line and
+    /// column.
+    public static let syntax = Self("syntax")
+    /// A variable reference cannot be expanded (a malformed `${…}`).
+    public static let substitution = Self("substitution")
+
+    public var description: String { name }
+}
