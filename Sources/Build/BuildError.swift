@@ -17,6 +17,8 @@ public struct BuildErrorCode: ErrorCode {
     public static let syntax = Self("syntax")
     /// A variable reference cannot be expanded (a malformed `${…}`).
     public static let substitution = Self("substitution")
+    /// The build context cannot be read.
+    public static let context = Self("context")
 
     public var description: String { name }
 }
