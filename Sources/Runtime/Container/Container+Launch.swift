@@ -108,7 +108,6 @@ extension Container {
         return (process, pipes)
     }
 
-    /// Whether the container's overlay is mounted `volatile` (Linux 5.10 and later).
     /// Where slirp4netns serves an ordinary user's container, asks it to
     /// publish the container's ports once it runs: the container's own on
     /// the default network, the network host's on a user network.
@@ -123,6 +122,7 @@ extension Container {
         }
     }
 
+    /// Whether the container's overlay is mounted `volatile` (Linux 5.10 and later).
     static func volatileUpper(_ record: ContainerRecord) -> Bool {
         record.spec.lifetime == .boundToHost && SeccompCompiler.Host.current.kernelAtLeast("5.10")
     }

@@ -200,7 +200,7 @@ final class NetworkHost: Sendable {
     /// slirp4netns's) tap with the fixed addresses and a default route, DNS
     /// forwarded to the host's resolvers, and no port forwarded either way
     /// (containers' published ports have a pasta of their own, or forwards
-    /// of this slirp4netns: ``forward(_:to:recordIn:)``).
+    /// of this slirp4netns: ``forward(_:recordIn:)``).
     private func startPasta(_ holder: Int32) throws {
         let arguments: [String]
         switch UserModeNetwork.stack {
