@@ -22,10 +22,13 @@ extension ContainerRuntime {
         return pidfd
     }
 
-    /// Whether a recorded process is still the same one (pid reuse aside).
+    /// Whether a recorded process is still the same one (pid reuse aside)
+    /// and has not ended: a zombie, whose parent has yet to collect its
+    /// exit, has (its container's ports and addresses are free to give up;
+    /// a slow reaper, such as a container's own init, must not hold them).
     static func isAlive(pid: Int32?, startTime: UInt64?) -> Bool {
-        guard let pid, pid > 0, let startTime else { return false }
-        return processStartTime(pid) == startTime
+        guard let pid, pid > 0, let startTime, let status = processStatus(pid) else { return false }
+        return status.startTime == startTime && status.state != "Z" && status.state != "X"
     }
 
     /// Cleans up after processes that ended: containers bound to them that

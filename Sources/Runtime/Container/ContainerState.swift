@@ -319,12 +319,17 @@ extension ContainerRecord {
 
 /// Reads a process's start time from `/proc/<pid>/stat` (field 22).
 func processStartTime(_ pid: Int32) -> UInt64? {
+    processStatus(pid)?.startTime
+}
+
+/// A process's state (field 3: `R`, `S`, `Z` for a zombie, …) and start
+/// time (field 22) from `/proc/<pid>/stat`.
+func processStatus(_ pid: Int32) -> (state: Character, startTime: UInt64)? {
     guard let text = try? FileIO.read("/proc/\(pid)/stat", code: .systemCall),
           let close = text.lastIndex(of: ")")
     else { return nil }
     // Fields after the command name, which may contain spaces and parentheses.
     let fields = text[text.index(after: close)...].split(separator: " ")
-    // fields[0] is the state (field 3); the start time is field 22.
-    guard fields.count > 19 else { return nil }
-    return UInt64(fields[19])
+    guard fields.count > 19, let state = fields[0].first, let startTime = UInt64(fields[19]) else { return nil }
+    return (state, startTime)
 }
