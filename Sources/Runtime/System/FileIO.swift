@@ -110,7 +110,7 @@ enum FileIO {
     }
 
     /// Makes the directory `name` in `directory` whole or not at all: `fill`
-    /// builds it under a staging name (`.new-NAME-PID-START`, which readers
+    /// builds it under a staging name (`.new-NAME-RANDOM-PID-START`, which readers
     /// of records skip), and it is renamed into place without replacing
     /// anything, so a process killed on the way leaves no named directory
     /// without its record. Staging directories of processes that ended are
@@ -123,9 +123,11 @@ enum FileIO {
                   !ContainerRuntime.isAlive(pid: pid, startTime: start) else { continue }
             try? Sys.removeTree(directory + "/" + entry)
         }
+        // Random, so that two creations of one name at once in this process
+        // do not share it (the rename decides which one makes the name).
         let pid = getpid()
-        let staging = directory + "/.new-\(name)-\(pid)-\(processStartTime(pid) ?? 0)"
-        try? Sys.removeTree(staging)
+        var generator = SystemRandomNumberGenerator()
+        let staging = directory + "/.new-\(name)-\(String(generator.next() as UInt64, radix: 16))-\(pid)-\(processStartTime(pid) ?? 0)"
         guard mkdir(staging, mode) == 0 else { throw RuntimeError(.systemCall, "cannot create \(staging)", underlying: Sys.errno) }
         do {
             try fill(staging)
