@@ -136,9 +136,13 @@ private func replica(_ service: String, _ name: String, _ script: String) -> Con
             }
             collected.cancel()
             let scalings = await collected.value
-            // Up to the maximum at once, then down to the minimum (in one step or more).
-            #expect(scalings.first.map { $0 == (1, 3) } == true, "\(scalings)")
-            #expect(scalings.last?.1 == 1 && scalings.dropFirst().allSatisfy { $0.1 < $0.0 }, "\(scalings)")
+            // Up to the maximum, then down to the minimum, each in one step or
+            // more: how many replicas one reading asks for depends on the CPU
+            // the replica got, which a busy machine shares out.
+            let ups = scalings.prefix { $0.1 > $0.0 }
+            #expect(!ups.isEmpty && ups.first?.0 == 1 && ups.last?.1 == 3, "\(scalings)")
+            let downs = scalings.dropFirst(ups.count)
+            #expect(!downs.isEmpty && downs.allSatisfy { $0.1 < $0.0 } && downs.last?.1 == 1, "\(scalings)")
         }
     }
 }
