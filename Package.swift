@@ -157,8 +157,12 @@ let package = Package(
             ],
             swiftSettings: library
         ),
-        // Image builds: the Dockerfile front end.
-        .target(name: "Build", dependencies: ["GantryCore"], swiftSettings: library),
+        // Image builds: the Dockerfile front end and the builder.
+        .target(
+            name: "Build",
+            dependencies: ["GantryCore", "OCIImage", "Runtime", .product(name: "SystemPackage", package: "swift-system")],
+            swiftSettings: library
+        ),
         .target(
             name: "Observability",
             dependencies: [
@@ -181,7 +185,7 @@ let package = Package(
             // their class layouts, and a change seen only through
             // `@_exported import` does not trigger a rebuild.
             dependencies: [
-                "Gantry", "OCIImage", "Runtime", "Scheduler", "Reconciler", "Observability", "Compose",
+                "Gantry", "OCIImage", "Runtime", "Scheduler", "Reconciler", "Observability", "Compose", "Build",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -230,7 +234,7 @@ let package = Package(
             exclude: ["Fixtures"],
             swiftSettings: strict
         ),
-        .testTarget(name: "BuildTests", dependencies: ["Build"], swiftSettings: strict),
+        .testTarget(name: "BuildTests", dependencies: ["Build", "Runtime", "OCIImage", "GantryTestSupport"], swiftSettings: strict),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Runtime", "OCIImage", "GantryTestSupport"], swiftSettings: strict),
         .testTarget(
             name: "ReconcilerTests",
@@ -249,7 +253,7 @@ let package = Package(
         // a change seen only through `@_exported import` triggers no rebuild.
         .testTarget(
             name: "GuideTests",
-            dependencies: ["Gantry", "OCIImage", "Runtime", "Scheduler", "Reconciler", "Observability"],
+            dependencies: ["Gantry", "OCIImage", "Runtime", "Scheduler", "Reconciler", "Observability", "Build"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Build
 import Foundation
 import Gantry
 import Logging
@@ -10,7 +11,7 @@ struct GantryCommand: AsyncParsableCommand {
         abstract: "Pull, build, unpack and run OCI images natively, without a daemon.",
         subcommands: [
             Run.self, PS.self, Inspect.self, Logs.self, Exec.self, Copy.self, Stop.self, Kill.self, Remove.self, Stats.self, Pause.self, Unpause.self,
-            NetworkCommand.self, VolumeCommand.self, PodCommand.self, ImageCommand.self, Login.self, Logout.self,
+            NetworkCommand.self, VolumeCommand.self, PodCommand.self, ImageCommand.self, BuildImage.self, Login.self, Logout.self,
             Up.self, Down.self, ServiceCommand.self, Events.self, JobCommand.self, CronCommand.self, Check.self, Demo.self,
         ]
     )
@@ -34,6 +35,9 @@ struct GantryCommand: AsyncParsableCommand {
             Terminal.printError(error.description)
             _exit(1)
         } catch let error as ReconcilerError {
+            Terminal.printError(error.description)
+            _exit(1)
+        } catch let error as BuildError {
             Terminal.printError(error.description)
             _exit(1)
         } catch {

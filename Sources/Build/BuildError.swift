@@ -19,6 +19,14 @@ public struct BuildErrorCode: ErrorCode {
     public static let substitution = Self("substitution")
     /// The build context cannot be read.
     public static let context = Self("context")
+    /// The target stage, or a stage or image a step names, does not exist.
+    public static let target = Self("target")
+    /// An instruction asks for what cannot be done (a bad flag, a source
+    /// outside the context, a `RUN` on an empty file system).
+    public static let instruction = Self("instruction")
+    /// A `RUN` step's command failed: the message gives its exit and last
+    /// output.
+    public static let stepFailed = Self("stepFailed")
 
     public var description: String { name }
 }

@@ -444,7 +444,7 @@ int gantry_idmapped_overlay(const char *const layers[], size_t count, const char
     }
     fs = (int)syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC);
     if (fs < 0 ||
-        syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "lowerdir", lower, 0) < 0 ||
+        gantry_overlay_set_lower(fs, lower) < 0 ||
         syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "upperdir", upper, 0) < 0 ||
         syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "workdir", work, 0) < 0 ||
         (volatile_upper && syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "volatile", NULL, 0) < 0) ||
@@ -463,6 +463,28 @@ done:
     return result;
 }
 
+int gantry_overlay_set_lower(int fs, const char *lower) {
+    char *list = strdup(lower);
+    if (!list) { errno = ENOMEM; return -1; }
+    int result = 0;
+    int first = 1;
+    char *saved = NULL;
+    for (char *layer = strtok_r(list, ":", &saved); layer; layer = strtok_r(NULL, ":", &saved)) {
+        if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "lowerdir+", layer, 0) == 0) { first = 0; continue; }
+        int error = errno;
+        if (first && error == EINVAL) {
+            // A kernel before 6.8: the whole list as one value.
+            result = (int)syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "lowerdir", lower, 0);
+        } else {
+            errno = error;
+            result = -1;
+        }
+        break;
+    }
+    free(list);
+    return result;
+}
+
 // MARK: - An ordinary user's overlays
 
 struct overlay_job { int userns_fd; const char *lower, *upper, *work; int readonly; };
@@ -476,7 +498,7 @@ static int make_overlay(const void *argument) {
     int fs = (int)syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC);
     if (fs < 0) return -1;
     int result = -1;
-    if (syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "lowerdir", job->lower, 0) == 0 &&
+    if (gantry_overlay_set_lower(fs, job->lower) == 0 &&
         syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "upperdir", job->upper, 0) == 0 &&
         syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "workdir", job->work, 0) == 0 &&
         syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, "userxattr", NULL, 0) == 0 &&

@@ -1,3 +1,4 @@
+import Build
 import Foundation
 import Gantry
 
@@ -210,4 +211,14 @@ func servicesGuideSimulated(simulated: any ReplicaRuntime, clock: ManualClock, s
         try await reconciler.waitForRollout("web")
         // end a simulated replica, then clock.advance(by: .seconds(10))
     }
+}
+
+func buildingGuide(gantry: Gantry) async throws {
+    let builder = ImageBuilder(runtime: try gantry.containers)
+    var options = BuildOptions(arguments: ["VERSION": "1.2"], tags: ["app:dev"])
+    options.timestamp = Date(timeIntervalSince1970: 1_700_000_000)
+    let result = try await builder.build(context: "./app", options: options) { event in
+        if case .step(let step) = event { print(step) }
+    }
+    print(result.image.manifestDescriptor.digest, result.steps.filter(\.cached).count)
 }

@@ -84,7 +84,7 @@ public struct Instruction: Hashable, Sendable {
     /// The instruction's keyword, upper case (`RUN`, `COPY`, …).
     public var keyword: String
     /// The `--name[=value]` flags before its arguments, in order.
-    public var flags: [Flag]
+    public var flags: [InstructionFlag]
     /// Its arguments: a JSON array (exec form) or the rest of the line.
     public var arguments: Arguments
     /// The here-documents it names (`<<EOF`), with their contents.
@@ -107,7 +107,7 @@ public struct Instruction: Hashable, Sendable {
 }
 
 /// A `--name=value` flag of an instruction.
-public struct Flag: Hashable, Sendable {
+public struct InstructionFlag: Hashable, Sendable {
     /// Its name, without the dashes.
     public var name: String
     /// Its value; nil for `--name` alone.

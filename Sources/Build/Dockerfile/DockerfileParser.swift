@@ -92,16 +92,16 @@ struct DockerfileParser {
             throw error("unknown instruction \(logical[..<keywordEnd])", line: location.line, column: location.column)
         }
         var rest = Substring(logical[keywordEnd...]).drop { $0 == " " || $0 == "\t" }
-        var flags: [Flag] = []
+        var flags: [InstructionFlag] = []
         if Self.flagged.contains(keyword) {
             while rest.hasPrefix("--") {
                 let end = rest.firstIndex { $0 == " " || $0 == "\t" } ?? rest.endIndex
                 let word = rest[rest.index(rest.startIndex, offsetBy: 2) ..< end]
                 guard !word.isEmpty else { throw error("\(keyword) has an empty flag (--)", line: location.line, column: location.column) }
                 if let equals = word.firstIndex(of: "=") {
-                    flags.append(Flag(name: String(word[..<equals]), value: String(word[word.index(after: equals)...])))
+                    flags.append(InstructionFlag(name: String(word[..<equals]), value: String(word[word.index(after: equals)...])))
                 } else {
-                    flags.append(Flag(name: String(word), value: nil))
+                    flags.append(InstructionFlag(name: String(word), value: nil))
                 }
                 rest = rest[end...].drop { $0 == " " || $0 == "\t" }
             }

@@ -117,6 +117,12 @@ int gantry_idmapped_overlay(const char *const layers[], size_t count, const char
 /// stopped container's files. Returns the mount's descriptor, or -1.
 int gantry_overlay_in_user_namespace(int userns_fd, const char *lower, const char *upper, const char *work, int readonly);
 
+/// Gives an overlay file system context (from fsopen) its lower layers, a
+/// colon-separated list, top-most first: one "lowerdir+" each, as kernels
+/// from 6.8 take them, since fsconfig reads at most 256 bytes of one value;
+/// where "lowerdir+" is unknown, the list in one "lowerdir". 0, or -1 with errno.
+int gantry_overlay_set_lower(int fs, const char *lower);
+
 /// Runs `argv` (argv[0] a path) in the network namespace `netns_fd` and
 /// its owner, with `input` on its standard input; its output and error
 /// come back in the buffers. Returns its exit status, or -1 with errno.

@@ -1,4 +1,5 @@
 import CArchive
+import CGantrySystem
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -29,11 +30,21 @@ final class LayerWriter {
     /// its root); an owner it does not map becomes its overflow ID, 65534
     /// (or its root, when it maps only that).
     private let userNamespace: UserNamespaceMapping?
+    /// Whether `source` is an overlay upper directory, whose whiteouts
+    /// (character devices 0/0) and opaque directories become OCI whiteouts
+    /// (`.wh.NAME`, `.wh..wh..opq`).
+    private let overlayUpper: Bool
+    /// Modification times later than this (seconds since the epoch) are
+    /// written as it, for reproducible layers.
+    private let latestModification: Int64?
 
-    init(source: String, into blob: BlobWriter, userNamespace: UserNamespaceMapping? = nil) throws {
+    init(source: String, into blob: BlobWriter, userNamespace: UserNamespaceMapping? = nil, overlayUpper: Bool = false,
+         latestModification: Int64? = nil) throws {
         self.source = source
         self.blob = blob
         self.userNamespace = userNamespace
+        self.overlayUpper = overlayUpper
+        self.latestModification = latestModification
         guard let compressed = archive_write_new(), let tar = archive_write_new(), let disk = archive_read_disk_new(),
               let links = archive_entry_linkresolver_new()
         else { throw OCIImageError(.systemCall, "libarchive could not allocate a writer") }
@@ -116,6 +127,10 @@ final class LayerWriter {
             }
             let kind = st.st_mode & S_IFMT
             if kind == S_IFSOCK { continue }
+            if overlayUpper && kind == S_IFCHR && st.st_rdev == 0 {
+                try addWhiteout(relative.isEmpty ? Array(".wh.".utf8) + name : relative + Array("/.wh.".utf8) + name, like: st)
+                continue
+            }
             var fd: Int32 = -1
             if kind == S_IFREG || kind == S_IFDIR {
                 fd = try Sys.check("open", source + "/" + String(decoding: path, as: UTF8.self)) {
@@ -124,6 +139,9 @@ final class LayerWriter {
             }
             defer { if fd >= 0 { Sys.close(fd) } }
             try add(path: path, stat: st, fd: fd, parentFD: directoryFD, name: name)
+            if overlayUpper && kind == S_IFDIR && Self.isOpaque(fd) {
+                try addWhiteout(path + Array("/.wh..wh..opq".utf8), like: st)
+            }
             if kind == S_IFDIR && st.st_dev == rootDevice {
                 try walk(fd, relative: path)
             }
@@ -146,6 +164,9 @@ final class LayerWriter {
         archive_entry_unset_atime(entry)
         archive_entry_unset_ctime(entry)
         archive_entry_unset_birthtime(entry)
+        if let latestModification, archive_entry_mtime(entry) > latestModification {
+            archive_entry_set_mtime(entry, time_t(latestModification), 0)
+        }
         archive_entry_set_uname(entry, nil)
         archive_entry_set_gname(entry, nil)
         if let userNamespace {
@@ -177,6 +198,35 @@ final class LayerWriter {
                 if written < 0 { try check(tar, Int32(written)) }
             }
         }
+    }
+
+    /// Whether an overlay directory hides what lies below it: root's
+    /// overlays mark it with `trusted.overlay.opaque`, those mounted in a
+    /// user namespace with `user.overlay.opaque`.
+    private static func isOpaque(_ fd: Int32) -> Bool {
+        ["trusted.overlay.opaque", "user.overlay.opaque"].contains { name in
+            var value: UInt8 = 0
+            return gantry_fgetxattr(fd, name, &value, 1) == 1 && value == UInt8(ascii: "y")
+        }
+    }
+
+    /// Writes an empty OCI whiteout file at `path`, dated like the overlay
+    /// entry it stands for.
+    private func addWhiteout(_ path: [UInt8], like st: stat) throws {
+        guard let entry = archive_entry_new() else { throw OCIImageError(.systemCall, "libarchive could not allocate an entry") }
+        defer { archive_entry_free(entry) }
+        withCString(path) { archive_entry_copy_pathname(entry, $0) }
+        archive_entry_set_filetype(entry, GANTRY_AE_IFREG)
+        archive_entry_set_perm(entry, 0)
+        archive_entry_set_size(entry, 0)
+        archive_entry_set_mtime(entry, time_t(clamped(Int64(st.st_mtim.tv_sec))), 0)
+        try check(tar, archive_write_header(tar, entry))
+        entries += 1
+    }
+
+    private func clamped(_ seconds: Int64) -> Int64 {
+        guard let latestModification else { return seconds }
+        return min(seconds, latestModification)
     }
 
     private func filterAttributes(_ entry: OpaquePointer) {

@@ -33,12 +33,14 @@ extension ImageStore {
             // every platform manifest's layers.
             var liveBlobs: Set<Digest> = []
             var liveChains: Set<Digest> = []
-            for record in try database.images() {
+            let roots = try database.images().map { ("image \($0.reference.familiarDescription)", $0.descriptor) }
+                + database.buildCacheEntries().map { ("the cached build step \($0.key)", $0.descriptor) }
+            for (what, descriptor) in roots {
                 let blobs: [Descriptor]
                 do {
-                    blobs = try reachableBlobs(from: record.descriptor)
+                    blobs = try reachableBlobs(from: descriptor)
                 } catch let error as OCIImageError {
-                    throw OCIImageError(error.code, "garbage collection stopped: image \(record.reference.familiarDescription) cannot be read: \(error.message)")
+                    throw OCIImageError(error.code, "garbage collection stopped: \(what) cannot be read: \(error.message)")
                 }
                 liveBlobs.formUnion(blobs.map(\.digest))
                 for blob in blobs where blob.mediaType.isManifest {

@@ -154,6 +154,10 @@ public final class ImageStore: Sendable {
            let match = try database.images().first(where: { $0.descriptor.digest == digest && $0.reference.name == reference.name }) {
             return match
         }
+        // A build step's image, by its whole digest.
+        if name.hasPrefix("sha256:"), let digest = try? Digest(parsing: name), let descriptor = try database.buildCacheEntry(digest: digest) {
+            return try Self.unnamedRecord(descriptor)
+        }
         throw OCIImageError(.imageNotFound, "no image named \"\(name)\" in \(root)")
     }
 

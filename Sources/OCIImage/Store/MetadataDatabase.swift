@@ -74,6 +74,16 @@ struct MetadataDatabase: Sendable {
                 table.primaryKey(["digest", "registry", "repository"])
             }
         }
+        migrator.registerMigration("v3") { db in
+            // Build steps' results, by cache key: roots for garbage collection.
+            try db.create(table: "buildCache") { table in
+                table.primaryKey("key", .text)
+                table.column("digest", .text).notNull().indexed()
+                table.column("mediaType", .text).notNull()
+                table.column("size", .integer).notNull()
+                table.column("used", .datetime).notNull()
+            }
+        }
         return migrator
     }
 
@@ -195,5 +205,56 @@ struct MetadataDatabase: Sendable {
 
     func removeSnapshot(_ chainID: Digest) throws {
         _ = try pool.write { db in try SnapshotRow.deleteOne(db, key: chainID.description) }
+    }
+
+    // MARK: Build cache
+
+    /// The image a build step with this cache key made, marking it used.
+    func buildCacheEntry(_ key: String) throws -> Descriptor? {
+        try pool.write { db in
+            guard let row = try Row.fetchOne(db, sql: "SELECT digest, mediaType, size FROM buildCache WHERE key = ?", arguments: [key]) else {
+                return nil
+            }
+            try db.execute(sql: "UPDATE buildCache SET used = ? WHERE key = ?", arguments: [Date(), key])
+            return Descriptor(mediaType: MediaType(row["mediaType"]), digest: try Digest(parsing: row["digest"]), size: row["size"])
+        }
+    }
+
+    /// The cached step image whose manifest has this digest.
+    func buildCacheEntry(digest: Digest) throws -> Descriptor? {
+        try pool.read { db in
+            try Row.fetchOne(db, sql: "SELECT mediaType, size FROM buildCache WHERE digest = ? LIMIT 1", arguments: [digest.description])
+                .map { Descriptor(mediaType: MediaType($0["mediaType"]), digest: digest, size: $0["size"]) }
+        }
+    }
+
+    func setBuildCacheEntry(_ key: String, to descriptor: Descriptor) throws {
+        try pool.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO buildCache (key, digest, mediaType, size, used) VALUES (?, ?, ?, ?, ?)",
+                           arguments: [key, descriptor.digest.description, descriptor.mediaType.rawValue, descriptor.size, Date()])
+        }
+    }
+
+    /// Every cached step image, with when it was last used.
+    func buildCacheEntries() throws -> [(key: String, descriptor: Descriptor, used: Date)] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT * FROM buildCache ORDER BY key").map { row in
+                (row["key"], Descriptor(mediaType: MediaType(row["mediaType"]), digest: try Digest(parsing: row["digest"]), size: row["size"]),
+                 row["used"])
+            }
+        }
+    }
+
+    /// Forgets cached steps last used before `date` (all, when nil). Returns how many.
+    @discardableResult
+    func removeBuildCacheEntries(usedBefore date: Date?) throws -> Int {
+        try pool.write { db in
+            if let date {
+                try db.execute(sql: "DELETE FROM buildCache WHERE used < ?", arguments: [date])
+            } else {
+                try db.execute(sql: "DELETE FROM buildCache")
+            }
+            return db.changesCount
+        }
     }
 }

@@ -170,16 +170,17 @@ extension Container {
     /// Takes the lock of the container's upper directory, held while an
     /// overlay other than the container's own is mounted over it; a
     /// descriptor to close, or an error naming `what` was to be done.
-    func lockOverlay(what: String) throws -> Int32 {
+    func lockOverlay(what: String, waiting patience: Duration = .milliseconds(100)) throws -> Int32 {
         let upper = runtime.containerDirectory(id) + "/upper"
         let fd = open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard fd >= 0 else { throw RuntimeError(.systemCall, "cannot open \(upper)", underlying: Sys.errno) }
         // A lock just released can stay held for a moment: a process this
         // one forks meanwhile has the descriptor until it executes. So a
         // holder is waited for briefly before the answer is no.
-        for attempt in 0 ... 50 {
+        let attempts = Int(patience / .milliseconds(2))
+        for attempt in 0 ... attempts {
             if flock(fd, LOCK_EX | LOCK_NB) == 0 { return fd }
-            if attempt < 50 { usleep(2000) }
+            if attempt < attempts { usleep(2000) }
         }
         close(fd)
         throw RuntimeError(.invalidState, "cannot \(what) container \(name) now: a copy of its files or its start is in progress")
@@ -249,7 +250,8 @@ extension Container {
         let context = fsopen("overlay", UInt32(FSOPEN_CLOEXEC))
         guard context >= 0 else { throw failure("fsopen") }
         defer { close(context) }
-        let options = [("lowerdir", record.layers.joined(separator: ":")), ("upperdir", directory + "/upper"), ("workdir", directory + "/work")]
+        guard gantry_overlay_set_lower(context, record.layers.joined(separator: ":")) == 0 else { throw failure("lowerdir") }
+        let options = [("upperdir", directory + "/upper"), ("workdir", directory + "/work")]
         for (key, value) in options where fsconfig(context, FSCONFIG_SET_STRING.rawValue, key, value, 0) != 0 {
             throw failure(key)
         }
@@ -338,7 +340,7 @@ extension Container {
     }
 
     /// Runs blocking copy work on a thread outside Swift's cooperative pool.
-    private func blocking(_ body: @escaping @Sendable () throws -> Void) async throws {
+    func blocking(_ body: @escaping @Sendable () throws -> Void) async throws {
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
             DispatchQueue.global().async { continuation.resume(with: Result { try body() }) }
         }

@@ -1,0 +1,194 @@
+import Foundation
+import GantryCore
+import OCIImage
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A directory in the state root's scratch space where a step's files are
+/// laid out before they are placed.
+struct Staging: Sendable {
+    let path: String
+
+    init(root: String) throws {
+        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        var template = Array((root + "/build-XXXXXX").utf8CString)
+        guard let made = mkdtemp(&template) else {
+            throw BuildError(.context, "cannot make a staging directory in \(root)", underlying: Errno(rawValue: errno))
+        }
+        path = String(cString: made)
+        chmod(path, 0o755)
+    }
+
+    /// Removes the staging directory and what was made beside it.
+    func remove() {
+        let parent = (path as NSString).deletingLastPathComponent
+        let base = (path as NSString).lastPathComponent
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] where name == base || name.hasPrefix(base + ".") {
+            try? FileManager.default.removeItem(atPath: parent + "/" + name)
+        }
+    }
+
+    /// Copies one entry (a directory is made empty; a symlink stays a symlink).
+    static func copyEntry(_ source: String, to destination: String) throws {
+        var status = stat()
+        guard lstat(source, &status) == 0 else {
+            throw BuildError(.context, "cannot read \(source)", underlying: Errno(rawValue: errno))
+        }
+        switch status.st_mode & S_IFMT {
+        case S_IFDIR:
+            if mkdir(destination, 0o700) != 0, errno != EEXIST {
+                throw BuildError(.context, "cannot make \(destination)", underlying: Errno(rawValue: errno))
+            }
+            chmod(destination, status.st_mode & 0o7777)
+        case S_IFLNK:
+            let target = try FileManager.default.destinationOfSymbolicLink(atPath: source)
+            guard symlink(target, destination) == 0 else {
+                throw BuildError(.context, "cannot make the symlink \(destination)", underlying: Errno(rawValue: errno))
+            }
+            copyTimes(source, destination)
+        case S_IFREG:
+            try copyFile(source, to: destination)
+        default:
+            break  // FIFOs, sockets and devices are not copied.
+        }
+    }
+
+    /// Copies a regular file (following a symlink), with its mode and times.
+    static func copyFile(_ source: String, to destination: String) throws {
+        let input = open(source, O_RDONLY | O_CLOEXEC)
+        guard input >= 0 else { throw BuildError(.context, "cannot read \(source)", underlying: Errno(rawValue: errno)) }
+        defer { close(input) }
+        var status = stat()
+        fstat(input, &status)
+        let output = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard output >= 0 else { throw BuildError(.context, "cannot write \(destination)", underlying: Errno(rawValue: errno)) }
+        defer { close(output) }
+        var remaining = Int(status.st_size)
+        while remaining > 0 {
+            let copied = sendfile(output, input, nil, remaining)
+            if copied <= 0 {
+                if copied < 0, errno == EINTR { continue }
+                if copied == 0 { break }
+                // Across file systems that refuse it: read and write.
+                try copyByReading(input, output, destination)
+                break
+            }
+            remaining -= copied
+        }
+        fchmod(output, status.st_mode & 0o7777)
+        var times = [status.st_atim, status.st_mtim]
+        futimens(output, &times)
+    }
+
+    private static func copyByReading(_ input: Int32, _ output: Int32, _ destination: String) throws {
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let count = read(input, buffer.baseAddress, buffer.count)
+            if count < 0, errno == EINTR { continue }
+            guard count >= 0 else { throw BuildError(.context, "cannot read for \(destination)", underlying: Errno(rawValue: errno)) }
+            if count == 0 { return }
+            var written = 0
+            while written < count {
+                let result = write(output, buffer.baseAddress! + written, count - written)
+                guard result > 0 else { throw BuildError(.context, "cannot write \(destination)", underlying: Errno(rawValue: errno)) }
+                written += result
+            }
+        }
+    }
+
+    static func copyTimes(_ source: String, _ destination: String) {
+        var status = stat()
+        guard lstat(source, &status) == 0 else { return }
+        var times = [status.st_atim, status.st_mtim]
+        utimensat(AT_FDCWD, destination, &times, AT_SYMLINK_NOFOLLOW)
+    }
+
+    /// Gives everything under `root` (not `root` itself) to `owner`, and
+    /// `mode` when given; an ordinary user's files stay theirs, which the
+    /// container sees as its root's.
+    static func setOwners(_ root: String, owner: (uid: UInt32, gid: UInt32), mode: UInt32?) throws {
+        let enumerator = FileManager.default.enumerator(atPath: root)
+        while let relative = enumerator?.nextObject() as? String {
+            let path = root + "/" + relative
+            var status = stat()
+            guard lstat(path, &status) == 0 else { continue }
+            if geteuid() == 0, lchown(path, owner.uid, owner.gid) != 0 {
+                throw BuildError(.context, "cannot give \(path) to \(owner.uid):\(owner.gid)", underlying: Errno(rawValue: errno))
+            }
+            if let mode, status.st_mode & S_IFMT != S_IFLNK {
+                chmod(path, mode_t(mode))
+            }
+        }
+    }
+
+    /// The cache key's view of a tree or file: each entry's path, kind,
+    /// mode, owner, link target and content digest, in path order.
+    static func fingerprint(_ root: String) throws -> [String] {
+        var parts: [String] = []
+        var status = stat()
+        guard lstat(root, &status) == 0 else { return ["missing"] }
+        var paths = [""]
+        if status.st_mode & S_IFMT == S_IFDIR {
+            paths += ((FileManager.default.enumerator(atPath: root)?.allObjects as? [String]) ?? []).sorted()
+        }
+        for relative in paths {
+            let path = relative.isEmpty ? root : root + "/" + relative
+            guard lstat(path, &status) == 0 else { continue }
+            var line = "\(relative) \(String(status.st_mode, radix: 8)) \(status.st_uid):\(status.st_gid)"
+            switch status.st_mode & S_IFMT {
+            case S_IFLNK: line += " -> " + ((try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? "")
+            case S_IFREG: line += " " + (try digest(path)).description
+            default: break
+            }
+            if relative.isEmpty, status.st_mode & S_IFMT == S_IFDIR { continue }
+            parts.append(line)
+        }
+        return parts
+    }
+
+    private static func digest(_ path: String) throws -> Digest {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { throw BuildError(.context, "cannot read \(path)", underlying: Errno(rawValue: errno)) }
+        defer { close(fd) }
+        var hasher = DigestHasher()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let count = read(fd, buffer.baseAddress, buffer.count)
+            if count < 0, errno == EINTR { continue }
+            guard count >= 0 else { throw BuildError(.context, "cannot read \(path)", underlying: Errno(rawValue: errno)) }
+            if count == 0 { break }
+            hasher.update(UnsafeRawBufferPointer(rebasing: buffer[..<count]))
+        }
+        return hasher.finalize()
+    }
+
+    /// Whether `ADD` extracts the file: a tar archive, plain or compressed
+    /// with gzip, bzip2, xz or zstd.
+    static func isArchive(_ path: String) -> Bool {
+        guard let handle = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? handle.close() }
+        let head = [UInt8]((try? handle.read(upToCount: 512)) ?? Data())
+        let magics: [[UInt8]] = [[0x1f, 0x8b], [0x42, 0x5a, 0x68], [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00], [0x28, 0xb5, 0x2f, 0xfd]]
+        if magics.contains(where: { head.starts(with: $0) }) { return true }
+        return head.count >= 262 && Array(head[257..<262]) == Array("ustar".utf8)
+    }
+
+    /// Extracts an archive into a host directory with GNU tar (owners
+    /// kept when root), for a stage that has no file system yet.
+    static func extract(_ archive: String, into directory: String) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/tar")
+        process.arguments = ["-xf", archive, "-C", directory]
+        let errors = Pipe()
+        process.standardError = errors
+        try process.run()
+        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw BuildError(.context, "cannot extract \(archive): \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
+        }
+    }
+}

@@ -1,0 +1,225 @@
+import Foundation
+import GantryCore
+import OCIImage
+import Runtime
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a `COPY` or `ADD` places, staged on the host: the directory it
+/// goes into, its owner, archives to extract there, and its cache key's
+/// parts (the staged files' content and metadata).
+struct PreparedCopy: Sendable {
+    var directory: String
+    var owner: (uid: UInt32, gid: UInt32)?
+    var archives: [String]
+    var keyParts: [String]
+}
+
+extension StepRunner {
+    func prepareCopy(_ instruction: Instruction, expansion: VariableExpansion, state: State, staging: Staging) async throws -> PreparedCopy {
+        let isAdd = instruction.keyword == "ADD"
+        let allowed: Set<String> = isAdd ? ["chown", "chmod", "link", "checksum", "keep-git-dir"] : ["from", "chown", "chmod", "link", "parents"]
+        for flag in instruction.flags where !allowed.contains(flag.name) {
+            throw BuildError(.instruction, "\(instruction.location): \(instruction.keyword) does not take --\(flag.name)")
+        }
+        var list: [String]
+        switch instruction.arguments {
+        case .exec(let words): list = try words.map { try expansion.word($0) }
+        case .shell(let line): list = try expansion.words(line)
+        }
+        guard list.count >= 2, let destinationText = list.popLast() else {
+            throw BuildError(.instruction, "\(instruction.location): \(instruction.keyword) needs a source and a destination")
+        }
+        let config = state.configuration.config
+        let destination = StepRunner.absolute(destinationText, in: config?.workingDir)
+        var owner: (uid: UInt32, gid: UInt32)?
+        if let chown = instruction.flag("chown") {
+            do {
+                owner = try await userIDs(try expansion.word(chown), state: state)
+            } catch let error as BuildError {
+                throw BuildError(error.code, "\(instruction.location): --chown=\(chown): \(error.message)")
+            }
+        }
+        let mode = try instruction.flag("chmod").map { text -> UInt32 in
+            guard let value = UInt32(text, radix: 8), value <= 0o7777 else {
+                throw BuildError(.instruction, "\(instruction.location): --chmod=\(text) is not an octal mode")
+            }
+            return value
+        }
+
+        // What each source is: a host path, and whether its contents (a
+        // directory's) or itself are copied.
+        var items: [(path: String, name: String, isDirectory: Bool)] = []
+        var archives: [String] = []
+        var extracted = 0
+        let from = try instruction.flag("from").map { try expansion.word($0) }
+        let entries = try await stage.run.entries()
+        for source in list {
+            let heredocName = String(source.dropFirst(2).drop { $0 == "-" }.filter { $0 != "\"" && $0 != "'" })
+            if source.hasPrefix("<<"), let heredoc = instruction.heredocs.first(where: { $0.delimiter == heredocName }) {
+                let file = staging.path + ".heredoc-\(items.count)"
+                let content = heredoc.expands ? try expansion.word(heredoc.content) : heredoc.content
+                try Data(content.utf8).write(to: URL(fileURLWithPath: file))
+                chmod(file, 0o644)
+                items.append((file, heredoc.delimiter, false))
+                continue
+            }
+            if source.hasPrefix("http://") || source.hasPrefix("https://") || source.hasPrefix("git@") {
+                throw BuildError(.instruction, "\(instruction.location): \(instruction.keyword) from a URL (\(source)) is not supported; download it in a RUN step, or place it in the context")
+            }
+            if let from {
+                let copied = staging.path + ".from-\(items.count)"
+                try await copyFrom(from, path: source, to: copied, instruction, state: state)
+                var status = stat()
+                lstat(copied, &status)
+                items.append((copied, (source as NSString).lastPathComponent, status.st_mode & S_IFMT == S_IFDIR))
+                continue
+            }
+            let matches = try contextMatches(source, entries: entries, instruction)
+            for match in matches {
+                if isAdd, !match.isDirectory, Staging.isArchive(match.path) {
+                    archives.append(match.path)
+                    extracted += 1
+                } else {
+                    items.append(match)
+                }
+            }
+        }
+        let intoDirectory = destinationText.hasSuffix("/") || destinationText == "." || items.count + extracted > 1
+            || items.contains { $0.isDirectory } || !archives.isEmpty
+        let directory: String
+        if intoDirectory {
+            directory = destination
+            for item in items {
+                try copyTree(item.path, to: item.isDirectory ? staging.path : staging.path + "/" + item.name, entries: item.isDirectory ? entries : nil)
+            }
+        } else {
+            directory = destination == "/" ? "/" : (destination as NSString).deletingLastPathComponent
+            try copyTree(items[0].path, to: staging.path + "/" + (destination as NSString).lastPathComponent, entries: nil)
+        }
+        try Staging.setOwners(staging.path, owner: owner ?? (0, 0), mode: mode)
+        var keyParts = ["into " + directory, "owner \(owner.map { "\($0.uid):\($0.gid)" } ?? "-")"]
+        keyParts += try Staging.fingerprint(staging.path)
+        for archive in archives { keyParts += try Staging.fingerprint(archive) }
+        return PreparedCopy(directory: directory, owner: owner, archives: archives, keyParts: keyParts)
+    }
+
+    /// The context's entries a source names (a path, or a pattern with
+    /// `*`, `?` and `[…]` as Go's filepath.Match reads them).
+    private func contextMatches(_ source: String, entries: [BuildContext.Entry], _ instruction: Instruction) throws -> [(path: String, name: String, isDirectory: Bool)] {
+        let context = stage.run.context
+        let clean = String(StepRunner.absolute(source, in: "/").dropFirst())
+        if clean.isEmpty { return [(context.directory, ".", true)] }
+        let isPattern = clean.contains { "*?[".contains($0) }
+        let matched = entries.filter { entry in
+            isPattern ? fnmatch(clean, entry.path, FNM_PATHNAME) == 0 : entry.path == clean
+        }
+        guard !matched.isEmpty else {
+            throw BuildError(.instruction, "\(instruction.location): \(source) is not in the build context \(context.directory)\(context.ignore.excludes(clean) ? " (the ignore file leaves it out)" : "")")
+        }
+        return matched.map { entry in
+            var isDirectory = entry.kind == .directory
+            if entry.kind == .symlink {
+                // A symlink named as a source is copied as what it points to, within the context.
+                var status = stat()
+                isDirectory = stat(context.directory + "/" + entry.path, &status) == 0 && status.st_mode & S_IFMT == S_IFDIR
+            }
+            return (context.directory + "/" + entry.path, (entry.path as NSString).lastPathComponent, isDirectory)
+        }
+    }
+
+    /// Copies `source` (a file, a symlink, or a directory whose contents
+    /// go into `destination`) to the staging tree, keeping modes and times;
+    /// entries of the context the ignore file leaves out are not copied.
+    private func copyTree(_ source: String, to destination: String, entries: [BuildContext.Entry]?) throws {
+        let context = stage.run.context
+        let prefix = context.directory + "/"
+        var status = stat()
+        guard stat(source, &status) == 0 else {
+            throw BuildError(.context, "cannot read \(source)", underlying: Errno(rawValue: errno))
+        }
+        if status.st_mode & S_IFMT != S_IFDIR {
+            try Staging.copyFile(source, to: destination)
+            return
+        }
+        try FileManager.default.createDirectory(atPath: destination, withIntermediateDirectories: true)
+        chmod(destination, status.st_mode & 0o7777)
+        var directories: [(String, String)] = [(source, destination)]
+        if let entries, source.hasPrefix(prefix) || source == context.directory {
+            let relative = source == context.directory ? "" : String(source.dropFirst(prefix.count))
+            for entry in entries where relative.isEmpty || entry.path.hasPrefix(relative + "/") {
+                let tail = relative.isEmpty ? entry.path : String(entry.path.dropFirst(relative.count + 1))
+                let target = destination + "/" + tail
+                try Staging.copyEntry(context.directory + "/" + entry.path, to: target)
+                if entry.kind == .directory { directories.append((context.directory + "/" + entry.path, target)) }
+            }
+        } else {
+            let enumerator = FileManager.default.enumerator(atPath: source)
+            while let relative = enumerator?.nextObject() as? String {
+                try Staging.copyEntry(source + "/" + relative, to: destination + "/" + relative)
+                var entry = stat()
+                if lstat(source + "/" + relative, &entry) == 0, entry.st_mode & S_IFMT == S_IFDIR {
+                    directories.append((source + "/" + relative, destination + "/" + relative))
+                }
+            }
+        }
+        // Directories' times last: filling them changed them.
+        for (from, to) in directories.reversed() { Staging.copyTimes(from, to) }
+    }
+
+    /// Copies `path` of a stage or an image to the host path `destination`.
+    private func copyFrom(_ from: String, path: String, to destination: String, _ instruction: Instruction, state: State) async throws {
+        let image: String
+        if let index = stage.run.stageIndex(named: from, before: stage.index) {
+            image = try await stage.run.stage(index).image.manifestDescriptor.digest.description
+        } else {
+            image = try await stage.resolve(from, platform: options.platform, at: instruction).manifestDescriptor.digest.description
+        }
+        var spec = ContainerSpec(image: image, command: ["/"])
+        spec.entrypoint = []
+        spec.lifetime = .boundToHost
+        let container = try await runtime.create(spec)
+        do {
+            try await container.copyOut(path, to: destination, options: CopyOptions(keepOwners: true))
+        } catch {
+            try? await container.remove(force: true)
+            throw BuildError(.instruction, "\(instruction.location): cannot copy \(path) from \(from): \(error)", underlying: error)
+        }
+        try await container.remove(force: true)
+    }
+
+    /// The user and group IDs `--chown` or `USER` names: numbers, or names
+    /// looked up in the image's `/etc/passwd` and `/etc/group`.
+    func userIDs(_ text: String?, state: State) async throws -> (uid: UInt32, gid: UInt32)? {
+        guard let text, !text.isEmpty else { return nil }
+        let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
+        var passwd: String?
+        var group: String?
+        if parts.contains(where: { UInt32($0) == nil }), let root = state.root {
+            var spec = ContainerSpec(image: root, command: ["/"])
+            spec.entrypoint = []
+            spec.lifetime = .boundToHost
+            let container = try await runtime.create(spec)
+            let directory = NSTemporaryDirectory() + "gantry-users-" + UUID().uuidString
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(atPath: directory) }
+            try? await container.copyOut("/etc/passwd", to: directory + "/passwd")
+            try? await container.copyOut("/etc/group", to: directory + "/group")
+            try? await container.remove(force: true)
+            passwd = try? String(contentsOfFile: directory + "/passwd", encoding: .utf8)
+            group = try? String(contentsOfFile: directory + "/group", encoding: .utf8)
+        }
+        func lookup(_ name: String, in file: String?, what: String) throws -> (UInt32, UInt32?) {
+            if let id = UInt32(name) { return (id, nil) }
+            for line in (file ?? "").split(separator: "\n") {
+                let fields = line.split(separator: ":", omittingEmptySubsequences: false)
+                if fields.count > 3, fields[0] == name, let id = UInt32(fields[2]) { return (id, UInt32(fields[3])) }
+            }
+            throw BuildError(.instruction, "the \(what) \(name) is not in the image's /etc/\(what == "user" ? "passwd" : "group")")
+        }
+        let (uid, primary) = try lookup(parts[0], in: passwd, what: "user")
+        let gid = parts.count > 1 ? try lookup(parts[1], in: group, what: "group").0 : (primary ?? uid)
+        return (uid, gid)
+    }
+}

@@ -1,0 +1,64 @@
+public import Foundation
+public import OCIImage
+import GantryCore
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension Container {
+    /// Packs what the container changed in its root file system (its
+    /// overlay's upper directory) as a layer in the image store: added and
+    /// changed files as they are, removed ones as OCI whiteouts, directories
+    /// it emptied and refilled as opaque. Nothing else is read, however
+    /// large the image below.
+    ///
+    /// The container must not be running: a created or stopped one is read
+    /// while no overlay is mounted over its upper directory.
+    ///
+    /// - Parameter latestModification: Modification times after this are
+    ///   written as it, for a reproducible layer.
+    /// - Throws: ``RuntimeError`` (`invalidState`) for a running container
+    ///   or one whose root is a directory rather than an image.
+    public func writeChanges(latestModification: Date? = nil) async throws -> BuiltLayer {
+        let record = try record
+        guard record.usesOverlay else {
+            throw RuntimeError(.invalidState, "container \(name) runs on a directory, not an image: its changes are not kept apart from what was there")
+        }
+        guard record.status == .created || record.status == .stopped else {
+            throw RuntimeError(.invalidState, "cannot write the changes of container \(name) while it is \(record.status): stop it first")
+        }
+        guard runtime.userNamespace != nil || record.spec.uidMappings.isEmpty else {
+            throw RuntimeError(.invalidState, "cannot write the changes of container \(name): its files belong to the IDs of its own user namespace")
+        }
+        // A container that just ended is still taking its overlay down.
+        let lock = try await offload { _ in try self.lockOverlay(what: "write the changes of", waiting: .seconds(30)) }
+        defer { close(lock) }
+        return try await runtime.images.writeLayer(from: runtime.containerDirectory(id) + "/upper", overlayUpper: true,
+                                                   latestModification: latestModification)
+    }
+
+    /// Makes an image of the container, as `docker commit` does: its
+    /// image's layers and one more with what the container changed.
+    ///
+    /// - Parameters:
+    ///   - name: The new image's name.
+    ///   - configuration: The run configuration to record; by default the
+    ///     image's.
+    ///   - comment: The text of the new history entry.
+    @discardableResult
+    public func commit(as name: String, configuration: RunConfiguration? = nil, comment: String? = nil) async throws -> ImageRecord {
+        let record = try record
+        guard case .image(let image) = record.spec.root else {
+            throw RuntimeError(.invalidState, "container \(self.name) runs on a directory, not an image: it cannot be committed")
+        }
+        let base = try await runtime.images.resolve(record.imageDigest ?? image)
+        let layer = try await writeChanges()
+        var built = base.configuration
+        let now = ISO8601DateFormatter().string(from: Date())
+        built.created = now
+        if let configuration { built.config = configuration }
+        built.history = (built.history ?? []) + [ImageConfiguration.History(created: now, createdBy: comment ?? "gantry commit \(self.name)")]
+        let layers = zip(base.manifest.layers, base.configuration.rootfs.diffIDs).map { BuiltLayer(descriptor: $0, diffID: $1) } + [layer]
+        return try await runtime.images.writeImage(built, layers: layers, name: name).record
+    }
+}

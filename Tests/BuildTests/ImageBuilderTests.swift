@@ -1,0 +1,215 @@
+import Build
+import Foundation
+import GantryTestSupport
+import OCIImage
+import Runtime
+import Testing
+
+/// Builds on the real runtime: containers run the steps, layers come from
+/// their overlay upper directories.
+@Suite(.requiresRoot)
+struct ImageBuilderTests {
+    /// Writes a context: files by relative path.
+    func context(_ dir: String, _ files: [String: String]) throws -> String {
+        let context = dir + "/context"
+        for (path, content) in files {
+            let full = context + "/" + path
+            try FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+            try content.write(toFile: full, atomically: false, encoding: .utf8)
+        }
+        return context
+    }
+
+    /// Runs `command` in `image` and returns its standard output.
+    func output(_ runtime: ContainerRuntime, _ image: String, _ command: [String]) async throws -> String {
+        var spec = ContainerSpec(image: image, command: command)
+        spec.entrypoint = []
+        let result = try await runtime.run(spec, input: [UInt8]())
+        #expect(result.exit.code == 0, "\(command): \(String(decoding: result.stderr, as: UTF8.self))")
+        return String(decoding: result.stdout, as: UTF8.self)
+    }
+
+    @Test func aMultiStageDockerfileBuildsAnImageThatRunsAsWritten() async throws {
+        try await withBusyboxRuntime("build-multi", applets: ["rm", "mkdir", "stat"]) { runtime, dir in
+            let context = try context(dir, [
+                "Dockerfile": """
+                # syntax=docker/dockerfile:1
+                ARG BASE=busybox:test
+                FROM ${BASE} AS base
+                ENV GREETING=hi
+                RUN echo "$GREETING" > /greeting && rm /bin/stat
+                WORKDIR /app
+                COPY src/ ./
+                COPY --chown=65534:65534 --chmod=600 src/a.txt /home/nobody/a.txt
+                RUN <<EOT
+                echo from-heredoc > /app/here
+                EOT
+
+                FROM scratch AS files
+                COPY src/sub /data/
+
+                FROM busybox:test AS unused
+                RUN exit 1
+
+                FROM base
+                COPY --from=files /data/b.txt /final-b.txt
+                COPY <<EOF /app/config.ini
+                greeting=${GREETING}
+                EOF
+                LABEL org.example.kind=test
+                EXPOSE 8080
+                USER nobody
+                CMD ["cat", "/greeting"]
+                """,
+                "src/a.txt": "alpha\n",
+                "src/sub/b.txt": "beta\n",
+                "src/debug.log": "left out\n",
+                ".dockerignore": "**/*.log\n",
+            ])
+            let builder = ImageBuilder(runtime: runtime)
+            let result = try await builder.build(context: context, options: BuildOptions(tags: ["app:1"]))
+            #expect(result.tags == ["app:1"])
+            // The unused stage (whose RUN fails) was never built.
+            #expect(!result.steps.contains { $0.stage == "unused" })
+
+            let config = try #require(result.image.configuration.config)
+            #expect(config.cmd == ["cat", "/greeting"])
+            #expect(config.workingDir == "/app")
+            #expect(config.user == "nobody")
+            #expect(config.env?.contains("GREETING=hi") == true)
+            #expect(config.labels?["org.example.kind"] == "test")
+            #expect(config.exposedPorts == ["8080/tcp"])
+
+            let listing = try await output(runtime, "app:1", ["sh", "-c", """
+                cat /greeting /app/a.txt /app/sub/b.txt /final-b.txt /app/here /app/config.ini
+                ls /app/debug.log 2>&1; ls /bin/stat 2>&1
+                ls -ln /home/nobody/a.txt
+                """])
+            #expect(listing.contains("hi\nalpha\nbeta\nbeta\nfrom-heredoc\ngreeting=hi\n"), "\(listing)")
+            #expect(listing.contains("/app/debug.log: No such file"), "\(listing)")
+            #expect(listing.contains("/bin/stat: No such file"), "\(listing)")
+            #expect(listing.contains("-rw-------    1 65534    65534"), "\(listing)")
+
+            // A layer per step that changed files; ENV, LABEL and the like add none.
+            let history = result.image.configuration.history ?? []
+            #expect(history.filter { $0.emptyLayer != true }.count == result.image.manifest.layers.count)
+            #expect(try await output(runtime, "app:1", ["cat", "/greeting"]) == "hi\n")
+            try await runtime.images.remove("app:1")
+        }
+    }
+
+    @Test func unchangedStepsComeFromTheCacheAndAChangedFileRunsWhatFollows() async throws {
+        try await withBusyboxRuntime("build-cache") { runtime, dir in
+            let context = try context(dir, [
+                "Dockerfile": "FROM busybox:test\nRUN echo one > /one\nCOPY file.txt /file.txt\nRUN cat /file.txt > /copy\n",
+                "file.txt": "first\n",
+            ])
+            let builder = ImageBuilder(runtime: runtime)
+            let first = try await builder.build(context: context)
+            #expect(first.steps.filter { $0.cached }.isEmpty)
+            let second = try await builder.build(context: context)
+            #expect(second.steps.dropFirst().allSatisfy { $0.cached }, "\(second.steps)")
+            #expect(second.image.manifestDescriptor == first.image.manifestDescriptor)
+
+            try "second\n".write(toFile: context + "/file.txt", atomically: false, encoding: .utf8)
+            let third = try await builder.build(context: context, options: BuildOptions(tags: ["cache:3"]))
+            #expect(third.steps.map { $0.cached } == [false, true, false, false], "\(third.steps)")
+            #expect(try await output(runtime, "cache:3", ["cat", "/copy"]) == "second\n")
+
+            let uncached = try await builder.build(context: context, options: BuildOptions(useCache: false))
+            #expect(uncached.steps.filter { $0.cached }.isEmpty)
+
+            // Pruning the cache leaves what names keep: the named image still runs.
+            let pruned = try await runtime.images.pruneBuildCache()
+            #expect(pruned.entries > 0 && pruned.freed.blobs > 0, "\(pruned)")
+            #expect(try await output(runtime, "cache:3", ["cat", "/copy"]) == "second\n")
+            try await runtime.images.remove("cache:3")
+        }
+    }
+
+    @Test func aTimestampMakesTheSameImageBitForBit() async throws {
+        try await withBusyboxRuntime("build-repro") { runtime, dir in
+            let context = try context(dir, [
+                "Dockerfile": "FROM busybox:test\nRUN echo $RANDOM > /noise; rm /noise; echo same > /same\nCOPY . /context/\n",
+                "a.txt": "a\n",
+            ])
+            let builder = ImageBuilder(runtime: runtime)
+            let options = BuildOptions(useCache: false, timestamp: Date(timeIntervalSince1970: 1_700_000_000))
+            let first = try await builder.build(context: context, options: options)
+            try await Task.sleep(for: .milliseconds(1100))
+            let second = try await builder.build(context: context, options: options)
+            #expect(first.image.manifestDescriptor.digest == second.image.manifestDescriptor.digest)
+            #expect(first.image.configuration.created == "2023-11-14T22:13:20Z")
+        }
+    }
+
+    @Test func aFailingStepNamesItsLineExitAndOutputAndLeavesNoContainer() async throws {
+        try await withBusyboxRuntime("build-fail") { runtime, dir in
+            let context = try context(dir, [
+                "Dockerfile": "FROM busybox:test\nRUN echo about to fail; exit 3\n",
+            ])
+            let builder = ImageBuilder(runtime: runtime)
+            let error = await #expect(throws: BuildError.self) { try await builder.build(context: context) }
+            #expect(error?.code == .stepFailed)
+            #expect(error?.message.contains("Dockerfile:2") == true, "\(String(describing: error))")
+            #expect(error?.message.contains("about to fail") == true, "\(String(describing: error))")
+            #expect(error?.message.contains("3") == true)
+            #expect(try runtime.list().isEmpty)
+
+            // A source outside the context, and a missing one, are refused by name.
+            try "FROM busybox:test\nCOPY missing.txt /\n".write(toFile: context + "/Dockerfile", atomically: false, encoding: .utf8)
+            let missing = await #expect(throws: BuildError.self) { try await builder.build(context: context) }
+            #expect(missing?.message.contains("missing.txt") == true && missing?.message.contains("Dockerfile:2") == true)
+            try "FROM busybox:test\nRUN --network=bridge true\n".write(toFile: context + "/Dockerfile", atomically: false, encoding: .utf8)
+            let network = await #expect(throws: BuildError.self) { try await builder.build(context: context) }
+            #expect(network?.code == .instruction)
+        }
+    }
+
+    @Test func filesCopiedOntoManyLayersAndAContainerCommitted() async throws {
+        try await withBusyboxRuntime("build-layers") { runtime, dir in
+            // Enough layers that their paths pass the 256 bytes one overlay
+            // option may hold: the copy's overlay takes them one by one.
+            let runs = (1...6).map { "RUN echo \($0) > /layer-\($0)" }.joined(separator: "\n")
+            let context = try context(dir, ["Dockerfile": "FROM busybox:test\n\(runs)\nCOPY f.txt /f.txt\n", "f.txt": "copied\n"])
+            let result = try await ImageBuilder(runtime: runtime).build(context: context, options: BuildOptions(tags: ["layers:1"]))
+            #expect(result.image.manifest.layers.count == 8)
+            #expect(try await output(runtime, "layers:1", ["cat", "/layer-6", "/f.txt"]) == "6\ncopied\n")
+
+            // docker commit: a container's changes as one more layer.
+            let container = try await runtime.create(ContainerSpec(image: "layers:1", command: ["sh", "-c", "echo changed > /f.txt"]))
+            try await container.start()
+            _ = try await container.wait()
+            let committed = try await container.commit(as: "committed:1")
+            try await container.remove()
+            #expect(try await output(runtime, committed.reference.description, ["cat", "/f.txt"]) == "changed\n")
+            try await runtime.images.remove("committed:1")
+            try await runtime.images.remove("layers:1")
+        }
+    }
+
+    @Test func independentStagesRunAtTheSameTime() async throws {
+        try await withBusyboxRuntime("build-parallel", applets: ["touch", "rm"]) { runtime, dir in
+            // Each stage waits (for at most 20 s) for the other's mark in a
+            // cache mount both share: built one after the other, the first
+            // would wait in vain and fail.
+            func waiting(_ mine: String, _ theirs: String) -> String {
+                "RUN --mount=type=cache,id=meeting,target=/meeting touch /meeting/\(mine); i=0; "
+                    + "while [ ! -e /meeting/\(theirs) ]; do i=$((i+1)); [ $i -lt 200 ] || exit 7; sleep 0.1; done; echo \(mine) > /\(mine)"
+            }
+            let context = try context(dir, ["Dockerfile": """
+                FROM busybox:test AS left
+                \(waiting("left", "right"))
+                FROM busybox:test AS right
+                \(waiting("right", "left"))
+                FROM busybox:test
+                COPY --from=left /left /
+                COPY --from=right /right /
+                """])
+            let result = try await ImageBuilder(runtime: runtime).build(context: context, options: BuildOptions(tags: ["both:1"]))
+            #expect(Set(result.steps.map { $0.stage }) == ["left", "right", "2"])
+            #expect(try await output(runtime, "both:1", ["cat", "/left", "/right"]) == "left\nright\n")
+            try await runtime.images.remove("both:1")
+        }
+    }
+}
