@@ -25,7 +25,7 @@ packages=(
     # setcap for an image's file capability.
     uidmap passt slirp4netns passwd libcap2-bin procps
     # Benchmarks, with the runtimes Gantry is compared with.
-    debootstrap hyperfine time crun runc podman
+    debootstrap hyperfine time crun runc podman buildah
 )
 $sudo apt-get update -q
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${packages[@]}"

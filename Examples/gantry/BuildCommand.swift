@@ -8,7 +8,7 @@ struct BuildImage: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "build",
         abstract: "Build an image from a Dockerfile and a context directory.",
-        discussion: "RUN steps run in containers of this state root; unchanged steps come from the build cache (gantry image prune-build-cache empties it).")
+        discussion: "RUN steps run in containers of this state root; unchanged steps come from the build cache (gantry image prune --build-cache empties it).")
 
     @Argument(help: ArgumentHelp("The build context.", valueName: "dir"))
     var context: String

@@ -317,12 +317,15 @@ extension ImageCommand {
     struct Prune: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Remove content no image name uses, and leftovers of interrupted work.")
 
+        @Flag(name: .customLong("build-cache"), help: "Forget the build cache first (cached steps and RUN --mount=type=cache directories).")
+        var buildCache = false
+
         @OptionGroup var global: GlobalOptions
         @OptionGroup var output: FormatOption
 
         func run() async throws {
             let gantry = try await global.openGantry()
-            let report = try await gantry.images.prune()
+            let report = buildCache ? try await gantry.images.pruneBuildCache().freed : try await gantry.images.prune()
             switch output.format {
             case .json: try Terminal.printJSON(report)
             case .table:

@@ -212,4 +212,70 @@ struct ImageBuilderTests {
             try await runtime.images.remove("both:1")
         }
     }
+
+    @Test func configurationMountsArchivesAndCopyRulesAsDockerHasThem() async throws {
+        try await withBusyboxRuntime("build-rules", applets: ["mkdir", "tar", "touch"]) { runtime, dir in
+            let context = try context(dir, [
+                "Dockerfile": """
+                FROM busybox:test
+                SHELL ["/bin/sh", "-c"]
+                RUN mkdir /app
+                COPY a.txt /app
+                COPY docs/ /docs/
+                ADD bundle.tar /unpacked/
+                RUN --mount=type=secret,id=token cat /run/secrets/token > /seen-secret
+                RUN --mount=type=cache,target=/cache touch /cache/mark; ls /cache > /cache-listing
+                RUN --mount=type=bind,source=docs,target=/mnt cat /mnt/keep.md > /bound
+                HEALTHCHECK --interval=5s --retries=2 CMD wget -q -O- http://127.0.0.1/ || exit 1
+                ONBUILD RUN echo triggered > /onbuild
+                ENTRYPOINT ["sh", "-c"]
+                STOPSIGNAL SIGINT
+                MAINTAINER someone@example.com
+                """,
+                "a.txt": "alpha\n",
+                "docs/keep.md": "kept\n",
+                "docs/drop.md": "dropped\n",
+                "token.txt": "s3cret\n",
+                ".dockerignore": "docs\n!docs/keep.md\ntoken.txt\n",
+            ])
+            // An archive ADD extracts, made with the host's tar.
+            let tree = dir + "/bundle"
+            try FileManager.default.createDirectory(atPath: tree + "/inner", withIntermediateDirectories: true)
+            try "packed\n".write(toFile: tree + "/inner/file", atomically: false, encoding: .utf8)
+            _ = try await GantryTestSupport.run("tar", ["-cf", context + "/bundle.tar", "-C", tree, "inner"])
+            // What a killed build left in the staging area goes with the next build.
+            let leftover = dir + "/state/build-staging/0-1-1"
+            try FileManager.default.createDirectory(atPath: leftover, withIntermediateDirectories: true)
+
+            let builder = ImageBuilder(runtime: runtime)
+            var options = BuildOptions(tags: ["rules:1"])
+            options.secrets = ["token": context + "/token.txt"]
+            let result = try await builder.build(context: context, options: options)
+            #expect(!FileManager.default.fileExists(atPath: leftover))
+            #expect((try FileManager.default.contentsOfDirectory(atPath: dir + "/state/build-staging")).isEmpty)
+            let config = try #require(result.image.configuration.config)
+            #expect(config.entrypoint == ["sh", "-c"] && config.cmd == nil)
+            #expect(config.healthcheck?.test == ["CMD-SHELL", "wget -q -O- http://127.0.0.1/ || exit 1"])
+            #expect(config.healthcheck?.interval == 5_000_000_000 && config.healthcheck?.retries == 2)
+            #expect(config.onBuild == ["RUN echo triggered > /onbuild"])
+            #expect(config.stopSignal == "SIGINT" && config.labels?["maintainer"] == "someone@example.com")
+
+            let listing = try await output(runtime, "rules:1", ["sh", "-c", """
+                cat /app/a.txt /docs/keep.md /unpacked/inner/file /seen-secret /cache-listing /bound
+                ls /docs/drop.md /run/secrets/token /cache/mark 2>&1 | sort
+                """])
+            #expect(listing.hasPrefix("alpha\nkept\npacked\ns3cret\nmark\nkept\n"), "\(listing)")
+            #expect(listing.contains("/docs/drop.md: No such file"), "\(listing)")
+            #expect(listing.contains("/cache/mark: No such file"), "\(listing)")
+
+            // ONBUILD runs in the image built on it, and is not inherited.
+            try "FROM rules:1\n".write(toFile: context + "/Dockerfile.child", atomically: false, encoding: .utf8)
+            let child = try await builder.build(context: context, options: BuildOptions(dockerfile: context + "/Dockerfile.child", tags: ["child:1"]))
+            #expect(child.image.configuration.config?.onBuild == nil)
+            #expect(try await output(runtime, "child:1", ["cat", "/onbuild"]) == "triggered\n")
+            for image in ["rules:1", "child:1"] { try await runtime.images.remove(image) }
+            try await runtime.images.pruneBuildCache()
+            #expect(!FileManager.default.fileExists(atPath: dir + "/state/build-cache-mounts"))
+        }
+    }
 }

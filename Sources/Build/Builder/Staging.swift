@@ -1,32 +1,42 @@
 import Foundation
 import GantryCore
 import OCIImage
+import Runtime
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// A directory in the state root's scratch space where a step's files are
-/// laid out before they are placed.
+/// A step's scratch space in the state root's `build-staging` directory,
+/// named with this process's mark so that what a killed build left is
+/// removed by the next one: `files` holds the files to place, laid out as
+/// they go, beside other areas (`tree`, here-documents, copies from stages).
 struct Staging: Sendable {
-    let path: String
+    /// The step's own directory.
+    let base: String
 
-    init(root: String) throws {
-        try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        var template = Array((root + "/build-XXXXXX").utf8CString)
-        guard let made = mkdtemp(&template) else {
-            throw BuildError(.context, "cannot make a staging directory in \(root)", underlying: Errno(rawValue: errno))
+    /// Where the files to place are laid out.
+    var path: String { base + "/files" }
+
+    init(root: StateRoot) throws {
+        let directory = root.buildStaging
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where ProcessMark.hasEnded(name) != false {
+            try? FileManager.default.removeItem(atPath: directory + "/" + name)
         }
-        path = String(cString: made)
-        chmod(path, 0o755)
+        var generator = SystemRandomNumberGenerator()
+        base = directory + "/" + String(generator.next() as UInt64, radix: 16) + "-" + ProcessMark.current
+        guard mkdir(base, 0o700) == 0, mkdir(base + "/files", 0o755) == 0 else {
+            throw BuildError(.context, "cannot make a staging directory in \(directory)", underlying: Errno(rawValue: errno))
+        }
+        chmod(base + "/files", 0o755)
     }
 
-    /// Removes the staging directory and what was made beside it.
+    /// Another area of the step's scratch space.
+    func area(_ name: String) -> String { base + "/" + name }
+
+    /// Removes the step's scratch space.
     func remove() {
-        let parent = (path as NSString).deletingLastPathComponent
-        let base = (path as NSString).lastPathComponent
-        for name in (try? FileManager.default.contentsOfDirectory(atPath: parent)) ?? [] where name == base || name.hasPrefix(base + ".") {
-            try? FileManager.default.removeItem(atPath: parent + "/" + name)
-        }
+        try? FileManager.default.removeItem(atPath: base)
     }
 
     /// Copies one entry (a directory is made empty; a symlink stays a symlink).

@@ -14,6 +14,10 @@ struct PreparedCopy: Sendable {
     var owner: (uid: UInt32, gid: UInt32)?
     var archives: [String]
     var keyParts: [String]
+    /// For one file copied to a path not ending in `/`: its staged name
+    /// (the path's last component) and its own; when the path is an
+    /// existing directory, the file goes into it under its own name.
+    var file: (staged: String, source: String)?
 }
 
 extension StepRunner {
@@ -58,7 +62,7 @@ extension StepRunner {
         for source in list {
             let heredocName = String(source.dropFirst(2).drop { $0 == "-" }.filter { $0 != "\"" && $0 != "'" })
             if source.hasPrefix("<<"), let heredoc = instruction.heredocs.first(where: { $0.delimiter == heredocName }) {
-                let file = staging.path + ".heredoc-\(items.count)"
+                let file = staging.area("heredoc-\(items.count)")
                 let content = heredoc.expands ? try expansion.word(heredoc.content) : heredoc.content
                 try Data(content.utf8).write(to: URL(fileURLWithPath: file))
                 chmod(file, 0o644)
@@ -69,7 +73,7 @@ extension StepRunner {
                 throw BuildError(.instruction, "\(instruction.location): \(instruction.keyword) from a URL (\(source)) is not supported; download it in a RUN step, or place it in the context")
             }
             if let from {
-                let copied = staging.path + ".from-\(items.count)"
+                let copied = staging.area("from-\(items.count)")
                 try await copyFrom(from, path: source, to: copied, instruction, state: state)
                 var status = stat()
                 lstat(copied, &status)
@@ -89,6 +93,7 @@ extension StepRunner {
         let intoDirectory = destinationText.hasSuffix("/") || destinationText == "." || items.count + extracted > 1
             || items.contains { $0.isDirectory } || !archives.isEmpty
         let directory: String
+        var file: (staged: String, source: String)?
         if intoDirectory {
             directory = destination
             for item in items {
@@ -96,13 +101,15 @@ extension StepRunner {
             }
         } else {
             directory = destination == "/" ? "/" : (destination as NSString).deletingLastPathComponent
-            try copyTree(items[0].path, to: staging.path + "/" + (destination as NSString).lastPathComponent, entries: nil)
+            let staged = (destination as NSString).lastPathComponent
+            try copyTree(items[0].path, to: staging.path + "/" + staged, entries: nil)
+            file = (staged, items[0].name)
         }
         try Staging.setOwners(staging.path, owner: owner ?? (0, 0), mode: mode)
         var keyParts = ["into " + directory, "owner \(owner.map { "\($0.uid):\($0.gid)" } ?? "-")"]
         keyParts += try Staging.fingerprint(staging.path)
         for archive in archives { keyParts += try Staging.fingerprint(archive) }
-        return PreparedCopy(directory: directory, owner: owner, archives: archives, keyParts: keyParts)
+        return PreparedCopy(directory: directory, owner: owner, archives: archives, keyParts: keyParts, file: file)
     }
 
     /// The context's entries a source names (a path, or a pattern with
@@ -151,6 +158,9 @@ extension StepRunner {
             for entry in entries where relative.isEmpty || entry.path.hasPrefix(relative + "/") {
                 let tail = relative.isEmpty ? entry.path : String(entry.path.dropFirst(relative.count + 1))
                 let target = destination + "/" + tail
+                // An exception may bring back a file whose directory is left out.
+                let parent = (target as NSString).deletingLastPathComponent
+                if access(parent, F_OK) != 0 { try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true) }
                 try Staging.copyEntry(context.directory + "/" + entry.path, to: target)
                 if entry.kind == .directory { directories.append((context.directory + "/" + entry.path, target)) }
             }

@@ -81,7 +81,7 @@ extension StepRunner {
         case "cache":
             let path = try required(target)
             let id = fields["id"] ?? path
-            let directory = stage.store.root.path + "/build-cache-mounts/" + StageBuilder.hash([id]).prefix(32)
+            let directory = stage.store.root.buildCacheMounts + "/" + StageBuilder.hash([id]).prefix(32)
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             return .bind(source: directory, target: path, readOnly: fields["ro"] == "true" || fields["readonly"] == "true")
         case "bind":

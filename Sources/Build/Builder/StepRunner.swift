@@ -134,7 +134,7 @@ struct StepRunner {
     /// A step that may change files: its key, then its layer from the
     /// cache or made now.
     private func fileStep(_ instruction: Instruction, expansion: VariableExpansion, state: inout State) async throws -> Bool {
-        let staging = try Staging(root: stage.store.root.scratch)
+        let staging = try Staging(root: stage.store.root)
         defer { staging.remove() }
         var keyParts = [state.key, instruction.text]
         var work: @Sendable (Container) async throws -> Void
@@ -155,10 +155,16 @@ struct StepRunner {
         default:
             let copy = try await prepareCopy(instruction, expansion: expansion, state: state, staging: staging)
             keyParts += copy.keyParts
-            let (destination, owner, archives) = (copy.directory, copy.owner, copy.archives)
+            let (destination, owner, archives, file) = (copy.directory, copy.owner, copy.archives, copy.file)
             let source = staging.path
             work = { container in
                 try await container.makeDirectories(destination, owner: owner)
+                if let file, try await container.isDirectory(destination + "/" + file.staged) {
+                    // COPY a.txt /app, where /app is a directory: /app/a.txt.
+                    try await container.copyIn(from: source + "/" + file.staged, to: destination + "/" + file.staged + "/" + file.source,
+                                               options: CopyOptions(keepOwners: true))
+                    return
+                }
                 try await container.copyIn(from: source + "/.", to: destination, options: CopyOptions(keepOwners: true))
                 for archive in archives {
                     let fd = try FileDescriptor.open(archive, .readOnly)
@@ -173,8 +179,8 @@ struct StepRunner {
         guard let root = state.root else {
             // WORKDIR on an empty file system: a layer with the directory.
             let path = state.configuration.config?.workingDir ?? "/"
-            try FileManager.default.createDirectory(atPath: staging.path + "/tree" + path, withIntermediateDirectories: true)
-            return try await hostLayer(instruction, keyParts: keyParts, tree: staging.path + "/tree", state: &state)
+            try FileManager.default.createDirectory(atPath: staging.area("tree") + path, withIntermediateDirectories: true)
+            return try await hostLayer(instruction, keyParts: keyParts, tree: staging.area("tree"), state: &state)
         }
         var spec = ContainerSpec(image: root, command: ["/"])
         spec.entrypoint = []
@@ -211,8 +217,7 @@ struct StepRunner {
     /// tree itself, under the destination's path.
     private func scratchFiles(_ instruction: Instruction, keyParts: [String], copy: PreparedCopy, staging: Staging,
                               state: inout State) async throws -> Bool {
-        let tree = staging.path + ".tree"
-        defer { try? FileManager.default.removeItem(atPath: tree) }
+        let tree = staging.area("tree")
         let target = tree + copy.directory
         try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
         for name in try FileManager.default.contentsOfDirectory(atPath: staging.path) {

@@ -58,11 +58,24 @@ public struct BuildContext: Sendable {
 
     /// Every entry the patterns leave in, parents before their children,
     /// sorted by path. A directory the patterns leave out is not entered
-    /// unless an exception may bring back something inside it.
+    /// unless an exception may bring back something inside it; then it is
+    /// listed when something is.
     public func entries() throws -> [Entry] {
         var entries: [Entry] = []
         try walk("", into: &entries)
-        return entries
+        // The directories above an entry an exception brought back are
+        // sent too, as Docker sends them, with their own metadata.
+        let listed = Set(entries.map(\.path))
+        var parents: Set<String> = []
+        for entry in entries {
+            var path = entry.path
+            while let slash = path.lastIndex(of: "/") {
+                path = String(path[..<slash])
+                guard !listed.contains(path), parents.insert(path).inserted else { break }
+            }
+        }
+        guard !parents.isEmpty else { return entries }
+        return (entries + parents.map { Entry(path: $0, kind: .directory) }).sorted { $0.path < $1.path }
     }
 
     private func walk(_ relative: String, into entries: inout [Entry]) throws {

@@ -45,6 +45,12 @@ public struct StateRoot: Hashable, Sendable, CustomStringConvertible {
     public var pods: String { path + "/pods" }
     /// `volumes/`: one directory per named volume, its data in `_data`.
     public var volumes: String { path + "/volumes" }
+    /// `build-staging/`: the scratch space of image builds' steps, each
+    /// named for the process that builds.
+    public var buildStaging: String { path + "/build-staging" }
+    /// `build-cache-mounts/`: the directories `RUN --mount=type=cache`
+    /// keeps between builds, emptied with the build cache.
+    public var buildCacheMounts: String { path + "/build-cache-mounts" }
     /// `lock`: taken shared by every operation and exclusive by garbage collection.
     public var lockFile: String { path + "/lock" }
 

@@ -1,5 +1,8 @@
 public import Foundation
 import GantryCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A layer a build wrote into the store: its blob and the digest of its
 /// uncompressed archive.
@@ -131,11 +134,13 @@ extension ImageStore {
     }
 
     /// Forgets the build steps last used before `date` (every one, when
-    /// nil), then removes what nothing else keeps, as ``prune()`` does.
+    /// nil, and the directories of `RUN --mount=type=cache` too), then
+    /// removes what nothing else keeps, as ``prune()`` does.
     @discardableResult
     public func pruneBuildCache(usedBefore date: Date? = nil) async throws -> BuildCachePruneReport {
         try await offload { _ in
             let entries = try self.database.removeBuildCacheEntries(usedBefore: date)
+            if date == nil, access(self.root.buildCacheMounts, F_OK) == 0 { try Sys.removeTree(self.root.buildCacheMounts) }
             return BuildCachePruneReport(entries: entries, freed: try self.collectGarbage())
         }
     }

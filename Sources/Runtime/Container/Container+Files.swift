@@ -1,6 +1,7 @@
 import Foundation
 import CGantrySystem
 import GantryCore
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -66,5 +67,22 @@ extension Container {
                 }
             }
         }
+    }
+
+    /// Whether `path` is a directory in the container's root file system
+    /// (a final symlink followed, within the root); false when it is
+    /// missing or something else.
+    public func isDirectory(_ path: String) async throws -> Bool {
+        let name = name
+        let found = Mutex(false)
+        try await blocking { [self] in
+            try withRootFileSystem(writable: false) { root in
+                if case .success(let fd) = FileTree.container(root, name).open(path, flags: GANTRY_O_PATH | O_DIRECTORY) {
+                    close(fd)
+                    found.withLock { $0 = true }
+                }
+            }
+        }
+        return found.withLock { $0 }
     }
 }

@@ -152,8 +152,7 @@ extension ContainerRuntime {
         }
         for name in names where name.hasPrefix(Self.stagingPrefix) {
             // ID-PID-START: nothing but the marker was made for it.
-            let fields = name.dropFirst(Self.stagingPrefix.count).split(separator: "-")
-            guard fields.count == 3, let pid = Int32(fields[1]), let start = UInt64(fields[2]), !Self.isAlive(pid: pid, startTime: start) else { continue }
+            guard ProcessMark.hasEnded(name.dropFirst(Self.stagingPrefix.count)) == true else { continue }
             try? removeTree(directory + "/" + name, mapping: userNamespace)
         }
         for id in names where id.count == 64 && id.allSatisfy(\.isHexDigit) {

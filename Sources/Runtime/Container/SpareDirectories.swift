@@ -101,8 +101,6 @@ final class SpareDirectories: Sendable {
     /// that has ended (to be removed by recovery).
     static func isLeftover(_ name: String) -> Bool {
         guard name.hasPrefix(prefix) else { return false }
-        let fields = name.dropFirst(prefix.count).split(separator: "-")
-        guard fields.count == 3, let pid = Int32(fields[1]), let start = UInt64(fields[2]) else { return true }
-        return !ContainerRuntime.isAlive(pid: pid, startTime: start)
+        return ProcessMark.hasEnded(name.dropFirst(prefix.count)) ?? true
     }
 }

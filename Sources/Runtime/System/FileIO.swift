@@ -118,16 +118,13 @@ enum FileIO {
     /// exists already.
     static func createRecordDirectory(_ name: String, in directory: String, mode: mode_t, _ fill: (_ staging: String) throws -> Void) throws -> Bool {
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where entry.hasPrefix(".new-") {
-            let fields = entry.split(separator: "-")
-            guard fields.count >= 4, let pid = Int32(fields[fields.count - 2]), let start = UInt64(fields[fields.count - 1]),
-                  !ContainerRuntime.isAlive(pid: pid, startTime: start) else { continue }
+            guard ProcessMark.hasEnded(entry) == true else { continue }
             try? Sys.removeTree(directory + "/" + entry)
         }
         // Random, so that two creations of one name at once in this process
         // do not share it (the rename decides which one makes the name).
-        let pid = getpid()
         var generator = SystemRandomNumberGenerator()
-        let staging = directory + "/.new-\(name)-\(String(generator.next() as UInt64, radix: 16))-\(pid)-\(processStartTime(pid) ?? 0)"
+        let staging = directory + "/.new-\(name)-\(String(generator.next() as UInt64, radix: 16))-\(ProcessMark.current)"
         guard mkdir(staging, mode) == 0 else { throw RuntimeError(.systemCall, "cannot create \(staging)", underlying: Sys.errno) }
         do {
             try fill(staging)

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Build benchmark: one Dockerfile and context built by `gantry build` and by
+# `buildah bud` (with runc, and with its chroot isolation) from the same
+# busybox base image, measured in the same run with hyperfine.
+#
+#   sudo Benchmarks/build.sh [--runs N]
+#
+# - cold: every step runs (`--no-cache` for both), the base image present.
+# - cached: nothing changed since the last build; every step is taken from
+#   the cache (Gantry's build cache, buildah's `--layers`).
+# The Dockerfile copies a context of 200 small files, runs two steps that
+# read them and write more, sets its configuration and copies one more file
+# in: what a service's image build looks like, without a package manager.
+#
+# GANTRY_BENCH_KEEP=1 leaves the work directory (/tmp/gantry-build-bench).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runs=10
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --runs) runs="$2"; shift 2 ;;
+        *) echo "usage: $0 [--runs N]" >&2; exit 2 ;;
+    esac
+done
+[ "$(id -u)" -eq 0 ] || { echo "the benchmark needs root (buildah's storage, overlay mounts)" >&2; exit 1; }
+for tool in buildah runc hyperfine python3; do
+    command -v "$tool" >/dev/null || { echo "missing $tool: run scripts/setup.sh" >&2; exit 1; }
+done
+source Benchmarks/lib/busybox.sh
+source Benchmarks/lib/bookworm.sh
+
+work="/tmp/gantry-build-bench"
+buildah=(buildah --root "$work/buildah" --runroot "$work/buildah-run" --storage-driver overlay)
+cleanup() {
+    "${buildah[@]}" rm -a >/dev/null 2>&1 || true
+    "${buildah[@]}" rmi -af >/dev/null 2>&1 || true
+    umount -R "$work/buildah" 2>/dev/null || true
+    rm -rf "$work"
+}
+rm -rf "$work" && mkdir -p "$work"
+trap cleanup EXIT
+[ -n "${GANTRY_BENCH_KEEP:-}" ] && trap - EXIT
+
+echo "== building gantry (release)"
+gantry="$(gantry_release)"
+
+echo "== base image, context and Dockerfile"
+busybox_rootfs "$work/rootfs" sh cat mkdir basename echo ls
+mkdir -p "$work/rootfs/root" && chmod 1777 "$work/rootfs/tmp"
+"$gantry" --root "$work/state" image import-rootfs "$work/rootfs" --name bench-base:1 >/dev/null
+"$gantry" --root "$work/state" image export-layout bench-base:1 "$work/base-layout:1" >/dev/null
+"${buildah[@]}" pull -q "oci:$work/base-layout:1" >/dev/null
+"${buildah[@]}" tag "$("${buildah[@]}" images -q | head -1)" localhost/bench-base:1
+context="$work/context"
+mkdir -p "$context/src"
+python3 - "$context/src" <<'PY'
+import os, sys
+for i in range(200):
+    with open(os.path.join(sys.argv[1], f"file-{i:03}.txt"), "w") as f:
+        f.write((f"line {i}\n") * 400)
+PY
+echo "setting=1" >"$context/config.txt"
+printf 'tmp/\n*.log\n' >"$context/.dockerignore"
+for base in bench-base:1 localhost/bench-base:1; do
+    file="$work/Dockerfile.$( [ "$base" = bench-base:1 ] && echo gantry || echo buildah)"
+    cat >"$file" <<EOF
+FROM $base
+ENV APP=/srv/app
+WORKDIR /srv/app
+COPY src/ ./src/
+RUN mkdir -p out && for f in src/*; do cat "\$f" "\$f" > "out/\$(basename "\$f").twice"; done
+RUN echo built > /srv/app/done && ls out | cat > /srv/app/index
+COPY config.txt /etc/app.conf
+EXPOSE 8080
+CMD ["sh", "-c", "cat /srv/app/done"]
+EOF
+done
+
+# buildah runs RUN steps with runc: crun refuses a hybrid cgroup host.
+g="$gantry --root $work/state build -q --network none -f $work/Dockerfile.gantry -t bench-app:1 $context"
+b="${buildah[*]} bud -q --runtime runc --network none -f $work/Dockerfile.buildah -t bench-app:1 $context"
+bc="${buildah[*]} bud -q --isolation chroot --network none -f $work/Dockerfile.buildah -t bench-app:1 $context"
+
+echo "== check: both images hold the same files"
+$g >/dev/null
+$b >/dev/null
+"$gantry" --root "$work/state" run --rm bench-app:1 sh -c 'cat /srv/app/index | wc -l; cat /etc/app.conf'
+"${buildah[@]}" from --name check localhost/bench-app:1 >/dev/null
+"${buildah[@]}" run --runtime runc check sh -c 'cat /srv/app/index | wc -l; cat /etc/app.conf'
+"${buildah[@]}" rm check >/dev/null
+
+echo "== cold: every step runs ($runs runs)"
+hyperfine --warmup 1 --runs "$runs" --export-json "$work/cold.json" \
+    -n gantry "$g --no-cache" -n "buildah (runc)" "$b --no-cache" -n "buildah (chroot)" "$bc --no-cache"
+
+echo "== cached: nothing changed ($runs runs)"
+$g >/dev/null
+$b --layers >/dev/null
+hyperfine --warmup 1 --runs "$runs" --export-json "$work/cached.json" \
+    -n gantry "$g" -n "buildah (runc)" "$b --layers" -n "buildah (chroot)" "$bc --layers"
+
+python3 - "$work" <<'PY'
+import json, sys
+for phase in ["cold", "cached"]:
+    results = {r["command"]: r for r in json.load(open(f"{sys.argv[1]}/{phase}.json"))["results"]}
+    gantry = results["gantry"]["median"]
+    line = f"{phase}: gantry {gantry * 1000:.0f} ms"
+    for peer in ["buildah (runc)", "buildah (chroot)"]:
+        median = results[peer]["median"]
+        line += f"; {peer} {median * 1000:.0f} ms ({gantry / median:.2f}x)"
+    print(line)
+PY
