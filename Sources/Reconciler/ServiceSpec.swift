@@ -1,4 +1,5 @@
 import Foundation
+import GantryCore
 public import Runtime
 
 /// A service: a number of identical replicas of one container template,
@@ -128,16 +129,6 @@ public struct RevisionTemplate: Hashable, Sendable, Codable {
         let data = (try? encoder.encode(self)) ?? Data()
         return String(stableHash(data), radix: 16)
     }
-}
-
-/// 64-bit FNV-1a: stable across processes, unlike `Hasher`.
-func stableHash(_ data: Data) -> UInt64 {
-    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-    for byte in data {
-        hash ^= UInt64(byte)
-        hash = hash &* 0x100_0000_01b3
-    }
-    return hash
 }
 
 /// The delays between restarts of a replica that keeps ending: at once the

@@ -23,7 +23,7 @@ struct PreparedCopy: Sendable {
 extension StepRunner {
     func prepareCopy(_ instruction: Instruction, expansion: VariableExpansion, state: State, staging: Staging) async throws -> PreparedCopy {
         let isAdd = instruction.keyword == "ADD"
-        let allowed: Set<String> = isAdd ? ["chown", "chmod", "link", "checksum", "keep-git-dir"] : ["from", "chown", "chmod", "link", "parents"]
+        let allowed: Set<String> = isAdd ? ["chown", "chmod", "link"] : ["from", "chown", "chmod", "link"]
         for flag in instruction.flags where !allowed.contains(flag.name) {
             throw BuildError(.instruction, "\(instruction.location): \(instruction.keyword) does not take --\(flag.name)")
         }

@@ -65,9 +65,7 @@ public struct StateRoot: Hashable, Sendable, CustomStringConvertible {
     /// file system the system empties at boot, so a pid file found there
     /// names a process of this boot.
     public var runtime: String {
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325  // FNV-1a
-        for byte in path.utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
-        let key = String(hash, radix: 16)
+        let key = String(stableHash(path.utf8), radix: 16)
         return Self.runtimeBase + "/" + String(repeating: "0", count: 16 - key.count) + key
     }
 

@@ -52,9 +52,7 @@ extension UserModeNetwork {
     /// bytes, too few for a container's ID in a run-time directory).
     static func apiSocket(_ pidFile: String) -> String {
         let slash = pidFile.lastIndex(of: "/").map { pidFile.index(after: $0) } ?? pidFile.startIndex
-        var hash: UInt64 = 0xCBF2_9CE4_8422_2325  // FNV-1a
-        for byte in pidFile[slash...].utf8 { hash = (hash ^ UInt64(byte)) &* 0x0000_0100_0000_01B3 }
-        return String(pidFile[..<slash]) + "slirp-" + String(hash, radix: 16) + ".sock"
+        return String(pidFile[..<slash]) + "slirp-" + String(stableHash(pidFile[slash...].utf8), radix: 16) + ".sock"
     }
 
     /// slirp4netns's arguments, run through a shell that waits until it is
