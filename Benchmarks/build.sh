@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build benchmark: one Dockerfile and context built by `gantry build` and by
-# `buildah bud` (with runc, and with its chroot isolation) from the same
+# `buildah bud` (with runc, and with its chroot isolation, which can only
+# use the host's network) from the same
 # busybox base image, measured in the same run with hyperfine.
 #
 #   sudo Benchmarks/build.sh [--runs N]
@@ -40,7 +41,7 @@ cleanup() {
 }
 rm -rf "$work" && mkdir -p "$work"
 trap cleanup EXIT
-[ -n "${GANTRY_BENCH_KEEP:-}" ] && trap - EXIT
+[ -z "${GANTRY_BENCH_KEEP:-}" ] || trap - EXIT
 
 echo "== building gantry (release)"
 gantry="$(gantry_release)"
@@ -78,13 +79,13 @@ EOF
 done
 
 # buildah runs RUN steps with runc: crun refuses a hybrid cgroup host.
-g="$gantry --root $work/state build -q --network none -f $work/Dockerfile.gantry -t bench-app:1 $context"
-b="${buildah[*]} bud -q --runtime runc --network none -f $work/Dockerfile.buildah -t bench-app:1 $context"
-bc="${buildah[*]} bud -q --isolation chroot --network none -f $work/Dockerfile.buildah -t bench-app:1 $context"
+g="$gantry --root $work/state build -q --network none -f $work/Dockerfile.gantry -t bench-app:1"
+b="${buildah[*]} bud -q --runtime runc --network none -f $work/Dockerfile.buildah -t bench-app:1"
+bc="${buildah[*]} bud -q --isolation chroot -f $work/Dockerfile.buildah -t bench-app:1"
 
 echo "== check: both images hold the same files"
-$g >/dev/null
-$b >/dev/null
+$g "$context" >/dev/null
+$b "$context" >/dev/null
 "$gantry" --root "$work/state" run --rm bench-app:1 sh -c 'cat /srv/app/index | wc -l; cat /etc/app.conf'
 "${buildah[@]}" from --name check localhost/bench-app:1 >/dev/null
 "${buildah[@]}" run --runtime runc check sh -c 'cat /srv/app/index | wc -l; cat /etc/app.conf'
@@ -92,13 +93,13 @@ $b >/dev/null
 
 echo "== cold: every step runs ($runs runs)"
 hyperfine --warmup 1 --runs "$runs" --export-json "$work/cold.json" \
-    -n gantry "$g --no-cache" -n "buildah (runc)" "$b --no-cache" -n "buildah (chroot)" "$bc --no-cache"
+    -n gantry "$g --no-cache $context" -n "buildah (runc)" "$b --no-cache $context" -n "buildah (chroot)" "$bc --no-cache $context"
 
 echo "== cached: nothing changed ($runs runs)"
-$g >/dev/null
-$b --layers >/dev/null
+$g "$context" >/dev/null
+$b --layers "$context" >/dev/null
 hyperfine --warmup 1 --runs "$runs" --export-json "$work/cached.json" \
-    -n gantry "$g" -n "buildah (runc)" "$b --layers" -n "buildah (chroot)" "$bc --layers"
+    -n gantry "$g $context" -n "buildah (runc)" "$b --layers $context" -n "buildah (chroot)" "$bc --layers $context"
 
 python3 - "$work" <<'PY'
 import json, sys

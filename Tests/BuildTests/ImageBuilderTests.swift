@@ -332,6 +332,16 @@ struct ImageBuilderTests {
             // Gantry's build, unpacked.
             try await ImageBuilder(runtime: runtime).build(context: context, options: BuildOptions(dockerfile: dir + "/Dockerfile.gantry", tags: ["ours:1"]))
             try await runtime.images.unpack("ours:1", into: dir + "/ours", keepingPrivileges: true)
+            // A container of it stands on snapshots the build made from its
+            // steps' upper directories: it sees what the layers hold.
+            let container = try await runtime.create(ContainerSpec(image: "ours:1", command: ["true"]))
+            try await container.copyOut("/.", to: dir + "/seen", options: CopyOptions(keepOwners: true))
+            try await container.remove()
+            let seen = try tree(dir + "/seen")
+            let unpacked = try tree(dir + "/ours")
+            for path in Set(seen.keys).union(unpacked.keys).sorted() where seen[path] != unpacked[path] {
+                Issue.record("\(path): in a container \(seen[path] ?? "missing"), unpacked \(unpacked[path] ?? "missing")")
+            }
 
             // buildah's, from the same base, through an OCI layout back into the store.
             try await runtime.images.exportLayout("busybox:test", to: dir + "/base", tag: "1")

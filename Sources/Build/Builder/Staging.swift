@@ -115,13 +115,34 @@ struct Staging: Sendable {
         utimensat(AT_FDCWD, destination, &times, AT_SYMLINK_NOFOLLOW)
     }
 
-    /// Gives everything under `root` (not `root` itself) to `owner`, and
-    /// `mode` when given; an ordinary user's files stay theirs, which the
-    /// container sees as its root's.
-    static func setOwners(_ root: String, owner: (uid: UInt32, gid: UInt32), mode: UInt32?) throws {
-        let enumerator = FileManager.default.enumerator(atPath: root)
-        while let relative = enumerator?.nextObject() as? String {
-            let path = root + "/" + relative
+    /// Copies what `listing` names into `root` (parents made as needed,
+    /// modes and times kept, directories' times last), then gives it to
+    /// `owner` and `mode` (when given); an ordinary user's files stay
+    /// theirs, which the container sees as its root's.
+    static func place(_ listing: [CopyEntry], into root: String, owner: (uid: UInt32, gid: UInt32), mode: UInt32?) throws {
+        var directories: [(String, String)] = []
+        for entry in listing {
+            let target = root + "/" + entry.target
+            let parent = (target as NSString).deletingLastPathComponent
+            if access(parent, F_OK) != 0 { try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true) }
+            var status = stat()
+            let found = entry.followsLink ? stat(entry.source, &status) : lstat(entry.source, &status)
+            guard found == 0 else { throw BuildError(.context, "cannot read \(entry.source)", underlying: Errno(rawValue: errno)) }
+            if status.st_mode & S_IFMT == S_IFDIR {
+                if mkdir(target, 0o700) != 0, errno != EEXIST {
+                    throw BuildError(.context, "cannot make \(target)", underlying: Errno(rawValue: errno))
+                }
+                chmod(target, status.st_mode & 0o7777)
+                directories.append((entry.source, target))
+            } else if entry.followsLink {
+                try copyFile(entry.source, to: target)
+            } else {
+                try copyEntry(entry.source, to: target)
+            }
+        }
+        for (from, to) in directories.reversed() { copyTimes(from, to) }
+        for entry in listing {
+            let path = root + "/" + entry.target
             var status = stat()
             guard lstat(path, &status) == 0 else { continue }
             if geteuid() == 0, lchown(path, owner.uid, owner.gid) != 0 {
@@ -133,29 +154,25 @@ struct Staging: Sendable {
         }
     }
 
-    /// The cache key's view of a tree or file: each entry's path, kind,
-    /// mode, owner, link target and content digest, in path order.
-    static func fingerprint(_ root: String) throws -> [String] {
-        var parts: [String] = []
-        var status = stat()
-        guard lstat(root, &status) == 0 else { return ["missing"] }
-        var paths = [""]
-        if status.st_mode & S_IFMT == S_IFDIR {
-            paths += ((FileManager.default.enumerator(atPath: root)?.allObjects as? [String]) ?? []).sorted()
-        }
-        for relative in paths {
-            let path = relative.isEmpty ? root : root + "/" + relative
-            guard lstat(path, &status) == 0 else { continue }
-            var line = "\(relative) \(String(status.st_mode, radix: 8)) \(status.st_uid):\(status.st_gid)"
-            switch status.st_mode & S_IFMT {
-            case S_IFLNK: line += " -> " + ((try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? "")
-            case S_IFREG: line += " " + (try digest(path)).description
+    /// The cache key's view of what `listing` places: each entry's path,
+    /// kind and mode (`mode` applied), owner, link target and content
+    /// digest, in path order, read from the sources.
+    static func fingerprint(_ listing: [CopyEntry], owner: (uid: UInt32, gid: UInt32)?, mode: UInt32?) throws -> [String] {
+        try listing.sorted { $0.target < $1.target }.map { entry in
+            var status = stat()
+            let found = entry.followsLink ? stat(entry.source, &status) : lstat(entry.source, &status)
+            guard found == 0 else { throw BuildError(.context, "cannot read \(entry.source)", underlying: Errno(rawValue: errno)) }
+            let kind = status.st_mode & S_IFMT
+            let permissions = (mode.map { mode_t($0) } ?? status.st_mode & 0o7777)
+            let shownOwner = owner.map { "\($0.uid):\($0.gid)" } ?? "\(status.st_uid):\(status.st_gid)"
+            var line = "\(entry.target) \(String(kind, radix: 8)) \(String(kind == S_IFLNK ? 0o777 : permissions, radix: 8)) \(shownOwner)"
+            switch kind {
+            case S_IFLNK: line += " -> " + ((try? FileManager.default.destinationOfSymbolicLink(atPath: entry.source)) ?? "")
+            case S_IFREG: line += " " + (try digest(entry.source)).description
             default: break
             }
-            if relative.isEmpty, status.st_mode & S_IFMT == S_IFDIR { continue }
-            parts.append(line)
+            return line
         }
-        return parts
     }
 
     private static func digest(_ path: String) throws -> Digest {

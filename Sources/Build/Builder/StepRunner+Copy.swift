@@ -6,18 +6,30 @@ import Runtime
 import Glibc
 #endif
 
-/// What a `COPY` or `ADD` places, staged on the host: the directory it
-/// goes into, its owner, archives to extract there, and its cache key's
-/// parts (the staged files' content and metadata).
+/// What a `COPY` or `ADD` places: the directory it goes into, the entries
+/// to stage there (with their owner and mode), archives to extract there,
+/// and its cache key's parts (the entries' content and metadata, read from
+/// the sources, so that a cached step copies nothing).
 struct PreparedCopy: Sendable {
     var directory: String
     var owner: (uid: UInt32, gid: UInt32)?
+    var mode: UInt32?
+    /// What goes into `directory`, parents before children.
+    var listing: [CopyEntry]
     var archives: [String]
     var keyParts: [String]
     /// For one file copied to a path not ending in `/`: its staged name
     /// (the path's last component) and its own; when the path is an
     /// existing directory, the file goes into it under its own name.
     var file: (staged: String, source: String)?
+}
+
+/// One entry a copy places: its path under the directory the copy goes
+/// into, and its source (a symlink followed only for a source named as such).
+struct CopyEntry: Sendable {
+    var target: String
+    var source: String
+    var followsLink: Bool
 }
 
 extension StepRunner {
@@ -94,22 +106,22 @@ extension StepRunner {
             || items.contains { $0.isDirectory } || !archives.isEmpty
         let directory: String
         var file: (staged: String, source: String)?
+        var listing: [CopyEntry] = []
         if intoDirectory {
             directory = destination
             for item in items {
-                try copyTree(item.path, to: item.isDirectory ? staging.path : staging.path + "/" + item.name, entries: item.isDirectory ? entries : nil)
+                listing += try self.listing(item.path, as: item.isDirectory ? "" : item.name, entries: item.isDirectory ? entries : nil)
             }
         } else {
             directory = destination == "/" ? "/" : (destination as NSString).deletingLastPathComponent
             let staged = (destination as NSString).lastPathComponent
-            try copyTree(items[0].path, to: staging.path + "/" + staged, entries: nil)
+            listing = try self.listing(items[0].path, as: staged, entries: nil)
             file = (staged, items[0].name)
         }
-        try Staging.setOwners(staging.path, owner: owner ?? (0, 0), mode: mode)
-        var keyParts = ["into " + directory, "owner \(owner.map { "\($0.uid):\($0.gid)" } ?? "-")"]
-        keyParts += try Staging.fingerprint(staging.path)
-        for archive in archives { keyParts += try Staging.fingerprint(archive) }
-        return PreparedCopy(directory: directory, owner: owner, archives: archives, keyParts: keyParts, file: file)
+        var keyParts = ["into " + directory, "owner \(owner.map { "\($0.uid):\($0.gid)" } ?? "-")", "mode \(mode.map { String($0, radix: 8) } ?? "-")"]
+        keyParts += try Staging.fingerprint(listing, owner: owner ?? (0, 0), mode: mode)
+        for archive in archives { keyParts += try Staging.fingerprint([CopyEntry(target: "", source: archive, followsLink: true)], owner: nil, mode: nil) }
+        return PreparedCopy(directory: directory, owner: owner, mode: mode, listing: listing, archives: archives, keyParts: keyParts, file: file)
     }
 
     /// The context's entries a source names (a path, or a pattern with
@@ -136,46 +148,32 @@ extension StepRunner {
         }
     }
 
-    /// Copies `source` (a file, a symlink, or a directory whose contents
-    /// go into `destination`) to the staging tree, keeping modes and times;
-    /// entries of the context the ignore file leaves out are not copied.
-    private func copyTree(_ source: String, to destination: String, entries: [BuildContext.Entry]?) throws {
+    /// The entries copying `source` places: the file itself as `name`
+    /// (a symlink followed), or a directory's contents (under `name`, when
+    /// not empty), without what the ignore file leaves out of the context.
+    private func listing(_ source: String, as name: String, entries: [BuildContext.Entry]?) throws -> [CopyEntry] {
         let context = stage.run.context
         let prefix = context.directory + "/"
         var status = stat()
         guard stat(source, &status) == 0 else {
             throw BuildError(.context, "cannot read \(source)", underlying: Errno(rawValue: errno))
         }
-        if status.st_mode & S_IFMT != S_IFDIR {
-            try Staging.copyFile(source, to: destination)
-            return
-        }
-        try FileManager.default.createDirectory(atPath: destination, withIntermediateDirectories: true)
-        chmod(destination, status.st_mode & 0o7777)
-        var directories: [(String, String)] = [(source, destination)]
+        guard status.st_mode & S_IFMT == S_IFDIR else { return [CopyEntry(target: name, source: source, followsLink: true)] }
+        var listing = name.isEmpty ? [] : [CopyEntry(target: name, source: source, followsLink: true)]
+        func target(_ tail: String) -> String { name.isEmpty ? tail : name + "/" + tail }
         if let entries, source.hasPrefix(prefix) || source == context.directory {
             let relative = source == context.directory ? "" : String(source.dropFirst(prefix.count))
             for entry in entries where relative.isEmpty || entry.path.hasPrefix(relative + "/") {
                 let tail = relative.isEmpty ? entry.path : String(entry.path.dropFirst(relative.count + 1))
-                let target = destination + "/" + tail
-                // An exception may bring back a file whose directory is left out.
-                let parent = (target as NSString).deletingLastPathComponent
-                if access(parent, F_OK) != 0 { try FileManager.default.createDirectory(atPath: parent, withIntermediateDirectories: true) }
-                try Staging.copyEntry(context.directory + "/" + entry.path, to: target)
-                if entry.kind == .directory { directories.append((context.directory + "/" + entry.path, target)) }
+                listing.append(CopyEntry(target: target(tail), source: context.directory + "/" + entry.path, followsLink: false))
             }
         } else {
             let enumerator = FileManager.default.enumerator(atPath: source)
             while let relative = enumerator?.nextObject() as? String {
-                try Staging.copyEntry(source + "/" + relative, to: destination + "/" + relative)
-                var entry = stat()
-                if lstat(source + "/" + relative, &entry) == 0, entry.st_mode & S_IFMT == S_IFDIR {
-                    directories.append((source + "/" + relative, destination + "/" + relative))
-                }
+                listing.append(CopyEntry(target: target(relative), source: source + "/" + relative, followsLink: false))
             }
         }
-        // Directories' times last: filling them changed them.
-        for (from, to) in directories.reversed() { Staging.copyTimes(from, to) }
+        return listing
     }
 
     /// Copies `path` of a stage or an image to the host path `destination`.

@@ -156,8 +156,10 @@ struct StepRunner {
             let copy = try await prepareCopy(instruction, expansion: expansion, state: state, staging: staging)
             keyParts += copy.keyParts
             let (destination, owner, archives, file) = (copy.directory, copy.owner, copy.archives, copy.file)
+            let (listing, mode) = (copy.listing, copy.mode)
             let source = staging.path
             work = { container in
+                try await offload { _ in try Staging.place(listing, into: source, owner: owner ?? (0, 0), mode: mode) }
                 try await container.makeDirectories(destination, owner: owner)
                 if let file, try await container.isDirectory(destination + "/" + file.staged) {
                     // COPY a.txt /app, where /app is a directory: /app/a.txt.
@@ -203,7 +205,11 @@ struct StepRunner {
         let layer: BuiltLayer
         do {
             try await work(container)
-            layer = try await container.writeChanges(latestModification: options.timestamp)
+            // The upper directory becomes the layer's snapshot, unless the
+            // layer's times are clamped: then the snapshot is unpacked from
+            // the layer, so that containers see the times the image has.
+            layer = try await container.writeChanges(latestModification: options.timestamp,
+                                                     snapshotAbove: options.timestamp == nil ? state.layers : nil)
         } catch {
             try? await container.remove(force: true)
             throw error
@@ -217,6 +223,9 @@ struct StepRunner {
     /// tree itself, under the destination's path.
     private func scratchFiles(_ instruction: Instruction, keyParts: [String], copy: PreparedCopy, staging: Staging,
                               state: inout State) async throws -> Bool {
+        let key = StageBuilder.hash(keyParts)
+        if try await reuse(key, instruction, state: &state) { return true }
+        try await offload { _ in try Staging.place(copy.listing, into: staging.path, owner: copy.owner ?? (0, 0), mode: copy.mode) }
         let tree = staging.area("tree")
         let target = tree + copy.directory
         try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
@@ -233,6 +242,7 @@ struct StepRunner {
         let key = StageBuilder.hash(keyParts)
         if try await reuse(key, instruction, state: &state) { return true }
         let layer = try await stage.store.writeLayer(from: tree, latestModification: options.timestamp)
+        if layer.entries != 0, options.timestamp == nil { try await stage.store.adoptSnapshot(tree, layers: state.layers + [layer]) }
         try await commit(layer, key: key, instruction, state: &state)
         return false
     }

@@ -14,12 +14,15 @@ public struct BuiltLayer: Hashable, Sendable {
     /// The number of entries in the archive, when the layer was just
     /// written (0: nothing changed); nil for a layer taken from an image.
     public var entries: Int?
+    /// The size of the uncompressed archive, when the layer was just written.
+    public var uncompressedSize: Int64?
 
     /// A layer.
-    public init(descriptor: Descriptor, diffID: Digest, entries: Int? = nil) {
+    public init(descriptor: Descriptor, diffID: Digest, entries: Int? = nil, uncompressedSize: Int64? = nil) {
         self.descriptor = descriptor
         self.diffID = diffID
         self.entries = entries
+        self.uncompressedSize = uncompressedSize
     }
 }
 
@@ -49,8 +52,9 @@ extension ImageStore {
                                              overlayUpper: overlayUpper,
                                              latestModification: latestModification.map { Int64($0.timeIntervalSince1970.rounded(.down)) })
                 let diffID: Digest
+                let uncompressed: Int64
                 do {
-                    diffID = try writer.write().diffID
+                    (diffID, uncompressed) = try writer.write()
                 } catch {
                     blob.cancel()
                     throw error
@@ -61,7 +65,7 @@ extension ImageStore {
                 }
                 let (digest, size) = try blob.commit()
                 return BuiltLayer(descriptor: Descriptor(mediaType: .ociLayerGzip, digest: digest, size: size), diffID: diffID,
-                                  entries: writer.entries)
+                                  entries: writer.entries, uncompressedSize: uncompressed)
             }
         }
     }
@@ -117,6 +121,32 @@ extension ImageStore {
                     record = try Self.unnamedRecord(descriptor)
                 }
                 return ResolvedImage(record: record, manifestDescriptor: descriptor, manifest: manifest, configuration: configuration, platforms: nil)
+            }
+        }
+    }
+
+    /// Makes `directory` the snapshot of the top layer of `layers`, moving
+    /// it into the store, so that containers of an image with these layers
+    /// need not unpack that layer. `directory` must hold exactly that
+    /// layer's files in overlay's format (whiteouts as character devices
+    /// 0/0, opaque directories marked, owners as the store keeps them):
+    /// the upper directory of a container of the layers below, or a tree
+    /// without removals. When the snapshot exists already, `directory` is
+    /// removed instead.
+    public func adoptSnapshot(_ directory: String, layers: [BuiltLayer]) async throws {
+        guard let layer = layers.last else { return }
+        try await offload { _ in
+            try self.lock.withLock(.shared) {
+                let chainIDs = Snapshotter.chainIDs(layers.map(\.diffID))
+                let chainID = chainIDs[chainIDs.count - 1]
+                let target = Snapshotter.directory(for: chainID, in: self.root)
+                if Sys.lstat(target) == nil, rename(directory, target) != 0 {
+                    let error = Sys.errno
+                    guard error == .directoryNotEmpty || error == .fileExists else { throw SystemCallError("rename", target, error) }
+                }
+                if Sys.lstat(directory) != nil { try removeTree(directory, mapping: self.userNamespace) }
+                try self.database.addSnapshot(chainID: chainID, parent: chainIDs.count > 1 ? chainIDs[chainIDs.count - 2] : nil,
+                                              diffID: layer.diffID, size: layer.uncompressedSize ?? 0)
             }
         }
     }

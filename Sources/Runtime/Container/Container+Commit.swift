@@ -15,11 +15,17 @@ extension Container {
     /// The container must not be running: a created or stopped one is read
     /// while no overlay is mounted over its upper directory.
     ///
-    /// - Parameter latestModification: Modification times after this are
-    ///   written as it, for a reproducible layer.
+    /// - Parameters:
+    ///   - latestModification: Modification times after this are written
+    ///     as it, for a reproducible layer.
+    ///   - snapshotAbove: The layers of the container's image, when the
+    ///     upper directory is to become the new layer's snapshot in the
+    ///     store (so that containers of an image with these layers and the
+    ///     new one need not unpack it). The container's changes then leave
+    ///     it: for a container about to be removed, as a build's are.
     /// - Throws: ``RuntimeError`` (`invalidState`) for a running container
     ///   or one whose root is a directory rather than an image.
-    public func writeChanges(latestModification: Date? = nil) async throws -> BuiltLayer {
+    public func writeChanges(latestModification: Date? = nil, snapshotAbove base: [BuiltLayer]? = nil) async throws -> BuiltLayer {
         let record = try record
         guard record.usesOverlay else {
             throw RuntimeError(.invalidState, "container \(name) runs on a directory, not an image: its changes are not kept apart from what was there")
@@ -33,8 +39,18 @@ extension Container {
         // A container that just ended is still taking its overlay down.
         let lock = try await offload { _ in try self.lockOverlay(what: "write the changes of", waiting: .seconds(30)) }
         defer { close(lock) }
-        return try await runtime.images.writeLayer(from: runtime.containerDirectory(id) + "/upper", overlayUpper: true,
-                                                   latestModification: latestModification)
+        let upper = runtime.containerDirectory(id) + "/upper"
+        let layer = try await runtime.images.writeLayer(from: upper, overlayUpper: true, latestModification: latestModification)
+        if let base, layer.entries != 0 {
+            var status = stat()
+            guard lstat(upper, &status) == 0 else { throw RuntimeError(.systemCall, "cannot inspect \(upper)", underlying: Sys.errno) }
+            try await runtime.images.adoptSnapshot(upper, layers: base + [layer])
+            // An empty upper directory, as it was made, for the container's removal.
+            guard mkdir(upper, status.st_mode & 0o7777) == 0, chown(upper, status.st_uid, status.st_gid) == 0 else {
+                throw RuntimeError(.systemCall, "cannot make \(upper) again", underlying: Sys.errno)
+            }
+        }
+        return layer
     }
 
     /// Makes an image of the container, as `docker commit` does: its
