@@ -366,4 +366,28 @@ struct ImageBuilderTests {
             for image in ["ours:1", "theirs:1"] { try await runtime.images.remove(image) }
         }
     }
+
+    @Test func aWorkingImageIsBuiltStepByStepFromSwift() async throws {
+        try await withBusyboxRuntime("build-working", applets: ["mkdir"]) { runtime, dir in
+            try "{\"mode\": 1}\n".write(toFile: dir + "/config.json", atomically: false, encoding: .utf8)
+            var image = try await WorkingImage(from: "busybox:test", runtime: runtime)
+            try await image.run(["sh", "-c", "mkdir -p /srv && echo ready > /srv/state"])
+            try await image.run(["true"])  // changes nothing: no layer
+            try await image.copy(dir + "/config.json", to: "/srv/conf/config.json")
+            image.configuration.cmd = ["cat", "/srv/state", "/srv/conf/config.json"]
+            image.configuration.env = (image.configuration.env ?? []) + ["MODE=worker"]
+            let failing = await #expect(throws: BuildError.self) { try await image.run(["sh", "-c", "echo nope; exit 4"]) }
+            #expect(failing?.code == .stepFailed && failing?.message.contains("nope") == true)
+            let made = try await image.commit(as: "worker:1")
+            #expect(made.manifest.layers.count == 3)
+            #expect(made.configuration.config?.env?.contains("MODE=worker") == true)
+            var spec = ContainerSpec(image: "worker:1")
+            spec.entrypoint = nil
+            let result = try await runtime.run(spec, input: [UInt8]())
+            #expect(String(decoding: result.stdout, as: UTF8.self) == "ready\n{\"mode\": 1}\n")
+            // The steps' cache entries went with the commit.
+            #expect(try await runtime.images.pruneBuildCache().entries == 0)
+            try await runtime.images.remove("worker:1")
+        }
+    }
 }

@@ -194,3 +194,10 @@ public func makeBusyboxRootfs(_ directory: String, applets: [String] = []) throw
     try write("root:x:0:\nnogroup:x:65534:\n", to: directory + "/etc/group")
     chmod(directory + "/tmp", 0o1777)
 }
+
+/// Removes the (empty) cgroup parent the CLI tests use, in every hierarchy.
+public func removeCLICgroupParent(_ parent: String) {
+    for hierarchy in ["memory", "pids", "cpu", "cpuacct", "freezer", "cpuset", "blkio", "devices", "unified", ""] {
+        rmdir("/sys/fs/cgroup/\(hierarchy)/\(parent)")
+    }
+}

@@ -222,3 +222,11 @@ func buildingGuide(gantry: Gantry) async throws {
     }
     print(result.image.manifestDescriptor.digest, result.steps.filter(\.cached).count)
 }
+
+func buildingGuideStepByStep(gantry: Gantry) async throws {
+    var image = try await WorkingImage(from: "busybox:1.36", runtime: try gantry.containers)
+    try await image.run(["sh", "-c", "mkdir -p /srv && echo ready > /srv/state"])
+    try await image.copy("./config.json", to: "/srv/config.json")
+    image.configuration.cmd = ["cat", "/srv/state"]
+    try await image.commit(as: "worker:1")
+}

@@ -170,10 +170,3 @@ import Testing
         }
     }
 }
-
-/// Removes the (empty) cgroup parent the CLI tests use, in every hierarchy.
-func removeCLICgroupParent(_ parent: String) {
-    for hierarchy in ["memory", "pids", "cpu", "cpuacct", "freezer", "cpuset", "blkio", "devices", "unified", ""] {
-        rmdir("/sys/fs/cgroup/\(hierarchy)/\(parent)")
-    }
-}

@@ -49,11 +49,13 @@ struct StageBuilder {
                           key: Self.hash(["stage", built.image.manifestDescriptor.digest.description]),
                           root: built.layers.isEmpty ? nil : built.image.manifestDescriptor.digest.description)
         } else {
+            // Containers of the steps name it by its name: an index's
+            // digest is not that of the platform's manifest.
             let image = try await resolve(base, platform: platform, at: stage.from)
             let layers = zip(image.manifest.layers, image.configuration.rootfs.diffIDs).map { BuiltLayer(descriptor: $0, diffID: $1) }
             state = State(configuration: image.configuration, layers: layers,
                           key: Self.hash(["image", image.manifestDescriptor.digest.description]),
-                          root: layers.isEmpty ? nil : image.manifestDescriptor.digest.description)
+                          root: layers.isEmpty ? nil : image.record.reference.description)
         }
         // What the base recorded for the images built on it runs now, and is not inherited.
         let triggers = state.configuration.config?.onBuild ?? []

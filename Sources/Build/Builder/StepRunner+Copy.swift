@@ -182,7 +182,7 @@ extension StepRunner {
         if let index = stage.run.stageIndex(named: from, before: stage.index) {
             image = try await stage.run.stage(index).image.manifestDescriptor.digest.description
         } else {
-            image = try await stage.resolve(from, platform: options.platform, at: instruction).manifestDescriptor.digest.description
+            image = try await stage.resolve(from, platform: options.platform, at: instruction).record.reference.description
         }
         var spec = ContainerSpec(image: image, command: ["/"])
         spec.entrypoint = []

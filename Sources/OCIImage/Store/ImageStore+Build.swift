@@ -175,6 +175,13 @@ extension ImageStore {
         }
     }
 
+    /// Forgets the build cache entries with these keys (what they kept
+    /// goes with the next prune unless something else keeps it).
+    public func forgetBuildSteps(_ keys: [String]) async throws {
+        guard !keys.isEmpty else { return }
+        try await offload { _ in try self.database.removeBuildCacheEntries(keys: keys) }
+    }
+
     /// The number of blobs an image has when all are present: the manifest,
     /// its configuration and its layers.
     private func reachableCount(_ descriptor: Descriptor) throws -> Int {

@@ -245,6 +245,13 @@ struct MetadataDatabase: Sendable {
         }
     }
 
+    /// Forgets the cached steps with these keys.
+    func removeBuildCacheEntries(keys: [String]) throws {
+        try pool.write { db in
+            for key in keys { try db.execute(sql: "DELETE FROM buildCache WHERE key = ?", arguments: [key]) }
+        }
+    }
+
     /// Forgets cached steps last used before `date` (all, when nil). Returns how many.
     @discardableResult
     func removeBuildCacheEntries(usedBefore date: Date?) throws -> Int {

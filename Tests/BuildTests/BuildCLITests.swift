@@ -1,0 +1,59 @@
+import Foundation
+import GantryTestSupport
+import Testing
+
+/// `gantry build` as users run it: a process of its own per build.
+@Suite(.requiresRoot) struct BuildCLITests {
+    let binary = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("gantry").path
+
+    func gantry(_ root: String, _ arguments: [String], environment: [String: String] = [:]) async throws -> (status: Int32, output: String, error: String) {
+        try #require(FileManager.default.isExecutableFile(atPath: binary), "build the gantry product first (swift build)")
+        return try await runWithStatus(binary, ["--root", root] + arguments,
+                                       environment: ["GANTRY_CGROUP_PARENT": "gantry-build-cli-test"].merging(environment) { $1 })
+    }
+
+    @Test func buildTagRunAndWriteALayoutFromTheCommandLine() async throws {
+        try await withTemporaryDirectory("cli-build") { dir in
+            let root = dir + "/state"
+            defer { removeCLICgroupParent("gantry-build-cli-test") }
+            try makeBusyboxRootfs(dir + "/rootfs")
+            #expect(try await gantry(root, ["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
+            let context = dir + "/context"
+            try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
+            try "hello\n".write(toFile: context + "/greeting.txt", atomically: false, encoding: .utf8)
+            try """
+            FROM bb:1
+            ARG WHO=nobody
+            COPY greeting.txt /srv/
+            RUN echo "for $WHO" >> /srv/greeting.txt
+            CMD ["cat", "/srv/greeting.txt"]
+            """.write(toFile: context + "/Containerfile", atomically: false, encoding: .utf8)
+
+            let built = try await gantry(root, ["build", "-t", "app:1", "--build-arg", "WHO=you", "--output", "type=oci,dest=\(dir)/layout,tag=v1", context],
+                                         environment: ["SOURCE_DATE_EPOCH": "1700000000"])
+            #expect(built.status == 0, "\(built.error)")
+            #expect(built.output.contains("[0 4/5] RUN echo"), "\(built.output)")
+            #expect(built.output.contains("built sha256:") && built.output.contains("as app:1"), "\(built.output)")
+            #expect(try await gantry(root, ["run", "--rm", "app:1"]).output == "hello\nfor you\n")
+
+            // The layout is one skopeo reads, with the image's configuration.
+            let inspected = try await runWithStatus("skopeo", ["inspect", "--config", "oci:\(dir)/layout:v1"])
+            #expect(inspected.status == 0, "\(inspected.error)")
+            #expect(inspected.output.contains("\"created\": \"2023-11-14T22:13:20Z\""), "\(inspected.output)")
+
+            // Again: every step cached, the same digest; -q prints only it.
+            let again = try await gantry(root, ["build", "-q", "-t", "app:1", "--build-arg", "WHO=you", context], environment: ["SOURCE_DATE_EPOCH": "1700000000"])
+            #expect(again.status == 0 && built.output.contains(again.output.trimmingCharacters(in: .whitespacesAndNewlines)), "\(again.output)")
+
+            // Bad input is named: a missing file, a bad instruction.
+            try "FROM bb:1\nCOPY nowhere.txt /\n".write(toFile: context + "/Containerfile", atomically: false, encoding: .utf8)
+            let missing = try await gantry(root, ["build", context])
+            #expect(missing.status == 1 && missing.error.contains("Containerfile:2") && missing.error.contains("nowhere.txt"), "\(missing.error)")
+            try "FROM bb:1\nFETCH something\n".write(toFile: context + "/Containerfile", atomically: false, encoding: .utf8)
+            let unknown = try await gantry(root, ["build", context])
+            #expect(unknown.status == 1 && unknown.error.contains("FETCH"), "\(unknown.error)")
+            #expect(try await gantry(root, ["ps", "-a", "-q"]).output.isEmpty)
+            #expect(try await gantry(root, ["image", "prune", "--build-cache"]).status == 0)
+        }
+    }
+}
