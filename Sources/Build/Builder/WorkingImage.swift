@@ -6,7 +6,7 @@ import GantryCore
 /// An image under construction, step by step from Swift, as Buildah's
 /// `from`, `run`, `copy`, `config` and `commit` make one: each `run` and
 /// `copy` adds a layer with what it changed (none when nothing did), the
-/// configuration is set directly, and ``commit(as:)`` writes the image.
+/// configuration is set directly, and ``commit(as:created:)`` writes the image.
 ///
 /// ```swift
 /// var image = try await WorkingImage(from: "busybox:test", runtime: runtime)
@@ -19,7 +19,7 @@ import GantryCore
 ///
 /// Until it is committed, what it made is kept in the store as build cache
 /// entries (so that a prune meanwhile does not take it), forgotten by the
-/// commit or by ``ImageStore/pruneBuildCache(usedBefore:)``.
+/// commit or by the store's `pruneBuildCache(usedBefore:)`.
 public struct WorkingImage: Sendable {
     /// The runtime whose containers run the steps.
     public let runtime: ContainerRuntime
@@ -67,6 +67,10 @@ public struct WorkingImage: Sendable {
     /// given, and keeps what it changed as a layer.
     ///
     /// - Parameters:
+    ///   - command: The program and its arguments.
+    ///   - environment: The environment; by default the configuration's.
+    ///   - workingDirectory: The working directory; by default the configuration's.
+    ///   - user: The user; by default the configuration's.
     ///   - network: The host's network, or none (the default).
     ///   - output: Receives what the command writes.
     /// - Throws: ``BuildError`` (`stepFailed`) with the exit and the last

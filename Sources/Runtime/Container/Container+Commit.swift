@@ -18,7 +18,7 @@ extension Container {
     /// - Parameters:
     ///   - latestModification: Modification times after this are written
     ///     as it, for a reproducible layer.
-    ///   - snapshotAbove: The layers of the container's image, when the
+    ///   - base: The layers of the container's image, when the
     ///     upper directory is to become the new layer's snapshot in the
     ///     store (so that containers of an image with these layers and the
     ///     new one need not unpack it). The container's changes then leave
