@@ -33,7 +33,7 @@ private let fixtures = ProcessInfo.processInfo.environment["GANTRY_ROOTLESS_FIXT
             let subuids = try readText("/etc/subuid")
             #expect(subuids.contains(ranged + ":") && !subuids.contains(single + ":"))
 
-            for (user, suite, count) in [(ranged, "RootlessTests", "11 tests"), (single, "RootlessSingleMappingTests", "2 tests")] {
+            for (user, suite, count) in [(ranged, "RootlessTests", "12 tests"), (single, "RootlessSingleMappingTests", "2 tests")] {
                 let home = dir + "/home-" + user
                 try FileManager.default.createDirectory(atPath: home + "/run", withIntermediateDirectories: true)
                 chmod(home + "/run", 0o700)
@@ -211,6 +211,41 @@ struct RootlessTests {
 
             let job = try await gantry(["job", "run", "--name", "count", "--completions", "2", "bb:1", "sh", "-c", "echo run"], root: root)
             #expect(job.status == 0, "\(job)")
+            let listed = try await gantry(["ps", "-a", "--format", "json"], root: root).output
+            #expect((try JSONSerialization.jsonObject(with: Data(listed.utf8)) as? [Any])?.isEmpty == true, "\(listed)")
+            await ContainerRuntime.settle()
+        }
+    }
+
+    /// An ordinary user builds a Dockerfile over the image with several
+    /// owners: RUN steps as the container's root (giving files to other
+    /// users), COPY into the root's directories; what it cannot do (give
+    /// copied files to another user) is refused by name.
+    @Test func anOrdinaryUserBuildsADockerfile() async throws {
+        let fixtures = try #require(fixtures)
+        try await withTemporaryDirectory("rootless-build") { dir in
+            let root = dir + "/state"
+            #expect(try await gantry(["image", "import-layout", fixtures + "/layout:owners", "--name", "owners:1"], root: root).status == 0)
+            let context = dir + "/context"
+            try FileManager.default.createDirectory(atPath: context + "/src", withIntermediateDirectories: true)
+            try write("copied\n", to: context + "/src/a.txt")
+            try write("""
+                FROM owners:1
+                RUN mkdir -p /srv/data && echo made > /srv/data/made && chown -R 1000:1000 /srv/data && rm /etc/noted
+                COPY src/ /srv/
+                CMD ["sh", "-c", "stat -c '%u %n' /srv/data/made /srv/a.txt /etc/shadow; cat /srv/a.txt; ls /etc/noted 2>&1"]
+                """, to: context + "/Dockerfile")
+            let built = try await gantry(["build", "-t", "built:1", context], root: root)
+            #expect(built.status == 0, "\(built)")
+            let ran = try await gantry(["run", "--rm", "built:1"], root: root)
+            #expect(ran.output.hasPrefix("1000 /srv/data/made\n0 /srv/a.txt\n0 /etc/shadow\ncopied\n"), "\(ran)")
+            #expect(ran.output.contains("/etc/noted: No such file"), "\(ran)")
+            let again = try await gantry(["build", "-t", "built:1", context], root: root)
+            #expect(again.output.contains("CACHED COPY src/ /srv/"), "\(again)")
+
+            try write("FROM owners:1\nCOPY --chown=1000 src/a.txt /srv/\n", to: context + "/Dockerfile")
+            let refused = try await gantry(["build", context], root: root)
+            #expect(refused.status == 1 && refused.error.contains("Dockerfile:2") && refused.error.contains("--chown"), "\(refused)")
             let listed = try await gantry(["ps", "-a", "--format", "json"], root: root).output
             #expect((try JSONSerialization.jsonObject(with: Data(listed.utf8)) as? [Any])?.isEmpty == true, "\(listed)")
             await ContainerRuntime.settle()

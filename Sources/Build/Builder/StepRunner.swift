@@ -212,6 +212,13 @@ struct StepRunner {
                                                      snapshotAbove: options.timestamp == nil ? state.layers : nil)
         } catch {
             try? await container.remove(force: true)
+            if let failure = error as? SystemCallError, failure.errno == .permissionDenied, runtime.userNamespace != nil {
+                let path = failure.path.split(separator: ":", maxSplits: 1).last.map(String.init) ?? failure.path
+                throw BuildError(.instruction, "\(instruction.location): \(instruction.keyword) cannot write \(path): an ordinary user's build places files as the container's root, which may not write where the image gave another of its users the directory", underlying: error)
+            }
+            if let failure = error as? RuntimeError, failure.code == .unsupportedHost {
+                throw BuildError(.instruction, "\(instruction.location): \(failure.message)", underlying: error)
+            }
             throw error
         }
         try await container.remove(force: true)

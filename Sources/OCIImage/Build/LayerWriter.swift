@@ -62,8 +62,20 @@ final class LayerWriter {
         buffer.deallocate()
     }
 
+    /// Set when writing failed: the blob is no longer written to.
+    private var abandoned = false
+
     /// Writes the layer. Returns its DiffID and uncompressed size.
     func write() throws -> (diffID: Digest, size: Int64) {
+        do {
+            return try writeLayer()
+        } catch {
+            abandoned = true
+            throw error
+        }
+    }
+
+    private func writeLayer() throws -> (diffID: Digest, size: Int64) {
         let context = Unmanaged.passUnretained(self).toOpaque()
         archive_write_add_filter_gzip(compressed)
         archive_write_set_filter_option(compressed, "gzip", "timestamp", nil)
@@ -72,6 +84,9 @@ final class LayerWriter {
         try check(compressed, archive_write_open(compressed, context, nil, { _, context, bytes, count in
             guard let context, let bytes else { return -1 }
             let writer = Unmanaged<LayerWriter>.fromOpaque(context).takeUnretainedValue()
+            // After a failure, the blob may be cancelled before libarchive's
+            // last flush (when the writer is freed): nothing more goes to it.
+            guard !writer.abandoned else { return -1 }
             do {
                 try writer.blob.write(UnsafeRawBufferPointer(start: bytes, count: count))
                 return count

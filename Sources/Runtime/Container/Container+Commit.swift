@@ -40,7 +40,13 @@ extension Container {
         let lock = try await offload { _ in try self.lockOverlay(what: "write the changes of", waiting: .seconds(30)) }
         defer { close(lock) }
         let upper = runtime.containerDirectory(id) + "/upper"
-        let layer = try await runtime.images.writeLayer(from: upper, overlayUpper: true, latestModification: latestModification)
+        let layer: BuiltLayer
+        do {
+            layer = try await runtime.images.writeLayer(from: upper, overlayUpper: true, latestModification: latestModification)
+        } catch let error as SystemCallError where runtime.userNamespace != nil && error.errno == .permissionDenied {
+            let inside = error.path.hasPrefix(upper) ? String(error.path.dropFirst(upper.count)) : error.path
+            throw RuntimeError(.unsupportedHost, "cannot write the changes of container \(name): \(inside) is not readable by this user. An ordinary user reads a container's files as their owner on the host, and the container gave this one to another of its users, with no permission for others", underlying: error)
+        }
         if let base, layer.entries != 0 {
             var status = stat()
             guard lstat(upper, &status) == 0 else { throw RuntimeError(.systemCall, "cannot inspect \(upper)", underlying: Sys.errno) }

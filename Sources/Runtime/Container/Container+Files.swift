@@ -22,10 +22,12 @@ extension Container {
     public func makeDirectories(_ path: String, mode: UInt32 = 0o755, owner: (uid: UInt32, gid: UInt32)? = nil) async throws {
         let spec = try record.spec
         let host: (uid: UInt32, gid: UInt32)?
-        if let owner, owner != (0, 0) {
-            guard runtime.userNamespace == nil else {
-                throw RuntimeError(.invalidSpec, "cannot give \(path) in container \(name) to \(owner.uid):\(owner.gid): an ordinary user's runtime makes files for the container's root only")
-            }
+        var refusal: RuntimeError?
+        if let owner, owner != (0, 0), runtime.userNamespace != nil {
+            // Refused only when a directory is to be made.
+            refusal = RuntimeError(.invalidSpec, "cannot give \(path) in container \(name) to \(owner.uid):\(owner.gid): an ordinary user's runtime makes files for the container's root only")
+            host = nil
+        } else if let owner, owner != (0, 0) {
             func mapped(_ id: UInt32, _ mappings: [ContainerSpec.IDMapping]) -> UInt32? {
                 guard !mappings.isEmpty else { return id }
                 return mappings.first { id >= $0.containerID && id - $0.containerID < $0.size }.map { $0.hostID + (id - $0.containerID) }
@@ -39,7 +41,7 @@ extension Container {
         }
         let components = CopyPath(path).components
         let name = name
-        try await blocking { [self] in
+        try await blocking { [self, refusal] in
             try withRootFileSystem(writable: true) { root in
                 let tree = FileTree.container(root, name)
                 var parent = try tree.openDirectory("/")
@@ -48,6 +50,7 @@ extension Container {
                 for component in components {
                     current += "/" + component
                     var made = false
+                    if let refusal, faccessat(parent, component, F_OK, AT_SYMLINK_NOFOLLOW) != 0 { throw refusal }
                     if mkdirat(parent, component, mode_t(mode)) == 0 {
                         made = true
                     } else if errno != EEXIST {
