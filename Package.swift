@@ -160,7 +160,13 @@ let package = Package(
         // Image builds: the Dockerfile front end and the builder.
         .target(
             name: "Build",
-            dependencies: ["GantryCore", "OCIImage", "Runtime", .product(name: "SystemPackage", package: "swift-system")],
+            dependencies: [
+                "GantryCore", "OCIImage", "Runtime",
+                .product(name: "SystemPackage", package: "swift-system"),
+                // ADD from URLs.
+                .product(name: "AsyncHTTPClient", package: "async-http-client", condition: .when(traits: ["Registry"])),
+                .product(name: "NIOCore", package: "swift-nio", condition: .when(traits: ["Registry"])),
+            ],
             swiftSettings: library
         ),
         .target(

@@ -390,4 +390,49 @@ struct ImageBuilderTests {
             try await runtime.images.remove("worker:1")
         }
     }
+
+    @Test func addDownloadsAURLAndChecksIt() async throws {
+        try await withBusyboxRuntime("build-url", applets: ["stat"]) { runtime, dir in
+            // A server on the loopback, on a port of the kernel's choosing.
+            try FileManager.default.createDirectory(atPath: dir + "/www/files", withIntermediateDirectories: true)
+            try "downloaded\n".write(toFile: dir + "/www/files/tool.txt", atomically: false, encoding: .utf8)
+            let server = Process()
+            server.executableURL = URL(fileURLWithPath: "/usr/bin/python3")
+            server.arguments = ["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", dir + "/www"]
+            let pipe = Pipe()
+            server.standardOutput = pipe
+            server.standardError = FileHandle.nullDevice
+            try server.run()
+            defer {
+                kill(server.processIdentifier, SIGKILL)
+                server.waitUntilExit()
+            }
+            var banner = Data()
+            while !banner.contains(UInt8(ascii: "\n")) {
+                let chunk = pipe.fileHandleForReading.availableData
+                if chunk.isEmpty { break }
+                banner += chunk
+            }
+            let words = String(decoding: banner, as: UTF8.self).components(separatedBy: " ")
+            let port = try #require(words.first { !$0.isEmpty && $0.allSatisfy(\.isNumber) && $0.count > 2 })
+            let url = "http://127.0.0.1:\(port)/files/tool.txt"
+            let digest = Digest.compute(Array("downloaded\n".utf8))
+
+            let context = try context(dir, ["Dockerfile": "FROM busybox:test\nADD --checksum=\(digest) \(url) /opt/\n"])
+            let builder = ImageBuilder(runtime: runtime)
+            try await builder.build(context: context, options: BuildOptions(tags: ["url:1"]))
+            #expect(try await output(runtime, "url:1", ["stat", "-c", "%a %u %n", "/opt/tool.txt"]) == "600 0 /opt/tool.txt\n")
+            #expect(try await output(runtime, "url:1", ["cat", "/opt/tool.txt"]) == "downloaded\n")
+
+            // A wrong checksum, and a missing file, are refused by name.
+            try "FROM busybox:test\nADD --checksum=sha256:\(String(repeating: "0", count: 64)) \(url) /opt/\n"
+                .write(toFile: context + "/Dockerfile", atomically: false, encoding: .utf8)
+            let wrong = await #expect(throws: BuildError.self) { try await builder.build(context: context) }
+            #expect(wrong?.message.contains("hashes to \(digest)") == true, "\(String(describing: wrong))")
+            try "FROM busybox:test\nADD \(url).missing /opt/\n".write(toFile: context + "/Dockerfile", atomically: false, encoding: .utf8)
+            let missing = await #expect(throws: BuildError.self) { try await builder.build(context: context) }
+            #expect(missing?.message.contains("404") == true, "\(String(describing: missing))")
+            try await runtime.images.remove("url:1")
+        }
+    }
 }

@@ -35,7 +35,7 @@ struct CopyEntry: Sendable {
 extension StepRunner {
     func prepareCopy(_ instruction: Instruction, expansion: VariableExpansion, state: State, staging: Staging) async throws -> PreparedCopy {
         let isAdd = instruction.keyword == "ADD"
-        let allowed: Set<String> = isAdd ? ["chown", "chmod", "link"] : ["from", "chown", "chmod", "link"]
+        let allowed: Set<String> = isAdd ? ["chown", "chmod", "link", "checksum"] : ["from", "chown", "chmod", "link"]
         for flag in instruction.flags where !allowed.contains(flag.name) {
             throw BuildError(.instruction, "\(instruction.location): \(instruction.keyword) does not take --\(flag.name)")
         }
@@ -73,6 +73,9 @@ extension StepRunner {
         var archives: [String] = []
         var extracted = 0
         let from = try instruction.flag("from").map { try expansion.word($0) }
+        if instruction.flag("checksum") != nil, !list.allSatisfy({ $0.hasPrefix("http://") || $0.hasPrefix("https://") }) {
+            throw BuildError(.instruction, "\(instruction.location): --checksum is for sources given by URL, not \(list.filter { !$0.hasPrefix("http://") && !$0.hasPrefix("https://") }.joined(separator: ", "))")
+        }
         let entries = try await stage.run.entries()
         for source in list {
             let heredocName = String(source.dropFirst(2).drop { $0 == "-" }.filter { $0 != "\"" && $0 != "'" })
@@ -84,8 +87,23 @@ extension StepRunner {
                 items.append((file, heredoc.delimiter, false))
                 continue
             }
-            if source.hasPrefix("http://") || source.hasPrefix("https://") || source.hasPrefix("git@") {
-                throw BuildError(.instruction, "\(instruction.location): \(instruction.keyword) from a URL (\(source)) is not supported; download it in a RUN step, or place it in the context")
+            if isAdd, source.hasPrefix("http://") || source.hasPrefix("https://") {
+                let checksum = try instruction.flag("checksum").map { text -> Digest in
+                    guard let digest = try? Digest(parsing: text) else {
+                        throw BuildError(.instruction, "\(instruction.location): --checksum=\(text) is not a digest (sha256:…)")
+                    }
+                    return digest
+                }
+                let last = URL(string: source)?.lastPathComponent ?? ""
+                let name = last.isEmpty || last == "/" ? "download" : last
+                let directory = staging.area("url-\(items.count)")
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                try await RemoteSource.download(source, to: directory + "/" + name, checksum: checksum, at: instruction.location)
+                items.append((directory + "/" + name, name, false))
+                continue
+            }
+            if source.hasPrefix("http://") || source.hasPrefix("https://") || source.hasPrefix("git@") || source.hasSuffix(".git") && source.contains("://") {
+                throw BuildError(.instruction, "\(instruction.location): \(instruction.keyword) from \(source) is not supported: ADD takes URLs, and git repositories are not fetched; clone it in a RUN step, or place it in the context")
             }
             if let from {
                 let copied = staging.area("from-\(items.count)")
