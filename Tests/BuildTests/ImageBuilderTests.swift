@@ -435,4 +435,35 @@ struct ImageBuilderTests {
             try await runtime.images.remove("url:1")
         }
     }
+
+    @Test func bindMountsShowTheContextAsSentAndAStagesFiles() async throws {
+        try await withBusyboxRuntime("build-bind", applets: ["rm", "ls"]) { runtime, dir in
+            let context = try context(dir, [
+                "Dockerfile": """
+                FROM busybox:test AS tools
+                RUN echo from-stage > /tool
+
+                FROM busybox:test
+                RUN --mount=type=bind,target=/src,rw ls -A /src > /listing && cat /src/code.txt > /code && rm /src/code.txt
+                RUN --mount=type=bind,from=tools,source=/tool,target=/mnt/tool cat /mnt/tool > /copied
+                """,
+                "code.txt": "v1\n",
+                ".env": "SECRET=1\n",
+                ".dockerignore": ".env\n",
+            ])
+            let builder = ImageBuilder(runtime: runtime)
+            try await builder.build(context: context, options: BuildOptions(tags: ["bind:1"]))
+            // The ignore file's choice holds; writes went to a copy.
+            let listing = try await output(runtime, "bind:1", ["cat", "/listing", "/code", "/copied"])
+            #expect(listing == ".dockerignore\nDockerfile\ncode.txt\nv1\nfrom-stage\n", "\(listing)")
+            #expect(FileManager.default.fileExists(atPath: context + "/code.txt"))
+
+            // A change in the bound files reruns the step.
+            try "v2\n".write(toFile: context + "/code.txt", atomically: false, encoding: .utf8)
+            let again = try await builder.build(context: context, options: BuildOptions(tags: ["bind:1"]))
+            #expect(again.steps.first { $0.instruction.contains("target=/src") }?.cached == false, "\(again.steps)")
+            #expect(try await output(runtime, "bind:1", ["cat", "/code"]) == "v2\n")
+            try await runtime.images.remove("bind:1")
+        }
+    }
 }

@@ -172,7 +172,7 @@ extension StepRunner {
     /// The entries copying `source` places: the file itself as `name`
     /// (a symlink followed), or a directory's contents (under `name`, when
     /// not empty), without what the ignore file leaves out of the context.
-    private func listing(_ source: String, as name: String, entries: [BuildContext.Entry]?) throws -> [CopyEntry] {
+    func listing(_ source: String, as name: String, entries: [BuildContext.Entry]?) throws -> [CopyEntry] {
         let context = stage.run.context
         let prefix = context.directory + "/"
         var status = stat()

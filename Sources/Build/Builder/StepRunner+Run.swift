@@ -55,64 +55,109 @@ extension StepRunner {
         if let security = instruction.flag("security"), security != "sandbox" {
             throw BuildError(.instruction, "\(instruction.location): RUN --security=\(security) is not allowed: steps run sandboxed")
         }
-        spec.mounts = try instruction.flagValues("mount").map { try mount($0, instruction) }
         return spec
     }
 
-    /// A `RUN --mount`: `type=cache` (a directory kept between builds),
-    /// `type=bind` (from the context, read-only unless `rw`), `type=secret`
-    /// (a file given to the build, at `/run/secrets/ID`) or `type=tmpfs`.
-    func mount(_ text: String, _ instruction: Instruction) throws -> ContainerSpec.Mount {
-        var fields: [String: String] = [:]
-        for field in text.split(separator: ",") {
-            let parts = field.split(separator: "=", maxSplits: 1)
-            fields[String(parts[0]).lowercased()] = parts.count > 1 ? String(parts[1]) : "true"
-        }
-        let type = fields["type"] ?? "bind"
-        let target = fields["target"] ?? fields["dst"] ?? fields["destination"]
-        func required(_ value: String?) throws -> String {
-            guard let value, !value.isEmpty else {
-                throw BuildError(.instruction, "\(instruction.location): --mount=\(text) needs a target")
-            }
-            return StepRunner.absolute(value, in: "/")
-        }
-        let readWrite = ["rw", "readwrite"].contains { fields[$0] == "true" }
-        switch type {
-        case "cache":
-            let path = try required(target)
-            let id = fields["id"] ?? path
-            let directory = stage.store.root.buildCacheMounts + "/" + StageBuilder.hash([id]).prefix(32)
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            return .bind(source: directory, target: path, readOnly: fields["ro"] == "true" || fields["readonly"] == "true")
-        case "bind":
-            let path = try required(target)
-            guard fields["from"] == nil else {
-                throw BuildError(.instruction, "\(instruction.location): --mount=type=bind,from=… is not supported: bind from the context, or COPY --from")
-            }
-            let source = try contextPath(fields["source"] ?? fields["src"] ?? ".", instruction)
-            return .bind(source: source, target: path, readOnly: !readWrite)
-        case "secret":
-            guard let id = fields["id"] ?? target.map({ ($0 as NSString).lastPathComponent }) else {
-                throw BuildError(.instruction, "\(instruction.location): --mount=type=secret needs an id")
-            }
-            guard let file = options.secrets[id] else {
-                if fields["required"] == "true" {
-                    throw BuildError(.instruction, "\(instruction.location): the secret \(id) was not given to the build")
-                }
-                return .tmpfs(target: try required(target ?? "/run/secrets/" + id))
-            }
-            return .bind(source: file, target: try required(target ?? "/run/secrets/" + id), readOnly: true)
-        case "tmpfs":
-            return .tmpfs(target: try required(target))
-        default:
-            throw BuildError(.instruction, "\(instruction.location): --mount type \(type) is not one of bind, cache, secret, tmpfs")
-        }
+    /// A `RUN` step's mounts: what they add to its cache key, and the work
+    /// that fills their sources, done only when the step runs.
+    struct RunMounts {
+        var mounts: [ContainerSpec.Mount] = []
+        var keyParts: [String] = []
+        var prepare: [@Sendable () async throws -> Void] = []
     }
 
-    /// A path inside the context, refusing one that leaves it.
-    func contextPath(_ relative: String, _ instruction: Instruction) throws -> String {
-        let clean = StepRunner.absolute(relative, in: "/")
-        return stage.run.context.directory + (clean == "/" ? "" : clean)
+    /// A `RUN --mount`: `type=cache` (a directory kept between builds),
+    /// `type=bind` (read-only unless `rw`, whose writes are discarded: a
+    /// copy of part of the context, less what the ignore file leaves out, or
+    /// of a stage's or an image's files with `from`), `type=secret` (a file
+    /// given to the build, at `/run/secrets/ID`) or `type=tmpfs`.
+    func runMounts(_ instruction: Instruction, staging: Staging) async throws -> RunMounts {
+        var result = RunMounts()
+        for (index, text) in instruction.flagValues("mount").enumerated() {
+            var fields: [String: String] = [:]
+            for field in text.split(separator: ",") {
+                let parts = field.split(separator: "=", maxSplits: 1)
+                fields[String(parts[0]).lowercased()] = parts.count > 1 ? String(parts[1]) : "true"
+            }
+            let type = fields["type"] ?? "bind"
+            let target = fields["target"] ?? fields["dst"] ?? fields["destination"]
+            func required(_ value: String?) throws -> String {
+                guard let value, !value.isEmpty else {
+                    throw BuildError(.instruction, "\(instruction.location): --mount=\(text) needs a target")
+                }
+                return StepRunner.absolute(value, in: "/")
+            }
+            let readOnly = !["rw", "readwrite"].contains { fields[$0] == "true" }
+            switch type {
+            case "cache":
+                let path = try required(target)
+                let id = fields["id"] ?? path
+                let directory = stage.store.root.buildCacheMounts + "/" + StageBuilder.hash([id]).prefix(32)
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                let cacheReadOnly = fields["ro"] == "true" || fields["readonly"] == "true"
+                result.mounts.append(.bind(source: directory, target: path, readOnly: cacheReadOnly))
+                result.keyParts.append("cache \(id) \(path) \(cacheReadOnly)")
+            case "bind":
+                let path = try required(target)
+                let source = StepRunner.absolute(fields["source"] ?? fields["src"] ?? ".", in: "/")
+                let area = staging.area("mount-\(index)")
+                if let from = fields["from"] {
+                    // A stage's or an image's files, unpacked for the step.
+                    let image: String
+                    if let dependency = stage.run.stageIndex(named: from, before: stage.index) {
+                        image = try await stage.run.stage(dependency).image.manifestDescriptor.digest.description
+                    } else {
+                        image = try await stage.resolve(from, platform: options.platform, at: instruction).record.reference.description
+                    }
+                    let store = stage.store
+                    let digest = try await store.resolve(image).manifestDescriptor.digest
+                    result.keyParts.append("bind from \(digest) \(source) \(path) \(readOnly)")
+                    result.mounts.append(.bind(source: area + (source == "/" ? "" : source), target: path, readOnly: readOnly))
+                    result.prepare.append { try await store.unpack(image, into: area, keepingPrivileges: true) }
+                } else {
+                    // The context's files, copied: the ignore file's choice holds, and writes stay in the copy.
+                    let entries = try await stage.run.entries()
+                    let host = stage.run.context.directory + (source == "/" ? "" : source)
+                    let name = source == "/" ? "" : (source as NSString).lastPathComponent
+                    var status = stat()
+                    guard stat(host, &status) == 0 else {
+                        throw BuildError(.instruction, "\(instruction.location): --mount=\(text): \(source) is not in the build context")
+                    }
+                    let isDirectory = status.st_mode & S_IFMT == S_IFDIR
+                    let listing = try self.listing(host, as: isDirectory ? "" : name, entries: isDirectory ? entries : nil)
+                    result.keyParts.append("bind \(source) \(path) \(readOnly)")
+                    result.keyParts += try Staging.fingerprint(listing, owner: nil, mode: nil)
+                    result.mounts.append(.bind(source: isDirectory ? area : area + "/" + name, target: path, readOnly: readOnly))
+                    result.prepare.append {
+                        try await offload { _ in
+                            try FileManager.default.createDirectory(atPath: area, withIntermediateDirectories: true)
+                            try Staging.place(listing, into: area, owner: (0, 0), mode: nil)
+                        }
+                    }
+                }
+            case "secret":
+                guard let id = fields["id"] ?? target.map({ ($0 as NSString).lastPathComponent }) else {
+                    throw BuildError(.instruction, "\(instruction.location): --mount=type=secret needs an id")
+                }
+                let path = try required(target ?? "/run/secrets/" + id)
+                result.keyParts.append("secret \(id) \(path)")
+                guard let file = options.secrets[id] else {
+                    if fields["required"] == "true" {
+                        throw BuildError(.instruction, "\(instruction.location): the secret \(id) was not given to the build")
+                    }
+                    result.mounts.append(.tmpfs(target: path))
+                    continue
+                }
+                result.mounts.append(.bind(source: file, target: path, readOnly: true))
+            case "tmpfs":
+                let path = try required(target)
+                result.mounts.append(.tmpfs(target: path))
+                result.keyParts.append("tmpfs \(path)")
+            default:
+                throw BuildError(.instruction, "\(instruction.location): --mount type \(type) is not one of bind, cache, secret, tmpfs")
+            }
+        }
+        return result
     }
 
     /// Starts a `RUN` step's container, passes its output on, and waits

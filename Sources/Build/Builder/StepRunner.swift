@@ -145,13 +145,18 @@ struct StepRunner {
             keyParts.append(path)
             work = { container in try await container.makeDirectories(path, owner: owner) }
         case "RUN":
-            let spec = try runSpec(instruction, state: state)
+            var spec = try runSpec(instruction, state: state)
+            let mounts = try await runMounts(instruction, staging: staging)
+            spec.mounts = mounts.mounts
             keyParts += spec.command ?? []
             keyParts += spec.environment
             keyParts.append(spec.network.description)
-            keyParts += spec.mounts.map { "\($0)" }
+            keyParts += mounts.keyParts
             work = { [self] container in try await runContainer(container, instruction) }
-            return try await changeFiles(instruction, keyParts: keyParts, state: &state, spec: spec, work: work)
+            let prepare = mounts.prepare
+            return try await changeFiles(instruction, keyParts: keyParts, state: &state, spec: spec, work: work) {
+                for step in prepare { try await step() }
+            }
         default:
             let copy = try await prepareCopy(instruction, expansion: expansion, state: state, staging: staging)
             keyParts += copy.keyParts
@@ -192,12 +197,14 @@ struct StepRunner {
     /// Runs `work` on a container of the image so far (created, not
     /// started, unless `work` starts it), and takes its changes as the step's layer.
     private func changeFiles(_ instruction: Instruction, keyParts: [String], state: inout State, spec: ContainerSpec,
-                             work: @Sendable (Container) async throws -> Void) async throws -> Bool {
+                             work: @Sendable (Container) async throws -> Void,
+                             prepare: (@Sendable () async throws -> Void)? = nil) async throws -> Bool {
         let key = StageBuilder.hash(keyParts)
         if try await reuse(key, instruction, state: &state) { return true }
         guard state.root != nil else {
             throw BuildError(.instruction, "\(instruction.location): \(instruction.keyword) needs a file system, and the stage starts from scratch with no files yet")
         }
+        try await prepare?()
         var spec = spec
         spec.lifetime = .boundToHost
         spec.labels["gantry.build.step"] = instruction.location.description
