@@ -150,6 +150,7 @@ struct Run: AsyncParsableCommand {
     @Option(name: .shortAndLong, help: ArgumentHelp("Set an environment variable.", valueName: "KEY=VALUE")) var env: [String] = []
     @Option(name: .shortAndLong, help: "The working directory.") var workdir: String?
     @Option(name: .shortAndLong, help: ArgumentHelp("The user: uid[:gid] or a name from the image.", valueName: "user")) var user: String?
+    @Option(help: ArgumentHelp("Run this program instead of the image's entry point (\"\" for none); the image's command is then not used.", valueName: "program")) var entrypoint: String?
     @Option(help: "The host name.") var hostname: String?
     @Option(help: ArgumentHelp("The memory limit (64m, 1g).", valueName: "size")) var memory: String?
     @Option(name: .customLong("memory-swap"), help: ArgumentHelp("Memory plus swap (-1: unlimited).", valueName: "size")) var memorySwap: String?
@@ -202,6 +203,10 @@ struct Run: AsyncParsableCommand {
         spec.environment = env
         spec.workingDirectory = workdir
         spec.user = user
+        if let entrypoint {
+            spec.entrypoint = entrypoint.isEmpty ? [] : [entrypoint]
+            if command.isEmpty { spec.command = [] }
+        }
         spec.hostname = hostname
         spec = spec.resources(cpus: cpus, memory: try memory.map(parseSize), pids: pids)
         if let memorySwap { spec.resources.memorySwap = memorySwap == "-1" ? -1 : try parseSize(memorySwap) }

@@ -16,7 +16,7 @@ import Testing
         try await withTemporaryDirectory("cli-build") { dir in
             let root = dir + "/state"
             defer { removeCLICgroupParent("gantry-build-cli-test") }
-            try makeBusyboxRootfs(dir + "/rootfs")
+            try makeBusyboxRootfs(dir + "/rootfs", applets: ["head"])
             #expect(try await gantry(root, ["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
             let context = dir + "/context"
             try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
@@ -35,6 +35,9 @@ import Testing
             #expect(built.output.contains("[0 4/5] RUN echo"), "\(built.output)")
             #expect(built.output.contains("built sha256:") && built.output.contains("as app:1"), "\(built.output)")
             #expect(try await gantry(root, ["run", "--rm", "app:1"]).output == "hello\nfor you\n")
+            // Another program than the image's, as users try a built image.
+            let other = try await gantry(root, ["run", "--rm", "--entrypoint", "head", "app:1", "-n", "1", "/srv/greeting.txt"])
+            #expect(other.output == "hello\n", "\(other)")
 
             // The layout is one skopeo reads, with the image's configuration.
             let inspected = try await runWithStatus("skopeo", ["inspect", "--config", "oci:\(dir)/layout:v1"])
