@@ -457,14 +457,28 @@ struct Stop: AsyncParsableCommand {
 }
 
 struct Kill: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Send a signal to containers.")
+    static let configuration = CommandConfiguration(abstract: "Send a signal to containers (after KILL, waits until they have ended).")
     @Option(name: .shortAndLong, help: "The signal (default KILL).") var signal: String = "KILL"
     @Argument(help: "Names or IDs.") var names: [String]
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
         let number = try parseSignal(signal)
-        try await forEachContainer(names, global) { try $0.kill(number) }
+        try await forEachContainer(names, global) { container in
+            try container.kill(number)
+            // As Docker's: after SIGKILL the container has ended when this
+            // returns, its published ports and address free for the next.
+            if number == .kill { await Self.awaitEnd(of: container, within: .seconds(10)) }
+        }
+    }
+
+    static func awaitEnd(of container: Container, within limit: Duration) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { _ = try? await container.wait() }
+            group.addTask { try? await Task.sleep(for: limit) }
+            await group.next()
+            group.cancelAll()
+        }
     }
 }
 
