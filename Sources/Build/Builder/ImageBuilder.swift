@@ -58,6 +58,7 @@ public final class ImageBuilder: Sendable {
         let dockerfile = try Dockerfile(parsing: String(decoding: data, as: UTF8.self), file: (dockerfilePath as NSString).lastPathComponent)
         let context = try BuildContext(directory: contextPath, dockerfile: options.dockerfile == nil ? nil : dockerfilePath)
         guard !dockerfile.stages.isEmpty else { throw BuildError(.syntax, "\(dockerfilePath) has no FROM") }
+        Staging.removeLeftovers(in: runtime.images.root)
         let run = BuildRun(builder: self, dockerfile: dockerfile, context: context, options: options, events: events)
         let targetIndex: Int
         if let target = options.target {

@@ -82,7 +82,7 @@ struct StageBuilder {
             return BuiltStage(image: cached, layers: state.layers)
         }
         var configuration = state.configuration
-        configuration.created = Self.timestamp(options.timestamp)
+        configuration.created = ImageStore.timestamp(options.timestamp ?? Date())
         let image = try await store.writeImage(configuration, layers: state.layers, cacheKey: key)
         return BuiltStage(image: image, layers: state.layers)
     }
@@ -115,14 +115,9 @@ struct StageBuilder {
     /// The image `FROM` names, pulled when the store lacks it.
     func resolve(_ name: String, platform: Platform, at instruction: Instruction) async throws -> ImageStore.ResolvedImage {
         do {
-            return try await store.resolve(name, platform: platform)
+            return try await store.resolveOrPull(name, platform: platform)
         } catch let error as OCIImageError where error.code == .imageNotFound {
-            #if Registry
-            try await store.pull(name, platform: platform)
-            return try await store.resolve(name, platform: platform)
-            #else
-            throw BuildError(.target, "\(instruction.location): the image \(name) is not in the store, and this build of Gantry cannot pull", underlying: error)
-            #endif
+            throw BuildError(.target, "\(instruction.location): \(error.message)", underlying: error)
         }
     }
 
@@ -133,12 +128,5 @@ struct StageBuilder {
             Array((part + "\n").utf8).withUnsafeBytes { hasher.update($0) }
         }
         return hasher.finalize().encoded
-    }
-
-    static func timestamp(_ date: Date?) -> String {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime]
-        formatter.timeZone = TimeZone(identifier: "UTC")
-        return formatter.string(from: date ?? Date())
     }
 }

@@ -11,28 +11,40 @@ import Glibc
 /// removed by the next one: `files` holds the files to place, laid out as
 /// they go, beside other areas (`tree`, here-documents, copies from stages).
 struct Staging: Sendable {
-    /// The step's own directory.
+    /// The step's own directory, made when first asked for.
     let base: String
 
-    /// Where the files to place are laid out.
-    var path: String { base + "/files" }
+    /// Where the files to place are laid out (made now if need be).
+    func files() throws -> String { try area("files") }
 
-    init(root: StateRoot) throws {
+    /// Names the step's scratch space; nothing is made until an area is asked for.
+    init(root: StateRoot) {
+        var generator = SystemRandomNumberGenerator()
+        base = root.buildStaging + "/" + String(generator.next() as UInt64, radix: 16) + "-" + ProcessMark.current
+    }
+
+    /// Removes what builds whose process has ended left in `root`'s
+    /// staging directory.
+    static func removeLeftovers(in root: StateRoot) {
         let directory = root.buildStaging
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         for name in (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [] where ProcessMark.hasEnded(name) != false {
             try? FileManager.default.removeItem(atPath: directory + "/" + name)
         }
-        var generator = SystemRandomNumberGenerator()
-        base = directory + "/" + String(generator.next() as UInt64, radix: 16) + "-" + ProcessMark.current
-        guard mkdir(base, 0o700) == 0, mkdir(base + "/files", 0o755) == 0 else {
-            throw BuildError(.context, "cannot make a staging directory in \(directory)", underlying: Errno(rawValue: errno))
-        }
-        chmod(base + "/files", 0o755)
     }
 
-    /// Another area of the step's scratch space.
-    func area(_ name: String) -> String { base + "/" + name }
+    /// Another area of the step's scratch space, the space made first if need be.
+    func area(_ name: String) throws -> String {
+        let directory = (base as NSString).deletingLastPathComponent
+        if access(base, F_OK) != 0 {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            guard mkdir(base, 0o700) == 0 || errno == EEXIST else {
+                throw BuildError(.context, "cannot make a staging directory in \(directory)", underlying: Errno(rawValue: errno))
+            }
+        }
+        let path = base + "/" + name
+        if name == "files", mkdir(path, 0o755) == 0 { chmod(path, 0o755) }
+        return path
+    }
 
     /// Removes the step's scratch space.
     func remove() {
@@ -99,11 +111,10 @@ struct Staging: Sendable {
             if count < 0, errno == EINTR { continue }
             guard count >= 0 else { throw BuildError(.context, "cannot read for \(destination)", underlying: Errno(rawValue: errno)) }
             if count == 0 { return }
-            var written = 0
-            while written < count {
-                let result = write(output, buffer.baseAddress! + written, count - written)
-                guard result > 0 else { throw BuildError(.context, "cannot write \(destination)", underlying: Errno(rawValue: errno)) }
-                written += result
+            do {
+                try Sys.writeAll(output, UnsafeRawBufferPointer(rebasing: buffer[..<count]), path: destination)
+            } catch {
+                throw BuildError(.context, "cannot write \(destination)", underlying: error)
             }
         }
     }

@@ -80,7 +80,7 @@ extension StepRunner {
         for source in list {
             let heredocName = String(source.dropFirst(2).drop { $0 == "-" }.filter { $0 != "\"" && $0 != "'" })
             if source.hasPrefix("<<"), let heredoc = instruction.heredocs.first(where: { $0.delimiter == heredocName }) {
-                let file = staging.area("heredoc-\(items.count)")
+                let file = try staging.area("heredoc-\(items.count)")
                 let content = heredoc.expands ? try expansion.word(heredoc.content) : heredoc.content
                 try Data(content.utf8).write(to: URL(fileURLWithPath: file))
                 chmod(file, 0o644)
@@ -96,7 +96,7 @@ extension StepRunner {
                 }
                 let last = URL(string: source)?.lastPathComponent ?? ""
                 let name = last.isEmpty || last == "/" ? "download" : last
-                let directory = staging.area("url-\(items.count)")
+                let directory = try staging.area("url-\(items.count)")
                 try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
                 try await RemoteSource.download(source, to: directory + "/" + name, checksum: checksum, at: instruction.location)
                 items.append((directory + "/" + name, name, false))
@@ -106,7 +106,7 @@ extension StepRunner {
                 throw BuildError(.instruction, "\(instruction.location): \(instruction.keyword) from \(source) is not supported: ADD takes URLs, and git repositories are not fetched; clone it in a RUN step, or place it in the context")
             }
             if let from {
-                let copied = staging.area("from-\(items.count)")
+                let copied = try staging.area("from-\(items.count)")
                 try await copyFrom(from, path: source, to: copied, instruction, state: state)
                 var status = stat()
                 lstat(copied, &status)
@@ -222,33 +222,10 @@ extension StepRunner {
     /// looked up in the image's `/etc/passwd` and `/etc/group`.
     func userIDs(_ text: String?, state: State) async throws -> (uid: UInt32, gid: UInt32)? {
         guard let text, !text.isEmpty else { return nil }
-        let parts = text.split(separator: ":", maxSplits: 1).map(String.init)
-        var passwd: String?
-        var group: String?
-        if parts.contains(where: { UInt32($0) == nil }), let root = state.root {
-            var spec = ContainerSpec(image: root, command: ["/"])
-            spec.entrypoint = []
-            spec.lifetime = .boundToHost
-            let container = try await runtime.create(spec)
-            let directory = NSTemporaryDirectory() + "gantry-users-" + UUID().uuidString
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            defer { try? FileManager.default.removeItem(atPath: directory) }
-            try? await container.copyOut("/etc/passwd", to: directory + "/passwd")
-            try? await container.copyOut("/etc/group", to: directory + "/group")
-            try? await container.remove(force: true)
-            passwd = try? String(contentsOfFile: directory + "/passwd", encoding: .utf8)
-            group = try? String(contentsOfFile: directory + "/group", encoding: .utf8)
+        do {
+            return try await runtime.resolveOwner(text, image: state.root)
+        } catch let error as RuntimeError where error.code == .invalidSpec {
+            throw BuildError(.instruction, error.message, underlying: error)
         }
-        func lookup(_ name: String, in file: String?, what: String) throws -> (UInt32, UInt32?) {
-            if let id = UInt32(name) { return (id, nil) }
-            for line in (file ?? "").split(separator: "\n") {
-                let fields = line.split(separator: ":", omittingEmptySubsequences: false)
-                if fields.count > 3, fields[0] == name, let id = UInt32(fields[2]) { return (id, UInt32(fields[3])) }
-            }
-            throw BuildError(.instruction, "the \(what) \(name) is not in the image's /etc/\(what == "user" ? "passwd" : "group")")
-        }
-        let (uid, primary) = try lookup(parts[0], in: passwd, what: "user")
-        let gid = parts.count > 1 ? try lookup(parts[1], in: group, what: "group").0 : (primary ?? uid)
-        return (uid, gid)
     }
 }

@@ -100,7 +100,7 @@ extension StepRunner {
             case "bind":
                 let path = try required(target)
                 let source = StepRunner.absolute(fields["source"] ?? fields["src"] ?? ".", in: "/")
-                let area = staging.area("mount-\(index)")
+                let area = try staging.area("mount-\(index)")
                 if let from = fields["from"] {
                     // A stage's or an image's files, unpacked for the step.
                     let image: String
@@ -163,24 +163,8 @@ extension StepRunner {
     /// Starts a `RUN` step's container, passes its output on, and waits
     /// for it; a failure names the step, its exit and its last output.
     func runContainer(_ container: Container, _ instruction: Instruction) async throws {
-        let events = stage.run.events
-        let label = label
-        try await container.start()
-        let output = Task {
-            var tail: [UInt8] = []
-            for try await chunk in container.output {
-                events?(.output(stage: label, bytes: chunk.bytes))
-                tail += chunk.bytes
-                if tail.count > 4096 { tail.removeFirst(tail.count - 4096) }
-            }
-            return tail
-        }
-        let exit = try await container.wait()
-        let tail = (try? await output.value) ?? []
-        guard exit.code == 0 else {
-            let lines = String(decoding: tail, as: UTF8.self).split(separator: "\n").suffix(10).joined(separator: "\n")
-            throw BuildError(.stepFailed, "\(instruction.location): \(instruction.text) failed: \(exit)\(lines.isEmpty ? "" : "; its last output:\n" + lines)")
-        }
+        let (events, label) = (stage.run.events, label)
+        try await container.runStep("\(instruction.location): \(instruction.text)") { events?(.output(stage: label, bytes: $0)) }
     }
 
     /// A `HEALTHCHECK`: `NONE`, or options and a `CMD`.

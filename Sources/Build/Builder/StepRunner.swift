@@ -126,7 +126,7 @@ struct StepRunner {
     }
 
     private func appendHistory(_ instruction: Instruction, to state: inout State, emptyLayer: Bool) {
-        let entry = ImageConfiguration.History(created: StageBuilder.timestamp(options.timestamp), createdBy: instruction.text,
+        let entry = ImageConfiguration.History(created: ImageStore.timestamp(options.timestamp ?? Date()), createdBy: instruction.text,
                                                comment: "gantry build", emptyLayer: emptyLayer ? true : nil)
         state.configuration.history = (state.configuration.history ?? []) + [entry]
     }
@@ -134,7 +134,7 @@ struct StepRunner {
     /// A step that may change files: its key, then its layer from the
     /// cache or made now.
     private func fileStep(_ instruction: Instruction, expansion: VariableExpansion, state: inout State) async throws -> Bool {
-        let staging = try Staging(root: stage.store.root)
+        let staging = Staging(root: stage.store.root)
         defer { staging.remove() }
         var keyParts = [state.key, instruction.text]
         var work: @Sendable (Container) async throws -> Void
@@ -162,8 +162,8 @@ struct StepRunner {
             keyParts += copy.keyParts
             let (destination, owner, archives, file) = (copy.directory, copy.owner, copy.archives, copy.file)
             let (listing, mode) = (copy.listing, copy.mode)
-            let source = staging.path
             work = { container in
+                let source = try staging.files()
                 try await offload { _ in try Staging.place(listing, into: source, owner: owner ?? (0, 0), mode: mode) }
                 try await container.makeDirectories(destination, owner: owner)
                 if let file, try await container.isDirectory(destination + "/" + file.staged) {
@@ -186,8 +186,11 @@ struct StepRunner {
         guard let root = state.root else {
             // WORKDIR on an empty file system: a layer with the directory.
             let path = state.configuration.config?.workingDir ?? "/"
-            try FileManager.default.createDirectory(atPath: staging.area("tree") + path, withIntermediateDirectories: true)
-            return try await hostLayer(instruction, keyParts: keyParts, tree: staging.area("tree"), state: &state)
+            let key = StageBuilder.hash(keyParts)
+            if try await reuse(key, instruction, state: &state) { return true }
+            let tree = try staging.area("tree")
+            try FileManager.default.createDirectory(atPath: tree + path, withIntermediateDirectories: true)
+            return try await hostLayer(instruction, key: key, tree: tree, state: &state)
         }
         var spec = ContainerSpec(image: root, command: ["/"])
         spec.entrypoint = []
@@ -239,22 +242,22 @@ struct StepRunner {
                               state: inout State) async throws -> Bool {
         let key = StageBuilder.hash(keyParts)
         if try await reuse(key, instruction, state: &state) { return true }
-        try await offload { _ in try Staging.place(copy.listing, into: staging.path, owner: copy.owner ?? (0, 0), mode: copy.mode) }
-        let tree = staging.area("tree")
+        let files = try staging.files()
+        try await offload { _ in try Staging.place(copy.listing, into: files, owner: copy.owner ?? (0, 0), mode: copy.mode) }
+        let tree = try staging.area("tree")
         let target = tree + copy.directory
         try FileManager.default.createDirectory(atPath: target, withIntermediateDirectories: true)
-        for name in try FileManager.default.contentsOfDirectory(atPath: staging.path) {
-            try FileManager.default.moveItem(atPath: staging.path + "/" + name, toPath: target + "/" + name)
+        for name in try FileManager.default.contentsOfDirectory(atPath: files) {
+            try FileManager.default.moveItem(atPath: files + "/" + name, toPath: target + "/" + name)
         }
         for archive in copy.archives {
             try Staging.extract(archive, into: target)
         }
-        return try await hostLayer(instruction, keyParts: keyParts, tree: tree, state: &state)
+        return try await hostLayer(instruction, key: key, tree: tree, state: &state)
     }
 
-    private func hostLayer(_ instruction: Instruction, keyParts: [String], tree: String, state: inout State) async throws -> Bool {
-        let key = StageBuilder.hash(keyParts)
-        if try await reuse(key, instruction, state: &state) { return true }
+    /// The layer of a tree made on the host (a step on an empty file system).
+    private func hostLayer(_ instruction: Instruction, key: String, tree: String, state: inout State) async throws -> Bool {
         let layer = try await stage.store.writeLayer(from: tree, latestModification: options.timestamp)
         if layer.entries != 0, options.timestamp == nil { try await stage.store.adoptSnapshot(tree, layers: state.layers + [layer]) }
         try await commit(layer, key: key, instruction, state: &state)

@@ -44,17 +44,7 @@ public struct WorkingImage: Sendable {
             image = ImageConfiguration(platform: platform, config: RunConfiguration())
             layers = []
         } else {
-            let resolved: ImageStore.ResolvedImage
-            do {
-                resolved = try await runtime.images.resolve(name, platform: platform)
-            } catch let error as OCIImageError where error.code == .imageNotFound {
-                #if Registry
-                try await runtime.images.pull(name, platform: platform)
-                resolved = try await runtime.images.resolve(name, platform: platform)
-                #else
-                throw error
-                #endif
-            }
+            let resolved = try await runtime.images.resolveOrPull(name, platform: platform)
             image = resolved.configuration
             layers = zip(resolved.manifest.layers, resolved.configuration.rootfs.diffIDs).map { BuiltLayer(descriptor: $0, diffID: $1) }
             root = layers.isEmpty ? nil : resolved.record.reference.description
@@ -88,21 +78,7 @@ public struct WorkingImage: Sendable {
         spec.network = network == .host ? .host : .none
         let description = "RUN " + command.joined(separator: " ")
         try await step(spec, description: description) { container in
-            try await container.start()
-            let tail = Task {
-                var kept: [UInt8] = []
-                for try await chunk in container.output {
-                    output?(chunk.bytes)
-                    kept = Array((kept + chunk.bytes).suffix(4096))
-                }
-                return kept
-            }
-            let exit = try await container.wait()
-            let last = (try? await tail.value) ?? []
-            guard exit.code == 0 else {
-                let lines = String(decoding: last, as: UTF8.self).split(separator: "\n").suffix(10).joined(separator: "\n")
-                throw BuildError(.stepFailed, "\(description) failed: \(exit)\(lines.isEmpty ? "" : "; its last output:\n" + lines)")
-            }
+            try await container.runStep(description, output: output)
         }
     }
 
@@ -128,7 +104,7 @@ public struct WorkingImage: Sendable {
     public mutating func commit(as name: String? = nil, created: Date = Date()) async throws -> ImageStore.ResolvedImage {
         var final = image
         final.config = configuration
-        final.created = StageBuilder.timestamp(created)
+        final.created = ImageStore.timestamp(created)
         let made = try await runtime.images.writeImage(final, layers: layers, name: name)
         try await runtime.images.forgetBuildSteps(keys)
         keys = []
@@ -150,7 +126,7 @@ public struct WorkingImage: Sendable {
             throw error
         }
         try await container.remove(force: true)
-        image.history = (image.history ?? []) + [ImageConfiguration.History(created: StageBuilder.timestamp(nil), createdBy: description,
+        image.history = (image.history ?? []) + [ImageConfiguration.History(created: ImageStore.timestamp(Date()), createdBy: description,
                                                                               comment: "gantry", emptyLayer: layer.entries == 0 ? true : nil)]
         guard layer.entries != 0 else { return }
         layers.append(layer)

@@ -101,3 +101,27 @@ struct UserDatabase {
         return nil
     }
 }
+
+extension ContainerRuntime {
+    /// The user and group IDs that `user` (`uid[:gid]` or `name[:group]`)
+    /// names in the image's `/etc/passwd` and `/etc/group`, as a
+    /// container's user is resolved; a user given by number alone has its
+    /// number as its group, as Docker's `--chown` gives it.
+    ///
+    /// - Throws: ``RuntimeError`` (`invalidSpec`) naming the user or group
+    ///   the image does not have.
+    package func resolveOwner(_ user: String, image reference: String?) async throws -> (uid: UInt32, gid: UInt32) {
+        let parts = user.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        if let uid = UInt32(parts[0]), parts.count == 1 { return (uid, uid) }
+        if let uid = UInt32(parts[0]), let gid = UInt32(parts[1]) { return (uid, gid) }
+        var roots: [String] = []
+        // Held under a name that recovery releases when this process dies first.
+        let holder = (0 ..< 4).map { _ in String(format: "%016llx", UInt64.random(in: .min ... .max)) }.joined()
+        if let reference {
+            roots = try await images.prepareRoot(reference, holder: holder).layers.reversed()
+        }
+        defer { if reference != nil { try? images.releaseSnapshots(holder: holder) } }
+        let resolved = try UserDatabase(roots: roots).resolve(user)
+        return (resolved.uid, parts.count == 1 && UInt32(parts[0]) != nil ? resolved.uid : resolved.gid)
+    }
+}
