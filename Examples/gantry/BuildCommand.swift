@@ -43,6 +43,12 @@ struct BuildImage: AsyncParsableCommand {
     @Flag(help: "Push every --tag to its registry (as --output type=registry).")
     var push = false
 
+    @Option(name: .customLong("cache-from"), help: ArgumentHelp("Take steps from a registry's build cache (repeatable): type=registry,ref=REF, or REF.", valueName: "spec"))
+    var cacheFrom: [String] = []
+
+    @Option(name: .customLong("cache-to"), help: ArgumentHelp("Push the build cache to a registry: type=registry,ref=REF[,mode=min|max] (min: the target stage's steps; max: every stage's).", valueName: "spec"))
+    var cacheTo: String?
+
     @Flag(name: .shortAndLong, help: "Print only the image's digest.")
     var quiet = false
 
@@ -66,24 +72,33 @@ struct BuildImage: AsyncParsableCommand {
         }
         options.network = mode
         for item in secret {
-            var fields: [String: String] = [:]
-            for field in item.split(separator: ",") {
-                let parts = field.split(separator: "=", maxSplits: 1).map(String.init)
-                if parts.count == 2 { fields[parts[0]] = parts[1] }
-            }
+            let fields = Self.fields(item)
             guard let id = fields["id"], let source = fields["src"] ?? fields["source"] else {
                 throw ValidationError("--secret \(item): expected id=ID,src=FILE")
             }
             options.secrets[id] = URL(fileURLWithPath: source).standardizedFileURL.path
         }
+        for item in cacheFrom {
+            let fields = Self.fields(item)
+            guard fields["type"] == nil || fields["type"] == "registry", let reference = fields["ref"] ?? (item.contains("=") ? nil : item) else {
+                throw ValidationError("--cache-from \(item): expected type=registry,ref=REF or a reference")
+            }
+            options.cacheFrom.append(reference)
+        }
+        if let cacheTo {
+            let fields = Self.fields(cacheTo)
+            guard fields["type"] == nil || fields["type"] == "registry", let reference = fields["ref"] ?? (cacheTo.contains("=") ? nil : cacheTo) else {
+                throw ValidationError("--cache-to \(cacheTo): expected type=registry,ref=REF[,mode=min|max]")
+            }
+            guard let mode = BuildOptions.CacheExport.Mode(rawValue: fields["mode"] ?? "min") else {
+                throw ValidationError("--cache-to \(cacheTo): mode is min or max")
+            }
+            options.cacheTo = BuildOptions.CacheExport(reference: reference, mode: mode)
+        }
         var layouts: [(directory: String, tag: String?)] = []
         var pushes = push
         for item in output {
-            var fields: [String: String] = [:]
-            for field in item.split(separator: ",") {
-                let parts = field.split(separator: "=", maxSplits: 1).map(String.init)
-                fields[parts[0]] = parts.count == 2 ? parts[1] : ""
-            }
+            let fields = Self.fields(item)
             switch fields["type"] {
             case "oci":
                 guard let directory = fields["dest"] else { throw ValidationError("--output \(item): type=oci needs dest=DIR") }
@@ -97,7 +112,8 @@ struct BuildImage: AsyncParsableCommand {
             }
         }
         if pushes, tag.isEmpty { throw ValidationError("pushing needs a --tag naming where to") }
-        let gantry = try await global.openGantry(registry: registry, insecure: tag.compactMap { try? ImageReference(parsing: $0).registry })
+        let references = tag + options.cacheFrom + (options.cacheTo.map { [$0.reference] } ?? [])
+        let gantry = try await global.openGantry(registry: registry, insecure: references.compactMap { try? ImageReference(parsing: $0).registry })
         let builder = ImageBuilder(runtime: try gantry.containers)
         let quiet = quiet
         let result = try await builder.build(context: context, options: options) { event in
@@ -107,6 +123,8 @@ struct BuildImage: AsyncParsableCommand {
                 FileHandle.standardOutput.write(Data((step.description + "\n").utf8))
             case .output(_, let bytes):
                 FileHandle.standardOutput.write(Data(bytes))
+            case .notice(let text):
+                FileHandle.standardError.write(Data(("gantry: " + text + "\n").utf8))
             }
         }
         let digest = result.image.manifestDescriptor.digest.description
@@ -121,5 +139,16 @@ struct BuildImage: AsyncParsableCommand {
         } else {
             print("built \(digest)\(result.tags.isEmpty ? "" : " as " + result.tags.joined(separator: ", "))")
         }
+    }
+
+    /// The `key=value` fields of a comma-separated option value (a field
+    /// without `=` has an empty value).
+    static func fields(_ item: String) -> [String: String] {
+        var fields: [String: String] = [:]
+        for field in item.split(separator: ",") {
+            let parts = field.split(separator: "=", maxSplits: 1).map(String.init)
+            fields[parts[0]] = parts.count == 2 ? parts[1] : ""
+        }
+        return fields
     }
 }

@@ -27,6 +27,9 @@ public struct BuildErrorCode: ErrorCode {
     /// A `RUN` step's command failed: the message gives its exit and last
     /// output.
     public static let stepFailed = Self("stepFailed")
+    /// The build cache cannot be pushed to the registry `--cache-to`
+    /// names, or this build of Gantry cannot reach registries.
+    public static let cache = Self("cache")
 
     public var description: String { name }
 }

@@ -59,4 +59,42 @@ import Testing
             #expect(try await gantry(root, ["image", "prune", "--build-cache"]).status == 0)
         }
     }
+
+    @Test func pushTheImageAndItsBuildCacheAndBuildElsewhereFromIt() async throws {
+        try await withTemporaryDirectory("cli-build-push") { dir in
+            defer { removeCLICgroupParent("gantry-build-cli-test") }
+            try await withLocalRegistry(dir) { registry in
+                try makeBusyboxRootfs(dir + "/rootfs")
+                let base = "\(registry.host)/base/bb:1"
+                let (here, there) = (dir + "/here", dir + "/there")
+                #expect(try await gantry(here, ["image", "import-rootfs", dir + "/rootfs", "--name", base]).status == 0)
+                #expect(try await gantry(here, ["image", "push", base, base]).status == 0)
+                let context = dir + "/context"
+                try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
+                try "FROM \(base)\nRUN cat /proc/sys/kernel/random/uuid > /id\nCMD [\"cat\", \"/id\"]\n"
+                    .write(toFile: context + "/Dockerfile", atomically: false, encoding: .utf8)
+                let image = "\(registry.host)/app/made:1"
+                let cache = "\(registry.host)/app/cache:main"
+                let pushed = try await gantry(here, ["build", "-t", image, "--push", "--cache-to", "type=registry,ref=\(cache),mode=max", context])
+                #expect(pushed.status == 0, "\(pushed.error)")
+                #expect(pushed.error.contains("pushed the build cache"), "\(pushed.error)")
+                // The image went to the registry whole, as skopeo reads it.
+                let inspected = try await runWithStatus("skopeo", ["inspect", "--tls-verify=false", "docker://\(image)"])
+                #expect(inspected.status == 0 && inspected.output.contains("\"Layers\""), "\(inspected.error)")
+                let id = try await gantry(here, ["run", "--rm", image]).output
+
+                // Another state root pulls the base, and takes the RUN step from the registry.
+                let elsewhere = try await gantry(there, ["build", "-t", "copy:1", "--cache-from", cache, context])
+                #expect(elsewhere.status == 0, "\(elsewhere.error)")
+                #expect(elsewhere.output.contains("CACHED RUN"), "\(elsewhere.output)")
+                #expect(try await gantry(there, ["run", "--rm", "copy:1"]).output == id)
+
+                // Bad specifications are named.
+                let local = try await gantry(there, ["build", "--cache-to", "type=local,dest=\(dir)/x", context])
+                #expect(local.status != 0 && local.error.contains("--cache-to type=local"), "\(local.error)")
+                let mode = try await gantry(there, ["build", "--cache-to", "ref=\(cache),mode=all", context])
+                #expect(mode.status != 0 && mode.error.contains("mode is min or max"), "\(mode.error)")
+            }
+        }
+    }
 }

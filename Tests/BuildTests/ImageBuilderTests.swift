@@ -3,6 +3,7 @@ import Foundation
 import GantryTestSupport
 import OCIImage
 import Runtime
+import Synchronization
 import Testing
 
 /// Builds on the real runtime: containers run the steps, layers come from
@@ -466,4 +467,68 @@ struct ImageBuilderTests {
             try await runtime.images.remove("bind:1")
         }
     }
+
+    @Test func aRegistrysBuildCacheServesABuildInAnotherStore() async throws {
+        try await withBusyboxRuntime("build-remote-cache", applets: ["cat"]) { runtime, dir in
+            try await withLocalRegistry(dir) { registry in
+                let context = try context(dir, [
+                    "Dockerfile": """
+                    FROM busybox:test AS tool
+                    RUN cat /proc/sys/kernel/random/uuid > /tool
+
+                    FROM busybox:test
+                    COPY a.txt /a.txt
+                    RUN cat /proc/sys/kernel/random/uuid > /random
+                    COPY --from=tool /tool /tool
+                    CMD ["cat", "/random"]
+                    """,
+                    "a.txt": "alpha\n",
+                ])
+                let cache = "\(registry.host)/cache/app:build"
+                let base = "\(registry.host)/base/busybox:test"
+                try await runtime.images.push("busybox:test", to: base)
+                var options = BuildOptions(tags: ["made-here:1"], timestamp: Date(timeIntervalSince1970: 1_700_000_000))
+                options.cacheTo = BuildOptions.CacheExport(reference: cache, mode: .max)
+                let builder = ImageBuilder(runtime: runtime)
+                let notices = Notices()
+                let first = try await builder.build(context: context, options: options) { if case .notice(let text) = $0 { notices.add(text) } }
+                #expect(notices.all.contains { $0.contains("pushed the build cache") }, "\(notices.all)")
+                let random = try await output(runtime, "made-here:1", ["cat", "/random", "/tool"])
+
+                // Another store, with the same base from the registry and nothing built.
+                let store = try ImageStore(root: StateRoot(dir + "/elsewhere"))
+                try await store.pull(base)
+                try await store.tag(base, as: "busybox:test")
+                let parent = "gantry-test-\(UUID().uuidString.prefix(8).lowercased())"
+                let elsewhere = try ContainerRuntime(images: store, cgroupParent: parent)
+                defer { try? elsewhere.cgroups.remove(parent) }
+                var reading = BuildOptions(tags: ["made-there:1"], timestamp: Date(timeIntervalSince1970: 1_700_000_000))
+                reading.cacheFrom = ["\(registry.host)/cache/missing:none", cache]
+                let second = try await ImageBuilder(runtime: elsewhere).build(context: context, options: reading) {
+                    if case .notice(let text) = $0 { notices.add(text) }
+                }
+                // Every file step came from the registry: the RUN steps' random output is the first build's.
+                let steps = second.steps.filter { $0.instruction.hasPrefix("RUN") || $0.instruction.hasPrefix("COPY") }
+                #expect(steps.allSatisfy { $0.cached }, "\(second.steps)")
+                #expect(second.image.manifestDescriptor.digest == first.image.manifestDescriptor.digest)
+                #expect(try await output(elsewhere, "made-there:1", ["cat", "/random", "/tool"]) == random)
+                // The cache that cannot be read is named, and passed over.
+                #expect(notices.all.contains { $0.contains("cache/missing:none") }, "\(notices.all)")
+                #expect(try elsewhere.list().isEmpty)
+
+                // A Dockerfile changed below a step: that step and those after it run.
+                try "FROM busybox:test\nCOPY a.txt /a.txt\nRUN echo changed > /changed\n".write(toFile: context + "/Dockerfile", atomically: false, encoding: .utf8)
+                let third = try await ImageBuilder(runtime: elsewhere).build(context: context, options: reading)
+                #expect(third.steps.map { $0.cached } == [false, true, false], "\(third.steps)")
+                try await runtime.images.remove("made-here:1")
+            }
+        }
+    }
+}
+
+/// Notices a build reported, from its event handler.
+final class Notices: Sendable {
+    private let texts = Mutex<[String]>([])
+    func add(_ text: String) { texts.withLock { $0.append(text) } }
+    var all: [String] { texts.withLock { $0 } }
 }

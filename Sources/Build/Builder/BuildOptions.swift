@@ -28,6 +28,35 @@ public struct BuildOptions: Sendable {
     public var network: RunNetwork
     /// Files for `RUN --mount=type=secret,id=ID`, by ID.
     public var secrets: [String: String]
+    /// Build caches in registries (`--cache-from`, references of what
+    /// ``cacheTo`` pushed) to take a step from when the store has no
+    /// result for it. One that cannot be read is reported and passed over.
+    public var cacheFrom: [String]
+    /// Where to push the steps' results once the image is built
+    /// (`--cache-to type=registry,ref=…`), for builds on other machines.
+    public var cacheTo: CacheExport?
+
+    /// A build cache to push to a registry.
+    public struct CacheExport: Hashable, Sendable {
+        /// `registry/repository[:tag]`.
+        public var reference: String
+        /// Which steps go.
+        public var mode: Mode
+
+        /// Which steps of a build go to a registry's cache.
+        public enum Mode: String, Hashable, Sendable {
+            /// Those of the target stage (as BuildKit's `mode=min`).
+            case min
+            /// Those of every stage built (`mode=max`).
+            case max
+        }
+
+        /// A cache push to `reference`.
+        public init(reference: String, mode: Mode = .min) {
+            self.reference = reference
+            self.mode = mode
+        }
+    }
 
     /// The network of a `RUN` step.
     public enum RunNetwork: String, Hashable, Sendable {
@@ -41,7 +70,7 @@ public struct BuildOptions: Sendable {
     /// reused, no name.
     public init(dockerfile: String? = nil, arguments: [String: String] = [:], target: String? = nil, tags: [String] = [],
                 useCache: Bool = true, timestamp: Date? = nil, platform: Platform = .host, network: RunNetwork = .host,
-                secrets: [String: String] = [:]) {
+                secrets: [String: String] = [:], cacheFrom: [String] = [], cacheTo: CacheExport? = nil) {
         self.dockerfile = dockerfile
         self.arguments = arguments
         self.target = target
@@ -51,6 +80,8 @@ public struct BuildOptions: Sendable {
         self.platform = platform
         self.network = network
         self.secrets = secrets
+        self.cacheFrom = cacheFrom
+        self.cacheTo = cacheTo
     }
 }
 
@@ -60,6 +91,9 @@ public enum BuildEvent: Sendable {
     case step(BuildStep)
     /// Output of a `RUN` step.
     case output(stage: String, bytes: [UInt8])
+    /// Something the build passed over or did besides its steps: a
+    /// registry's build cache it could not read, or the cache it pushed.
+    case notice(String)
 }
 
 /// One step of a build.

@@ -58,6 +58,11 @@ public final class ImageBuilder: Sendable {
         let dockerfile = try Dockerfile(parsing: String(decoding: data, as: UTF8.self), file: (dockerfilePath as NSString).lastPathComponent)
         let context = try BuildContext(directory: contextPath, dockerfile: options.dockerfile == nil ? nil : dockerfilePath)
         guard !dockerfile.stages.isEmpty else { throw BuildError(.syntax, "\(dockerfilePath) has no FROM") }
+        #if !Registry
+        if !options.cacheFrom.isEmpty || options.cacheTo != nil {
+            throw BuildError(.cache, "this build of Gantry has no registry client (the Registry trait): --cache-from and --cache-to cannot be used")
+        }
+        #endif
         Staging.removeLeftovers(in: runtime.images.root)
         let run = BuildRun(builder: self, dockerfile: dockerfile, context: context, options: options, events: events)
         let targetIndex: Int
@@ -86,6 +91,18 @@ public final class ImageBuilder: Sendable {
                                                               annotations: built.image.manifest.annotations, name: tag)
             }
         }
+        #if Registry
+        if let export = options.cacheTo {
+            let used = await run.usedKeys
+            let keys = export.mode == .max ? used.values.flatMap { $0 } : used[targetIndex] ?? []
+            do {
+                let report = try await runtime.images.pushBuildCache(keys, to: export.reference)
+                events?(.notice("pushed the build cache of \(keys.count) steps to \(report.reference)"))
+            } catch {
+                throw BuildError(.cache, "the image is built, but its build cache cannot be pushed to \(export.reference)", underlying: error)
+            }
+        }
+        #endif
         return BuildResult(image: image, tags: options.tags, steps: await run.steps)
     }
 
@@ -177,6 +194,47 @@ actor BuildRun {
         if let number = Int(name), number >= 0, number < index { return number }
         return nil
     }
+
+    /// The cache keys of the results each stage kept, made or reused, by
+    /// stage index: what a push of the cache sends.
+    private(set) var usedKeys: [Int: [String]] = [:]
+
+    func used(_ key: String, stage: Int) {
+        usedKeys[stage, default: []].append(key)
+    }
+
+    #if Registry
+    /// The registries' build caches, read once, when a step first misses
+    /// the store's cache.
+    private var remoteCaches: Task<[RemoteBuildCache], Never>?
+
+    /// The result of the step with cache key `key` from the registries'
+    /// build caches, brought into the store; nil when none has it.
+    func fetchRemote(_ key: String) async -> ImageStore.ResolvedImage? {
+        if remoteCaches == nil {
+            let (sources, store, events) = (options.cacheFrom, builder.runtime.images, events)
+            remoteCaches = Task {
+                var caches: [RemoteBuildCache] = []
+                for source in sources {
+                    do {
+                        caches.append(try await store.readBuildCache(from: source))
+                    } catch {
+                        events?(.notice("the build cache \(source) cannot be read, and is passed over: \(error)"))
+                    }
+                }
+                return caches
+            }
+        }
+        for cache in await remoteCaches!.value where cache.steps[key] != nil {
+            do {
+                if let image = try await builder.runtime.images.fetchBuildStep(key, from: cache) { return image }
+            } catch {
+                events?(.notice("a step could not be taken from the build cache \(cache.reference), and runs: \(error)"))
+            }
+        }
+        return nil
+    }
+    #endif
 
     func record(_ step: BuildStep) {
         steps.append(step)

@@ -78,6 +78,7 @@ struct StageBuilder {
 
         // The stage's image, taken from the cache when every step was.
         let key = Self.hash([state.key, "image", options.timestamp.map { String(Int64($0.timeIntervalSince1970)) } ?? ""])
+        await run.used(key, stage: index)
         if options.useCache, let cached = try await store.cachedBuildStep(key) {
             return BuiltStage(image: cached, layers: state.layers)
         }

@@ -266,7 +266,13 @@ struct StepRunner {
 
     /// Takes the step's result from the cache, when there and wanted.
     private func reuse(_ key: String, _ instruction: Instruction, state: inout State) async throws -> Bool {
-        guard options.useCache, let cached = try await stage.store.cachedBuildStep(key) else { return false }
+        guard options.useCache else { return false }
+        var found = try await stage.store.cachedBuildStep(key)
+        #if Registry
+        if found == nil, !options.cacheFrom.isEmpty { found = await stage.run.fetchRemote(key) }
+        #endif
+        guard let cached = found else { return false }
+        await stage.run.used(key, stage: stage.index)
         let layers = zip(cached.manifest.layers, cached.configuration.rootfs.diffIDs).map { BuiltLayer(descriptor: $0, diffID: $1) }
         let added = layers.count > state.layers.count
         state.layers = layers
@@ -284,6 +290,7 @@ struct StepRunner {
         appendHistory(instruction, to: &state, emptyLayer: empty)
         state.key = key
         let image = try await stage.store.writeImage(state.configuration, layers: state.layers, cacheKey: key)
+        await stage.run.used(key, stage: stage.index)
         state.root = state.layers.isEmpty ? nil : image.manifestDescriptor.digest.description
     }
 

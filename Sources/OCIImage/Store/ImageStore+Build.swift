@@ -184,7 +184,7 @@ extension ImageStore {
 
     /// The number of blobs an image has when all are present: the manifest,
     /// its configuration and its layers.
-    private func reachableCount(_ descriptor: Descriptor) throws -> Int {
+    func reachableCount(_ descriptor: Descriptor) throws -> Int {
         guard content.contains(descriptor.digest) else { return -1 }
         let manifest = try Manifest.decode(try content.document(descriptor), mediaType: descriptor.mediaType)
         return 2 + Set(manifest.layers.map(\.digest)).count

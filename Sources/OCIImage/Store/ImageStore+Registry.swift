@@ -163,7 +163,7 @@ extension ImageStore {
 
     /// Runs `work` for each blob, at most `limit` at once; returns the
     /// results in the blobs' order. The first error cancels the rest.
-    private func transfer<Result: Sendable>(_ blobs: [Descriptor], limit: Int,
+    func transfer<Result: Sendable>(_ blobs: [Descriptor], limit: Int,
                                             _ work: @escaping @Sendable (Int, Descriptor) async throws -> Result) async throws -> [Result] {
         try await withThrowingTaskGroup(of: (Int, Result).self) { group in
             var results = [Result?](repeating: nil, count: blobs.count)
@@ -193,7 +193,7 @@ extension ImageStore {
 }
 
 /// Push outcomes gathered from concurrent uploads.
-private final class Outcomes: Sendable {
+final class Outcomes: Sendable {
     private let state = Mutex<[String: BlobPushOutcome]>([:])
     func set(_ digest: Digest, _ outcome: BlobPushOutcome) { state.withLock { $0[digest.description] = outcome } }
     var all: [String: BlobPushOutcome] { state.withLock { $0 } }
