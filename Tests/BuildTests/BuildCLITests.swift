@@ -97,4 +97,53 @@ import Testing
             }
         }
     }
+
+    @Test func aBuildKilledAtAnyMomentLeavesNothingBehindAndTheNextOneSucceeds() async throws {
+        try await withTemporaryDirectory("cli-build-kill") { dir in
+            let root = dir + "/state"
+            defer { removeCLICgroupParent("gantry-build-cli-test") }
+            try makeBusyboxRootfs(dir + "/rootfs", applets: ["seq", "xargs", "touch"])
+            #expect(try await gantry(root, ["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
+            let context = dir + "/context"
+            for index in 0 ..< 60 {
+                let path = context + "/files/\(index % 6)/file-\(index).txt"
+                try FileManager.default.createDirectory(atPath: (path as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
+                try String(repeating: "\(index)\n", count: 2000).write(toFile: path, atomically: false, encoding: .utf8)
+            }
+            try """
+            FROM bb:1 AS side
+            RUN seq 1 300 | xargs -n 1 -I N touch /side-N && sleep 0.2
+
+            FROM bb:1
+            COPY files /srv/files
+            RUN seq 1 300 | xargs -n 1 -I N touch /made-N && sleep 0.3
+            COPY --from=side /side-1 /side-1
+            RUN rm -r /srv/files/0 && echo done > /done
+            CMD ["cat", "/done"]
+            """.write(toFile: context + "/Dockerfile", atomically: false, encoding: .utf8)
+            let environment = ProcessInfo.processInfo.environment.merging(["GANTRY_CGROUP_PARENT": "gantry-build-cli-test"]) { $1 }
+            var generator = SystemRandomNumberGenerator()
+            var kills = 0
+            for round in 0 ..< 10 {
+                // Each round with a cache of its own or none, so that steps run.
+                let arguments = ["--root", root, "build", "-t", "killed:\(round)"] + (round.isMultiple(of: 2) ? ["--no-cache"] : []) + [context]
+                if try killAtRandom(binary, arguments, environment: environment, window: 800_000, using: &generator) { kills += 1 }
+                // Nothing of the killed build runs on, or is mounted, once the next command has opened the root.
+                #expect(try await gantry(root, ["ps", "-a", "-q"]).output.isEmpty)
+                #expect(mounts(under: root).isEmpty, "\(mounts(under: root))")
+            }
+            #expect(kills > 0)
+            let check = try await gantry(root, ["check"])
+            #expect(check.status == 0, "\(check.output)\(check.error)")
+            let final = try await gantry(root, ["build", "-t", "app:1", context])
+            #expect(final.status == 0, "\(final.error)")
+            #expect(try await gantry(root, ["run", "--rm", "app:1"]).output == "done\n")
+            let listed = try await gantry(root, ["run", "--rm", "app:1", "ls", "/srv/files"])
+            #expect(listed.output == "1\n2\n3\n4\n5\n", "\(listed)")
+            // The killed builds' scratch space went with the next build.
+            #expect(((try? FileManager.default.contentsOfDirectory(atPath: root + "/build-staging")) ?? []).isEmpty)
+            #expect(try await gantry(root, ["ps", "-a", "-q"]).output.isEmpty)
+            #expect(try await gantry(root, ["image", "prune", "--build-cache"]).status == 0)
+        }
+    }
 }
