@@ -24,6 +24,8 @@ packages=(
     # for their network (slirp4netns where pasta is missing), useradd, and
     # setcap for an image's file capability.
     uidmap passt slirp4netns passwd libcap2-bin procps
+    # Builds: git for ADD of a repository (and its daemon in the tests).
+    git
     # Benchmarks, with the runtimes Gantry is compared with.
     debootstrap hyperfine time crun runc podman buildah
 )

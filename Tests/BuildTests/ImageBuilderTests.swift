@@ -524,6 +524,66 @@ struct ImageBuilderTests {
             }
         }
     }
+
+    @Test func addFetchesAGitRepositoryAtARefWithItsSubdirectory() async throws {
+        try await withBusyboxRuntime("build-git", applets: ["cat", "ls", "test"]) { runtime, dir in
+            let repository = dir + "/repositories/app"
+            try FileManager.default.createDirectory(atPath: repository + "/src", withIntermediateDirectories: true)
+            func git(_ arguments: [String]) throws {
+                _ = try run("/usr/bin/git", ["-C", repository, "-c", "user.name=Test", "-c", "user.email=test@example.com"] + arguments)
+            }
+            try git(["init", "-q", "-b", "main"])
+            try "one\n".write(toFile: repository + "/README", atomically: false, encoding: .utf8)
+            try "first\n".write(toFile: repository + "/src/main.txt", atomically: false, encoding: .utf8)
+            try git(["add", "-A"])
+            try git(["commit", "-q", "-m", "one"])
+            try git(["tag", "v1"])
+            try "two\n".write(toFile: repository + "/README", atomically: false, encoding: .utf8)
+            try git(["commit", "-q", "-am", "two"])
+            let port = try freePort()
+            let daemon = try ChildProcess("/usr/bin/git", ["daemon", "--reuseaddr", "--export-all", "--base-path=\(dir)/repositories",
+                                                          "--listen=127.0.0.1", "--port=\(port)", "--informative-errors", dir + "/repositories"],
+                                          stdout: .null, stderr: .null)
+            defer { daemon.terminate(); daemon.waitUntilExit() }
+            for _ in 0 ..< 250 {
+                if isListening(port) { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let remote = "git://127.0.0.1:\(port)/app"
+            let context = try context(dir, [
+                "Dockerfile": """
+                FROM busybox:test
+                ADD \(remote)#v1 /v1
+                ADD \(remote)#main:src /src
+                ADD --keep-git-dir=true \(remote) /head
+                """,
+            ])
+            let builder = ImageBuilder(runtime: runtime)
+            try await builder.build(context: context, options: BuildOptions(tags: ["git:1"]))
+            let seen = try await output(runtime, "git:1", ["sh", "-c", "cat /v1/README /src/main.txt /head/README; ls -A /v1 /src; test -d /head/.git && echo kept"])
+            #expect(seen == "one\nfirst\ntwo\n/src:\nmain.txt\n\n/v1:\nREADME\nsrc\nkept\n", "\(seen)")
+
+            // Unchanged repositories: cached. A new commit: what it changed runs again.
+            let again = try await builder.build(context: context, options: BuildOptions(tags: ["git:1"]))
+            #expect(again.steps.filter { $0.instruction.hasPrefix("ADD") }.allSatisfy { $0.cached }, "\(again.steps)")
+            try "second\n".write(toFile: repository + "/src/main.txt", atomically: false, encoding: .utf8)
+            try git(["commit", "-q", "-am", "three"])
+            let changed = try await builder.build(context: context, options: BuildOptions(tags: ["git:1"]))
+            #expect(changed.steps.map { $0.cached } == [false, true, false, false], "\(changed.steps)")
+            #expect(try await output(runtime, "git:1", ["cat", "/src/main.txt"]) == "second\n")
+
+            // A reference the repository lacks, and COPY of a repository, are named.
+            try "FROM busybox:test\nADD \(remote)#no-such-branch /x\n".write(toFile: context + "/Dockerfile", atomically: false, encoding: .utf8)
+            await #expect { try await builder.build(context: context) } throws: { error in
+                "\(error)".contains("Dockerfile:2") && "\(error)".contains("no-such-branch")
+            }
+            try "FROM busybox:test\nCOPY \(remote) /x\n".write(toFile: context + "/Dockerfile", atomically: false, encoding: .utf8)
+            await #expect { try await builder.build(context: context) } throws: { error in
+                "\(error)".contains("ADD fetches URLs and git repositories")
+            }
+            try await runtime.images.remove("git:1")
+        }
+    }
 }
 
 /// Notices a build reported, from its event handler.

@@ -217,16 +217,41 @@ struct Staging: Sendable {
     /// Extracts an archive into a host directory with GNU tar (owners
     /// kept when root), for a stage that has no file system yet.
     static func extract(_ archive: String, into directory: String) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/tar")
-        process.arguments = ["-xf", archive, "-C", directory]
-        let errors = Pipe()
-        process.standardError = errors
-        try process.run()
-        let message = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
-            throw BuildError(.context, "cannot extract \(archive): \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
+        do {
+            _ = try runTool("/bin/tar", ["-xf", archive, "-C", directory])
+        } catch let error as BuildError {
+            throw BuildError(.context, "cannot extract \(archive): \(error.message)")
         }
+    }
+
+    /// Runs a program of the host and returns its standard output.
+    ///
+    /// - Throws: ``BuildError`` (`context`) with what it wrote to its
+    ///   standard error, unless it exits 0.
+    static func runTool(_ program: String, _ arguments: [String], environment: [String: String]? = nil) throws -> String {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: program)
+        process.arguments = arguments
+        if let environment { process.environment = environment }
+        // Its complaints go to an unnamed file, read at its end, so that
+        // neither of two pipes can fill while the other is read.
+        // O_TMPFILE, which the C headers define as a macro Swift cannot import.
+        let errorFile = open("/tmp", 0o20000000 | O_DIRECTORY | O_RDWR | O_CLOEXEC, 0o600)
+        guard errorFile >= 0 else { throw BuildError(.context, "cannot run \(program)", underlying: Errno(rawValue: errno)) }
+        let errors = FileHandle(fileDescriptor: errorFile, closeOnDealloc: true)
+        let output = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        let text = output.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        lseek(errorFile, 0, SEEK_SET)
+        let errorText = errors.readDataToEndOfFile()
+        guard process.terminationStatus == 0 else {
+            let message = String(decoding: errorText, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            throw BuildError(.context, message.isEmpty ? "\((program as NSString).lastPathComponent) exited with \(process.terminationStatus)" : message)
+        }
+        return String(decoding: text, as: UTF8.self)
     }
 }

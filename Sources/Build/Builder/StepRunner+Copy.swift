@@ -35,7 +35,7 @@ struct CopyEntry: Sendable {
 extension StepRunner {
     func prepareCopy(_ instruction: Instruction, expansion: VariableExpansion, state: State, staging: Staging) async throws -> PreparedCopy {
         let isAdd = instruction.keyword == "ADD"
-        let allowed: Set<String> = isAdd ? ["chown", "chmod", "link", "checksum"] : ["from", "chown", "chmod", "link"]
+        let allowed: Set<String> = isAdd ? ["chown", "chmod", "link", "checksum", "keep-git-dir"] : ["from", "chown", "chmod", "link"]
         for flag in instruction.flags where !allowed.contains(flag.name) {
             throw BuildError(.instruction, "\(instruction.location): \(instruction.keyword) does not take --\(flag.name)")
         }
@@ -70,11 +70,14 @@ extension StepRunner {
         // What each source is: a host path, and whether its contents (a
         // directory's) or itself are copied.
         var items: [(path: String, name: String, isDirectory: Bool)] = []
+        var keyParts: [String] = []
+        var gitDirectories: [String] = []
         var archives: [String] = []
         var extracted = 0
         let from = try instruction.flag("from").map { try expansion.word($0) }
-        if instruction.flag("checksum") != nil, !list.allSatisfy({ $0.hasPrefix("http://") || $0.hasPrefix("https://") }) {
-            throw BuildError(.instruction, "\(instruction.location): --checksum is for sources given by URL, not \(list.filter { !$0.hasPrefix("http://") && !$0.hasPrefix("https://") }.joined(separator: ", "))")
+        func isRemote(_ source: String) -> Bool { source.hasPrefix("http://") || source.hasPrefix("https://") || GitSource(parsing: source) != nil }
+        if instruction.flag("checksum") != nil, !list.allSatisfy(isRemote) {
+            throw BuildError(.instruction, "\(instruction.location): --checksum is for sources given by URL, not \(list.filter { !isRemote($0) }.joined(separator: ", "))")
         }
         let entries = try await stage.run.entries()
         for source in list {
@@ -85,6 +88,20 @@ extension StepRunner {
                 try Data(content.utf8).write(to: URL(fileURLWithPath: file))
                 chmod(file, 0o644)
                 items.append((file, heredoc.delimiter, false))
+                continue
+            }
+            if isAdd, let git = GitSource(parsing: source) {
+                // A repository's files: its contents, as a directory's.
+                let directory = try staging.area("git-\(items.count)")
+                let keep = instruction.flag("keep-git-dir").map { $0.isEmpty || $0 == "true" } ?? false
+                let (commit, contents) = try await offload { _ in try git.fetch(into: directory, keepGitDirectory: keep, at: instruction.location) }
+                if let checksum = instruction.flag("checksum"), !commit.hasPrefix(checksum.lowercased()) {
+                    throw BuildError(.instruction, "\(instruction.location): \(git.remote) is at commit \(commit), not \(checksum) as --checksum says")
+                }
+                items.append((contents, (contents as NSString).lastPathComponent, true))
+                // A kept .git directory differs at every fetch: the commit keys it.
+                gitDirectories.append(directory + "/.git")
+                keyParts.append("git \(git.remote) \(commit) \(git.subdirectory ?? "") \(keep)")
                 continue
             }
             if isAdd, source.hasPrefix("http://") || source.hasPrefix("https://") {
@@ -102,8 +119,8 @@ extension StepRunner {
                 items.append((directory + "/" + name, name, false))
                 continue
             }
-            if source.hasPrefix("http://") || source.hasPrefix("https://") || source.hasPrefix("git@") || source.hasSuffix(".git") && source.contains("://") {
-                throw BuildError(.instruction, "\(instruction.location): \(instruction.keyword) from \(source) is not supported: ADD takes URLs, and git repositories are not fetched; clone it in a RUN step, or place it in the context")
+            if isRemote(source) {
+                throw BuildError(.instruction, "\(instruction.location): COPY takes files of the context, a stage or an image, not \(source): ADD fetches URLs and git repositories")
             }
             if let from {
                 let copied = try staging.area("from-\(items.count)")
@@ -139,8 +156,9 @@ extension StepRunner {
             listing = try self.listing(items[0].path, as: staged, entries: nil)
             file = (staged, items[0].name)
         }
-        var keyParts = ["into " + directory, "owner \(owner.map { "\($0.uid):\($0.gid)" } ?? "-")", "mode \(mode.map { String($0, radix: 8) } ?? "-")"]
-        keyParts += try Staging.fingerprint(listing, owner: owner ?? (0, 0), mode: mode)
+        keyParts += ["into " + directory, "owner \(owner.map { "\($0.uid):\($0.gid)" } ?? "-")", "mode \(mode.map { String($0, radix: 8) } ?? "-")"]
+        let fingerprinted = listing.filter { entry in !gitDirectories.contains { entry.source == $0 || entry.source.hasPrefix($0 + "/") } }
+        keyParts += try Staging.fingerprint(fingerprinted, owner: owner ?? (0, 0), mode: mode)
         for archive in archives { keyParts += try Staging.fingerprint([CopyEntry(target: "", source: archive, followsLink: true)], owner: nil, mode: nil) }
         return PreparedCopy(directory: directory, owner: owner, mode: mode, listing: listing, archives: archives, keyParts: keyParts, file: file)
     }
