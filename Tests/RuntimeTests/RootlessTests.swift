@@ -219,8 +219,9 @@ struct RootlessTests {
 
     /// An ordinary user builds a Dockerfile over the image with several
     /// owners: RUN steps as the container's root (giving files to other
-    /// users), COPY into the root's directories; what it cannot do (give
-    /// copied files to another user) is refused by name.
+    /// users), COPY into the root's directories, `--chown` to other users;
+    /// what it cannot do (write into another user's directory) is refused
+    /// by name.
     @Test func anOrdinaryUserBuildsADockerfile() async throws {
         let fixtures = try #require(fixtures)
         try await withTemporaryDirectory("rootless-build") { dir in
@@ -243,9 +244,25 @@ struct RootlessTests {
             let again = try await gantry(["build", "-t", "built:1", context], root: root)
             #expect(again.output.contains("CACHED COPY src/ /srv/"), "\(again)")
 
-            try write("FROM owners:1\nCOPY --chown=1000 src/a.txt /srv/\n", to: context + "/Dockerfile")
+            // Files and the directories made for them given to another user,
+            // set-ID bits kept; the directories a WORKDIR makes for a USER are that user's.
+            try write("""
+                FROM owners:1
+                COPY --chown=1000 src/a.txt /srv/
+                COPY --chown=1000:1000 --chmod=4755 src/ /opt/app/bin/
+                USER 1000
+                WORKDIR /work/here
+                USER 0
+                CMD ["sh", "-c", "stat -c '%u:%g %a %n' /srv/a.txt /opt/app /opt/app/bin /opt/app/bin/a.txt /work /work/here"]
+                """, to: context + "/Dockerfile")
+            let owned = try await gantry(["build", "-t", "owned:1", context], root: root)
+            #expect(owned.status == 0, "\(owned)")
+            let stats = try await gantry(["run", "--rm", "owned:1"], root: root)
+            #expect(stats.output == "1000:1000 644 /srv/a.txt\n1000:1000 755 /opt/app\n1000:1000 755 /opt/app/bin\n1000:1000 4755 /opt/app/bin/a.txt\n1000:1000 755 /work\n1000:1000 755 /work/here\n", "\(stats)")
+            // What it cannot do, write into a directory another user of the image owns, is refused by name.
+            try write("FROM owners:1\nCOPY src/a.txt /home/alice/\n", to: context + "/Dockerfile")
             let refused = try await gantry(["build", context], root: root)
-            #expect(refused.status == 1 && refused.error.contains("Dockerfile:2") && refused.error.contains("--chown"), "\(refused)")
+            #expect(refused.status == 1 && refused.error.contains("Dockerfile:2") && refused.error.contains("another of its users"), "\(refused)")
             let listed = try await gantry(["ps", "-a", "--format", "json"], root: root).output
             #expect((try JSONSerialization.jsonObject(with: Data(listed.utf8)) as? [Any])?.isEmpty == true, "\(listed)")
             await ContainerRuntime.settle()

@@ -56,9 +56,6 @@ extension StepRunner {
             } catch let error as BuildError {
                 throw BuildError(error.code, "\(instruction.location): --chown=\(chown): \(error.message)")
             }
-            if let owner, owner != (0, 0), runtime.userNamespace != nil {
-                throw BuildError(.instruction, "\(instruction.location): --chown=\(chown): an ordinary user's build gives copied files to the container's root only (chown them in a RUN step)")
-            }
         }
         let mode = try instruction.flag("chmod").map { text -> UInt32 in
             guard let value = UInt32(text, radix: 8), value <= 0o7777 else {

@@ -162,17 +162,25 @@ struct StepRunner {
             keyParts += copy.keyParts
             let (destination, owner, archives, file) = (copy.directory, copy.owner, copy.archives, copy.file)
             let (listing, mode) = (copy.listing, copy.mode)
+            // An ordinary user's staged files are the container root's: the
+            // owner is given once they are in place, in its user namespace.
+            let ownerAfter = runtime.userNamespace != nil ? owner.flatMap { $0 == (0, 0) ? nil : $0 } : nil
+            if ownerAfter != nil, !archives.isEmpty {
+                throw BuildError(.instruction, "\(instruction.location): an ordinary user's build extracts archives for the container's root only: give the files other owners in a RUN step")
+            }
             work = { container in
                 let source = try staging.files()
                 try await offload { _ in try Staging.place(listing, into: source, owner: owner ?? (0, 0), mode: mode) }
-                try await container.makeDirectories(destination, owner: owner)
+                let made = try await container.makeMissingDirectories(destination, owner: ownerAfter == nil ? owner : nil)
                 if let file, try await container.isDirectory(destination + "/" + file.staged) {
                     // COPY a.txt /app, where /app is a directory: /app/a.txt.
-                    try await container.copyIn(from: source + "/" + file.staged, to: destination + "/" + file.staged + "/" + file.source,
-                                               options: CopyOptions(keepOwners: true))
+                    let target = destination + "/" + file.staged + "/" + file.source
+                    try await container.copyIn(from: source + "/" + file.staged, to: target, options: CopyOptions(keepOwners: true))
+                    if let ownerAfter { try await container.giveOwner(made + [target], to: ownerAfter) }
                     return
                 }
                 try await container.copyIn(from: source + "/.", to: destination, options: CopyOptions(keepOwners: true))
+                if let ownerAfter { try await container.giveOwner(made + listing.map { destination + "/" + $0.target }, to: ownerAfter) }
                 for archive in archives {
                     let fd = try FileDescriptor.open(archive, .readOnly)
                     defer { try? fd.close() }
@@ -222,8 +230,7 @@ struct StepRunner {
                                                      snapshotAbove: options.timestamp == nil ? state.layers : nil)
         } catch {
             try? await container.remove(force: true)
-            if let failure = error as? SystemCallError, failure.errno == .permissionDenied, runtime.userNamespace != nil {
-                let path = failure.path.split(separator: ":", maxSplits: 1).last.map(String.init) ?? failure.path
+            if runtime.userNamespace != nil, let path = Self.deniedPath(error) {
                 throw BuildError(.instruction, "\(instruction.location): \(instruction.keyword) cannot write \(path): an ordinary user's build places files as the container's root, which may not write where the image gave another of its users the directory", underlying: error)
             }
             if let failure = error as? RuntimeError, failure.code == .unsupportedHost {
@@ -292,6 +299,24 @@ struct StepRunner {
         let image = try await stage.store.writeImage(state.configuration, layers: state.layers, cacheKey: key)
         await stage.run.used(key, stage: stage.index)
         state.root = state.layers.isEmpty ? nil : image.manifestDescriptor.digest.description
+    }
+
+    /// The container path a permission was denied on, found through the
+    /// error's chain; nil when no permission was denied.
+    static func deniedPath(_ error: any Error) -> String? {
+        var next: (any Error)? = error
+        while let current = next {
+            if let failure = current as? SystemCallError {
+                guard failure.errno == .permissionDenied else { return nil }
+                return failure.path.split(separator: ":", maxSplits: 1).last.map(String.init) ?? failure.path
+            }
+            if let failure = current as? RuntimeError, failure.systemError == .permissionDenied {
+                // "cannot open container NAME:/path"
+                return failure.message.split(separator: ":", maxSplits: 1).last.map(String.init) ?? failure.message
+            }
+            next = (current as? any GantryError)?.underlying
+        }
+        return nil
     }
 
     static func absolute(_ path: String, in directory: String?) -> String {

@@ -20,27 +20,33 @@ extension Container {
     /// - Throws: ``RuntimeError`` naming the path, when a component is not a
     ///   directory or the owner cannot be given.
     public func makeDirectories(_ path: String, mode: UInt32 = 0o755, owner: (uid: UInt32, gid: UInt32)? = nil) async throws {
+        try await makeMissingDirectories(path, mode: mode, owner: owner)
+    }
+
+    /// Makes the directories ``makeDirectories(_:mode:owner:)`` makes, and
+    /// returns those made (absolute paths in the container, parents first).
+    @discardableResult
+    package func makeMissingDirectories(_ path: String, mode: UInt32 = 0o755, owner: (uid: UInt32, gid: UInt32)? = nil) async throws -> [String] {
         let spec = try record.spec
         let host: (uid: UInt32, gid: UInt32)?
         var refusal: RuntimeError?
+        var laterOwner: (uid: UInt32, gid: UInt32)?
         if let owner, owner != (0, 0), runtime.userNamespace != nil {
-            // Refused only when a directory is to be made.
-            refusal = RuntimeError(.invalidSpec, "cannot give \(path) in container \(name) to \(owner.uid):\(owner.gid): an ordinary user's runtime makes files for the container's root only")
+            // Made as the container's root, then given away in its user
+            // namespace; not under a running container's feet.
+            if try record.status == .running || record.status == .paused {
+                refusal = RuntimeError(.invalidSpec, "cannot give \(path) in running container \(name) to \(owner.uid):\(owner.gid): an ordinary user's runtime makes files for the container's root only")
+            }
+            laterOwner = owner
             host = nil
         } else if let owner, owner != (0, 0) {
-            func mapped(_ id: UInt32, _ mappings: [ContainerSpec.IDMapping]) -> UInt32? {
-                guard !mappings.isEmpty else { return id }
-                return mappings.first { id >= $0.containerID && id - $0.containerID < $0.size }.map { $0.hostID + (id - $0.containerID) }
-            }
-            guard let uid = mapped(owner.uid, spec.uidMappings), let gid = mapped(owner.gid, spec.gidMappings) else {
-                throw RuntimeError(.invalidSpec, "cannot give \(path) in container \(name) to \(owner.uid):\(owner.gid): its user namespace does not map them")
-            }
-            host = (uid, gid)
+            host = try Self.hostOwner(owner, spec, what: "\(path) in container \(name)")
         } else {
             host = nil
         }
         let components = CopyPath(path).components
         let name = name
+        let madePaths = Mutex<[String]>([])
         try await blocking { [self, refusal] in
             try withRootFileSystem(writable: true) { root in
                 let tree = FileTree.container(root, name)
@@ -59,6 +65,7 @@ extension Container {
                     // Opened through the root, so that a symlink stays inside it.
                     let next = try tree.openDirectory(current)
                     if made {
+                        madePaths.withLock { $0.append(current) }
                         if let host, fchown(next, host.uid, host.gid) != 0 {
                             close(next)
                             throw RuntimeError(.systemCall, "cannot give \(tree.describe(current)) to \(host.uid):\(host.gid)", underlying: Sys.errno)
@@ -68,6 +75,72 @@ extension Container {
                     close(parent)
                     parent = next
                 }
+            }
+        }
+        let made = madePaths.withLock { $0 }
+        if let laterOwner { try await giveOwner(made, to: laterOwner) }
+        return made
+    }
+
+    /// The host IDs of a container user and group, through the container's
+    /// ID mappings (the same IDs without).
+    private static func hostOwner(_ owner: (uid: UInt32, gid: UInt32), _ spec: ContainerSpec, what: String) throws -> (uid: UInt32, gid: UInt32) {
+        func mapped(_ id: UInt32, _ mappings: [ContainerSpec.IDMapping]) -> UInt32? {
+            guard !mappings.isEmpty else { return id }
+            return mappings.first { id >= $0.containerID && id - $0.containerID < $0.size }.map { $0.hostID + (id - $0.containerID) }
+        }
+        guard let uid = mapped(owner.uid, spec.uidMappings), let gid = mapped(owner.gid, spec.gidMappings) else {
+            throw RuntimeError(.invalidSpec, "cannot give \(what) to \(owner.uid):\(owner.gid): its user namespace does not map them")
+        }
+        return (uid, gid)
+    }
+
+    /// Gives the files at `paths` (absolute, in the container, none through
+    /// a symlink) to the container user and group `owner`, keeping their
+    /// set-ID bits; for a container that is not running, whose files are
+    /// in its upper directory (made or copied since its image). An ordinary
+    /// user's runtime does it as the root of a user namespace with the
+    /// container's mapping. Paths that are not there are passed over.
+    ///
+    /// - Throws: ``RuntimeError`` naming the path that cannot be given.
+    package func giveOwner(_ paths: [String], to owner: (uid: UInt32, gid: UInt32)) async throws {
+        guard !paths.isEmpty else { return }
+        let record = try record
+        guard record.status != .running && record.status != .paused else {
+            throw RuntimeError(.invalidState, "cannot give files of container \(name) new owners while it runs")
+        }
+        let upper = runtime.containerDirectory(id) + "/upper"
+        let userNamespace = runtime.userNamespace
+        let name = name
+        let host = userNamespace == nil ? try Self.hostOwner(owner, record.spec, what: "files of container \(name)") : owner
+        try await blocking {
+            var owners: [FileOwner] = []
+            for path in paths {
+                let relative = String(CopyPath(path).components.joined(separator: "/"))
+                var status = stat()
+                guard !relative.isEmpty, lstat(upper + "/" + relative, &status) == 0 else { continue }
+                let setID = status.st_mode & S_IFMT == S_IFREG && status.st_mode & 0o6000 != 0
+                owners.append(FileOwner(path: Array(relative.utf8), uid: owner.uid, gid: owner.gid, mode: setID ? UInt32(status.st_mode & 0o7777) : nil))
+            }
+            do {
+                if let userNamespace {
+                    try userNamespace.setOwners(owners, beneath: upper)
+                } else {
+                    guard let directory = OwnedDescriptor(opening: upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC) else {
+                        throw SystemCallError("open", upper, Sys.errno)
+                    }
+                    for entry in owners {
+                        let path = String(decoding: entry.path, as: UTF8.self)
+                        // RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS: never out of the upper directory.
+                        let fd = gantry_openat2(directory.raw, path, UInt64(GANTRY_O_PATH | O_NOFOLLOW | O_CLOEXEC), 0, 0x08 | 0x04 | 0x02)
+                        guard fd >= 0 else { throw SystemCallError("open", upper + "/" + path, Sys.errno) }
+                        defer { close(fd) }
+                        guard fchownat(fd, "", host.uid, host.gid, 0x1000 /* AT_EMPTY_PATH */) == 0 else { throw SystemCallError("chown", upper + "/" + path, Sys.errno) }
+                        if let mode = entry.mode { chmod("/proc/self/fd/\(fd)", mode_t(mode)) }
+                    }
+                }
+            } catch {
+                throw RuntimeError(.systemCall, "cannot give files of container \(name) to \(owner.uid):\(owner.gid)", underlying: error)
             }
         }
     }
