@@ -12,6 +12,10 @@
 # The Dockerfile copies a context of 200 small files, runs two steps that
 # read them and write more, sets its configuration and copies one more file
 # in: what a service's image build looks like, without a package manager.
+# - two-stage: a Dockerfile over Debian bookworm (minbase, debootstrapped
+#   once and kept in $GANTRY_BENCH_CACHE, /var/tmp/gantry-bench by default)
+#   whose first stage makes and packs 300 files with Debian's tools and whose
+#   second copies the archive from it and unpacks it; cold.
 #
 # GANTRY_BENCH_KEEP=1 leaves the work directory (/tmp/gantry-build-bench).
 set -euo pipefail
@@ -91,6 +95,34 @@ $b "$context" >/dev/null
 "${buildah[@]}" run --runtime runc check sh -c 'cat /srv/app/index | wc -l; cat /etc/app.conf'
 "${buildah[@]}" rm check >/dev/null
 
+echo "== Debian base for the two-stage build"
+cache="${GANTRY_BENCH_CACHE:-/var/tmp/gantry-bench}"
+bookworm_layout "$cache"
+"$gantry" --root "$work/state" image import-layout "$cache/layout:bookworm" --name bench-debian:1 >/dev/null
+"${buildah[@]}" tag "$("${buildah[@]}" pull -q "oci:$cache/layout:bookworm")" localhost/bench-debian:1
+for base in bench-debian:1 localhost/bench-debian:1; do
+    file="$work/Dockerfile.debian.$( [ "$base" = bench-debian:1 ] && echo gantry || echo buildah)"
+    cat >"$file" <<EOF
+FROM $base AS build
+RUN mkdir -p /out && for i in \$(seq 1 300); do head -c 4096 /dev/urandom > /out/part-\$i; done && tar -czf /bundle.tgz -C /out .
+
+FROM $base
+COPY --from=build /bundle.tgz /opt/bundle.tgz
+RUN mkdir /opt/app && tar -xzf /opt/bundle.tgz -C /opt/app && rm /opt/bundle.tgz && ls /opt/app | wc -l > /opt/count
+CMD ["cat", "/opt/count"]
+EOF
+done
+gd="$gantry --root $work/state build -q --network none -f $work/Dockerfile.debian.gantry -t bench-two:1"
+bd="${buildah[*]} bud -q --runtime runc --network none -f $work/Dockerfile.debian.buildah -t bench-two:1"
+bdc="${buildah[*]} bud -q --isolation chroot -f $work/Dockerfile.debian.buildah -t bench-two:1"
+echo "== check: the two-stage images count the same files"
+$gd "$context" >/dev/null
+"$gantry" --root "$work/state" run --rm bench-two:1
+$bd "$context" >/dev/null
+"${buildah[@]}" from --name check-two localhost/bench-two:1 >/dev/null
+"${buildah[@]}" run --runtime runc check-two cat /opt/count
+"${buildah[@]}" rm check-two >/dev/null
+
 echo "== cold: every step runs ($runs runs)"
 hyperfine --warmup 1 --runs "$runs" --export-json "$work/cold.json" \
     -n gantry "$g --no-cache $context" -n "buildah (runc)" "$b --no-cache $context" -n "buildah (chroot)" "$bc --no-cache $context"
@@ -101,9 +133,13 @@ $b --layers "$context" >/dev/null
 hyperfine --warmup 1 --runs "$runs" --export-json "$work/cached.json" \
     -n gantry "$g $context" -n "buildah (runc)" "$b --layers $context" -n "buildah (chroot)" "$bc --layers $context"
 
+echo "== two-stage over Debian, cold ($runs runs)"
+hyperfine --warmup 1 --runs "$runs" --export-json "$work/two-stage.json" \
+    -n gantry "$gd --no-cache $context" -n "buildah (runc)" "$bd --no-cache $context" -n "buildah (chroot)" "$bdc --no-cache $context"
+
 python3 - "$work" <<'PY'
 import json, sys
-for phase in ["cold", "cached"]:
+for phase in ["cold", "cached", "two-stage"]:
     results = {r["command"]: r for r in json.load(open(f"{sys.argv[1]}/{phase}.json"))["results"]}
     gantry = results["gantry"]["median"]
     line = f"{phase}: gantry {gantry * 1000:.0f} ms"
