@@ -146,4 +146,63 @@ import Testing
             #expect(try await gantry(root, ["image", "prune", "--build-cache"]).status == 0)
         }
     }
+
+    @Test(.enabled(if: ["/usr/bin/crun", "/usr/bin/podman", "/usr/bin/umoci", "/usr/bin/skopeo"].allSatisfy { FileManager.default.isExecutableFile(atPath: $0) },
+                   "needs crun, podman, umoci and skopeo (scripts/setup.sh installs them)"))
+    func anImageBuiltHereRunsUnderCrunAndPodmanAndCrossesARegistryUnchanged() async throws {
+        try await withTemporaryDirectory("cli-build-peers") { dir in
+            let root = dir + "/state"
+            defer { removeCLICgroupParent("gantry-build-cli-test") }
+            try makeBusyboxRootfs(dir + "/rootfs", applets: ["pwd", "id"])
+            #expect(try await gantry(root, ["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
+            let context = dir + "/context"
+            try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
+            try "from the context\n".write(toFile: context + "/note.txt", atomically: false, encoding: .utf8)
+            try """
+            FROM bb:1
+            ENV WHO=peers
+            WORKDIR /srv/app
+            COPY --chown=1:1 note.txt ./
+            RUN echo built > made
+            CMD ["sh", "-c", "cat made note.txt; echo $WHO; pwd; stat -c %u:%g note.txt"]
+            """.write(toFile: context + "/Dockerfile", atomically: false, encoding: .utf8)
+            let built = try await gantry(root, ["build", "-q", "-t", "peers:1", "--output", "type=oci,dest=\(dir)/layout,tag=v1", context])
+            #expect(built.status == 0, "\(built.error)")
+            let expected = "built\nfrom the context\npeers\n/srv/app\n1:1\n"
+
+            // crun, on a bundle umoci unpacks from the layout (where the host is hybrid, seeing the v1 controllers only).
+            _ = try await run("/usr/bin/umoci", ["unpack", "--image", "\(dir)/layout:v1", dir + "/bundle"])
+            let configPath = dir + "/bundle/config.json"
+            var config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: configPath))) as? [String: Any])
+            var process = try #require(config["process"] as? [String: Any])
+            process["terminal"] = false
+            config["process"] = process
+            try JSONSerialization.data(withJSONObject: config).write(to: URL(fileURLWithPath: configPath))
+            let crun = "/usr/bin/crun --root \(dir)/crun run -b \(dir)/bundle gt-build-\(UUID().uuidString.prefix(8))"
+            let hybrid = try readText("/proc/self/mountinfo").contains(" /sys/fs/cgroup/unified ")
+            let crunRun = try await runWithStatus("/usr/bin/unshare", ["-m", "sh", "-c", (hybrid ? "umount -l /sys/fs/cgroup/unified && " : "") + crun])
+            #expect(crunRun.status == 0 && crunRun.output == expected, "\(crunRun)")
+
+            // podman, from the layout (its default limits lowered to what this host allows).
+            let podman = ["--root", dir + "/podman", "--runroot", dir + "/podman-run", "--storage-driver", "vfs", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]
+            let podmanRun = try await runWithStatus("/usr/bin/podman", podman + ["run", "--rm", "--network", "none", "--cgroup-parent", "/gantry-build-cli-test",
+                                                                                "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+                                                                                "oci:\(dir)/layout:v1"])
+            #expect(podmanRun.status == 0 && podmanRun.output == expected, "\(podmanRun)")
+            _ = try? await runWithStatus("/usr/bin/podman", podman + ["rmi", "-af"])
+
+            // Through a registry: skopeo reads the very manifest and configuration Gantry wrote.
+            try await withLocalRegistry(dir) { registry in
+                let reference = "\(registry.host)/peers/app:1"
+                #expect(try await gantry(root, ["image", "push", "peers:1", reference]).status == 0)
+                let digest = built.output.trimmingCharacters(in: .whitespacesAndNewlines)
+                let inspected = try await runWithStatus("/usr/bin/skopeo", ["inspect", "--tls-verify=false", "docker://\(reference)"])
+                #expect(inspected.output.contains("\"Digest\": \"\(digest)\""), "\(digest): \(inspected)")
+                let copied = try await runWithStatus("/usr/bin/skopeo", ["copy", "-q", "--src-tls-verify=false", "docker://\(reference)", "oci:\(dir)/copied:1"])
+                #expect(copied.status == 0, "\(copied.error)")
+                let ours = try readText(dir + "/layout/index.json"), theirs = try readText(dir + "/copied/index.json")
+                #expect(ours.contains(digest) && theirs.contains(digest), "\(ours)\n\(theirs)")
+            }
+        }
+    }
 }

@@ -195,9 +195,15 @@ public func makeBusyboxRootfs(_ directory: String, applets: [String] = []) throw
     chmod(directory + "/tmp", 0o1777)
 }
 
-/// Removes the (empty) cgroup parent the CLI tests use, in every hierarchy.
+/// Removes the (empty) cgroup parent the CLI tests use, with the empty
+/// cgroups below it, in every hierarchy.
 public func removeCLICgroupParent(_ parent: String) {
-    for hierarchy in ["memory", "pids", "cpu", "cpuacct", "freezer", "cpuset", "blkio", "devices", "unified", ""] {
-        rmdir("/sys/fs/cgroup/\(hierarchy)/\(parent)")
+    for hierarchy in ["memory", "pids", "cpu", "cpuacct", "freezer", "cpuset", "blkio", "devices", "systemd", "unified", ""] {
+        let directory = "/sys/fs/cgroup/\(hierarchy)/\(parent)"
+        // Children first (a peer's, as podman's conmon), deepest first.
+        let children = ((try? FileManager.default.subpathsOfDirectory(atPath: directory)) ?? [])
+            .filter { (try? FileManager.default.attributesOfItem(atPath: directory + "/" + $0)[.type] as? FileAttributeType) == .typeDirectory }
+        for child in children.sorted(by: { $0.count > $1.count }) { rmdir(directory + "/" + child) }
+        rmdir(directory)
     }
 }
