@@ -12,15 +12,21 @@ import Testing
                                        environment: ["GANTRY_CGROUP_PARENT": "gantry-build-cli-test"].merging(environment) { $1 })
     }
 
+    /// A state root with a busybox image `bb:1`, and a context with `files`.
+    func prepare(_ dir: String, applets: [String], files: [String: String]) async throws -> (root: String, context: String) {
+        let root = dir + "/state"
+        try makeBusyboxRootfs(dir + "/rootfs", applets: applets)
+        #expect(try await gantry(root, ["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
+        let context = dir + "/context"
+        try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
+        for (name, content) in files { try content.write(toFile: context + "/" + name, atomically: false, encoding: .utf8) }
+        return (root, context)
+    }
+
     @Test func buildTagRunAndWriteALayoutFromTheCommandLine() async throws {
         try await withTemporaryDirectory("cli-build") { dir in
-            let root = dir + "/state"
+            let (root, context) = try await prepare(dir, applets: ["head"], files: ["greeting.txt": "hello\n"])
             defer { removeCLICgroupParent("gantry-build-cli-test") }
-            try makeBusyboxRootfs(dir + "/rootfs", applets: ["head"])
-            #expect(try await gantry(root, ["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
-            let context = dir + "/context"
-            try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
-            try "hello\n".write(toFile: context + "/greeting.txt", atomically: false, encoding: .utf8)
             try """
             FROM bb:1
             ARG WHO=nobody
@@ -151,13 +157,8 @@ import Testing
                    "needs crun, podman, umoci and skopeo (scripts/setup.sh installs them)"))
     func anImageBuiltHereRunsUnderCrunAndPodmanAndCrossesARegistryUnchanged() async throws {
         try await withTemporaryDirectory("cli-build-peers") { dir in
-            let root = dir + "/state"
+            let (root, context) = try await prepare(dir, applets: ["pwd", "id"], files: ["note.txt": "from the context\n"])
             defer { removeCLICgroupParent("gantry-build-cli-test") }
-            try makeBusyboxRootfs(dir + "/rootfs", applets: ["pwd", "id"])
-            #expect(try await gantry(root, ["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"]).status == 0)
-            let context = dir + "/context"
-            try FileManager.default.createDirectory(atPath: context, withIntermediateDirectories: true)
-            try "from the context\n".write(toFile: context + "/note.txt", atomically: false, encoding: .utf8)
             try """
             FROM bb:1
             ENV WHO=peers
