@@ -31,6 +31,9 @@ struct BuildImage: AsyncParsableCommand {
     @Option(help: ArgumentHelp("The time to record and the latest file modification time, in seconds since 1970, for a reproducible image (default: $SOURCE_DATE_EPOCH when set).", valueName: "seconds"))
     var timestamp: Int64?
 
+    @Option(help: ArgumentHelp("The platform to build for (default: the host's), as os/arch[/variant]; RUN steps run only on the host's.", valueName: "platform"))
+    var platform: String?
+
     @Option(help: ArgumentHelp("The network of RUN steps: host or none.", valueName: "mode"))
     var network: String = "host"
 
@@ -71,6 +74,12 @@ struct BuildImage: AsyncParsableCommand {
             throw ValidationError("--network \(network): the choices are host and none")
         }
         options.network = mode
+        if let platform {
+            guard platform.contains("/"), let parsed = try? Platform(parsing: platform) else {
+                throw ValidationError("--platform \(platform): expected os/arch[/variant], as linux/amd64")
+            }
+            options.platform = parsed
+        }
         for item in secret {
             let fields = Self.fields(item)
             guard let id = fields["id"], let source = fields["src"] ?? fields["source"] else {

@@ -62,6 +62,17 @@ import Testing
             let unknown = try await gantry(root, ["build", context])
             #expect(unknown.status == 1 && unknown.error.contains("FETCH"), "\(unknown.error)")
             #expect(try await gantry(root, ["ps", "-a", "-q"]).output.isEmpty)
+
+            // Another platform: files and configuration, but no program of it runs here.
+            try "FROM scratch\nCOPY greeting.txt /\n".write(toFile: context + "/Containerfile", atomically: false, encoding: .utf8)
+            let arm = try await gantry(root, ["build", "--platform", "linux/arm64", "-t", "arm:1", context])
+            #expect(arm.status == 0, "\(arm.error)")
+            #expect(try await gantry(root, ["image", "inspect", "arm:1"]).output.contains("arm64"))
+            try "FROM scratch\nCOPY greeting.txt /\nRUN true\n".write(toFile: context + "/Containerfile", atomically: false, encoding: .utf8)
+            let foreign = try await gantry(root, ["build", "--platform", "linux/arm64", context])
+            #expect(foreign.status == 1 && foreign.error.contains("Containerfile:3") && foreign.error.contains("linux/arm64"), "\(foreign.error)")
+            let malformed = try await gantry(root, ["build", "--platform", "arm64", context])
+            #expect(malformed.status != 0 && malformed.error.contains("os/arch"), "\(malformed.error)")
             #expect(try await gantry(root, ["image", "prune", "--build-cache"]).status == 0)
         }
     }
@@ -184,9 +195,12 @@ import Testing
             let crunRun = try await runWithStatus("/usr/bin/unshare", ["-m", "sh", "-c", (hybrid ? "umount -l /sys/fs/cgroup/unified && " : "") + crun])
             #expect(crunRun.status == 0 && crunRun.output == expected, "\(crunRun)")
 
-            // podman, from the layout (its default limits lowered to what this host allows).
+            // podman, from the layout (its default limits lowered to what this
+            // host allows), under a cgroup parent of its own.
+            let podmanParent = "gantry-build-podman-\(UUID().uuidString.prefix(8).lowercased())"
+            defer { removeCLICgroupParent(podmanParent, children: true) }
             let podman = ["--root", dir + "/podman", "--runroot", dir + "/podman-run", "--storage-driver", "vfs", "--runtime", "runc", "--cgroup-manager", "cgroupfs"]
-            let podmanRun = try await runWithStatus("/usr/bin/podman", podman + ["run", "--rm", "--network", "none", "--cgroup-parent", "/gantry-build-cli-test",
+            let podmanRun = try await runWithStatus("/usr/bin/podman", podman + ["run", "--rm", "--network", "none", "--cgroup-parent", "/" + podmanParent,
                                                                                 "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
                                                                                 "oci:\(dir)/layout:v1"])
             #expect(podmanRun.status == 0 && podmanRun.output == expected, "\(podmanRun)")

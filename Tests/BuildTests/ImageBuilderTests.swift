@@ -12,13 +12,7 @@ import Testing
 struct ImageBuilderTests {
     /// Writes a context: files by relative path.
     func context(_ dir: String, _ files: [String: String]) throws -> String {
-        let context = dir + "/context"
-        for (path, content) in files {
-            let full = context + "/" + path
-            try FileManager.default.createDirectory(atPath: (full as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-            try content.write(toFile: full, atomically: false, encoding: .utf8)
-        }
-        return context
+        try makeContext(dir, files)
     }
 
     /// Runs `command` in `image` and returns its standard output.
@@ -240,10 +234,7 @@ struct ImageBuilderTests {
                 ".dockerignore": "docs\n!docs/keep.md\ntoken.txt\n",
             ])
             // An archive ADD extracts, made with the host's tar.
-            let tree = dir + "/bundle"
-            try FileManager.default.createDirectory(atPath: tree + "/inner", withIntermediateDirectories: true)
-            try "packed\n".write(toFile: tree + "/inner/file", atomically: false, encoding: .utf8)
-            _ = try await GantryTestSupport.run("tar", ["-cf", context + "/bundle.tar", "-C", tree, "inner"])
+            try await makeTar(context + "/bundle.tar", of: ["inner/file": "packed\n"], in: dir + "/bundle")
             // What a killed build left in the staging area goes with the next build.
             let leftover = dir + "/state/build-staging/0-1-1"
             try FileManager.default.createDirectory(atPath: leftover, withIntermediateDirectories: true)
@@ -277,94 +268,6 @@ struct ImageBuilderTests {
             for image in ["rules:1", "child:1"] { try await runtime.images.remove(image) }
             try await runtime.images.pruneBuildCache()
             #expect(!FileManager.default.fileExists(atPath: dir + "/state/build-cache-mounts"))
-        }
-    }
-
-    /// Each file of an unpacked tree: its kind, mode, owner, and content or
-    /// link target (times left out: each builder writes its own).
-    func tree(_ root: String) throws -> [String: String] {
-        var files: [String: String] = [:]
-        let enumerator = FileManager.default.enumerator(atPath: root)
-        while let path = enumerator?.nextObject() as? String {
-            var status = stat()
-            guard lstat(root + "/" + path, &status) == 0 else { continue }
-            var line = "\(String(status.st_mode, radix: 8)) \(status.st_uid):\(status.st_gid)"
-            switch status.st_mode & S_IFMT {
-            case S_IFREG: line += " " + ((try? String(contentsOfFile: root + "/" + path, encoding: .isoLatin1)) ?? "?")
-            case S_IFLNK: line += " -> " + ((try? FileManager.default.destinationOfSymbolicLink(atPath: root + "/" + path)) ?? "?")
-            default: break
-            }
-            files[path] = line
-        }
-        return files
-    }
-
-    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/buildah"), "needs buildah (scripts/setup.sh installs it)"))
-    func theSameDockerfileGivesTheFilesBuildahGives() async throws {
-        try await withBusyboxRuntime("build-buildah", applets: ["rm", "mkdir", "touch", "chmod", "ln"]) { runtime, dir in
-            let context = try context(dir, [
-                "Dockerfile": """
-                FROM BASE
-                ENV TARGET=/srv
-                WORKDIR $TARGET/app
-                COPY src/ ./
-                COPY --chown=65534:65534 --chmod=640 one.txt ../owned/
-                ADD bundle.tar /opt/
-                RUN rm /etc/group && mkdir -p /var/data && echo made > /var/data/made && chmod 700 /var/data && ln -s made /var/data/link
-                RUN rm -r /opt/inner && mkdir /opt/inner && echo fresh > /opt/inner/new
-                COPY one.txt /srv/app
-                """,
-                "src/a.txt": "alpha\n",
-                "src/deeper/b.txt": "beta\n",
-                "src/skip.tmp": "left out\n",
-                "one.txt": "one\n",
-                ".dockerignore": "**/*.tmp\n",
-            ])
-            let bundle = dir + "/bundle"
-            try FileManager.default.createDirectory(atPath: bundle + "/inner", withIntermediateDirectories: true)
-            try "packed\n".write(toFile: bundle + "/inner/old", atomically: false, encoding: .utf8)
-            _ = try await GantryTestSupport.run("tar", ["-cf", context + "/bundle.tar", "-C", bundle, "inner"])
-            let dockerfile = try String(contentsOfFile: context + "/Dockerfile", encoding: .utf8)
-            try dockerfile.replacingOccurrences(of: "FROM BASE", with: "FROM busybox:test")
-                .write(toFile: dir + "/Dockerfile.gantry", atomically: false, encoding: .utf8)
-            try dockerfile.replacingOccurrences(of: "FROM BASE", with: "FROM oci:\(dir)/base:1")
-                .write(toFile: dir + "/Dockerfile.buildah", atomically: false, encoding: .utf8)
-
-            // Gantry's build, unpacked.
-            try await ImageBuilder(runtime: runtime).build(context: context, options: BuildOptions(dockerfile: dir + "/Dockerfile.gantry", tags: ["ours:1"]))
-            try await runtime.images.unpack("ours:1", into: dir + "/ours", keepingPrivileges: true)
-            // A container of it stands on snapshots the build made from its
-            // steps' upper directories: it sees what the layers hold.
-            let container = try await runtime.create(ContainerSpec(image: "ours:1", command: ["true"]))
-            try await container.copyOut("/.", to: dir + "/seen", options: CopyOptions(keepOwners: true))
-            try await container.remove()
-            let seen = try tree(dir + "/seen")
-            let unpacked = try tree(dir + "/ours")
-            for path in Set(seen.keys).union(unpacked.keys).sorted() where seen[path] != unpacked[path] {
-                Issue.record("\(path): in a container \(seen[path] ?? "missing"), unpacked \(unpacked[path] ?? "missing")")
-            }
-
-            // buildah's, from the same base, through an OCI layout back into the store.
-            try await runtime.images.exportLayout("busybox:test", to: dir + "/base", tag: "1")
-            let storage = ["--root", dir + "/buildah", "--runroot", dir + "/buildah-run", "--storage-driver", "vfs"]
-            defer { _ = try? GantryTestSupport.run("buildah", storage + ["rmi", "-af"]) }
-            _ = try await GantryTestSupport.run("buildah", storage + ["bud", "-q", "--isolation", "chroot",
-                                                                     "-f", dir + "/Dockerfile.buildah", "-t", "theirs:1", context])
-            _ = try await GantryTestSupport.run("buildah", storage + ["push", "-q", "theirs:1", "oci:\(dir)/theirs:1"])
-            try await runtime.images.importLayout(at: dir + "/theirs", tag: "1", name: "theirs:1")
-            try await runtime.images.unpack("theirs:1", into: dir + "/theirs-tree", keepingPrivileges: true)
-
-            let ours = try tree(dir + "/ours")
-            var theirs = try tree(dir + "/theirs-tree")
-            // buildah leaves the mount points its RUN steps made, empty, in
-            // the image; Gantry's steps leave none.
-            for stub in ["etc/hostname", "etc/hosts", "etc/resolv.conf"] where theirs[stub] == "100755 0:0 " { theirs[stub] = nil }
-            if theirs["run"] == "40755 0:0", !theirs.keys.contains(where: { $0.hasPrefix("run/") }) { theirs["run"] = nil }
-            for path in Set(ours.keys).union(theirs.keys).sorted() where ours[path] != theirs[path] {
-                Issue.record("\(path): gantry \(ours[path] ?? "missing"), buildah \(theirs[path] ?? "missing")")
-            }
-            #expect(ours["srv/app/one.txt"] != nil && ours["opt/inner/new"] != nil && ours["etc/group"] == nil)
-            for image in ["ours:1", "theirs:1"] { try await runtime.images.remove(image) }
         }
     }
 

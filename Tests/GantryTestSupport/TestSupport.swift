@@ -195,15 +195,17 @@ public func makeBusyboxRootfs(_ directory: String, applets: [String] = []) throw
     chmod(directory + "/tmp", 0o1777)
 }
 
-/// Removes the (empty) cgroup parent the CLI tests use, with the empty
-/// cgroups below it, in every hierarchy.
-public func removeCLICgroupParent(_ parent: String) {
+/// Removes the (empty) cgroup parent the CLI tests use, in every hierarchy;
+/// with `children`, the empty cgroups below it first (only for a parent no
+/// other test is using: another's container may be about to join one).
+public func removeCLICgroupParent(_ parent: String, children: Bool = false) {
     for hierarchy in ["memory", "pids", "cpu", "cpuacct", "freezer", "cpuset", "blkio", "devices", "systemd", "unified", ""] {
         let directory = "/sys/fs/cgroup/\(hierarchy)/\(parent)"
-        // Children first (a peer's, as podman's conmon), deepest first.
-        let children = ((try? FileManager.default.subpathsOfDirectory(atPath: directory)) ?? [])
-            .filter { (try? FileManager.default.attributesOfItem(atPath: directory + "/" + $0)[.type] as? FileAttributeType) == .typeDirectory }
-        for child in children.sorted(by: { $0.count > $1.count }) { rmdir(directory + "/" + child) }
+        if children {
+            let below = ((try? FileManager.default.subpathsOfDirectory(atPath: directory)) ?? [])
+                .filter { (try? FileManager.default.attributesOfItem(atPath: directory + "/" + $0)[.type] as? FileAttributeType) == .typeDirectory }
+            for child in below.sorted(by: { $0.count > $1.count }) { rmdir(directory + "/" + child) }
+        }
         rmdir(directory)
     }
 }

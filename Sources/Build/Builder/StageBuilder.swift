@@ -61,6 +61,12 @@ struct StageBuilder {
         let triggers = state.configuration.config?.onBuild ?? []
         state.configuration.config = state.configuration.config ?? RunConfiguration()
         state.configuration.config?.onBuild = nil
+        // As BuildKit and Buildah do: a base that sets no PATH gets the
+        // default one, for the steps and in the image.
+        let environment = state.configuration.config?.env ?? []
+        if !environment.contains(where: { $0.hasPrefix("PATH=") }) {
+            state.configuration.config?.env = environment + ["PATH=" + Self.defaultPath]
+        }
         state.configuration.created = nil
         await run.record(BuildStep(stage: label, number: 1, count: count, instruction: stage.from.text, cached: false))
 
@@ -121,6 +127,9 @@ struct StageBuilder {
             throw BuildError(.target, "\(instruction.location): \(error.message)", underlying: error)
         }
     }
+
+    /// The `PATH` of a stage whose base sets none.
+    static let defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
     /// A cache key: the SHA-256 of the parts, each ended by a newline.
     static func hash(_ parts: [String]) -> String {

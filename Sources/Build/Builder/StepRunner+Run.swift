@@ -35,7 +35,7 @@ extension StepRunner {
         let named = Set(environment.map { String($0.prefix { $0 != "=" }) })
         for (name, value) in state.arguments where !named.contains(name) { environment.append("\(name)=\(value)") }
         if !environment.contains(where: { $0.hasPrefix("PATH=") }) {
-            environment.append("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+            environment.append("PATH=" + StageBuilder.defaultPath)
         }
         spec.environment = environment
         spec.workingDirectory = config.workingDir.flatMap { $0.isEmpty ? nil : $0 }

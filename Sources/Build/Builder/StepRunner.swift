@@ -111,7 +111,13 @@ struct StepRunner {
             let path = try expansion.word(text)
             config.workingDir = Self.absolute(path, in: config.workingDir)
             changesFiles = true
-        case "RUN", "COPY", "ADD":
+        case "RUN":
+            let platform = state.configuration.platform
+            guard platform.os == Platform.host.os, platform.architecture == Platform.host.architecture else {
+                throw BuildError(.instruction, "\(instruction.location): RUN cannot run \(platform) programs on this \(Platform.host) host: Gantry does not emulate other processors (build for \(Platform.host), or give the step's work to COPY and ADD)")
+            }
+            changesFiles = true
+        case "COPY", "ADD":
             changesFiles = true
         default:
             throw BuildError(.instruction, "\(instruction.location): unknown instruction \(instruction.keyword)")

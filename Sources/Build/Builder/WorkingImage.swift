@@ -72,7 +72,7 @@ public struct WorkingImage: Sendable {
         }
         var spec = ContainerSpec(image: root, command: command)
         spec.entrypoint = []
-        spec.environment = environment ?? configuration.env ?? ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
+        spec.environment = environment ?? configuration.env ?? ["PATH=" + StageBuilder.defaultPath]
         spec.workingDirectory = workingDirectory ?? configuration.workingDir.flatMap { $0.isEmpty ? nil : $0 }
         spec.user = user ?? configuration.user.flatMap { $0.isEmpty ? nil : $0 }
         spec.network = network == .host ? .host : .none
