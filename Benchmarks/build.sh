@@ -14,8 +14,10 @@
 # in: what a service's image build looks like, without a package manager.
 # - two-stage: a Dockerfile over Debian bookworm (minbase, debootstrapped
 #   once and kept in $GANTRY_BENCH_CACHE, /var/tmp/gantry-bench by default)
-#   whose first stage makes and packs 300 files with Debian's tools and whose
-#   second copies the archive from it and unpacks it; cold.
+#   whose first stage makes and packs files with Debian's tools and whose
+#   second copies the archive from it and unpacks it; cold. Twice: with 300
+#   files made by 300 processes (the steps' own work weighs most), and with
+#   one file (the builders' own work weighs most).
 #
 # GANTRY_BENCH_KEEP=1 leaves the work directory (/tmp/gantry-build-bench).
 set -euo pipefail
@@ -100,11 +102,12 @@ cache="${GANTRY_BENCH_CACHE:-/var/tmp/gantry-bench}"
 bookworm_layout "$cache"
 "$gantry" --root "$work/state" image import-layout "$cache/layout:bookworm" --name bench-debian:1 >/dev/null
 "${buildah[@]}" tag "$("${buildah[@]}" pull -q "oci:$cache/layout:bookworm")" localhost/bench-debian:1
+for files in 300 1; do
 for base in bench-debian:1 localhost/bench-debian:1; do
-    file="$work/Dockerfile.debian.$( [ "$base" = bench-debian:1 ] && echo gantry || echo buildah)"
+    file="$work/Dockerfile.debian$files.$( [ "$base" = bench-debian:1 ] && echo gantry || echo buildah)"
     cat >"$file" <<EOF
 FROM $base AS build
-RUN mkdir -p /out && for i in \$(seq 1 300); do head -c 4096 /dev/urandom > /out/part-\$i; done && tar -czf /bundle.tgz -C /out .
+RUN mkdir -p /out && for i in \$(seq 1 $files); do head -c 4096 /dev/urandom > /out/part-\$i; done && tar -czf /bundle.tgz -C /out .
 
 FROM $base
 COPY --from=build /bundle.tgz /opt/bundle.tgz
@@ -112,9 +115,10 @@ RUN mkdir /opt/app && tar -xzf /opt/bundle.tgz -C /opt/app && rm /opt/bundle.tgz
 CMD ["cat", "/opt/count"]
 EOF
 done
-gd="$gantry --root $work/state build -q --network none -f $work/Dockerfile.debian.gantry -t bench-two:1"
-bd="${buildah[*]} bud -q --runtime runc --network none -f $work/Dockerfile.debian.buildah -t bench-two:1"
-bdc="${buildah[*]} bud -q --isolation chroot -f $work/Dockerfile.debian.buildah -t bench-two:1"
+done
+gd="$gantry --root $work/state build -q --network none -f $work/Dockerfile.debian300.gantry -t bench-two:1"
+bd="${buildah[*]} bud -q --runtime runc --network none -f $work/Dockerfile.debian300.buildah -t bench-two:1"
+bdc="${buildah[*]} bud -q --isolation chroot -f $work/Dockerfile.debian300.buildah -t bench-two:1"
 echo "== check: the two-stage images count the same files"
 $gd "$context" >/dev/null
 "$gantry" --root "$work/state" run --rm bench-two:1
@@ -133,13 +137,17 @@ $b --layers "$context" >/dev/null
 hyperfine --warmup 1 --runs "$runs" --export-json "$work/cached.json" \
     -n gantry "$g $context" -n "buildah (runc)" "$b --layers $context" -n "buildah (chroot)" "$bc --layers $context"
 
-echo "== two-stage over Debian, cold ($runs runs)"
+echo "== two-stage over Debian, 300 files, cold ($runs runs)"
 hyperfine --warmup 1 --runs "$runs" --export-json "$work/two-stage.json" \
     -n gantry "$gd --no-cache $context" -n "buildah (runc)" "$bd --no-cache $context" -n "buildah (chroot)" "$bdc --no-cache $context"
+echo "== two-stage over Debian, 1 file, cold ($runs runs)"
+hyperfine --warmup 1 --runs "$runs" --export-json "$work/two-stage-light.json" \
+    -n gantry "${gd/debian300/debian1} --no-cache $context" -n "buildah (runc)" "${bd/debian300/debian1} --no-cache $context" \
+    -n "buildah (chroot)" "${bdc/debian300/debian1} --no-cache $context"
 
 python3 - "$work" <<'PY'
 import json, sys
-for phase in ["cold", "cached", "two-stage"]:
+for phase in ["cold", "cached", "two-stage", "two-stage-light"]:
     results = {r["command"]: r for r in json.load(open(f"{sys.argv[1]}/{phase}.json"))["results"]}
     gantry = results["gantry"]["median"]
     line = f"{phase}: gantry {gantry * 1000:.0f} ms"
