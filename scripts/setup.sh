@@ -34,6 +34,13 @@ DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommen
 
 swift build --build-tests
 
+# A Debian bookworm minbase image (debootstrap, once; kept in
+# /var/tmp/gantry-bench) for the builder's comparison with Buildah and the
+# benchmarks. Without the network its test is skipped, and says why.
+if ! $sudo bash -c 'source Benchmarks/lib/bookworm.sh && bookworm_layout "${GANTRY_BENCH_CACHE:-/var/tmp/gantry-bench}"'; then
+    echo "warning: no Debian bookworm layout (debootstrap failed); the Debian build comparison will be skipped" >&2
+fi
+
 # pasta gives an ordinary user's containers their network through a tap
 # device, which every user may make where /dev/net/tun is mode 0666, as
 # Debian's udev rules leave it; a machine without udev may have it 0600.

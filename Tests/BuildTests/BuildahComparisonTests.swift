@@ -43,15 +43,19 @@ struct BuildahComparisonTests {
     /// Builds `dockerfile` (`BASE` standing for the busybox base, `NAMED:`
     /// for an image each builder made before under that name) in `context`
     /// with both, as `tag`; compares the files and the configurations.
+    /// `base` names the base in the store and as buildah reads it (by
+    /// default the busybox image, through an OCI layout).
     func buildBoth(_ runtime: ContainerRuntime, _ buildah: Buildah, dir: String, dockerfile: String, context: String, tag: String,
+                   base: (gantry: String, buildah: String)? = nil,
                    sourceLocation: Testing.SourceLocation = #_sourceLocation) async throws {
-        if !FileManager.default.fileExists(atPath: dir + "/base/index.json") {
+        if base == nil, !FileManager.default.fileExists(atPath: dir + "/base/index.json") {
             try await runtime.images.exportLayout("busybox:test", to: dir + "/base", tag: "1")
         }
+        let base = base ?? ("busybox:test", "oci:\(dir)/base:1")
         let name = tag.replacingOccurrences(of: ":", with: "-")
-        try dockerfile.replacingOccurrences(of: "BASE", with: "busybox:test").replacingOccurrences(of: "NAMED:", with: "")
+        try dockerfile.replacingOccurrences(of: "BASE", with: base.gantry).replacingOccurrences(of: "NAMED:", with: "")
             .write(toFile: dir + "/\(name).gantry", atomically: false, encoding: .utf8)
-        try dockerfile.replacingOccurrences(of: "BASE", with: "oci:\(dir)/base:1").replacingOccurrences(of: "NAMED:", with: "localhost/")
+        try dockerfile.replacingOccurrences(of: "BASE", with: base.buildah).replacingOccurrences(of: "NAMED:", with: "localhost/")
             .write(toFile: dir + "/\(name).buildah", atomically: false, encoding: .utf8)
 
         let ours = try await ImageBuilder(runtime: runtime).build(context: context, options: BuildOptions(dockerfile: dir + "/\(name).gantry", tags: [tag]))
@@ -192,6 +196,33 @@ struct BuildahComparisonTests {
                 RUN echo child > /child
                 """, context: context, tag: "child:1")
             for image in ["stages:1", "child:1"] { try await runtime.images.remove(image) }
+        }
+    }
+
+    /// Debian bookworm minbase as an OCI layout, which `scripts/setup.sh`
+    /// (and the benchmarks) make with debootstrap.
+    static let debianLayout = (ProcessInfo.processInfo.environment["GANTRY_BENCH_CACHE"] ?? "/var/tmp/gantry-bench") + "/layout"
+
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: debianLayout + "/index.json"), "needs the Debian layout scripts/setup.sh makes"))
+    func aDebianDockerfileGivesWhatBuildahGives() async throws {
+        try await withBusyboxRuntime("build-buildah-debian") { runtime, dir in
+            try await runtime.images.importLayout(at: Self.debianLayout, tag: "bookworm", name: "debian:test")
+            let context = try context(dir, ["note.txt": "for the app\n"])
+            let buildah = Buildah(dir)
+            defer { buildah.removeAll() }
+            try await buildBoth(runtime, buildah, dir: dir, dockerfile: """
+                FROM BASE
+                ENV LANG=C.UTF-8
+                RUN useradd --create-home --uid 1001 --shell /bin/bash app \\
+                    && mkdir -p /srv/data && chown app:app /srv/data && chmod 2770 /srv/data \\
+                    && rm -rf /usr/share/doc /usr/share/man && ln -sf /usr/share/zoneinfo/UTC /etc/localtime \\
+                    && dpkg-query -W -f '${Package}\\n' > /srv/packages
+                COPY --chown=app:app note.txt /home/app/
+                USER app
+                WORKDIR /home/app
+                CMD ["bash", "-c", "cat note.txt"]
+                """, context: context, tag: "debian-app:1", base: ("debian:test", "oci:\(Self.debianLayout):bookworm"))
+            for image in ["debian-app:1", "debian:test"] { try await runtime.images.remove(image) }
         }
     }
 }
