@@ -862,7 +862,7 @@ static void child_setup(const struct gantry_launch_plan *plan, int error_fd, int
         } else if (plan->overlay_options) {
             // nodev: a device node the container makes (it holds CAP_MKNOD)
             // must not open the host's disks.
-            if (mount("overlay", plan->rootfs, "overlay", MS_NODEV, plan->overlay_options) < 0) child_fail(error_fd, GANTRY_STAGE_ROOTFS);
+            if (gantry_mount_overlay(plan->overlay_options, plan->rootfs, MS_NODEV) < 0) child_fail(error_fd, GANTRY_STAGE_ROOTFS);
         } else if (mount(plan->rootfs, plan->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0) {
             child_fail(error_fd, GANTRY_STAGE_ROOTFS);
         } else {

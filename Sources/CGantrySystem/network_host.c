@@ -485,6 +485,61 @@ int gantry_overlay_set_lower(int fs, const char *lower) {
     return result;
 }
 
+int gantry_mount_overlay(const char *options, const char *target, unsigned long flags) {
+    size_t length = strlen(options);
+    if (length < 4000) return mount("overlay", target, "overlay", flags, options);
+    int fs = (int)syscall(SYS_fsopen, "overlay", FSOPEN_CLOEXEC);
+    if (fs < 0) return -1;
+    char key[64], value[4096];
+    int result = 0;
+    for (const char *option = options; *option && result == 0;) {
+        const char *end = strchr(option, ',');
+        if (!end) end = option + strlen(option);
+        const char *equals = memchr(option, '=', (size_t)(end - option));
+        size_t key_length = (size_t)((equals ? equals : end) - option);
+        if (key_length >= sizeof(key)) { errno = EINVAL; result = -1; break; }
+        memcpy(key, option, key_length);
+        key[key_length] = 0;
+        if (!equals) {
+            result = (int)syscall(SYS_fsconfig, fs, FSCONFIG_SET_FLAG, key, NULL, 0);
+        } else if (!strcmp(key, "lowerdir")) {
+            for (const char *layer = equals + 1; layer < end && result == 0;) {
+                const char *colon = memchr(layer, ':', (size_t)(end - layer));
+                if (!colon) colon = end;
+                size_t size = (size_t)(colon - layer);
+                if (size >= sizeof(value)) { errno = ENAMETOOLONG; result = -1; break; }
+                memcpy(value, layer, size);
+                value[size] = 0;
+                result = (int)syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, "lowerdir+", value, 0);
+                // A kernel before 6.8 knows no "lowerdir+", and the list is too long for one value.
+                if (result < 0 && errno == EINVAL && layer == equals + 1) errno = E2BIG;
+                layer = colon + (colon < end);
+            }
+        } else {
+            size_t size = (size_t)(end - equals - 1);
+            if (size >= sizeof(value)) { errno = ENAMETOOLONG; result = -1; break; }
+            memcpy(value, equals + 1, size);
+            value[size] = 0;
+            result = (int)syscall(SYS_fsconfig, fs, FSCONFIG_SET_STRING, key, value, 0);
+        }
+        option = end + (*end == ',');
+    }
+    if (result == 0) result = (int)syscall(SYS_fsconfig, fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0);
+    int mounted = -1;
+    if (result == 0) {
+        unsigned int attributes = ((flags & MS_RDONLY) ? MOUNT_ATTR_RDONLY : 0) | ((flags & MS_NOSUID) ? MOUNT_ATTR_NOSUID : 0)
+            | ((flags & MS_NODEV) ? MOUNT_ATTR_NODEV : 0);
+        mounted = (int)syscall(SYS_fsmount, fs, FSMOUNT_CLOEXEC, attributes);
+        if (mounted < 0) result = -1;
+    }
+    if (result == 0) result = (int)syscall(SYS_move_mount, mounted, "", AT_FDCWD, target, MOVE_MOUNT_F_EMPTY_PATH);
+    int error = errno;
+    if (mounted >= 0) close(mounted);
+    close(fs);
+    if (result < 0) errno = error;
+    return result;
+}
+
 // MARK: - An ordinary user's overlays
 
 struct overlay_job { int userns_fd; const char *lower, *upper, *work; int readonly; };

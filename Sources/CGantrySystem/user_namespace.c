@@ -386,7 +386,7 @@ static int seed(const struct gantry_user_namespace_task *task) {
     if (task->overlay_options) {
         if (unshare(CLONE_NEWNS) < 0) return -1;
         if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) return -1;
-        if (mount("overlay", task->mount_point, "overlay", MS_RDONLY | MS_NODEV | MS_NOSUID, task->overlay_options) < 0) return -1;
+        if (gantry_mount_overlay(task->overlay_options, task->mount_point, MS_RDONLY | MS_NODEV | MS_NOSUID) < 0) return -1;
     }
     int root = open(task->mount_point, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (root < 0) return -1;

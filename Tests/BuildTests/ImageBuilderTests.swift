@@ -271,6 +271,19 @@ struct ImageBuilderTests {
         }
     }
 
+    @Test func anImageOfSixtyLayersBuildsAndRuns() async throws {
+        try await withBusyboxRuntime("build-many-layers", applets: ["ls", "grep"]) { runtime, dir in
+            let steps = (1 ... 60).map { "RUN echo \($0) > /layer-\($0)" }.joined(separator: "\n")
+            let context = try context(dir, ["Dockerfile": "FROM busybox:test\n" + steps + "\n"])
+            let result = try await ImageBuilder(runtime: runtime).build(context: context, options: BuildOptions(tags: ["many:1"]))
+            #expect(result.image.manifest.layers.count == 61)
+            // mount(2) reads one page of options, which these lower
+            // directories exceed: the overlay is made through fsopen.
+            #expect(try await output(runtime, "many:1", ["sh", "-c", "cat /layer-1 /layer-60; ls / | grep -c layer-"]) == "1\n60\n60\n")
+            try await runtime.images.remove("many:1")
+        }
+    }
+
     @Test func aWorkingImageIsBuiltStepByStepFromSwift() async throws {
         try await withBusyboxRuntime("build-working", applets: ["mkdir"]) { runtime, dir in
             try "{\"mode\": 1}\n".write(toFile: dir + "/config.json", atomically: false, encoding: .utf8)

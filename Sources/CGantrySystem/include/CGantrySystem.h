@@ -123,6 +123,15 @@ int gantry_overlay_in_user_namespace(int userns_fd, const char *lower, const cha
 /// where "lowerdir+" is unknown, the list in one "lowerdir". 0, or -1 with errno.
 int gantry_overlay_set_lower(int fs, const char *lower);
 
+/// Mounts an overlay file system at `target` with `options` as mount(2)
+/// takes them ("lowerdir=A:B,upperdir=…,workdir=…,volatile") and `flags`
+/// (MS_RDONLY, MS_NOSUID, MS_NODEV). mount(2) reads at most a page of
+/// options, which the lower directories of an image of some forty layers
+/// exceed: longer options go through fsopen, one "lowerdir+" per layer
+/// (kernels from 6.8; before, E2BIG). Allocates nothing, so that a child
+/// sharing its parent's memory may call it. 0, or -1 with errno.
+int gantry_mount_overlay(const char *options, const char *target, unsigned long flags);
+
 /// Runs `argv` (argv[0] a path) in the network namespace `netns_fd` and
 /// its owner, with `input` on its standard input; its output and error
 /// come back in the buffers. Returns its exit status, or -1 with errno.
