@@ -61,6 +61,24 @@ import Testing
             try "FROM bb:1\nFETCH something\n".write(toFile: context + "/Containerfile", atomically: false, encoding: .utf8)
             let unknown = try await gantry(root, ["build", context])
             #expect(unknown.status == 1 && unknown.error.contains("FETCH"), "\(unknown.error)")
+            let cases: [(dockerfile: String, arguments: [String], expected: [String])] = [
+                ("ARG BASE\nFROM ${BASE}\n", [], ["Containerfile:2", "expands to nothing"]),
+                ("FROM bb:1 AS base\nFROM base\nCOPY --from=Bsae /a /b\n", [], ["Containerfile:3", "not one of the stages before this one (base)"]),
+                ("FROM bb:1\nUSER ghost\nRUN true\n", [], ["Containerfile:3", "ghost"]),
+                ("FROM bb:1\nRUN true\n", ["--secret", "id=token,src=\(dir)/missing"], ["secret token", "\(dir)/missing"]),
+            ]
+            for (dockerfile, arguments, expected) in cases {
+                try dockerfile.write(toFile: context + "/Containerfile", atomically: false, encoding: .utf8)
+                let failed = try await gantry(root, ["build"] + arguments + [context])
+                #expect(failed.status == 1 && expected.allSatisfy { failed.error.contains($0) }, "\(dockerfile): \(failed.error)")
+            }
+            // A step is announced before its output, a failing one too.
+            try "FROM bb:1\nRUN echo first-output\nRUN echo second-output; exit 4\n".write(toFile: context + "/Containerfile", atomically: false, encoding: .utf8)
+            let ordered = try await gantry(root, ["build", "--no-cache", context])
+            let lines = ordered.output.components(separatedBy: "\n")
+            let firstStep = lines.firstIndex { $0.hasPrefix("[0 2/3] RUN") }, firstOutput = lines.firstIndex(of: "first-output")
+            let secondStep = lines.firstIndex { $0.hasPrefix("[0 3/3] RUN") }, secondOutput = lines.firstIndex(of: "second-output")
+            #expect(firstStep != nil && secondStep != nil && firstStep! < firstOutput! && secondStep! < secondOutput!, "\(ordered.output)")
             #expect(try await gantry(root, ["ps", "-a", "-q"]).output.isEmpty)
 
             // Another platform: files and configuration, but no program of it runs here.

@@ -63,6 +63,9 @@ public final class ImageBuilder: Sendable {
             throw BuildError(.cache, "this build of Gantry has no registry client (the Registry trait): --cache-from and --cache-to cannot be used")
         }
         #endif
+        for (id, file) in options.secrets.sorted(by: { $0.key < $1.key }) where access(file, R_OK) != 0 {
+            throw BuildError(.context, "the secret \(id) cannot be read from \(file)", underlying: Errno(rawValue: errno))
+        }
         Staging.removeLeftovers(in: runtime.images.root)
         let run = BuildRun(builder: self, dockerfile: dockerfile, context: context, options: options, events: events)
         let targetIndex: Int
@@ -235,6 +238,21 @@ actor BuildRun {
         return nil
     }
     #endif
+
+    /// The step each stage is about to apply, until it is announced.
+    private var pending: [String: BuildStep] = [:]
+
+    func begin(_ step: BuildStep) {
+        pending[step.stage] = step
+    }
+
+    /// Reports the stage's pending step, once: as taken from the cache, or
+    /// as about to run.
+    func announce(stage: String, cached: Bool) {
+        guard var step = pending.removeValue(forKey: stage) else { return }
+        step.cached = cached
+        record(step)
+    }
 
     func record(_ step: BuildStep) {
         steps.append(step)

@@ -78,8 +78,11 @@ struct StageBuilder {
         let step = StepRunner(stage: self, label: label, globals: globals)
         for (offset, instruction) in instructions.enumerated() {
             let number = offset + 2 - triggers.count
+            // Announced when it is known whether the cache has it, before any
+            // of its work runs (a step that changes no file: when applied).
+            await run.begin(BuildStep(stage: label, number: max(number, 1), count: count, instruction: instruction.text, cached: false))
             let cached = try await step.apply(instruction, to: &state)
-            await run.record(BuildStep(stage: label, number: max(number, 1), count: count, instruction: instruction.text, cached: cached))
+            await run.announce(stage: label, cached: cached)
         }
 
         // The stage's image, taken from the cache when every step was.
@@ -119,12 +122,20 @@ struct StageBuilder {
         return values
     }
 
-    /// The image `FROM` names, pulled when the store lacks it.
+    /// The image `FROM` (or `--from`) names, pulled when the store lacks it.
+    ///
+    /// - Throws: ``BuildError`` (`target`) naming the instruction's place,
+    ///   the name, and the stages it is not.
     func resolve(_ name: String, platform: Platform, at instruction: Instruction) async throws -> ImageStore.ResolvedImage {
+        let stages = run.dockerfile.stages.prefix(index).enumerated().map { $0.element.name ?? String($0.offset) }
+        let notStage = stages.isEmpty ? "no stage comes before this one" : "it is not one of the stages before this one (\(stages.joined(separator: ", ")))"
+        guard !name.isEmpty else {
+            throw BuildError(.target, "\(instruction.location): \(instruction.text) names no image: it expands to nothing (is a build argument it uses unset?)")
+        }
         do {
             return try await store.resolveOrPull(name, platform: platform)
-        } catch let error as OCIImageError where error.code == .imageNotFound {
-            throw BuildError(.target, "\(instruction.location): \(error.message)", underlying: error)
+        } catch let error as OCIImageError {
+            throw BuildError(.target, "\(instruction.location): \(name): \(notStage), and no such image can be had", underlying: error)
         }
     }
 

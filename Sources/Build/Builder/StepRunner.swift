@@ -225,9 +225,11 @@ struct StepRunner {
         var spec = spec
         spec.lifetime = .boundToHost
         spec.labels["gantry.build.step"] = instruction.location.description
-        let container = try await runtime.create(spec)
+        var made: Container?
         let layer: BuiltLayer
         do {
+            let container = try await runtime.create(spec)
+            made = container
             try await work(container)
             // The upper directory becomes the layer's snapshot, unless the
             // layer's times are clamped: then the snapshot is unpacked from
@@ -235,16 +237,17 @@ struct StepRunner {
             layer = try await container.writeChanges(latestModification: options.timestamp,
                                                      snapshotAbove: options.timestamp == nil ? state.layers : nil)
         } catch {
-            try? await container.remove(force: true)
+            try? await made?.remove(force: true)
             if runtime.userNamespace != nil, let path = Self.deniedPath(error) {
                 throw BuildError(.instruction, "\(instruction.location): \(instruction.keyword) cannot write \(path): an ordinary user's build places files as the container's root, which may not write where the image gave another of its users the directory", underlying: error)
             }
-            if let failure = error as? RuntimeError, failure.code == .unsupportedHost {
+            if let failure = error as? RuntimeError, failure.code == .unsupportedHost || failure.code == .invalidSpec {
+                // A host that cannot, or what the image lacks (a USER it has no entry for).
                 throw BuildError(.instruction, "\(instruction.location): \(failure.message)", underlying: error)
             }
             throw error
         }
-        try await container.remove(force: true)
+        try await made?.remove(force: true)
         try await commit(layer, key: key, instruction, state: &state)
         return false
     }
@@ -279,11 +282,15 @@ struct StepRunner {
 
     /// Takes the step's result from the cache, when there and wanted.
     private func reuse(_ key: String, _ instruction: Instruction, state: inout State) async throws -> Bool {
-        guard options.useCache else { return false }
-        var found = try await stage.store.cachedBuildStep(key)
-        #if Registry
-        if found == nil, !options.cacheFrom.isEmpty { found = await stage.run.fetchRemote(key) }
-        #endif
+        var found: ImageStore.ResolvedImage?
+        if options.useCache {
+            found = try await stage.store.cachedBuildStep(key)
+            #if Registry
+            if found == nil, !options.cacheFrom.isEmpty { found = await stage.run.fetchRemote(key) }
+            #endif
+        }
+        // The step is announced now: its work, and its output, follow.
+        await stage.run.announce(stage: label, cached: found != nil)
         guard let cached = found else { return false }
         await stage.run.used(key, stage: stage.index)
         let layers = zip(cached.manifest.layers, cached.configuration.rootfs.diffIDs).map { BuiltLayer(descriptor: $0, diffID: $1) }
