@@ -485,6 +485,52 @@ int gantry_overlay_set_lower(int fs, const char *lower) {
     return result;
 }
 
+/// For kernels before 6.8: mount(2) with the lower directories named
+/// relative to their common parent, made the working directory meanwhile
+/// (as Docker's overlay driver does), so that some sixty layers fit in the
+/// page. E2BIG when they do not, or have no common parent.
+static int mount_overlay_relative(const char *options, const char *target, unsigned long flags) {
+    const char *lower = strstr(options, "lowerdir=");
+    if (!lower || (lower != options && lower[-1] != ',')) { errno = E2BIG; return -1; }
+    lower += strlen("lowerdir=");
+    const char *lower_end = strchr(lower, ',');
+    if (!lower_end) lower_end = lower + strlen(lower);
+    const char *slash = NULL;
+    for (const char *c = lower; c < lower_end && *c != ':'; c++) if (*c == '/') slash = c;
+    if (!slash || slash == lower) { errno = E2BIG; return -1; }
+    size_t parent_length = (size_t)(slash - lower);
+    char parent[4096], rewritten[4096];
+    if (parent_length >= sizeof(parent)) { errno = E2BIG; return -1; }
+    memcpy(parent, lower, parent_length);
+    parent[parent_length] = 0;
+    size_t used = 0;
+    #define APPEND(text, size) do { if (used + (size) >= sizeof(rewritten)) { errno = E2BIG; return -1; } \
+        memcpy(rewritten + used, (text), (size)); used += (size); } while (0)
+    APPEND(options, (size_t)(lower - options));
+    for (const char *layer = lower; layer < lower_end;) {
+        const char *colon = memchr(layer, ':', (size_t)(lower_end - layer));
+        if (!colon) colon = lower_end;
+        // Each layer a name directly in the parent.
+        if ((size_t)(colon - layer) <= parent_length + 1 || memcmp(layer, parent, parent_length) || layer[parent_length] != '/'
+            || memchr(layer + parent_length + 1, '/', (size_t)(colon - layer) - parent_length - 1)) { errno = E2BIG; return -1; }
+        if (layer != lower) APPEND(":", 1);
+        APPEND(layer + parent_length + 1, (size_t)(colon - layer) - parent_length - 1);
+        layer = colon + (colon < lower_end);
+    }
+    APPEND(lower_end, strlen(lower_end));
+    #undef APPEND
+    rewritten[used] = 0;
+    int previous = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (previous < 0) return -1;
+    int result = chdir(parent);
+    if (result == 0) result = mount("overlay", target, "overlay", flags, rewritten);
+    int error = errno;
+    if (fchdir(previous) < 0 && result == 0) { error = errno; result = -1; }
+    close(previous);
+    if (result < 0) errno = error;
+    return result;
+}
+
 int gantry_mount_overlay(const char *options, const char *target, unsigned long flags) {
     size_t length = strlen(options);
     if (length < 4000) return mount("overlay", target, "overlay", flags, options);
@@ -536,6 +582,7 @@ int gantry_mount_overlay(const char *options, const char *target, unsigned long 
     int error = errno;
     if (mounted >= 0) close(mounted);
     close(fs);
+    if (result < 0 && error == E2BIG) return mount_overlay_relative(options, target, flags);
     if (result < 0) errno = error;
     return result;
 }

@@ -128,8 +128,11 @@ int gantry_overlay_set_lower(int fs, const char *lower);
 /// (MS_RDONLY, MS_NOSUID, MS_NODEV). mount(2) reads at most a page of
 /// options, which the lower directories of an image of some forty layers
 /// exceed: longer options go through fsopen, one "lowerdir+" per layer
-/// (kernels from 6.8; before, E2BIG). Allocates nothing, so that a child
-/// sharing its parent's memory may call it. 0, or -1 with errno.
+/// (kernels from 6.8), or, before, through mount(2) with the layers named
+/// relative to their common parent, made the working directory meanwhile
+/// (about sixty fit; E2BIG beyond). Allocates nothing, so that a child
+/// sharing its parent's memory (but not its working directory) may call
+/// it. 0, or -1 with errno.
 int gantry_mount_overlay(const char *options, const char *target, unsigned long flags);
 
 /// Runs `argv` (argv[0] a path) in the network namespace `netns_fd` and
