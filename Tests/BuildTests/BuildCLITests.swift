@@ -66,6 +66,8 @@ import Testing
                 ("FROM bb:1 AS base\nFROM base\nCOPY --from=Bsae /a /b\n", [], ["Containerfile:3", "not one of the stages before this one (base)"]),
                 ("FROM bb:1\nUSER ghost\nRUN true\n", [], ["Containerfile:3", "ghost"]),
                 ("FROM bb:1\nRUN true\n", ["--secret", "id=token,src=\(dir)/missing"], ["secret token", "\(dir)/missing"]),
+                ("FROM bb:1\nENV FOO\n", [], ["Containerfile:2", "FOO has no value"]),
+                ("FROM bb:1\nENV A=${B:?required}\n", [], ["Containerfile:2", "B: required"]),
             ]
             for (dockerfile, arguments, expected) in cases {
                 try dockerfile.write(toFile: context + "/Containerfile", atomically: false, encoding: .utf8)

@@ -66,6 +66,8 @@ struct ImageBuilderTests {
             #expect(result.tags == ["app:1"])
             // The unused stage (whose RUN fails) was never built.
             #expect(!result.steps.contains { $0.stage == "unused" })
+            // FROM is shown as resolved.
+            #expect(result.steps.contains { $0.instruction == "FROM busybox:test AS base" }, "\(result.steps)")
 
             let config = try #require(result.image.configuration.config)
             #expect(config.cmd == ["cat", "/greeting"])

@@ -68,7 +68,9 @@ struct StageBuilder {
             state.configuration.config?.env = environment + ["PATH=" + Self.defaultPath]
         }
         state.configuration.created = nil
-        await run.record(BuildStep(stage: label, number: 1, count: count, instruction: stage.from.text, cached: false))
+        // Shown as it was resolved, as BuildKit shows it: `FROM ${BASE}` names its image.
+        let from = stage.base == base ? stage.from.text : "FROM \(base)" + (stage.name.map { " AS \($0)" } ?? "")
+        await run.record(BuildStep(stage: label, number: 1, count: count, instruction: from, cached: false))
 
         var instructions = stage.instructions
         if !triggers.isEmpty {
@@ -81,7 +83,12 @@ struct StageBuilder {
             // Announced when it is known whether the cache has it, before any
             // of its work runs (a step that changes no file: when applied).
             await run.begin(BuildStep(stage: label, number: max(number, 1), count: count, instruction: instruction.text, cached: false))
-            let cached = try await step.apply(instruction, to: &state)
+            let cached: Bool
+            do {
+                cached = try await step.apply(instruction, to: &state)
+            } catch let error as BuildError where error.code == .substitution && !error.message.hasPrefix("\(instruction.location)") {
+                throw BuildError(.substitution, "\(instruction.location): \(instruction.keyword): \(error.message)", underlying: error.underlying)
+            }
             await run.announce(stage: label, cached: cached)
         }
 

@@ -48,6 +48,8 @@ public struct VariableExpansion: Sendable {
             // The older form: the first word is the key, the rest its value.
             let trimmed = text.drop { $0 == " " || $0 == "\t" }
             let value = trimmed.drop { $0 != " " && $0 != "\t" }.drop { $0 == " " || $0 == "\t" }
+            // As Docker: the older form needs a value.
+            guard !value.isEmpty else { throw BuildError(.substitution, "\(first) has no value: write \(first)=value") }
             return [(first, try word(String(value)))]
         }
         return try raw.map { item -> (key: String, value: String?) in

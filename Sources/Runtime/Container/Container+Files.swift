@@ -16,7 +16,8 @@ extension Container {
     ///   - path: An absolute path in the container.
     ///   - mode: The permission bits of the directories made.
     ///   - owner: The container user and group to own them; its root by
-    ///     default. An ordinary user's runtime gives them to its root only.
+    ///     default. An ordinary user's runtime makes them as the container's
+    ///     root and then gives them away (not in a running container).
     /// - Throws: ``RuntimeError`` naming the path, when a component is not a
     ///   directory or the owner cannot be given.
     public func makeDirectories(_ path: String, mode: UInt32 = 0o755, owner: (uid: UInt32, gid: UInt32)? = nil) async throws {
