@@ -135,6 +135,22 @@ extension ImageStore {
     private func performPush(_ name: String, to target: ImageReference, client: RegistryClient,
                              progress: ImageProgressHandler?) async throws -> PushReport {
         let (top, graph) = try await offload { _ in try self.completeGraph(try self.lookup(name)) }
+        let (outcomes, bytes) = try await send(graph, to: target, client: client, progress: progress)
+        if let tag = target.tag {
+            let data = try await offload { _ in try self.content.document(top) }
+            try await client.putManifest(data, mediaType: top.mediaType, registry: target.registry, repository: target.repository, reference: tag)
+        }
+        try await offload { _ in try self.database.addBlobSources(graph.map(\.digest), registry: target.registry, repository: target.repository) }
+        return PushReport(reference: target, digest: top.digest, blobs: outcomes, bytes: bytes)
+    }
+
+    /// Sends `graph` to `target`'s repository as the store holds it: the
+    /// blobs first, concurrently (skipping those the registry has, mounting
+    /// those another of its repositories has), then each manifest and
+    /// index by digest. Returns what happened to each blob and the bytes
+    /// uploaded.
+    func send(_ graph: [Descriptor], to target: ImageReference, client: RegistryClient,
+              progress: ImageProgressHandler? = nil) async throws -> (outcomes: [String: BlobPushOutcome], bytes: Int64) {
         let blobs = graph.filter { !$0.mediaType.isIndex && !$0.mediaType.isManifest }
         let manifests = graph.filter { $0.mediaType.isIndex || $0.mediaType.isManifest }
         let outcomes = Outcomes()
@@ -153,12 +169,7 @@ extension ImageStore {
             try await client.putManifest(data, mediaType: manifest.mediaType, registry: target.registry, repository: target.repository,
                                          reference: manifest.digest.description)
         }
-        if let tag = target.tag {
-            let data = try await offload { _ in try self.content.document(top) }
-            try await client.putManifest(data, mediaType: top.mediaType, registry: target.registry, repository: target.repository, reference: tag)
-        }
-        try await offload { _ in try self.database.addBlobSources(graph.map(\.digest), registry: target.registry, repository: target.repository) }
-        return PushReport(reference: target, digest: top.digest, blobs: outcomes.all, bytes: bytes.reduce(0, +))
+        return (outcomes.all, bytes.reduce(0, +))
     }
 
     /// Runs `work` for each blob, at most `limit` at once; returns the
@@ -193,7 +204,7 @@ extension ImageStore {
 }
 
 /// Push outcomes gathered from concurrent uploads.
-final class Outcomes: Sendable {
+private final class Outcomes: Sendable {
     private let state = Mutex<[String: BlobPushOutcome]>([:])
     func set(_ digest: Digest, _ outcome: BlobPushOutcome) { state.withLock { $0[digest.description] = outcome } }
     var all: [String: BlobPushOutcome] { state.withLock { $0 } }

@@ -59,28 +59,13 @@ extension ImageStore {
                 }
                 return (entries, graph)
             }
-            let blobs = graph.filter { !$0.mediaType.isManifest && !$0.mediaType.isIndex }
-            let outcomes = Outcomes()
-            let database = self.database
-            let content = self.content
-            let bytes = try await transfer(blobs, limit: client.options.maximumConcurrentTransfers) { _, blob in
-                let sources = try database.blobSources(blob.digest, registry: target.registry).filter { $0 != target.repository }
-                let outcome = try await client.upload(blob, from: content.path(for: blob.digest), registry: target.registry,
-                                                      repository: target.repository, mountFrom: sources.first)
-                outcomes.set(blob.digest, outcome)
-                return outcome == .uploaded ? blob.size : 0
-            }
-            for manifest in graph where manifest.mediaType.isManifest {
-                let data = try await offload { _ in try self.content.document(manifest) }
-                try await client.putManifest(data, mediaType: manifest.mediaType, registry: target.registry,
-                                             repository: target.repository, reference: manifest.digest.description)
-            }
+            let (outcomes, bytes) = try await send(graph, to: target, client: client)
             let index = ImageIndex(manifests: entries, annotations: [RemoteBuildCache.kindAnnotation: "v1"])
             let data = try JSONEncoder.canonical.encode(index)
             try await client.putManifest(data, mediaType: .ociIndex, registry: target.registry, repository: target.repository,
                                          reference: target.tag ?? ImageReference.defaultTag)
             try await offload { _ in try self.database.addBlobSources(graph.map(\.digest), registry: target.registry, repository: target.repository) }
-            return PushReport(reference: target, digest: Digest.compute(data), blobs: outcomes.all, bytes: bytes.reduce(0, +))
+            return PushReport(reference: target, digest: Digest.compute(data), blobs: outcomes, bytes: bytes)
         }
     }
 
