@@ -41,7 +41,14 @@ extension Container {
             laterOwner = owner
             host = nil
         } else if let owner, owner != (0, 0) {
-            host = try Self.hostOwner(owner, spec, what: "\(path) in container \(name)")
+            func mapped(_ id: UInt32, _ mappings: [ContainerSpec.IDMapping]) -> UInt32? {
+                guard !mappings.isEmpty else { return id }
+                return mappings.first { id >= $0.containerID && id - $0.containerID < $0.size }.map { $0.hostID + (id - $0.containerID) }
+            }
+            guard let uid = mapped(owner.uid, spec.uidMappings), let gid = mapped(owner.gid, spec.gidMappings) else {
+                throw RuntimeError(.invalidSpec, "cannot give \(path) in container \(name) to \(owner.uid):\(owner.gid): its user namespace does not map them")
+            }
+            host = (uid, gid)
         } else {
             host = nil
         }
@@ -83,37 +90,28 @@ extension Container {
         return made
     }
 
-    /// The host IDs of a container user and group, through the container's
-    /// ID mappings (the same IDs without).
-    private static func hostOwner(_ owner: (uid: UInt32, gid: UInt32), _ spec: ContainerSpec, what: String) throws -> (uid: UInt32, gid: UInt32) {
-        func mapped(_ id: UInt32, _ mappings: [ContainerSpec.IDMapping]) -> UInt32? {
-            guard !mappings.isEmpty else { return id }
-            return mappings.first { id >= $0.containerID && id - $0.containerID < $0.size }.map { $0.hostID + (id - $0.containerID) }
-        }
-        guard let uid = mapped(owner.uid, spec.uidMappings), let gid = mapped(owner.gid, spec.gidMappings) else {
-            throw RuntimeError(.invalidSpec, "cannot give \(what) to \(owner.uid):\(owner.gid): its user namespace does not map them")
-        }
-        return (uid, gid)
-    }
-
     /// Gives the files at `paths` (absolute, in the container, none through
     /// a symlink) to the container user and group `owner`, keeping their
-    /// set-ID bits; for a container that is not running, whose files are
-    /// in its upper directory (made or copied since its image). An ordinary
-    /// user's runtime does it as the root of a user namespace with the
-    /// container's mapping. Paths that are not there are passed over.
+    /// set-ID bits, as the root of a user namespace with the container's
+    /// mapping: what an ordinary user's runtime, which places files as the
+    /// container's root, does afterwards. For a container that is not
+    /// running, whose files are in its upper directory (made or copied
+    /// since its image). Paths that are not there are passed over.
     ///
-    /// - Throws: ``RuntimeError`` naming the path that cannot be given.
+    /// - Throws: ``RuntimeError`` naming the path that cannot be given, or
+    ///   `invalidState` for a running container or a root runtime (which
+    ///   gives owners as it places files).
     package func giveOwner(_ paths: [String], to owner: (uid: UInt32, gid: UInt32)) async throws {
         guard !paths.isEmpty else { return }
         let record = try record
         guard record.status != .running && record.status != .paused else {
             throw RuntimeError(.invalidState, "cannot give files of container \(name) new owners while it runs")
         }
+        guard let userNamespace = runtime.userNamespace else {
+            throw RuntimeError(.invalidState, "a root runtime gives files their owners as it places them, not afterwards")
+        }
         let upper = runtime.containerDirectory(id) + "/upper"
-        let userNamespace = runtime.userNamespace
         let name = name
-        let host = userNamespace == nil ? try Self.hostOwner(owner, record.spec, what: "files of container \(name)") : owner
         try await blocking {
             var owners: [FileOwner] = []
             for path in paths {
@@ -124,22 +122,7 @@ extension Container {
                 owners.append(FileOwner(path: Array(relative.utf8), uid: owner.uid, gid: owner.gid, mode: setID ? UInt32(status.st_mode & 0o7777) : nil))
             }
             do {
-                if let userNamespace {
-                    try userNamespace.setOwners(owners, beneath: upper)
-                } else {
-                    guard let directory = OwnedDescriptor(opening: upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC) else {
-                        throw SystemCallError("open", upper, Sys.errno)
-                    }
-                    for entry in owners {
-                        let path = String(decoding: entry.path, as: UTF8.self)
-                        // RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS: never out of the upper directory.
-                        let fd = gantry_openat2(directory.raw, path, UInt64(GANTRY_O_PATH | O_NOFOLLOW | O_CLOEXEC), 0, 0x08 | 0x04 | 0x02)
-                        guard fd >= 0 else { throw SystemCallError("open", upper + "/" + path, Sys.errno) }
-                        defer { close(fd) }
-                        guard fchownat(fd, "", host.uid, host.gid, 0x1000 /* AT_EMPTY_PATH */) == 0 else { throw SystemCallError("chown", upper + "/" + path, Sys.errno) }
-                        if let mode = entry.mode { chmod("/proc/self/fd/\(fd)", mode_t(mode)) }
-                    }
-                }
+                try userNamespace.setOwners(owners, beneath: upper)
             } catch {
                 throw RuntimeError(.systemCall, "cannot give files of container \(name) to \(owner.uid):\(owner.gid)", underlying: error)
             }
