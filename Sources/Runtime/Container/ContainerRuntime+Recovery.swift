@@ -126,10 +126,11 @@ extension ContainerRuntime {
     /// Removes the network leases (and devices) whose container or pod has
     /// no record, and those of `removing`.
     func removeNetworkLeftovers(removing: String? = nil) {
+        let records: [String] = ["state.json", "pod.json", Networks.endpointFile]
         networks.removeLeftovers { owner in
             // A writer replacing the record has one of the two at any moment.
-            owner != removing
-                && ["state.json", "pod.json"].contains { access(owner + "/" + $0, F_OK) == 0 || access(owner + "/" + $0 + ".next", F_OK) == 0 }
+            guard owner != removing else { return false }
+            return records.contains { access(owner + "/" + $0, F_OK) == 0 || access(owner + "/" + $0 + ".next", F_OK) == 0 }
         }
     }
 

@@ -29,7 +29,7 @@ enum Firewall {
     /// listed) holding the host-wide `firewall.lock`, so that Gantry
     /// threads and processes do not change the table under each other
     /// (flock excludes every other open of the file, in this process too).
-    private static func changing<T>(_ host: NetworkHost, _ body: () throws -> T) throws -> T {
+    static func changing<T>(_ host: NetworkHost, _ body: () throws -> T) throws -> T {
         try host.withLock("firewall.lock", body)
     }
 
@@ -57,7 +57,7 @@ enum Firewall {
     }
 
     /// The table and its chains (adding what exists changes nothing).
-    private static func ensureTable(_ host: NetworkHost) throws {
+    static func ensureTable(_ host: NetworkHost) throws {
         try run("""
             add table ip \(table)
             add chain ip \(table) forward { type filter hook forward priority filter; policy accept; }
@@ -96,7 +96,13 @@ enum Firewall {
         try ensureTable(host)
         let tag = networkTag(network.id)
         let bridge = "\"\(network.bridge)\""
-        var commands = deleteCommands(tagged: tag, host: host)
+        // A member reaching a member through a translated address (an
+        // endpoint's, a published port's) must see the answer come back
+        // through the host, which undoes the translation: the request then
+        // seems to come from the gateway.
+        var commands = deleteCommands(tagged: tag, host: host) + [
+            "add rule ip \(table) postrouting oifname \(bridge) ip saddr \(network.subnet) ct status dnat masquerade comment \"\(tag)\"",
+        ]
         if network.internal {
             commands += [
                 "add rule ip \(table) forward iifname \(bridge) oifname != \(bridge) drop comment \"\(tag)\"",
@@ -162,6 +168,14 @@ enum Firewall {
         }
     }
 
+    /// The names of the table's chains (none when there is no table).
+    static func listChains(host: NetworkHost = .system) -> [String] {
+        guard let output = try? run("list table ip \(table)", json: true, host: host),
+              let document = try? JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any],
+              let items = document["nftables"] as? [[String: Any]] else { return [] }
+        return items.compactMap { ($0["chain"] as? [String: Any])?["name"] as? String }
+    }
+
     private static func removeRules(tagged tag: String, host: NetworkHost) throws {
         try changing(host) {
             let commands = deleteCommands(tagged: tag, host: host)
@@ -170,7 +184,7 @@ enum Firewall {
         }
     }
 
-    private static func deleteCommands(tagged tag: String, host: NetworkHost) -> [String] {
+    static func deleteCommands(tagged tag: String, host: NetworkHost) -> [String] {
         ((try? listRules(host: host)) ?? []).filter { $0.comment == tag }.map { "delete rule ip \(table) \($0.chain) handle \($0.handle)" }
     }
 

@@ -133,6 +133,22 @@ final class RouteNetlink {
         try perform(message, what: "add \(address)/\(prefixLength) to \(name)")
     }
 
+    /// Removes `address/prefixLength` from the link `index`; false when it
+    /// was not there.
+    @discardableResult
+    func deleteAddress(_ address: IPv4Address, prefixLength: Int, index: Int32, name: String) throws -> Bool {
+        var message = NetlinkMessage(type: Netlink.deleteAddress, flags: 0)
+        message.append(bytes: [UInt8(AF_INET), UInt8(prefixLength), 0, 0])
+        message.append(uint32: UInt32(bitPattern: index))
+        message.append(attribute: Netlink.addressLocal, bytes: address.octets)
+        do {
+            try perform(message, what: "remove \(address)/\(prefixLength) from \(name)")
+        } catch let error as RuntimeError where error.systemError == Errno(rawValue: EADDRNOTAVAIL) {
+            return false
+        }
+        return true
+    }
+
     /// Adds the default route through `gateway` on the link `index`.
     func addDefaultRoute(via gateway: IPv4Address, index: Int32) throws {
         var message = NetlinkMessage(type: Netlink.newRoute, flags: Netlink.create | Netlink.exclusive)
@@ -349,6 +365,7 @@ enum Netlink {
     static let deleteLink: UInt16 = 17
     static let getLink: UInt16 = 18
     static let newAddress: UInt16 = 20
+    static let deleteAddress: UInt16 = 21
     static let newRoute: UInt16 = 24
     static let getRoute: UInt16 = 26
 

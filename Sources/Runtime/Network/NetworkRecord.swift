@@ -110,4 +110,6 @@ struct NetworkLease: Hashable, Sendable, Codable {
     var address: IPv4Address
     /// The directory of the container or pod holding it.
     var owner: String?
+    /// Whether it is an endpoint's virtual address (held by the bridge).
+    var virtual: Bool?
 }

@@ -161,7 +161,7 @@ public final class Networks: Sendable {
     /// The containers on a network: their names, aliases and addresses.
     public func members(of name: String) throws -> [(containerID: String, name: String, address: IPv4Address)] {
         _ = try network(name)
-        return leases(name).map { ($0.containerID, $0.name, $0.address) }
+        return leases(name).filter { $0.virtual != true }.map { ($0.containerID, $0.name, $0.address) }
     }
 
     /// Removes a network and its bridge.
@@ -305,6 +305,15 @@ public final class Networks: Sendable {
     }
 
     private func release(containerID: String, from networkName: String, owner: String) throws {
+        let held = leases(networkName).filter { $0.containerID == containerID }
+        if held.contains(where: { $0.virtual == true }), let network = try? network(networkName) {
+            // An endpoint's virtual address, whose endpoint is gone.
+            try Firewall.removeEndpoint(id: containerID, host: host)
+            releasePorts(owner: owner)
+            for lease in held { try releaseVirtualAddress(lease, on: network) }
+            try? Sys.removeTree(owner)
+            return
+        }
         if host.isSystem {
             try Firewall.removeRules(container: containerID, host: host)
             releasePorts(owner: owner)
@@ -370,7 +379,7 @@ public final class Networks: Sendable {
     /// Rewrites the `hosts` file of every member: the standard entries, its
     /// own name, and every other member's name and aliases. Written in
     /// place, since each is bound into its container by inode.
-    private func writeHostsFiles(_ network: String) throws {
+    func writeHostsFiles(_ network: String) throws {
         let members = leases(network)
         for member in members {
             let path = memberDirectory(network, member.containerID) + "/hosts"
@@ -420,7 +429,7 @@ public final class Networks: Sendable {
     /// Claims host ports for a container's published ports, choosing free
     /// ones for those asked as 0. A claim is a file naming the owner's
     /// directory; one whose owner is gone is stale and taken over.
-    private func claimPorts(_ ports: [PublishedPort], owner: String) throws -> [PublishedPort] {
+    func claimPorts(_ ports: [PublishedPort], owner: String) throws -> [PublishedPort] {
         guard !ports.isEmpty else { return [] }
         try Sys.makeDirectories(Self.portClaims, mode: 0o700)
         var claimed: [PublishedPort] = []
@@ -486,7 +495,7 @@ public final class Networks: Sendable {
         return false
     }
 
-    private func releasePorts(owner: String) {
+    func releasePorts(owner: String) {
         for name in (try? FileManager.default.contentsOfDirectory(atPath: Self.portClaims)) ?? [] {
             let path = Self.portClaims + "/" + name
             if (try? String(contentsOfFile: path, encoding: .utf8)) == owner { unlink(path) }
@@ -531,7 +540,7 @@ public final class Networks: Sendable {
     // MARK: - Kernel objects
 
     /// Makes the bridge (with its address and rules) if it is missing, as after a reboot.
-    private func ensureBridge(_ record: NetworkRecord) throws {
+    func ensureBridge(_ record: NetworkRecord) throws {
         let outside = try host.routeNetlink()
         if try outside.link(record.bridge) != nil { return }
         try outside.createBridge(record.bridge)
