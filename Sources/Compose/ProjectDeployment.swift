@@ -142,6 +142,9 @@ extension Reconciler {
             }
             try await group.waitForAll()
         }
+        for endpoint in try runtime.endpoints() where endpoint.key.hasPrefix(endpointKey(project: project, service: "")) {
+            try await runtime.removeEndpoint(endpoint.key)
+        }
         for network in try runtime.networks.list() where network.labels[projectLabel] == project {
             try await runtime.networks.remove(network.name)
         }

@@ -34,6 +34,14 @@ extension Reconciler {
         guard var plan = decision else { return }
         plan.events.forEach(emit)
         plan.events.removeAll()
+        // The endpoint before anything is stopped; a failure to change it
+        // does not hold up healing, and is retried.
+        var endpointFailure: (any Error)?
+        do {
+            try await updateEndpoint(name)
+        } catch {
+            endpointFailure = error
+        }
         // Replicas first: healing is what must be fast.
         do {
             try await create(plan.create, for: plan.spec, revision: plan.revision, hash: plan.hash)
@@ -71,6 +79,7 @@ extension Reconciler {
         // What was started or stopped is seen (and the status updated) in another pass.
         if !plan.create.isEmpty || !plan.discard.isEmpty { queue.add(name) }
         plan.dependents.forEach(queue.add)
+        if let endpointFailure { throw endpointFailure }
     }
 
     /// Records a pass's status (in memory, the store and the metrics).
@@ -151,7 +160,7 @@ extension Reconciler {
         } else {
             var (surge, unavailable) = spec.update.limits(replicas: spec.replicas)
             // Fixed host ports cannot be held by two replicas: replace in place.
-            let fixedPorts = spec.template.publishesFixedHostPorts
+            let fixedPorts = spec.template.publishesFixedHostPorts && endpoint(for: spec) == nil
             if fixedPorts {
                 surge = 0
                 unavailable = max(1, unavailable)
@@ -304,6 +313,8 @@ extension Reconciler {
         status.succeeded = finished.filter { $0.status == .exited(0) }.count
         status.failed = finished.count - status.succeeded
         status.message = message
+        status.virtualAddress = service.endpoint?.virtualAddress
+        status.publishedPorts = service.endpoint?.ports
         return status
     }
 
@@ -332,6 +343,7 @@ extension Reconciler {
 
     /// Stops and removes every replica of a deleted service.
     private func tearDown(_ name: String) async throws {
+        if let spec = state.withLock({ $0.services[name]?.record.spec }) { await removeEndpoint(of: spec) }
         let containers = state.withLock { state -> [any ReplicaContainer] in
             guard let service = state.services[name] else { return [] }
             for id in service.replicas.keys { state.services[name]?.replicas[id]?.terminating = true }

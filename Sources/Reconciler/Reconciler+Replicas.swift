@@ -46,7 +46,10 @@ extension Reconciler {
         container.labels[ReplicaLabel.revision] = String(revision)
         container.labels[ReplicaLabel.lineage] = lineage
         container.labels[ReplicaLabel.templateHash] = hash
-        if case .bridge = container.network, !container.networkAliases.contains(spec.name) {
+        if endpoint(for: spec) != nil {
+            // The endpoint publishes the ports and answers to the name.
+            container.publishedPorts = []
+        } else if case .bridge = container.network, !container.networkAliases.contains(spec.name) {
             container.networkAliases.append(spec.name)
         }
         if options.onShutdown == .leaveRunning { container.lifetime = .independent }

@@ -187,6 +187,9 @@ public final class Reconciler: Service, Sendable {
         var templateHash: String
         /// Templates whose rollout failed, never rolled back to automatically.
         var failedHashes: Set<String> = []
+        /// The load-balanced endpoint as last installed, and its backends.
+        var endpoint: ServiceEndpointRecord?
+        var endpointBackends: [String]?
     }
 
     struct Replica {
@@ -373,6 +376,7 @@ public final class Reconciler: Service, Sendable {
         defer { unlockProject() }
         try refresh()
         try await adopt()
+        await removeStaleEndpoints()
         let signal = ShutdownSignal()
         await withGracefulShutdownHandler {
             await withTaskCancellationHandler {
@@ -523,6 +527,8 @@ public final class Reconciler: Service, Sendable {
         state.withLock { $0.stopping = true }
         queue.shutDown()
         if options.onShutdown == .stopReplicas {
+            // The endpoints first: no new connection goes to a replica being stopped.
+            for spec in state.withLock({ $0.services.values.map(\.record.spec) }) { await removeEndpoint(of: spec) }
             let containers = state.withLock { state in
                 state.services.values.flatMap { service in
                     service.replicas.values.map(\.container) + service.lineages.values.compactMap(\.previous)

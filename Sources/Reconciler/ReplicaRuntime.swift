@@ -70,6 +70,32 @@ public protocol ReplicaRuntime: Sendable {
     func existingContainers() throws -> [ExistingContainer]
     /// The container with this ID.
     func replica(_ id: String) throws -> any ReplicaContainer
+    /// Whether the runtime has load-balanced endpoints; a runtime without
+    /// them has services reached replica by replica.
+    var supportsEndpoints: Bool { get }
+    /// Installs or updates the endpoint `key` over the containers `backends`.
+    @discardableResult
+    func setEndpoint(_ key: String, _ endpoint: ServiceEndpoint, backends: [String]) async throws -> ServiceEndpointRecord
+    /// Removes the endpoint `key`, if there is one.
+    func removeEndpoint(_ key: String) async throws
+    /// Every endpoint the runtime has.
+    func endpoints() throws -> [ServiceEndpointRecord]
+}
+
+extension ReplicaRuntime {
+    /// None, by default.
+    public var supportsEndpoints: Bool { false }
+
+    /// Refused, by default.
+    public func setEndpoint(_ key: String, _ endpoint: ServiceEndpoint, backends: [String]) async throws -> ServiceEndpointRecord {
+        throw ReconcilerError(.invalidSpec, "this runtime has no load-balanced endpoints")
+    }
+
+    /// Nothing to remove, by default.
+    public func removeEndpoint(_ key: String) async throws {}
+
+    /// None, by default.
+    public func endpoints() throws -> [ServiceEndpointRecord] { [] }
 }
 
 extension ContainerRuntime: ReplicaRuntime {

@@ -27,6 +27,11 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
     public var dependsOn: [ServiceDependency]
     /// Free-form labels, also put on every replica.
     public var labels: [String: String]
+    /// How clients reach the replicas: through one load-balanced endpoint
+    /// (the default), or each replica by itself.
+    public var endpointMode: EndpointMode
+    /// How a client's connections to the endpoint are given to replicas.
+    public var sessionAffinity: ServiceEndpoint.Affinity
 
     /// A service of `replicas` copies of `template`.
     ///
@@ -46,6 +51,8 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
         crashLoop = CrashLoopBackoff()
         dependsOn = []
         labels = [:]
+        endpointMode = .virtualAddress
+        sessionAffinity = .none
     }
 
     /// The project of services applied without one.
@@ -103,6 +110,42 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
             throw ReconcilerError(.invalidSpec, "\"\(name)\" is not a valid \(kind) name: use up to 63 letters, digits, _ . -, starting with a letter or digit")
         }
     }
+}
+
+extension ServiceSpec {
+    private enum CodingKeys: String, CodingKey {
+        case name, project, replicas, template, restartPolicy, probes, update, crashLoop, dependsOn, labels, endpointMode, sessionAffinity
+    }
+
+    /// Decodes a spec; one stored before a field existed takes its default.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(name: try container.decode(String.self, forKey: .name), project: try container.decode(String.self, forKey: .project),
+                  replicas: try container.decode(Int.self, forKey: .replicas), template: try container.decode(ContainerSpec.self, forKey: .template))
+        restartPolicy = try container.decode(RestartPolicy.self, forKey: .restartPolicy)
+        probes = try container.decode(ServiceProbes.self, forKey: .probes)
+        update = try container.decode(UpdateStrategy.self, forKey: .update)
+        crashLoop = try container.decode(CrashLoopBackoff.self, forKey: .crashLoop)
+        dependsOn = try container.decode([ServiceDependency].self, forKey: .dependsOn)
+        labels = try container.decode([String: String].self, forKey: .labels)
+        endpointMode = try container.decodeIfPresent(EndpointMode.self, forKey: .endpointMode) ?? .virtualAddress
+        sessionAffinity = try container.decodeIfPresent(ServiceEndpoint.Affinity.self, forKey: .sessionAffinity) ?? .none
+    }
+}
+
+/// How clients reach a service's replicas (Compose's `deploy.endpoint_mode`).
+public enum EndpointMode: String, Hashable, Sendable, Codable, CaseIterable {
+    /// Through a load-balanced endpoint, as a Kubernetes Service: on the
+    /// service's bridge network its name resolves to one virtual address,
+    /// and the template's published ports are the service's; both spread
+    /// new connections over the ready replicas, which publish nothing
+    /// themselves. (Where the runtime has no endpoints, as an ordinary
+    /// user's, the service is reached as in ``dnsRoundRobin``.)
+    case virtualAddress = "vip"
+    /// Each replica by itself: the service's name resolves to every
+    /// replica's address, and each replica publishes the template's ports
+    /// (so a fixed host port is held by one replica at a time).
+    case dnsRoundRobin = "dnsrr"
 }
 
 /// When the reconciler restarts a replica that ended, as in Kubernetes and compose.

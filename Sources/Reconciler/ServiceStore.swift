@@ -1,6 +1,7 @@
 public import Foundation
 import GRDB
 import OCIImage
+public import Runtime
 
 /// A service as the store holds it: what is wanted, which revision, and
 /// what was last seen.
@@ -53,6 +54,11 @@ public struct ServiceStatus: Hashable, Sendable, Codable {
     public var rollout: RolloutPhase = .progressing
     /// Why it waits or failed, when it does.
     public var message: String?
+    /// The virtual address of its load-balanced endpoint, if it has one.
+    public var virtualAddress: IPv4Address?
+    /// The host ports of its load-balanced endpoint (with the ports chosen
+    /// for those asked as 0), if it has one.
+    public var publishedPorts: [PublishedPort]?
 
     /// An empty status.
     public init() {}

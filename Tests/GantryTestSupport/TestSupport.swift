@@ -209,3 +209,48 @@ public func removeCLICgroupParent(_ parent: String, children: Bool = false) {
         rmdir(directory)
     }
 }
+
+/// Sends `GET /` to host:port and returns the response, retrying while
+/// the server starts.
+public func httpGet(port: UInt16, host: String = "127.0.0.1", attempts: Int = 50) async -> String? {
+    for attempt in 0 ..< attempts {
+        if attempt > 0 { try? await Task.sleep(for: .milliseconds(100)) }
+        if let response = exchange(SOCK_STREAM, host: host, port: port, Array("GET / HTTP/1.0\r\n\r\n".utf8)) { return response }
+    }
+    return nil
+}
+
+/// Sends a datagram to 127.0.0.1:port and returns the answer, retrying while the server starts.
+public func udpExchange(port: UInt16, _ message: String) async -> String? {
+    for attempt in 0 ..< 50 {
+        if attempt > 0 { try? await Task.sleep(for: .milliseconds(100)) }
+        if let answer = exchange(SOCK_DGRAM, host: "127.0.0.1", port: port, Array(message.utf8)) { return answer }
+    }
+    return nil
+}
+
+private func exchange(_ type: __socket_type, host: String, port: UInt16, _ request: [UInt8]) -> String? {
+    let fd = socket(AF_INET, Int32(type.rawValue), 0)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var timeout = timeval(tv_sec: 0, tv_usec: 500_000)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = port.bigEndian
+    address.sin_addr.s_addr = (IPv4Address(host)?.value ?? 0).bigEndian
+    let connected = withUnsafePointer(to: &address) { pointer in
+        pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
+    }
+    guard connected, send(fd, request, request.count, 0) == request.count else { return nil }
+    var response: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let count = recv(fd, &buffer, buffer.count, 0)
+        if count <= 0 { break }
+        response += buffer[..<count]
+        if type == SOCK_DGRAM { break }
+    }
+    return response.isEmpty ? nil : String(decoding: response, as: UTF8.self)
+}

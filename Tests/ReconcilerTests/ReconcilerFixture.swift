@@ -10,7 +10,7 @@ import Tracing
 @testable import Reconciler
 
 /// Busybox applets the reconciler tests use.
-let reconcilerApplets = ["touch", "rm", "test", "mkdir", "nc"]
+let reconcilerApplets = ["touch", "rm", "test", "mkdir", "nc", "seq", "nslookup"]
 
 /// Runs a reconciler over a fresh runtime while `body` runs, then shuts it
 /// down (stopping its replicas) and waits for it to end.

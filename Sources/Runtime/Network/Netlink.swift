@@ -47,18 +47,20 @@ final class RouteNetlink {
 
     // MARK: - Links
 
-    /// Creates a bridge, up.
-    func createBridge(_ name: String) throws {
+    /// Creates a bridge, up, with the hardware address `address` when given.
+    func createBridge(_ name: String, address: [UInt8]? = nil) throws {
         var message = NetlinkMessage(type: Netlink.newLink, flags: Netlink.create | Netlink.exclusive)
         message.appendLinkHeader(index: 0, up: true)
         message.append(attribute: Netlink.linkName, string: name)
+        if let address { message.append(attribute: Netlink.linkAddress, bytes: address) }
         message.nest(Netlink.linkInfo) { $0.append(attribute: Netlink.infoKind, string: "bridge") }
         try perform(message, what: "create bridge \(name)")
     }
 
     /// Creates a veth pair: `name` here, up, a port of the bridge
-    /// with index `master`, and `peer` (down) in the network namespace `namespace`.
-    func createVethPair(_ name: String, master: Int32, peer: String, peerNamespace namespace: Int32) throws {
+    /// with index `master`, and `peer` (down) in the network namespace
+    /// `namespace`, with the hardware address `peerAddress` when given.
+    func createVethPair(_ name: String, master: Int32, peer: String, peerNamespace namespace: Int32, peerAddress: [UInt8]? = nil) throws {
         var message = NetlinkMessage(type: Netlink.newLink, flags: Netlink.create | Netlink.exclusive)
         message.appendLinkHeader(index: 0, up: true)
         message.append(attribute: Netlink.linkName, string: name)
@@ -71,6 +73,7 @@ final class RouteNetlink {
                     peerMessage.appendLinkHeader(index: 0, up: false)
                     peerMessage.append(attribute: Netlink.linkName, string: peer)
                     peerMessage.append(attribute: Netlink.linkNamespaceDescriptor, uint32: UInt32(bitPattern: namespace))
+                    if let peerAddress { peerMessage.append(attribute: Netlink.linkAddress, bytes: peerAddress) }
                 }
             }
         }
@@ -369,6 +372,7 @@ enum Netlink {
     static let newRoute: UInt16 = 24
     static let getRoute: UInt16 = 26
 
+    static let linkAddress: UInt16 = 1
     static let linkName: UInt16 = 3
     static let linkMaster: UInt16 = 10
     static let linkInfo: UInt16 = 18

@@ -248,7 +248,12 @@ public final class Networks: Sendable {
                 let outside = try host.routeNetlink()
                 guard let bridge = try outside.link(record.bridge) else { throw RuntimeError(.network, "bridge \(record.bridge) of network \(networkName) is gone") }
                 guard let namespace = OwnedDescriptor(opening: namespaceFile, O_RDONLY | O_CLOEXEC) else { throw RuntimeError(.network, "cannot open \(namespacePath)", underlying: Sys.errno) }
-                try outside.createVethPair(hostInterface, master: bridge.index, peer: "eth0", peerNamespace: namespace.raw)
+                // The hardware address follows from the IP address (as
+                // Docker's does): neighbours that knew an earlier holder of
+                // the address, whose entries stay valid for seconds, still
+                // reach the right device.
+                try outside.createVethPair(hostInterface, master: bridge.index, peer: "eth0", peerNamespace: namespace.raw,
+                                           peerAddress: Self.hardwareAddress(address))
                 // IPv4 only: with IPv6 up, a container could send router
                 // advertisements that the host and its neighbours obey.
                 try disableIPv6(hostInterface)
@@ -343,6 +348,10 @@ public final class Networks: Sendable {
 
     /// The directory a lease belongs to.
     func owner(of lease: NetworkLease) -> String { lease.owner ?? containers + "/" + lease.containerID }
+
+    /// The hardware address of a member with `address`: locally
+    /// administered, unicast, ending in the IP address.
+    static func hardwareAddress(_ address: IPv4Address) -> [UInt8] { [0x02, 0x47] + address.octets }
 
     /// The host end of a container's veth pair (at most 15 characters).
     static func hostInterface(_ containerID: String) -> String { "gv-" + containerID.prefix(12) }
@@ -543,7 +552,10 @@ public final class Networks: Sendable {
     func ensureBridge(_ record: NetworkRecord) throws {
         let outside = try host.routeNetlink()
         if try outside.link(record.bridge) != nil { return }
-        try outside.createBridge(record.bridge)
+        // A hardware address of its own: a bridge without one takes the
+        // lowest of its ports', which changes as members come, and members
+        // whose neighbour entries hold the old one lose their answers.
+        try outside.createBridge(record.bridge, address: Self.hardwareAddress(record.gateway))
         try disableIPv6(record.bridge)
         guard let bridge = try outside.link(record.bridge) else { throw RuntimeError(.network, "bridge \(record.bridge) did not appear") }
         try outside.addAddress(record.gateway, prefixLength: record.subnet.prefixLength, index: bridge.index, name: record.bridge)

@@ -172,7 +172,8 @@ extension Networks {
         do {
             var bridge: String?
             if let name = endpoint.network {
-                let network = try network(name)
+                // The default network is made on first use, as for a container.
+                let network = name == Networks.defaultName ? try defaultNetwork() : try network(name)
                 bridge = network.bridge
                 record.virtualAddress = try leaseVirtualAddress(on: network, id: id, name: endpoint.name, owner: path)
                 try FileIO.replaceStateFile(path + "/" + Self.endpointFile, with: ContainerRuntime.encoder.encode(record))

@@ -1,0 +1,124 @@
+import Foundation
+import GantryTestSupport
+@testable import Runtime
+import Synchronization
+import Testing
+@testable import Reconciler
+
+/// A service's load-balanced endpoint with real replicas: one published
+/// port and one name in front of the ready replicas, kept whole while
+/// replicas die, scale and roll.
+@Suite(.requiresRoot, .serialized) struct LoadBalancingTests {
+    /// A web server answering with its container's host name.
+    static let server = "mkdir -p /www && cat /proc/sys/kernel/hostname > /www/index.html && exec httpd -f -p 80 -h /www"
+
+    /// The body of one request to 127.0.0.1:port, nil when it failed.
+    static func fetch(_ port: UInt16) async -> String? {
+        guard let response = await httpGet(port: port, attempts: 1), response.hasPrefix("HTTP/1.") && response.contains(" 200 ") else { return nil }
+        return response.components(separatedBy: "\r\n\r\n").last?.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// Requests one after another until stopped, counting what failed.
+    final class ClientLoop: Sendable {
+        private let counts = Mutex((succeeded: 0, failed: 0, failures: [ContinuousClock.Instant]()))
+        private let stopped = Atomic(false)
+        private let task = Mutex<Task<Void, Never>?>(nil)
+
+        init(port: UInt16) {
+            let task = Task.detached { [self] in
+                while !stopped.load(ordering: .relaxed) {
+                    let began = ContinuousClock.now
+                    let body = await LoadBalancingTests.fetch(port)
+                    counts.withLock { counts in
+                        if body != nil {
+                            counts.succeeded += 1
+                        } else {
+                            counts.failed += 1
+                            counts.failures.append(began)
+                        }
+                    }
+                }
+            }
+            self.task.withLock { $0 = task }
+        }
+
+        /// What succeeded and failed, and when each failed request began.
+        func stop() async -> (succeeded: Int, failed: Int, failures: [ContinuousClock.Instant]) {
+            stopped.store(true, ordering: .relaxed)
+            await task.withLock { $0 }?.value
+            return counts.withLock { $0 }
+        }
+    }
+
+    @Test func aServicePortSpreadsOverReadyReplicasAndFailsNoRequestWhileReplicasChange() async throws {
+        try await withReconciler("balance") { reconciler, runtime in
+            let port = try #require(Networks.freeHostPort(.tcp))
+            var spec = shellService("web", replicas: 3, Self.server)
+            spec.template = spec.template.network(.bridge(Networks.defaultName))
+                .publishing(PublishedPort(hostIP: IPv4Address("127.0.0.1"), hostPort: port, containerPort: 80))
+            spec.probes.readiness = Probe(.httpGet(path: "/", port: 80, host: nil), period: .milliseconds(100))
+            try reconciler.apply(spec)
+            let record = try await reconciler.waitForRollout("web")
+            #expect(record.status.publishedPorts == [PublishedPort(hostIP: IPv4Address("127.0.0.1"), hostPort: port, containerPort: 80)])
+            let virtual = try #require(record.status.virtualAddress)
+            // The replicas publish nothing themselves.
+            #expect(try runningReplicas(runtime, service: "web").allSatisfy { $0.network?.ports.isEmpty == true })
+            try await reconciler.waitUntil("web") { record, _ in record?.status.readyReplicas == 3 }
+
+            // Every replica answers through the one port.
+            var seen: Set<String> = []
+            for _ in 0 ..< 60 { if let body = await Self.fetch(port) { seen.insert(body) } }
+            let hostnames = Set(try runningReplicas(runtime, service: "web").map { try runtime.container($0.id).record.spec.hostname ?? String($0.id.prefix(12)) })
+            #expect(seen.count == 3, "answers came from \(seen)")
+            #expect(seen == hostnames, "\(seen) against \(hostnames)")
+
+            // Another container reaches the service by its name, which is the virtual address.
+            let (output, exit) = try await runtime.run(ContainerSpec(image: "busybox:test", command: ["sh", "-c", """
+                for i in $(seq 20); do wget -qO- http://web/ || exit 1; done; nslookup web
+                """]).network(.bridge(Networks.defaultName))) { try await $0.output.text() }
+            #expect(exit.status == .exited(0), "\(output)")
+            #expect(Set(output.split(separator: "\n").filter { seen.contains(String($0)) }).count >= 2, "\(output)")
+            #expect(output.contains("Address: \(virtual)"), "\(output)")
+
+            // Under a steady client: a killed replica loses only what reached
+            // it before its end was seen (its requests in flight, and new
+            // connections in the milliseconds until the endpoint leaves it).
+            @Sendable func readyCount(_ replicas: [Reconciler.ReplicaInfo]) -> Int { replicas.filter { $0.ready && !$0.terminating && $0.exit == nil }.count }
+            var client = ClientLoop(port: port)
+            try await Task.sleep(for: .milliseconds(200))
+            let victim = try #require(try runningReplicas(runtime, service: "web").first)
+            let killed = ContinuousClock.now
+            try runtime.container(victim.id).kill(.kill)
+            try await reconciler.waitUntil("web") { _, replicas in
+                readyCount(replicas) == 3 && !replicas.contains { $0.id == victim.id }
+            }
+            try await Task.sleep(for: .milliseconds(200))
+            var counts = await client.stop()
+            let late = counts.failures.filter { $0 - killed > .milliseconds(100) || killed - $0 > .milliseconds(50) }
+            #expect(late.isEmpty,
+                    "\(counts.failed) of \(counts.succeeded + counts.failed) requests failed, at \(counts.failures.map { $0 - killed }) from the kill")
+
+            // A scale to five and back, and a rolling update: no request fails.
+            client = ClientLoop(port: port)
+            let scaled = ContinuousClock.now
+            try reconciler.scale("web", replicas: 5)
+            try await reconciler.waitUntil("web") { _, replicas in readyCount(replicas) == 5 }
+            try reconciler.scale("web", replicas: 3)
+            try await reconciler.waitUntil("web") { _, replicas in readyCount(replicas) == 3 && replicas.count == 3 }
+            spec.template.environment = ["REVISION=2"]
+            let updated = ContinuousClock.now
+            try reconciler.apply(spec)
+            try await reconciler.waitUntil("web") { record, replicas in
+                record?.revision == 2 && replicas.count == 3 && replicas.allSatisfy { $0.current && $0.ready && !$0.terminating }
+            }
+            counts = await client.stop()
+            #expect(counts.succeeded > 50, "only \(counts.succeeded) requests were made")
+            #expect(counts.failed == 0, "\(counts.failed) of \(counts.succeeded + counts.failed) requests failed, at \(counts.failures.map { $0 - scaled }) from the scale, \(updated - scaled) to the update")
+
+            try reconciler.delete("web")
+            try await reconciler.waitUntil("web") { record, replicas in record == nil && replicas.isEmpty }
+            #expect(try runtime.endpoints().isEmpty)
+            #expect(await httpGet(port: port, attempts: 1) == nil)
+        }
+    }
+}
