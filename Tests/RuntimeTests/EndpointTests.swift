@@ -90,8 +90,9 @@ import Glibc
             try await runtime.removeEndpoint("test/web")
             #expect(try runtime.endpoints().isEmpty)
             let rules = try Firewall.listRules().compactMap(\.comment)
-            #expect(!rules.contains { $0.hasPrefix("gantry endpoint") }, "\(rules)")
-            #expect(!Firewall.listChains().contains { $0.hasPrefix("endpoint-") })
+            let id = Networks.endpointID("test/web")
+            #expect(!rules.contains(Firewall.endpointTag(id)), "\(rules)")
+            #expect(!Firewall.listChains().contains { [Firewall.portsChain(id), Firewall.addressChain(id)].contains($0) })
             #expect(runtime.networks.leases("lb").filter { $0.virtual == true }.isEmpty)
             let bridge = try runtime.networks.network("lb").bridge
             let addresses = try await runWithStatus("/sbin/ip", ["-4", "-o", "addr", "show", "dev", bridge]).output
