@@ -197,6 +197,9 @@ struct ServiceCommand: AsyncParsableCommand {
         var revision: Int
         var rollout: String
         var message: String?
+        /// The load-balanced endpoint's virtual address and host ports.
+        var virtualAddress: String?
+        var ports: [String]
 
         init(_ record: ServiceRecord) {
             project = record.spec.project
@@ -212,6 +215,8 @@ struct ServiceCommand: AsyncParsableCommand {
             revision = record.revision
             rollout = record.status.rollout.rawValue
             message = record.status.message
+            virtualAddress = record.status.virtualAddress?.description
+            ports = (record.status.publishedPorts ?? []).map(\.description)
         }
     }
 
@@ -226,10 +231,11 @@ struct ServiceCommand: AsyncParsableCommand {
             switch output.format {
             case .json: try Terminal.printJSON(records.map(Summary.init))
             case .table:
-                Terminal.printTable(["PROJECT", "NAME", "IMAGE", "READY", "AVAILABLE", "RESTARTS", "REVISION", "ROLLOUT"], records.map { record in
+                Terminal.printTable(["PROJECT", "NAME", "IMAGE", "READY", "AVAILABLE", "RESTARTS", "REVISION", "ROLLOUT", "ADDRESS", "PORTS"], records.map { record in
                     let summary = Summary(record)
                     return [summary.project, summary.name, summary.image, "\(summary.ready)/\(summary.replicas)", "\(summary.available)",
-                            "\(summary.restarts)", "\(summary.revision)", summary.rollout]
+                            "\(summary.restarts)", "\(summary.revision)", summary.rollout, summary.virtualAddress ?? "",
+                            summary.ports.joined(separator: ", ")]
                 })
             }
         }

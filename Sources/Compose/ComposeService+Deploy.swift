@@ -8,7 +8,11 @@ extension ServiceReader {
         let fields = try value.fields(["mode", "replicas", "resources", "update_config", "rollback_config", "restart_policy", "labels",
                                        "placement", "endpoint_mode"], what: "deploy key")
         if let mode = fields["mode"], try mode.string() != "replicated" { throw mode.error("only replicated services are supported; set replicas") }
-        for key in ["rollback_config", "placement", "endpoint_mode"] {
+        if let mode = fields["endpoint_mode"] {
+            guard let parsed = EndpointMode(rawValue: try mode.string()) else { throw mode.error("must be vip or dnsrr") }
+            spec.endpointMode = parsed
+        }
+        for key in ["rollback_config", "placement"] {
             fields[key]?.warn("ignored; Gantry rolls back to the previous revision and runs every replica on this host")
         }
         spec.labels = try ComposeLabels.read(fields["labels"])
@@ -108,7 +112,11 @@ extension ServiceReader {
 
     /// `x-gantry:` — what compose has no key for.
     func gantryExtensions(_ value: ComposeValue, into spec: inout ServiceSpec) throws {
-        let fields = try value.fields(["lifetime", "liveness", "crash_loop", "min_ready", "progress_deadline"], what: "x-gantry key")
+        let fields = try value.fields(["lifetime", "liveness", "crash_loop", "min_ready", "progress_deadline", "session_affinity"], what: "x-gantry key")
+        if let affinity = fields["session_affinity"] {
+            guard let parsed = ServiceEndpoint.Affinity(rawValue: try affinity.string()) else { throw affinity.error("must be none or client-address") }
+            spec.sessionAffinity = parsed
+        }
         if let lifetime = fields["lifetime"] {
             switch try lifetime.string() {
             case "bound": spec.template.lifetime = .boundToHost

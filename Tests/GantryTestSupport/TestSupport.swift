@@ -220,6 +220,13 @@ public func httpGet(port: UInt16, host: String = "127.0.0.1", attempts: Int = 50
     return nil
 }
 
+/// Sends `GET /` to host:port once, on the calling thread (blocking: for
+/// threads of a test's own, never the cooperative pool); the response, or
+/// nil when it failed.
+public func httpGetBlocking(port: UInt16, host: String = "127.0.0.1") -> String? {
+    exchange(SOCK_STREAM, host: host, port: port, Array("GET / HTTP/1.0\r\n\r\n".utf8))
+}
+
 /// Sends a datagram to 127.0.0.1:port and returns the answer, retrying while the server starts.
 public func udpExchange(port: UInt16, _ message: String) async -> String? {
     for attempt in 0 ..< 50 {

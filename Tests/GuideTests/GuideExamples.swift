@@ -204,6 +204,17 @@ func servicesGuide() async throws {
     }
 }
 
+func servicesGuideEndpoints(reconciler: Reconciler) throws {
+    var api = ServiceSpec(name: "api", project: "shop", replicas: 3,
+                          template: ContainerSpec(image: "shop/api:2")
+                              .network(.bridge("shop"))
+                              .publishing(PublishedPort(hostPort: 8080, containerPort: 80)))
+    api.probes.readiness = .httpGet("/healthz", port: 80)
+    api.sessionAffinity = .clientAddress   // optional: one replica per client address
+    try reconciler.apply(api)
+    // http://127.0.0.1:8080/ from the host, http://api/ from the network
+}
+
 func servicesGuideSimulated(simulated: any ReplicaRuntime, clock: ManualClock, spec: ServiceSpec) async throws {
     let reconciler = try Reconciler(runtime: simulated, clock: clock)
     try await reconciler.withRunning { reconciler in

@@ -89,12 +89,14 @@ import Testing
     @Test func upServesHealsScalesAndComesBackAfterAKill() async throws {
         try await withImage("compose-up", applets: ["mkdir", "test"]) { root, dir in
             let compose = dir + "/compose.yaml"
+            let webPort = try freePort()
             try write("""
                 name: shop
                 services:
                   web:
                     image: bb:1
                     command: ["sh", "-c", "mkdir -p /www && echo hello > /www/index.html && exec httpd -f -p 8080 -h /www"]
+                    ports: ["127.0.0.1:\(webPort):8080"]
                     deploy:
                       replicas: 2
                     healthcheck:
@@ -123,6 +125,10 @@ import Testing
                 #expect(web.count == 2)
                 let network = try await gantry(root, ["network", "ls", "--format", "json"])
                 #expect(network.output.contains("shop_default"))
+                // Both replicas behind the service's one port.
+                #expect(await httpGet(port: UInt16(webPort))?.contains("hello") == true)
+                let listed = try await gantry(root, ["service", "ls"]).output
+                #expect(listed.contains("127.0.0.1:\(webPort):8080/tcp"), "\(listed)")
 
                 // Other processes: inspect, logs, service logs, scale.
                 let worker = try #require(replicas.compactMap { $0["name"] as? String }.first { $0.hasPrefix("shop-worker-") })
@@ -173,6 +179,7 @@ import Testing
                 #expect(!processes[1].isRunning && processes[1].terminationStatus == 0, "\(printed)")
                 #expect(try json(try await gantry(root, ["ps", "-a", "--format", "json"]).output).isEmpty)
                 #expect(!(try await gantry(root, ["network", "ls"]).output.contains("shop_default")))
+                #expect(await httpGet(port: UInt16(webPort), attempts: 1) == nil, "the service's port still answers after down")
                 #expect(try json(try await gantry(root, ["service", "ls", "--format", "json"]).output).isEmpty)
                 try await cleanUp(root, compose: compose, processes: processes)
             } catch {

@@ -12,40 +12,48 @@ import Testing
     /// A web server answering with its container's host name.
     static let server = "mkdir -p /www && cat /proc/sys/kernel/hostname > /www/index.html && exec httpd -f -p 80 -h /www"
 
-    /// The body of one request to 127.0.0.1:port, nil when it failed.
-    static func fetch(_ port: UInt16) async -> String? {
-        guard let response = await httpGet(port: port, attempts: 1), response.hasPrefix("HTTP/1.") && response.contains(" 200 ") else { return nil }
+    /// The body of a response, nil when it is not a whole 200.
+    static func body(_ response: String?) -> String? {
+        guard let response, response.hasPrefix("HTTP/1.") && response.contains(" 200 ") else { return nil }
         return response.components(separatedBy: "\r\n\r\n").last?.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    /// Requests one after another until stopped, counting what failed.
+    /// The body of one request to 127.0.0.1:port, nil when it failed.
+    static func fetch(_ port: UInt16) async -> String? { body(await httpGet(port: port, attempts: 1)) }
+
+    /// Requests one after another until stopped, on a thread of its own
+    /// (its calls block), counting what failed and when.
     final class ClientLoop: Sendable {
         private let counts = Mutex((succeeded: 0, failed: 0, failures: [ContinuousClock.Instant]()))
         private let stopped = Atomic(false)
-        private let task = Mutex<Task<Void, Never>?>(nil)
+        private let finished = DispatchSemaphore(value: 0)
 
         init(port: UInt16) {
-            let task = Task.detached { [self] in
+            let thread = Thread { [self] in
                 while !stopped.load(ordering: .relaxed) {
                     let began = ContinuousClock.now
-                    let body = await LoadBalancingTests.fetch(port)
+                    let ok = LoadBalancingTests.body(httpGetBlocking(port: port)) != nil
                     counts.withLock { counts in
-                        if body != nil {
+                        if ok {
                             counts.succeeded += 1
                         } else {
                             counts.failed += 1
                             counts.failures.append(began)
                         }
                     }
+                    // Steady, not flat out: each request forks a server
+                    // process, and the other tests share the machine.
+                    usleep(2000)
                 }
+                finished.signal()
             }
-            self.task.withLock { $0 = task }
+            thread.start()
         }
 
         /// What succeeded and failed, and when each failed request began.
         func stop() async -> (succeeded: Int, failed: Int, failures: [ContinuousClock.Instant]) {
             stopped.store(true, ordering: .relaxed)
-            await task.withLock { $0 }?.value
+            await onOwnThread { [finished] in finished.wait() }
             return counts.withLock { $0 }
         }
     }
@@ -92,11 +100,14 @@ import Testing
             try await reconciler.waitUntil("web") { _, replicas in
                 readyCount(replicas) == 3 && !replicas.contains { $0.id == victim.id }
             }
-            try await Task.sleep(for: .milliseconds(200))
+            let healed = ContinuousClock.now
+            try await Task.sleep(for: .milliseconds(300))
             var counts = await client.stop()
-            let late = counts.failures.filter { $0 - killed > .milliseconds(100) || killed - $0 > .milliseconds(50) }
+            // Failures are those of the victim: begun at most a moment before
+            // the kill (in flight), and before its replacement was in.
+            let late = counts.failures.filter { $0 > healed || killed - $0 > .milliseconds(50) }
             #expect(late.isEmpty,
-                    "\(counts.failed) of \(counts.succeeded + counts.failed) requests failed, at \(counts.failures.map { $0 - killed }) from the kill")
+                    "\(counts.failed) of \(counts.succeeded + counts.failed) requests failed, the first at \(counts.failures.prefix(5).map { $0 - killed }) from the kill")
 
             // A scale to five and back, and a rolling update: no request fails.
             client = ClientLoop(port: port)
@@ -113,7 +124,7 @@ import Testing
             }
             counts = await client.stop()
             #expect(counts.succeeded > 50, "only \(counts.succeeded) requests were made")
-            #expect(counts.failed == 0, "\(counts.failed) of \(counts.succeeded + counts.failed) requests failed, at \(counts.failures.map { $0 - scaled }) from the scale, \(updated - scaled) to the update")
+            #expect(counts.failed == 0, "\(counts.failed) of \(counts.succeeded + counts.failed) requests failed, the first at \(counts.failures.prefix(5).map { $0 - scaled }) from the scale, \(updated - scaled) to the update")
 
             try reconciler.delete("web")
             try await reconciler.waitUntil("web") { record, replicas in record == nil && replicas.isEmpty }

@@ -351,6 +351,8 @@ extension ServiceTests {
             let port = try #require(Networks.freeHostPort(.tcp))
             var spec = shellService("web", "exec sleep 600")
             spec.template = spec.template.network(.bridge(Networks.defaultName)).publishing(PublishedPort(hostPort: port, containerPort: 80))
+            // Each replica publishing the port itself, without an endpoint.
+            spec.endpointMode = .dnsRoundRobin
             try reconciler.apply(spec)
             try await reconciler.waitForRollout("web")
             let victim = try #require(try runningReplicas(runtime, service: "web").first)

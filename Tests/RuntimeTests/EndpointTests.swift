@@ -90,7 +90,7 @@ import Glibc
             try await runtime.removeEndpoint("test/web")
             #expect(try runtime.endpoints().isEmpty)
             let rules = try Firewall.listRules().compactMap(\.comment)
-            let id = Networks.endpointID("test/web")
+            let id = runtime.networks.endpointID("test/web")
             #expect(!rules.contains(Firewall.endpointTag(id)), "\(rules)")
             #expect(!Firewall.listChains().contains { [Firewall.portsChain(id), Firewall.addressChain(id)].contains($0) })
             #expect(runtime.networks.leases("lb").filter { $0.virtual == true }.isEmpty)
@@ -112,12 +112,12 @@ import Glibc
             let endpoint = ServiceEndpoint(name: "api", network: "lb", ports: [PublishedPort(hostIP: IPv4Address("127.0.0.1"), hostPort: port, containerPort: 80)])
             let record = try await runtime.setEndpoint("test/api", endpoint, backends: [])
             // A state root damaged by hand: the endpoint's record is lost.
-            let directory = runtime.networks.endpointsDirectory + "/" + Networks.endpointID("test/api")
+            let directory = runtime.networks.endpointsDirectory + "/" + runtime.networks.endpointID("test/api")
             try FileManager.default.removeItem(atPath: directory + "/" + Networks.endpointFile)
             runtime.removeNetworkLeftovers()
             #expect(runtime.networks.leases("lb").isEmpty)
             #expect(!FileManager.default.fileExists(atPath: directory))
-            #expect(!(try Firewall.listRules().compactMap(\.comment)).contains(Firewall.endpointTag(Networks.endpointID("test/api"))))
+            #expect(!(try Firewall.listRules().compactMap(\.comment)).contains(Firewall.endpointTag(runtime.networks.endpointID("test/api"))))
             let virtual = try #require(record.virtualAddress)
             let addresses = try await runWithStatus("/sbin/ip", ["-4", "-o", "addr", "show", "dev", try runtime.networks.network("lb").bridge]).output
             #expect(!addresses.contains(virtual.description + "/32"))

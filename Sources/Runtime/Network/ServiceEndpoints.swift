@@ -62,6 +62,9 @@ public struct ServiceEndpointRecord: Hashable, Sendable, Codable {
     public var ports: [PublishedPort]
     /// The addresses new connections go to.
     public var backends: [IPv4Address]
+    /// Whether its making finished (a process killed on the way leaves a
+    /// record without it, which the next change replaces whole).
+    var installed: Bool?
 }
 
 extension ContainerRuntime {
@@ -115,8 +118,10 @@ extension Networks {
 
     static let endpointFile = "endpoint.json"
 
-    static func endpointID(_ key: String) -> String {
-        let hash = String(stableHash(key.utf8), radix: 16)
+    /// The ID of the endpoint `key`: a hash of the key and of the state
+    /// root, since the rules and chains named from it are the host's.
+    func endpointID(_ key: String) -> String {
+        let hash = String(stableHash((endpointsDirectory + "\0" + key).utf8), radix: 16)
         return String(repeating: "0", count: 16 - hash.count) + hash
     }
 
@@ -129,7 +134,7 @@ extension Networks {
             throw RuntimeError(.unsupportedHost, "load-balanced endpoints need root: an ordinary user's networks cannot have them yet")
         }
         try ContainerRuntime.validate(name: endpoint.name, kind: "endpoint name")
-        let id = Self.endpointID(key)
+        let id = endpointID(key)
         return try host.withLock("endpoints.lock") {
             try Sys.makeDirectories(endpointsDirectory, mode: 0o700)
             var existing: ServiceEndpointRecord?
@@ -138,7 +143,7 @@ extension Networks {
             } catch {
                 logger.warning("replacing an endpoint whose record cannot be read", metadata: ["key": "\(key)", "error": "\(error)"])
             }
-            if let found = existing, found.endpoint != endpoint || found.key != key {
+            if let found = existing, found.endpoint != endpoint || found.key != key || found.installed != true {
                 try removeEndpointLocked(id)
                 existing = nil
             }
@@ -181,6 +186,8 @@ extension Networks {
             record.ports = try claimPorts(endpoint.ports, owner: path)
             try FileIO.replaceStateFile(path + "/" + Self.endpointFile, with: ContainerRuntime.encoder.encode(record))
             try Firewall.installEndpoint(id: id, record: record, bridge: bridge, host: host)
+            record.installed = true
+            try FileIO.replaceStateFile(path + "/" + Self.endpointFile, with: ContainerRuntime.encoder.encode(record))
         } catch {
             try? removeEndpointLocked(id)
             throw error
@@ -225,7 +232,7 @@ extension Networks {
 
     func removeEndpoint(_ key: String) throws {
         guard host.isSystem else { return }
-        try host.withLock("endpoints.lock") { try removeEndpointLocked(Self.endpointID(key)) }
+        try host.withLock("endpoints.lock") { try removeEndpointLocked(endpointID(key)) }
     }
 
     /// Removes whatever the endpoint `id` has: rules, port claims, its
