@@ -17,8 +17,9 @@ struct ServiceReader {
         "init", "cap_add", "cap_drop", "sysctls", "ulimits", "stop_grace_period", "stop_signal", "ports", "expose", "volumes",
         "tmpfs", "networks", "network_mode", "restart", "healthcheck", "depends_on", "deploy", "scale", "mem_limit", "cpus",
         "pids_limit", "devices", "device_cgroup_rules",
+        "container_name",
         // Errors with a reason.
-        "container_name", "build", "extra_hosts",
+        "build", "extra_hosts",
         // Accepted, ignored, warned about.
         "logging", "profiles", "dns", "dns_search", "dns_opt", "platform", "pull_policy", "tty", "stdin_open",
     ]
@@ -48,7 +49,6 @@ struct ServiceReader {
             profiles.warn("the service is left out: Gantry activates no profiles")
             return nil
         }
-        if let key = fields["container_name"] { throw key.keyError("not supported: replicas are named by Gantry") }
         if let key = fields["build"] { throw key.keyError("not supported: Gantry runs images; build the image first and name it in image:") }
         if let key = fields["extra_hosts"] { throw key.keyError("not supported: Gantry does not add host entries") }
         for (key, why) in Self.ignored { fields[key]?.warn(why) }
@@ -66,6 +66,15 @@ struct ServiceReader {
         }
         template.user = try fields["user"]?.optionalString()
         template.hostname = try fields["hostname"]?.optionalString()
+        if let name = fields["container_name"] {
+            let container = try name.string()
+            do {
+                try ContainerRuntime.validate(name: container, kind: "container")
+            } catch let error as RuntimeError {
+                throw name.error(error.message)
+            }
+            template.name = container
+        }
         template.labels = try ComposeLabels.read(fields["labels"])
         template.readOnlyRootfs = try fields["read_only"]?.bool() ?? false
         template.initProcess = try fields["init"]?.bool() ?? false
@@ -112,6 +121,9 @@ struct ServiceReader {
             replicas = replicas ?? deployed
         }
         spec.replicas = replicas ?? 1
+        if let name = fields["container_name"], spec.replicas > 1 {
+            throw name.keyError("names one container, and the service asks for \(spec.replicas) replicas; drop container_name or run one")
+        }
         if let extensions = try service.mapping().first(where: { $0.key == "x-gantry" })?.value { try gantryExtensions(extensions, into: &spec) }
         do {
             try spec.validate()

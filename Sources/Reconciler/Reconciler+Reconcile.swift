@@ -42,6 +42,11 @@ extension Reconciler {
         } catch {
             endpointFailure = error
         }
+        // A named replica's ended container goes before its successor takes the name.
+        if plan.spec.template.name != nil {
+            for container in plan.discard { try? await container.remove(force: true) }
+            plan.discard.removeAll()
+        }
         // Replicas first: healing is what must be fast.
         do {
             try await create(plan.create, for: plan.spec, revision: plan.revision, hash: plan.hash)
@@ -159,8 +164,9 @@ extension Reconciler {
             }
         } else {
             var (surge, unavailable) = spec.update.limits(replicas: spec.replicas)
-            // Fixed host ports cannot be held by two replicas: replace in place.
-            let fixedPorts = spec.template.publishesFixedHostPorts && endpoint(for: spec) == nil
+            // Fixed host ports (without an endpoint) and a container name
+            // cannot be held by two replicas: replace in place.
+            let fixedPorts = (spec.template.publishesFixedHostPorts && endpoint(for: spec) == nil) || spec.template.name != nil
             if fixedPorts {
                 surge = 0
                 unavailable = max(1, unavailable)

@@ -39,7 +39,7 @@ extension Reconciler {
     func replicaSpec(_ spec: ServiceSpec, revision: Int, hash: String, lineage: String) -> ContainerSpec {
         var container = spec.template
         let prefix = spec.project == ServiceSpec.defaultProject ? spec.name : spec.project + "-" + spec.name
-        container.name = prefix + "-" + Self.randomSuffix(5)
+        container.name = spec.template.name ?? prefix + "-" + Self.randomSuffix(5)
         for (key, value) in spec.labels where container.labels[key] == nil { container.labels[key] = value }
         container.labels[ReplicaLabel.project] = spec.project
         container.labels[ReplicaLabel.service] = spec.name

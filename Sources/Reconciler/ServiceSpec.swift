@@ -13,7 +13,9 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
     public var project: String
     /// How many replicas should run.
     public var replicas: Int
-    /// What each replica runs. Its name is chosen by the reconciler.
+    /// What each replica runs. Its name is chosen by the reconciler,
+    /// unless the template names it (Compose's `container_name`): such a
+    /// service runs at most one replica, replaced in place.
     public var template: ContainerSpec
     /// When an ended replica is restarted.
     public var restartPolicy: RestartPolicy
@@ -84,8 +86,11 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
         try Self.validate(name: name, kind: "service")
         try Self.validate(name: project, kind: "project")
         try Self.validate(replicas: replicas, service: name)
-        guard template.name == nil else {
-            throw ReconcilerError(.invalidSpec, "service \(name): the template must not name its container; replicas are named by the service")
+        if let container = template.name {
+            // A named container is one (Compose's container_name).
+            guard replicas <= 1 else {
+                throw ReconcilerError(.invalidSpec, "service \(name) names its container \(container), so it runs one replica, not \(replicas)")
+            }
         }
         for (kind, probe) in probes.all { try probe.validate(service: name, kind: kind) }
         try update.validate(service: name)

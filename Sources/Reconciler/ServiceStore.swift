@@ -259,6 +259,9 @@ public final class ServiceStore: Sendable {
             try pool.write { db in
                 var record = try Self.service(db, project, name)
                 guard record.spec.replicas != replicas else { return record }
+                if let container = record.spec.template.name, replicas > 1 {
+                    throw ReconcilerError(.invalidSpec, "service \(name) names its container \(container), so it runs one replica, not \(replicas)")
+                }
                 record.spec.replicas = replicas
                 record.generation += 1
                 record.updatedAt = Date()

@@ -576,9 +576,21 @@ private func webFile(_ body: String, top: String = "") -> String {
         #expect(failure(webFile("x-gantry:\n  crash_loop:\n    initial: 1m\n    maximum: 10s")).contains("maximum must not be below initial"))
     }
 
+    @Test func containerNameNamesTheOneReplica() throws {
+        let service = try web("container_name: my-web")
+        #expect(service.template.name == "my-web")
+        #expect(service.replicas == 1)
+        #expect(throws: ReconcilerError.self) {
+            var two = service
+            two.replicas = 2
+            try two.validate()
+        }
+    }
+
     @Test func unsupportedKeysAreErrorsNamingThem() {
         #expect(failure(webFile("privileged: true")).hasPrefix("compose.yaml: service web: privileged: is not a service key Gantry supports"))
-        #expect(failure(webFile("container_name: web1")).contains("service web: container_name: not supported: replicas are named by Gantry"))
+        #expect(failure(webFile("container_name: web1\ndeploy:\n  replicas: 2")).contains("service web: container_name: names one container, and the service asks for 2 replicas"))
+        #expect(failure(webFile("container_name: -web")).contains("container_name \"-web\": \"-web\" is not a valid container name"))
         #expect(failure(webFile("build: .")).contains("service web: build: not supported: Gantry runs images"))
         #expect(failure(webFile("extra_hosts: [\"db:10.0.0.2\"]")).contains("extra_hosts: not supported"))
         #expect(failure("services:\n  web:\n    command: sleep 1\n").contains("compose.yaml: service web: image: is missing"))

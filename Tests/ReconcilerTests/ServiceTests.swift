@@ -370,3 +370,36 @@ extension ServiceTests {
     }
 }
 
+
+extension ServiceTests {
+    @Test(.requiresRoot) func aNamedReplicaKeepsItsNameThroughAKillAndARollout() async throws {
+        try await withReconciler("named") { reconciler, runtime in
+            let events = EventLog(reconciler)
+            let name = "named-\(UUID().uuidString.prefix(6).lowercased())"
+            var spec = shellService("db", "exec sleep 600")
+            spec.template.name = name
+            try reconciler.apply(spec)
+            try await reconciler.waitForRollout("db")
+            let first = try runtime.container(name)
+            // Killed: replaced under the same name, once the ended one is gone.
+            try first.kill(.kill)
+            try await events.wait { $0.name == "restarted" }
+            try await reconciler.waitUntil("db") { _, replicas in replicas.contains { $0.id != first.id && $0.exit == nil && $0.ready } }
+            let second = try runtime.container(name)
+            #expect(second.id != first.id)
+            // A new revision replaces it in place, under the name again.
+            spec.template.environment = ["REVISION=2"]
+            try reconciler.apply(spec)
+            try await reconciler.waitUntil("db") { record, replicas in
+                record?.revision == 2 && replicas.count == 1 && replicas.allSatisfy { $0.current && $0.ready && $0.exit == nil }
+            }
+            let third = try runtime.container(name)
+            #expect(third.id != second.id)
+            #expect(try third.record.spec.labels[ReplicaLabel.revision] == "2")
+            // One container has one name: no second replica.
+            #expect(throws: ReconcilerError.self) { try reconciler.scale("db", replicas: 2) }
+            try reconciler.delete("db")
+            try await reconciler.waitUntil("db") { record, replicas in record == nil && replicas.isEmpty }
+        }
+    }
+}

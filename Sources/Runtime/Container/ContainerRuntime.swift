@@ -648,7 +648,7 @@ public final class ContainerRuntime: Sendable {
         }.joined()
     }
 
-    static func validate(name: String, kind: String = "container") throws {
+    package static func validate(name: String, kind: String = "container") throws {
         let allowed = name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_" || $0 == "." || $0 == "-") }
         guard !name.isEmpty, name.count <= 128, allowed, name.first?.isLetter == true || name.first?.isNumber == true else {
             throw RuntimeError(.invalidSpec, "\"\(name)\" is not a valid \(kind) name: use letters, digits, _ . -, starting with a letter or digit")
