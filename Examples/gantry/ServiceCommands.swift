@@ -12,13 +12,15 @@ struct ComposeOptions: ParsableArguments {
     @Option(name: .shortAndLong, help: ArgumentHelp("The compose file.", valueName: "file")) var file = "compose.yaml"
     @Option(name: [.customShort("p"), .customLong("project-name")], help: "The project's name (default: the file's name: key, else its directory's name).")
     var projectName: String?
+    @Option(name: .customLong("profile"), help: ArgumentHelp("Activate a profile: its services run too (repeatable; * for all; default: COMPOSE_PROFILES).", valueName: "name"))
+    var profiles: [String] = []
 
     func load() throws -> ComposeProject {
         var path = file
         if file == "compose.yaml", !FileManager.default.fileExists(atPath: path) {
             path = ["compose.yml", "docker-compose.yaml", "docker-compose.yml"].first { FileManager.default.fileExists(atPath: $0) } ?? path
         }
-        return try ComposeProject.load(path: path, projectName: projectName)
+        return try ComposeProject.load(path: path, projectName: projectName, profiles: profiles.isEmpty ? nil : profiles)
     }
 }
 

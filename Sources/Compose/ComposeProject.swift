@@ -56,9 +56,10 @@ public struct ComposeProject: Hashable, Sendable {
     ///   - path: the compose file.
     ///   - environment: the variables for interpolation (`${VAR}`) and bare `environment` keys.
     ///   - projectName: the project's name, over the file's `name:` and its directory's name.
+    ///   - profiles: the active profiles (`*` for all); `COMPOSE_PROFILES` of `environment` (comma-separated) when nil.
     /// - Throws: `ReconcilerError` with code `compose` naming what is wrong.
     public static func load(path: String, environment: [String: String] = ProcessInfo.processInfo.environment,
-                            projectName: String? = nil) throws -> ComposeProject {
+                            projectName: String? = nil, profiles: [String]? = nil) throws -> ComposeProject {
         let text: String
         do {
             let size = try FileManager.default.attributesOfItem(atPath: path)[.size] as? Int ?? 0
@@ -72,7 +73,8 @@ public struct ComposeProject: Hashable, Sendable {
             throw ReconcilerError(.compose, "\(path): cannot read the compose file: \(error.localizedDescription)")
         }
         let directory = (path as NSString).deletingLastPathComponent
-        return try parse(text, file: path, directory: directory.isEmpty ? "." : directory, environment: environment, projectName: projectName)
+        return try parse(text, file: path, directory: directory.isEmpty ? "." : directory, environment: environment, projectName: projectName,
+                         profiles: profiles)
     }
 
     /// Parses the text of a compose file.
@@ -83,9 +85,12 @@ public struct ComposeProject: Hashable, Sendable {
     ///   - directory: the directory relative paths are taken from; its name is the default project name.
     ///   - environment: the variables for interpolation (`${VAR}`) and bare `environment` keys.
     ///   - projectName: the project's name, over the file's `name:` and the directory's name.
+    ///   - profiles: the active profiles (`*` for all): a service with
+    ///     `profiles:` runs only when one of them is active. `COMPOSE_PROFILES`
+    ///     of `environment` (comma-separated) when nil.
     /// - Throws: `ReconcilerError` with code `compose` naming what is wrong.
     public static func parse(_ yaml: String, file: String = "compose.yaml", directory: String = ".", environment: [String: String] = [:],
-                             projectName: String? = nil) throws -> ComposeProject {
+                             projectName: String? = nil, profiles: [String]? = nil) throws -> ComposeProject {
         guard yaml.utf8.count <= maximumFileSize else {
             throw ReconcilerError(.compose, "\(file): the compose file is \(yaml.utf8.count) bytes; at most \(maximumFileSize) are read")
         }
@@ -117,10 +122,13 @@ public struct ComposeProject: Hashable, Sendable {
         guard let servicesValue = fields["services"], !servicesValue.isNull else {
             throw ReconcilerError(.compose, "\(file): services: is missing")
         }
-        let reader = ServiceReader(project: name, directory: directory, networks: networks, volumes: volumes)
+        let active = profiles ?? (environment["COMPOSE_PROFILES"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        let reader = ServiceReader(project: name, directory: directory, networks: networks, volumes: volumes,
+                                   profiles: Set(active.filter { !$0.isEmpty }))
         var services: [ServiceSpec] = []
         var leftOut: Set<String> = []
         var usesDefaultNetwork = false
+        var links: [(from: String, link: ServiceReader.Link)] = []
         for (key, value) in try servicesValue.mapping() {
             let service = value.scoped("service \(key)")
             guard let read = try reader.read(name: key, service) else {
@@ -129,6 +137,21 @@ public struct ComposeProject: Hashable, Sendable {
             }
             services.append(read.spec)
             usesDefaultNetwork = usesDefaultNetwork || read.usesDefaultNetwork
+            links += read.links.map { (key, $0) }
+        }
+        // A link makes the linked service answer to its alias on the network
+        // the two share, as Docker's links did.
+        for (from, link) in links {
+            guard let target = services.firstIndex(where: { $0.name == link.service }) else {
+                throw link.at.error("links to service \(link.service), which \(leftOut.contains(link.service) ? "is left out (profiles)" : "does not exist")")
+            }
+            guard let source = services.first(where: { $0.name == from }), source.template.network == services[target].template.network,
+                  case .bridge = source.template.network else {
+                throw link.at.error("links to service \(link.service), which is not on the same network")
+            }
+            if link.alias != link.service, !services[target].template.networkAliases.contains(link.alias) {
+                services[target].template.networkAliases.append(link.alias)
+            }
         }
         try Self.checkDependencies(services, leftOut: leftOut, file: file)
         if usesDefaultNetwork, networks["default"] == nil {

@@ -8,6 +8,8 @@ struct ServiceReader {
     let directory: String
     let networks: [String: ComposeNetwork]
     let volumes: [String: ComposeVolume]
+    /// The active profiles (`*`: all).
+    let profiles: Set<String>
 
     /// The service keys Gantry takes; the ones only checked for an error
     /// or a warning are among them, so that the message says more than
@@ -16,12 +18,12 @@ struct ServiceReader {
         "image", "command", "entrypoint", "environment", "env_file", "working_dir", "user", "hostname", "labels", "read_only",
         "init", "cap_add", "cap_drop", "sysctls", "ulimits", "stop_grace_period", "stop_signal", "ports", "expose", "volumes",
         "tmpfs", "networks", "network_mode", "restart", "healthcheck", "depends_on", "deploy", "scale", "mem_limit", "cpus",
-        "pids_limit", "devices", "device_cgroup_rules",
-        "container_name",
+        "pids_limit", "devices", "device_cgroup_rules", "security_opt", "memswap_limit", "links",
+        "container_name", "profiles",
         // Errors with a reason.
         "build", "extra_hosts",
         // Accepted, ignored, warned about.
-        "logging", "profiles", "dns", "dns_search", "dns_opt", "platform", "pull_policy", "tty", "stdin_open",
+        "logging", "dns", "dns_search", "dns_opt", "platform", "pull_policy", "tty", "stdin_open",
     ]
 
     /// Keys that change nothing in Gantry, and why.
@@ -36,18 +38,29 @@ struct ServiceReader {
         ("stdin_open", "ignored; replicas run detached, without stdin"),
     ]
 
-    /// The spec, and whether it joins the project's default network; nil
-    /// for a service left out because it has profiles.
-    func read(name: String, _ service: ComposeValue) throws -> (spec: ServiceSpec, usesDefaultNetwork: Bool)? {
+    /// A service's `links:` entry: the service it names, and the name it
+    /// is to be reached by (as an alias on its network).
+    struct Link {
+        var service: String
+        var alias: String
+        var at: ComposeValue
+    }
+
+    /// The spec, whether it joins the project's default network, and its
+    /// links; nil for a service left out because it has profiles.
+    func read(name: String, _ service: ComposeValue) throws -> (spec: ServiceSpec, usesDefaultNetwork: Bool, links: [Link])? {
         do {
             try ServiceSpec.validate(name: name, kind: "service")
         } catch let error as ReconcilerError {
             throw service.keyError(error.message)
         }
         let fields = try service.fields(Self.keys, what: "service key")
-        if let profiles = fields["profiles"] {
-            profiles.warn("the service is left out: Gantry activates no profiles")
-            return nil
+        if let listed = fields["profiles"] {
+            let names = try listed.strings().map { try $0.string() }
+            guard profiles.contains("*") || !profiles.isDisjoint(with: names) else {
+                listed.warn("the service is left out: none of its profiles (\(names.joined(separator: ", "))) is active (--profile, COMPOSE_PROFILES)")
+                return nil
+            }
         }
         if let key = fields["build"] { throw key.keyError("not supported: Gantry runs images; build the image first and name it in image:") }
         if let key = fields["extra_hosts"] { throw key.keyError("not supported: Gantry does not add host entries") }
@@ -96,6 +109,11 @@ struct ServiceReader {
         }
         template = template.resources(cpus: try fields["cpus"].map(cpus), memory: try fields["mem_limit"]?.size(),
                                       pids: try fields["pids_limit"].map { Int64(try $0.int(1 ... Int.max)) })
+        if let swap = fields["memswap_limit"] {
+            // -1: swap without limit, as Docker reads it.
+            template.resources.memorySwap = try swap.optionalString() == "-1" ? -1 : try swap.size()
+        }
+        try securityOptions(fields["security_opt"], into: &template)
         template.mounts = try mounts(fields)
         let network = try network(fields, service: service)
         template = template.network(network.mode, aliases: network.aliases)
@@ -130,7 +148,50 @@ struct ServiceReader {
         } catch let error as ReconcilerError {
             throw ReconcilerError(.compose, "\(service.context.file): \(error.message)")
         }
-        return (spec, network.usesDefault)
+        let links = try (fields["links"]?.sequence() ?? []).map { item -> Link in
+            let parts = try item.string().split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            guard (1 ... 2).contains(parts.count), !parts[0].isEmpty, parts.last?.isEmpty == false else {
+                throw item.error("must be SERVICE or SERVICE:ALIAS")
+            }
+            return Link(service: parts[0], alias: parts.last!, at: item)
+        }
+        return (spec, network.usesDefault, links)
+    }
+
+    /// `security_opt`: no-new-privileges and seccomp as Docker reads them;
+    /// SELinux and AppArmor options, which this host's containers do not
+    /// use, with a warning.
+    private func securityOptions(_ value: ComposeValue?, into template: inout ContainerSpec) throws {
+        for item in try value?.sequence() ?? [] {
+            let option = try item.string()
+            let separator = option.firstIndex { $0 == ":" || $0 == "=" }
+            let key = separator.map { String(option[..<$0]) } ?? option
+            let argument = separator.map { String(option[option.index(after: $0)...]) }
+            switch key {
+            case "no-new-privileges":
+                switch argument {
+                case nil, "true": template.noNewPrivileges = true
+                case "false": template.noNewPrivileges = false
+                default: throw item.error("no-new-privileges takes true or false")
+                }
+            case "seccomp":
+                guard let argument, !argument.isEmpty else { throw item.error("seccomp needs unconfined or a profile file") }
+                if argument == "unconfined" {
+                    template.seccomp = .unconfined
+                } else {
+                    let path = argument.hasPrefix("/") ? argument : directory + "/" + argument
+                    do {
+                        template.seccomp = .profile(try SeccompProfile.load(contentsOf: path))
+                    } catch let error as RuntimeError {
+                        throw item.error(error.message)
+                    }
+                }
+            case "label", "apparmor":
+                item.warn("ignored: Gantry's containers get no \(key == "label" ? "SELinux label" : "AppArmor profile") on this host")
+            default:
+                throw item.error("is not a security option Gantry supports (no-new-privileges, seccomp, label, apparmor)")
+            }
+        }
     }
 
     /// A command line: a list as it is, a string split as a shell would.

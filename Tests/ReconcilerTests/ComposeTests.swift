@@ -587,6 +587,43 @@ private func webFile(_ body: String, top: String = "") -> String {
         }
     }
 
+    @Test func securityOptionsSwapAndLinksAreTaken() async throws {
+        try await withTemporaryDirectory("compose-secopt") { dir in
+            try write(#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}"#, to: dir + "/seccomp.json")
+            let project = try parse("""
+                services:
+                  web:
+                    image: nginx
+                    security_opt: ["no-new-privileges:false", "seccomp=seccomp.json", "label=disable", "apparmor:unconfined"]
+                    mem_limit: 64m
+                    memswap_limit: 128m
+                    links: ["db:database", "cache"]
+                  db:
+                    image: postgres
+                    security_opt: ["seccomp:unconfined", "no-new-privileges"]
+                    memswap_limit: -1
+                  cache:
+                    image: redis
+                """, directory: dir)
+            let web = try #require(project.services.first { $0.name == "web" })
+            #expect(web.template.noNewPrivileges == false)
+            guard case .profile(let profile) = web.template.seccomp else { Issue.record("no seccomp profile: \(web.template.seccomp)"); return }
+            #expect(profile.syscalls.first?.names == ["mkdir"])
+            #expect(web.template.resources.memorySwap == 128 << 20)
+            #expect(project.warnings.filter { $0.contains("SELinux label") || $0.contains("AppArmor profile") }.count == 2, "\(project.warnings)")
+            let db = try #require(project.services.first { $0.name == "db" })
+            #expect(db.template.seccomp == .unconfined && db.template.noNewPrivileges)
+            #expect(db.template.resources.memorySwap == -1)
+            // A link with an alias makes the linked service answer to it.
+            #expect(db.template.networkAliases == ["database"])
+            #expect(try #require(project.services.first { $0.name == "cache" }).template.networkAliases.isEmpty)
+        }
+        #expect(failure(webFile("security_opt: [\"systempaths=unconfined\"]")).contains("is not a security option Gantry supports"))
+        #expect(failure(webFile("security_opt: [\"seccomp=/no/such/profile.json\"]")).contains("/no/such/profile.json"))
+        #expect(failure(webFile("links: [\"nowhere\"]")).contains("links to service nowhere, which does not exist"))
+        #expect(failure(webFile("links: [\"db:\"]")).contains("must be SERVICE or SERVICE:ALIAS"))
+    }
+
     @Test func unsupportedKeysAreErrorsNamingThem() {
         #expect(failure(webFile("privileged: true")).hasPrefix("compose.yaml: service web: privileged: is not a service key Gantry supports"))
         #expect(failure(webFile("container_name: web1\ndeploy:\n  replicas: 2")).contains("service web: container_name: names one container, and the service asks for 2 replicas"))
@@ -634,11 +671,17 @@ private func webFile(_ body: String, top: String = "") -> String {
             "compose.yaml: service web: platform \"linux/amd64\": ignored; the image is run as the image store has it",
             "compose.yaml: service web: pull_policy \"always\": ignored; the image comes from Gantry's image store",
             "compose.yaml: service web: stdin_open \"true\": ignored; replicas run detached, without stdin",
-            "compose.yaml: service debug: profiles: the service is left out: Gantry activates no profiles",
+            "compose.yaml: service debug: profiles: the service is left out: none of its profiles (debug) is active (--profile, COMPOSE_PROFILES)",
             "compose.yaml: service tool: tty \"true\": ignored; replicas run detached, without a terminal",
         ])
         let dependent = failure("services:\n  web:\n    image: nginx\n    depends_on: [debug]\n  debug:\n    image: busybox\n    profiles: [debug]\n")
         #expect(dependent.contains("service web: depends_on debug, which has profiles and is left out"))
+        // Active profiles bring their services in: given, or from COMPOSE_PROFILES.
+        let file = "services:\n  web:\n    image: nginx\n  debug:\n    image: busybox\n    profiles: [debug, tools]\n"
+        #expect(try parse(file).services.map(\.name) == ["web"])
+        #expect(try ComposeProject.parse(file, profiles: ["tools"]).services.map(\.name) == ["debug", "web"])
+        #expect(try ComposeProject.parse(file, profiles: ["*"]).services.map(\.name) == ["debug", "web"])
+        #expect(try parse(file, environment: ["COMPOSE_PROFILES": "other, debug"]).services.map(\.name) == ["debug", "web"])
     }
 
     @Test func processSettingsMapOntoTheTemplate() throws {
