@@ -54,6 +54,7 @@ struct Up: AsyncParsableCommand {
                                         autoscaleInterval: interval, metricSource: CgroupMetricSource(runtime: runtime)),
             logger: global.logger)
         let report = try await reconciler.apply(project)
+        for image in report.pulledImages { say("image \(image) pulled") }
         for network in report.createdNetworks { say("network \(network) created") }
         for volume in report.createdVolumes { say("volume \(volume) created") }
         var services: [any Service] = [reconciler, ContainerMetrics(runtime: runtime, interval: .seconds(2), logger: global.logger)]

@@ -27,6 +27,9 @@ public struct ComposeProject: Hashable, Sendable {
     public var volumes: [ComposeVolume]
     /// Keys that were accepted but change nothing, each naming the file, service and key.
     public var warnings: [String]
+    /// When each service's image is pulled (Compose's `pull_policy`), by
+    /// service name; a service not listed has ``PullPolicy/missing``.
+    public var pullPolicies: [String: PullPolicy]
 
     /// A project as given.
     ///
@@ -36,13 +39,15 @@ public struct ComposeProject: Hashable, Sendable {
     ///   - networks: its networks.
     ///   - volumes: its named volumes.
     ///   - warnings: what was accepted but ignored.
+    ///   - pullPolicies: when each service's image is pulled, by service name.
     public init(name: String, services: [ServiceSpec] = [], networks: [ComposeNetwork] = [], volumes: [ComposeVolume] = [],
-                warnings: [String] = []) {
+                warnings: [String] = [], pullPolicies: [String: PullPolicy] = [:]) {
         self.name = name
         self.services = services
         self.networks = networks
         self.volumes = volumes
         self.warnings = warnings
+        self.pullPolicies = pullPolicies
     }
 
     /// The largest compose file read, in bytes (real ones are a few
@@ -129,6 +134,7 @@ public struct ComposeProject: Hashable, Sendable {
         var leftOut: Set<String> = []
         var usesDefaultNetwork = false
         var links: [(from: String, link: ServiceReader.Link)] = []
+        var pullPolicies: [String: PullPolicy] = [:]
         for (key, value) in try servicesValue.mapping() {
             let service = value.scoped("service \(key)")
             guard let read = try reader.read(name: key, service) else {
@@ -138,6 +144,7 @@ public struct ComposeProject: Hashable, Sendable {
             services.append(read.spec)
             usesDefaultNetwork = usesDefaultNetwork || read.usesDefaultNetwork
             links += read.links.map { (key, $0) }
+            if read.pullPolicy != .missing { pullPolicies[key] = read.pullPolicy }
         }
         // A link makes the linked service answer to its alias on the network
         // the two share, as Docker's links did.
@@ -158,7 +165,7 @@ public struct ComposeProject: Hashable, Sendable {
             networks["default"] = ComposeNetwork(key: "default", name: "\(name)_default")
         }
         return ComposeProject(name: name, services: services.sorted { $0.name < $1.name }, networks: networks.values.sorted { $0.key < $1.key },
-                              volumes: volumes.values.sorted { $0.key < $1.key }, warnings: context.warnings)
+                              volumes: volumes.values.sorted { $0.key < $1.key }, warnings: context.warnings, pullPolicies: pullPolicies)
     }
 
     /// The given name, the file's `name:`, or the directory's name made fit.
@@ -332,4 +339,16 @@ enum ComposeLabels {
         for (key, text, _) in try value?.keyValues() ?? [] { labels[key] = text ?? "" }
         return labels
     }
+}
+
+/// When a compose service's image is pulled from its registry (Compose's
+/// `pull_policy`), as the project is applied.
+public enum PullPolicy: String, Hashable, Sendable, CaseIterable {
+    /// Only when the image store does not have it (`missing`,
+    /// `if_not_present`; the default, as `docker compose up` does).
+    case missing
+    /// Every time the project is applied, so that a moved tag is followed.
+    case always
+    /// Never: an image the store lacks is an error naming the service.
+    case never
 }

@@ -19,11 +19,11 @@ struct ServiceReader {
         "init", "cap_add", "cap_drop", "sysctls", "ulimits", "stop_grace_period", "stop_signal", "ports", "expose", "volumes",
         "tmpfs", "networks", "network_mode", "restart", "healthcheck", "depends_on", "deploy", "scale", "mem_limit", "cpus",
         "pids_limit", "devices", "device_cgroup_rules", "security_opt", "memswap_limit", "links",
-        "container_name", "profiles",
+        "container_name", "profiles", "pull_policy",
         // Errors with a reason.
         "build", "extra_hosts",
         // Accepted, ignored, warned about.
-        "logging", "dns", "dns_search", "dns_opt", "platform", "pull_policy", "tty", "stdin_open",
+        "logging", "dns", "dns_search", "dns_opt", "platform", "tty", "stdin_open",
     ]
 
     /// Keys that change nothing in Gantry, and why.
@@ -33,7 +33,6 @@ struct ServiceReader {
         ("dns_search", "ignored; Gantry sets up name resolution itself"),
         ("dns_opt", "ignored; Gantry sets up name resolution itself"),
         ("platform", "ignored; the image is run as the image store has it"),
-        ("pull_policy", "ignored; the image comes from Gantry's image store"),
         ("tty", "ignored; replicas run detached, without a terminal"),
         ("stdin_open", "ignored; replicas run detached, without stdin"),
     ]
@@ -48,7 +47,7 @@ struct ServiceReader {
 
     /// The spec, whether it joins the project's default network, and its
     /// links; nil for a service left out because it has profiles.
-    func read(name: String, _ service: ComposeValue) throws -> (spec: ServiceSpec, usesDefaultNetwork: Bool, links: [Link])? {
+    func read(name: String, _ service: ComposeValue) throws -> (spec: ServiceSpec, usesDefaultNetwork: Bool, links: [Link], pullPolicy: PullPolicy)? {
         do {
             try ServiceSpec.validate(name: name, kind: "service")
         } catch let error as ReconcilerError {
@@ -155,7 +154,26 @@ struct ServiceReader {
             }
             return Link(service: parts[0], alias: parts.last!, at: item)
         }
-        return (spec, network.usesDefault, links)
+        return (spec, network.usesDefault, links, try pullPolicy(fields["pull_policy"]))
+    }
+
+    /// `pull_policy`; the refreshing ones (`daily`, `weekly`, `every_…`)
+    /// pull when the image is missing, with a warning.
+    private func pullPolicy(_ value: ComposeValue?) throws -> PullPolicy {
+        guard let value, let text = try value.optionalString() else { return .missing }
+        switch text {
+        case "missing", "if_not_present": return .missing
+        case "always": return .always
+        case "never": return .never
+        case "build": throw value.error("not supported: Gantry runs images; build the image first (gantry build) and name it in image:")
+        case "daily", "weekly":
+            value.warn("the image is pulled when missing, not refreshed \(text)")
+            return .missing
+        default:
+            guard text.hasPrefix("every_") else { throw value.error("must be always, missing, never, daily, weekly or every_<duration>") }
+            value.warn("the image is pulled when missing, not refreshed on a schedule")
+            return .missing
+        }
     }
 
     /// `security_opt`: no-new-privileges and seccomp as Docker reads them;

@@ -16,13 +16,16 @@ public struct ProjectReport: Hashable, Sendable {
     public var appliedServices: [String] = []
     /// Services of the project that the file no longer has, deleted.
     public var deletedServices: [String] = []
+    /// Images pulled for the services (those missing, or all with `pull_policy: always`).
+    public var pulledImages: [String] = []
 }
 
 /// The label that marks networks and volumes a project created.
 public let projectLabel = ReplicaLabel.project
 
 extension Reconciler {
-    /// Applies a compose project: creates its missing networks and volumes
+    /// Applies a compose project: pulls the images its services lack (as
+    /// their pull policies say), creates its missing networks and volumes
     /// (labelled with the project), applies its services and deletes the
     /// project's services that the file no longer has.
     ///
@@ -38,6 +41,8 @@ extension Reconciler {
             throw ReconcilerError(.invalidState, "compose project \(project.name) needs networks and volumes, which only a ContainerRuntime has")
         }
         var report = ProjectReport()
+        // Images first: a service that cannot have its image makes nothing.
+        report.pulledImages = try await pullImages(project, images: runtime.images)
         let existingNetworks = Set(try runtime.networks.list().map(\.name))
         for network in project.networks {
             if network.external {
@@ -82,6 +87,36 @@ extension Reconciler {
         }
         try refresh()
         return report
+    }
+
+    /// Pulls the services' images as their pull policies say: each image
+    /// once, those the store lacks (or all, for `always`); an image the
+    /// store lacks under `never`, or that cannot be pulled, is an error
+    /// naming the service.
+    private func pullImages(_ project: ComposeProject, images: ImageStore) async throws -> [String] {
+        var pulled: [String] = []
+        for service in project.services {
+            guard case .image(let reference) = service.template.root, !pulled.contains(reference) else { continue }
+            let policy = project.pullPolicies[service.name] ?? .missing
+            let present = (try? await images.image(reference)) != nil
+            if present && policy != .always { continue }
+            guard policy != .never else {
+                throw ReconcilerError(.invalidSpec, "service \(service.name): image \(reference) is not in the image store, and its pull_policy is never")
+            }
+            #if Registry
+            do {
+                _ = try await images.pull(reference)
+            } catch {
+                throw ReconcilerError(.invalidSpec, "service \(service.name): cannot pull image \(reference): \(error)")
+            }
+            pulled.append(reference)
+            #else
+            if !present {
+                throw ReconcilerError(.invalidSpec, "service \(service.name): image \(reference) is not in the image store, and this build of Gantry has no registry client")
+            }
+            #endif
+        }
+        return pulled
     }
 
     /// Whether a reconciler (in any process) runs `project` on this state root now.

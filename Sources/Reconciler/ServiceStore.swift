@@ -2,6 +2,7 @@ public import Foundation
 import GRDB
 import OCIImage
 public import Runtime
+import Synchronization
 
 /// A service as the store holds it: what is wanted, which revision, and
 /// what was last seen.
@@ -90,6 +91,9 @@ public struct JournalEntry: Hashable, Sendable, Codable {
 /// picked up by a reconciler running in another.
 public final class ServiceStore: Sendable {
     let pool: DatabasePool
+    /// Changes of specs made through this object, which `data_version`
+    /// (counting other connections' commits only) does not see.
+    private let specChanges = Atomic<Int>(0)
     /// The most events the journal keeps.
     public let journalLimit: Int
     static let encoder: JSONEncoder = {
@@ -212,6 +216,7 @@ public final class ServiceStore: Sendable {
     /// - Parameter spec: the service's spec.
     @discardableResult
     public func apply(_ spec: ServiceSpec) throws -> (record: ServiceRecord, changed: Bool) {
+        defer { specChanges.add(1, ordering: .relaxed) }
         try spec.validate()
         return try perform("apply service \(spec.name)") {
             try pool.write { db in
@@ -254,6 +259,7 @@ public final class ServiceStore: Sendable {
     ///   - replicas: the new count.
     @discardableResult
     public func scale(_ name: String, project: String = ServiceSpec.defaultProject, replicas: Int) throws -> ServiceRecord {
+        defer { specChanges.add(1, ordering: .relaxed) }
         try ServiceSpec.validate(replicas: replicas, service: name)
         return try perform("scale service \(name)") {
             try pool.write { db in
@@ -284,7 +290,8 @@ public final class ServiceStore: Sendable {
     public func rollBack(_ name: String, project: String = ServiceSpec.defaultProject, to revision: Int? = nil,
                          avoiding: Set<String> = []) throws
         -> (record: ServiceRecord, from: Int, to: Int) {
-        try perform("roll back service \(name)") {
+        defer { specChanges.add(1, ordering: .relaxed) }
+        return try perform("roll back service \(name)") {
             try pool.write { db in
                 var record = try Self.service(db, project, name)
                 let revisions = try Self.revisions(db, project, name)
@@ -331,7 +338,8 @@ public final class ServiceStore: Sendable {
     ///   - project: its project.
     @discardableResult
     public func delete(_ name: String, project: String = ServiceSpec.defaultProject) throws -> Bool {
-        try perform("delete service \(name)") {
+        defer { specChanges.add(1, ordering: .relaxed) }
+        return try perform("delete service \(name)") {
             try pool.write { db in
                 try db.execute(sql: "DELETE FROM revision WHERE project = ? AND service = ?", arguments: [project, name])
                 try db.execute(sql: "DELETE FROM autoscaler WHERE project = ? AND service = ?", arguments: [project, name])
@@ -370,11 +378,14 @@ public final class ServiceStore: Sendable {
     }
 
     /// A number that changes whenever another connection (another process,
-    /// or another store object) commits a change.
+    /// or another store object) commits a change, or a spec is changed
+    /// through this object (as `Reconciler.tearDown` does with a running
+    /// reconciler's store).
     func changeCounter() throws -> Int {
-        try perform("read the store's version") {
+        let version = try perform("read the store's version") {
             try pool.write { db in try Int.fetchOne(db, sql: "PRAGMA data_version") ?? 0 }
         }
+        return version &* 1_000_003 &+ specChanges.load(ordering: .relaxed)
     }
 
     // MARK: - Journal

@@ -669,7 +669,6 @@ private func webFile(_ body: String, top: String = "") -> String {
             "compose.yaml: service web: logging: ignored; each replica's output goes to its Gantry container log",
             "compose.yaml: service web: dns \"1.1.1.1\": ignored; Gantry sets up name resolution itself",
             "compose.yaml: service web: platform \"linux/amd64\": ignored; the image is run as the image store has it",
-            "compose.yaml: service web: pull_policy \"always\": ignored; the image comes from Gantry's image store",
             "compose.yaml: service web: stdin_open \"true\": ignored; replicas run detached, without stdin",
             "compose.yaml: service debug: profiles: the service is left out: none of its profiles (debug) is active (--profile, COMPOSE_PROFILES)",
             "compose.yaml: service tool: tty \"true\": ignored; replicas run detached, without a terminal",

@@ -17,7 +17,8 @@ import Glibc
     private func bodies(port: UInt16, count: Int) async -> [String] {
         var bodies: [String] = []
         for _ in 0 ..< count {
-            guard let response = await httpGet(port: port, attempts: 1) else { bodies.append("(failed)"); continue }
+            // On a thread of its own: the call blocks.
+            guard let response = await onOwnThread({ httpGetBlocking(port: port) }) else { bodies.append("(failed)"); continue }
             bodies.append(response.components(separatedBy: "\r\n\r\n").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "")
         }
         return bodies
