@@ -135,7 +135,11 @@ public struct ComposeProject: Hashable, Sendable {
         var usesDefaultNetwork = false
         var links: [(from: String, link: ServiceReader.Link)] = []
         var pullPolicies: [String: PullPolicy] = [:]
-        for (key, value) in try servicesValue.mapping() {
+        // Each service with what it extends merged in.
+        let listed = try servicesValue.mapping().map { (key: $0.key, value: $0.value.node) }
+        let extended = try ComposeExtends(file: file, directory: directory, budget: ComposeNodeBudget()).resolve(listed)
+        let resolved = ComposeValue(node: .mapping(extended), scope: servicesValue.scope, path: servicesValue.path, context: servicesValue.context)
+        for (key, value) in try resolved.mapping() {
             let service = value.scoped("service \(key)")
             guard let read = try reader.read(name: key, service) else {
                 leftOut.insert(key)

@@ -23,7 +23,7 @@ struct ServiceReader {
         // Errors with a reason.
         "build", "extra_hosts",
         // Accepted, ignored, warned about.
-        "logging", "dns", "dns_search", "dns_opt", "platform", "tty", "stdin_open",
+        "logging", "dns", "dns_search", "dns_opt", "platform", "runtime", "tty", "stdin_open",
     ]
 
     /// Keys that change nothing in Gantry, and why.
@@ -33,6 +33,7 @@ struct ServiceReader {
         ("dns_search", "ignored; Gantry sets up name resolution itself"),
         ("dns_opt", "ignored; Gantry sets up name resolution itself"),
         ("platform", "ignored; the image is run as the image store has it"),
+        ("runtime", "ignored; Gantry runs the containers itself"),
         ("tty", "ignored; replicas run detached, without a terminal"),
         ("stdin_open", "ignored; replicas run detached, without stdin"),
     ]

@@ -624,6 +624,41 @@ private func webFile(_ body: String, top: String = "") -> String {
         #expect(failure(webFile("links: [\"db:\"]")).contains("must be SERVICE or SERVICE:ALIAS"))
     }
 
+    @Test func extendsMergesAnotherServiceOfThisFileOrAnother() async throws {
+        try await withTemporaryDirectory("compose-extends") { dir in
+            try write("""
+                services:
+                  common:
+                    image: busybox
+                    environment: {LEVEL: info, REGION: eu}
+                    ports: ["8080:80"]
+                    command: ["serve", "--quiet"]
+                """, to: dir + "/common.yaml")
+            let project = try parse("""
+                services:
+                  base:
+                    extends: {file: common.yaml, service: common}
+                    labels: {tier: web}
+                  web:
+                    extends: base
+                    environment: {LEVEL: debug}
+                    ports: ["8080:80", "9090:90"]
+                    command: ["serve"]
+                    runtime: runc
+                """, directory: dir)
+            let web = try #require(project.services.first { $0.name == "web" })
+            #expect(web.template.root == .image("busybox"))
+            #expect(Set(web.template.environment) == ["LEVEL=debug", "REGION=eu"])
+            #expect(web.template.publishedPorts.map(\.hostPort) == [8080, 9090])
+            #expect(web.template.command == ["serve"])
+            #expect(web.template.labels["tier"] == "web")
+            #expect(project.warnings.contains { $0.contains("runtime \"runc\": ignored") })
+        }
+        #expect(failure("services:\n  a:\n    extends: b\n    image: x\n  b:\n    extends: a\n    image: y\n").contains("extends goes round in a circle: a → b → a"))
+        #expect(failure("services:\n  a:\n    extends: nothing\n").contains("service a: extends service nothing, which does not exist"))
+        #expect(failure("services:\n  a:\n    extends: {service: b, file: /no/such.yaml}\n").contains("extends.file /no/such.yaml cannot be read"))
+    }
+
     @Test func unsupportedKeysAreErrorsNamingThem() {
         #expect(failure(webFile("privileged: true")).hasPrefix("compose.yaml: service web: privileged: is not a service key Gantry supports"))
         #expect(failure(webFile("container_name: web1\ndeploy:\n  replicas: 2")).contains("service web: container_name: names one container, and the service asks for 2 replicas"))
