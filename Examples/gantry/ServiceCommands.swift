@@ -24,6 +24,26 @@ struct ComposeOptions: ParsableArguments {
     }
 }
 
+/// `gantry compose …`: the compose commands in one place, as `docker compose` has them.
+struct ComposeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "compose",
+        abstract: "Compose projects: show a file as Gantry reads it, bring it up, take it down.",
+        subcommands: [Config.self, Up.self, Down.self])
+
+    struct Config: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the project as Gantry reads it (variables interpolated, extends merged, profiles applied) as JSON; warnings go to stderr.")
+        @OptionGroup var compose: ComposeOptions
+
+        func run() async throws {
+            let project = try compose.load()
+            for warning in project.warnings { Terminal.printWarning(warning) }
+            try Terminal.printJSON(project)
+        }
+    }
+}
+
 struct Up: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a compose project in the foreground until SIGINT or SIGTERM, then take it down.",
@@ -42,7 +62,7 @@ struct Up: AsyncParsableCommand {
         let interval = try parseDuration(autoscaleInterval)
         guard interval > .zero else { throw ValidationError("--autoscale-interval \(autoscaleInterval) must be above 0") }
         let project = try compose.load()
-        for warning in project.warnings { Terminal.printError("warning: " + warning) }
+        for warning in project.warnings { Terminal.printWarning(warning) }
         // Libraries report through swift-metrics; the program chooses where it goes.
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
@@ -277,7 +297,7 @@ struct ServiceCommand: AsyncParsableCommand {
             let scaled = try store.scale(name, project: record.spec.project, replicas: replicas)
             print("service \(name) scaled to \(scaled.spec.replicas) (generation \(scaled.generation))")
             if !Reconciler.isRunning(project: record.spec.project, root: global.stateRoot) {
-                Terminal.printError("warning: no reconciler runs project \(record.spec.project); the change applies when one does")
+                Terminal.printWarning("no reconciler runs project \(record.spec.project); the change applies when one does")
             }
         }
     }
@@ -321,7 +341,7 @@ struct ServiceCommand: AsyncParsableCommand {
             try store.setAutoscaler(spec, service: name, project: record.spec.project)
             print("service \(name) autoscaled between \(min) and \(max) replicas, holding \(metrics.map(\.description).joined(separator: " and "))")
             if !Reconciler.isRunning(project: record.spec.project, root: global.stateRoot) {
-                Terminal.printError("warning: no reconciler runs project \(record.spec.project); the autoscaler acts when one does")
+                Terminal.printWarning("no reconciler runs project \(record.spec.project); the autoscaler acts when one does")
             }
         }
     }

@@ -15,7 +15,7 @@ import Yams
 /// What Gantry cannot honour is an error naming the file, the service and
 /// the key (`compose.yaml: service web: ports[1] "8000-8010:80": …`); keys
 /// that change nothing essential are accepted with a warning.
-public struct ComposeProject: Hashable, Sendable {
+public struct ComposeProject: Hashable, Sendable, Codable {
     /// The project's name: the file's `name:`, else its directory's name
     /// (lowercased, reduced to `a-z 0-9 _ -`), else `default`.
     public var name: String
@@ -212,7 +212,7 @@ public struct ComposeProject: Hashable, Sendable {
 }
 
 /// A network of a compose project.
-public struct ComposeNetwork: Hashable, Sendable {
+public struct ComposeNetwork: Hashable, Sendable, Codable {
     /// Its key in the file (`default` for the implicit one).
     public var key: String
     /// The runtime network's name: `<project>_<key>`, unless the file names it or it is external.
@@ -278,7 +278,7 @@ public struct ComposeNetwork: Hashable, Sendable {
 }
 
 /// A named volume of a compose project.
-public struct ComposeVolume: Hashable, Sendable {
+public struct ComposeVolume: Hashable, Sendable, Codable {
     /// Its key in the file.
     public var key: String
     /// The runtime volume's name: `<project>_<key>`, unless the file names it or it is external.
@@ -347,7 +347,7 @@ enum ComposeLabels {
 
 /// When a compose service's image is pulled from its registry (Compose's
 /// `pull_policy`), as the project is applied.
-public enum PullPolicy: String, Hashable, Sendable, CaseIterable {
+public enum PullPolicy: String, Hashable, Sendable, Codable, CaseIterable {
     /// Only when the image store does not have it (`missing`,
     /// `if_not_present`; the default, as `docker compose up` does).
     case missing

@@ -189,6 +189,24 @@ import Testing
         }
     }
 
+    @Test func composeConfigPrintsTheProjectAsRead() async throws {
+        try await withTemporaryDirectory("compose-config") { dir in
+            try write("services:\n  base:\n    image: busybox:${TAG:-1}\n    profiles: [tools]\n  web:\n    extends: base\n    profiles: [web]\n    runtime: runc\n",
+                      to: dir + "/compose.yaml")
+            let shown = try await runWithStatus(binary, ["compose", "config", "-f", dir + "/compose.yaml", "-p", "shop", "--profile", "web"],
+                                                environment: ["TAG": "2"])
+            #expect(shown.status == 0, "\(shown.error)")
+            let project = try #require(try JSONSerialization.jsonObject(with: Data(shown.output.utf8)) as? [String: Any])
+            #expect(project["name"] as? String == "shop")
+            let services = try #require(project["services"] as? [[String: Any]])
+            #expect(services.compactMap { $0["name"] as? String } == ["web"], "only the active profile's service")
+            #expect(shown.output.contains("busybox:2"), "interpolated and extended: \(shown.output)")
+            #expect(shown.error.contains("gantry: warning: ") && shown.error.contains("runtime \"runc\": ignored"), "\(shown.error)")
+            let broken = try await runWithStatus(binary, ["compose", "config", "-f", dir + "/missing.yaml"])
+            #expect(broken.status != 0 && broken.error.contains("missing.yaml"), "\(broken.error)")
+        }
+    }
+
     @Test func replicasLeftRunningAreAdopted() async throws {
         try await withImage("compose-adopt") { root, dir in
             let compose = dir + "/compose.yaml"
