@@ -42,6 +42,10 @@ extension Reconciler {
         } catch {
             endpointFailure = error
         }
+        // The status says what is installed now (decided before it was).
+        let installed = state.withLock { $0.services[name]?.endpoint }
+        plan.status.virtualAddress = installed?.virtualAddress
+        plan.status.publishedPorts = installed?.ports
         // A named replica's ended container goes before its successor takes the name.
         if plan.spec.template.name != nil {
             for container in plan.discard { try? await container.remove(force: true) }

@@ -143,6 +143,18 @@ extension Networks {
             } catch {
                 logger.warning("replacing an endpoint whose record cannot be read", metadata: ["key": "\(key)", "error": "\(error)"])
             }
+            if var found = existing, found.key == key, found.installed == true, found.endpoint != endpoint {
+                // Only the affinity changed: the same ports and address, new rules.
+                var other = endpoint
+                other.affinity = found.endpoint.affinity
+                if other == found.endpoint {
+                    found.endpoint = endpoint
+                    try Firewall.dispatchEndpoint(id: id, record: found, backends: backends.sorted(), host: host)
+                    found.backends = backends.sorted()
+                    try FileIO.replaceStateFile(endpointsDirectory + "/" + id + "/" + Self.endpointFile, with: ContainerRuntime.encoder.encode(found))
+                    return found
+                }
+            }
             if let found = existing, found.endpoint != endpoint || found.key != key || found.installed != true {
                 try removeEndpointLocked(id)
                 existing = nil
