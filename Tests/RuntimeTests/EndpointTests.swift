@@ -109,6 +109,32 @@ import Glibc
         }
     }
 
+    @Test func anEndpointWhoseRulesAreGoneIsMadeAgainOnItsPorts() async throws {
+        try await withRuntime("endpoint-rules") { runtime, _ in
+            try await runtime.networks.create("lb")
+            let server = try await runtime.create(shell(Self.server("only")).named("only").network(.bridge("lb")))
+            try await server.start()
+            let endpoint = ServiceEndpoint(name: "one", network: "lb", ports: [PublishedPort(hostIP: IPv4Address("127.0.0.1"), hostPort: 0, containerPort: 80)])
+            let first = try await runtime.setEndpoint("test/one", endpoint, backends: [server.id])
+            let port = try #require(first.ports.first?.hostPort)
+            #expect(await httpGet(port: port)?.contains("only") == true)
+            // As after a reboot or a flushed rule set: the rules go.
+            try Firewall.removeEndpoint(id: runtime.networks.endpointID("test/one"), host: .system)
+            #expect(await httpGet(port: port, attempts: 1)?.contains("only") != true)
+            // The next change finds them gone and makes them again, on the same port.
+            let again = try await runtime.setEndpoint("test/one", endpoint, backends: [server.id])
+            #expect(again.ports == first.ports && again.virtualAddress == first.virtualAddress)
+            #expect(await httpGet(port: port)?.contains("only") == true)
+            try await runtime.removeEndpoint("test/one")
+            try await server.remove(force: true)
+            // An internal network's endpoint publishes nothing.
+            try await runtime.networks.create("sealed", internal: true)
+            await #expect { try await runtime.setEndpoint("test/sealed", ServiceEndpoint(name: "s", network: "sealed", ports: endpoint.ports), backends: []) }
+                throws: { ($0 as? RuntimeError)?.message.contains("internal") == true }
+            #expect(try runtime.endpoints().isEmpty)
+        }
+    }
+
     @Test func anEndpointWhoseRecordIsGoneIsRemovedByRecovery() async throws {
         try await withRuntime("endpoint-left") { runtime, _ in
             try await runtime.networks.create("lb")

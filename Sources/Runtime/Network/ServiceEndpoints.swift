@@ -135,51 +135,54 @@ extension Networks {
         }
         try ContainerRuntime.validate(name: endpoint.name, kind: "endpoint name")
         let id = endpointID(key)
+        let path = endpointsDirectory + "/" + id
+        let sorted = backends.sorted()
         return try host.withLock("endpoints.lock") {
             try Sys.makeDirectories(endpointsDirectory, mode: 0o700)
-            var existing: ServiceEndpointRecord?
+            var found: ServiceEndpointRecord?
             do {
-                existing = try FileIO.readNamedRecord(ServiceEndpointRecord.self, in: endpointsDirectory, named: id, file: Self.endpointFile)
+                found = try FileIO.readNamedRecord(ServiceEndpointRecord.self, in: endpointsDirectory, named: id, file: Self.endpointFile)
             } catch {
                 logger.warning("replacing an endpoint whose record cannot be read", metadata: ["key": "\(key)", "error": "\(error)"])
             }
-            if var found = existing, found.key == key, found.installed == true, found.endpoint != endpoint {
-                // Only the affinity changed: the same ports and address, new rules.
-                var other = endpoint
-                other.affinity = found.endpoint.affinity
-                if other == found.endpoint {
-                    found.endpoint = endpoint
-                    try Firewall.dispatchEndpoint(id: id, record: found, backends: backends.sorted(), host: host)
-                    found.backends = backends.sorted()
-                    try FileIO.replaceStateFile(endpointsDirectory + "/" + id + "/" + Self.endpointFile, with: ContainerRuntime.encoder.encode(found))
-                    return found
-                }
-            }
-            if let found = existing, found.endpoint != endpoint || found.key != key || found.installed != true {
-                try removeEndpointLocked(id)
-                existing = nil
-            }
+            // What is there stays when it is whole, for the same ports and
+            // network (the affinity is only rules), and its rules are still
+            // there (a reboot or a flushed rule set takes them, with the
+            // bridge and its address). Made again, it keeps the host ports
+            // it had chosen.
             var record: ServiceEndpointRecord
-            if let existing {
-                record = existing
+            var made = true
+            if let existing = found, existing.key == key, existing.installed == true, Self.samePlace(existing.endpoint, endpoint) {
+                if Firewall.hasEndpoint(id: id, host: host) {
+                    record = existing
+                    made = false
+                } else {
+                    try removeEndpointLocked(id)
+                    record = try createEndpoint(id, key: key, endpoint, ports: existing.ports)
+                }
             } else {
-                if access(endpointsDirectory + "/" + id, F_OK) == 0 { try removeEndpointLocked(id) }
-                record = try createEndpoint(id, key: key, endpoint)
+                if access(path, F_OK) == 0 { try removeEndpointLocked(id) }
+                record = try createEndpoint(id, key: key, endpoint, ports: endpoint.ports)
             }
-            let sorted = backends.sorted()
-            if record.backends != sorted || existing == nil {
-                try Firewall.dispatchEndpoint(id: id, record: record, backends: sorted, host: host)
-                record.backends = sorted
-                try FileIO.replaceStateFile(endpointsDirectory + "/" + id + "/" + Self.endpointFile, with: ContainerRuntime.encoder.encode(record))
-            }
+            if !made, record.backends == sorted, record.endpoint == endpoint { return record }
+            record.endpoint = endpoint
+            try Firewall.dispatchEndpoint(id: id, record: record, backends: sorted, host: host)
+            record.backends = sorted
+            try FileIO.replaceStateFile(path + "/" + Self.endpointFile, with: ContainerRuntime.encoder.encode(record))
             return record
         }
+    }
+
+    /// Whether two endpoints hold the same name, network and ports (they
+    /// may differ in affinity, which only their rules say).
+    static func samePlace(_ one: ServiceEndpoint, _ other: ServiceEndpoint) -> Bool {
+        one.name == other.name && one.network == other.network && one.ports == other.ports
     }
 
     /// Makes the endpoint's directory, claims its ports and virtual
     /// address, and installs the rules that lead to its chains; on failure
     /// nothing of it is left.
-    private func createEndpoint(_ id: String, key: String, _ endpoint: ServiceEndpoint) throws -> ServiceEndpointRecord {
+    private func createEndpoint(_ id: String, key: String, _ endpoint: ServiceEndpoint, ports: [PublishedPort]) throws -> ServiceEndpointRecord {
         var record = ServiceEndpointRecord(key: key, endpoint: endpoint, virtualAddress: nil, ports: [], backends: [])
         let path = endpointsDirectory + "/" + id
         let created = try FileIO.createRecordDirectory(id, in: endpointsDirectory, mode: 0o700) { staging in
@@ -195,7 +198,10 @@ extension Networks {
                 record.virtualAddress = try leaseVirtualAddress(on: network, id: id, name: endpoint.name, owner: path)
                 try FileIO.replaceStateFile(path + "/" + Self.endpointFile, with: ContainerRuntime.encoder.encode(record))
             }
-            record.ports = try claimPorts(endpoint.ports, owner: path)
+            if let network = try? self.network(endpoint.network ?? ""), network.internal, !ports.isEmpty {
+                throw RuntimeError(.invalidSpec, "endpoint \(endpoint.name) publishes ports on network \(network.name), which is internal: nothing outside reaches it")
+            }
+            record.ports = try claimPorts(ports, owner: path)
             try FileIO.replaceStateFile(path + "/" + Self.endpointFile, with: ContainerRuntime.encoder.encode(record))
             try Firewall.installEndpoint(id: id, record: record, bridge: bridge, host: host)
             record.installed = true
@@ -346,6 +352,11 @@ extension Firewall {
         }
         let entries = backends.enumerated().map { "\($0.offset) : \($0.element)\(suffix)" }.joined(separator: ", ")
         return "\(selector) map { \(entries) }"
+    }
+
+    /// Whether the endpoint's chains are in the table.
+    static func hasEndpoint(id: String, host: NetworkHost) -> Bool {
+        (try? run("list chain ip \(table) \(portsChain(id))", host: host)) != nil
     }
 
     /// Deletes an endpoint's rules and chains (what is already gone is skipped).
