@@ -323,8 +323,6 @@ extension Reconciler {
         status.succeeded = finished.filter { $0.status == .exited(0) }.count
         status.failed = finished.count - status.succeeded
         status.message = message
-        status.virtualAddress = service.endpoint?.virtualAddress
-        status.publishedPorts = service.endpoint?.ports
         return status
     }
 
