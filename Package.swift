@@ -138,6 +138,7 @@ let package = Package(
             name: "Reconciler",
             dependencies: [
                 "Scheduler", "Runtime", "OCIImage",
+                .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "SystemPackage", package: "swift-system"),
                 .product(name: "Logging", package: "swift-log"),

@@ -16,6 +16,8 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/timerfd.h>
+#include <sys/vfs.h>
+#include <linux/magic.h>
 #include <sys/wait.h>
 #include <signal.h>
 #include <termios.h>
@@ -292,4 +294,10 @@ int gantry_epoll_wait(int epoll, int *fds, int capacity, int timeout_ms) {
     int count = epoll_wait(epoll, events, capacity, timeout_ms);
     for (int i = 0; i < count; i++) fds[i] = events[i].data.fd;
     return count;
+}
+
+int gantry_is_in_memory(const char *path) {
+    struct statfs info;
+    if (statfs(path, &info) != 0) return -1;
+    return info.f_type == TMPFS_MAGIC || info.f_type == RAMFS_MAGIC;
 }

@@ -111,7 +111,7 @@ public struct ComposeProject: Hashable, Sendable, Codable {
         let context = ComposeContext(file: file, environment: environment)
         let top = ComposeValue(node: try ComposeNode(root, file: file, path: "", budget: ComposeNodeBudget()), scope: nil, path: "", context: context)
         guard case .mapping = top.node else { throw ReconcilerError(.compose, "\(file): the file must be a mapping with services:") }
-        let fields = try top.fields(["name", "services", "networks", "volumes", "version"], what: "top-level key")
+        let fields = try top.fields(["name", "services", "networks", "volumes", "secrets", "configs", "version"], what: "top-level key")
         if let version = fields["version"] { version.warn("obsolete and ignored") }
 
         let name = try Self.projectName(projectName, declared: fields["name"], directory: directory, file: file)
@@ -124,11 +124,19 @@ public struct ComposeProject: Hashable, Sendable, Codable {
             volumes[key] = try ComposeVolume(key: key, value.scoped("volume \(key)"), project: name)
         }
 
+        var secrets: [String: ComposeProvided] = [:]
+        for (key, value) in try fields["secrets"]?.mapping() ?? [] {
+            secrets[key] = try ComposeProvided(key: key, value.scoped("secret \(key)"), kind: "secret", directory: directory)
+        }
+        var configs: [String: ComposeProvided] = [:]
+        for (key, value) in try fields["configs"]?.mapping() ?? [] {
+            configs[key] = try ComposeProvided(key: key, value.scoped("config \(key)"), kind: "config", directory: directory)
+        }
         guard let servicesValue = fields["services"], !servicesValue.isNull else {
             throw ReconcilerError(.compose, "\(file): services: is missing")
         }
         let active = profiles ?? (environment["COMPOSE_PROFILES"] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
-        let reader = ServiceReader(project: name, directory: directory, networks: networks, volumes: volumes,
+        let reader = ServiceReader(project: name, directory: directory, networks: networks, volumes: volumes, secrets: secrets, configs: configs,
                                    profiles: Set(active.filter { !$0.isEmpty }))
         var services: [ServiceSpec] = []
         var leftOut: Set<String> = []

@@ -8,6 +8,9 @@ struct ServiceReader {
     let directory: String
     let networks: [String: ComposeNetwork]
     let volumes: [String: ComposeVolume]
+    /// The top-level `secrets:` and `configs:`.
+    let secrets: [String: ComposeProvided]
+    let configs: [String: ComposeProvided]
     /// The active profiles (`*`: all).
     let profiles: Set<String>
 
@@ -19,7 +22,7 @@ struct ServiceReader {
         "init", "cap_add", "cap_drop", "sysctls", "ulimits", "stop_grace_period", "stop_signal", "ports", "expose", "volumes",
         "tmpfs", "networks", "network_mode", "restart", "healthcheck", "depends_on", "deploy", "scale", "mem_limit", "cpus",
         "pids_limit", "devices", "device_cgroup_rules", "security_opt", "memswap_limit", "links",
-        "container_name", "profiles", "pull_policy",
+        "container_name", "profiles", "pull_policy", "secrets", "configs",
         // Errors with a reason.
         "build", "extra_hosts",
         // Accepted, ignored, warned about.
@@ -115,6 +118,7 @@ struct ServiceReader {
         }
         try securityOptions(fields["security_opt"], into: &template)
         template.mounts = try mounts(fields)
+        try provided(fields, into: &template)
         let network = try network(fields, service: service)
         template = template.network(network.mode, aliases: network.aliases)
         let ports = try fields["ports"]?.sequence().map(port) ?? []

@@ -92,6 +92,7 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
                 throw ReconcilerError(.invalidSpec, "service \(name) names its container \(container), so it runs one replica, not \(replicas)")
             }
         }
+        try validateSecrets()
         for (kind, probe) in probes.all { try probe.validate(service: name, kind: kind) }
         try update.validate(service: name)
         guard crashLoop.initial > .zero, crashLoop.maximum >= crashLoop.initial else {

@@ -91,6 +91,8 @@ public struct JournalEntry: Hashable, Sendable, Codable {
 /// picked up by a reconciler running in another.
 public final class ServiceStore: Sendable {
     let pool: DatabasePool
+    /// The state root's path, where the key of secrets' digests is kept.
+    let rootPath: String
     /// Changes of specs made through this object, which `data_version`
     /// (counting other connections' commits only) does not see.
     private let specChanges = Atomic<Int>(0)
@@ -109,6 +111,7 @@ public final class ServiceStore: Sendable {
     ///   - journalLimit: the most events the journal keeps; older ones are dropped.
     public init(root: StateRoot, journalLimit: Int = 10_000) throws {
         let path = root.path + "/reconciler.sqlite"
+        rootPath = root.path
         self.journalLimit = max(1, journalLimit)
         do {
             try FileManager.default.createDirectory(atPath: root.path, withIntermediateDirectories: true)
@@ -218,6 +221,8 @@ public final class ServiceStore: Sendable {
     public func apply(_ spec: ServiceSpec) throws -> (record: ServiceRecord, changed: Bool) {
         defer { specChanges.add(1, ordering: .relaxed) }
         try spec.validate()
+        // A changed secret or config makes a new revision.
+        let spec = try spec.withValueDigests(key: try Self.secretDigestKey(root: rootPath))
         return try perform("apply service \(spec.name)") {
             try pool.write { db in
                 let existing = try? Self.service(db, spec.project, spec.name)

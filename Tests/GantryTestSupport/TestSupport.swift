@@ -261,3 +261,17 @@ private func exchange(_ type: __socket_type, host: String, port: UInt16, _ reque
     }
     return response.isEmpty ? nil : String(decoding: response, as: UTF8.self)
 }
+
+/// Every regular file under `path` (relative paths) that holds `needle`:
+/// where a value that must be written nowhere would have been written.
+public func filesHolding(_ needle: String, under path: String) -> [String] {
+    guard let enumerator = FileManager.default.enumerator(atPath: path) else { return [] }
+    var found: [String] = []
+    while let entry = enumerator.nextObject() as? String {
+        var info = stat()
+        guard lstat(path + "/" + entry, &info) == 0, info.st_mode & S_IFMT == S_IFREG,
+              let data = FileManager.default.contents(atPath: path + "/" + entry) else { continue }
+        if data.range(of: Data(needle.utf8)) != nil { found.append(entry) }
+    }
+    return found
+}

@@ -116,8 +116,10 @@ private func replica(_ service: String, _ name: String, _ script: String) -> Con
             try await reconciler.withRunning { reconciler in
                 try reconciler.apply(service)
                 try await reconciler.waitForRollout("burner")
+                // While the replicas burn, a reading taken while the machine
+                // is busy elsewhere must not scale down: the window is long.
                 var behavior = ScalingBehavior.kubernetesDefault
-                behavior.scaleDown.stabilizationWindow = .seconds(1)
+                behavior.scaleDown.stabilizationWindow = .seconds(120)
                 try reconciler.setAutoscaler(AutoscalerSpec(minReplicas: 1, maxReplicas: 3, metrics: [.cpu(percent: 50)], behavior: behavior),
                                              service: "burner")
                 try await reconciler.waitUntil("burner", timeout: .seconds(60)) { record, replicas in
@@ -127,6 +129,9 @@ private func replica(_ service: String, _ name: String, _ script: String) -> Con
                 #expect((busy.status.metrics["cpu"] ?? 0) > 50, "status: \(busy.status)")
 
                 try FileManager.default.removeItem(atPath: control + "/burn")
+                behavior.scaleDown.stabilizationWindow = .seconds(1)
+                try reconciler.setAutoscaler(AutoscalerSpec(minReplicas: 1, maxReplicas: 3, metrics: [.cpu(percent: 50)], behavior: behavior),
+                                             service: "burner")
                 try await reconciler.waitUntil("burner", timeout: .seconds(60)) { record, replicas in
                     record?.spec.replicas == 1 && replicas.filter { $0.exit == nil && !$0.terminating }.count == 1
                 }

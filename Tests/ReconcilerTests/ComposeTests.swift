@@ -659,6 +659,55 @@ private func webFile(_ body: String, top: String = "") -> String {
         #expect(failure("services:\n  a:\n    extends: {service: b, file: /no/such.yaml}\n").contains("extends.file /no/such.yaml cannot be read"))
     }
 
+    @Test func secretsAndConfigsComeFromFilesVariablesOrContent() throws {
+        let project = try parse("""
+            secrets:
+              db_password:
+                file: ./secrets/db_password.txt
+              api_key:
+                environment: API_KEY
+            configs:
+              nginx:
+                file: /etc/demo/nginx.conf
+              banner:
+                content: |
+                  Welcome to ${PROJECT_TITLE:-demo}
+            services:
+              web:
+                image: nginx
+                secrets:
+                  - db_password
+                  - source: api_key
+                    target: api.key
+                    uid: "101"
+                    gid: "101"
+                    mode: 0440
+                configs:
+                  - nginx
+                  - source: banner
+                    target: /etc/motd
+                    mode: 0400
+            """)
+        let web = try #require(project.services.first)
+        #expect(web.template.secrets == [
+            .init(name: "db_password", source: .file(path: "/srv/demo/secrets/db_password.txt")),
+            .init(name: "api_key", source: .environment(variable: "API_KEY"), target: "api.key", uid: 101, gid: 101, mode: 0o440),
+        ])
+        #expect(web.template.secrets.map(\.path) == ["/run/secrets/db_password", "/run/secrets/api.key"])
+        #expect(web.template.configs == [
+            .init(name: "nginx", source: .file(path: "/etc/demo/nginx.conf")),
+            .init(name: "banner", source: .content("Welcome to demo\n"), target: "/etc/motd", mode: 0o400),
+        ])
+        #expect(web.template.configs.map(\.path) == ["/nginx", "/etc/motd"])
+
+        #expect(failure(webFile("secrets: [nope]")).contains("service web: secrets[0] \"nope\": the secret nope is not declared under the top-level secrets:"))
+        #expect(failure("secrets:\n  k:\n    content: x\nservices: {}\n").contains("secret k: content: is not a secret key Gantry supports"))
+        #expect(failure("secrets:\n  k:\n    file: a\n    environment: B\nservices: {}\n").contains("secret k: give exactly one of file:, environment:"))
+        #expect(failure("configs:\n  c:\n    template_driver: golang\n    content: x\nservices: {}\n").contains("config c: template_driver: not supported"))
+        #expect(failure(webFile("secrets:\n  - source: k\n    mode: rw", top: "secrets:\n  k:\n    file: k\n")).contains("secrets[0].mode \"rw\": must be permission bits"))
+        #expect(failure(webFile("configs:\n  - source: c\n    uid: root", top: "configs:\n  c:\n    content: x\n")).contains("configs[0].uid \"root\": must be a numeric ID"))
+    }
+
     @Test func unsupportedKeysAreErrorsNamingThem() {
         #expect(failure(webFile("privileged: true")).hasPrefix("compose.yaml: service web: privileged: is not a service key Gantry supports"))
         #expect(failure(webFile("container_name: web1\ndeploy:\n  replicas: 2")).contains("service web: container_name: names one container, and the service asks for 2 replicas"))
@@ -667,7 +716,7 @@ private func webFile(_ body: String, top: String = "") -> String {
         #expect(failure(webFile("extra_hosts: [\"db:10.0.0.2\"]")).contains("extra_hosts: not supported"))
         #expect(failure("services:\n  web:\n    command: sleep 1\n").contains("compose.yaml: service web: image: is missing"))
         #expect(failure("services:\n  -web:\n    image: nginx\n").contains("\"-web\" is not a valid service name"))
-        #expect(failure("secrets:\n  key:\n    file: ./key\nservices: {}\n").contains("compose.yaml: secrets: is not a top-level key"))
+        #expect(failure("secrets:\n  key:\n    external: true\nservices: {}\n").contains("compose.yaml: secret key: external \"true\": an external secret is kept by a Swarm or a cluster"))
         #expect(failure("version: \"3\"\n").contains("compose.yaml: services: is missing"))
         #expect(failure("services:\n  web: [nginx]\n").contains("service web: must be a mapping"))
         #expect(failure("services:\n  web:\n    image: a\n    image: b\n").contains("compose.yaml: not valid YAML: Parser: expected all keys to be unique"))

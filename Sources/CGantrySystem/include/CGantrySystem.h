@@ -26,6 +26,10 @@ int gantry_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char
 /// The calling thread's errno.
 int gantry_errno(void);
 
+/// Whether `path` is on a file system kept in memory (tmpfs or ramfs):
+/// 1 if it is, 0 if not, -1 with errno set when it cannot be told.
+int gantry_is_in_memory(const char *path);
+
 
 
 #include <sys/types.h>

@@ -159,7 +159,7 @@ extension Container {
             joinPidfd = program.pidfd
             descriptors.append(program.pidfd)
         }
-        var environment = record.process.environment
+        var environment = ContainerRuntime.overriding(record.process.environment, with: try runtime.providedVariables(record))
         for pair in exec.environment {
             guard let equals = pair.firstIndex(of: "="), equals != pair.startIndex else {
                 throw RuntimeError(.invalidSpec, "environment entry \"\(pair)\" is not KEY=VALUE")

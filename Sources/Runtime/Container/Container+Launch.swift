@@ -163,6 +163,9 @@ extension Container {
             }
         }
         plan.mounts = try ContainerRuntime.mounts(spec, volumes: runtime.volumes)
+        let provided = try runtime.providedMounts(record)
+        plan.mounts += provided.mounts
+        plan.environment = ContainerRuntime.overriding(plan.environment, with: provided.environment)
         if let attachment = record.network, attachment.isUserMode {
             let files = runtime.userModeNetworkFiles(id)
             plan.networkHelper = UserModeNetwork.arguments(attachment, pidFile: runtime.pastaPidFile(id))

@@ -120,6 +120,8 @@ extension ContainerRuntime {
         }
         // Leases (and their devices) of containers whose creation a crash cut short.
         removeNetworkLeftovers()
+        // Secrets and configs of containers that are gone.
+        removeProvidedLeftovers()
         return report
     }
 

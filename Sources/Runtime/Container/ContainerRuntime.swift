@@ -187,6 +187,7 @@ public final class ContainerRuntime: Sendable {
                 throw RuntimeError(.invalidSpec, "container \(name): the host name \"\(hostname)\" is not 1 to 64 letters, digits, - . and _")
             }
         }
+        try spec.validateProvidedFiles(name: name)
         if let score = spec.oomScoreAdjustment, !(-1000...1000).contains(score) {
             throw RuntimeError(.invalidSpec, "container \(name): the OOM score adjustment \(score) is outside -1000...1000")
         }
@@ -249,6 +250,7 @@ public final class ContainerRuntime: Sendable {
                 try? networks.detach(containerID: id, from: network, owner: containerDirectory)
             }
             try? images.releaseSnapshots(holder: id)
+            try? removeProvidedFiles(id)
             unlink(directory + "/names/" + name)
             // Without its cgroup gone, the directory (and its marker) stays
             // for the next open to finish the job.
@@ -281,6 +283,7 @@ public final class ContainerRuntime: Sendable {
         let hostname = spec.hostname ?? String(id.prefix(12))
         let process = try Self.resolveProcess(spec, image: configuration, users: UserDatabase(roots: layers), hostname: hostname)
         if let userNamespace { try Self.checkMapped(process, name: name, userNamespace) }
+        try provideFiles(spec, process: process, id: id, name: name)
         let cgroup = cgroupParent + "/" + id
         try cgroups.create(cgroup, limits: spec.resources)
         // An ordinary user can attach no device program (nor write v1's
@@ -609,6 +612,7 @@ public final class ContainerRuntime: Sendable {
         // A network namespace still bound there would make the tree
         // undeletable (and keep the namespace).
         try? networks.host.removeNamespace(at: path + "/netns")
+        try removeProvidedFiles(id)
         let aside = removedDirectory + "/" + id
         if rename(path, aside) == 0 {
             deleteRemoved(aside)

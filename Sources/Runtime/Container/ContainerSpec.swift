@@ -206,6 +206,11 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
     /// Entries added to the device allow list, which otherwise holds
     /// ``DeviceRule/defaults`` and the ``devices``.
     public var deviceRules: [DeviceRule]
+    /// Secrets given as files on a tmpfs or as variables; their values are
+    /// written nowhere but memory.
+    public var secrets: [Secret]
+    /// Configuration files given read-only.
+    public var configs: [Config]
 
     /// A container from `image` running `command` (or the image's command).
     public init(image: String, command: [String]? = nil) {
@@ -243,6 +248,8 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
         log = LogOptions()
         devices = []
         deviceRules = []
+        secrets = []
+        configs = []
     }
 
     /// With CPU, memory and pids limits (`cpus` CPUs' worth of time per period).
@@ -422,5 +429,7 @@ extension ContainerSpec {
         try field(.oomScoreAdjustment, &oomScoreAdjustment)
         try field(.devices, &devices)
         try field(.deviceRules, &deviceRules)
+        try field(.secrets, &secrets)
+        try field(.configs, &configs)
     }
 }

@@ -172,6 +172,12 @@ final class NetworkHost: Sendable {
     /// started in `body` may write its pid file there.
     func withRuntime<T>(_ body: () throws -> T) throws -> T {
         guard let root else { return try body() }
+        return try Self.withRuntime(of: root, body)
+    }
+
+    /// Calls `body` with `root`'s run-time directory made (0700), which
+    /// ``removeRuntimeIfUnused(of:)`` leaves alone meanwhile.
+    static func withRuntime<T>(of root: StateRoot, _ body: () throws -> T) throws -> T {
         let base = StateRoot.runtimeBase
         if mkdir(base, 0o700) != 0 && Sys.errno == .noSuchFileOrDirectory { try Sys.makeDirectories(base, mode: 0o700) }
         guard StateRoot.isOwnPrivateDirectory(base), let lock = OwnedDescriptor(opening: base, O_RDONLY | O_DIRECTORY | O_CLOEXEC) else {
@@ -185,7 +191,14 @@ final class NetworkHost: Sendable {
     /// Removes the state root's run-time directory when no pid file is left
     /// in it and no ``withRuntime(_:)`` is under way.
     func removeRuntimeIfUnused() {
-        guard let root, let lock = OwnedDescriptor(opening: StateRoot.runtimeBase, O_RDONLY | O_DIRECTORY | O_CLOEXEC),
+        guard let root else { return }
+        Self.removeRuntimeIfUnused(of: root)
+    }
+
+    /// Removes `root`'s run-time directory when it is empty and no
+    /// ``withRuntime(of:_:)`` is under way.
+    static func removeRuntimeIfUnused(of root: StateRoot) {
+        guard let lock = OwnedDescriptor(opening: StateRoot.runtimeBase, O_RDONLY | O_DIRECTORY | O_CLOEXEC),
               flock(lock.raw, LOCK_EX | LOCK_NB) == 0 else { return }
         rmdir(root.runtime)
     }
