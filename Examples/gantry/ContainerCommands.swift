@@ -85,6 +85,9 @@ struct ContainerSummary: Encodable {
     var ipAddress: String?
     var networkAliases: [String]?
     var ports: [String]?
+    /// Each secret's and config's name and path inside; never a value.
+    var secrets: [String]?
+    var configs: [String]?
 
     init(_ record: ContainerRecord) {
         id = record.id
@@ -111,6 +114,9 @@ struct ContainerSummary: Encodable {
         ipAddress = record.network?.address.description
         networkAliases = record.network?.aliases
         ports = record.network?.ports.map(\.description)
+        let spec = record.spec
+        secrets = spec.secrets.isEmpty ? nil : spec.secrets.map { $0.name + " " + ($0.mounted ? $0.path : "") + ($0.environmentVariable.map { " $" + $0 } ?? "") }
+        configs = spec.configs.isEmpty ? nil : spec.configs.map { $0.name + " " + $0.path }
     }
 }
 

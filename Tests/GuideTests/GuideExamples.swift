@@ -87,6 +87,13 @@ func containersGuide(images: ImageStore) async throws {
 
     try await container.copyIn(from: "config/", to: "/etc/app")
     try await container.copyOut("/var/log/app/.", to: "logs")
+
+    let secretive = ContainerSpec(image: "postgres")
+        .secret(.init(name: "db_password", source: .file(path: "/etc/app/db_password")))
+        .secret(.init(name: "api_key", source: .environment(variable: "API_KEY"), environmentVariable: "API_KEY", mounted: false))
+        .config(.init(name: "app.conf", source: .content("max_connections = 20\n"), target: "/etc/app/app.conf"))
+    let database = try await runtime.create(secretive)
+    _ = database
 }
 
 func gantryOverview() async throws {

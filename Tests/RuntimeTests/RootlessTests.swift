@@ -33,10 +33,12 @@ private let fixtures = ProcessInfo.processInfo.environment["GANTRY_ROOTLESS_FIXT
             let subuids = try readText("/etc/subuid")
             #expect(subuids.contains(ranged + ":") && !subuids.contains(single + ":"))
 
-            for (user, suite, count) in [(ranged, "RootlessTests", "12 tests"), (single, "RootlessSingleMappingTests", "2 tests")] {
+            for (user, suite, count) in [(ranged, "RootlessTests", "13 tests"), (single, "RootlessSingleMappingTests", "2 tests")] {
                 let home = dir + "/home-" + user
                 try FileManager.default.createDirectory(atPath: home + "/run", withIntermediateDirectories: true)
-                chmod(home + "/run", 0o700)
+                // A tmpfs, as systemd gives a login session's run-time directory.
+                _ = try await runWithStatus("/bin/mount", ["-t", "tmpfs", "-o", "mode=700,size=64m", "tmpfs", home + "/run"], check: true)
+                defer { umount2(home + "/run", Int32(MNT_DETACH)) }
                 _ = try await runWithStatus("/bin/chown", ["-R", user + ":" + user, home], check: true)
                 let (status, output, error) = try await runWithStatus("/usr/sbin/runuser", [
                     "-u", user, "--", "env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + home, "TMPDIR=/tmp",
@@ -167,6 +169,29 @@ struct RootlessTests {
             _ = try await images.remove("layout:owners")
             _ = try await images.prune()
             #expect(try FileManager.default.contentsOfDirectory(atPath: images.root.snapshots) == [".user-namespace"])
+            await ContainerRuntime.settle()
+        }
+    }
+
+    /// Secrets on the user's tmpfs run-time directory, owned inside by the
+    /// image's user they are given to; gone with the container.
+    @Test func secretsBelongToTheContainersUser() async throws {
+        let fixtures = try #require(fixtures)
+        try await withTemporaryDirectory("rootless-secrets") { dir in
+            let images = try ImageStore(root: StateRoot(dir + "/state"))
+            try await images.importLayout(at: fixtures + "/layout")
+            let runtime = try ContainerRuntime(images: images, cgroupParent: "gantry-rootless")
+            let value = "rootless-\(UUID().uuidString)"
+            try value.write(toFile: dir + "/token", atomically: true, encoding: .utf8)
+            var spec = ContainerSpec(image: "layout:owners", command: ["sh", "-c", "stat -c '%u %g %a' /run/secrets/token /run/secrets/shared; cat /run/secrets/token; echo; echo $SHARED"])
+            spec.user = "alice"
+            spec = spec.secret(.init(name: "token", source: .file(path: dir + "/token")))
+                .secret(.init(name: "shared", source: .value(Array("both".utf8)), uid: 0, gid: 1000, mode: 0o440, environmentVariable: "SHARED"))
+            let (exit, output) = try await runCollecting(runtime, spec)
+            #expect(exit.status == .exited(0), "\(output)")
+            #expect(output == "1000 1000 400\n0 1000 440\n\(value)\nboth\n")
+            #expect(filesHolding(value, under: dir + "/state").isEmpty)
+            #expect(!FileManager.default.fileExists(atPath: images.root.runtime + "/provided"))
             await ContainerRuntime.settle()
         }
     }
