@@ -166,6 +166,7 @@ struct Run: AsyncParsableCommand {
     @Option(help: "The most processes and threads.") var pids: Int64?
     @Option(help: ArgumentHelp("A process limit, as nofile=1024:2048 (clamped to this host's hard limits).", valueName: "name=soft[:hard]")) var ulimit: [String] = []
     @Flag(name: .customLong("read-only"), help: "Mount the root file system read-only.") var readOnly = false
+    @Flag(help: "Run privileged: every capability and host device, no seccomp filter, nothing of /proc masked. No sandbox.") var privileged = false
     @Option(name: .customLong("cap-add"), help: "Add a capability (NET_ADMIN, ALL).") var capAdd: [String] = []
     @Option(name: .customLong("cap-drop"), help: "Drop a capability (ALL drops every one).") var capDrop: [String] = []
     @Option(name: .customLong("security-opt"), help: ArgumentHelp("seccomp=unconfined|FILE, or no-new-privileges=false.", valueName: "opt")) var securityOptions: [String] = []
@@ -225,6 +226,7 @@ struct Run: AsyncParsableCommand {
             return .init(parts[0], soft: values[0], hard: values.last!)
         }
         spec.readOnlyRootfs = readOnly
+        spec.privileged = privileged
         spec.capabilitiesAdded = capAdd
         spec.capabilitiesDropped = capDrop
         for option in securityOptions {

@@ -22,7 +22,7 @@ struct ServiceReader {
         "init", "cap_add", "cap_drop", "sysctls", "ulimits", "stop_grace_period", "stop_signal", "ports", "expose", "volumes",
         "tmpfs", "networks", "network_mode", "restart", "healthcheck", "depends_on", "deploy", "scale", "mem_limit", "cpus",
         "pids_limit", "devices", "device_cgroup_rules", "security_opt", "memswap_limit", "links",
-        "container_name", "profiles", "pull_policy", "secrets", "configs",
+        "container_name", "profiles", "pull_policy", "secrets", "configs", "privileged",
         // Errors with a reason.
         "build", "extra_hosts",
         // Accepted, ignored, warned about.
@@ -96,6 +96,7 @@ struct ServiceReader {
         template.initProcess = try fields["init"]?.bool() ?? false
         template.capabilitiesAdded = try capabilities(fields["cap_add"])
         template.capabilitiesDropped = try capabilities(fields["cap_drop"])
+        template.privileged = try fields["privileged"]?.bool() ?? false
         for (key, value, at) in try fields["sysctls"]?.keyValues() ?? [] {
             guard let value else { throw at.error("needs a value (KEY=VALUE)") }
             template.sysctls[key] = value

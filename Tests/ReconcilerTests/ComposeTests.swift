@@ -577,6 +577,8 @@ private func webFile(_ body: String, top: String = "") -> String {
     }
 
     @Test func containerNameNamesTheOneReplica() throws {
+        #expect(try web("privileged: true").template.privileged)
+        #expect(try web("privileged: false").template.privileged == false)
         let service = try web("container_name: my-web")
         #expect(service.template.name == "my-web")
         #expect(service.replicas == 1)
@@ -709,7 +711,8 @@ private func webFile(_ body: String, top: String = "") -> String {
     }
 
     @Test func unsupportedKeysAreErrorsNamingThem() {
-        #expect(failure(webFile("privileged: true")).hasPrefix("compose.yaml: service web: privileged: is not a service key Gantry supports"))
+        #expect(failure(webFile("privileged: maybe")).contains("service web: privileged \"maybe\": must be true or false"))
+        #expect(failure(webFile("isolation: hyperv")).hasPrefix("compose.yaml: service web: isolation: is not a service key Gantry supports"))
         #expect(failure(webFile("container_name: web1\ndeploy:\n  replicas: 2")).contains("service web: container_name: names one container, and the service asks for 2 replicas"))
         #expect(failure(webFile("container_name: -web")).contains("container_name \"-web\": \"-web\" is not a valid container name"))
         #expect(failure(webFile("build: .")).contains("service web: build: not supported: Gantry runs images"))

@@ -48,6 +48,15 @@ public struct Capability: Hashable, Sendable, Comparable, CustomStringConvertibl
     /// Every capability the kernel knows of.
     public static var all: Set<Capability> { Set(names.indices.map { Capability(number: $0)! }) }
 
+    /// The capabilities this process holds in its bounding set: all a
+    /// privileged container can be given.
+    static let held: Set<Capability> = {
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        let line = status.split(separator: "\n").first { $0.hasPrefix("CapBnd:") }
+        guard let mask = line.flatMap({ UInt64($0.dropFirst("CapBnd:".count).trimmingCharacters(in: .whitespaces), radix: 16) }) else { return all }
+        return all.filter { $0.number < 64 && mask & (1 << UInt64($0.number)) != 0 }
+    }()
+
     /// Docker's default set: CHOWN, DAC_OVERRIDE, FSETID, FOWNER, MKNOD,
     /// NET_RAW, SETGID, SETUID, SETFCAP, SETPCAP, NET_BIND_SERVICE,
     /// SYS_CHROOT, KILL and AUDIT_WRITE (mask `0xa80425fb`).

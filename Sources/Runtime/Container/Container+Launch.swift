@@ -182,8 +182,8 @@ extension Container {
             plan.mounts.append(.bind(files + "/hosts", at: "/etc/hosts", directory: false))
             plan.mounts.append(.bind(files + "/resolv.conf", at: "/etc/resolv.conf", directory: false))
         }
-        plan.maskedPaths = ContainerDefaults.maskedPaths
-        plan.readonlyPaths = ContainerDefaults.readonlyPaths
+        plan.maskedPaths = spec.privileged ? [] : ContainerDefaults.maskedPaths
+        plan.readonlyPaths = spec.privileged ? [] : ContainerDefaults.readonlyPaths
         plan.readonlyRootfs = spec.readOnlyRootfs
         plan.sysctls = try ContainerRuntime.sysctls(spec)
         plan.rlimits = try ContainerRuntime.resourceLimits(spec)

@@ -11,9 +11,10 @@ enum ContainerDefaults {
     static let rdonly = UInt(MS_RDONLY)
 
     /// `/proc`, `/dev` with its standard nodes, `/dev/pts`, `/dev/shm`,
-    /// `/dev/mqueue`, and `/sys` read-only (only with a network namespace of
-    /// its own can sysfs be mounted fresh; otherwise the host's is bound).
-    static func mounts(ownNetwork: Bool) -> [PlannedMount] {
+    /// `/dev/mqueue`, and `/sys` read-only unless `writableSys` (only with a
+    /// network namespace of its own can sysfs be mounted fresh; otherwise
+    /// the host's is bound).
+    static func mounts(ownNetwork: Bool, writableSys: Bool = false) -> [PlannedMount] {
         var mounts: [PlannedMount] = [
             .filesystem("proc", at: "/proc", flags: nosuid | nodev | noexec),
             // nodev, with the standard nodes bound from the host's /dev: a
@@ -34,10 +35,11 @@ enum ContainerDefaults {
             .filesystem("tmpfs", at: "/dev/shm", source: "shm", flags: nosuid | nodev | noexec, data: "mode=1777,size=65536k"),
             .filesystem("mqueue", at: "/dev/mqueue", flags: nosuid | nodev | noexec),
         ]
+        let sysFlags = nosuid | nodev | noexec | (writableSys ? 0 : rdonly)
         if ownNetwork {
-            mounts.append(.filesystem("sysfs", at: "/sys", flags: nosuid | nodev | noexec | rdonly))
+            mounts.append(.filesystem("sysfs", at: "/sys", flags: sysFlags))
         } else {
-            mounts.append(.bind("/sys", at: "/sys", flags: nosuid | nodev | noexec | rdonly))
+            mounts.append(.bind("/sys", at: "/sys", flags: sysFlags))
         }
         return mounts
     }

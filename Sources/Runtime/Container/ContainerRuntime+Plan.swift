@@ -65,7 +65,7 @@ extension ContainerRuntime {
     static func capabilities(_ spec: ContainerSpec) throws -> Set<Capability> {
         let dropped = try Capability.parse(spec.capabilitiesDropped)
         let added = try Capability.parse(spec.capabilitiesAdded)
-        return Capability.dockerDefault.subtracting(dropped).union(added)
+        return (spec.privileged ? Capability.held : Capability.dockerDefault).subtracting(dropped).union(added)
     }
 
     /// The kernel parameters a spec may set: those of namespaces it owns.
@@ -111,7 +111,11 @@ extension ContainerRuntime {
     /// The mounts of a container: the standard ones, the devices it is
     /// given, then the spec's.
     static func mounts(_ spec: ContainerSpec, volumes: Volumes) throws -> [PlannedMount] {
-        var mounts = ContainerDefaults.mounts(ownNetwork: ownsNetworkNamespace(spec))
+        var mounts = ContainerDefaults.mounts(ownNetwork: ownsNetworkNamespace(spec), writableSys: spec.privileged)
+        if spec.privileged, !spec.namespaces.contains(.user) {
+            let given = Set(spec.devices.map(\.containerPath))
+            for node in hostDevices() where !given.contains(node) { mounts.append(.device(node, at: node)) }
+        }
         for device in try devices(spec) { mounts.append(.device(device.source, at: device.target)) }
         for mount in try orderedMounts(spec.mounts) {
             switch mount {
@@ -162,7 +166,32 @@ extension ContainerRuntime {
     /// Every device a container may use: the defaults, the spec's entries
     /// and the devices it is given.
     static func deviceAllowList(_ spec: ContainerSpec) throws -> [DeviceRule] {
-        DeviceRule.defaults + spec.deviceRules + (try devices(spec)).map(\.rule)
+        if spec.privileged { return [DeviceRule(.all, major: nil, minor: nil)] }
+        return DeviceRule.defaults + spec.deviceRules + (try devices(spec)).map(\.rule)
+    }
+
+    /// The host's device nodes under /dev that a privileged container is
+    /// given, but for those its /dev has of its own (the standard nodes,
+    /// pseudo-terminals, shared memory, message queues).
+    static func hostDevices() -> [String] {
+        let standard: Set<String> = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty", "/dev/ptmx", "/dev/console"]
+        let skipped = ["/dev/pts", "/dev/shm", "/dev/mqueue", "/dev/fd", "/dev/.", "/dev/hugepages"]
+        var found: [String] = []
+        var pending = ["/dev"]
+        while let directory = pending.popLast(), found.count < 4096 {
+            for name in ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).sorted() {
+                let path = directory + "/" + name
+                guard !skipped.contains(where: { path.hasPrefix($0) }), !standard.contains(path) else { continue }
+                var info = stat()
+                guard lstat(path, &info) == 0 else { continue }
+                switch info.st_mode & S_IFMT {
+                case S_IFDIR: pending.append(path)
+                case S_IFCHR, S_IFBLK: found.append(path)
+                default: continue
+                }
+            }
+        }
+        return found.sorted()
     }
 
     /// The spec's mounts, checked and in the order they are made: parents

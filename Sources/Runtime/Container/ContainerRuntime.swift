@@ -332,6 +332,7 @@ public final class ContainerRuntime: Sendable {
         let profileKey: String
         switch spec.seccomp {
         case .unconfined: return nil
+        case .default where spec.privileged: return nil
         case .default:
             // Hashing the whole default profile would cost more than the lookup saves.
             (profile, profileKey) = (.default, "default")

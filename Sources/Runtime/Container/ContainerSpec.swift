@@ -206,6 +206,13 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
     /// Entries added to the device allow list, which otherwise holds
     /// ``DeviceRule/defaults`` and the ``devices``.
     public var deviceRules: [DeviceRule]
+    /// Whether the container runs privileged, as Docker's `--privileged`
+    /// does: every capability but those dropped, no seccomp filter unless a
+    /// profile of its own is given, nothing of /proc masked or read-only,
+    /// /sys writable, and (for root's containers outside a user namespace)
+    /// every device of the host's /dev, with an allow list that allows all.
+    /// Only for what needs the host's hardware or kernel: it is no sandbox.
+    public var privileged: Bool
     /// Secrets given as files on a tmpfs or as variables; their values are
     /// written nowhere but memory.
     public var secrets: [Secret]
@@ -248,6 +255,7 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
         log = LogOptions()
         devices = []
         deviceRules = []
+        privileged = false
         secrets = []
         configs = []
     }
@@ -378,6 +386,11 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
         return copy
     }
 
+    /// Privileged, as Docker's `--privileged` (see ``privileged``).
+    public func privileged(_ enabled: Bool = true) -> ContainerSpec {
+        with(\.privileged, enabled)
+    }
+
     /// Named `name`.
     public func named(_ name: String) -> ContainerSpec {
         with(\.name, name)
@@ -429,6 +442,7 @@ extension ContainerSpec {
         try field(.oomScoreAdjustment, &oomScoreAdjustment)
         try field(.devices, &devices)
         try field(.deviceRules, &deviceRules)
+        try field(.privileged, &privileged)
         try field(.secrets, &secrets)
         try field(.configs, &configs)
     }
