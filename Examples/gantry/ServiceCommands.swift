@@ -54,11 +54,25 @@ struct Up: AsyncParsableCommand {
     @Flag(name: .long, help: "Leave the replicas running at exit, for the next up to adopt, instead of taking the project down.")
     var leaveRunning = false
     @Flag(name: .shortAndLong, help: "Print no events.") var quiet = false
+    @Flag(name: .shortAndLong, help: "Run in the background: return once the project is applied and its replicas made; down stops it.")
+    var detach = false
     @Option(name: .long, help: ArgumentHelp("How often autoscalers read CPU and memory use and decide.", valueName: "duration"))
     var autoscaleInterval = "15s"
     @OptionGroup var global: GlobalOptions
 
+    /// Set in the environment of the background process `--detach` starts.
+    static let detachedVariable = "GANTRY_UP_DETACHED"
+    /// The line the background process prints once the project is up.
+    static let readyLine = "gantry-up-ready"
+
     func run() async throws {
+        if detach { return try await runInBackground() }
+        let detached = ProcessInfo.processInfo.environment[Self.detachedVariable] != nil
+        // Out of the terminal's session: its signals and hang-up are not ours.
+        if detached {
+            setsid()
+            signal(SIGPIPE, SIG_IGN)
+        }
         let interval = try parseDuration(autoscaleInterval)
         guard interval > .zero else { throw ValidationError("--autoscale-interval \(autoscaleInterval) must be above 0") }
         let project = try compose.load()
@@ -88,6 +102,24 @@ struct Up: AsyncParsableCommand {
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint], logger: global.logger))
+        if detached {
+            // Tells the command that started it, once every service has its
+            // replicas made (or 60 s passed), then writes to its log alone.
+            let log = Self.logPath(project: project.name, root: global.stateRoot)
+            Task { [reconciler] in
+                for service in project.services {
+                    _ = try? await reconciler.waitUntil(service.name, timeout: .seconds(60)) { record, replicas in
+                        replicas.count >= (record?.spec.replicas ?? 0)
+                    }
+                }
+                say(Self.readyLine)
+                let descriptor = open(log, O_WRONLY | O_APPEND | O_CLOEXEC)
+                if descriptor >= 0 {
+                    dup2(descriptor, 1)
+                    close(descriptor)
+                }
+            }
+        }
         try await group.run()
         if !leaveRunning {
             try await Reconciler.tearDown(project: project.name, runtime: runtime, store: reconciler.store)
@@ -96,9 +128,86 @@ struct Up: AsyncParsableCommand {
     }
 }
 
+extension Up {
+    /// Where a project's background up writes: in the state root, beside the project's lock.
+    static func logPath(project: String, root: StateRoot) -> String {
+        root.path + "/reconciler/" + project + ".log"
+    }
+
+    /// Starts this command again without `--detach` in a process of its
+    /// own, echoes what it prints until the project is up, and returns;
+    /// the process runs on until `down` (or SIGTERM) ends it.
+    func runInBackground() async throws {
+        let project = try compose.load()
+        let root = global.stateRoot
+        if let running = Reconciler.reconcilingProcess(project: project.name, root: root) {
+            throw ValidationError("project \(project.name) is already up (pid \(running)); gantry down -f \(compose.file) takes it down")
+        }
+        try FileManager.default.createDirectory(atPath: root.path + "/reconciler", withIntermediateDirectories: true)
+        let log = Self.logPath(project: project.name, root: root)
+        guard FileManager.default.createFile(atPath: log, contents: nil, attributes: [.posixPermissions: 0o600]),
+              let logHandle = FileHandle(forWritingAtPath: log) else {
+            throw ValidationError("cannot write the background up's log \(log)")
+        }
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath()
+        // The same command line without the flag (also where it is among combined short flags).
+        process.arguments = CommandLine.arguments.dropFirst().compactMap { argument -> String? in
+            if argument == "--detach" || argument == "-d" { return nil }
+            if argument.hasPrefix("-"), !argument.hasPrefix("--"), argument.count > 2, argument.dropFirst().allSatisfy(\.isLetter) {
+                return argument.replacingOccurrences(of: "d", with: "")
+            }
+            return argument
+        }
+        var environment = ProcessInfo.processInfo.environment
+        environment[Self.detachedVariable] = "1"
+        process.environment = environment
+        let output = Pipe()
+        process.standardInput = FileHandle.nullDevice
+        process.standardOutput = output
+        process.standardError = logHandle
+        try process.run()
+        try? logHandle.close()
+        output.fileHandleForWriting.closeFile()
+        // Echoes the background process's lines until it is up.
+        var pending = Data()
+        var ready = false
+        reading: while true {
+            let chunk = output.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            pending.append(chunk)
+            while let newline = pending.firstIndex(of: 0x0A) {
+                let line = String(decoding: pending[pending.startIndex ..< newline], as: UTF8.self)
+                pending = Data(pending[(newline + 1)...])
+                if line == Self.readyLine {
+                    ready = true
+                    break reading
+                }
+                say(line)
+            }
+        }
+        guard ready else {
+            process.waitUntilExit()
+            let tail = ((try? String(contentsOfFile: log, encoding: .utf8)) ?? "").split(separator: "\n").suffix(20).joined(separator: "\n")
+            unlink(log)
+            FileHandle.standardError.write(Data((tail + "\n").utf8))
+            throw ExitCode(process.terminationStatus == 0 ? 1 : process.terminationStatus)
+        }
+        say("project \(project.name) is up in the background (pid \(process.processIdentifier)); its log: \(log); gantry down takes it down")
+    }
+}
+
 /// Prints a line at once, unbuffered, also into a pipe or a file.
 func say(_ line: String) {
-    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+    // write(2) itself: a reader that went away is no reason to crash.
+    let bytes = Array((line + "\n").utf8)
+    var offset = 0
+    while offset < bytes.count {
+        let written = bytes[offset...].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+        if written < 0, errno == EINTR { continue }
+        guard written > 0 else { return }
+        offset += written
+    }
 }
 
 /// Prints the reconciler's events as they happen, until shutdown.
@@ -128,8 +237,12 @@ struct Down: AsyncParsableCommand {
         let store = try ServiceStore(root: gantry.root)
         let upProcess = Reconciler.reconcilingProcess(project: project.name, root: gantry.root)
         try await Reconciler.tearDown(project: project.name, runtime: runtime, store: store, removingVolumes: volumes)
-        // The foreground up has nothing left to run.
-        if let upProcess { kill(upProcess, SIGTERM) }
+        // The up (in the foreground or the background) has nothing left to run.
+        if let upProcess {
+            kill(upProcess, SIGTERM)
+            for _ in 0 ..< 500 where kill(upProcess, 0) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        unlink(Up.logPath(project: project.name, root: gantry.root))
         print("project \(project.name) taken down")
     }
 }

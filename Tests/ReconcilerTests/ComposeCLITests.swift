@@ -246,6 +246,63 @@ import Testing
         }
     }
 
+    @Test func upDetachedRunsInTheBackgroundWithItsSecretsUntilDown() async throws {
+        try await withImage("compose-detach", applets: ["stat", "cut", "md5sum"]) { root, dir in
+            let compose = dir + "/compose.yaml"
+            let value = "detached-\(UUID().uuidString)"
+            try write(value, to: dir + "/token.txt")
+            try write("""
+                secrets:
+                  token:
+                    file: ./token.txt
+                configs:
+                  motd:
+                    content: hello from ${GREETING:-nowhere}
+                services:
+                  worker:
+                    image: bb:1
+                    command: ["sh", "-c", "stat -c '%a %u' /run/secrets/token; md5sum /run/secrets/token | cut -c1-32; cat /motd; echo; exec sleep 600"]
+                    scale: 2
+                    network_mode: none
+                    user: "1000"
+                    secrets: [token]
+                    configs: [motd]
+                """, to: compose)
+            do {
+                let started = try await runWithStatus(binary, ["--root", root, "up", "-d", "-f", compose, "-p", "detach"],
+                                                      environment: ["GANTRY_CGROUP_PARENT": parent, "GREETING": "the background"])
+                #expect(started.status == 0, "\(started.output) \(started.error)")
+                #expect(started.output.contains("project detach is up in the background"), "\(started.output)")
+                // It returned, and the project runs on without it.
+                try await waitForServices(root, log: root + "/reconciler/detach.log") { $0["worker"]?["available"] as? Int == 2 }
+                let digest = String(try await run("md5sum", [], input: Data(value.utf8)).prefix(32))
+                for record in try await running(root) {
+                    let logs = try await gantry(root, ["logs", record["id"] as? String ?? ""])
+                    #expect(logs.output == "400 1000\n\(digest)\nhello from the background\n", "\(logs.output)")
+                }
+                // What inspect shows names the secret, never its value.
+                let shown = try await gantry(root, ["inspect", try #require(try await running(root).first?["id"] as? String)])
+                #expect(shown.output.contains("/run/secrets/token") && !shown.output.contains(value))
+                // A second background up of the project is refused.
+                let again = try await runWithStatus(binary, ["--root", root, "up", "-d", "-f", compose, "-p", "detach"],
+                                                    environment: ["GANTRY_CGROUP_PARENT": parent])
+                #expect(again.status != 0 && again.error.contains("project detach is already up"), "\(again.error)")
+                let down = try await gantry(root, ["down", "-f", compose, "-p", "detach"])
+                #expect(down.status == 0, "\(down.error)")
+                #expect(try await running(root).isEmpty)
+                #expect(!FileManager.default.fileExists(atPath: root + "/reconciler/detach.log"))
+                // The background process is gone with it.
+                let left = try await runWithStatus("/usr/bin/pgrep", ["-f", "--root \(root) up -f"])
+                #expect(left.output.isEmpty, "\(left.output)")
+                #expect(filesHolding(value, under: root).isEmpty)
+                try await cleanUp(root, compose: compose, processes: [])
+            } catch {
+                try? await cleanUp(root, compose: compose, processes: [])
+                throw error
+            }
+        }
+    }
+
     @Test func upKilledAtRandomMomentsLeavesNothingOnceTheNextUpIsTakenDown() async throws {
         try await withImage("compose-crash") { root, dir in
             let compose = dir + "/compose.yaml"
