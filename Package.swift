@@ -153,7 +153,7 @@ let package = Package(
         .target(
             name: "Compose",
             dependencies: [
-                "Reconciler", "Runtime", "OCIImage",
+                "Reconciler", "Runtime", "OCIImage", "Build",
                 .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: library

@@ -54,6 +54,7 @@ struct Up: AsyncParsableCommand {
     @Flag(name: .long, help: "Leave the replicas running at exit, for the next up to adopt, instead of taking the project down.")
     var leaveRunning = false
     @Flag(name: .shortAndLong, help: "Print no events.") var quiet = false
+    @Flag(name: .long, help: "Build the images of services with a build: even when the store has them.") var build = false
     @Flag(name: .shortAndLong, help: "Run in the background: return once the project is applied and its replicas made; down stops it.")
     var detach = false
     @Option(name: .long, help: ArgumentHelp("How often autoscalers read CPU and memory use and decide.", valueName: "duration"))
@@ -87,7 +88,8 @@ struct Up: AsyncParsableCommand {
             options: Reconciler.Options(project: project.name, onShutdown: leaveRunning ? .leaveRunning : .stopReplicas,
                                         autoscaleInterval: interval, metricSource: CgroupMetricSource(runtime: runtime)),
             logger: global.logger)
-        let report = try await reconciler.apply(project)
+        let report = try await reconciler.apply(project, rebuilding: build)
+        for image in report.builtImages { say("image \(image) built") }
         for image in report.pulledImages { say("image \(image) pulled") }
         for network in report.createdNetworks { say("network \(network) created") }
         for volume in report.createdVolumes { say("volume \(volume) created") }

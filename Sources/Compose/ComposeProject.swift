@@ -30,6 +30,8 @@ public struct ComposeProject: Hashable, Sendable, Codable {
     /// When each service's image is pulled (Compose's `pull_policy`), by
     /// service name; a service not listed has ``PullPolicy/missing``.
     public var pullPolicies: [String: PullPolicy]
+    /// How the images of services with a `build:` are made, by service name.
+    public var builds: [String: ComposeBuild]
 
     /// A project as given.
     ///
@@ -40,14 +42,16 @@ public struct ComposeProject: Hashable, Sendable, Codable {
     ///   - volumes: its named volumes.
     ///   - warnings: what was accepted but ignored.
     ///   - pullPolicies: when each service's image is pulled, by service name.
+    ///   - builds: how services' images are built, by service name.
     public init(name: String, services: [ServiceSpec] = [], networks: [ComposeNetwork] = [], volumes: [ComposeVolume] = [],
-                warnings: [String] = [], pullPolicies: [String: PullPolicy] = [:]) {
+                warnings: [String] = [], pullPolicies: [String: PullPolicy] = [:], builds: [String: ComposeBuild] = [:]) {
         self.name = name
         self.services = services
         self.networks = networks
         self.volumes = volumes
         self.warnings = warnings
         self.pullPolicies = pullPolicies
+        self.builds = builds
     }
 
     /// The largest compose file read, in bytes (real ones are a few
@@ -143,6 +147,7 @@ public struct ComposeProject: Hashable, Sendable, Codable {
         var usesDefaultNetwork = false
         var links: [(from: String, link: ServiceReader.Link)] = []
         var pullPolicies: [String: PullPolicy] = [:]
+        var builds: [String: ComposeBuild] = [:]
         // Each service with what it extends merged in.
         let listed = try servicesValue.mapping().map { (key: $0.key, value: $0.value.node) }
         let extended = try ComposeExtends(file: file, directory: directory, budget: ComposeNodeBudget()).resolve(listed)
@@ -157,6 +162,7 @@ public struct ComposeProject: Hashable, Sendable, Codable {
             usesDefaultNetwork = usesDefaultNetwork || read.usesDefaultNetwork
             links += read.links.map { (key, $0) }
             if read.pullPolicy != .missing { pullPolicies[key] = read.pullPolicy }
+            if let build = read.build { builds[key] = build }
         }
         // A link makes the linked service answer to its alias on the network
         // the two share, as Docker's links did.
@@ -177,7 +183,8 @@ public struct ComposeProject: Hashable, Sendable, Codable {
             networks["default"] = ComposeNetwork(key: "default", name: "\(name)_default")
         }
         return ComposeProject(name: name, services: services.sorted { $0.name < $1.name }, networks: networks.values.sorted { $0.key < $1.key },
-                              volumes: volumes.values.sorted { $0.key < $1.key }, warnings: context.warnings, pullPolicies: pullPolicies)
+                              volumes: volumes.values.sorted { $0.key < $1.key }, warnings: context.warnings, pullPolicies: pullPolicies,
+                              builds: builds)
     }
 
     /// The given name, the file's `name:`, or the directory's name made fit.
@@ -363,4 +370,6 @@ public enum PullPolicy: String, Hashable, Sendable, Codable, CaseIterable {
     case always
     /// Never: an image the store lacks is an error naming the service.
     case never
+    /// Built with the service's `build:` every time the project is applied.
+    case build
 }

@@ -23,8 +23,9 @@ struct ServiceReader {
         "tmpfs", "networks", "network_mode", "restart", "healthcheck", "depends_on", "deploy", "scale", "mem_limit", "cpus",
         "pids_limit", "devices", "device_cgroup_rules", "security_opt", "memswap_limit", "links",
         "container_name", "profiles", "pull_policy", "secrets", "configs", "privileged",
+        "build",
         // Errors with a reason.
-        "build", "extra_hosts",
+        "extra_hosts",
         // Accepted, ignored, warned about.
         "logging", "dns", "dns_search", "dns_opt", "platform", "runtime", "tty", "stdin_open",
     ]
@@ -51,7 +52,8 @@ struct ServiceReader {
 
     /// The spec, whether it joins the project's default network, and its
     /// links; nil for a service left out because it has profiles.
-    func read(name: String, _ service: ComposeValue) throws -> (spec: ServiceSpec, usesDefaultNetwork: Bool, links: [Link], pullPolicy: PullPolicy)? {
+    func read(name: String, _ service: ComposeValue) throws
+        -> (spec: ServiceSpec, usesDefaultNetwork: Bool, links: [Link], pullPolicy: PullPolicy, build: ComposeBuild?)? {
         do {
             try ServiceSpec.validate(name: name, kind: "service")
         } catch let error as ReconcilerError {
@@ -65,12 +67,13 @@ struct ServiceReader {
                 return nil
             }
         }
-        if let key = fields["build"] { throw key.keyError("not supported: Gantry runs images; build the image first and name it in image:") }
+        let build = try fields["build"].map { try self.build($0) }
         if let key = fields["extra_hosts"] { throw key.keyError("not supported: Gantry does not add host entries") }
         for (key, why) in Self.ignored { fields[key]?.warn(why) }
 
-        guard let image = try fields["image"]?.optionalString(), !image.isEmpty else {
-            throw service.keyError("image: is missing; Gantry runs images")
+        // A service that is built is named as Compose names it, unless image: names it.
+        guard let image = try fields["image"]?.optionalString().flatMap({ $0.isEmpty ? nil : $0 }) ?? build.map({ _ in "\(project)-\(name)" }) else {
+            throw service.keyError("image: is missing, and there is no build: to make one")
         }
         var template = ContainerSpec(image: image)
         template.entrypoint = try fields["entrypoint"].flatMap(commandLine)
@@ -160,7 +163,9 @@ struct ServiceReader {
             }
             return Link(service: parts[0], alias: parts.last!, at: item)
         }
-        return (spec, network.usesDefault, links, try pullPolicy(fields["pull_policy"]))
+        let policy = try pullPolicy(fields["pull_policy"])
+        if policy == .build, build == nil { throw fields["pull_policy", default: service].error("build asks for a build:, which the service does not have") }
+        return (spec, network.usesDefault, links, policy, build)
     }
 
     /// `pull_policy`; the refreshing ones (`daily`, `weekly`, `every_…`)
@@ -171,7 +176,7 @@ struct ServiceReader {
         case "missing", "if_not_present": return .missing
         case "always": return .always
         case "never": return .never
-        case "build": throw value.error("not supported: Gantry runs images; build the image first (gantry build) and name it in image:")
+        case "build": return .build
         case "daily", "weekly":
             value.warn("the image is pulled when missing, not refreshed \(text)")
             return .missing

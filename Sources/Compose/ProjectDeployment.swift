@@ -18,22 +18,27 @@ public struct ProjectReport: Hashable, Sendable {
     public var deletedServices: [String] = []
     /// Images pulled for the services (those missing, or all with `pull_policy: always`).
     public var pulledImages: [String] = []
+    /// Images built for services with a `build:` (those missing, or all when asked or with `pull_policy: build`).
+    public var builtImages: [String] = []
 }
 
 /// The label that marks networks and volumes a project created.
 public let projectLabel = ReplicaLabel.project
 
 extension Reconciler {
-    /// Applies a compose project: pulls the images its services lack (as
-    /// their pull policies say), creates its missing networks and volumes
+    /// Applies a compose project: builds or pulls the images its services
+    /// lack (as their `build:` and pull policies say), creates its missing networks and volumes
     /// (labelled with the project), applies its services and deletes the
     /// project's services that the file no longer has.
     ///
-    /// - Parameter project: the loaded compose project; its name must be this reconciler's project.
+    /// - Parameters:
+    ///   - project: the loaded compose project; its name must be this reconciler's project.
+    ///   - rebuilding: whether services with a `build:` are built even
+    ///     when the store has their images (`gantry up --build`).
     /// - Throws: `ReconcilerError` naming what is wrong, or a runtime error
     ///   when a network or volume cannot be made.
     @discardableResult
-    public func apply(_ project: ComposeProject) async throws -> ProjectReport {
+    public func apply(_ project: ComposeProject, rebuilding: Bool = false) async throws -> ProjectReport {
         guard project.name == options.project else {
             throw ReconcilerError(.invalidSpec, "compose project \(project.name) is not this reconciler's project (\(options.project))")
         }
@@ -42,6 +47,7 @@ extension Reconciler {
         }
         var report = ProjectReport()
         // Images first: a service that cannot have its image makes nothing.
+        report.builtImages = try await buildImages(project, runtime: runtime, always: rebuilding)
         report.pulledImages = try await pullImages(project, images: runtime.images)
         let existingNetworks = Set(try runtime.networks.list().map(\.name))
         for network in project.networks {
@@ -96,7 +102,8 @@ extension Reconciler {
     private func pullImages(_ project: ComposeProject, images: ImageStore) async throws -> [String] {
         var pulled: [String] = []
         for service in project.services {
-            guard case .image(let reference) = service.template.root, !pulled.contains(reference) else { continue }
+            // A service that is built is not pulled.
+            guard project.builds[service.name] == nil, case .image(let reference) = service.template.root, !pulled.contains(reference) else { continue }
             let policy = project.pullPolicies[service.name] ?? .missing
             let present = (try? await images.image(reference)) != nil
             if present && policy != .always { continue }

@@ -49,3 +49,47 @@ import Testing
         }
     }
 }
+
+/// Applying a compose project builds the images of services with a
+/// `build:` that the store lacks, as `docker compose up` does.
+@Suite(.requiresRoot) struct ComposeBuildTests {
+    @Test func applyingBuildsWhatTheStoreLacksWithTheImageBuilder() async throws {
+        try await withBusyboxRuntime("compose-build", applets: reconcilerApplets) { runtime, dir in
+            try FileManager.default.createDirectory(atPath: dir + "/app/docker", withIntermediateDirectories: true)
+            try write("FROM busybox:test\nARG GREETING=none\nRUN echo \"$GREETING\" > /greeting\nCMD [\"sleep\", \"600\"]\n", to: dir + "/app/docker/Web.dockerfile")
+            let project = try ComposeProject.parse("""
+                name: built
+                services:
+                  web:
+                    build:
+                      context: ./app
+                      dockerfile: docker/Web.dockerfile
+                      args: {GREETING: hello}
+                    command: ["sh", "-c", "cat /greeting; exec sleep 600"]
+                    stop_grace_period: 1s
+                    network_mode: none
+                """, directory: dir)
+            #expect(project.builds["web"] == ComposeBuild(context: dir + "/app", dockerfile: dir + "/app/docker/Web.dockerfile", arguments: ["GREETING": "hello"]))
+            #expect(project.services.first?.template.root == .image("built-web"))
+            let reconciler = try Reconciler(runtime: runtime, options: Reconciler.Options(project: "built"))
+            try await reconciler.withRunning { reconciler in
+                #expect(try await reconciler.apply(project).builtImages == ["built-web"])
+                try await reconciler.waitForRollout("web")
+                let replica = try #require(try runtime.list().first { $0.spec.labels[ReplicaLabel.service] == "web" })
+                let container = try runtime.container(replica.id)
+                for _ in 0 ..< 500 where try await container.logs.text().isEmpty { try await Task.sleep(for: .milliseconds(10)) }
+                #expect(try await container.logs.text() == "hello\n")
+                // Built once: the store has it now, unless a rebuild is asked for.
+                #expect(try await reconciler.apply(project).builtImages.isEmpty)
+                #expect(try await reconciler.apply(project, rebuilding: true).builtImages == ["built-web"])
+                // A Dockerfile that fails names the service.
+                try write("FROM busybox:test\nRUN exit 3\n", to: dir + "/app/docker/Web.dockerfile")
+                await #expect { try await reconciler.apply(project, rebuilding: true) } throws: { error in
+                    (error as? ReconcilerError)?.message.contains("service web: cannot build image built-web from \(dir)/app") == true
+                }
+                try await Reconciler.tearDown(project: "built", runtime: runtime, store: reconciler.store, timeout: .seconds(20))
+            }
+            _ = try await runtime.images.remove("built-web")
+        }
+    }
+}

@@ -710,12 +710,25 @@ private func webFile(_ body: String, top: String = "") -> String {
         #expect(failure(webFile("configs:\n  - source: c\n    uid: root", top: "configs:\n  c:\n    content: x\n")).contains("configs[0].uid \"root\": must be a numeric ID"))
     }
 
+    @Test func buildsAreTakenAsComposeWritesThem() throws {
+        let built = try parse("services:\n  api:\n    build: ./api\n  web:\n    image: shop/web:2\n    build:\n      context: web\n      target: prod\n      args: [VERSION=2, TOKEN]\n      tags: [\"shop/web:latest\"]\n      network: host\n      no_cache: true\n      cache_from: [shop/web:1]\n", environment: ["TOKEN": "t"])
+        #expect(built.builds["api"] == ComposeBuild(context: "/srv/demo/api"))
+        #expect(built.services.first { $0.name == "api" }?.template.root == .image("demo-api"))
+        #expect(built.builds["web"] == ComposeBuild(context: "/srv/demo/web", arguments: ["VERSION": "2", "TOKEN": "t"], target: "prod", network: "host",
+                                                    noCache: true, tags: ["shop/web:latest"]))
+        #expect(built.services.first { $0.name == "web" }?.template.root == .image("shop/web:2"))
+        #expect(built.warnings.contains { $0.contains("build.cache_from") && $0.contains("ignored by Gantry's image builder") }, "\(built.warnings)")
+    }
+
     @Test func unsupportedKeysAreErrorsNamingThem() {
         #expect(failure(webFile("privileged: maybe")).contains("service web: privileged \"maybe\": must be true or false"))
         #expect(failure(webFile("isolation: hyperv")).hasPrefix("compose.yaml: service web: isolation: is not a service key Gantry supports"))
         #expect(failure(webFile("container_name: web1\ndeploy:\n  replicas: 2")).contains("service web: container_name: names one container, and the service asks for 2 replicas"))
         #expect(failure(webFile("container_name: -web")).contains("container_name \"-web\": \"-web\" is not a valid container name"))
-        #expect(failure(webFile("build: .")).contains("service web: build: not supported: Gantry runs images"))
+        #expect(failure(webFile("build:\n  context: .\n  ssh: [default]")).contains("service web: build.ssh: not supported by Gantry's image builder"))
+        #expect(failure(webFile("build:\n  network: bridge")).contains("build.network \"bridge\": must be none or host"))
+        #expect(failure(webFile("pull_policy: build")).contains("pull_policy \"build\": build asks for a build:"))
+        #expect(failure("services:\n  web:\n    command: [x]\n").contains("image: is missing, and there is no build: to make one"))
         #expect(failure(webFile("extra_hosts: [\"db:10.0.0.2\"]")).contains("extra_hosts: not supported"))
         #expect(failure("services:\n  web:\n    command: sleep 1\n").contains("compose.yaml: service web: image: is missing"))
         #expect(failure("services:\n  -web:\n    image: nginx\n").contains("\"-web\" is not a valid service name"))
