@@ -153,7 +153,7 @@ let package = Package(
         .target(
             name: "Compose",
             dependencies: [
-                "Reconciler", "Runtime", "OCIImage", "Build",
+                "Reconciler", "Runtime", "OCIImage", "Build", "Scheduler",
                 .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: library

@@ -12,7 +12,7 @@ struct GantryCommand: AsyncParsableCommand {
         subcommands: [
             Run.self, PS.self, Inspect.self, Logs.self, Exec.self, Copy.self, Stop.self, Kill.self, Remove.self, Stats.self, Pause.self, Unpause.self,
             NetworkCommand.self, VolumeCommand.self, PodCommand.self, ImageCommand.self, BuildImage.self, Login.self, Logout.self,
-            Up.self, Down.self, ComposeCommand.self, ServiceCommand.self, Events.self, JobCommand.self, CronCommand.self, Check.self, Demo.self,
+            Up.self, Down.self, ComposeCommand.self, KubeCommand.self, ServiceCommand.self, Events.self, JobCommand.self, CronCommand.self, Check.self, Demo.self,
         ]
     )
 

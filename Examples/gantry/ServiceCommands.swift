@@ -44,40 +44,63 @@ struct ComposeCommand: AsyncParsableCommand {
     }
 }
 
-struct Up: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(
-        abstract: "Run a compose project in the foreground until SIGINT or SIGTERM, then take it down.",
-        discussion: "Replicas are kept running, replaced when they end, probed and rolled out as the file says. ps, inspect, logs, events and service commands work from other processes meanwhile.")
-    @OptionGroup var compose: ComposeOptions
+/// How a project runs: in the foreground or the background, with metrics, events and autoscaling.
+struct RunFlags: ParsableArguments {
     @Option(name: .long, help: ArgumentHelp("Serve Prometheus metrics at /metrics on this port.", valueName: "port")) var metricsPort: Int?
     @Option(name: .long, help: ArgumentHelp("The address the metrics port listens on.", valueName: "ip")) var metricsAddress = "127.0.0.1"
     @Flag(name: .long, help: "Leave the replicas running at exit, for the next up to adopt, instead of taking the project down.")
     var leaveRunning = false
     @Flag(name: .shortAndLong, help: "Print no events.") var quiet = false
-    @Flag(name: .long, help: "Build the images of services with a build: even when the store has them.") var build = false
     @Flag(name: .shortAndLong, help: "Run in the background: return once the project is applied and its replicas made; down stops it.")
     var detach = false
     @Option(name: .long, help: ArgumentHelp("How often autoscalers read CPU and memory use and decide.", valueName: "duration"))
     var autoscaleInterval = "15s"
+}
+
+struct Up: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a compose project in the foreground until SIGINT or SIGTERM, then take it down.",
+        discussion: "Replicas are kept running, replaced when they end, probed and rolled out as the file says. ps, inspect, logs, events and service commands work from other processes meanwhile.")
+    @OptionGroup var compose: ComposeOptions
+    @Flag(name: .long, help: "Build the images of services with a build: even when the store has them.") var build = false
+    @OptionGroup var flags: RunFlags
     @OptionGroup var global: GlobalOptions
+
+    func run() async throws {
+        let project = try compose.load()
+        try await ProjectRunner(flags: flags, global: global, downHint: "gantry down -f \(compose.file)").run(project, rebuilding: build)
+    }
+}
+
+/// Runs a project as `up` and `kube play` do.
+struct ProjectRunner {
+    let flags: RunFlags
+    let global: GlobalOptions
+    /// The command that takes the project down, for messages.
+    let downHint: String
 
     /// Set in the environment of the background process `--detach` starts.
     static let detachedVariable = "GANTRY_UP_DETACHED"
     /// The line the background process prints once the project is up.
     static let readyLine = "gantry-up-ready"
 
-    func run() async throws {
-        if detach { return try await runInBackground() }
+    /// Where a project's background up writes: in the state root, beside the project's lock.
+    static func logPath(project: String, root: StateRoot) -> String {
+        root.path + "/reconciler/" + project + ".log"
+    }
+
+    func run(_ project: ComposeProject, rebuilding: Bool = false, prepare: () throws -> Void = {}) async throws {
+        if flags.detach { return try await runInBackground(project) }
         let detached = ProcessInfo.processInfo.environment[Self.detachedVariable] != nil
         // Out of the terminal's session: its signals and hang-up are not ours.
         if detached {
             setsid()
             signal(SIGPIPE, SIG_IGN)
         }
-        let interval = try parseDuration(autoscaleInterval)
-        guard interval > .zero else { throw ValidationError("--autoscale-interval \(autoscaleInterval) must be above 0") }
-        let project = try compose.load()
+        let interval = try parseDuration(flags.autoscaleInterval)
+        guard interval > .zero else { throw ValidationError("--autoscale-interval \(flags.autoscaleInterval) must be above 0") }
         for warning in project.warnings { Terminal.printWarning(warning) }
+        try prepare()
         // Libraries report through swift-metrics; the program chooses where it goes.
         let registry = PrometheusCollectorRegistry()
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
@@ -85,22 +108,22 @@ struct Up: AsyncParsableCommand {
         let runtime = try gantry.containers
         let reconciler = try Reconciler(
             runtime: runtime,
-            options: Reconciler.Options(project: project.name, onShutdown: leaveRunning ? .leaveRunning : .stopReplicas,
+            options: Reconciler.Options(project: project.name, onShutdown: flags.leaveRunning ? .leaveRunning : .stopReplicas,
                                         autoscaleInterval: interval, metricSource: CgroupMetricSource(runtime: runtime)),
             logger: global.logger)
-        let report = try await reconciler.apply(project, rebuilding: build)
+        let report = try await reconciler.apply(project, rebuilding: rebuilding)
         for image in report.builtImages { say("image \(image) built") }
         for image in report.pulledImages { say("image \(image) pulled") }
         for network in report.createdNetworks { say("network \(network) created") }
         for volume in report.createdVolumes { say("volume \(volume) created") }
         var services: [any Service] = [reconciler, ContainerMetrics(runtime: runtime, interval: .seconds(2), logger: global.logger)]
-        if let metricsPort {
-            let server = MetricsServer(host: metricsAddress, port: metricsPort, registry: registry, logger: global.logger)
+        if let metricsPort = flags.metricsPort {
+            let server = MetricsServer(host: flags.metricsAddress, port: metricsPort, registry: registry, logger: global.logger)
             try await server.bind()
-            say("metrics at http://\(metricsAddress):\(server.boundPort)/metrics")
+            say("metrics at http://\(flags.metricsAddress):\(server.boundPort)/metrics")
             services.append(server)
         }
-        if !quiet { services.append(EventPrinter(reconciler: reconciler)) }
+        if !flags.quiet { services.append(EventPrinter(reconciler: reconciler)) }
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
             services: services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) },
             gracefulShutdownSignals: [.sigterm, .sigint], logger: global.logger))
@@ -123,27 +146,19 @@ struct Up: AsyncParsableCommand {
             }
         }
         try await group.run()
-        if !leaveRunning {
+        if !flags.leaveRunning {
             try await Reconciler.tearDown(project: project.name, runtime: runtime, store: reconciler.store)
             say("project \(project.name) taken down")
         }
-    }
-}
-
-extension Up {
-    /// Where a project's background up writes: in the state root, beside the project's lock.
-    static func logPath(project: String, root: StateRoot) -> String {
-        root.path + "/reconciler/" + project + ".log"
     }
 
     /// Starts this command again without `--detach` in a process of its
     /// own, echoes what it prints until the project is up, and returns;
     /// the process runs on until `down` (or SIGTERM) ends it.
-    func runInBackground() async throws {
-        let project = try compose.load()
+    func runInBackground(_ project: ComposeProject) async throws {
         let root = global.stateRoot
         if let running = Reconciler.reconcilingProcess(project: project.name, root: root) {
-            throw ValidationError("project \(project.name) is already up (pid \(running)); gantry down -f \(compose.file) takes it down")
+            throw ValidationError("project \(project.name) is already up (pid \(running)); \(downHint) takes it down")
         }
         try FileManager.default.createDirectory(atPath: root.path + "/reconciler", withIntermediateDirectories: true)
         let log = Self.logPath(project: project.name, root: root)
@@ -195,7 +210,22 @@ extension Up {
             FileHandle.standardError.write(Data((tail + "\n").utf8))
             throw ExitCode(process.terminationStatus == 0 ? 1 : process.terminationStatus)
         }
-        say("project \(project.name) is up in the background (pid \(process.processIdentifier)); its log: \(log); gantry down takes it down")
+        say("project \(project.name) is up in the background (pid \(process.processIdentifier)); its log: \(log); \(downHint) takes it down")
+    }
+
+    /// Takes a project down, as `down` and `kube play --down` do, and ends
+    /// the up that runs it (in the foreground or the background).
+    static func takeDown(_ project: String, global: GlobalOptions, removingVolumes: Bool) async throws {
+        let gantry = try await global.openGantry()
+        let runtime = try gantry.containers
+        let store = try ServiceStore(root: gantry.root)
+        let upProcess = Reconciler.reconcilingProcess(project: project, root: gantry.root)
+        try await Reconciler.tearDown(project: project, runtime: runtime, store: store, removingVolumes: removingVolumes)
+        if let upProcess {
+            kill(upProcess, SIGTERM)
+            for _ in 0 ..< 500 where kill(upProcess, 0) == 0 { try await Task.sleep(for: .milliseconds(10)) }
+        }
+        unlink(logPath(project: project, root: gantry.root))
     }
 }
 
@@ -234,17 +264,7 @@ struct Down: AsyncParsableCommand {
 
     func run() async throws {
         let project = try compose.load()
-        let gantry = try await global.openGantry()
-        let runtime = try gantry.containers
-        let store = try ServiceStore(root: gantry.root)
-        let upProcess = Reconciler.reconcilingProcess(project: project.name, root: gantry.root)
-        try await Reconciler.tearDown(project: project.name, runtime: runtime, store: store, removingVolumes: volumes)
-        // The up (in the foreground or the background) has nothing left to run.
-        if let upProcess {
-            kill(upProcess, SIGTERM)
-            for _ in 0 ..< 500 where kill(upProcess, 0) == 0 { try await Task.sleep(for: .milliseconds(10)) }
-        }
-        unlink(Up.logPath(project: project.name, root: gantry.root))
+        try await ProjectRunner.takeDown(project.name, global: global, removingVolumes: volumes)
         print("project \(project.name) taken down")
     }
 }

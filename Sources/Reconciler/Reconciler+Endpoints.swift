@@ -10,7 +10,8 @@ extension Reconciler {
     /// bridge network, or a runtime without endpoints).
     func endpoint(for spec: ServiceSpec) -> ServiceEndpoint? {
         guard spec.endpointMode == .virtualAddress, runtime.supportsEndpoints, case .bridge(let network) = spec.template.network else { return nil }
-        return ServiceEndpoint(name: spec.name, network: network, ports: spec.template.publishedPorts, affinity: spec.sessionAffinity)
+        return ServiceEndpoint(name: spec.name, network: network, ports: spec.template.publishedPorts, affinity: spec.sessionAffinity,
+                               virtualPorts: spec.virtualPorts)
     }
 
     /// Points the service's endpoint at its ready replicas, leaving out

@@ -34,6 +34,10 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
     public var endpointMode: EndpointMode
     /// How a client's connections to the endpoint are given to replicas.
     public var sessionAffinity: ServiceEndpoint.Affinity
+    /// The ports of the endpoint's virtual address, each to a port of the
+    /// replicas (as a Kubernetes Service's `port` and `targetPort`); empty
+    /// for every port going to the same port of a replica.
+    public var virtualPorts: [PublishedPort]
 
     /// A service of `replicas` copies of `template`.
     ///
@@ -55,6 +59,7 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
         labels = [:]
         endpointMode = .virtualAddress
         sessionAffinity = .none
+        virtualPorts = []
     }
 
     /// The project of services applied without one.
@@ -98,6 +103,9 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
         guard crashLoop.initial > .zero, crashLoop.maximum >= crashLoop.initial else {
             throw ReconcilerError(.invalidSpec, "service \(name): the crash-loop back-off needs 0 < initial <= maximum")
         }
+        for port in virtualPorts where port.hostPort == 0 || port.containerPort == 0 {
+            throw ReconcilerError(.invalidSpec, "service \(name): the virtual port \(port.hostPort) → \(port.containerPort) needs both ports above 0")
+        }
         for dependency in dependsOn where dependency.service == name {
             throw ReconcilerError(.invalidSpec, "service \(name) depends on itself")
         }
@@ -120,7 +128,7 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
 
 extension ServiceSpec {
     private enum CodingKeys: String, CodingKey {
-        case name, project, replicas, template, restartPolicy, probes, update, crashLoop, dependsOn, labels, endpointMode, sessionAffinity
+        case name, project, replicas, template, restartPolicy, probes, update, crashLoop, dependsOn, labels, endpointMode, sessionAffinity, virtualPorts
     }
 
     /// Decodes a spec; one stored before a field existed takes its default.
@@ -136,6 +144,7 @@ extension ServiceSpec {
         labels = try container.decode([String: String].self, forKey: .labels)
         endpointMode = try container.decodeIfPresent(EndpointMode.self, forKey: .endpointMode) ?? .virtualAddress
         sessionAffinity = try container.decodeIfPresent(ServiceEndpoint.Affinity.self, forKey: .sessionAffinity) ?? .none
+        virtualPorts = try container.decodeIfPresent([PublishedPort].self, forKey: .virtualPorts) ?? []
     }
 }
 

@@ -21,21 +21,13 @@ extension ContainerRuntime {
         let files = spec.providedFiles
         guard !files.isEmpty else { return }
         let directory = providedDirectory(id)
-        try NetworkHost.withRuntime(of: images.root) { try Sys.makeDirectories(directory, mode: 0o700) }
-        if gantry_is_in_memory(directory) != 1, userNamespace == nil {
-            // Where /run is not a tmpfs (in some containers), root gives
-            // the container a small one of its own, with room for each value
-            // and its copy for a variable.
-            let size = (files.count * 2 + 1) * ProvidedFile.limit
-            guard mount("tmpfs", directory, "tmpfs", UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC), "mode=0700,size=\(size)") == 0 else {
-                let error = Sys.errno
-                try? removeProvidedFiles(id)
-                throw RuntimeError(.systemCall, "cannot mount a tmpfs for the secrets and configs of container \(name) at \(directory)", underlying: error)
+        do {
+            try NetworkHost.withRuntime(of: images.root) {
+                try Self.makeMemoryDirectory(directory, size: (files.count * 2 + 1) * ProvidedFile.limit)
             }
-        }
-        guard gantry_is_in_memory(directory) == 1 else {
+        } catch {
             try? removeProvidedFiles(id)
-            throw RuntimeError(.invalidSpec, "container \(name) has secrets or configs, which are kept in memory only, but the run-time directory \(images.root.runtime) is not on a tmpfs: set XDG_RUNTIME_DIR to a tmpfs directory of this user's (as systemd's /run/user/UID is)")
+            throw RuntimeError(.invalidSpec, "container \(name) has secrets or configs, which are kept in memory only: \(error)")
         }
         var written: [(temporary: String, final: String)] = []
         var owners: [FileOwner] = []
@@ -127,13 +119,34 @@ extension ContainerRuntime {
         return environment.filter { !names.contains($0.prefix { $0 != "=" }) } + variables
     }
 
+    /// Makes `directory` (0700, with its parents) on a file system in
+    /// memory: where it is not in one, root mounts a tmpfs of `size` bytes
+    /// there (``removeMemoryDirectory(_:)`` unmounts it); anyone else gets
+    /// an error saying how to have one.
+    package static func makeMemoryDirectory(_ directory: String, size: Int) throws {
+        try Sys.makeDirectories(directory, mode: 0o700)
+        if gantry_is_in_memory(directory) != 1, geteuid() == 0 {
+            // Where /run is not a tmpfs (in some containers).
+            guard mount("tmpfs", directory, "tmpfs", UInt(MS_NOSUID | MS_NODEV | MS_NOEXEC), "mode=0700,size=\(size)") == 0 else {
+                throw RuntimeError(.systemCall, "cannot mount a tmpfs at \(directory)", underlying: Sys.errno)
+            }
+        }
+        guard gantry_is_in_memory(directory) == 1 else {
+            throw RuntimeError(.invalidSpec, "\(directory) is not on a tmpfs: set XDG_RUNTIME_DIR to a tmpfs directory of this user's (as systemd's /run/user/UID is)")
+        }
+    }
+
+    /// Removes what ``makeMemoryDirectory(_:size:)`` made, and the tmpfs it mounted.
+    package static func removeMemoryDirectory(_ directory: String, mapping: UserNamespaceMapping? = nil) throws {
+        guard access(directory, F_OK) == 0 else { return }
+        if geteuid() == 0 { umount2(directory, Int32(MNT_DETACH)) }
+        try removeTree(directory, mapping: mapping)
+    }
+
     /// Removes a container's secrets and configs.
     func removeProvidedFiles(_ id: String) throws {
         let directory = providedDirectory(id)
-        guard access(directory, F_OK) == 0 else { return }
-        // The tmpfs root mounted there, if it did.
-        if userNamespace == nil { umount2(directory, Int32(MNT_DETACH)) }
-        try removeTree(directory, mapping: userNamespace)
+        try Self.removeMemoryDirectory(directory, mapping: userNamespace)
         rmdir(images.root.runtime + "/provided")
         NetworkHost.removeRuntimeIfUnused(of: images.root)
     }

@@ -34,6 +34,11 @@ public struct ServiceEndpoint: Hashable, Sendable, Codable {
     public var ports: [PublishedPort]
     /// How connections are given to backends.
     public var affinity: Affinity
+    /// The ports of the virtual address, each translated to a port of the
+    /// backends (`hostPort` is the virtual address's port, as a Kubernetes
+    /// Service's `port`; `containerPort` the backends', its `targetPort`);
+    /// empty for every port going to the same port of a backend.
+    public var virtualPorts: [PublishedPort]
 
     /// An endpoint.
     ///
@@ -42,11 +47,24 @@ public struct ServiceEndpoint: Hashable, Sendable, Codable {
     ///   - network: the network of the virtual address; nil for none.
     ///   - ports: host ports spread over the backends (a host port of 0 gets a free one).
     ///   - affinity: how connections are given to backends.
-    public init(name: String, network: String? = nil, ports: [PublishedPort] = [], affinity: Affinity = .none) {
+    ///   - virtualPorts: the virtual address's ports and the backends' ports
+    ///     they go to; empty for all ports, untranslated.
+    public init(name: String, network: String? = nil, ports: [PublishedPort] = [], affinity: Affinity = .none, virtualPorts: [PublishedPort] = []) {
         self.name = name
         self.network = network
         self.ports = ports
         self.affinity = affinity
+        self.virtualPorts = virtualPorts
+    }
+
+    private enum CodingKeys: String, CodingKey { case name, network, ports, affinity, virtualPorts }
+
+    /// Decodes an endpoint; one recorded before ``virtualPorts`` existed has none.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(name: try container.decode(String.self, forKey: .name), network: try container.decodeIfPresent(String.self, forKey: .network),
+                  ports: try container.decode([PublishedPort].self, forKey: .ports), affinity: try container.decode(Affinity.self, forKey: .affinity),
+                  virtualPorts: try container.decodeIfPresent([PublishedPort].self, forKey: .virtualPorts) ?? [])
     }
 }
 
@@ -334,8 +352,13 @@ extension Firewall {
                 let destination = port.hostIP.map { "ip daddr \($0) " } ?? ""
                 commands.append("add rule ip \(table) \(ports) \(destination)\(port.protocol.rawValue) dport \(port.hostPort) dnat ip to \(choice(backends, port: port.containerPort, affinity: affinity))")
             }
-            if record.virtualAddress != nil {
+            if record.virtualAddress != nil, record.endpoint.virtualPorts.isEmpty {
                 commands.append("add rule ip \(table) \(address) meta l4proto { tcp, udp } dnat ip to \(choice(backends, port: nil, affinity: affinity))")
+            } else if record.virtualAddress != nil {
+                // Only the ports asked for, each to its backends' port.
+                for port in record.endpoint.virtualPorts {
+                    commands.append("add rule ip \(table) \(address) \(port.protocol.rawValue) dport \(port.hostPort) dnat ip to \(choice(backends, port: port.containerPort, affinity: affinity))")
+                }
             }
         }
         _ = try changing(host) { try run(commands.joined(separator: "\n"), host: host) }

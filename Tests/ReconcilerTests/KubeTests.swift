@@ -1,0 +1,267 @@
+@testable import Compose
+import Foundation
+import GantryTestSupport
+@testable import Runtime
+import Testing
+@testable import Reconciler
+
+/// A manifest set of every kind `kube play` takes, as people write them.
+let shopManifests = """
+    apiVersion: v1
+    kind: ConfigMap
+    metadata: {name: web-content}
+    data:
+      index.html: "hello from a ConfigMap"
+      LOG_LEVEL: debug
+    ---
+    apiVersion: v1
+    kind: Secret
+    metadata: {name: db-credentials}
+    type: Opaque
+    data:
+      password: c2VjcmV0LXB3   # secret-pw
+    stringData:
+      user: shop
+    ---
+    apiVersion: v1
+    kind: PersistentVolumeClaim
+    metadata: {name: uploads}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 1Gi}}
+    ---
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata:
+      name: web
+      namespace: default
+      labels: {app: web}
+    spec:
+      replicas: 2
+      selector: {matchLabels: {app: web}}
+      strategy:
+        type: RollingUpdate
+        rollingUpdate: {maxSurge: 1, maxUnavailable: 0}
+      minReadySeconds: 1
+      template:
+        metadata:
+          labels: {app: web, tier: front}
+        spec:
+          terminationGracePeriodSeconds: 2
+          nodeSelector: {disk: ssd}
+          securityContext: {runAsUser: 1000, runAsGroup: 1000}
+          containers:
+            - name: httpd
+              image: busybox:test
+              command: ["httpd"]
+              args: ["-f", "-p", "8080", "-h", "/www"]
+              ports:
+                - {name: http, containerPort: 8080}
+              env:
+                - {name: MODE, value: production}
+                - name: LEVEL
+                  valueFrom: {configMapKeyRef: {name: web-content, key: LOG_LEVEL}}
+                - name: DB_PASSWORD
+                  valueFrom: {secretKeyRef: {name: db-credentials, key: password}}
+                - name: NAMESPACE
+                  valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
+              envFrom:
+                - {secretRef: {name: db-credentials}, prefix: DB_}
+              resources:
+                limits: {cpu: 500m, memory: 64Mi}
+                requests: {cpu: 250m, memory: 32Mi}
+              readinessProbe:
+                httpGet: {path: /index.html, port: http}
+                periodSeconds: 1
+              livenessProbe:
+                tcpSocket: {port: 8080}
+                initialDelaySeconds: 2
+              securityContext:
+                allowPrivilegeEscalation: false
+                readOnlyRootFilesystem: true
+                capabilities: {drop: [ALL]}
+              lifecycle:
+                preStop: {exec: {command: ["sleep", "1"]}}
+              volumeMounts:
+                - {name: content, mountPath: /www}
+                - {name: credentials, mountPath: /etc/db, readOnly: true}
+                - {name: scratch, mountPath: /tmp}
+                - {name: data, mountPath: /uploads}
+          volumes:
+            - name: content
+              configMap:
+                name: web-content
+                items: [{key: index.html, path: index.html}]
+            - name: credentials
+              secret: {secretName: db-credentials, defaultMode: 0400}
+            - name: scratch
+              emptyDir: {sizeLimit: 16Mi}
+            - name: data
+              persistentVolumeClaim: {claimName: uploads}
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {name: frontend}
+    spec:
+      selector: {app: web}
+      ports:
+        - {name: http, port: 80, targetPort: http}
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {name: frontend-public}
+    spec:
+      type: NodePort
+      selector: {tier: front}
+      ports:
+        - {port: 8080}
+    ---
+    apiVersion: v1
+    kind: Pod
+    metadata:
+      name: once
+      labels: {app: once}
+    spec:
+      restartPolicy: OnFailure
+      containers:
+        - name: job
+          image: busybox:test
+          command: ["sh", "-c", "echo done"]
+    ---
+    apiVersion: networking.k8s.io/v1
+    kind: Ingress
+    metadata: {name: shop}
+    spec: {rules: []}
+    """
+
+@Suite struct KubeManifestTests {
+    @Test func manifestsMapOntoServicesEndpointsConfigsSecretsAndVolumes() throws {
+        let play = try KubeManifests.parse(shopManifests, file: "shop.yaml", project: "shop", secretsDirectory: "/run/gantry/kube/shop")
+        let project = play.project
+        #expect(project.name == "shop")
+        #expect(project.services.map(\.name) == ["frontend", "once"])
+        #expect(project.volumes.map(\.name) == ["uploads"])
+        #expect(project.networks.map(\.name) == ["shop_default"])
+        #expect(play.secretFiles == ["/run/gantry/kube/shop/db-credentials/password": Array("secret-pw".utf8),
+                                     "/run/gantry/kube/shop/db-credentials/user": Array("shop".utf8)])
+
+        // The Deployment takes the name of the Service that picks it.
+        let web = try #require(project.services.first { $0.name == "frontend" })
+        #expect(web.replicas == 2)
+        #expect(web.labels == ["app": "web", "tier": "front"])
+        #expect(web.update.maxSurge == .count(1) && web.update.maxUnavailable == .count(0) && web.update.minReady == .seconds(1))
+        #expect(web.virtualPorts == [PublishedPort(hostPort: 80, containerPort: 8080)])
+        #expect(web.template.networkAliases == ["frontend-public"], "the second Service answers as an alias")
+        #expect(web.template.publishedPorts == [PublishedPort(hostPort: 0, containerPort: 8080)], "and publishes its node port")
+        let template = web.template
+        #expect(template.root == .image("busybox:test"))
+        #expect(template.entrypoint == ["httpd"] && template.command == ["-f", "-p", "8080", "-h", "/www"])
+        #expect(template.user == "1000:1000")
+        #expect(template.stopGracePeriod == .seconds(2))
+        #expect(template.environment == ["MODE=production", "LEVEL=debug", "NAMESPACE=shop"])
+        #expect(template.secrets.filter { !$0.mounted }.map { "\($0.environmentVariable ?? "")<\($0.source)" } == [
+            "DB_password<file(path: \"/run/gantry/kube/shop/db-credentials/password\")",
+            "DB_user<file(path: \"/run/gantry/kube/shop/db-credentials/user\")",
+            "DB_PASSWORD<file(path: \"/run/gantry/kube/shop/db-credentials/password\")",
+        ])
+        #expect(template.secrets.filter(\.mounted).map { "\($0.path) \(String($0.mode, radix: 8))" } == ["/etc/db/password 400", "/etc/db/user 400"])
+        #expect(template.configs.map { "\($0.path) \($0.source)" } == ["/www/index.html content(\"hello from a ConfigMap\")"])
+        #expect(template.mounts == [.tmpfs(target: "/tmp", size: 16 << 20, mode: 0o777), .volume(name: "uploads", target: "/uploads")])
+        #expect(template.resources.cpuQuota != nil && template.resources.memory == 64 << 20)
+        #expect(template.resources.cpuShares == 256 && template.resources.memoryReservation == 32 << 20)
+        #expect(template.noNewPrivileges && template.readOnlyRootfs && template.capabilitiesDropped == ["ALL"])
+        #expect(template.network == .bridge("shop_default"))
+        #expect(web.probes.readiness?.action == .httpGet(path: "/index.html", port: 8080, host: nil))
+        #expect(web.probes.readiness?.period == .seconds(1))
+        #expect(web.probes.liveness?.action == .tcpSocket(port: 8080, host: nil) && web.probes.liveness?.initialDelay == .seconds(2))
+
+        let once = try #require(project.services.first { $0.name == "once" })
+        #expect(once.restartPolicy == .onFailure && once.replicas == 1)
+        #expect(once.template.entrypoint == ["sh", "-c", "echo done"])
+
+        // Every field not honoured is named once; nothing is dropped silently.
+        let warnings = project.warnings
+        for expected in [
+            "shop.yaml: Deployment web: spec.template.spec.nodeSelector: not honoured by Gantry; ignored",
+            "shop.yaml: Deployment web: spec.template.spec.containers[0].lifecycle: not honoured by Gantry; ignored",
+            "shop.yaml: Ingress shop: the kind Ingress is not played by Gantry; skipped",
+            "shop.yaml: PersistentVolumeClaim uploads: spec.resources.requests: a named volume has no size limit here",
+            "shop.yaml: Service frontend-public: the Service frontend already serves web; frontend-public answers as an alias of each pod, and its host ports are published through frontend's endpoint",
+        ] {
+            #expect(warnings.contains { $0.hasPrefix(expected) }, "no warning \(expected) in \(warnings)")
+        }
+        #expect(!warnings.contains { $0.contains("Ingress shop: spec") }, "a skipped kind is one warning")
+    }
+
+    @Test func badManifestsNameTheFileDocumentAndField() {
+        func failure(_ yaml: String) -> String {
+            let error = #expect(throws: ReconcilerError.self) {
+                try KubeManifests.parse(yaml, file: "bad.yaml", project: "bad", secretsDirectory: "/run/x")
+            }
+            return error?.message ?? ""
+        }
+        let deployment = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers:\n"
+        #expect(failure("apiVersion: v1\nmetadata: {name: x}\n").contains("bad.yaml: document 1: kind: is missing"))
+        #expect(failure("kind: Pod\nmetadata: {}\n").contains("bad.yaml: document 1 (Pod): metadata.name is missing"))
+        #expect(failure("- a\n- b\n").contains("document 1: must be a mapping"))
+        #expect(failure("kind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: a, image: x}, {name: b, image: y}]\n")
+            .contains("bad.yaml: Pod p: spec.containers: lists 2 containers; Gantry runs one per replica"))
+        #expect(failure(deployment + "        - {name: a}\n").contains("Deployment web: spec.template.spec.containers[0].image: is missing"))
+        #expect(failure(deployment.replacingOccurrences(of: "matchLabels: {app: web}", with: "matchLabels: {app: api}") + "        - {name: a, image: x}\n")
+            .contains("spec.selector.matchLabels: selects app=api, which the pod template's labels do not have"))
+        #expect(failure(deployment + "        - name: a\n          image: x\n          resources: {limits: {memory: lots}}\n")
+            .contains("containers[0].resources.limits.memory: invalid quantity \"lots\""))
+        #expect(failure(deployment + "        - name: a\n          image: x\n          envFrom: [{configMapRef: {name: nowhere}}]\n")
+            .contains("containers[0].envFrom[0].configMapRef.name: the ConfigMap nowhere is not in the manifests"))
+        #expect(failure("kind: Secret\nmetadata: {name: s}\ndata: {key: \"!!not base64\"}\n").contains("Secret s: data.key: is not base64"))
+        #expect(failure(deployment + "        - name: a\n          image: x\n          volumeMounts: [{name: v, mountPath: /v}]\n      volumes: [{name: v, nfs: {server: n}}]\n")
+            .contains("spec.template.spec.volumes[0].nfs: is not a volume Gantry provides"))
+        #expect(failure(deployment + "        - name: a\n          image: x\n          readinessProbe: {grpc: {port: 1}}\n").contains("readinessProbe: needs exec, httpGet or tcpSocket"))
+        #expect(failure("kind: Service\nmetadata: {name: s}\nspec: {ports: [{port: 80}]}\n").contains("Service s: spec.selector: is missing"))
+        #expect(failure("kind: Pod\nmetadata: {name: p}\nspec: [\n").contains("bad.yaml: not valid YAML"))
+    }
+}
+
+@Suite(.requiresRoot, .serialized) struct KubePlayTests {
+    @Test func playedManifestsServeThroughTheServicesPortsWithTheirSecrets() async throws {
+        try await withBusyboxRuntime("kube-play", applets: reconcilerApplets + ["httpd", "md5sum", "cut", "stat"]) { runtime, dir in
+            // The image's httpd must run as user 1000 and read /www; busybox as the image.
+            let secrets = dir + "/kube-secrets"
+            var manifests = shopManifests.replacingOccurrences(of: "command: [\"httpd\"]", with: "command: [\"sh\", \"-c\", \"stat -c '%a %u' /etc/db/password; md5sum /etc/db/password | cut -c1-32; echo $DB_PASSWORD | md5sum | cut -c1-32; exec httpd $0 $@\"]")
+            manifests = manifests.replacingOccurrences(of: "readOnlyRootFilesystem: true", with: "readOnlyRootFilesystem: false")
+            let play = try KubeManifests.parse(manifests, file: "shop.yaml", project: "shop", secretsDirectory: secrets)
+            try play.writeSecrets()
+            let reconciler = try Reconciler(runtime: runtime, options: Reconciler.Options(project: "shop"))
+            try await reconciler.withRunning { reconciler in
+                let report = try await reconciler.apply(play.project)
+                #expect(report.createdNetworks == ["shop_default"] && report.createdVolumes == ["uploads"])
+                let record = try await reconciler.waitForRollout("frontend")
+                let address = try #require(record.status.virtualAddress)
+                // The Service's port 80 reaches the pods' named port 8080 on the virtual address.
+                var body: String?
+                for _ in 0 ..< 200 {
+                    body = LoadBalancingTests.body(await onOwnThread { httpGetBlocking(port: 80, host: address.description) })
+                    if body != nil { break }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                #expect(body == "hello from a ConfigMap")
+                // The NodePort Service's port is published on the host, also to the pods' 8080.
+                let published = try #require(record.status.publishedPorts?.first)
+                #expect(published.containerPort == 8080)
+                #expect(await LoadBalancingTests.fetch(published.hostPort) == "hello from a ConfigMap")
+                // The Secret: a file of mode 0400 owned by the pod's user, and a variable.
+                let digest = String(try await run("md5sum", [], input: Data("secret-pw".utf8)).prefix(32))
+                let newline = String(try await run("md5sum", [], input: Data("secret-pw\n".utf8)).prefix(32))
+                for replica in try runningReplicas(runtime, service: "frontend") {
+                    let logs = try await runtime.container(replica.id).logs.text()
+                    #expect(logs.hasPrefix("400 1000\n\(digest)\n\(newline)\n"), "\(logs)")
+                }
+                #expect(filesHolding("secret-pw", under: runtime.images.root.path).isEmpty)
+                try await Reconciler.tearDown(project: "shop", runtime: runtime, store: reconciler.store, removingVolumes: true, timeout: .seconds(20))
+            }
+            try KubePlay.removeSecrets(in: secrets)
+            #expect(!FileManager.default.fileExists(atPath: secrets))
+            #expect(try runtime.list().isEmpty && runtime.networks.list().isEmpty)
+        }
+    }
+}
