@@ -303,6 +303,65 @@ import Testing
         }
     }
 
+    @Test func kubePlayRunsManifestsInTheBackgroundUntilDown() async throws {
+        try await withImage("kube-play-cli", applets: ["httpd", "mkdir"]) { root, dir in
+            let manifest = dir + "/site.yaml"
+            let port = UInt16(try freePort())
+            try write("""
+                apiVersion: v1
+                kind: ConfigMap
+                metadata: {name: page}
+                data: {index.html: served}
+                ---
+                apiVersion: apps/v1
+                kind: Deployment
+                metadata: {name: site}
+                spec:
+                  replicas: 2
+                  selector: {matchLabels: {app: site}}
+                  template:
+                    metadata: {labels: {app: site}}
+                    spec:
+                      containers:
+                        - name: httpd
+                          image: bb:1
+                          command: ["httpd", "-f", "-p", "8080", "-h", "/www"]
+                          volumeMounts: [{name: page, mountPath: /www}]
+                          readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+                      volumes: [{name: page, configMap: {name: page}}]
+                ---
+                apiVersion: v1
+                kind: Service
+                metadata: {name: site}
+                spec:
+                  type: LoadBalancer
+                  selector: {app: site}
+                  ports: [{port: \(port), targetPort: 8080}]
+                """, to: manifest)
+            do {
+                let played = try await runWithStatus(binary, ["kube", "play", "--root", root, "-d", manifest], environment: ["GANTRY_CGROUP_PARENT": parent])
+                #expect(played.status == 0, "\(played.output) \(played.error)")
+                #expect(played.output.contains("project site is up in the background"), "\(played.output)")
+                try await waitForServices(root, log: root + "/reconciler/site.log") { $0["site"]?["available"] as? Int == 2 }
+                var body: String?
+                for _ in 0 ..< 100 where body == nil {
+                    body = await onOwnThread { httpGetBlocking(port: port) }
+                    if body?.hasSuffix("served") != true { body = nil; try await Task.sleep(for: .milliseconds(50)) }
+                }
+                #expect(body?.hasSuffix("served") == true, "\(String(describing: body))")
+                let down = try await runWithStatus(binary, ["kube", "play", "--root", root, "--down", manifest], environment: ["GANTRY_CGROUP_PARENT": parent])
+                #expect(down.status == 0, "\(down.error)")
+                #expect(try await running(root).isEmpty)
+                #expect(try await runWithStatus("/usr/bin/pgrep", ["-f", "kube play --root \(root)"]).output.isEmpty)
+                try await cleanUp(root, compose: manifest, processes: [])
+            } catch {
+                _ = try? await runWithStatus(binary, ["kube", "play", "--root", root, "--down", manifest], environment: ["GANTRY_CGROUP_PARENT": parent])
+                try? await cleanUp(root, compose: manifest, processes: [])
+                throw error
+            }
+        }
+    }
+
     @Test func upKilledAtRandomMomentsLeavesNothingOnceTheNextUpIsTakenDown() async throws {
         try await withImage("compose-crash") { root, dir in
             let compose = dir + "/compose.yaml"
