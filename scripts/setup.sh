@@ -26,11 +26,21 @@ packages=(
     uidmap passt slirp4netns passwd libcap2-bin procps
     # Builds: git for ADD of a repository (and its daemon in the tests).
     git
+    # kube generate's test: a virtual environment for kubernetes-validate.
+    python3-venv
     # Benchmarks, with the runtimes Gantry is compared with.
     debootstrap hyperfine time crun runc podman buildah
 )
 $sudo apt-get update -q
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${packages[@]}"
+
+# Kubernetes' schemas (kubernetes-validate, from PyPI, in a virtual
+# environment of its own), to validate what `gantry kube generate` writes.
+if [ ! -x /usr/local/bin/kubernetes-validate ]; then
+    $sudo python3 -m venv /opt/gantry-python
+    $sudo /opt/gantry-python/bin/pip install --quiet kubernetes-validate
+    $sudo ln -sf /opt/gantry-python/bin/kubernetes-validate /usr/local/bin/kubernetes-validate
+fi
 
 swift build --build-tests
 

@@ -7,8 +7,8 @@ import Gantry
 struct KubeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kube",
-        abstract: "Kubernetes manifests: play Pods, Deployments, Services, ConfigMaps, Secrets and PersistentVolumeClaims as services.",
-        subcommands: [Play.self])
+        abstract: "Kubernetes manifests: play Pods, Deployments, Services, ConfigMaps, Secrets and PersistentVolumeClaims as services; generate them from services.",
+        subcommands: [Play.self, Generate.self])
 
     struct Play: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
@@ -45,6 +45,38 @@ struct KubeCommand: AsyncParsableCommand {
             let play = try KubeManifests.load(paths: files, project: name, secretsDirectory: secrets)
             let runner = ProjectRunner(flags: flags, global: global, downHint: "gantry kube play --down \(files.joined(separator: " "))")
             try await runner.run(play.project) { try play.writeSecrets() }
+        }
+    }
+
+    struct Generate: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print Kubernetes manifests for services: a Deployment (or Pod), Service, ConfigMap and Secret each, and claims for named volumes.",
+            discussion: "The services are those of the state root (all of a project, or those named), or those of a compose file (-f). Secrets' and configs' values are read now and written into the Secret and ConfigMap. What has no Kubernetes equivalent is warned about on stderr.")
+        @Argument(help: ArgumentHelp("Services (default: every service of the project).", valueName: "service")) var services: [String] = []
+        @Option(name: .long, help: "The services' project.") var project = ServiceSpec.defaultProject
+        @Option(name: .shortAndLong, help: ArgumentHelp("Generate from this compose file instead of the state root.", valueName: "file")) var file: String?
+        @Option(name: .long, help: ArgumentHelp("The storage each claim asks for.", valueName: "quantity")) var claimSize = "1Gi"
+        @OptionGroup var global: GlobalOptions
+
+        func run() async throws {
+            var specs: [ServiceSpec]
+            if let file {
+                let project = try ComposeProject.load(path: file, projectName: nil)
+                for warning in project.warnings { Terminal.printWarning(warning) }
+                specs = project.services
+            } else {
+                specs = try ServiceStore(root: global.stateRoot).services(project: project).map(\.spec)
+            }
+            if !services.isEmpty {
+                for name in services where !specs.contains(where: { $0.name == name }) {
+                    throw ValidationError("there is no service \(name) in \(file ?? "project " + project)")
+                }
+                specs = specs.filter { services.contains($0.name) }
+            }
+            guard !specs.isEmpty else { throw ValidationError("there are no services in \(file ?? "project " + project)") }
+            let manifests = try KubeManifests.generate(specs, claimSize: claimSize)
+            for warning in manifests.warnings { Terminal.printWarning(warning) }
+            FileHandle.standardOutput.write(Data(manifests.yaml.utf8))
         }
     }
 }

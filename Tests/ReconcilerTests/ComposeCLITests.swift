@@ -207,6 +207,37 @@ import Testing
         }
     }
 
+    @Test func kubeGenerateWritesManifestsThatKubernetesAccepts() async throws {
+        try await withTemporaryDirectory("kube-generate-cli") { dir in
+            try write("""
+                services:
+                  web:
+                    image: nginx
+                    ports: ["8080:80"]
+                    deploy: {replicas: 2, resources: {limits: {cpus: "0.5", memory: 64m}}}
+                    healthcheck: {test: ["CMD", "curl", "-f", "http://localhost"], interval: 5s}
+                    depends_on: [db]
+                  db:
+                    image: postgres:16
+                    environment: {POSTGRES_DB: shop}
+                    volumes: [data:/var/lib/postgresql/data]
+                volumes:
+                  data: {}
+                """, to: dir + "/compose.yaml")
+            let generated = try await runWithStatus(binary, ["kube", "generate", "-f", dir + "/compose.yaml"])
+            #expect(generated.status == 0, "\(generated.error)")
+            #expect(generated.error.contains("service web: depends_on has no Kubernetes equivalent"), "\(generated.error)")
+            try write(generated.output, to: dir + "/manifests.yaml")
+            let validated = try await runWithStatus("/usr/local/bin/kubernetes-validate", ["--strict", dir + "/manifests.yaml"])
+            #expect(validated.status == 0, "\(validated.output) \(validated.error)")
+            for kind in ["deployment/web", "service/web", "deployment/db", "persistentvolumeclaim/"] {
+                #expect(validated.output.contains("passed for resource \(kind)") || validated.error.contains("passed for resource \(kind)"), "\(kind): \(validated.output) \(validated.error)")
+            }
+            let unknown = try await runWithStatus(binary, ["kube", "generate", "-f", dir + "/compose.yaml", "nowhere"])
+            #expect(unknown.status != 0 && unknown.error.contains("there is no service nowhere"))
+        }
+    }
+
     @Test func replicasLeftRunningAreAdopted() async throws {
         try await withImage("compose-adopt") { root, dir in
             let compose = dir + "/compose.yaml"

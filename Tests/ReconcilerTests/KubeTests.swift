@@ -265,3 +265,89 @@ let shopManifests = """
         }
     }
 }
+
+@Suite struct KubeGenerateTests {
+    /// The services of a small shop, with every part a manifest carries.
+    static func shop(secretFile: String, variable: String) -> [ServiceSpec] {
+        var web = ServiceSpec(name: "web", project: "shop", replicas: 3, template: ContainerSpec(image: "nginx:1.27", command: ["nginx", "-g", "daemon off;"]))
+        web.template.entrypoint = ["/docker-entrypoint.sh"]
+        web.template.environment = ["MODE=production", "PORT=8080", "EMPTY="]
+        web.template.publishedPorts = [PublishedPort(hostPort: 8080, containerPort: 80)]
+        web.template.user = "101:101"
+        web.template = web.template.resources(cpus: 0.5, memory: 128 << 20)
+        web.template.resources.cpuShares = 512
+        web.template.resources.memoryReservation = 64 << 20
+        web.template.mounts = [.volume(name: "uploads", target: "/uploads"), .tmpfs(target: "/var/cache/nginx", size: 16 << 20, mode: 0o777)]
+        web.template.secrets = [
+            .init(name: "token", source: .file(path: secretFile)),
+            .init(name: "api", source: .environment(variable: variable), environmentVariable: "API_KEY", mounted: false),
+        ]
+        web.template.configs = [.init(name: "nginx.conf", source: .content("events {}\nhttp {}\n"), target: "/etc/nginx/nginx.conf")]
+        web.template.capabilitiesDropped = ["ALL"]
+        web.template.capabilitiesAdded = ["NET_BIND_SERVICE"]
+        web.template.stopGracePeriod = .seconds(20)
+        web.labels = ["tier": "front"]
+        web.probes.readiness = Probe(.httpGet(path: "/health", port: 80, host: nil), period: .seconds(2))
+        web.probes.liveness = Probe(.tcpSocket(port: 80, host: nil), initialDelay: .seconds(5))
+        web.update = UpdateStrategy(maxSurge: .count(1), maxUnavailable: .percent(0), minReady: .seconds(3))
+        var db = ServiceSpec(name: "db", project: "shop", template: ContainerSpec(image: "postgres:16"))
+        db.virtualPorts = [PublishedPort(hostPort: 5432, containerPort: 5432)]
+        db.template.environment = ["POSTGRES_DB=shop"]
+        db.probes.readiness = .exec(["pg_isready"])
+        var migrate = ServiceSpec(name: "migrate", project: "shop", template: ContainerSpec(image: "shop/migrate:1", command: ["migrate", "up"]))
+        migrate.restartPolicy = .onFailure
+        var peers = ServiceSpec(name: "peers", project: "shop", replicas: 2, template: ContainerSpec(image: "redis:7"))
+        peers.endpointMode = .dnsRoundRobin
+        return [web, db, migrate, peers]
+    }
+
+    @Test func generatedManifestsValidateAndPlayBackTheSameServices() async throws {
+        try await withTemporaryDirectory("kube-generate") { dir in
+            let secretValue = "generated-\(UUID().uuidString)"
+            try write(secretValue, to: dir + "/token")
+            let variable = "GANTRY_TEST_KUBE_\(UUID().uuidString.prefix(8))"
+            setenv(variable, "api-value", 1)
+            defer { unsetenv(variable) }
+            let services = Self.shop(secretFile: dir + "/token", variable: variable)
+            let generated = try KubeManifests.generate(services)
+            #expect(generated.yaml.contains("kind: Deployment") && generated.yaml.contains("kind: PersistentVolumeClaim"))
+            #expect(generated.yaml.contains(Data(secretValue.utf8).base64EncodedString()), "the Secret carries the value read now")
+            #expect(generated.warnings.isEmpty, "\(generated.warnings)")
+
+            // Kubernetes' own schemas, strictly (no field it does not know).
+            try write(generated.yaml, to: dir + "/shop.yaml")
+            let searched = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin").split(separator: ":").map { String($0) + "/kubernetes-validate" }
+            let validator = searched.first { FileManager.default.isExecutableFile(atPath: $0) }
+            let tool = try #require(validator, "kubernetes-validate is missing: scripts/setup.sh installs it")
+            let validated = try await runWithStatus(tool, ["--strict", dir + "/shop.yaml"])
+            #expect(validated.status == 0, "\(validated.output) \(validated.error)")
+
+            // Played back, the same services; generated again, the same manifests.
+            let memory = "/dev/shm/gantry-kube-\(UUID().uuidString.prefix(8))"
+            let play = try KubeManifests.parse(generated.yaml, file: "shop.yaml", project: "shop", secretsDirectory: memory)
+            try play.writeSecrets()
+            defer { try? KubePlay.removeSecrets(in: memory) }
+            // Only that a claim's size is not enforced here.
+            #expect(play.project.warnings.allSatisfy { $0.contains("a named volume has no size limit here") }, "\(play.project.warnings)")
+            let played = Dictionary(uniqueKeysWithValues: play.project.services.map { ($0.name, $0) })
+            #expect(played.keys.sorted() == ["db", "migrate", "peers", "web"])
+            for original in services {
+                let back = try #require(played[original.name])
+                #expect(back.replicas == original.replicas && back.restartPolicy == original.restartPolicy && back.endpointMode == original.endpointMode)
+                #expect(back.template.root == original.template.root && back.template.entrypoint == original.template.entrypoint
+                        && back.template.command == original.template.command && back.template.environment == original.template.environment)
+                #expect(back.template.user == original.template.user && back.template.resources == original.template.resources)
+                #expect(back.template.mounts == original.template.mounts && back.template.stopGracePeriod == original.template.stopGracePeriod)
+                #expect(back.template.capabilitiesAdded == original.template.capabilitiesAdded && back.template.capabilitiesDropped == original.template.capabilitiesDropped)
+                #expect(back.probes == original.probes && back.update == original.update, "\(original.name)")
+                #expect(back.template.secrets.map { "\($0.name) \($0.mounted ? $0.path : "") \($0.environmentVariable ?? "") \(String($0.mode, radix: 8))" }.sorted()
+                        == original.template.secrets.map { "\($0.name) \($0.mounted ? $0.path : "") \($0.environmentVariable ?? "") \(String($0.mode, radix: 8))" }.sorted())
+                #expect(back.template.configs.map { "\($0.name) \($0.path) \($0.source)" } == original.template.configs.map { "\($0.name) \($0.path) \($0.source)" })
+                #expect(back.template.publishedPorts == original.template.publishedPorts)
+            }
+            #expect(played["db"]?.virtualPorts == [PublishedPort(hostPort: 5432, containerPort: 5432)])
+            let again = try KubeManifests.generate(play.project.services)
+            #expect(again.yaml == generated.yaml)
+        }
+    }
+}

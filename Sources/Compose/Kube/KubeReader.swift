@@ -220,7 +220,9 @@ struct KubeReader {
         func secretVariable(_ variable: String, secret: String, key: String, at object: KubeObject, field: String) throws {
             guard let keys = secrets[secret] else { throw object.error(field, "the Secret \(secret) is not in the manifests") }
             guard keys.contains(key) else { throw object.error(field, "the Secret \(secret) has no key \(key)") }
-            spec.secrets.append(ContainerSpec.Secret(name: Self.fileName("env", variable),
+            // Named after its key, unless another secret of the container is.
+            let named = spec.secrets.contains { $0.name == key } ? Self.fileName("env", variable) : key
+            spec.secrets.append(ContainerSpec.Secret(name: named,
                                                      source: .file(path: secretsDirectory + "/" + secret + "/" + key),
                                                      environmentVariable: variable, mounted: false))
         }
@@ -384,7 +386,7 @@ struct KubeReader {
                 }
                 let mode = try source.mode("defaultMode") ?? 0o644
                 for (key, path, itemMode) in try items(source, keys: Set(data.keys), subPath: subPath, at: mount) {
-                    spec.configs.append(ContainerSpec.Config(name: Self.fileName(name, path), source: .content(data[key] ?? ""),
+                    spec.configs.append(ContainerSpec.Config(name: subPath == nil || spec.configs.contains { $0.name == key } ? Self.fileName(name, path) : key, source: .content(data[key] ?? ""),
                                                              target: subPath == nil ? target + "/" + path : target, mode: itemMode ?? mode))
                 }
             case "secret":
@@ -395,7 +397,8 @@ struct KubeReader {
                 }
                 let mode = try source.mode("defaultMode") ?? 0o644
                 for (key, path, itemMode) in try items(source, keys: keys, subPath: subPath, at: mount) {
-                    spec.secrets.append(ContainerSpec.Secret(name: Self.fileName(name, path), source: .file(path: secretsDirectory + "/" + secretName + "/" + key),
+                    spec.secrets.append(ContainerSpec.Secret(name: subPath == nil || spec.secrets.contains { $0.name == key } ? Self.fileName(name, path) : key,
+                                                             source: .file(path: secretsDirectory + "/" + secretName + "/" + key),
                                                              target: subPath == nil ? target + "/" + path : target, mode: itemMode ?? mode))
                 }
             case "emptyDir":
