@@ -37,7 +37,8 @@ DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommen
 # Kubernetes' schemas (kubernetes-validate, from PyPI, in a virtual
 # environment of its own), to validate what `gantry kube generate` writes.
 if [ ! -x /usr/local/bin/kubernetes-validate ]; then
-    $sudo python3 -m venv /opt/gantry-python
+    # Debian's own Python, which every user can run (not one under a home).
+    $sudo /usr/bin/python3 -m venv /opt/gantry-python
     $sudo /opt/gantry-python/bin/pip install --quiet kubernetes-validate
     $sudo ln -sf /opt/gantry-python/bin/kubernetes-validate /usr/local/bin/kubernetes-validate
 fi
