@@ -39,6 +39,8 @@ struct KubeCommand: AsyncParsableCommand {
             if down {
                 try await ProjectRunner.takeDown(name, global: global, removingVolumes: volumes)
                 try KubePlay.removeSecrets(in: secrets)
+                rmdir(global.stateRoot.runtime + "/kube")
+                ContainerRuntime.removeRuntimeIfUnused(global.stateRoot)
                 print("project \(name) taken down")
                 return
             }

@@ -122,6 +122,7 @@ struct KubeServiceGenerator {
         }
         if !secretData.isEmpty {
             documents.append(["apiVersion": "v1", "kind": "Secret", "metadata": ["name": name + "-secrets"], "type": "Opaque", "data": secretData])
+            warn("the Secret \(name)-secrets holds the values of \(secretData.count) secret\(secretData.count == 1 ? "" : "s") (base64, not encrypted): keep the manifests as the secrets themselves")
         }
         let pod: [String: Any] = ["metadata": ["labels": labels], "spec": podSpec]
         if service.restartPolicy != .always {

@@ -136,6 +136,12 @@ extension ContainerRuntime {
         }
     }
 
+    /// Removes `root`'s run-time directory if nothing is left in it and no
+    /// other process is making something there.
+    package static func removeRuntimeIfUnused(_ root: StateRoot) {
+        NetworkHost.removeRuntimeIfUnused(of: root)
+    }
+
     /// Removes what ``makeMemoryDirectory(_:size:)`` made, and the tmpfs it mounted.
     package static func removeMemoryDirectory(_ directory: String, mapping: UserNamespaceMapping? = nil) throws {
         guard access(directory, F_OK) == 0 else { return }
