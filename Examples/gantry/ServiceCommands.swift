@@ -156,6 +156,8 @@ struct ProjectRunner {
     /// own, echoes what it prints until the project is up, and returns;
     /// the process runs on until `down` (or SIGTERM) ends it.
     func runInBackground(_ project: ComposeProject) async throws {
+        // Here, where the user sees them; the background process logs them too.
+        for warning in project.warnings { Terminal.printWarning(warning) }
         let root = global.stateRoot
         if let running = Reconciler.reconcilingProcess(project: project.name, root: root) {
             throw ValidationError("project \(project.name) is already up (pid \(running)); \(downHint) takes it down")

@@ -65,6 +65,12 @@ let shopManifests = """
                   valueFrom: {secretKeyRef: {name: db-credentials, key: password}}
                 - name: NAMESPACE
                   valueFrom: {fieldRef: {fieldPath: metadata.namespace}}
+                - name: TIER
+                  valueFrom: {fieldRef: {fieldPath: "metadata.labels['tier']"}}
+                - name: POD_NAME
+                  valueFrom: {fieldRef: {fieldPath: metadata.name}}
+                - name: POD_IP
+                  valueFrom: {fieldRef: {fieldPath: status.podIP}}
               envFrom:
                 - {secretRef: {name: db-credentials}, prefix: DB_}
               resources:
@@ -158,7 +164,7 @@ let shopManifests = """
         #expect(template.entrypoint == ["httpd"] && template.command == ["-f", "-p", "8080", "-h", "/www"])
         #expect(template.user == "1000:1000")
         #expect(template.stopGracePeriod == .seconds(2))
-        #expect(template.environment == ["MODE=production", "LEVEL=debug", "NAMESPACE=shop"])
+        #expect(template.environment == ["MODE=production", "LEVEL=debug", "NAMESPACE=shop", "TIER=front", "POD_NAME=web"])
         #expect(template.secrets.filter { !$0.mounted }.map { "\($0.environmentVariable ?? "")<\($0.source)" } == [
             "DB_password<file(path: \"/run/gantry/kube/shop/db-credentials/password\")",
             "DB_user<file(path: \"/run/gantry/kube/shop/db-credentials/user\")",
@@ -185,6 +191,8 @@ let shopManifests = """
             "shop.yaml: Deployment web: spec.template.spec.nodeSelector: not honoured by Gantry; ignored",
             "shop.yaml: Deployment web: spec.template.spec.containers[0].lifecycle: not honoured by Gantry; ignored",
             "shop.yaml: Ingress shop: the kind Ingress is not played by Gantry; skipped",
+            "shop.yaml: Deployment web: spec.template.spec.containers[0].env[5].valueFrom.fieldRef.fieldPath: POD_NAME is the service's name, web, the same in every replica",
+            "shop.yaml: Deployment web: spec.template.spec.containers[0].env[6].valueFrom.fieldRef.fieldPath: status.podIP is not known before a replica is made: POD_IP is left unset",
             "shop.yaml: PersistentVolumeClaim uploads: spec.resources.requests: a named volume has no size limit here",
             "shop.yaml: Service frontend-public: the Service frontend already serves web; frontend-public answers as an alias of each pod, and its host ports are published through frontend's endpoint",
         ] {

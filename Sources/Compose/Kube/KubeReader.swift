@@ -180,7 +180,7 @@ struct KubeReader {
         case "IfNotPresent", nil: break
         case let other?: throw container.error("imagePullPolicy", "must be Always, IfNotPresent or Never, not \(other)")
         }
-        spec.environment = try environment(container, spec: &spec)
+        spec.environment = try environment(container, service: service, spec: &spec)
         // Ports: hostPort publishes; the others name ports for Services.
         var named: [String: UInt16] = [:]
         for port in try container.objects("ports") {
@@ -215,7 +215,7 @@ struct KubeReader {
 
     /// `env` and `envFrom`: values, ConfigMaps' values, Secrets' values
     /// (given as secrets, never written into the spec) and the pod's fields.
-    private func environment(_ container: KubeObject, spec: inout ContainerSpec) throws -> [String] {
+    private func environment(_ container: KubeObject, service: String, spec: inout ContainerSpec) throws -> [String] {
         var variables: [String] = []
         func secretVariable(_ variable: String, secret: String, key: String, at object: KubeObject, field: String) throws {
             guard let keys = secrets[secret] else { throw object.error(field, "the Secret \(secret) is not in the manifests") }
@@ -263,11 +263,20 @@ struct KubeReader {
                 } else if let reference = try from.object("fieldRef") {
                     let path = try reference.requiredString("fieldPath")
                     reference.accept("apiVersion")
+                    let labels = podLabels[service] ?? [:]
                     switch path {
                     case "metadata.namespace": variables.append(name + "=" + project)
                     case "spec.serviceAccountName": variables.append(name + "=default")
+                    case "spec.nodeName": variables.append(name + "=" + ProcessInfo.processInfo.hostName)
+                    case "metadata.name":
+                        // A replica's name is made when it starts; its host name is its own.
+                        reference.warn("fieldPath", "\(name) is the service's name, \(service), the same in every replica (each replica's host name is its own)")
+                        variables.append(name + "=" + service)
+                    case let label where label.hasPrefix("metadata.labels['") && label.hasSuffix("']"):
+                        let key = String(label.dropFirst("metadata.labels['".count).dropLast(2))
+                        variables.append(name + "=" + (labels[key] ?? ""))
                     default:
-                        throw reference.error("fieldPath", "\(path) is not known before a replica is made (metadata.namespace is)")
+                        reference.warn("fieldPath", "\(path) is not known before a replica is made: \(name) is left unset")
                     }
                 } else {
                     throw from.error(nil, "needs configMapKeyRef, secretKeyRef or fieldRef (resourceFieldRef is not supported)")
