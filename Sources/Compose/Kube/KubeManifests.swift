@@ -23,9 +23,10 @@ import Yams
 public struct KubePlay: Sendable {
     /// The services, their network and volumes.
     public var project: ComposeProject
-    /// Where the values of the manifests' Secrets go (a directory in
-    /// memory), and the values, by path: services read them from there.
+    /// Where the values of the manifests' Secrets go: a directory in
+    /// memory, which services read them from.
     public var secretsDirectory: String
+    /// The Secrets' values, by the path ``writeSecrets()`` writes each to.
     public var secretFiles: [String: [UInt8]]
 
     /// Writes the Secrets' values into ``secretsDirectory``, which is made
