@@ -275,3 +275,9 @@ public func filesHolding(_ needle: String, under path: String) -> [String] {
     }
     return found
 }
+
+/// The MD5 checksum `md5sum` prints for `text`: what a container prints in
+/// place of a secret, so that its log may be searched for the secret.
+public func md5Hex(_ text: String) async throws -> String {
+    String(try await run("md5sum", [], input: Data(text.utf8)).prefix(32))
+}

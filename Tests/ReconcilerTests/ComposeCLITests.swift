@@ -306,7 +306,7 @@ import Testing
                 #expect(started.output.contains("project detach is up in the background"), "\(started.output)")
                 // It returned, and the project runs on without it.
                 try await waitForServices(root, log: root + "/reconciler/detach.log") { $0["worker"]?["available"] as? Int == 2 }
-                let digest = String(try await run("md5sum", [], input: Data(value.utf8)).prefix(32))
+                let digest = try await md5Hex(value)
                 for record in try await running(root) {
                     let logs = try await gantry(root, ["logs", record["id"] as? String ?? ""])
                     #expect(logs.output == "400 1000\n\(digest)\nhello from the background\n", "\(logs.output)")

@@ -258,8 +258,8 @@ let shopManifests = """
                 #expect(published.containerPort == 8080)
                 #expect(await LoadBalancingTests.fetch(published.hostPort) == "hello from a ConfigMap")
                 // The Secret: a file of mode 0400 owned by the pod's user, and a variable.
-                let digest = String(try await run("md5sum", [], input: Data("secret-pw".utf8)).prefix(32))
-                let newline = String(try await run("md5sum", [], input: Data("secret-pw\n".utf8)).prefix(32))
+                let digest = try await md5Hex("secret-pw")
+                let newline = try await md5Hex("secret-pw\n")
                 for replica in try runningReplicas(runtime, service: "frontend") {
                     let logs = try await runtime.container(replica.id).logs.text()
                     #expect(logs.hasPrefix("400 1000\n\(digest)\n\(newline)\n"), "\(logs)")

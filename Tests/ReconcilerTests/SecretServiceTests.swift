@@ -5,11 +5,6 @@ import Testing
 @testable import Reconciler
 
 @Suite(.requiresRoot) struct SecretServiceTests {
-    /// The checksum `md5sum` prints for `text`.
-    static func md5(_ text: String) throws -> String {
-        String(try run("md5sum", [], input: Data(text.utf8)).prefix(32))
-    }
-
     @Test func aChangedSecretOrConfigRollsTheServiceOutAndNoValueIsWritten() async throws {
         try await withTemporaryDirectory("secret-service") { dir in
             try await withReconciler("secret-service") { reconciler, runtime in
@@ -39,7 +34,7 @@ import Testing
                     }
                     return texts
                 }
-                let expectedFirst = try Self.md5(first) + "\n" + Self.md5(variableValue) + "\nlevel=1\n"
+                let expectedFirst = try await md5Hex(first) + "\n" + md5Hex(variableValue) + "\nlevel=1\n"
                 #expect(try await outputs(revision: 1) == [expectedFirst, expectedFirst])
 
                 // Applied again unchanged: nothing happens.
@@ -48,7 +43,7 @@ import Testing
                 try second.write(toFile: dir + "/token", atomically: true, encoding: .utf8)
                 try reconciler.apply(spec)
                 #expect(try await reconciler.waitForRollout("app").revision == 2)
-                let expectedSecond = try Self.md5(second) + "\n" + Self.md5(variableValue) + "\nlevel=1\n"
+                let expectedSecond = try await md5Hex(second) + "\n" + md5Hex(variableValue) + "\nlevel=1\n"
                 let seen = try await outputs(revision: 2)
                 let listed = try runtime.list().map { "\($0.name) \($0.status) \($0.spec.labels[ReplicaLabel.revision] ?? "")" }
                 #expect(seen == [expectedSecond, expectedSecond], "\(seen) \(listed)")

@@ -40,13 +40,12 @@ import Testing
             let exit = try await container.wait()
             let output = try await container.logs.text()
             #expect(exit.code == 0, "\(output)")
-            func md5(_ text: String) throws -> String { String(try run("md5sum", [], input: Data(text.utf8)).prefix(32)) }
             let expected = [
-                "password 400 65534 65534", try md5(fileValue),
-                "token 400 65534 65534", try md5(variableValue),
-                "inline 440 0 65534", try md5(inlineValue),
+                "password 400 65534 65534", try await md5Hex(fileValue),
+                "token 400 65534 65534", try await md5Hex(variableValue),
+                "inline 440 0 65534", try await md5Hex(inlineValue),
                 "config 444 65534 65534", "listen 8080", "greeting 400", "hello",
-                try md5(inlineValue),
+                try await md5Hex(inlineValue),
                 "fs tmpfs",
                 "refused",
             ]

@@ -34,6 +34,13 @@ final class KubeObject {
     /// Marks `key` as read without reading it (fields that change nothing).
     func accept(_ keys: String...) { read.formUnion(keys) }
 
+    /// Reads `key`, if given, only to say why it changes nothing here.
+    func ignore(_ key: String, because why: String) {
+        guard fields[key] != nil else { return }
+        read.insert(key)
+        warn(key, why)
+    }
+
     func has(_ key: String) -> Bool { fields[key] != nil && !(fields[key] is NSNull) }
 
     func raw(_ key: String) -> Any? {

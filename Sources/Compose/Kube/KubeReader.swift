@@ -69,8 +69,8 @@ struct KubeReader {
         if let spec = try object.object("spec") {
             spec.accept("accessModes", "volumeMode")
             if let resources = try spec.object("resources") {
-                resources.accept("requests", "limits")
-                if resources.has("requests") { resources.warn("requests", "a named volume has no size limit here; it grows as its file system allows") }
+                resources.accept("limits")
+                resources.ignore("requests", because: "a named volume has no size limit here; it grows as its file system allows")
             }
             if let storageClass = try spec.string("storageClassName") {
                 spec.warn("storageClassName", "a named volume of the state root serves whatever class (\(storageClass))")
@@ -92,7 +92,7 @@ struct KubeReader {
             for (key, value) in wanted where labels[key] != value {
                 throw selector.error("matchLabels", "selects \(key)=\(value), which the pod template's labels do not have")
             }
-            if selector.has("matchExpressions") { _ = selector.raw("matchExpressions"); selector.warn("matchExpressions", "not checked; the template's pods are the deployment's") }
+            selector.ignore("matchExpressions", because: "not checked; the template's pods are the deployment's")
         }
         if let strategy = try spec.object("strategy") {
             switch try strategy.string("type") ?? "RollingUpdate" {
@@ -302,8 +302,7 @@ struct KubeReader {
             if let cpu = try quantity(limits, "cpu") { spec = spec.resources(cpus: Double(cpu.milliValue) / 1000) }
             if let memory = try quantity(limits, "memory") { spec.resources.memory = memory.value }
             for key in limits.fields.keys where !["cpu", "memory"].contains(key) {
-                _ = limits.raw(key)
-                limits.warn(key, "not limited by Gantry (cpu and memory are)")
+                limits.ignore(key, because: "not limited by Gantry (cpu and memory are)")
             }
         }
         if let requests = try resources.object("requests") {
@@ -311,8 +310,7 @@ struct KubeReader {
             if let cpu = try quantity(requests, "cpu") { spec.resources.cpuShares = max(2, UInt64(cpu.milliValue) * 1024 / 1000) }
             if let memory = try quantity(requests, "memory") { spec.resources.memoryReservation = memory.value }
             for key in requests.fields.keys where !["cpu", "memory"].contains(key) {
-                _ = requests.raw(key)
-                requests.warn(key, "not reserved by Gantry (cpu and memory are)")
+                requests.ignore(key, because: "not reserved by Gantry (cpu and memory are)")
             }
         }
     }
@@ -324,7 +322,7 @@ struct KubeReader {
         if let user { spec.user = String(user) + (group.map { ":\($0)" } ?? "") } else if let group { spec.user = "0:\(group)" }
         if let groups = pod?.raw("supplementalGroups") as? [Int] { spec.supplementaryGroups = groups.compactMap { UInt32(exactly: $0) } }
         if let pod {
-            if pod.has("fsGroup") { _ = pod.raw("fsGroup"); pod.warn("fsGroup", "volumes keep their owners; fsGroup is not applied") }
+            pod.ignore("fsGroup", because: "volumes keep their owners; fsGroup is not applied")
             for sysctl in try pod.objects("sysctls") { spec.sysctls[try sysctl.requiredString("name")] = try sysctl.string("value") ?? "" }
             if try pod.bool("runAsNonRoot") == true, user == 0 { throw pod.error("runAsNonRoot", "runAsUser is 0") }
             try seccomp(pod, into: &spec)
@@ -380,10 +378,7 @@ struct KubeReader {
             guard target.hasPrefix("/") else { throw mount.error("mountPath", "must be an absolute path") }
             let readOnly = try mount.bool("readOnly") ?? false
             let subPath = try mount.string("subPath")
-            if mount.has("mountPropagation") {
-                _ = mount.raw("mountPropagation")
-                mount.warn("mountPropagation", "mounts are private")
-            }
+            mount.ignore("mountPropagation", because: "mounts are private")
             guard let volume = declared[name] else { throw mount.error("name", "the pod has no volume \(name)") }
             let (kind, source) = try source(name, volume)
             switch kind {
@@ -484,7 +479,7 @@ struct KubeReader {
             action = .exec(try exec.strings("command"))
         } else if let http = try object.object("httpGet") {
             if let scheme = try http.string("scheme"), scheme != "HTTP" { throw http.error("scheme", "only HTTP is probed") }
-            if http.has("httpHeaders") { _ = http.raw("httpHeaders"); http.warn("httpHeaders", "sent without them") }
+            http.ignore("httpHeaders", because: "sent without them")
             action = .httpGet(path: try http.string("path") ?? "/", port: try port(http), host: try http.string("host"))
         } else if let tcp = try object.object("tcpSocket") {
             action = .tcpSocket(port: try port(tcp), host: try tcp.string("host"))
@@ -497,7 +492,7 @@ struct KubeReader {
         if let seconds = try object.int("timeoutSeconds", 1 ... Int.max) { probe.timeout = .seconds(seconds) }
         if let count = try object.int("successThreshold", 1 ... Int.max) { probe.successThreshold = count }
         if let count = try object.int("failureThreshold", 1 ... Int.max) { probe.failureThreshold = count }
-        if object.has("terminationGracePeriodSeconds") { _ = object.raw("terminationGracePeriodSeconds"); object.warn("terminationGracePeriodSeconds", "the pod's grace period applies") }
+        object.ignore("terminationGracePeriodSeconds", because: "the pod's grace period applies")
         return probe
     }
 
@@ -555,7 +550,7 @@ struct KubeReader {
                 _ = try port.int("nodePort", 1 ... 65535)
                 published.append(PublishedPort(hostPort: UInt16(number), containerPort: target, protocol: transport))
             default:
-                if port.has("nodePort") { _ = port.raw("nodePort"); port.warn("nodePort", "a ClusterIP Service publishes no port on the host") }
+                port.ignore("nodePort", because: "a ClusterIP Service publishes no port on the host")
             }
         }
         var service = services[index]

@@ -300,14 +300,19 @@ package enum Sys {
         return Array(buffer[..<length])
     }
 
+    /// A capability set of this process as `/proc/self/status` shows it
+    /// (`CapEff`, `CapBnd`, …), or nil when it cannot be read.
+    package static func capabilityMask(_ set: String) -> UInt64? {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix(set + ":") }) else { return nil }
+        return UInt64(line.dropFirst(set.count + 1).trimmingCharacters(in: .whitespaces), radix: 16)
+    }
+
     /// Whether the process may create device nodes and set any owner:
     /// it is root with CAP_MKNOD and CAP_CHOWN in its effective set.
     package static var isPrivileged: Bool {
         guard geteuid() == 0 else { return false }
-        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8),
-              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
-              let mask = UInt64(line.dropFirst("CapEff:".count).trimmingCharacters(in: .whitespaces), radix: 16)
-        else { return true }
+        guard let mask = capabilityMask("CapEff") else { return true }
         let chown: UInt64 = 1 << 0
         let mknod: UInt64 = 1 << 27
         return mask & (chown | mknod) == (chown | mknod)

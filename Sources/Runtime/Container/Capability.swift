@@ -1,3 +1,5 @@
+import GantryCore
+
 /// A Linux capability (capabilities(7)), by number.
 public struct Capability: Hashable, Sendable, Comparable, CustomStringConvertible, Codable {
     /// The kernel's number for it.
@@ -51,9 +53,7 @@ public struct Capability: Hashable, Sendable, Comparable, CustomStringConvertibl
     /// The capabilities this process holds in its bounding set: all a
     /// privileged container can be given.
     static let held: Set<Capability> = {
-        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
-        let line = status.split(separator: "\n").first { $0.hasPrefix("CapBnd:") }
-        guard let mask = line.flatMap({ UInt64($0.dropFirst("CapBnd:".count).trimmingCharacters(in: .whitespaces), radix: 16) }) else { return all }
+        guard let mask = Sys.capabilityMask("CapBnd") else { return all }
         return all.filter { $0.number < 64 && mask & (1 << UInt64($0.number)) != 0 }
     }()
 
