@@ -226,6 +226,8 @@ struct CronCommand: AsyncParsableCommand {
             guard let policy = CronJobSpec.ConcurrencyPolicy(rawValue: concurrencyPolicy) else {
                 throw ValidationError("--concurrency-policy \(concurrencyPolicy) is not Allow, Forbid or Replace")
             }
+            // The -- that sets the command apart is not part of it.
+            let command = command.first == "--" ? Array(command.dropFirst()) : command
             var spec = CronJobSpec(name: name, schedule: try CronSchedule(schedule), job: try job.template(image: image, command: command))
             spec.concurrencyPolicy = policy
             spec.startingDeadline = try startingDeadline.map(parseDuration)

@@ -89,7 +89,15 @@ struct ProjectRunner {
         root.path + "/reconciler/" + project + ".log"
     }
 
-    func run(_ project: ComposeProject, rebuilding: Bool = false, prepare: () throws -> Void = {}) async throws {
+    /// Runs `project` in the foreground, or in the background with `-d`.
+    ///
+    /// - Parameters:
+    ///   - project: the project.
+    ///   - rebuilding: whether services' images are built even when present.
+    ///   - prepare: called before anything runs.
+    ///   - alongside: what runs beside the reconciler once the project is applied.
+    func run(_ project: ComposeProject, rebuilding: Bool = false, prepare: () throws -> Void = {},
+             alongside: (Gantry) async throws -> [any Service] = { _ in [] }) async throws {
         if flags.detach { return try await runInBackground(project) }
         let detached = ProcessInfo.processInfo.environment[Self.detachedVariable] != nil
         // Out of the terminal's session: its signals and hang-up are not ours.
@@ -117,6 +125,7 @@ struct ProjectRunner {
         for network in report.createdNetworks { say("network \(network) created") }
         for volume in report.createdVolumes { say("volume \(volume) created") }
         var services: [any Service] = [reconciler, ContainerMetrics(runtime: runtime, interval: .seconds(2), logger: global.logger)]
+        services += try await alongside(gantry)
         if let metricsPort = flags.metricsPort {
             let server = MetricsServer(host: flags.metricsAddress, port: metricsPort, registry: registry, logger: global.logger)
             try await server.bind()

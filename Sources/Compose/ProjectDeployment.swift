@@ -2,6 +2,7 @@ import Foundation
 public import Reconciler
 import OCIImage
 public import Runtime
+import Scheduler
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -100,26 +101,38 @@ extension Reconciler {
     /// store lacks under `never`, or that cannot be pulled, is an error
     /// naming the service.
     private func pullImages(_ project: ComposeProject, images: ImageStore) async throws -> [String] {
+        // A service that is built is not pulled.
+        let wanted = project.services.compactMap { service -> (String, String, PullPolicy)? in
+            guard project.builds[service.name] == nil, case .image(let reference) = service.template.root else { return nil }
+            return ("service \(service.name)", reference, project.pullPolicies[service.name] ?? .missing)
+        }
+        return try await Self.pullImages(wanted, images: images)
+    }
+
+    /// Pulls images as their pull policies say: each once, those the store
+    /// lacks (or all, for `always`); one the store lacks under `never`, or
+    /// that cannot be pulled, is an error naming its user.
+    ///
+    /// - Parameter wanted: each image with what uses it (for messages: `service web`) and its policy.
+    /// - Returns: the images pulled.
+    static func pullImages(_ wanted: [(user: String, reference: String, policy: PullPolicy)], images: ImageStore) async throws -> [String] {
         var pulled: [String] = []
-        for service in project.services {
-            // A service that is built is not pulled.
-            guard project.builds[service.name] == nil, case .image(let reference) = service.template.root, !pulled.contains(reference) else { continue }
-            let policy = project.pullPolicies[service.name] ?? .missing
+        for (user, reference, policy) in wanted where !pulled.contains(reference) {
             let present = (try? await images.image(reference)) != nil
             if present && policy != .always { continue }
             guard policy != .never else {
-                throw ReconcilerError(.invalidSpec, "service \(service.name): image \(reference) is not in the image store, and its pull_policy is never")
+                throw ReconcilerError(.invalidSpec, "\(user): image \(reference) is not in the image store, and its pull_policy is never")
             }
             #if Registry
             do {
                 _ = try await images.pull(reference)
             } catch {
-                throw ReconcilerError(.invalidSpec, "service \(service.name): cannot pull image \(reference): \(error)")
+                throw ReconcilerError(.invalidSpec, "\(user): cannot pull image \(reference): \(error)")
             }
             pulled.append(reference)
             #else
             if !present {
-                throw ReconcilerError(.invalidSpec, "service \(service.name): image \(reference) is not in the image store, and this build of Gantry has no registry client")
+                throw ReconcilerError(.invalidSpec, "\(user): image \(reference) is not in the image store, and this build of Gantry has no registry client")
             }
             #endif
         }
@@ -172,9 +185,11 @@ extension Reconciler {
                 try await Task.sleep(for: .milliseconds(50))
             }
         }
-        // What is left: ended replicas, or those of a reconciler that is not running.
+        // What is left: ended replicas, or those of a reconciler that is not
+        // running, and the runs of the project's jobs.
+        let runs = try runtime.list().filter { $0.spec.labels[ReplicaLabel.project] == project && $0.spec.labels[JobRunner.jobLabel] != nil }
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for record in try replicas() {
+            for record in try replicas() + runs {
                 group.addTask {
                     // A reconciler may have removed it meanwhile.
                     guard let container = try? runtime.container(record.id) else { return }

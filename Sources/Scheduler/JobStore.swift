@@ -36,6 +36,10 @@ public struct JobRecord: Codable, Hashable, Sendable {
     public var finishedAt: Date?
     /// The process id of the process running it.
     public var owner: Int32
+    /// What its runs are and how it runs and retries (secrets' values
+    /// withheld), when it was recorded with it; `nil` for a job whose runs
+    /// have no container.
+    public var template: JobTemplate?
 
     /// A record of every field.
     public init(name: String, cronJob: String? = nil, image: String? = nil, command: [String] = [], completions: Int = 1,
@@ -71,6 +75,12 @@ public struct JobRecord: Codable, Hashable, Sendable {
                   command: (container?.entrypoint ?? []) + (container?.command ?? []), completions: job.completions,
                   parallelism: job.parallelism, completionMode: job.completionMode, backoffLimit: job.backoffLimit,
                   ttlAfterFinished: job.ttlAfterFinished, createdAt: createdAt)
+        template = container.map { container in
+            JobTemplate(container: container, resources: job.template.resources, priority: job.template.priority, queue: job.template.queue,
+                        completions: job.completions, parallelism: job.parallelism, completionMode: job.completionMode,
+                        backoffLimit: job.backoffLimit, backoffBase: job.backoffBase, backoffCap: job.backoffCap,
+                        activeDeadline: job.activeDeadline, ttlAfterFinished: job.ttlAfterFinished)
+        }
     }
 
     /// When the store forgets the record: its ttl after it finished, if both are set.

@@ -335,7 +335,7 @@ import Testing
     }
 
     @Test func kubePlayRunsManifestsInTheBackgroundUntilDown() async throws {
-        try await withImage("kube-play-cli", applets: ["httpd", "mkdir"]) { root, dir in
+        try await withImage("kube-play-cli", applets: ["httpd", "mkdir", "wget"]) { root, dir in
             let manifest = dir + "/site.yaml"
             let port = UInt16(try freePort())
             try write("""
@@ -368,6 +368,19 @@ import Testing
                   type: LoadBalancer
                   selector: {app: site}
                   ports: [{port: \(port), targetPort: 8080}]
+                ---
+                apiVersion: batch/v1
+                kind: Job
+                metadata: {name: fetch}
+                spec:
+                  activeDeadlineSeconds: 60
+                  template:
+                    spec:
+                      restartPolicy: Never
+                      containers:
+                        - name: fetch
+                          image: bb:1
+                          command: ["sh", "-c", "until wget -q -O - http://site:\(port)/; do sleep 0.2; done"]
                 """, to: manifest)
             do {
                 let played = try await runWithStatus(binary, ["kube", "play", "--root", root, "-d", manifest], environment: ["GANTRY_CGROUP_PARENT": parent])
@@ -380,8 +393,19 @@ import Testing
                     if body?.hasSuffix("served") != true { body = nil; try await Task.sleep(for: .milliseconds(50)) }
                 }
                 #expect(body?.hasSuffix("served") == true, "\(String(describing: body))")
+                // The Job reached the Service by its name on the project's network, and is listed.
+                var jobs: [[String: Any]] = []
+                for _ in 0 ..< 300 where jobs.first?["condition"] as? String != "Complete" {
+                    let listed = try await runWithStatus(binary, ["job", "ls", "--root", root, "--format", "json"])
+                    jobs = (try? JSONSerialization.jsonObject(with: Data(listed.output.utf8))) as? [[String: Any]] ?? []
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                #expect(jobs.count == 1 && jobs.first?["name"] as? String == "fetch" && jobs.first?["condition"] as? String == "Complete", "\(jobs)")
                 let down = try await runWithStatus(binary, ["kube", "play", "--root", root, "--down", manifest], environment: ["GANTRY_CGROUP_PARENT": parent])
                 #expect(down.status == 0, "\(down.error)")
+                let left = try await runWithStatus(binary, ["job", "ls", "--root", root, "--format", "json"]).output
+                #expect((try? JSONSerialization.jsonObject(with: Data(left.utf8))) as? [Any] != nil && left.filter { !$0.isWhitespace } == "[]",
+                        "the Job's record goes with the manifests: \(left)")
                 #expect(try await running(root).isEmpty)
                 #expect(try await runWithStatus("/usr/bin/pgrep", ["-f", "kube play --root \(root)"]).output.isEmpty)
                 try await cleanUp(root, compose: manifest, processes: [])

@@ -2,6 +2,8 @@
 import Foundation
 import GantryTestSupport
 @testable import Runtime
+import Scheduler
+import Synchronization
 import Testing
 @testable import Reconciler
 
@@ -140,7 +142,110 @@ let shopManifests = """
     spec: {rules: []}
     """
 
+/// Jobs and a CronJob as people write them.
+let batchManifests = """
+    apiVersion: batch/v1
+    kind: Job
+    metadata: {name: migrate}
+    spec:
+      completions: 3
+      parallelism: 2
+      completionMode: Indexed
+      backoffLimit: 2
+      activeDeadlineSeconds: 60
+      ttlSecondsAfterFinished: 30
+      template:
+        metadata: {labels: {app: migrate}}
+        spec:
+          restartPolicy: Never
+          terminationGracePeriodSeconds: 5
+          containers:
+            - name: migrate
+              image: shop/migrate:1
+              args: ["up"]
+              imagePullPolicy: Never
+              env: [{name: STEP, value: schema}]
+              resources: {limits: {cpu: 500m, memory: 64Mi}, requests: {cpu: 250m}}
+    ---
+    apiVersion: batch/v1
+    kind: CronJob
+    metadata: {name: report}
+    spec:
+      schedule: "30 2 * * *"
+      timeZone: Europe/Berlin
+      concurrencyPolicy: Forbid
+      startingDeadlineSeconds: 120
+      successfulJobsHistoryLimit: 5
+      failedJobsHistoryLimit: 2
+      jobTemplate:
+        metadata: {labels: {app: report}}
+        spec:
+          backoffLimit: 1
+          template:
+            spec:
+              restartPolicy: OnFailure
+              containers: [{name: report, image: shop/report:1, command: ["report", "--daily"]}]
+    ---
+    apiVersion: batch/v1
+    kind: Job
+    metadata: {name: later}
+    spec:
+      suspend: true
+      template:
+        spec:
+          restartPolicy: Never
+          containers: [{name: later, image: shop/migrate:1}]
+    """
+
 @Suite struct KubeManifestTests {
+    @Test func jobsAndCronJobsMapOntoJobTemplates() throws {
+        let play = try KubeManifests.parse(batchManifests, file: "batch.yaml", project: "shop", secretsDirectory: "/run/unused")
+        #expect(play.project.services.isEmpty && play.project.networks.map(\.name) == ["shop_default"], "the jobs' runs join the project's network")
+        #expect(play.jobs.keys.sorted() == ["migrate"], "a suspended Job is not run")
+        #expect(play.project.warnings.contains { $0.contains("batch.yaml: Job later: spec.suspend: the Job is suspended: it is not run") }, "\(play.project.warnings)")
+        let migrate = try #require(play.jobs["migrate"])
+        #expect(migrate.completions == 3 && migrate.parallelism == 2 && migrate.completionMode == .indexed && migrate.backoffLimit == 2)
+        #expect(migrate.activeDeadline == .seconds(60) && migrate.ttlAfterFinished == .seconds(30))
+        #expect(migrate.container.root == .image("shop/migrate:1") && migrate.container.command == ["up"] && migrate.container.environment == ["STEP=schema"])
+        #expect(migrate.container.network == .bridge("shop_default") && migrate.container.labels[ReplicaLabel.project] == "shop")
+        #expect(migrate.container.stopGracePeriod == .seconds(5))
+        // The runs ask for and are limited to the container's resources.
+        #expect(migrate.resources.limits == ResourceAmounts(milliCPU: 500, memory: 64 << 20) && migrate.resources.requests == ResourceAmounts(milliCPU: 250))
+        #expect(migrate.container.resources.cpuQuota == nil && migrate.container.resources.memory == nil)
+        #expect(play.jobPullPolicies == ["migrate": .never])
+        let report = try #require(play.cronJobs.first)
+        #expect(play.cronJobs.count == 1 && report.name == "report")
+        #expect(report.schedule == (try CronSchedule("30 2 * * *", timeZoneIdentifier: "Europe/Berlin")))
+        #expect(report.concurrencyPolicy == .forbid && report.startingDeadline == .seconds(120) && !report.suspend)
+        #expect(report.successfulJobsHistoryLimit == 5 && report.failedJobsHistoryLimit == 2 && report.job.backoffLimit == 1)
+        #expect(report.job.container.entrypoint == ["report", "--daily"])
+    }
+
+    @Test func badJobsAndCronJobsNameTheField() {
+        func failure(_ yaml: String) -> String {
+            let error = #expect(throws: ReconcilerError.self) {
+                try KubeManifests.parse(yaml, file: "bad.yaml", project: "bad", secretsDirectory: "/run/x")
+            }
+            return error?.message ?? ""
+        }
+        func job(_ spec: String, restart: String = "restartPolicy: Never") -> String {
+            "apiVersion: batch/v1\nkind: Job\nmetadata: {name: j}\nspec:\n\(spec)\n  template:\n    spec:\n      \(restart)\n      containers: [{name: a, image: x}]\n"
+        }
+        func cron(_ spec: String, name: String = "c") -> String {
+            "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: \(name)}\nspec:\n\(spec)\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{name: a, image: x}]\n"
+        }
+        #expect(failure(job("  completions: 1", restart: "")).contains("bad.yaml: Job j: spec.template.spec.restartPolicy: is missing: a Job's pods run to their end"))
+        #expect(failure(job("  completions: 1", restart: "restartPolicy: Always")).contains("Job j: spec.template.spec.restartPolicy: must be Never, OnFailure here, not Always"))
+        #expect(failure(job("  completionMode: Indexed")).contains("Job j: spec.completions: is missing: an Indexed Job needs it"))
+        #expect(failure(job("  completions: 0")).contains("Job j: spec.completions:"))
+        #expect(failure(job("  completionMode: Sometimes")).contains("spec.completionMode: must be NonIndexed or Indexed, not Sometimes"))
+        #expect(failure(cron("  schedule: \"61 * * * *\"")).contains("CronJob c: spec.schedule: cron schedule \"61 * * * *\""))
+        #expect(failure(cron("  schedule: \"@daily\"\n  timeZone: Mars/Base")).contains("CronJob c: spec.timeZone: Mars/Base is not a time zone"))
+        #expect(failure(cron("  schedule: \"@daily\"\n  concurrencyPolicy: Sometimes")).contains("spec.concurrencyPolicy: must be Allow, Forbid or Replace"))
+        #expect(failure(cron("  suspend: false")).contains("CronJob c: spec.schedule: is missing"))
+        #expect(failure(cron("  schedule: \"@daily\"", name: String(repeating: "c", count: 53))).contains("is not a valid cron job name: use up to 52"))
+    }
+
     @Test func manifestsMapOntoServicesEndpointsConfigsSecretsAndVolumes() throws {
         let play = try KubeManifests.parse(shopManifests, file: "shop.yaml", project: "shop", secretsDirectory: "/run/gantry/kube/shop")
         let project = play.project
@@ -274,6 +379,122 @@ let shopManifests = """
     }
 }
 
+extension KubePlayTests {
+    @Test func playedJobsRunOnTheProjectsNetworkAndCronJobsOnTheirSchedules() async throws {
+        try await withBusyboxRuntime("kube-jobs", applets: reconcilerApplets + ["httpd", "wget"]) { runtime, _ in
+            let manifests = """
+                apiVersion: apps/v1
+                kind: Deployment
+                metadata: {name: web}
+                spec:
+                  selector: {matchLabels: {app: web}}
+                  template:
+                    metadata: {labels: {app: web}}
+                    spec:
+                      containers:
+                        - name: httpd
+                          image: busybox:test
+                          command: ["sh", "-c", "mkdir -p /www && echo served > /www/index.html && exec httpd -f -p 8080 -h /www"]
+                          readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}
+                ---
+                apiVersion: v1
+                kind: Service
+                metadata: {name: web}
+                spec:
+                  selector: {app: web}
+                  ports: [{port: 80, targetPort: 8080}]
+                ---
+                apiVersion: batch/v1
+                kind: Job
+                metadata: {name: fetch}
+                spec:
+                  completions: 2
+                  parallelism: 2
+                  completionMode: Indexed
+                  backoffLimit: 0
+                  template:
+                    spec:
+                      restartPolicy: Never
+                      containers:
+                        - name: fetch
+                          image: busybox:test
+                          command: ["sh", "-c", "echo index $JOB_COMPLETION_INDEX; wget -q -O - http://web/"]
+                ---
+                apiVersion: batch/v1
+                kind: CronJob
+                metadata: {name: tick}
+                spec:
+                  schedule: "* * * * *"
+                  jobTemplate:
+                    spec:
+                      template:
+                        spec:
+                          restartPolicy: Never
+                          containers: [{name: tick, image: busybox:test, command: ["echo", "ticked"]}]
+                """
+            let play = try KubeManifests.parse(manifests, file: "batch.yaml", project: "batch", secretsDirectory: "/run/unused")
+            #expect(play.project.warnings.isEmpty, "\(play.project.warnings)")
+            #expect(try await play.pullJobImages(runtime.images).isEmpty, "the image is in the store")
+            let store = try JobStore(root: runtime.images.root)
+            let output = Mutex([String]())
+            var node = try LocalNode(runtime: runtime)
+            node.output = { _, chunk in output.withLock { $0.append(chunk.text) } }
+            let cluster = try Cluster(nodes: [node])
+            let reconciler = try Reconciler(runtime: runtime, options: Reconciler.Options(project: "batch"))
+            try await reconciler.withRunning { reconciler in
+                try await reconciler.apply(play.project)
+                _ = try await reconciler.waitForRollout("web")
+                // The next minute's fire time 1.5 s away.
+                let now = Date().timeIntervalSince1970
+                let offset = 60 - now.truncatingRemainder(dividingBy: 60) - 1.5
+                let events = Recorded<KubePlay.JobEvent>()
+                let running = Task {
+                    try await play.runJobs(on: cluster, store: store, wallClock: { Date().addingTimeInterval(offset) }, events: { event in
+                        events.items.withLock { $0.append(event) }
+                    })
+                }
+                func ended() -> (fetch: JobStatus?, tick: JobStatus?) {
+                    events.items.withLock { events in
+                        var ended: (fetch: JobStatus?, tick: JobStatus?) = (nil, nil)
+                        for event in events {
+                            if case .job("fetch", let status) = event, status.condition != .running { ended.fetch = status }
+                            if case .cron(.finished(cronJob: "tick", _, let status)) = event { ended.tick = status }
+                        }
+                        return ended
+                    }
+                }
+                for _ in 0 ..< 600 where ended().fetch == nil || ended().tick == nil { try await Task.sleep(for: .milliseconds(50)) }
+                running.cancel()
+                _ = await running.result
+                let (fetch, tick) = ended()
+                #expect(fetch?.condition == .complete && fetch?.succeeded == 2 && fetch?.completedIndexes == [0, 1], "\(String(describing: fetch)) \(output.withLock { $0 })")
+                #expect(tick?.condition == .complete, "\(String(describing: tick))")
+                let printed = output.withLock { $0.joined() }
+                #expect(printed.contains("index 0") && printed.contains("index 1") && printed.components(separatedBy: "served").count == 3, "the runs reached the Service by its name: \(printed)")
+                #expect(printed.contains("ticked"))
+                #expect(try store.job("fetch")?.status.condition == .complete && store.jobs(cronJob: "tick").count == 1)
+
+                // Played again: the Job that completed is not run again.
+                var replay = play
+                replay.cronJobs = []
+                let again = Mutex([String]())
+                try await replay.runJobs(on: cluster, store: store, events: { event in
+                    if case .alreadyEnded(let name, let status) = event { again.withLock { $0.append("\(name) \(status.condition.rawValue)") } }
+                })
+                #expect(again.withLock { $0 } == ["fetch Complete"])
+                try await Reconciler.tearDown(project: "batch", runtime: runtime, store: reconciler.store, timeout: .seconds(20))
+                #expect(try play.forgetJobs(in: store).sorted().count == 2)
+                #expect(try store.jobs().isEmpty)
+            }
+        }
+    }
+}
+
+/// What a closure called from other tasks was given.
+final class Recorded<Item: Sendable>: Sendable {
+    let items = Mutex<[Item]>([])
+}
+
 @Suite struct KubeGenerateTests {
     /// The services of a small shop, with every part a manifest carries.
     static func shop(secretFile: String, variable: String) -> [ServiceSpec] {
@@ -357,6 +578,38 @@ let shopManifests = """
             #expect(played["db"]?.virtualPorts == [PublishedPort(hostPort: 5432, containerPort: 5432)])
             let again = try KubeManifests.generate(play.project.services)
             #expect(again.yaml == generated.yaml)
+        }
+    }
+
+    @Test func generatedJobsAndCronJobsValidateAndPlayBackTheSame() async throws {
+        try await withTemporaryDirectory("kube-generate-jobs") { dir in
+            let played = try KubeManifests.parse(batchManifests, file: "batch.yaml", project: "shop", secretsDirectory: "/run/unused")
+            // A job as `gantry job run` makes it, too: limits only, no network of a project.
+            var made = JobTemplate(container: ContainerSpec(image: "busybox", command: ["sh", "-c", "echo made"]),
+                                   resources: ResourceRequirements(limits: .cpus(0.25, memory: 32 << 20)), priority: 5, parallelism: 2)
+            made.container.environment = ["A=1"]
+            var jobs = played.jobs
+            jobs["made"] = made
+            let generated = try KubeManifests.generate([], jobs: jobs, cronJobs: played.cronJobs)
+            #expect(generated.yaml.contains("kind: Job") && generated.yaml.contains("kind: CronJob") && generated.yaml.contains("timeZone: Europe/Berlin"))
+            #expect(generated.warnings == ["job made: priority 5 needs a PriorityClass of the cluster (priorityClassName); left out"], "\(generated.warnings)")
+            try write(generated.yaml, to: dir + "/batch.yaml")
+            let searched = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin").split(separator: ":").map { String($0) + "/kubernetes-validate" }
+            let tool = try #require(searched.first { FileManager.default.isExecutableFile(atPath: $0) }, "kubernetes-validate is missing: scripts/setup.sh installs it")
+            let validated = try await runWithStatus(tool, ["--strict", dir + "/batch.yaml"])
+            #expect(validated.status == 0, "\(validated.output) \(validated.error)")
+
+            // What kube play read comes back the same, and is generated the same again.
+            let back = try KubeManifests.parse(generated.yaml, file: "batch.yaml", project: "shop", secretsDirectory: "/run/unused")
+            #expect(back.jobs["migrate"] == played.jobs["migrate"])
+            #expect(back.cronJobs == played.cronJobs)
+            var backMade = try #require(back.jobs["made"])
+            #expect(backMade.container.entrypoint == nil && backMade.container.command == ["sh", "-c", "echo made"] && backMade.container.environment == ["A=1"])
+            #expect(backMade.resources == made.resources && backMade.parallelism == 2 && backMade.completions == 1)
+            backMade.priority = made.priority
+            backMade.container = made.container
+            #expect(backMade == made, "all but the container's network and labels, and the priority")
+            #expect(try KubeManifests.generate([], jobs: back.jobs, cronJobs: back.cronJobs).yaml == generated.yaml)
         }
     }
 }

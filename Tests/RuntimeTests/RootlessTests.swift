@@ -565,7 +565,7 @@ struct RootlessTests {
             try makeBusyboxRootfs(dir + "/rootfs")
             #expect(try await gantry(["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"], root: root).status == 0)
             let created = try await gantry(["cron", "create", "ticker", "--schedule", "* * * * *", "--concurrency-policy", "Forbid",
-                                            "bb:1", "sh", "-c", "id -u; cat /proc/self/uid_map"], root: root)
+                                            "bb:1", "--", "sh", "-c", "id -u; cat /proc/self/uid_map"], root: root)
             #expect(created.status == 0, "\(created)")
             let library = try Gantry(root: StateRoot(root))
             let store = try JobStore(root: library.root)

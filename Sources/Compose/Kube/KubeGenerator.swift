@@ -1,6 +1,7 @@
 import Foundation
 public import Reconciler
 import Runtime
+public import Scheduler
 import Yams
 
 /// Kubernetes manifests for services, as `gantry kube generate` writes them.
@@ -17,24 +18,43 @@ extension KubeManifests {
 
     /// Manifests for a cluster: per service a Deployment, a Service when it
     /// has an endpoint, a ConfigMap of its configs and a Secret of its
-    /// secrets (their values read now, from their files or variables), and
-    /// a PersistentVolumeClaim per named volume. What `kube play` of them
-    /// gives back is the same services.
+    /// secrets (their values read now, from their files or variables); per
+    /// job a Job and per cron job a CronJob, with their ConfigMaps and
+    /// Secrets; and a PersistentVolumeClaim per named volume. What `kube
+    /// play` of them gives back is the same services, jobs and cron jobs.
     ///
     /// - Parameters:
     ///   - services: the services.
+    ///   - jobs: jobs, by name.
+    ///   - cronJobs: cron jobs.
     ///   - claimSize: the storage each claim asks for.
     /// - Throws: `ReconcilerError` naming the service when a secret or
     ///   config cannot be read, or a name cannot be a Kubernetes name.
-    public static func generate(_ services: [ServiceSpec], claimSize: String = "1Gi") throws -> KubeManifestSet {
+    public static func generate(_ services: [ServiceSpec], jobs: [String: JobTemplate] = [:], cronJobs: [CronJobSpec] = [],
+                                claimSize: String = "1Gi") throws -> KubeManifestSet {
         var documents: [[String: Any]] = []
         var warnings: [String] = []
         var claims: [String] = []
+        func claimVolumes(_ container: ContainerSpec) {
+            for case .volume(let name, _, _) in container.mounts where !claims.contains(name) { claims.append(name) }
+        }
         for service in services.sorted(by: { $0.name < $1.name }) {
             var generator = KubeServiceGenerator(service: service)
             documents += try generator.documents()
             warnings += generator.warnings
-            for case .volume(let name, _, _) in service.template.mounts where !claims.contains(name) { claims.append(name) }
+            claimVolumes(service.template)
+        }
+        for (name, job) in jobs.sorted(by: { $0.key < $1.key }) {
+            var generator = KubeServiceGenerator(job: name, template: job, what: "job")
+            documents += try generator.jobDocuments()
+            warnings += generator.warnings
+            claimVolumes(job.container)
+        }
+        for cron in cronJobs.sorted(by: { $0.name < $1.name }) {
+            var generator = KubeServiceGenerator(job: cron.name, template: cron.job, what: "cron job")
+            documents += try generator.cronJobDocuments(cron)
+            warnings += generator.warnings
+            claimVolumes(cron.job.container)
         }
         for claim in claims {
             documents.append([
@@ -64,22 +84,128 @@ extension KubeManifests {
     }
 }
 
-/// The manifests of one service.
+/// The manifests of one service, job or cron job.
 struct KubeServiceGenerator {
+    /// The service; a job's is one of its container that does not restart.
     let service: ServiceSpec
+    /// A job's template: how it runs and retries, and the resources its
+    /// runs ask for and are limited to.
+    private let job: JobTemplate?
+    /// What it is, for messages: `service`, `job` or `cron job`.
+    private let what: String
     var warnings: [String] = []
     private var volumes: [[String: Any]] = []
     private var mounts: [[String: Any]] = []
     private var configData: [String: String] = [:]
     private var secretData: [String: String] = [:]
 
-    init(service: ServiceSpec) { self.service = service }
+    init(service: ServiceSpec) {
+        self.service = service
+        job = nil
+        what = "service"
+    }
 
-    private mutating func warn(_ message: String) { warnings.append("service \(service.name): \(message)") }
+    init(job name: String, template: JobTemplate, what: String) {
+        var service = ServiceSpec(name: name, template: template.container)
+        service.restartPolicy = .never
+        self.service = service
+        job = template
+        self.what = what
+    }
+
+    private mutating func warn(_ message: String) { warnings.append("\(what) \(service.name): \(message)") }
 
     mutating func documents() throws -> [[String: Any]] {
-        let name = try KubeManifests.kubeName(service.name, what: "service")
+        let name = try KubeManifests.kubeName(service.name, what: what)
         if name != service.name { warn("named \(name) in Kubernetes") }
+        let (podSpec, labels) = try pod(name: name)
+        let metadata: [String: Any] = ["name": name, "labels": [KubeManifests.nameLabel: name]]
+        var documents = dataDocuments(name: name)
+        let pod: [String: Any] = ["metadata": ["labels": labels], "spec": podSpec]
+        if service.restartPolicy != .always {
+            // A Deployment's pods always restart: a service that does not is a Pod.
+            var bare = pod
+            bare["metadata"] = ["name": name, "labels": labels]
+            var spec = podSpec
+            spec["restartPolicy"] = service.restartPolicy == .onFailure ? "OnFailure" : "Never"
+            bare["spec"] = spec
+            if service.replicas != 1 { warn("a Pod is one replica, not \(service.replicas)") }
+            documents.append(["apiVersion": "v1", "kind": "Pod"].merging(bare) { $1 })
+        } else {
+            let update = service.update
+            var deployment: [String: Any] = [
+                "replicas": service.replicas,
+                "selector": ["matchLabels": [KubeManifests.nameLabel: name]],
+                "strategy": ["type": "RollingUpdate", "rollingUpdate": ["maxSurge": Self.count(update.maxSurge), "maxUnavailable": Self.count(update.maxUnavailable)]],
+                "progressDeadlineSeconds": max(1, Int(update.progressDeadline.components.seconds)),
+                "revisionHistoryLimit": update.revisionHistoryLimit,
+                "template": pod,
+            ]
+            if update.minReady > .zero { deployment["minReadySeconds"] = Int(update.minReady.components.seconds) }
+            documents.append(["apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": deployment])
+        }
+        if let endpoint = endpointService(name: name, metadata: metadata) { documents.append(endpoint) }
+        if !service.dependsOn.isEmpty { warn("depends_on has no Kubernetes equivalent: its services start in any order") }
+        if service.template.privileged { warn("privileged: the cluster's policies may refuse it") }
+        return documents
+    }
+
+    /// A Job, with its ConfigMap and Secret.
+    mutating func jobDocuments() throws -> [[String: Any]] {
+        let name = try KubeManifests.kubeName(service.name, what: what)
+        if name != service.name { warn("named \(name) in Kubernetes") }
+        let spec = try jobSpec(name: name)
+        return dataDocuments(name: name) + [
+            ["apiVersion": "batch/v1", "kind": "Job", "metadata": ["name": name, "labels": [KubeManifests.nameLabel: name]], "spec": spec],
+        ]
+    }
+
+    /// A CronJob, with the ConfigMap and Secret of its jobs.
+    mutating func cronJobDocuments(_ cron: CronJobSpec) throws -> [[String: Any]] {
+        let name = try KubeManifests.kubeName(service.name, what: what)
+        if name != service.name { warn("named \(name) in Kubernetes") }
+        // The five fields (or the @ descriptor) without a zone's prefix: the zone is timeZone.
+        var schedule = Substring(cron.schedule.text.trimmingCharacters(in: .whitespaces))
+        if schedule.hasPrefix("CRON_TZ=") || schedule.hasPrefix("TZ=") {
+            schedule = schedule.drop { !$0.isWhitespace }.drop { $0.isWhitespace }
+        }
+        var spec: [String: Any] = [
+            "schedule": String(schedule), "timeZone": cron.schedule.timeZone.identifier,
+            "concurrencyPolicy": cron.concurrencyPolicy.rawValue, "suspend": cron.suspend,
+            "successfulJobsHistoryLimit": cron.successfulJobsHistoryLimit, "failedJobsHistoryLimit": cron.failedJobsHistoryLimit,
+            "jobTemplate": ["metadata": ["labels": [KubeManifests.nameLabel: name]], "spec": try jobSpec(name: name)],
+        ]
+        if let deadline = cron.startingDeadline { spec["startingDeadlineSeconds"] = Int(deadline.components.seconds) }
+        return dataDocuments(name: name) + [
+            ["apiVersion": "batch/v1", "kind": "CronJob", "metadata": ["name": name, "labels": [KubeManifests.nameLabel: name]], "spec": spec],
+        ]
+    }
+
+    /// A Job's `spec`: how it runs and retries, and its pods' template.
+    private mutating func jobSpec(name: String) throws -> [String: Any] {
+        guard let job else { return [:] }
+        let (podSpec, labels) = try pod(name: name)
+        var pod = podSpec
+        // Each failed run is a new one, as a Job's pods that never restart.
+        pod["restartPolicy"] = "Never"
+        var spec: [String: Any] = [
+            "completions": job.completions, "parallelism": job.parallelism, "backoffLimit": job.backoffLimit,
+            "completionMode": job.completionMode.rawValue, "template": ["metadata": ["labels": labels], "spec": pod],
+        ]
+        if let deadline = job.activeDeadline { spec["activeDeadlineSeconds"] = max(1, Int(deadline.components.seconds)) }
+        if let ttl = job.ttlAfterFinished { spec["ttlSecondsAfterFinished"] = Int(ttl.components.seconds) }
+        if job.backoffBase != .seconds(10) || job.backoffCap != .seconds(360) {
+            warn("Kubernetes waits 10 s doubling to 6 minutes between failed runs, not \(job.backoffBase) to \(job.backoffCap)")
+        }
+        if job.priority != 0 { warn("priority \(job.priority) needs a PriorityClass of the cluster (priorityClassName); left out") }
+        if job.queue != "default" { warn("the admission queue \(job.queue) has no Kubernetes equivalent (Kueue's LocalQueue is the nearest)") }
+        if !service.template.publishedPorts.isEmpty { warn("a job's published ports have no Kubernetes equivalent; left out") }
+        if job.resources.limits.pids != nil || job.resources.requests.pids != nil { warn("a limit of processes is the cluster's (the kubelet's podPidsLimit); left out") }
+        return spec
+    }
+
+    /// The pod's spec and labels.
+    private mutating func pod(name: String) throws -> (spec: [String: Any], labels: [String: String]) {
         let template = service.template
         var container: [String: Any] = ["name": name]
         guard case .image(let image) = template.root else {
@@ -115,7 +241,11 @@ struct KubeServiceGenerator {
         var labels = service.labels.filter { Self.isLabel($0.key) && Self.isLabelValue($0.value) }
         labels[KubeManifests.nameLabel] = name
         if labels.count - 1 != service.labels.filter({ $0.key != KubeManifests.nameLabel }).count { warn("labels that are not Kubernetes labels are left out") }
-        let metadata: [String: Any] = ["name": name, "labels": [KubeManifests.nameLabel: name]]
+        return (podSpec, labels)
+    }
+
+    /// The ConfigMap and Secret of what ``pod(name:)`` read.
+    private mutating func dataDocuments(name: String) -> [[String: Any]] {
         var documents: [[String: Any]] = []
         if !configData.isEmpty {
             documents.append(["apiVersion": "v1", "kind": "ConfigMap", "metadata": ["name": name + "-config"], "data": configData])
@@ -124,32 +254,6 @@ struct KubeServiceGenerator {
             documents.append(["apiVersion": "v1", "kind": "Secret", "metadata": ["name": name + "-secrets"], "type": "Opaque", "data": secretData])
             warn("the Secret \(name)-secrets holds the values of \(secretData.count) secret\(secretData.count == 1 ? "" : "s") (base64, not encrypted): keep the manifests as the secrets themselves")
         }
-        let pod: [String: Any] = ["metadata": ["labels": labels], "spec": podSpec]
-        if service.restartPolicy != .always {
-            // A Deployment's pods always restart: a service that does not is a Pod.
-            var bare = pod
-            bare["metadata"] = ["name": name, "labels": labels]
-            var spec = podSpec
-            spec["restartPolicy"] = service.restartPolicy == .onFailure ? "OnFailure" : "Never"
-            bare["spec"] = spec
-            if service.replicas != 1 { warn("a Pod is one replica, not \(service.replicas)") }
-            documents.append(["apiVersion": "v1", "kind": "Pod"].merging(bare) { $1 })
-        } else {
-            let update = service.update
-            var deployment: [String: Any] = [
-                "replicas": service.replicas,
-                "selector": ["matchLabels": [KubeManifests.nameLabel: name]],
-                "strategy": ["type": "RollingUpdate", "rollingUpdate": ["maxSurge": Self.count(update.maxSurge), "maxUnavailable": Self.count(update.maxUnavailable)]],
-                "progressDeadlineSeconds": max(1, Int(update.progressDeadline.components.seconds)),
-                "revisionHistoryLimit": update.revisionHistoryLimit,
-                "template": pod,
-            ]
-            if update.minReady > .zero { deployment["minReadySeconds"] = Int(update.minReady.components.seconds) }
-            documents.append(["apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": deployment])
-        }
-        if let endpoint = endpointService(name: name, metadata: metadata) { documents.append(endpoint) }
-        if !service.dependsOn.isEmpty { warn("depends_on has no Kubernetes equivalent: its services start in any order") }
-        if template.privileged { warn("privileged: the cluster's policies may refuse it") }
         return documents
     }
 
@@ -208,6 +312,19 @@ struct KubeServiceGenerator {
     }
 
     private func resources() -> [String: Any]? {
+        if let job {
+            // A job's runs ask for and are limited to its requirements.
+            func amounts(_ amounts: ResourceAmounts) -> [String: Any] {
+                var written: [String: Any] = [:]
+                if let milliCPU = amounts.milliCPU { written["cpu"] = "\(ResourceQuantity(milliValue: milliCPU))" }
+                if let memory = amounts.memory { written["memory"] = "\(memory)" }
+                return written
+            }
+            var resources: [String: Any] = [:]
+            if case let limits = amounts(job.resources.limits), !limits.isEmpty { resources["limits"] = limits }
+            if case let requests = amounts(job.resources.requests), !requests.isEmpty { resources["requests"] = requests }
+            return resources.isEmpty ? nil : resources
+        }
         let limits = service.template.resources
         var limit: [String: Any] = [:]
         var request: [String: Any] = [:]

@@ -1,7 +1,7 @@
 import Foundation
 import Reconciler
 import Runtime
-import Scheduler
+public import Scheduler
 import Yams
 
 /// Kubernetes manifests read into a project the reconciler runs, as
@@ -9,7 +9,8 @@ import Yams
 /// their load-balanced endpoints (ClusterIP: the virtual address and its
 /// ports; NodePort and LoadBalancer: ports published on the host),
 /// ConfigMaps configs and variables, Secrets secrets, and
-/// PersistentVolumeClaims named volumes.
+/// PersistentVolumeClaims named volumes, Jobs and CronJobs jobs run
+/// beside the services (their containers on the project's network).
 ///
 /// ```swift
 /// let play = try KubeManifests.load(paths: ["app.yaml"], project: "shop", secretsDirectory: runDirectory + "/kube/shop")
@@ -23,6 +24,15 @@ import Yams
 public struct KubePlay: Sendable {
     /// The services, their network and volumes.
     public var project: ComposeProject
+    /// The Jobs, by name: each runs to its end once the project is up
+    /// (``runJobs(on:store:logger:wallClock:events:)``).
+    public var jobs: [String: JobTemplate]
+    /// The CronJobs, by name: their jobs start on their schedules while the
+    /// project is up.
+    public var cronJobs: [CronJobSpec]
+    /// When the images of Jobs and CronJobs are pulled, by their names; one
+    /// not listed has ``PullPolicy/missing``.
+    public var jobPullPolicies: [String: PullPolicy]
     /// Where the values of the manifests' Secrets go: a directory in
     /// memory, which services read them from.
     public var secretsDirectory: String
@@ -165,6 +175,8 @@ public enum KubeManifests {
         for (kind, name, object) in objects {
             switch kind {
             case "Service": try reader.service(name, object)
+            case "Job": try reader.job(name, object)
+            case "CronJob": try reader.cronJob(name, object)
             case "ConfigMap", "Secret", "PersistentVolumeClaim", "Deployment", "Pod": continue
             default:
                 warnings.add("\(object.location): the kind \(kind) is not played by Gantry; skipped")
@@ -175,8 +187,10 @@ public enum KubeManifests {
         let services = reader.services.sorted { $0.name < $1.name }
         let network = ComposeNetwork(key: "default", name: "\(project)_default")
         let volumes = reader.claims.sorted().map { ComposeVolume(key: $0, name: $0) }
-        let composed = ComposeProject(name: project, services: services, networks: services.isEmpty ? [] : [network], volumes: volumes,
+        let runsAnything = !services.isEmpty || !reader.jobs.isEmpty || !reader.cronJobs.isEmpty
+        let composed = ComposeProject(name: project, services: services, networks: runsAnything ? [network] : [], volumes: volumes,
                                       warnings: warnings.all, pullPolicies: reader.pullPolicies)
-        return KubePlay(project: composed, secretsDirectory: secretsDirectory, secretFiles: reader.secretFiles)
+        return KubePlay(project: composed, jobs: reader.jobs, cronJobs: reader.cronJobs.sorted { $0.name < $1.name },
+                        jobPullPolicies: reader.jobPullPolicies, secretsDirectory: secretsDirectory, secretFiles: reader.secretFiles)
     }
 }

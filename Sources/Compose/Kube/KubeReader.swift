@@ -20,6 +20,11 @@ struct KubeReader {
     var namedPorts: [String: [String: UInt16]] = [:]
     /// The Service that named each service, by the service's original name.
     var renamed: [String: String] = [:]
+    /// The Jobs, by name.
+    var jobs: [String: JobTemplate] = [:]
+    var cronJobs: [CronJobSpec] = []
+    /// The pull policies of the Jobs' and CronJobs' images, by their names.
+    var jobPullPolicies: [String: PullPolicy] = [:]
 
     init(project: String, secretsDirectory: String, warnings: KubeWarnings) {
         self.project = project
@@ -84,7 +89,7 @@ struct KubeReader {
     mutating func deployment(_ name: String, _ object: KubeObject) throws {
         guard let spec = try object.object("spec") else { throw object.error("spec", "is missing") }
         guard let template = try spec.object("template") else { throw spec.error("template", "is missing") }
-        var service = try pod(name, template: template, restartAllowed: ["Always"])
+        var service = try pod(name, template: template, restartAllowed: ["Always"]).service
         service.replicas = try spec.int("replicas", 0 ... ServiceSpec.maximumReplicas) ?? 1
         let labels = podLabels[name] ?? [:]
         if let selector = try spec.object("selector") {
@@ -118,7 +123,7 @@ struct KubeReader {
     }
 
     mutating func pod(_ name: String, _ object: KubeObject) throws {
-        var service = try pod(name, template: object, restartAllowed: ["Always", "OnFailure", "Never"])
+        var service = try pod(name, template: object, restartAllowed: ["Always", "OnFailure", "Never"]).service
         service.replicas = 1
         try add(service, at: object)
     }
@@ -135,14 +140,26 @@ struct KubeReader {
         services.append(service)
     }
 
-    /// A pod template (`metadata` and `spec`) as a service named `name`.
-    private mutating func pod(_ name: String, template: KubeObject, restartAllowed: Set<String>) throws -> ServiceSpec {
+    /// A pod template read: the service it is, and what a job's runs take
+    /// from it instead.
+    struct PodTemplate {
+        var service: ServiceSpec
+        /// The container's resources, which a job's runs ask for and are
+        /// limited to (a service's are in its template's container).
+        var requirements: ResourceRequirements
+        /// The image's pull policy, when the container gives one.
+        var pullPolicy: PullPolicy?
+    }
+
+    /// A pod template (`metadata` and `spec`) as a service named `name`, or
+    /// (`asJob`) the runs of a job of that name.
+    private mutating func pod(_ name: String, template: KubeObject, restartAllowed: Set<String>, asJob: Bool = false) throws -> PodTemplate {
         var labels: [String: String] = [:]
         if let metadata = try template.object("metadata") {
             metadata.accept("name", "annotations", "namespace", "creationTimestamp")
             labels = try metadata.stringMap("labels")
         }
-        podLabels[name] = labels
+        if !asJob { podLabels[name] = labels }
         guard let spec = try template.object("spec") else { throw template.error("spec", "is missing") }
         let containers = try spec.objects("containers")
         guard containers.count == 1 else {
@@ -150,7 +167,8 @@ struct KubeReader {
         }
         if !(try spec.objects("initContainers")).isEmpty { spec.warn("initContainers", "not run: Gantry's replicas have no init containers yet") }
         let container = containers[0]
-        var service = ServiceSpec(name: name, project: project, template: try self.container(container, pod: spec, service: name))
+        var read = try self.container(container, pod: spec, service: name, asJob: asJob)
+        var service = ServiceSpec(name: name, project: project, template: read.spec)
         service.labels = labels
         if let policy = try spec.string("restartPolicy") {
             guard restartAllowed.contains(policy) else {
@@ -160,14 +178,121 @@ struct KubeReader {
         }
         if let seconds = try spec.int("terminationGracePeriodSeconds") { service.template.stopGracePeriod = .seconds(seconds) }
         service.probes = try probes(container, service: name)
-        return service
+        if !asJob, let policy = read.pullPolicy { pullPolicies[name] = policy }
+        read.spec = service.template
+        return PodTemplate(service: service, requirements: read.requirements, pullPolicy: read.pullPolicy)
+    }
+
+    // MARK: - Jobs
+
+    /// A Job: run to its end once the manifests are played.
+    mutating func job(_ name: String, _ object: KubeObject) throws {
+        guard let spec = try object.object("spec") else { throw object.error("spec", "is missing") }
+        guard jobs[name] == nil else { throw object.error("metadata.name", "another Job is named \(name)") }
+        let template = try jobTemplate(name, spec)
+        do {
+            try template.jobSpec(named: name).validate()
+        } catch let error as SchedulerError {
+            throw object.error(nil, error.message)
+        }
+        if try spec.bool("suspend") == true {
+            spec.warn("suspend", "the Job is suspended: it is not run (play it again without suspend to run it)")
+            return
+        }
+        jobs[name] = template
+    }
+
+    /// A CronJob: its jobs start on its schedule while the manifests play.
+    mutating func cronJob(_ name: String, _ object: KubeObject) throws {
+        guard let spec = try object.object("spec") else { throw object.error("spec", "is missing") }
+        guard !cronJobs.contains(where: { $0.name == name }) else { throw object.error("metadata.name", "another CronJob is named \(name)") }
+        let text = try spec.requiredString("schedule")
+        let schedule: CronSchedule
+        if let zone = try spec.string("timeZone") {
+            guard TimeZone(identifier: zone) != nil else { throw spec.error("timeZone", "\(zone) is not a time zone of the tz database") }
+            guard !text.hasPrefix("CRON_TZ="), !text.hasPrefix("TZ=") else { throw spec.error("schedule", "names a time zone, and so does timeZone: give one") }
+        }
+        do {
+            schedule = try CronSchedule(text, timeZoneIdentifier: try spec.string("timeZone") ?? TimeZone.current.identifier)
+        } catch let error as SchedulerError {
+            throw spec.error("schedule", error.message)
+        }
+        guard let template = try spec.object("jobTemplate") else { throw spec.error("jobTemplate", "is missing") }
+        if let metadata = try template.object("metadata") {
+            metadata.accept("name", "annotations", "namespace", "creationTimestamp")
+            _ = try metadata.stringMap("labels")
+        }
+        guard let jobSpec = try template.object("spec") else { throw template.error("spec", "is missing") }
+        var cron = CronJobSpec(name: name, schedule: schedule, job: try jobTemplate(name, jobSpec))
+        if let policy = try spec.string("concurrencyPolicy") {
+            guard let parsed = CronJobSpec.ConcurrencyPolicy(rawValue: policy) else { throw spec.error("concurrencyPolicy", "must be Allow, Forbid or Replace, not \(policy)") }
+            cron.concurrencyPolicy = parsed
+        }
+        cron.startingDeadline = try spec.int("startingDeadlineSeconds", 0 ... Int.max).map { .seconds($0) }
+        if let kept = try spec.int("successfulJobsHistoryLimit", 0 ... Int.max) { cron.successfulJobsHistoryLimit = kept }
+        if let kept = try spec.int("failedJobsHistoryLimit", 0 ... Int.max) { cron.failedJobsHistoryLimit = kept }
+        cron.suspend = try spec.bool("suspend") ?? false
+        if try jobSpec.bool("suspend") == true { jobSpec.warn("suspend", "the CronJob's jobs start all the same (suspend the CronJob itself to stop them)") }
+        do {
+            try cron.validate()
+        } catch let error as SchedulerError {
+            throw object.error(nil, error.message)
+        }
+        cronJobs.append(cron)
+    }
+
+    /// A Job's `spec` (also a CronJob's `jobTemplate.spec`) as the template
+    /// of a job named `name`.
+    private mutating func jobTemplate(_ name: String, _ spec: KubeObject) throws -> JobTemplate {
+        guard let template = try spec.object("template") else { throw spec.error("template", "is missing") }
+        let pod = try self.pod(name, template: template, restartAllowed: ["Never", "OnFailure"], asJob: true)
+        guard pod.service.restartPolicy != .always else {
+            throw template.error("spec.restartPolicy", "is missing: a Job's pods run to their end, and it must be Never or OnFailure")
+        }
+        let probes = pod.service.probes
+        if probes.liveness != nil || probes.readiness != nil || probes.startup != nil {
+            template.warn("spec.containers", "a Job's runs are not probed: they run to their end")
+        }
+        if let policy = pod.pullPolicy { jobPullPolicies[name] = policy }
+        var container = pod.service.template
+        container.labels[ReplicaLabel.project] = project
+        var job = JobTemplate(container: container, resources: pod.requirements)
+        let completions = try spec.int("completions", 1 ... Int.max)
+        if let completions { job.completions = completions }
+        if let parallelism = try spec.int("parallelism", 1 ... Int.max) {
+            job.parallelism = parallelism
+            if completions == nil, parallelism > 1 {
+                spec.warn("parallelism", "without completions Kubernetes runs a work queue of \(parallelism) pods; Gantry runs one at a time until one succeeds")
+            }
+        }
+        switch try spec.string("completionMode") {
+        case "Indexed":
+            guard completions != nil else { throw spec.error("completions", "is missing: an Indexed Job needs it") }
+            job.completionMode = .indexed
+        case "NonIndexed", nil: break
+        case let other?: throw spec.error("completionMode", "must be NonIndexed or Indexed, not \(other)")
+        }
+        if let limit = try spec.int("backoffLimit", 0 ... Int.max) { job.backoffLimit = limit }
+        job.activeDeadline = try spec.int("activeDeadlineSeconds", 1 ... Int.max).map { .seconds($0) }
+        job.ttlAfterFinished = try spec.int("ttlSecondsAfterFinished", 0 ... Int.max).map { .seconds($0) }
+        spec.accept("selector")
+        if try spec.bool("manualSelector") == true { spec.warn("manualSelector", "the Job's runs are its own; a selector picks nothing else") }
+        return job
     }
 
     // MARK: - Containers
 
-    private mutating func container(_ container: KubeObject, pod: KubeObject, service: String) throws -> ContainerSpec {
+    /// A container read: its spec, and the resources and pull policy it gives.
+    private struct ContainerRead {
+        var spec: ContainerSpec
+        var requirements: ResourceRequirements
+        var pullPolicy: PullPolicy?
+    }
+
+    private mutating func container(_ container: KubeObject, pod: KubeObject, service: String, asJob: Bool) throws -> ContainerRead {
         container.accept("name", "terminationMessagePath", "terminationMessagePolicy")
         var spec = ContainerSpec(image: try container.requiredString("image"))
+        var pullPolicy: PullPolicy?
         let commandGiven = container.has("command")
         let command = try container.strings("command")
         let arguments = try container.strings("args")
@@ -175,8 +300,8 @@ struct KubeReader {
         if container.has("args") || commandGiven { spec.command = arguments }
         spec.workingDirectory = try container.string("workingDir")
         switch try container.string("imagePullPolicy") {
-        case "Always": pullPolicies[service] = .always
-        case "Never": pullPolicies[service] = .never
+        case "Always": pullPolicy = .always
+        case "Never": pullPolicy = .never
         case "IfNotPresent", nil: break
         case let other?: throw container.error("imagePullPolicy", "must be Always, IfNotPresent or Never, not \(other)")
         }
@@ -197,8 +322,9 @@ struct KubeReader {
                 spec.publishedPorts.append(PublishedPort(hostIP: address, hostPort: UInt16(hostPort), containerPort: number, protocol: parsed))
             }
         }
-        namedPorts[service] = named
-        try resources(container, into: &spec)
+        if !asJob { namedPorts[service] = named }
+        let requirements = try resources(container)
+        if !asJob { Self.apply(requirements, to: &spec) }
         try securityContext(try pod.object("securityContext"), container: try container.object("securityContext"), into: &spec)
         try volumes(container, pod: pod, into: &spec)
         if try pod.bool("hostNetwork") == true {
@@ -210,7 +336,7 @@ struct KubeReader {
         for key in ["stdin", "tty", "stdinOnce"] where try container.bool(key) == true {
             container.warn(key, "replicas run detached, without a terminal or stdin")
         }
-        return spec
+        return ContainerRead(spec: spec, requirements: requirements, pullPolicy: pullPolicy)
     }
 
     /// `env` and `envFrom`: values, ConfigMaps' values, Secrets' values
@@ -288,8 +414,10 @@ struct KubeReader {
         return variables
     }
 
-    private func resources(_ container: KubeObject, into spec: inout ContainerSpec) throws {
-        guard let resources = try container.object("resources") else { return }
+    /// `resources`: the limits and requests of CPU and memory.
+    private func resources(_ container: KubeObject) throws -> ResourceRequirements {
+        var requirements = ResourceRequirements()
+        guard let resources = try container.object("resources") else { return requirements }
         func quantity(_ object: KubeObject, _ key: String) throws -> ResourceQuantity? {
             guard let text = try object.string(key) else { return nil }
             do {
@@ -299,20 +427,29 @@ struct KubeReader {
             }
         }
         if let limits = try resources.object("limits") {
-            if let cpu = try quantity(limits, "cpu") { spec = spec.resources(cpus: Double(cpu.milliValue) / 1000) }
-            if let memory = try quantity(limits, "memory") { spec.resources.memory = memory.value }
+            requirements.limits.milliCPU = try quantity(limits, "cpu")?.milliValue
+            requirements.limits.memory = try quantity(limits, "memory")?.value
             for key in limits.fields.keys where !["cpu", "memory"].contains(key) {
                 limits.ignore(key, because: "not limited by Gantry (cpu and memory are)")
             }
         }
         if let requests = try resources.object("requests") {
-            // A share of CPU time in proportion to the request, as the kubelet gives.
-            if let cpu = try quantity(requests, "cpu") { spec.resources.cpuShares = max(2, UInt64(cpu.milliValue) * 1024 / 1000) }
-            if let memory = try quantity(requests, "memory") { spec.resources.memoryReservation = memory.value }
+            requirements.requests.milliCPU = try quantity(requests, "cpu")?.milliValue
+            requirements.requests.memory = try quantity(requests, "memory")?.value
             for key in requests.fields.keys where !["cpu", "memory"].contains(key) {
                 requests.ignore(key, because: "not reserved by Gantry (cpu and memory are)")
             }
         }
+        return requirements
+    }
+
+    /// A service's resources as its container's limits, and a share of CPU
+    /// time in proportion to the request, as the kubelet gives.
+    private static func apply(_ requirements: ResourceRequirements, to spec: inout ContainerSpec) {
+        if let milliCPU = requirements.limits.milliCPU { spec = spec.resources(cpus: Double(milliCPU) / 1000) }
+        if let memory = requirements.limits.memory { spec.resources.memory = memory }
+        if let milliCPU = requirements.requests.milliCPU { spec.resources.cpuShares = max(2, UInt64(milliCPU) * 1024 / 1000) }
+        if let memory = requirements.requests.memory { spec.resources.memoryReservation = memory }
     }
 
     private func securityContext(_ pod: KubeObject?, container: KubeObject?, into spec: inout ContainerSpec) throws {
