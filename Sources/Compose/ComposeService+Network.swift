@@ -1,11 +1,14 @@
 import Reconciler
 import Runtime
 
-/// The network a service's replicas join.
+/// The networks a service's replicas join.
 struct ServiceNetwork {
+    /// The first network: the route out and the published ports.
     var mode: ContainerSpec.NetworkMode
     var aliases: [String]
-    /// Whether it is the project's implicit `default` network.
+    /// The networks besides the first.
+    var others: [ContainerSpec.NetworkMembership] = []
+    /// Whether one of them is the project's implicit `default` network.
     var usesDefault: Bool
 
     var joinsBridge: Bool {
@@ -15,8 +18,10 @@ struct ServiceNetwork {
 }
 
 extension ServiceReader {
-    /// `network_mode:` or `networks:`; Gantry containers join one network,
-    /// the project's `default` one when none is listed.
+    /// `network_mode:` or `networks:`, the project's `default` network
+    /// when none is listed. With several, the first is the one of the
+    /// highest `gw_priority` (then `priority`, then the name's order): the
+    /// replicas' route out and published ports go through it.
     func network(_ fields: [String: ComposeValue], service: ComposeValue) throws -> ServiceNetwork {
         let implicit = ServiceNetwork(mode: .bridge(networks["default"]?.name ?? "\(project)_default"), aliases: [], usesDefault: true)
         if let mode = fields["network_mode"] {
@@ -28,7 +33,7 @@ extension ServiceReader {
             case "bridge": return implicit
             default:
                 if text.hasPrefix("service:") || text.hasPrefix("container:") {
-                    throw mode.error("not supported: sharing another container's network namespace")
+                    throw mode.error("not supported: sharing another container's network namespace (list the networks of that service instead)")
                 }
                 throw mode.error("must be none, host or bridge")
             }
@@ -40,24 +45,31 @@ extension ServiceReader {
         } else {
             entries = try listed.mapping().map { ($0.key, $0.value, $0.value) }
         }
-        guard entries.count <= 1 else {
-            throw listed.keyError("a Gantry container joins one network, and this lists \(entries.count): \(entries.map(\.key).joined(separator: ", ")); list one")
-        }
-        guard let entry = entries.first else { return implicit }
-        guard entry.key == "default" || networks[entry.key] != nil else {
-            throw entry.at.keyError("the network \(entry.key) is not declared under the top-level networks:")
-        }
-        var aliases: [String] = []
-        if let options = entry.value {
-            let fields = try options.fields(["aliases", "priority", "gw_priority", "ipv4_address", "ipv6_address", "link_local_ips", "mac_address",
-                                             "driver_opts", "interface_name"], what: "network option")
-            aliases = try fields["aliases"]?.sequence().map { try $0.string() } ?? []
-            for key in ["ipv4_address", "ipv6_address", "link_local_ips", "mac_address", "driver_opts", "interface_name"] {
-                if let unsupported = fields[key] { throw unsupported.keyError("not supported: Gantry chooses addresses and devices itself") }
+        guard !entries.isEmpty else { return implicit }
+        var joined: [(name: String, aliases: [String], priority: (Int, Int), usesDefault: Bool)] = []
+        for entry in entries {
+            guard entry.key == "default" || networks[entry.key] != nil else {
+                throw entry.at.keyError("the network \(entry.key) is not declared under the top-level networks:")
             }
+            var aliases: [String] = []
+            var priority = (0, 0)
+            if let options = entry.value, !options.isNull {
+                let fields = try options.fields(["aliases", "priority", "gw_priority", "ipv4_address", "ipv6_address", "link_local_ips", "mac_address",
+                                                 "driver_opts", "interface_name"], what: "network option")
+                aliases = try fields["aliases"]?.sequence().map { try $0.string() } ?? []
+                priority = (try fields["gw_priority"]?.int(Int.min ... Int.max) ?? 0, try fields["priority"]?.int(Int.min ... Int.max) ?? 0)
+                for key in ["ipv4_address", "ipv6_address", "link_local_ips", "mac_address", "driver_opts", "interface_name"] {
+                    if let unsupported = fields[key] { throw unsupported.keyError("not supported: Gantry chooses addresses and devices itself") }
+                }
+            }
+            let declared = networks[entry.key]
+            joined.append((declared?.name ?? implicit.mode.description, aliases, priority, declared == nil))
         }
-        guard let declared = networks[entry.key] else { return ServiceNetwork(mode: implicit.mode, aliases: aliases, usesDefault: true) }
-        return ServiceNetwork(mode: .bridge(declared.name), aliases: aliases, usesDefault: false)
+        joined.sort { $0.priority != $1.priority ? $0.priority > $1.priority : $0.name < $1.name }
+        let first = joined[0]
+        return ServiceNetwork(mode: .bridge(first.name), aliases: first.aliases,
+                              others: joined.dropFirst().map { ContainerSpec.NetworkMembership($0.name, aliases: $0.aliases) },
+                              usesDefault: joined.contains { $0.usesDefault })
     }
 
     /// One entry of `ports:`: `"8080:80"`, `"127.0.0.1:8080:80/udp"`, `"80"`,

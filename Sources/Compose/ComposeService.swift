@@ -125,6 +125,7 @@ struct ServiceReader {
         try provided(fields, into: &template)
         let network = try network(fields, service: service)
         template = template.network(network.mode, aliases: network.aliases)
+        template.additionalNetworks = network.others
         let ports = try fields["ports"]?.sequence().map(port) ?? []
         if !ports.isEmpty, !network.joinsBridge {
             fields["ports"]?.warn("ignored: published ports need a bridge network, not network_mode \(network.mode)")

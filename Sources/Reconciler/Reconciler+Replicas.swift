@@ -52,6 +52,10 @@ extension Reconciler {
         } else if case .bridge = container.network, !container.networkAliases.contains(spec.name) {
             container.networkAliases.append(spec.name)
         }
+        // On its other networks the replicas answer to the service's name themselves.
+        for index in container.additionalNetworks.indices where !container.additionalNetworks[index].aliases.contains(spec.name) {
+            container.additionalNetworks[index].aliases.append(spec.name)
+        }
         if options.onShutdown == .leaveRunning { container.lifetime = .independent }
         return container
     }

@@ -256,10 +256,17 @@ private func webFile(_ body: String, top: String = "") -> String {
         #expect(failure("services: {}\nvolumes:\n  v:\n    driver: nfs\n").contains("volume v: driver \"nfs\""))
     }
 
-    @Test func aServiceJoinsOneDeclaredNetwork() throws {
-        let two = failure(webFile("networks: [front, back]", top: "networks:\n  front:\n  back:\n"))
-        #expect(two.contains("compose.yaml: service web: networks: a Gantry container joins one network"))
-        #expect(two.contains("front, back"))
+    @Test func aServiceJoinsDeclaredNetworksTheFirstByPriority() throws {
+        // Several: the first by name, with the aliases of each.
+        let two = try web("networks:\n  front:\n  back:\n    aliases: [api]", top: "networks:\n  front:\n  back:\n")
+        #expect(two.template.network == .bridge("demo_back") && two.template.networkAliases == ["api"])
+        #expect(two.template.additionalNetworks == [.init("demo_front")])
+        // gw_priority (then priority) chooses the first: the route out and the published ports.
+        let chosen = try web("networks:\n  back:\n  front:\n    gw_priority: 10\n    aliases: [www]\n  default:", top: "networks:\n  front:\n  back:\n")
+        #expect(chosen.template.network == .bridge("demo_front") && chosen.template.networkAliases == ["www"])
+        #expect(chosen.template.additionalNetworks == [.init("demo_back"), .init("demo_default")])
+        let listed = try parse(webFile("networks: [front, default]", top: "networks:\n  front:\n"))
+        #expect(listed.networks.map(\.key) == ["default", "front"], "the default network is made when a service lists it among others")
         #expect(failure(webFile("networks: [nowhere]")).contains("service web: networks[0]: the network nowhere is not declared"))
         #expect(failure(webFile("network_mode: host\nnetworks: [default]")).contains("network_mode and networks cannot both be given"))
         #expect(failure(webFile("network_mode: service:db")).contains("sharing another container's network"))

@@ -63,6 +63,61 @@ import Glibc
         }
     }
 
+    @Test func aContainerOnSeveralNetworksReachesEachOnesMembersAndAnswersToItsNamesThere() async throws {
+        try await withRuntime("net-several") { runtime, _ in
+            try await runtime.networks.create("front")
+            try await runtime.networks.create("back")
+            let web = try await runtime.create(shell(Self.server).named("web").network(.bridge("front")))
+            let db = try await runtime.create(shell(Self.server.replacingOccurrences(of: "hello", with: "from db")).named("db").network(.bridge("back")))
+            try await web.start()
+            try await db.start()
+            // On both: each network's members by name; the route out is the first's.
+            var both = shell("""
+                for i in $(seq 50); do wget -qO- http://web/ && wget -qO- http://db/ && break; sleep 0.1; done
+                ip -4 route; ip -o -4 addr show eth1 | wc -l
+                """).network(.bridge("front"))
+            both.additionalNetworks = [.init("back", aliases: ["gateway"])]
+            let (exit, output) = try await runCollecting(runtime, both)
+            let front = try runtime.networks.network("front")
+            let back = try runtime.networks.network("back")
+            #expect(exit.code == 0 && output.hasPrefix("hello\nfrom db\n"), "\(output)")
+            #expect(output.contains("default via \(front.gateway) dev eth0") && output.contains("\(back.subnet) dev eth1"), "\(output)")
+            #expect(!output.contains("default via \(back.gateway)") && output.hasSuffix("1\n"), "\(output)")
+
+            // A server on both answers on each, to its name on its first network and its alias on the other.
+            var proxy = shell(Self.server.replacingOccurrences(of: "hello", with: "from proxy")).named("proxy").network(.bridge("front"))
+            proxy.additionalNetworks = [.init("back", aliases: ["gateway"])]
+            let server = try await runtime.create(proxy)
+            try await server.start()
+            #expect(try runtime.networks.members(of: "back").map(\.name).sorted() == ["db", "proxy"])
+            let fetch = "for i in $(seq 50); do timeout 3 wget -qO- http://%@/ && exit 0; sleep 0.1; done; exit 1"
+            let (fromBack, page) = try await runCollecting(runtime, shell(fetch.replacingOccurrences(of: "%@", with: "gateway")).network(.bridge("back")))
+            #expect(fromBack.code == 0 && page == "from proxy\n")
+            let (fromFront, frontPage) = try await runCollecting(runtime, shell(fetch.replacingOccurrences(of: "%@", with: "proxy")).network(.bridge("front")))
+            #expect(fromFront.code == 0 && frontPage == "from proxy\n")
+            // The networks stay apart: web is not known on back.
+            let (apart, _) = try await runCollecting(runtime, shell("timeout 3 wget -qO- http://web/").network(.bridge("back")))
+            #expect(apart.code != 0)
+
+            // The same network twice, or another network without a bridge first, is refused.
+            var twice = shell("true").network(.bridge("front"))
+            twice.additionalNetworks = [.init("back"), .init("back")]
+            await #expect { _ = try await runtime.create(twice) } throws: { ($0 as? RuntimeError)?.message.contains("lists network back twice") == true }
+            var alone = shell("true")
+            alone.additionalNetworks = [.init("back")]
+            await #expect { _ = try await runtime.create(alone) } throws: { ($0 as? RuntimeError)?.message.contains("its first is not a bridge network") == true }
+
+            // Stopped, it leaves both networks; removed, nothing of it is left.
+            try await server.stop()
+            #expect(try runtime.networks.members(of: "back").map(\.name) == ["db"])
+            let links = try RouteNetlink().links().map(\.name)
+            #expect(!links.contains(Networks.hostInterface(server.id, device: 1)))
+            for container in [web, db, server] { try await container.remove(force: true) }
+            try expectNothingLeft(runtime, containers: [web.id, db.id, server.id])
+            try await runtime.networks.remove("back")
+        }
+    }
+
     @Test func theEmbeddedNameServerAnswersMembersAndForwardsTheRest() async throws {
         let upstream = try FakeNameServer(answer: IPv4Address("192.0.2.7")!)
         defer { upstream.stop() }
@@ -284,7 +339,7 @@ func expectNothingLeft(_ runtime: ContainerRuntime, containers ids: [String]) th
     let links = try RouteNetlink().links().map(\.name)
     let rules = try Firewall.listRules().compactMap(\.comment)
     for id in ids {
-        #expect(!links.contains(Networks.hostInterface(id)), "veth of \(id.prefix(12)) is left")
+        #expect(!links.contains(Networks.hostInterface(id)) && !links.contains(Networks.hostInterface(id, device: 1)), "veth of \(id.prefix(12)) is left")
         #expect(!rules.contains(Firewall.containerTag(id)), "rules of \(id.prefix(12)) are left")
     }
     for network in try runtime.networks.list() {

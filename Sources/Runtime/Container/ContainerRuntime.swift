@@ -193,7 +193,7 @@ public final class ContainerRuntime: Sendable {
         }
         if let pod = spec.pod {
             _ = try pods.pod(pod)
-            guard spec.network == .none, spec.publishedPorts.isEmpty, spec.networkAliases.isEmpty else {
+            guard spec.network == .none, spec.publishedPorts.isEmpty, spec.networkAliases.isEmpty, spec.additionalNetworks.isEmpty else {
                 throw RuntimeError(.invalidSpec, "container \(name) is in pod \(pod), which has the network: give networks and ports to the pod")
             }
             guard spec.namespaces.contains(.network) else {
@@ -205,6 +205,19 @@ public final class ContainerRuntime: Sendable {
             }
             for alias in spec.networkAliases { try Self.validate(name: alias, kind: "network alias") }
             if userNamespace == nil { _ = try networks.joinable(network) } else if network != Networks.defaultName { _ = try networks.network(network) }
+            if !spec.additionalNetworks.isEmpty, userNamespace != nil, network == Networks.defaultName {
+                throw RuntimeError(.invalidSpec, "container \(name): an ordinary user's default network is user-mode networking, which joins no other network; put the container on a network of its own first")
+            }
+            var seen: Set<String> = [network]
+            for membership in spec.additionalNetworks {
+                guard seen.insert(membership.network).inserted else {
+                    throw RuntimeError(.invalidSpec, "container \(name) lists network \(membership.network) twice")
+                }
+                for alias in membership.aliases { try Self.validate(name: alias, kind: "network alias") }
+                if userNamespace == nil { _ = try networks.joinable(membership.network) } else { _ = try networks.network(membership.network) }
+            }
+        } else if !spec.additionalNetworks.isEmpty {
+            throw RuntimeError(.invalidSpec, "container \(name) is on other networks but its first is not a bridge network (it is \(spec.network))")
         } else if !spec.publishedPorts.isEmpty {
             throw RuntimeError(.invalidSpec, "container \(name) publishes ports but is not on a bridge network (its network is \(spec.network))")
         }
@@ -247,6 +260,7 @@ public final class ContainerRuntime: Sendable {
             return container
         } catch {
             if case .bridge(let network) = spec.network {
+                if !spec.additionalNetworks.isEmpty { try? networks.detachAdditional(containerID: id) }
                 try? networks.detach(containerID: id, from: network, owner: containerDirectory)
             }
             try? images.releaseSnapshots(holder: id)
@@ -317,9 +331,14 @@ public final class ContainerRuntime: Sendable {
         } else if case .bridge(let network) = spec.network {
             // It waits for the network's lock, which other processes may
             // hold: off Swift's cooperative pool.
-            let (networks, aliases, ports) = (networks, spec.networkAliases, spec.publishedPorts)
+            let (networks, aliases, ports, others) = (networks, spec.networkAliases, spec.publishedPorts, spec.additionalNetworks)
             record.network = try await offload { _ in
-                try networks.attach(containerID: id, name: name, aliases: aliases, ports: ports, to: network, owner: directory)
+                let first = try networks.attach(containerID: id, name: name, aliases: aliases, ports: ports, to: network, owner: directory)
+                for (index, other) in others.enumerated() {
+                    _ = try networks.attach(containerID: id, name: name, aliases: other.aliases, ports: [], to: other.network, owner: directory,
+                                            device: index + 1)
+                }
+                return first
             }
             try store(record)
         }
@@ -566,11 +585,13 @@ public final class ContainerRuntime: Sendable {
         if record.network?.isUserMode == true {
             // Nothing else to give up.
         } else if record.spec.pod == nil, let attachment = record.network {
+            if !record.spec.additionalNetworks.isEmpty { try networks.detachAdditional(containerID: record.id) }
             try networks.detach(containerID: record.id, from: attachment.network, owner: containerDirectory(record.id))
         } else if record.spec.pod == nil, case .bridge(let network) = record.spec.network,
                   access(containerDirectory(record.id) + "/netns", F_OK) == 0 {
             // Attached, but a crash came before the record said so (an ended
             // container gave its place up already, namespace included).
+            if !record.spec.additionalNetworks.isEmpty { try? networks.detachAdditional(containerID: record.id) }
             try? networks.detach(containerID: record.id, from: network, owner: containerDirectory(record.id))
         }
         try removeDirectory(of: record.id)
@@ -594,6 +615,7 @@ public final class ContainerRuntime: Sendable {
             if attachment.isUserMode { return true }
         }
         do {
+            if !record.spec.additionalNetworks.isEmpty { try networks.detachAdditional(containerID: record.id) }
             try networks.detach(containerID: record.id, from: attachment.network, owner: containerDirectory(record.id))
             return true
         } catch {

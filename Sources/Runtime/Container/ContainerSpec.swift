@@ -86,6 +86,21 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
         }
     }
 
+    /// A bridge network a container is on besides its first, and the
+    /// names it answers to there besides its own.
+    public struct NetworkMembership: Hashable, Sendable, Codable {
+        /// The network's name.
+        public var network: String
+        /// Names it answers to on that network besides its name.
+        public var aliases: [String]
+
+        /// On `network`, answering to `aliases` there besides its name.
+        public init(_ network: String, aliases: [String] = []) {
+            self.network = network
+            self.aliases = aliases
+        }
+    }
+
     /// A range of IDs mapped into a user namespace.
     public typealias IDMapping = GantryCore.IDMapping
 
@@ -165,6 +180,12 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
     public var network: NetworkMode
     /// Names it answers to on its network besides its name.
     public var networkAliases: [String]
+    /// Other bridge networks it is on besides ``network`` (which must be a
+    /// bridge network), each with the names it answers to there: a device
+    /// each in its network namespace (`eth1`, `eth2`, …), an address and
+    /// its name on each, and its route out through ``network`` alone.
+    /// Ports are published through ``network``.
+    public var additionalNetworks: [NetworkMembership]
     /// Its ports reachable on the host's addresses (bridge networks only).
     public var publishedPorts: [PublishedPort]
     /// The pod it belongs to: it starts in the pod's network namespace (and
@@ -240,6 +261,7 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
         mounts = []
         network = .none
         networkAliases = []
+        additionalNetworks = []
         publishedPorts = []
         namespaces = .isolated
         uidMappings = []
@@ -424,6 +446,7 @@ extension ContainerSpec {
         try field(.mounts, &mounts)
         try field(.network, &network)
         try field(.networkAliases, &networkAliases)
+        try field(.additionalNetworks, &additionalNetworks)
         try field(.publishedPorts, &publishedPorts)
         try field(.pod, &pod)
         try field(.namespaces, &namespaces)

@@ -112,4 +112,7 @@ struct NetworkLease: Hashable, Sendable, Codable {
     var owner: String?
     /// Whether it is an endpoint's virtual address (held by the bridge).
     var virtual: Bool?
+    /// The host end of the veth pair of a container's network besides its
+    /// first, which joins the first's namespace; `nil` for the first.
+    var hostInterface: String?
 }

@@ -207,15 +207,28 @@ public final class Networks: Sendable {
     /// learn its name). `owner` is the directory of the container or pod:
     /// while it exists, the lease and port claims are in use. On failure
     /// nothing of it is left.
+    ///
+    /// With `device` above 0 the container joins another network besides
+    /// its first: the namespace is the first's, the device `eth<device>`,
+    /// with no default route and no published ports.
     func attach(containerID: String, name: String, aliases: [String], ports: [PublishedPort], to networkName: String,
-                owner: String) throws -> NetworkAttachment {
+                owner: String, device: Int = 0) throws -> NetworkAttachment {
         let namespacePath = owner + "/netns"
         let record = try network(networkName)
         for alias in aliases { try ContainerRuntime.validate(name: alias, kind: "network alias") }
         if record.internal, !ports.isEmpty {
             throw RuntimeError(.invalidSpec, "\(name) publishes ports on network \(networkName), which is internal: nothing outside reaches it")
         }
-        let hostInterface = Self.hostInterface(containerID)
+        let joining = device > 0
+        precondition(!joining || ports.isEmpty, "ports are published through a container's first network")
+        let hostInterface = joining ? Self.hostInterface(containerID, device: device) : Self.hostInterface(containerID)
+        let interface = "eth\(device)"
+        if joining {
+            // A network namespace can be on a network once.
+            if leases(networkName).contains(where: { $0.containerID == containerID }) {
+                throw RuntimeError(.invalidSpec, "\(name) is on network \(networkName) already")
+            }
+        }
         return try withLock(networkName) {
             // The lease first: it is what recovery finds. An address is
             // taken while its lease file exists, readable or not.
@@ -228,7 +241,8 @@ public final class Networks: Sendable {
                 index += 1
             }
             guard let address = chosen else { throw RuntimeError(.network, "network \(networkName) has no free address left in \(record.subnet)") }
-            let lease = NetworkLease(containerID: containerID, name: name, aliases: aliases, address: address, owner: owner)
+            let lease = NetworkLease(containerID: containerID, name: name, aliases: aliases, address: address, owner: owner,
+                                     hostInterface: joining ? hostInterface : nil)
             let leasePath = leasePath(networkName, address)
             try FileIO.replaceStateFile(leasePath, with: ContainerRuntime.encoder.encode(lease))
             var published: [PublishedPort] = []
@@ -243,7 +257,7 @@ public final class Networks: Sendable {
                 } catch {
                     logger.warning("container names on this network resolve only through hosts files", metadata: ["network": "\(networkName)", "error": "\(error)"])
                 }
-                try host.createNamespace(at: namespacePath)
+                if !joining { try host.createNamespace(at: namespacePath) }
                 let namespaceFile = host.namespaceFile(namespacePath)
                 let outside = try host.routeNetlink()
                 guard let bridge = try outside.link(record.bridge) else { throw RuntimeError(.network, "bridge \(record.bridge) of network \(networkName) is gone") }
@@ -252,13 +266,13 @@ public final class Networks: Sendable {
                 // Docker's does): neighbours that knew an earlier holder of
                 // the address, whose entries stay valid for seconds, still
                 // reach the right device.
-                try outside.createVethPair(hostInterface, master: bridge.index, peer: "eth0", peerNamespace: namespace.raw,
+                try outside.createVethPair(hostInterface, master: bridge.index, peer: interface, peerNamespace: namespace.raw,
                                            peerAddress: Self.hardwareAddress(address))
                 // IPv4 only: with IPv6 up, a container could send router
                 // advertisements that the host and its neighbours obey.
                 try disableIPv6(hostInterface)
-                guard gantry_write_in_netns(namespace.raw, "/proc/sys/net/ipv6/conf/eth0/disable_ipv6", "1") == 0 || errno == ENOENT else {
-                    throw RuntimeError(.network, "cannot turn IPv6 off on eth0 in \(namespacePath)", underlying: Sys.errno)
+                guard gantry_write_in_netns(namespace.raw, "/proc/sys/net/ipv6/conf/\(interface)/disable_ipv6", "1") == 0 || errno == ENOENT else {
+                    throw RuntimeError(.network, "cannot turn IPv6 off on \(interface) in \(namespacePath)", underlying: Sys.errno)
                 }
                 // Any port may be bound in the container's own namespace, as
                 // Docker allows: its root may be a user namespace's, which
@@ -269,11 +283,14 @@ public final class Networks: Sendable {
                 }
                 let inside = try RouteNetlink(namespace: namespaceFile)
                 if let loopback = try inside.link("lo") { try inside.setUp(loopback.index, name: "lo") }
-                guard let eth0 = try inside.link("eth0") else { throw RuntimeError(.network, "eth0 did not appear in \(namespacePath)") }
-                try inside.addAddress(address, prefixLength: record.subnet.prefixLength, index: eth0.index, name: "eth0")
-                try inside.setUp(eth0.index, name: "eth0")
-                if !record.internal { try inside.addDefaultRoute(via: record.gateway, index: eth0.index) }
-                if host.isSystem {
+                guard let device = try inside.link(interface) else { throw RuntimeError(.network, "\(interface) did not appear in \(namespacePath)") }
+                try inside.addAddress(address, prefixLength: record.subnet.prefixLength, index: device.index, name: interface)
+                try inside.setUp(device.index, name: interface)
+                // The route out is the first network's.
+                if !record.internal, !joining { try inside.addDefaultRoute(via: record.gateway, index: device.index) }
+                if joining {
+                    // No ports: they are published through the first network.
+                } else if host.isSystem {
                     published = try claimPorts(ports, owner: owner)
                     try Firewall.installPorts(containerID: containerID, address: address, ports: published, host: host)
                 } else {
@@ -309,8 +326,28 @@ public final class Networks: Sendable {
         stopHostIfIdle()
     }
 
+    /// Takes a container off the networks it is on besides its first
+    /// (what ``attach(containerID:name:aliases:ports:to:owner:device:)``
+    /// with a device above 0 made), before its first network's namespace goes.
+    func detachAdditional(containerID: String) throws {
+        for record in (try? list()) ?? [] where leases(record.name).contains(where: { $0.containerID == containerID && $0.hostInterface != nil }) {
+            try withLock(record.name) {
+                try release(containerID: containerID, from: record.name, owner: "")
+                try writeHostsFiles(record.name)
+            }
+        }
+    }
+
     private func release(containerID: String, from networkName: String, owner: String) throws {
         let held = leases(networkName).filter { $0.containerID == containerID }
+        if let interface = held.lazy.compactMap(\.hostInterface).first {
+            // A network besides the container's first: its device and
+            // lease; the namespace and ports are the first network's.
+            _ = try host.routeNetlinkIfRunning()?.deleteLink(interface)
+            try Sys.removeTree(memberDirectory(networkName, containerID))
+            for lease in held { unlink(leasePath(networkName, lease.address)) }
+            return
+        }
         if held.contains(where: { $0.virtual == true }), let network = try? network(networkName) {
             // An endpoint's virtual address, whose endpoint is gone.
             try Firewall.removeEndpoint(id: containerID, host: host)
@@ -356,6 +393,13 @@ public final class Networks: Sendable {
     /// The host end of a container's veth pair (at most 15 characters).
     static func hostInterface(_ containerID: String) -> String { "gv-" + containerID.prefix(12) }
 
+    /// The host end of the veth pair of a container's network `device` (1
+    /// and up) besides its first.
+    static func hostInterface(_ containerID: String, device: Int) -> String {
+        let prefix = "gv\(device)-"
+        return prefix + containerID.prefix(15 - prefix.count)
+    }
+
     // MARK: - Files
 
     /// Where a member's generated files are (`hosts`, `resolv.conf`):
@@ -390,10 +434,27 @@ public final class Networks: Sendable {
     /// place, since each is bound into its container by inode.
     func writeHostsFiles(_ network: String) throws {
         let members = leases(network)
+        // A container on several networks learns the members of each, in
+        // the file of its first network (the one bound into it).
+        var membersOf = [network: members]
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).filter { !$0.hasPrefix(".") && $0 != network }
+        if !names.isEmpty {
+            for other in names where access(directory + "/" + other + "/leases", F_OK) == 0 { membersOf[other] = leases(other) }
+        }
+        let multiHomed = Set(membersOf.values.joined().filter { $0.hostInterface != nil }.map(\.containerID))
         for member in members {
-            let path = memberDirectory(network, member.containerID) + "/hosts"
             var text = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-            for peer in [member] + members.filter({ $0.containerID != member.containerID }) {
+            var first = network
+            var peers = [member] + members.filter { $0.containerID != member.containerID }
+            if multiHomed.contains(member.containerID) {
+                let joined = membersOf.filter { $0.value.contains { $0.containerID == member.containerID } }.sorted { $0.key < $1.key }
+                first = joined.first { $0.value.contains { $0.containerID == member.containerID && $0.hostInterface == nil } }?.key ?? network
+                let own = joined.flatMap { $0.value.filter { $0.containerID == member.containerID } }
+                let others = joined.flatMap { $0.value.filter { $0.containerID != member.containerID } }
+                peers = own.sorted { ($0.hostInterface ?? "") < ($1.hostInterface ?? "") } + others
+            }
+            let path = memberDirectory(first, member.containerID) + "/hosts"
+            for peer in peers {
                 let names = [peer.name, String(peer.containerID.prefix(12))] + peer.aliases
                 text += "\(peer.address)\t\(names.joined(separator: " "))\n"
             }
