@@ -252,6 +252,7 @@ let package = Package(
                 .product(name: "MetricsTestKit", package: "swift-metrics"),
                 .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
             ],
+            exclude: ["Fixtures"],
             swiftSettings: strict
         ),
         // The code of README.md and the guides, compiled (and checked to be

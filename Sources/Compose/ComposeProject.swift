@@ -63,7 +63,8 @@ public struct ComposeProject: Hashable, Sendable, Codable {
     ///
     /// - Parameters:
     ///   - path: the compose file.
-    ///   - environment: the variables for interpolation (`${VAR}`) and bare `environment` keys.
+    ///   - environment: the variables for interpolation (`${VAR}`) and bare
+    ///     `environment` keys, over those of `directory`'s `.env` file.
     ///   - projectName: the project's name, over the file's `name:` and its directory's name.
     ///   - profiles: the active profiles (`*` for all); `COMPOSE_PROFILES` of `environment` (comma-separated) when nil.
     /// - Throws: `ReconcilerError` with code `compose` naming what is wrong.
@@ -84,6 +85,20 @@ public struct ComposeProject: Hashable, Sendable, Codable {
         let directory = (path as NSString).deletingLastPathComponent
         return try parse(text, file: path, directory: directory.isEmpty ? "." : directory, environment: environment, projectName: projectName,
                          profiles: profiles)
+    }
+
+    /// The variables of the `.env` file in `directory`, if there is one
+    /// (`KEY=VALUE` lines, as an `env_file`).
+    static func dotEnvironment(directory: String) throws -> [String: String] {
+        let path = (directory as NSString).appendingPathComponent(".env")
+        guard let data = FileManager.default.contents(atPath: path) else { return [:] }
+        guard data.count <= maximumFileSize, let text = String(data: data, encoding: .utf8) else {
+            throw ReconcilerError(.compose, "\(path): not a text file of at most \(maximumFileSize) bytes")
+        }
+        let variables = try ServiceReader.parseEnvFile(text, environment: [:]) { line, message in
+            ReconcilerError(.compose, "\(path): line \(line): \(message)")
+        }
+        return Dictionary(variables, uniquingKeysWith: { $1 })
     }
 
     /// Parses the text of a compose file.
@@ -112,6 +127,8 @@ public struct ComposeProject: Hashable, Sendable, Codable {
             throw ReconcilerError(.compose, "\(file): not valid YAML: \(reason.count > 600 ? reason.prefix(600) + "…" : reason)")
         }
         guard let root else { throw ReconcilerError(.compose, "\(file): the file is empty") }
+        // The project directory's .env gives variables the environment does not.
+        let environment = try dotEnvironment(directory: directory).merging(environment) { $1 }
         let context = ComposeContext(file: file, environment: environment)
         let top = ComposeValue(node: try ComposeNode(root, file: file, path: "", budget: ComposeNodeBudget()), scope: nil, path: "", context: context)
         guard case .mapping = top.node else { throw ReconcilerError(.compose, "\(file): the file must be a mapping with services:") }

@@ -884,4 +884,17 @@ private func webFile(_ body: String, top: String = "") -> String {
             #expect(missing?.message.hasPrefix(directory + "/none.yaml: cannot read the compose file") == true)
         }
     }
+
+    @Test func theProjectDirectorysDotEnvGivesWhatTheEnvironmentDoesNot() async throws {
+        try await withTemporaryDirectory("compose-dotenv") { directory in
+            try write("services:\n  web:\n    image: nginx:${TAG:?set TAG}\n    environment: [MODE, LEVEL]\n", to: directory + "/compose.yaml")
+            try write("# defaults\nTAG=1.27\nexport MODE=\"production\"\nLEVEL=info\n", to: directory + "/.env")
+            let project = try ComposeProject.load(path: directory + "/compose.yaml", environment: ["LEVEL": "debug"])
+            #expect(project.services.first?.template.root == .image("nginx:1.27"))
+            #expect(project.services.first?.template.environment == ["MODE=production", "LEVEL=debug"], "the environment wins over .env")
+            try write("TAG 1.27\n", to: directory + "/.env")
+            let bad = #expect(throws: ReconcilerError.self) { try ComposeProject.load(path: directory + "/compose.yaml", environment: [:]) }
+            #expect(bad?.message == directory + "/.env: line 1: expected KEY=VALUE")
+        }
+    }
 }
