@@ -102,9 +102,15 @@ extension Reconciler {
     /// naming the service.
     private func pullImages(_ project: ComposeProject, images: ImageStore) async throws -> [String] {
         // A service that is built is not pulled.
-        let wanted = project.services.compactMap { service -> (String, String, PullPolicy)? in
-            guard project.builds[service.name] == nil, case .image(let reference) = service.template.root else { return nil }
-            return ("service \(service.name)", reference, project.pullPolicies[service.name] ?? .missing)
+        var wanted: [(user: String, reference: String, policy: PullPolicy)] = []
+        for service in project.services {
+            let policy = project.pullPolicies[service.name] ?? .missing
+            if project.builds[service.name] == nil, case .image(let reference) = service.template.root {
+                wanted.append(("service \(service.name)", reference, policy))
+            }
+            for (index, container) in service.initContainers.enumerated() {
+                if case .image(let reference) = container.root { wanted.append(("service \(service.name): init container \(index + 1)", reference, policy)) }
+            }
         }
         return try await Self.pullImages(wanted, images: images)
     }

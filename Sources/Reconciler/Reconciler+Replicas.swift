@@ -14,6 +14,8 @@ public enum ReplicaLabel {
     public static let lineage = "gantry.replica"
     /// The hash of the template it runs.
     public static let templateHash = "gantry.template-hash"
+    /// On an init container: its place among the service's, from 1.
+    public static let initContainer = "gantry.init-container"
 }
 
 extension Reconciler {
@@ -62,6 +64,9 @@ extension Reconciler {
 
     private func createReplica(_ spec: ServiceSpec, revision: Int, hash: String, lineage: String, restart: Bool) async throws {
         let containerSpec = replicaSpec(spec, revision: revision, hash: hash, lineage: lineage)
+        for (index, initial) in spec.initContainers.enumerated() {
+            try await runInitContainer(initial, number: index + 1, of: spec, replica: containerSpec)
+        }
         let container = try await runtime.createReplica(containerSpec)
         do {
             try await container.start()
@@ -96,6 +101,55 @@ extension Reconciler {
         if !probes.all.isEmpty {
             let id = container.id
             jobsInput.yield { await self.probe(spec.name, id: id, container: container, probes: probes) }
+        }
+    }
+
+    /// Runs one of a service's init containers for the replica `replica`
+    /// to its end, on the replica's networks, and removes it.
+    ///
+    /// - Throws: `ReconcilerError` when it does not end with status 0, or
+    ///   `CancellationError` (it is stopped) when the pass is cancelled.
+    private func runInitContainer(_ initial: ContainerSpec, number: Int, of spec: ServiceSpec, replica: ContainerSpec) async throws {
+        var container = initial
+        container.name = (replica.name ?? spec.name) + "-init-\(number)"
+        for key in [ReplicaLabel.project, ReplicaLabel.service, ReplicaLabel.revision, ReplicaLabel.lineage] {
+            container.labels[key] = replica.labels[key]
+        }
+        container.labels[ReplicaLabel.initContainer] = String(number)
+        if case .bridge = replica.network {
+            container.network = replica.network
+            container.additionalNetworks = replica.additionalNetworks.map { ContainerSpec.NetworkMembership($0.network) }
+        } else if container.network == .none {
+            container.network = replica.network
+        }
+        container.networkAliases = []
+        container.publishedPorts = []
+        container.lifetime = replica.lifetime
+        let created = try await runtime.createReplica(container)
+        let exit: ContainerExit
+        do {
+            try await created.start()
+            exit = try await withTaskCancellationHandler {
+                try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<ContainerExit, any Error>) in
+                    do {
+                        try created.onExit { continuation.resume(returning: $0) }
+                    } catch {
+                        continuation.resume(throwing: error)
+                    }
+                }
+            } onCancel: {
+                Task { _ = try? await created.stop(grace: .seconds(1)) }
+            }
+        } catch {
+            try? await created.remove(force: true)
+            throw error
+        }
+        try? await created.remove(force: true)
+        try Task.checkCancellation()
+        guard exit.code == 0 else {
+            emit(ServiceEvent(project: spec.project, service: spec.name, container: container.name ?? "", kind: .failed,
+                              message: "init container \(number) ended: \(exit)"))
+            throw ReconcilerError(.invalidState, "service \(spec.name): init container \(number) (\(container.name ?? "")) ended: \(exit); the replica is not started")
         }
     }
 
@@ -166,7 +220,12 @@ extension Reconciler {
     /// Takes over the project's replicas that survived an earlier reconciler,
     /// and removes those of deleted services or that had ended.
     func adopt() async throws {
-        let records = try runtime.existingContainers().filter { $0.labels[ReplicaLabel.project] == options.project && $0.labels[ReplicaLabel.service] != nil }
+        let existing = try runtime.existingContainers().filter { $0.labels[ReplicaLabel.project] == options.project && $0.labels[ReplicaLabel.service] != nil }
+        // An init container left by a reconciler that ended: its replica was never started.
+        for record in existing where record.labels[ReplicaLabel.initContainer] != nil {
+            if let container = try? runtime.replica(record.id) { try? await container.remove(force: true) }
+        }
+        let records = existing.filter { $0.labels[ReplicaLabel.initContainer] == nil }
         var stale: [any ReplicaContainer] = []
         var adopted: [(any ReplicaContainer, String)] = []
         for record in records {

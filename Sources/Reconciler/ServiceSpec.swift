@@ -38,6 +38,12 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
     /// replicas (as a Kubernetes Service's `port` and `targetPort`); empty
     /// for every port going to the same port of a replica.
     public var virtualPorts: [PublishedPort]
+    /// Containers that run one after the other, each to a successful end,
+    /// before each replica starts (as a pod's init containers): on the
+    /// replica's networks, with their own mounts, named after the replica.
+    /// One that fails fails the replica's start, which is tried again with
+    /// a back-off.
+    public var initContainers: [ContainerSpec]
 
     /// A service of `replicas` copies of `template`.
     ///
@@ -60,6 +66,7 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
         endpointMode = .virtualAddress
         sessionAffinity = .none
         virtualPorts = []
+        initContainers = []
     }
 
     /// The project of services applied without one.
@@ -77,12 +84,13 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
     }
 
     /// The part of the spec whose change makes a new revision: the
-    /// template and the probes.
+    /// template, the probes and the init containers.
     public var revisionTemplate: RevisionTemplate {
-        get { RevisionTemplate(container: template, probes: probes) }
+        get { RevisionTemplate(container: template, probes: probes, initContainers: initContainers.isEmpty ? nil : initContainers) }
         set {
             template = newValue.container
             probes = newValue.probes
+            initContainers = newValue.initContainers ?? []
         }
     }
 
@@ -106,6 +114,9 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
         for port in virtualPorts where port.hostPort == 0 || port.containerPort == 0 {
             throw ReconcilerError(.invalidSpec, "service \(name): the virtual port \(port.hostPort) → \(port.containerPort) needs both ports above 0")
         }
+        for (index, container) in initContainers.enumerated() where !container.publishedPorts.isEmpty || container.pod != nil {
+            throw ReconcilerError(.invalidSpec, "service \(name): init container \(index + 1) publishes ports or joins a pod; it runs on the replica's networks only")
+        }
         for dependency in dependsOn where dependency.service == name {
             throw ReconcilerError(.invalidSpec, "service \(name) depends on itself")
         }
@@ -128,7 +139,8 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
 
 extension ServiceSpec {
     private enum CodingKeys: String, CodingKey {
-        case name, project, replicas, template, restartPolicy, probes, update, crashLoop, dependsOn, labels, endpointMode, sessionAffinity, virtualPorts
+        case name, project, replicas, template, restartPolicy, probes, update, crashLoop, dependsOn, labels, endpointMode, sessionAffinity, virtualPorts,
+             initContainers
     }
 
     /// Decodes a spec; one stored before a field existed takes its default.
@@ -145,6 +157,7 @@ extension ServiceSpec {
         endpointMode = try container.decodeIfPresent(EndpointMode.self, forKey: .endpointMode) ?? .virtualAddress
         sessionAffinity = try container.decodeIfPresent(ServiceEndpoint.Affinity.self, forKey: .sessionAffinity) ?? .none
         virtualPorts = try container.decodeIfPresent([PublishedPort].self, forKey: .virtualPorts) ?? []
+        initContainers = try container.decodeIfPresent([ContainerSpec].self, forKey: .initContainers) ?? []
     }
 }
 
@@ -179,6 +192,9 @@ public struct RevisionTemplate: Hashable, Sendable, Codable {
     public var container: ContainerSpec
     /// The replicas' health checks.
     public var probes: ServiceProbes
+    /// The containers run before each replica; `nil` for none (so that a
+    /// template without them hashes as before they existed).
+    public var initContainers: [ContainerSpec]?
 
     /// A short, stable hash of the template, naming the revision.
     public var hash: String {

@@ -221,6 +221,37 @@ let batchManifests = """
         #expect(report.job.container.entrypoint == ["report", "--daily"])
     }
 
+    @Test func initContainersMapOntoTheServiceWithTheirOwnMountsAndResources() throws {
+        let yaml = """
+            apiVersion: v1
+            kind: Pod
+            metadata: {name: app}
+            spec:
+              initContainers:
+                - name: wait
+                  image: busybox:1
+                  command: ["sh", "-c", "until nslookup db; do sleep 1; done"]
+                  resources: {limits: {cpu: 100m, memory: 16Mi}}
+                - name: seed
+                  image: busybox:1
+                  args: ["cp", "-r", "/seed", "/work"]
+                  restartPolicy: Always
+                  readinessProbe: {exec: {command: ["true"]}}
+                  volumeMounts: [{name: scratch, mountPath: /work}]
+              containers: [{name: app, image: app:1, volumeMounts: [{name: scratch, mountPath: /work}]}]
+              volumes: [{name: scratch, emptyDir: {}}]
+            """
+        let play = try KubeManifests.parse(yaml, file: "app.yaml", project: "p", secretsDirectory: "/run/x")
+        let service = try #require(play.project.services.first)
+        #expect(service.initContainers.map(\.root) == [.image("busybox:1"), .image("busybox:1")])
+        #expect(service.initContainers[0].entrypoint == ["sh", "-c", "until nslookup db; do sleep 1; done"] && service.initContainers[0].resources.memory == 16 << 20)
+        #expect(service.initContainers[1].command == ["cp", "-r", "/seed", "/work"] && service.initContainers[1].network == .bridge("p_default"))
+        let warnings = play.project.warnings
+        #expect(warnings.contains("app.yaml: Pod app: spec.initContainers[1].volumeMounts: an emptyDir is each container's own here: what an init container writes there, the others do not see (a PersistentVolumeClaim is shared)"), "\(warnings)")
+        #expect(warnings.contains { $0.contains("initContainers[1].restartPolicy: a sidecar runs to its end here") })
+        #expect(warnings.contains { $0.contains("initContainers[1].readinessProbe: an init container is not probed") })
+    }
+
     @Test func badJobsAndCronJobsNameTheField() {
         func failure(_ yaml: String) -> String {
             let error = #expect(throws: ReconcilerError.self) {
@@ -380,6 +411,75 @@ let batchManifests = """
 }
 
 extension KubePlayTests {
+    @Test func initContainersRunInOrderBeforeEachReplicaAndAFailingOneHoldsItBack() async throws {
+        try await withBusyboxRuntime("kube-init", applets: reconcilerApplets + ["cat", "sleep"]) { runtime, _ in
+            let manifests = """
+                apiVersion: v1
+                kind: PersistentVolumeClaim
+                metadata: {name: data}
+                ---
+                apiVersion: apps/v1
+                kind: Deployment
+                metadata: {name: app}
+                spec:
+                  replicas: 2
+                  selector: {matchLabels: {app: app}}
+                  template:
+                    metadata: {labels: {app: app}}
+                    spec:
+                      terminationGracePeriodSeconds: 1
+                      initContainers:
+                        - name: prepare
+                          image: busybox:test
+                          command: ["sh", "-c", "echo prepared > /data/state"]
+                          volumeMounts: [{name: data, mountPath: /data}]
+                        - name: check
+                          image: busybox:test
+                          command: ["sh", "-c", "test -f /data/state && echo checked >> /data/state"]
+                          volumeMounts: [{name: data, mountPath: /data}]
+                      containers:
+                        - name: app
+                          image: busybox:test
+                          command: ["sh", "-c", "cat /data/state; exec sleep 600"]
+                          volumeMounts: [{name: data, mountPath: /data}]
+                      volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]
+                """
+            let play = try KubeManifests.parse(manifests, file: "init.yaml", project: "init", secretsDirectory: "/run/unused")
+            #expect(play.project.services.first?.initContainers.count == 2)
+            let reconciler = try Reconciler(runtime: runtime, options: Reconciler.Options(project: "init"))
+            try await reconciler.withRunning { reconciler in
+                try await reconciler.apply(play.project)
+                _ = try await reconciler.waitForRollout("app")
+                let replicas = try runningReplicas(runtime, service: "app")
+                #expect(replicas.count == 2, "the init containers are gone once they ran: \(replicas.map(\.name))")
+                for replica in replicas {
+                    let container = try runtime.container(replica.id)
+                    for _ in 0 ..< 200 where try await container.logs.text().isEmpty { try await Task.sleep(for: .milliseconds(10)) }
+                    #expect(try await container.logs.text().hasPrefix("prepared\nchecked\n"))
+                }
+                // An init container that fails: the new revision's replicas are not started, the old ones stay.
+                var failing = play.project.services[0]
+                failing.initContainers[1].entrypoint = ["sh", "-c", "exit 3"]
+                let events = reconciler.events()
+                try reconciler.store.apply(failing)
+                try reconciler.refresh()
+                let waiter = Task { () -> ServiceEvent? in
+                    for await event in events where event.kind == .failed { return event }
+                    return nil
+                }
+                let deadline = Task {
+                    try await Task.sleep(for: .seconds(30))
+                    waiter.cancel()
+                }
+                let failure = await waiter.value
+                deadline.cancel()
+                #expect(failure?.message == "init container 2 ended: exited with 3", "\(String(describing: failure))")
+                #expect(try runningReplicas(runtime, service: "app").count == 2)
+                try await Reconciler.tearDown(project: "init", runtime: runtime, store: reconciler.store, removingVolumes: true, timeout: .seconds(20))
+            }
+        }
+    }
+
     @Test func playedJobsRunOnTheProjectsNetworkAndCronJobsOnTheirSchedules() async throws {
         try await withBusyboxRuntime("kube-jobs", applets: reconcilerApplets + ["httpd", "wget"]) { runtime, _ in
             let manifests = """
@@ -519,6 +619,10 @@ final class Recorded<Item: Sendable>: Sendable {
         web.probes.readiness = Probe(.httpGet(path: "/health", port: 80, host: nil), period: .seconds(2))
         web.probes.liveness = Probe(.tcpSocket(port: 80, host: nil), initialDelay: .seconds(5))
         web.update = UpdateStrategy(maxSurge: .count(1), maxUnavailable: .percent(0), minReady: .seconds(3))
+        var prepare = ContainerSpec(image: "shop/migrate:1", command: ["migrate", "up"])
+        prepare.environment = ["TARGET=latest"]
+        prepare.mounts = [.volume(name: "uploads", target: "/uploads")]
+        web.initContainers = [prepare.resources(cpus: 0.25, memory: 32 << 20)]
         var db = ServiceSpec(name: "db", project: "shop", template: ContainerSpec(image: "postgres:16"))
         db.virtualPorts = [PublishedPort(hostPort: 5432, containerPort: 5432)]
         db.template.environment = ["POSTGRES_DB=shop"]
@@ -574,6 +678,8 @@ final class Recorded<Item: Sendable>: Sendable {
                         == original.template.secrets.map { "\($0.name) \($0.mounted ? $0.path : "") \($0.environmentVariable ?? "") \(String($0.mode, radix: 8))" }.sorted())
                 #expect(back.template.configs.map { "\($0.name) \($0.path) \($0.source)" } == original.template.configs.map { "\($0.name) \($0.path) \($0.source)" })
                 #expect(back.template.publishedPorts == original.template.publishedPorts)
+                #expect(back.initContainers.map { "\($0.root) \($0.command ?? []) \($0.environment) \($0.mounts) \($0.resources)" }
+                        == original.initContainers.map { "\($0.root) \($0.command ?? []) \($0.environment) \($0.mounts) \($0.resources)" })
             }
             #expect(played["db"]?.virtualPorts == [PublishedPort(hostPort: 5432, containerPort: 5432)])
             let again = try KubeManifests.generate(play.project.services)

@@ -229,11 +229,12 @@ struct KubeServiceGenerator {
         for (kind, probe) in [("startupProbe", service.probes.startup), ("livenessProbe", service.probes.liveness), ("readinessProbe", service.probes.readiness)] {
             if let probe { container[kind] = Self.probe(probe) }
         }
-        container["securityContext"] = securityContext()
-        mounts(name: name)
+        container["securityContext"] = securityContext(of: template)
+        mounts += mountEntries(of: template)
         if !mounts.isEmpty { container["volumeMounts"] = mounts }
 
         var podSpec: [String: Any] = ["containers": [container]]
+        if !service.initContainers.isEmpty { podSpec["initContainers"] = try service.initContainers.enumerated().map { try initContainer($1, name: "\(name)-init-\($0 + 1)") } }
         podSpec["terminationGracePeriodSeconds"] = Int(template.stopGracePeriod.components.seconds)
         if !volumes.isEmpty { podSpec["volumes"] = volumes }
         if let hostname = template.hostname { podSpec["hostname"] = hostname }
@@ -242,6 +243,30 @@ struct KubeServiceGenerator {
         labels[KubeManifests.nameLabel] = name
         if labels.count - 1 != service.labels.filter({ $0.key != KubeManifests.nameLabel }).count { warn("labels that are not Kubernetes labels are left out") }
         return (podSpec, labels)
+    }
+
+    /// An init container: what it runs, its variables, resources, security
+    /// context and mounts.
+    private mutating func initContainer(_ spec: ContainerSpec, name: String) throws -> [String: Any] {
+        guard case .image(let image) = spec.root else {
+            throw ReconcilerError(.invalidSpec, "service \(service.name): an init container runs a directory, not an image: a cluster cannot run it")
+        }
+        var container: [String: Any] = ["name": name, "image": image]
+        if let entrypoint = spec.entrypoint { container["command"] = entrypoint }
+        if let command = spec.command { container["args"] = command }
+        if let directory = spec.workingDirectory { container["workingDir"] = directory }
+        if !spec.environment.isEmpty {
+            container["env"] = spec.environment.map { pair in
+                let parts = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                return ["name": String(parts[0]), "value": parts.count > 1 ? String(parts[1]) : ""]
+            }
+        }
+        if !spec.providedFiles.isEmpty { warn("the secrets and configs of init container \(name) are left out") }
+        if let resources = resources(of: spec) { container["resources"] = resources }
+        container["securityContext"] = securityContext(of: spec)
+        let mounts = mountEntries(of: spec)
+        if !mounts.isEmpty { container["volumeMounts"] = mounts }
+        return container
     }
 
     /// The ConfigMap and Secret of what ``pod(name:)`` read.
@@ -290,8 +315,10 @@ struct KubeServiceGenerator {
         }
     }
 
-    private mutating func mounts(name: String) {
-        for mount in service.template.mounts {
+    /// The volume mounts of `container`, its volumes added to the pod's.
+    private mutating func mountEntries(of container: ContainerSpec) -> [[String: Any]] {
+        var mounts: [[String: Any]] = []
+        for mount in container.mounts {
             let volume = "volume-\(volumes.count)"
             switch mount {
             case .volume(let claim, let target, let readOnly):
@@ -309,10 +336,11 @@ struct KubeServiceGenerator {
                 mounts.append(["name": volume, "mountPath": target, "readOnly": readOnly])
             }
         }
+        return mounts
     }
 
-    private func resources() -> [String: Any]? {
-        if let job {
+    private func resources(of container: ContainerSpec? = nil) -> [String: Any]? {
+        if container == nil, let job {
             // A job's runs ask for and are limited to its requirements.
             func amounts(_ amounts: ResourceAmounts) -> [String: Any] {
                 var written: [String: Any] = [:]
@@ -325,7 +353,7 @@ struct KubeServiceGenerator {
             if case let requests = amounts(job.resources.requests), !requests.isEmpty { resources["requests"] = requests }
             return resources.isEmpty ? nil : resources
         }
-        let limits = service.template.resources
+        let limits = (container ?? service.template).resources
         var limit: [String: Any] = [:]
         var request: [String: Any] = [:]
         if let quota = limits.cpuQuota, quota > 0, let period = limits.cpuPeriod, period > 0 {
@@ -340,8 +368,7 @@ struct KubeServiceGenerator {
         return resources.isEmpty ? nil : resources
     }
 
-    private mutating func securityContext() -> [String: Any] {
-        let template = service.template
+    private mutating func securityContext(of template: ContainerSpec) -> [String: Any] {
         var context: [String: Any] = ["allowPrivilegeEscalation": !template.noNewPrivileges]
         if let user = template.user {
             let parts = user.split(separator: ":", maxSplits: 1).map(String.init)

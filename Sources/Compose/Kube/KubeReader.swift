@@ -20,6 +20,8 @@ struct KubeReader {
     var namedPorts: [String: [String: UInt16]] = [:]
     /// The Service that named each service, by the service's original name.
     var renamed: [String: String] = [:]
+    /// The volumes of the pod being read.
+    private var podVolumes: PodVolumes?
     /// The Jobs, by name.
     var jobs: [String: JobTemplate] = [:]
     var cronJobs: [CronJobSpec] = []
@@ -165,10 +167,33 @@ struct KubeReader {
         guard containers.count == 1 else {
             throw spec.error("containers", containers.isEmpty ? "is missing" : "lists \(containers.count) containers; Gantry runs one per replica: give each its own Deployment (a Service finds it by its labels)")
         }
-        if !(try spec.objects("initContainers")).isEmpty { spec.warn("initContainers", "not run: Gantry's replicas have no init containers yet") }
         let container = containers[0]
+        podVolumes = nil
         var read = try self.container(container, pod: spec, service: name, asJob: asJob)
         var service = ServiceSpec(name: name, project: project, template: read.spec)
+        let initial = try spec.objects("initContainers")
+        if asJob, !initial.isEmpty {
+            spec.warn("initContainers", "not run: a job's runs have no init containers")
+        } else {
+            for object in initial {
+                // Read as a job's container is (nothing recorded for Services), then limited by its resources.
+                var read = try self.container(object, pod: spec, service: name, asJob: true)
+                Self.apply(read.requirements, to: &read.spec)
+                if read.spec.mounts.contains(where: { if case .tmpfs = $0 { true } else { false } }) {
+                    object.warn("volumeMounts", "an emptyDir is each container's own here: what an init container writes there, the others do not see (a PersistentVolumeClaim is shared)")
+                }
+                if try object.string("restartPolicy") == "Always" {
+                    object.warn("restartPolicy", "a sidecar runs to its end here, before the pod's container starts, as the other init containers do")
+                }
+                if object.has("livenessProbe") || object.has("readinessProbe") || object.has("startupProbe") {
+                    object.ignore("livenessProbe", because: "an init container is not probed")
+                    object.ignore("readinessProbe", because: "an init container is not probed")
+                    object.ignore("startupProbe", because: "an init container is not probed")
+                }
+                service.initContainers.append(read.spec)
+            }
+        }
+        finishPodVolumes()
         service.labels = labels
         if let policy = try spec.string("restartPolicy") {
             guard restartAllowed.contains(policy) else {
@@ -492,12 +517,35 @@ struct KubeReader {
         }
     }
 
-    /// `volumeMounts` of the pod's `volumes`.
-    private func volumes(_ container: KubeObject, pod: KubeObject, into spec: inout ContainerSpec) throws {
+    /// The pod's `volumes` (read once for all its containers), and the
+    /// source of each mounted so far.
+    struct PodVolumes {
         var declared: [String: KubeObject] = [:]
-        for volume in try pod.objects("volumes") { declared[try volume.requiredString("name")] = volume }
-        // Each volume's source, read once however often it is mounted.
         var sources: [String: (kind: String, object: KubeObject)] = [:]
+    }
+
+    /// Warns about the pod's volumes that none of its containers mounts, and
+    /// forgets the pod's volumes.
+    private mutating func finishPodVolumes() {
+        guard let volumes = podVolumes else { return }
+        for (name, volume) in volumes.declared where volumes.sources[name] == nil {
+            volume.accept(contentsOf: Array(volume.fields.keys))
+            volume.warn("name", "the volume \(name) is mounted by no container")
+        }
+        podVolumes = nil
+    }
+
+    /// `volumeMounts` of the pod's `volumes`.
+    private mutating func volumes(_ container: KubeObject, pod: KubeObject, into spec: inout ContainerSpec) throws {
+        if podVolumes == nil {
+            var volumes = PodVolumes()
+            for volume in try pod.objects("volumes") { volumes.declared[try volume.requiredString("name")] = volume }
+            podVolumes = volumes
+        }
+        let declared = podVolumes?.declared ?? [:]
+        // Each volume's source, read once however often it is mounted.
+        var sources = podVolumes?.sources ?? [:]
+        defer { podVolumes?.sources = sources }
         func source(_ name: String, _ volume: KubeObject) throws -> (kind: String, object: KubeObject) {
             if let known = sources[name] { return known }
             let kinds = ["configMap", "secret", "emptyDir", "persistentVolumeClaim", "hostPath"]
@@ -562,10 +610,6 @@ struct KubeReader {
                 _ = try source.string("type")
                 spec.mounts.append(.bind(source: path + (subPath.map { "/" + $0 } ?? ""), target: target, readOnly: readOnly))
             }
-        }
-        for (name, volume) in declared where sources[name] == nil {
-            volume.accept(contentsOf: Array(volume.fields.keys))
-            volume.warn("name", "the volume \(name) is mounted by no container")
         }
     }
 
