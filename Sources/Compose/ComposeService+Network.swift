@@ -8,6 +8,8 @@ struct ServiceNetwork {
     var aliases: [String]
     /// The networks besides the first.
     var others: [ContainerSpec.NetworkMembership] = []
+    /// The service whose replica's network the replicas share (`network_mode: service:NAME`).
+    var service: String?
     /// Whether one of them is the project's implicit `default` network.
     var usesDefault: Bool
 
@@ -32,10 +34,15 @@ extension ServiceReader {
             case "host": return ServiceNetwork(mode: .host, aliases: [], usesDefault: false)
             case "bridge": return implicit
             default:
-                if text.hasPrefix("service:") || text.hasPrefix("container:") {
-                    throw mode.error("not supported: sharing another container's network namespace (list the networks of that service instead)")
+                if text.hasPrefix("service:"), case let other = String(text.dropFirst(8)), !other.isEmpty {
+                    var shared = ServiceNetwork(mode: .none, aliases: [], usesDefault: false)
+                    shared.service = other
+                    return shared
                 }
-                throw mode.error("must be none, host or bridge")
+                if text.hasPrefix("container:"), case let other = String(text.dropFirst(10)), !other.isEmpty {
+                    return ServiceNetwork(mode: .container(other), aliases: [], usesDefault: false)
+                }
+                throw mode.error("must be none, host, bridge, service:NAME or container:NAME")
             }
         }
         guard let listed = fields["networks"], !listed.isNull else { return implicit }

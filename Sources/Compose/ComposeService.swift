@@ -128,7 +128,7 @@ struct ServiceReader {
         template.additionalNetworks = network.others
         let ports = try fields["ports"]?.sequence().map(port) ?? []
         if !ports.isEmpty, !network.joinsBridge {
-            fields["ports"]?.warn("ignored: published ports need a bridge network, not network_mode \(network.mode)")
+            fields["ports"]?.warn("ignored: published ports need a bridge network, not network_mode \(network.service.map { "service:" + $0 } ?? network.mode.description)")
         } else {
             template.publishedPorts = ports
         }
@@ -139,6 +139,11 @@ struct ServiceReader {
         spec.restartPolicy = try fields["restart"].map(restartPolicy) ?? .always
         if let healthcheck = fields["healthcheck"] { spec.probes.readiness = try probe(healthcheck) }
         spec.dependsOn = try fields["depends_on"].map(dependencies) ?? []
+        if let shared = network.service {
+            // Its replicas start in the other service's replica's network, once there is one.
+            spec.networkService = shared
+            if !spec.dependsOn.contains(where: { $0.service == shared }) { spec.dependsOn.append(ServiceDependency(shared)) }
+        }
         var replicas = try fields["scale"]?.int(0 ... ServiceSpec.maximumReplicas)
         if let deploy = fields["deploy"] {
             let deployed = try self.deploy(deploy, into: &spec)

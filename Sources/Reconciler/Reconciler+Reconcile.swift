@@ -32,6 +32,17 @@ extension Reconciler {
             return try await tearDown(name)
         }
         guard var plan = decision else { return }
+        // Replicas in the network of a replica that is gone lost their
+        // network with it: they go, and are replaced in its successor's.
+        if let target = plan.spec.networkService {
+            let orphaned = state.withLock { state -> [String] in
+                let alive = Set(state.services[target]?.replicas.filter { $0.value.exit == nil && !$0.value.terminating }.map(\.key) ?? [])
+                return state.services[name]?.replicas.filter { entry in
+                    entry.value.exit == nil && !entry.value.terminating && entry.value.joined.map { !alive.contains($0) } == true
+                }.map(\.key) ?? []
+            }
+            for id in orphaned { await terminate(name, id) }
+        }
         plan.events.forEach(emit)
         plan.events.removeAll()
         // The endpoint before anything is stopped; a failure to change it
@@ -297,8 +308,10 @@ extension Reconciler {
         }
         // Waiting dependents may go on now.
         plan.dependents = services.values.filter { other in
-            !other.deleted && other.record.spec.dependsOn.contains { $0.service == name }
-                && !other.replicas.values.contains { $0.exit == nil }
+            guard !other.deleted else { return false }
+            // Those in its replica's network follow its replacements.
+            if other.record.spec.networkService == name { return true }
+            return other.record.spec.dependsOn.contains { $0.service == name } && !other.replicas.values.contains { $0.exit == nil }
         }.map(\.record.spec.name)
         return plan
     }

@@ -16,6 +16,8 @@ public enum ReplicaLabel {
     public static let templateHash = "gantry.template-hash"
     /// On an init container: its place among the service's, from 1.
     public static let initContainer = "gantry.init-container"
+    /// The container whose network namespace a replica shares.
+    public static let networkOf = "gantry.network-of"
 }
 
 extension Reconciler {
@@ -63,7 +65,18 @@ extension Reconciler {
     }
 
     private func createReplica(_ spec: ServiceSpec, revision: Int, hash: String, lineage: String, restart: Bool) async throws {
-        let containerSpec = replicaSpec(spec, revision: revision, hash: hash, lineage: lineage)
+        var containerSpec = replicaSpec(spec, revision: revision, hash: hash, lineage: lineage)
+        if let target = spec.networkService {
+            // The network of the other service's running replica.
+            let running = state.withLock { state in
+                state.services[target]?.replicas.filter { $0.value.exit == nil && !$0.value.terminating }.min { $0.value.startedAt < $1.value.startedAt }?.key
+            }
+            guard let running else {
+                throw ReconcilerError(.invalidState, "service \(spec.name) shares the network of service \(target), which runs no replica yet")
+            }
+            containerSpec.network = .container(running)
+            containerSpec.labels[ReplicaLabel.networkOf] = running
+        }
         for (index, initial) in spec.initContainers.enumerated() {
             try await runInitContainer(initial, number: index + 1, of: spec, replica: containerSpec)
         }
@@ -80,7 +93,8 @@ extension Reconciler {
             let ready = probes.startup == nil && probes.readiness == nil
             state.services[spec.name]?.replicas[container.id] = Replica(
                 container: container, lineage: lineage, revision: revision, templateHash: hash, startedAt: clock.now(),
-                startupPassed: probes.startup == nil, ready: ready, readySince: ready ? clock.now() : nil, probes: probes)
+                startupPassed: probes.startup == nil, ready: ready, readySince: ready ? clock.now() : nil, probes: probes,
+                joined: containerSpec.labels[ReplicaLabel.networkOf])
             state.services[spec.name]?.lineages[lineage]?.ranBefore = true
             return true
         }
@@ -242,7 +256,8 @@ extension Reconciler {
                 let ready = probes.startup == nil && probes.readiness == nil
                 state.services[name]?.replicas[record.id] = Replica(
                     container: container, lineage: lineage, revision: revision, templateHash: hash, startedAt: clock.now() - age,
-                    startupPassed: probes.startup == nil, ready: ready, readySince: ready ? clock.now() - age : nil, probes: probes)
+                    startupPassed: probes.startup == nil, ready: ready, readySince: ready ? clock.now() - age : nil, probes: probes,
+                    joined: record.labels[ReplicaLabel.networkOf])
                 if state.services[name]?.lineages[lineage] == nil {
                     state.services[name]?.lineages[lineage] = Lineage(backoff: RestartBackoff(service.record.spec.crashLoop), ranBefore: true)
                 }

@@ -205,6 +205,8 @@ public final class Reconciler: Service, Sendable {
         var ready: Bool
         var readySince: Duration?
         var probes: ServiceProbes
+        /// The container whose network namespace it shares, if one.
+        var joined: String?
     }
 
     /// One replica slot's history: its crash-loop back-off.

@@ -44,6 +44,11 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
     /// One that fails fails the replica's start, which is tried again with
     /// a back-off.
     public var initContainers: [ContainerSpec]
+    /// The service whose replica's network namespace the replicas share
+    /// (Compose's `network_mode: service:NAME`): its addresses, ports and
+    /// names. They start once it runs a replica, and are replaced when
+    /// that replica is, as their network ends with it.
+    public var networkService: String?
 
     /// A service of `replicas` copies of `template`.
     ///
@@ -86,11 +91,12 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
     /// The part of the spec whose change makes a new revision: the
     /// template, the probes and the init containers.
     public var revisionTemplate: RevisionTemplate {
-        get { RevisionTemplate(container: template, probes: probes, initContainers: initContainers.isEmpty ? nil : initContainers) }
+        get { RevisionTemplate(container: template, probes: probes, initContainers: initContainers.isEmpty ? nil : initContainers, networkService: networkService) }
         set {
             template = newValue.container
             probes = newValue.probes
             initContainers = newValue.initContainers ?? []
+            networkService = newValue.networkService
         }
     }
 
@@ -117,6 +123,12 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
         for (index, container) in initContainers.enumerated() where !container.publishedPorts.isEmpty || container.pod != nil {
             throw ReconcilerError(.invalidSpec, "service \(name): init container \(index + 1) publishes ports or joins a pod; it runs on the replica's networks only")
         }
+        if let networkService {
+            guard networkService != name else { throw ReconcilerError(.invalidSpec, "service \(name) cannot share its own network") }
+            guard template.publishedPorts.isEmpty, virtualPorts.isEmpty, template.networkAliases.isEmpty, template.additionalNetworks.isEmpty else {
+                throw ReconcilerError(.invalidSpec, "service \(name) shares the network of service \(networkService): give networks, aliases and ports to \(networkService)")
+            }
+        }
         for dependency in dependsOn where dependency.service == name {
             throw ReconcilerError(.invalidSpec, "service \(name) depends on itself")
         }
@@ -140,7 +152,7 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
 extension ServiceSpec {
     private enum CodingKeys: String, CodingKey {
         case name, project, replicas, template, restartPolicy, probes, update, crashLoop, dependsOn, labels, endpointMode, sessionAffinity, virtualPorts,
-             initContainers
+             initContainers, networkService
     }
 
     /// Decodes a spec; one stored before a field existed takes its default.
@@ -158,6 +170,7 @@ extension ServiceSpec {
         sessionAffinity = try container.decodeIfPresent(ServiceEndpoint.Affinity.self, forKey: .sessionAffinity) ?? .none
         virtualPorts = try container.decodeIfPresent([PublishedPort].self, forKey: .virtualPorts) ?? []
         initContainers = try container.decodeIfPresent([ContainerSpec].self, forKey: .initContainers) ?? []
+        networkService = try container.decodeIfPresent(String.self, forKey: .networkService)
     }
 }
 
@@ -195,6 +208,8 @@ public struct RevisionTemplate: Hashable, Sendable, Codable {
     /// The containers run before each replica; `nil` for none (so that a
     /// template without them hashes as before they existed).
     public var initContainers: [ContainerSpec]?
+    /// The service whose replica's network the replicas share, if one.
+    public var networkService: String?
 
     /// A short, stable hash of the template, naming the revision.
     public var hash: String {

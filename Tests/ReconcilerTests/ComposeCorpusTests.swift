@@ -94,3 +94,50 @@ import Testing
         }
     }
 }
+
+extension ComposeCorpusTests {
+    @Test func aServiceInAnothersNetworkFollowsItsReplacement() async throws {
+        try await withBusyboxRuntime("compose-shared-network", applets: Self.applets) { runtime, dir in
+            let project = try ComposeProject.parse("""
+                name: shared
+                services:
+                  vpn:
+                    image: busybox:test
+                    command: ["sh", "-c", "mkdir -p /www && echo tunnel > /www/index.html && exec httpd -f -p 8080 -h /www"]
+                    stop_grace_period: 1s
+                  client:
+                    image: busybox:test
+                    network_mode: service:vpn
+                    stop_grace_period: 1s
+                    command: ["sh", "-c", "for i in $$(seq 50); do wget -q -O - http://127.0.0.1:8080/ && break; sleep 0.1; done; exec sleep 600"]
+                """, directory: dir)
+            let reconciler = try Reconciler(runtime: runtime, options: Reconciler.Options(project: "shared"))
+            try await reconciler.withRunning { reconciler in
+                try await reconciler.apply(project)
+                func client() async throws -> (record: ContainerRecord, logs: String)? {
+                    guard let record = try runningReplicas(runtime, service: "client").first else { return nil }
+                    return (record, try await runtime.container(record.id).logs.text())
+                }
+                var first: (record: ContainerRecord, logs: String)?
+                for _ in 0 ..< 300 where first?.logs.isEmpty != false {
+                    first = try await client()
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                let vpn = try #require(try runningReplicas(runtime, service: "vpn").first)
+                #expect(first?.logs == "tunnel\n", "the client reaches the vpn's loopback")
+                #expect(first?.record.spec.network == .container(vpn.id))
+                // The vpn's replica ends: the client is replaced in its successor's network.
+                _ = try await runtime.container(vpn.id).stop()
+                var second: (record: ContainerRecord, logs: String)?
+                for _ in 0 ..< 500 where second == nil || second?.record.id == first?.record.id || second?.logs.isEmpty != false {
+                    second = try await client()
+                    try await Task.sleep(for: .milliseconds(20))
+                }
+                let successor = try #require(try runningReplicas(runtime, service: "vpn").first)
+                #expect(successor.id != vpn.id && second?.record.spec.network == .container(successor.id))
+                #expect(second?.logs == "tunnel\n")
+                try await Reconciler.tearDown(project: "shared", runtime: runtime, store: reconciler.store, timeout: .seconds(20))
+            }
+        }
+    }
+}

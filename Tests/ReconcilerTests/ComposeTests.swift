@@ -269,7 +269,11 @@ private func webFile(_ body: String, top: String = "") -> String {
         #expect(listed.networks.map(\.key) == ["default", "front"], "the default network is made when a service lists it among others")
         #expect(failure(webFile("networks: [nowhere]")).contains("service web: networks[0]: the network nowhere is not declared"))
         #expect(failure(webFile("network_mode: host\nnetworks: [default]")).contains("network_mode and networks cannot both be given"))
-        #expect(failure(webFile("network_mode: service:db")).contains("sharing another container's network"))
+        let shared = try parse(webFile("network_mode: service:vpn") + "  vpn:\n    image: vpn\n")
+        let joined = try #require(shared.services.first { $0.name == "web" })
+        #expect(joined.networkService == "vpn" && joined.template.network == .none && joined.dependsOn == [ServiceDependency("vpn")])
+        #expect(try web("network_mode: container:edge").template.network == .container("edge"))
+        #expect(failure(webFile("network_mode: \"service:\"")).contains("must be none, host, bridge, service:NAME or container:NAME"))
         #expect(failure(webFile("networks:\n  default:\n    ipv4_address: 10.0.0.5")).contains("networks.default.ipv4_address: not supported"))
     }
 

@@ -118,6 +118,34 @@ import Glibc
         }
     }
 
+    @Test func aContainerJoinsAnothersNetworkNamespaceWhileThatOneRuns() async throws {
+        try await withRuntime("net-join") { runtime, _ in
+            try await runtime.networks.create("front")
+            let vpn = try await runtime.create(shell(Self.server).named("vpn").network(.bridge("front")))
+            // Not yet running: the joiner cannot start.
+            let early = try await runtime.create(shell("true").network(.container("vpn")))
+            await #expect { try await early.start() } throws: { ($0 as? RuntimeError)?.message.contains("joins the network of container vpn, which is not running") == true }
+            try await early.remove(force: true)
+            try await vpn.start()
+            let address = try #require(try vpn.record.network?.address)
+            // Its loopback, its address and its names are the other's.
+            let (exit, output) = try await runCollecting(runtime, shell("""
+                for i in $(seq 50); do wget -qO- http://127.0.0.1/ && break; sleep 0.1; done
+                ip -o -4 addr show eth0 | grep -c \(address); grep -c vpn /etc/hosts
+                """).network(.container("vpn")))
+            #expect(exit.code == 0 && output == "hello\n1\n1\n", "\(output)")
+            // Networks and ports are the other container's to give.
+            var ports = shell("true").network(.container("vpn"))
+            ports.publishedPorts = [PublishedPort(hostPort: 0, containerPort: 80)]
+            await #expect { _ = try await runtime.create(ports) } throws: { ($0 as? RuntimeError)?.message.contains("give networks, aliases and ports to vpn") == true }
+            await #expect { _ = try await runtime.create(shell("true").network(.container("nowhere"))) } throws: {
+                ($0 as? RuntimeError)?.message.contains("which does not exist") == true
+            }
+            try await vpn.remove(force: true)
+            try expectNothingLeft(runtime, containers: [vpn.id])
+        }
+    }
+
     @Test func theEmbeddedNameServerAnswersMembersAndForwardsTheRest() async throws {
         let upstream = try FakeNameServer(answer: IPv4Address("192.0.2.7")!)
         defer { upstream.stop() }

@@ -166,7 +166,12 @@ extension Container {
         let provided = try runtime.providedMounts(record)
         plan.mounts += provided.mounts
         plan.environment = ContainerRuntime.overriding(plan.environment, with: provided.environment)
-        if let attachment = record.network, attachment.isUserMode {
+        if case .container = spec.network, let attachment = try runtime.sharedNetworkHolder(of: record).network, !attachment.isUserMode {
+            // The names the other container's network gives it.
+            let files = runtime.networks.memberDirectory(attachment.network, try runtime.sharedNetworkHolder(of: record).id)
+            plan.mounts.append(.bind(files + "/hosts", at: "/etc/hosts", directory: false))
+            plan.mounts.append(.bind(files + "/resolv.conf", at: "/etc/resolv.conf", directory: false))
+        } else if let attachment = record.network, attachment.isUserMode {
             let files = runtime.userModeNetworkFiles(id)
             plan.networkHelper = UserModeNetwork.arguments(attachment, pidFile: runtime.pastaPidFile(id))
             plan.mounts.append(.bind(files + "/hosts", at: "/etc/hosts", directory: false))

@@ -237,7 +237,7 @@ extension ContainerRuntime {
     static func ownsNetworkNamespace(_ spec: ContainerSpec) -> Bool {
         if spec.pod != nil { return !spec.namespaces.contains(.user) }
         return switch spec.network {
-        case .host: false
+        case .host, .container: false
         case .none: spec.namespaces.contains(.network)
         case .bridge: !spec.namespaces.contains(.user)
         }
@@ -257,12 +257,32 @@ extension ContainerRuntime {
     /// pod's, or the network namespace made for its bridge network.
     func namespaceFiles(_ record: ContainerRecord) throws -> [(path: String, type: UInt64)] {
         if let pod = record.spec.pod { return pods.namespaceFiles(try pods.pod(pod)) }
+        if case .container(let other) = record.spec.network {
+            let target = try sharedNetworkHolder(of: record)
+            guard target.status == .running, let pid = target.pid else {
+                throw RuntimeError(.invalidState, "container \(record.name) joins the network of container \(other), which is not running")
+            }
+            return [("/proc/\(pid)/ns/net", GANTRY_CLONE_NEWNET)]
+        }
         // An ordinary user's container on the default network makes its
         // own, which pasta joins.
         if let attachment = record.network, !attachment.isUserMode {
             return [(networks.host.namespaceFile(containerDirectory(record.id) + "/netns"), GANTRY_CLONE_NEWNET)]
         }
         return []
+    }
+
+    /// The record of the container whose network namespace `record`'s
+    /// container joins (``ContainerSpec/NetworkMode/container(_:)``).
+    func sharedNetworkHolder(of record: ContainerRecord) throws -> ContainerRecord {
+        guard case .container(let other) = record.spec.network else {
+            throw RuntimeError(.invalidState, "container \(record.name) joins no other container's network")
+        }
+        do {
+            return try container(other).record
+        } catch let error as RuntimeError where error.code == .notFound {
+            throw RuntimeError(.notFound, "container \(record.name) joins the network of container \(other), which does not exist")
+        }
     }
 
     /// `inside outside size` lines for uid_map and gid_map.

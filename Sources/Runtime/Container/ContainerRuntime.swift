@@ -216,6 +216,16 @@ public final class ContainerRuntime: Sendable {
                 for alias in membership.aliases { try Self.validate(name: alias, kind: "network alias") }
                 if userNamespace == nil { _ = try networks.joinable(membership.network) } else { _ = try networks.network(membership.network) }
             }
+        } else if case .container(let other) = spec.network {
+            guard spec.publishedPorts.isEmpty, spec.networkAliases.isEmpty, spec.additionalNetworks.isEmpty else {
+                throw RuntimeError(.invalidSpec, "container \(name) joins the network of container \(other), which has the network: give networks, aliases and ports to \(other)")
+            }
+            guard userNamespace == nil, !spec.namespaces.contains(.user) else {
+                throw RuntimeError(.invalidSpec, "container \(name): a container with a user namespace cannot join container \(other)'s network namespace, which the host's user namespace owns")
+            }
+            guard (try? resolveID(other)) != nil else {
+                throw RuntimeError(.notFound, "container \(name) joins the network of container \(other), which does not exist")
+            }
         } else if !spec.additionalNetworks.isEmpty {
             throw RuntimeError(.invalidSpec, "container \(name) is on other networks but its first is not a bridge network (it is \(spec.network))")
         } else if !spec.publishedPorts.isEmpty {

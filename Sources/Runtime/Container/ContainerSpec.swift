@@ -76,12 +76,19 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
         /// A bridge network of the state root, by name: an address on it,
         /// its members by name, and (unless internal) a route out.
         case bridge(String)
+        /// The network namespace of another container, by name or ID,
+        /// which must be running when this one starts: its devices,
+        /// addresses and published ports, and its `hosts` and
+        /// `resolv.conf` (Docker's `--network container:NAME`). When that
+        /// container ends, this one's network goes with it.
+        case container(String)
 
         public var description: String {
             switch self {
             case .none: "none"
             case .host: "host"
             case .bridge(let name): name
+            case .container(let name): "container:" + name
             }
         }
     }

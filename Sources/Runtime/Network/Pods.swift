@@ -100,7 +100,7 @@ public final class Pods: Sendable {
         if let hostname = spec.hostname { try ContainerRuntime.validate(name: hostname, kind: "host") }
         let path = directory + "/" + spec.name
         switch spec.network {
-        case .host: throw RuntimeError(.invalidSpec, "pod \(spec.name) cannot use the host's network: a pod has a network namespace of its own")
+        case .host, .container: throw RuntimeError(.invalidSpec, "pod \(spec.name) cannot use the network of the host or of a container: a pod has a network namespace of its own")
         case .none where !spec.publishedPorts.isEmpty:
             throw RuntimeError(.invalidSpec, "pod \(spec.name) publishes ports but is not on a bridge network")
         case .bridge(let network):
