@@ -175,7 +175,7 @@ struct Run: AsyncParsableCommand {
     @Option(help: ArgumentHelp("Give the container a device of the host: /dev/HOST[:/dev/CONTAINER][:rwm].", valueName: "device")) var device: [String] = []
     @Option(name: .customLong("device-cgroup-rule"), help: ArgumentHelp("Allow devices the container makes or is given otherwise: \"c 1:3 rwm\", \"b 8:* r\".", valueName: "rule")) var deviceCgroupRules: [String] = []
     @Option(help: ArgumentHelp("Mount: type=bind|volume|tmpfs,source=…,target=…[,readonly][,bind-propagation=rslave][,tmpfs-size=64m].", valueName: "mount")) var mount: [String] = []
-    @Option(help: ArgumentHelp("The network: none (loopback only; the default without -p), host, bridge (the default network; the default with -p) or a network's name.", valueName: "network")) var network: String?
+    @Option(help: ArgumentHelp("The network: none (loopback only; the default without -p), host, bridge (the default network; the default with -p), container:NAME (another container's) or a network's name; several networks comma-separated, the first the route out.", valueName: "network")) var network: String?
     @Option(name: .shortAndLong, help: ArgumentHelp("Publish a port on the host: [IP:]HOST:CONTAINER[/udp] (HOST 0: a free one).", valueName: "port")) var publish: [String] = []
     @Option(help: ArgumentHelp("Run in a pod: its network (address, ports, localhost) and, as it shares them, IPC and host name.", valueName: "pod")) var pod: String?
     @Option(name: .customLong("net-alias"), help: ArgumentHelp("Another name the container answers to on its network.", valueName: "name")) var netAliases: [String] = []
@@ -250,7 +250,15 @@ struct Run: AsyncParsableCommand {
         spec.deviceRules = try deviceCgroupRules.map { try DeviceRule(parsing: $0) }
         spec.pod = pod
         // Without --network, publishing a port puts the container on the default network.
-        spec.network = parseNetworkMode(network ?? (publish.isEmpty ? "none" : "bridge"))
+        // Several bridge networks, comma-separated: the first is the route out.
+        let networks = (network ?? (publish.isEmpty ? "none" : "bridge")).split(separator: ",").map { String($0) }
+        spec.network = parseNetworkMode(networks.first ?? "none")
+        for other in networks.dropFirst() {
+            guard case .bridge(let name) = parseNetworkMode(other), case .bridge = spec.network else {
+                throw ValidationError("--network \(network ?? ""): only bridge networks are listed together")
+            }
+            spec.additionalNetworks.append(ContainerSpec.NetworkMembership(name))
+        }
         spec.networkAliases = netAliases
         spec.publishedPorts = try publish.map { try PublishedPort(parsing: $0) }
         for item in sysctls {

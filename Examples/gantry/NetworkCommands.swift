@@ -3,12 +3,13 @@ import Foundation
 import Gantry
 
 /// The network mode `--network` names: `none`, `host`, `bridge` (the
-/// default network) or a network's name.
+/// default network), `container:NAME` or a network's name.
 func parseNetworkMode(_ text: String) -> ContainerSpec.NetworkMode {
     switch text {
     case "none": .none
     case "host": .host
     case "bridge", "default": .bridge(Networks.defaultName)
+    case _ where text.hasPrefix("container:") && text.count > 10: .container(String(text.dropFirst(10)))
     default: .bridge(text)
     }
 }
