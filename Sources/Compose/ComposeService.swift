@@ -23,11 +23,15 @@ struct ServiceReader {
         "tmpfs", "networks", "network_mode", "restart", "healthcheck", "depends_on", "deploy", "scale", "mem_limit", "cpus",
         "pids_limit", "devices", "device_cgroup_rules", "security_opt", "memswap_limit", "links",
         "container_name", "profiles", "pull_policy", "secrets", "configs", "privileged",
-        "build",
-        // Errors with a reason.
-        "extra_hosts",
+        "build", "extra_hosts", "shm_size", "mem_reservation", "cpu_shares", "cpu_quota", "cpu_period", "cpuset", "oom_score_adj",
+        "group_add", "pid", "ipc", "uts", "userns_mode", "blkio_config",
         // Accepted, ignored, warned about.
-        "logging", "dns", "dns_search", "dns_opt", "platform", "runtime", "tty", "stdin_open",
+        "logging", "dns", "dns_search", "dns_opt", "platform", "runtime", "tty", "stdin_open", "domainname", "annotations",
+        "attach", "develop", "cgroup_parent", "cpu_count", "cpu_percent", "isolation", "label_file", "pull_refresh_after",
+        "credential_spec", "mem_swappiness",
+        // Errors with a reason.
+        "volumes_from", "external_links", "mac_address", "gpus", "storage_opt", "cgroup", "oom_kill_disable", "cpu_rt_runtime",
+        "cpu_rt_period", "post_start", "pre_stop", "use_api_socket", "provider", "models",
     ]
 
     /// Keys that change nothing in Gantry, and why.
@@ -40,6 +44,36 @@ struct ServiceReader {
         ("runtime", "ignored; Gantry runs the containers itself"),
         ("tty", "ignored; replicas run detached, without a terminal"),
         ("stdin_open", "ignored; replicas run detached, without stdin"),
+        ("domainname", "ignored; a replica's host name is all it has of its own"),
+        ("annotations", "ignored; Gantry keeps labels (labels:), not annotations"),
+        ("attach", "ignored; replicas' output goes to their logs (gantry service logs)"),
+        ("develop", "ignored; Gantry does not watch files (compose watch)"),
+        ("cgroup_parent", "ignored; replicas live under the runtime's cgroup parent (GANTRY_CGROUP_PARENT)"),
+        ("cpu_count", "ignored; a Windows setting (cpus: limits CPU here)"),
+        ("cpu_percent", "ignored; a Windows setting (cpus: limits CPU here)"),
+        ("isolation", "ignored; a Windows setting"),
+        ("label_file", "ignored; give the labels under labels:"),
+        ("pull_refresh_after", "ignored; pull_policy decides when images are pulled"),
+        ("credential_spec", "ignored; a Windows setting"),
+        ("mem_swappiness", "ignored; swappiness is not set per container on this kernel's cgroups"),
+    ]
+
+    /// Keys Gantry cannot honour, and why: an error naming them.
+    static let refused: [(key: String, why: String)] = [
+        ("volumes_from", "not supported: list the volumes themselves under volumes:"),
+        ("external_links", "not supported: put the service on the other container's network instead"),
+        ("mac_address", "not supported: Gantry chooses hardware addresses itself"),
+        ("gpus", "not supported: give the device nodes under devices:"),
+        ("storage_opt", "not supported: a replica's root file system is an overlay of the image"),
+        ("cgroup", "not supported: replicas have cgroup namespaces of their own"),
+        ("oom_kill_disable", "not supported: a replica over its memory limit is killed"),
+        ("cpu_rt_runtime", "not supported: replicas get no real-time CPU time"),
+        ("cpu_rt_period", "not supported: replicas get no real-time CPU time"),
+        ("post_start", "not supported: run the command from the service's entrypoint"),
+        ("pre_stop", "not supported: the stop signal (stop_signal:) is what a replica gets before it stops"),
+        ("use_api_socket", "not supported: Gantry has no daemon socket to give"),
+        ("provider", "not supported: Gantry runs containers, not providers"),
+        ("models", "not supported: Gantry runs no model runner"),
     ]
 
     /// A service's `links:` entry: the service it names, and the name it
@@ -68,7 +102,7 @@ struct ServiceReader {
             }
         }
         let build = try fields["build"].map { try self.build($0) }
-        if let key = fields["extra_hosts"] { throw key.keyError("not supported: Gantry does not add host entries") }
+        for (key, why) in Self.refused { if let value = fields[key] { throw value.keyError(why) } }
         for (key, why) in Self.ignored { fields[key]?.warn(why) }
 
         // A service that is built is named as Compose names it, unless image: names it.
@@ -116,6 +150,7 @@ struct ServiceReader {
         }
         template = template.resources(cpus: try fields["cpus"].map(cpus), memory: try fields["mem_limit"]?.size(),
                                       pids: try fields["pids_limit"].map { Int64(try $0.int(1 ... Int.max)) })
+        try processSettings(fields, into: &template)
         if let swap = fields["memswap_limit"] {
             // -1: swap without limit, as Docker reads it.
             template.resources.memorySwap = try swap.optionalString() == "-1" ? -1 : try swap.size()
@@ -237,6 +272,74 @@ struct ServiceReader {
         default:
             guard let words = ComposeSyntax.shellWords(try value.string()) else { throw value.error("has a quote that is not closed") }
             return words
+        }
+    }
+
+    /// Resources, namespaces and host entries beyond the common ones:
+    /// `extra_hosts`, `shm_size`, `mem_reservation`, `cpu_shares`,
+    /// `cpu_quota`, `cpu_period`, `cpuset`, `blkio_config.weight`,
+    /// `oom_score_adj`, `group_add`, `pid`, `ipc`, `uts`, `userns_mode`.
+    private func processSettings(_ fields: [String: ComposeValue], into template: inout ContainerSpec) throws {
+        if let hosts = fields["extra_hosts"] {
+            // HOST:IP or HOST=IP, a list or a mapping; host-gateway is the host.
+            var entries: [(String, String, ComposeValue)] = []
+            if hosts.isMapping {
+                entries = try hosts.mapping().map { ($0.key, try $0.value.string(), $0.value) }
+            } else {
+                for item in try hosts.sequence() {
+                    let text = try item.string()
+                    guard let separator = text.firstIndex(where: { $0 == "=" || $0 == ":" }) else { throw item.error("must be HOST:IP or HOST=IP") }
+                    entries.append((String(text[..<separator]), String(text[text.index(after: separator)...]), item))
+                }
+            }
+            for (host, address, at) in entries {
+                guard address == ContainerSpec.hostGateway || IPv4Address(address) != nil else {
+                    throw at.error("\(address) is neither an IPv4 address nor host-gateway (IPv6 is not supported)")
+                }
+                template.extraHosts[host] = address
+            }
+        }
+        // expose: ports the network reaches anyway (every port of a replica is reachable there); checked only.
+        for item in try fields["expose"]?.sequence() ?? [] {
+            let text = try item.string()
+            let ports = text.split(separator: "/", maxSplits: 1).first.map(String.init) ?? ""
+            let valid = ports.split(separator: "-", omittingEmptySubsequences: false).allSatisfy { UInt16($0).map { $0 > 0 } ?? false }
+            guard valid, text.split(separator: "/").count <= 2, ["tcp", "udp", nil].contains(text.split(separator: "/").dropFirst().first.map(String.init)) else {
+                throw item.error("is not a port such as 80, 80/udp or 8000-8010")
+            }
+        }
+        if let size = fields["shm_size"] { template.shmSize = try size.size() }
+        if let reservation = fields["mem_reservation"] { template.resources.memoryReservation = try reservation.size() }
+        if let shares = fields["cpu_shares"] { template.resources.cpuShares = UInt64(try shares.int(2 ... 262_144)) }
+        if let period = fields["cpu_period"] { template.resources.cpuPeriod = UInt64(try period.int(1000 ... 1_000_000)) }
+        if let quota = fields["cpu_quota"] {
+            template.resources.cpuQuota = Int64(try quota.int(1000 ... Int.max))
+            if template.resources.cpuPeriod == nil { template.resources.cpuPeriod = 100_000 }
+        }
+        if let cpuset = fields["cpuset"] { template.resources.cpusetCPUs = try cpuset.string() }
+        if let blkio = fields["blkio_config"] {
+            let settings = try blkio.fields(["weight", "weight_device", "device_read_bps", "device_write_bps", "device_read_iops", "device_write_iops"],
+                                            what: "blkio_config key")
+            if let weight = settings["weight"] { template.resources.ioWeight = UInt16(try weight.int(10 ... 1000)) }
+            for key in ["weight_device", "device_read_bps", "device_write_bps", "device_read_iops", "device_write_iops"] {
+                if let value = settings[key] { throw value.keyError("not supported: Gantry limits I/O by weight only") }
+            }
+        }
+        if let score = fields["oom_score_adj"] { template.oomScoreAdjustment = try score.int(-1000 ... 1000) }
+        for group in try fields["group_add"]?.sequence() ?? [] {
+            guard let gid = UInt32(try group.string()) else { throw group.error("Gantry adds groups by number; name the group's ID") }
+            template.supplementaryGroups.append(gid)
+        }
+        for (key, namespace) in [("pid", Namespaces.pid), ("ipc", .ipc), ("uts", .uts)] {
+            guard let value = fields[key] else { continue }
+            switch try value.string() {
+            case "host": template.namespaces.remove(namespace)
+            case "private", "shareable", "": break
+            case let other: throw value.error("must be host or private (sharing another's, \(other), is not supported)")
+            }
+        }
+        if let mode = fields["userns_mode"], try mode.string() != "host" {
+            throw mode.error("only host is supported: replicas run in the host's user namespace unless the runtime is an ordinary user's")
         }
     }
 

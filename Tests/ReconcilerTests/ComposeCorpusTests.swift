@@ -50,7 +50,7 @@ import Testing
         return project
     }
 
-    static let applets = reconcilerApplets + ["httpd", "wget", "md5sum", "cut", "cat", "wc", "grep", "ip", "sleep"]
+    static let applets = reconcilerApplets + ["httpd", "wget", "md5sum", "cut", "cat", "wc", "grep", "ip", "sleep", "df", "tail", "tr"]
 
     @Test func aShopOnTwoNetworksWithSecretsConfigsHealthAndAPrivilegedExporter() async throws {
         try await withBusyboxRuntime("corpus-shop", applets: Self.applets) { runtime, dir in

@@ -731,16 +731,47 @@ private func webFile(_ body: String, top: String = "") -> String {
         #expect(built.warnings.contains { $0.contains("build.cache_from") && $0.contains("ignored by Gantry's image builder") }, "\(built.warnings)")
     }
 
+    /// Every service key of the Compose Specification is honoured, warned
+    /// about or refused with a reason of its own: none is dropped silently,
+    /// and none falls to the generic "not a service key" error.
+    @Test func everyServiceKeyOfTheSpecificationHasAnAnswer() {
+        let specification: Set<String> = [
+            "annotations", "attach", "blkio_config", "build", "cap_add", "cap_drop", "cgroup", "cgroup_parent", "command", "configs",
+            "container_name", "cpu_count", "cpu_percent", "cpu_period", "cpu_quota", "cpu_rt_period", "cpu_rt_runtime", "cpu_shares",
+            "cpus", "cpuset", "credential_spec", "depends_on", "deploy", "develop", "device_cgroup_rules", "devices", "dns", "dns_opt",
+            "dns_search", "domainname", "entrypoint", "env_file", "environment", "expose", "extends", "external_links", "extra_hosts",
+            "gpus", "group_add", "healthcheck", "hostname", "image", "init", "ipc", "isolation", "label_file", "labels", "links",
+            "logging", "mac_address", "mem_limit", "mem_reservation", "mem_swappiness", "memswap_limit", "models", "network_mode",
+            "networks", "oom_kill_disable", "oom_score_adj", "pid", "pids_limit", "platform", "ports", "post_start", "pre_stop",
+            "privileged", "profiles", "provider", "pull_policy", "pull_refresh_after", "read_only", "restart", "runtime", "scale",
+            "secrets", "security_opt", "shm_size", "stdin_open", "stop_grace_period", "stop_signal", "storage_opt", "sysctls", "tmpfs",
+            "tty", "ulimits", "use_api_socket", "user", "userns_mode", "uts", "volumes", "volumes_from", "working_dir",
+        ]
+        // extends is resolved before a service is read.
+        let unanswered = specification.subtracting(ServiceReader.keys).subtracting(["extends"])
+        #expect(unanswered.isEmpty, "keys of the specification without an answer: \(unanswered.sorted())")
+        let ignored = Set(ServiceReader.ignored.map(\.key))
+        let refused = Set(ServiceReader.refused.map(\.key))
+        #expect(ignored.isDisjoint(with: refused) && ignored.union(refused).isSubset(of: ServiceReader.keys))
+        for key in refused.sorted() {
+            let message = failure(webFile("\(key): x"))
+            #expect(message.hasPrefix("compose.yaml: service web: \(key)") && message.contains("not supported:"), "\(key): \(message)")
+        }
+    }
+
     @Test func unsupportedKeysAreErrorsNamingThem() {
         #expect(failure(webFile("privileged: maybe")).contains("service web: privileged \"maybe\": must be true or false"))
-        #expect(failure(webFile("isolation: hyperv")).hasPrefix("compose.yaml: service web: isolation: is not a service key Gantry supports"))
+        #expect(failure(webFile("frobnicate: hyperv")).hasPrefix("compose.yaml: service web: frobnicate: is not a service key Gantry supports"))
+        #expect(failure(webFile("volumes_from: [db]")).contains("service web: volumes_from: not supported: list the volumes themselves"))
+        #expect(failure(webFile("pid: service:db")).contains("pid \"service:db\": must be host or private"))
+        #expect(failure(webFile("group_add: [audio]")).contains("Gantry adds groups by number"))
         #expect(failure(webFile("container_name: web1\ndeploy:\n  replicas: 2")).contains("service web: container_name: names one container, and the service asks for 2 replicas"))
         #expect(failure(webFile("container_name: -web")).contains("container_name \"-web\": \"-web\" is not a valid container name"))
         #expect(failure(webFile("build:\n  context: .\n  ssh: [default]")).contains("service web: build.ssh: not supported by Gantry's image builder"))
         #expect(failure(webFile("build:\n  network: bridge")).contains("build.network \"bridge\": must be none or host"))
         #expect(failure(webFile("pull_policy: build")).contains("pull_policy \"build\": build asks for a build:"))
         #expect(failure("services:\n  web:\n    command: [x]\n").contains("image: is missing, and there is no build: to make one"))
-        #expect(failure(webFile("extra_hosts: [\"db:10.0.0.2\"]")).contains("extra_hosts: not supported"))
+        #expect(failure(webFile("extra_hosts: [\"db=fe80::1\"]")).contains("fe80::1 is neither an IPv4 address nor host-gateway"))
         #expect(failure("services:\n  web:\n    command: sleep 1\n").contains("compose.yaml: service web: image: is missing"))
         #expect(failure("services:\n  -web:\n    image: nginx\n").contains("\"-web\" is not a valid service name"))
         #expect(failure("secrets:\n  key:\n    external: true\nservices: {}\n").contains("compose.yaml: secret key: external \"true\": an external secret is kept by a Swarm or a cluster"))
@@ -824,6 +855,31 @@ private func webFile(_ body: String, top: String = "") -> String {
         #expect(template.labels == ["com.example.role": "web", "flag": ""])
         #expect(try web("sysctls: [\"net.ipv4.ip_forward=1\"]\nstop_signal: term").template.sysctls == ["net.ipv4.ip_forward": "1"])
         #expect(try web("stop_signal: SIGQUIT").template.stopSignal == 3)
+        // Resources, namespaces and host entries beyond the common ones.
+        let tuned = try web("""
+            extra_hosts: ["host.docker.internal:host-gateway", "db=10.0.0.2"]
+            shm_size: 256m
+            mem_reservation: 64m
+            cpu_shares: 512
+            cpu_quota: 50000
+            cpuset: "0"
+            blkio_config: {weight: 300}
+            oom_score_adj: -500
+            group_add: ["27"]
+            pid: host
+            ipc: private
+            uts: host
+            userns_mode: host
+            domainname: example.com
+            """).template
+        #expect(tuned.extraHosts == ["host.docker.internal": "host-gateway", "db": "10.0.0.2"] && tuned.shmSize == 256 << 20)
+        #expect(tuned.resources.memoryReservation == 64 << 20 && tuned.resources.cpuShares == 512 && tuned.resources.cpuQuota == 50000)
+        #expect(tuned.resources.cpuPeriod == 100_000 && tuned.resources.cpusetCPUs == "0" && tuned.resources.ioWeight == 300)
+        #expect(tuned.oomScoreAdjustment == -500 && tuned.supplementaryGroups == [27])
+        #expect(!tuned.namespaces.contains(.pid) && !tuned.namespaces.contains(.uts) && tuned.namespaces.contains(.ipc))
+        #expect(try parse(webFile("extra_hosts: {db: 10.0.0.3}")).services[0].template.extraHosts == ["db": "10.0.0.3"])
+        #expect(try parse(webFile("expose: [\"80\", 53/udp, 8000-8010]")).warnings.isEmpty)
+        #expect(failure(webFile("expose: [http]")).contains("expose[0] \"http\": is not a port such as 80"))
         #expect(failure(webFile("stop_signal: SIGFOO")).contains("stop_signal \"SIGFOO\": is not a signal"))
         #expect(failure(webFile("stop_signal: 99")).contains("is not a signal"))
         #expect(failure(webFile("cap_add: [NET_MAGIC]")).contains("cap_add[0] \"NET_MAGIC\": is not a capability"))

@@ -13,8 +13,8 @@ enum ContainerDefaults {
     /// `/proc`, `/dev` with its standard nodes, `/dev/pts`, `/dev/shm`,
     /// `/dev/mqueue`, and `/sys` read-only unless `writableSys` (only with a
     /// network namespace of its own can sysfs be mounted fresh; otherwise
-    /// the host's is bound).
-    static func mounts(ownNetwork: Bool, writableSys: Bool = false) -> [PlannedMount] {
+    /// the host's is bound). `/dev/shm` holds 64 MiB unless `shmSize` says otherwise.
+    static func mounts(ownNetwork: Bool, writableSys: Bool = false, shmSize: Int64? = nil) -> [PlannedMount] {
         var mounts: [PlannedMount] = [
             .filesystem("proc", at: "/proc", flags: nosuid | nodev | noexec),
             // nodev, with the standard nodes bound from the host's /dev: a
@@ -32,7 +32,7 @@ enum ContainerDefaults {
             .symlink("/dev/stdout", to: "/proc/self/fd/1"),
             .symlink("/dev/stderr", to: "/proc/self/fd/2"),
             .symlink("/dev/core", to: "/proc/kcore"),
-            .filesystem("tmpfs", at: "/dev/shm", source: "shm", flags: nosuid | nodev | noexec, data: "mode=1777,size=65536k"),
+            .filesystem("tmpfs", at: "/dev/shm", source: "shm", flags: nosuid | nodev | noexec, data: "mode=1777,size=\(shmSize.map { String($0) } ?? "65536k")"),
             .filesystem("mqueue", at: "/dev/mqueue", flags: nosuid | nodev | noexec),
         ]
         let sysFlags = nosuid | nodev | noexec | (writableSys ? 0 : rdonly)

@@ -111,7 +111,7 @@ extension ContainerRuntime {
     /// The mounts of a container: the standard ones, the devices it is
     /// given, then the spec's.
     static func mounts(_ spec: ContainerSpec, volumes: Volumes) throws -> [PlannedMount] {
-        var mounts = ContainerDefaults.mounts(ownNetwork: ownsNetworkNamespace(spec), writableSys: spec.privileged)
+        var mounts = ContainerDefaults.mounts(ownNetwork: ownsNetworkNamespace(spec), writableSys: spec.privileged, shmSize: spec.shmSize)
         if spec.privileged, !spec.namespaces.contains(.user) {
             let given = Set(spec.devices.map(\.containerPath))
             for node in hostDevices() where !given.contains(node) { mounts.append(.device(node, at: node)) }

@@ -188,6 +188,20 @@ public final class ContainerRuntime: Sendable {
             }
         }
         try spec.validateProvidedFiles(name: name)
+        for (host, address) in spec.extraHosts {
+            try Self.validate(name: host, kind: "extra host")
+            guard address == ContainerSpec.hostGateway || IPv4Address(address) != nil else {
+                throw RuntimeError(.invalidSpec, "container \(name): the extra host \(host)'s address \(address) is neither an IPv4 address nor \(ContainerSpec.hostGateway)")
+            }
+        }
+        if !spec.extraHosts.isEmpty {
+            guard case .bridge(let network) = spec.network, spec.pod == nil, !(userNamespace != nil && network == Networks.defaultName) else {
+                throw RuntimeError(.invalidSpec, "container \(name): extra hosts are written into the hosts file of a bridge network, and its network is \(spec.network)")
+            }
+        }
+        if let size = spec.shmSize, size < 4096 {
+            throw RuntimeError(.invalidSpec, "container \(name): a /dev/shm of \(size) bytes is below the page size")
+        }
         if let score = spec.oomScoreAdjustment, !(-1000...1000).contains(score) {
             throw RuntimeError(.invalidSpec, "container \(name): the OOM score adjustment \(score) is outside -1000...1000")
         }
@@ -341,9 +355,10 @@ public final class ContainerRuntime: Sendable {
         } else if case .bridge(let network) = spec.network {
             // It waits for the network's lock, which other processes may
             // hold: off Swift's cooperative pool.
-            let (networks, aliases, ports, others) = (networks, spec.networkAliases, spec.publishedPorts, spec.additionalNetworks)
+            let (networks, aliases, ports, others, hosts) = (networks, spec.networkAliases, spec.publishedPorts, spec.additionalNetworks, spec.extraHosts)
             record.network = try await offload { _ in
-                let first = try networks.attach(containerID: id, name: name, aliases: aliases, ports: ports, to: network, owner: directory)
+                let first = try networks.attach(containerID: id, name: name, aliases: aliases, ports: ports, to: network, owner: directory,
+                                                extraHosts: hosts)
                 for (index, other) in others.enumerated() {
                     _ = try networks.attach(containerID: id, name: name, aliases: other.aliases, ports: [], to: other.network, owner: directory,
                                             device: index + 1)

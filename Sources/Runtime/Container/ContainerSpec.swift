@@ -93,6 +93,10 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
         }
     }
 
+    /// The address in ``extraHosts`` that stands for the gateway of the
+    /// container's network: the host, as seen from the container.
+    public static let hostGateway = "host-gateway"
+
     /// A bridge network a container is on besides its first, and the
     /// names it answers to there besides its own.
     public struct NetworkMembership: Hashable, Sendable, Codable {
@@ -187,6 +191,12 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
     public var network: NetworkMode
     /// Names it answers to on its network besides its name.
     public var networkAliases: [String]
+    /// Host names and addresses added to its `hosts` file on a bridge
+    /// network (Docker's `--add-host`), as `name` → address; the address
+    /// ``hostGateway`` stands for the network's gateway, the host.
+    public var extraHosts: [String: String]
+    /// The size of `/dev/shm` in bytes; `nil`: 64 MiB.
+    public var shmSize: Int64?
     /// Other bridge networks it is on besides ``network`` (which must be a
     /// bridge network), each with the names it answers to there: a device
     /// each in its network namespace (`eth1`, `eth2`, …), an address and
@@ -268,6 +278,7 @@ public struct ContainerSpec: Hashable, Sendable, Codable {
         mounts = []
         network = .none
         networkAliases = []
+        extraHosts = [:]
         additionalNetworks = []
         publishedPorts = []
         namespaces = .isolated
@@ -454,6 +465,8 @@ extension ContainerSpec {
         try field(.network, &network)
         try field(.networkAliases, &networkAliases)
         try field(.additionalNetworks, &additionalNetworks)
+        try field(.extraHosts, &extraHosts)
+        try field(.shmSize, &shmSize)
         try field(.publishedPorts, &publishedPorts)
         try field(.pod, &pod)
         try field(.namespaces, &namespaces)

@@ -115,4 +115,6 @@ struct NetworkLease: Hashable, Sendable, Codable {
     /// The host end of the veth pair of a container's network besides its
     /// first, which joins the first's namespace; `nil` for the first.
     var hostInterface: String?
+    /// Names and addresses its `hosts` file adds (its first network's lease only).
+    var extraHosts: [String: String]?
 }

@@ -212,7 +212,7 @@ public final class Networks: Sendable {
     /// its first: the namespace is the first's, the device `eth<device>`,
     /// with no default route and no published ports.
     func attach(containerID: String, name: String, aliases: [String], ports: [PublishedPort], to networkName: String,
-                owner: String, device: Int = 0) throws -> NetworkAttachment {
+                owner: String, device: Int = 0, extraHosts: [String: String] = [:]) throws -> NetworkAttachment {
         let namespacePath = owner + "/netns"
         let record = try network(networkName)
         for alias in aliases { try ContainerRuntime.validate(name: alias, kind: "network alias") }
@@ -241,8 +241,10 @@ public final class Networks: Sendable {
                 index += 1
             }
             guard let address = chosen else { throw RuntimeError(.network, "network \(networkName) has no free address left in \(record.subnet)") }
+            // The host is the gateway, as seen from the network.
+            let hosts = extraHosts.mapValues { $0 == ContainerSpec.hostGateway ? record.gateway.description : $0 }
             let lease = NetworkLease(containerID: containerID, name: name, aliases: aliases, address: address, owner: owner,
-                                     hostInterface: joining ? hostInterface : nil)
+                                     hostInterface: joining ? hostInterface : nil, extraHosts: hosts.isEmpty ? nil : hosts)
             let leasePath = leasePath(networkName, address)
             try FileIO.replaceStateFile(leasePath, with: ContainerRuntime.encoder.encode(lease))
             var published: [PublishedPort] = []
@@ -458,6 +460,8 @@ public final class Networks: Sendable {
                 let names = [peer.name, String(peer.containerID.prefix(12))] + peer.aliases
                 text += "\(peer.address)\t\(names.joined(separator: " "))\n"
             }
+            let added = peers.first { $0.containerID == member.containerID && $0.hostInterface == nil }?.extraHosts ?? [:]
+            for (name, address) in added.sorted(by: { $0.key < $1.key }) { text += "\(address)\t\(name)\n" }
             let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
             guard fd >= 0 else { continue }
             _ = text.utf8CString.withUnsafeBytes { write(fd, $0.baseAddress, $0.count - 1) }
