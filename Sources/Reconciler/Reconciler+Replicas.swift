@@ -240,6 +240,13 @@ extension Reconciler {
             if let container = try? runtime.replica(record.id) { try? await container.remove(force: true) }
         }
         let records = existing.filter { $0.labels[ReplicaLabel.initContainer] == nil }
+        // The replicas each endpoint serves: they passed their probes under
+        // the reconciler before, and keep serving until a probe fails, so
+        // that adopting them empties no endpoint.
+        var served: [String: Set<IPv4Address>] = [:]
+        if runtime.supportsEndpoints {
+            for record in (try? runtime.endpoints()) ?? [] { served[record.key] = Set(record.backends) }
+        }
         var stale: [any ReplicaContainer] = []
         var adopted: [(any ReplicaContainer, String)] = []
         for record in records {
@@ -253,10 +260,12 @@ extension Reconciler {
                 let hash = record.labels[ReplicaLabel.templateHash] ?? ""
                 let probes = hash == service.templateHash ? service.record.spec.probes : ServiceProbes()
                 let age = record.startedAt.map { Duration.seconds(max(0, Date().timeIntervalSince($0))) } ?? .zero
-                let ready = probes.startup == nil && probes.readiness == nil
+                let key = Self.endpointKey(project: options.project, service: name)
+                let serving = record.address.map { served[key]?.contains($0) == true } ?? false
+                let ready = (probes.startup == nil && probes.readiness == nil) || serving
                 state.services[name]?.replicas[record.id] = Replica(
                     container: container, lineage: lineage, revision: revision, templateHash: hash, startedAt: clock.now() - age,
-                    startupPassed: probes.startup == nil, ready: ready, readySince: ready ? clock.now() - age : nil, probes: probes,
+                    startupPassed: probes.startup == nil || serving, ready: ready, readySince: ready ? clock.now() - age : nil, probes: probes,
                     joined: record.labels[ReplicaLabel.networkOf])
                 if state.services[name]?.lineages[lineage] == nil {
                     state.services[name]?.lineages[lineage] = Lineage(backoff: RestartBackoff(service.record.spec.crashLoop), ranBefore: true)

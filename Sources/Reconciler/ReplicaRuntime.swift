@@ -50,13 +50,16 @@ public struct ExistingContainer: Sendable {
     public var status: ContainerStatus
     /// When its process started, if it has.
     public var startedAt: Date?
+    /// Its address on its (first) bridge network, if it has one.
+    public var address: IPv4Address?
 
     /// Describes an existing container.
-    public init(id: String, labels: [String: String], status: ContainerStatus, startedAt: Date?) {
+    public init(id: String, labels: [String: String], status: ContainerStatus, startedAt: Date?, address: IPv4Address? = nil) {
         self.id = id
         self.labels = labels
         self.status = status
         self.startedAt = startedAt
+        self.address = address
     }
 }
 
@@ -106,7 +109,7 @@ extension ContainerRuntime: ReplicaRuntime {
     }
 
     public func existingContainers() throws -> [ExistingContainer] {
-        try list().map { ExistingContainer(id: $0.id, labels: $0.spec.labels, status: $0.status, startedAt: $0.startedAt) }
+        try list().map { ExistingContainer(id: $0.id, labels: $0.spec.labels, status: $0.status, startedAt: $0.startedAt, address: $0.network?.address) }
     }
 
     public func replica(_ id: String) throws -> any ReplicaContainer { try container(id) }

@@ -58,6 +58,36 @@ import Testing
         }
     }
 
+    @Test func aReconcilerThatAdoptsTheReplicasKeepsTheEndpointServing() async throws {
+        try await withBusyboxRuntime("balance-adopt", applets: reconcilerApplets + ["httpd", "cat"]) { runtime, _ in
+            var spec = shellService("web", replicas: 2, Self.server)
+            spec.template = spec.template.network(.bridge(Networks.defaultName))
+                .publishing(PublishedPort(hostIP: IPv4Address("127.0.0.1"), hostPort: 0, containerPort: 80))
+            // Slow to pass after a start: what the endpoint serves must not wait for it.
+            spec.probes.readiness = Probe(.httpGet(path: "/", port: 80, host: nil), initialDelay: .seconds(3), period: .seconds(3))
+            let first = try Reconciler(runtime: runtime, options: Reconciler.Options(onShutdown: .leaveRunning))
+            let port = try await first.withRunning { [spec] reconciler -> UInt16 in
+                try reconciler.apply(spec)
+                try await reconciler.waitUntil("web", timeout: .seconds(30)) { record, _ in record?.status.readyReplicas == 2 }
+                return try #require(try reconciler.store.service("web").status.publishedPorts?.first?.hostPort)
+            }
+            #expect(try runtime.endpoints().first?.backends.count == 2)
+            // The next reconciler adopts the replicas the endpoint serves, without waiting for their probes.
+            let second = try Reconciler(runtime: runtime)
+            try await second.withRunning { reconciler in
+                for _ in 0 ..< 10 {
+                    #expect(try runtime.endpoints().first?.backends.count == 2)
+                    #expect(await Self.fetch(port) != nil)
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+                #expect(try reconciler.store.service("web").status.readyReplicas == 2)
+                try reconciler.delete("web")
+                try await reconciler.waitUntil("web") { record, replicas in record == nil && replicas.isEmpty }
+            }
+            #expect(try runtime.endpoints().isEmpty)
+        }
+    }
+
     @Test func aServicePortSpreadsOverReadyReplicasAndFailsNoRequestWhileReplicasChange() async throws {
         try await withReconciler("balance") { reconciler, runtime in
             // Port 0: the endpoint claims a free one (a port the kernel calls
