@@ -436,11 +436,18 @@ import Testing
                     volumes: ["data:/data"]
                     networks: [back]
                     stop_grace_period: 200ms
+                    secrets: [token]
                 networks:
                   back: {}
                 volumes:
                   data: {}
+                secrets:
+                  token:
+                    file: ./token.txt
                 """, to: compose)
+            // A secret's value: nowhere on the disk but its own file, whatever the kills leave.
+            let secret = "crash-secret-\(UUID().uuidString)"
+            try write(secret, to: dir + "/token.txt")
             var processes: [ChildProcess] = []
             do {
                 // Every container that ever existed, to look for what the host may still hold of it.
@@ -498,6 +505,13 @@ import Testing
                 }
                 #expect(cgroups.isEmpty, "cgroups left: \(cgroups)")
                 try expectNoHostLeftovers(of: seen, root: root)
+                #expect(filesHolding(secret, under: root).isEmpty, "a secret's value is in the state root")
+                let runtimeDirectory = StateRoot(root).runtime
+                #expect(((try? FileManager.default.contentsOfDirectory(atPath: runtimeDirectory + "/provided")) ?? []).isEmpty,
+                        "secrets of containers that are gone are left in \(runtimeDirectory)/provided")
+                #expect(filesHolding(secret, under: runtimeDirectory).isEmpty)
+                let mounts = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+                #expect(!mounts.contains(runtimeDirectory + "/provided/"), "a secret's tmpfs is left mounted")
                 let checked = try await gantry(root, ["check"])
                 #expect(checked.status == 0, "\(checked.output)")
                 try await cleanUp(root, compose: compose, processes: processes)
