@@ -251,7 +251,12 @@ struct Run: AsyncParsableCommand {
         spec.pod = pod
         // Without --network, publishing a port puts the container on the default network.
         // Several bridge networks, comma-separated: the first is the route out.
-        let networks = (network ?? (publish.isEmpty ? "none" : "bridge")).split(separator: ",").map { String($0) }
+        let networks = (network ?? (publish.isEmpty ? "none" : "bridge")).split(separator: ",", omittingEmptySubsequences: false).map { String($0) }
+        if networks.count > 1 {
+            guard !networks.contains(where: \.isEmpty), Set(networks).count == networks.count else {
+                throw ValidationError("--network \(network ?? ""): list each network once, comma-separated, without empty entries")
+            }
+        }
         spec.network = parseNetworkMode(networks.first ?? "none")
         for other in networks.dropFirst() {
             guard case .bridge(let name) = parseNetworkMode(other), case .bridge = spec.network else {

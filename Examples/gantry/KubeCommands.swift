@@ -37,16 +37,22 @@ struct KubeCommand: AsyncParsableCommand {
 
         func run() async throws {
             guard !files.isEmpty else { throw ValidationError("name at least one manifest file") }
+            for file in files where !FileManager.default.fileExists(atPath: file) {
+                // The project's name comes from the file's when -p does not give it.
+                guard down, projectName != nil else { throw ValidationError("\(file): no such file") }
+            }
             let name = try project
             let secrets = global.stateRoot.runtime + "/kube/" + name
             if down {
                 try await ProjectRunner.takeDown(name, global: global, removingVolumes: volumes)
                 // The Jobs' records go too, as a cluster's do with the Jobs.
-                do {
-                    let play = try KubeManifests.load(paths: files, project: name, secretsDirectory: secrets)
-                    try play.forgetJobs(in: JobStore(root: global.stateRoot))
-                } catch {
-                    Terminal.printWarning("the records of the manifests' jobs are kept (gantry job rm forgets them): \(error)")
+                if files.allSatisfy({ FileManager.default.fileExists(atPath: $0) }) {
+                    do {
+                        let play = try KubeManifests.load(paths: files, project: name, secretsDirectory: secrets)
+                        try play.forgetJobs(in: JobStore(root: global.stateRoot))
+                    } catch {
+                        Terminal.printWarning("the records of the manifests' jobs are kept (gantry job rm forgets them): \(error)")
+                    }
                 }
                 try KubePlay.removeSecrets(in: secrets)
                 rmdir(global.stateRoot.runtime + "/kube")
@@ -55,12 +61,17 @@ struct KubeCommand: AsyncParsableCommand {
                 return
             }
             let play = try KubeManifests.load(paths: files, project: name, secretsDirectory: secrets)
+            guard !play.project.services.isEmpty || !play.jobs.isEmpty || !play.cronJobs.isEmpty else {
+                for warning in play.project.warnings { Terminal.printWarning(warning) }
+                throw ValidationError("the manifests have nothing Gantry plays (Deployments, Pods, Jobs and CronJobs are played)")
+            }
             let runner = ProjectRunner(flags: flags, global: global, downHint: "gantry kube play --down \(files.joined(separator: " "))")
-            let (quiet, logger) = (flags.quiet, global.logger)
+            let (quiet, logger, keep) = (flags.quiet, global.logger, flags.leaveRunning)
             try await runner.run(play.project, prepare: { try play.writeSecrets() }) { gantry in
                 guard !play.jobs.isEmpty || !play.cronJobs.isEmpty else { return [] }
                 for image in try await play.pullJobImages(gantry.images) { say("image \(image) pulled") }
-                return [JobsService(play: play, runtime: try gantry.containers, store: try JobStore(root: gantry.root), quiet: quiet, logger: logger)]
+                return [JobsService(play: play, runtime: try gantry.containers, store: try JobStore(root: gantry.root), quiet: quiet, logger: logger,
+                                    forgetsJobs: !keep)]
             }
         }
     }
@@ -72,6 +83,8 @@ struct KubeCommand: AsyncParsableCommand {
         let store: JobStore
         let quiet: Bool
         let logger: Logger
+        /// Whether the jobs' records go at shutdown, with the project.
+        let forgetsJobs: Bool
 
         func run() async throws {
             var node = try LocalNode(runtime: runtime)
@@ -101,8 +114,9 @@ struct KubeCommand: AsyncParsableCommand {
                     if !(error is CancellationError) { say("jobs: error: \(error)") }
                 }
             }
-            // Until the project's shutdown, with the reconciler.
+            // Until the project's shutdown, with the reconciler; its jobs' records go with it.
             try? await gracefulShutdown()
+            if forgetsJobs { _ = try? play.forgetJobs(in: store) }
         }
     }
 

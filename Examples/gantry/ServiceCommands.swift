@@ -268,15 +268,17 @@ struct EventPrinter: Service {
 }
 
 struct Down: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Take a compose project down: its services, replicas and the networks it made.")
+    static let configuration = CommandConfiguration(abstract: "Take a compose project down: its services, replicas and the networks it made.",
+                                                    discussion: "With -p the project is taken down by its name, without reading the compose file.")
     @OptionGroup var compose: ComposeOptions
     @Flag(name: .shortAndLong, help: "Remove the project's volumes too.") var volumes = false
     @OptionGroup var global: GlobalOptions
 
     func run() async throws {
-        let project = try compose.load()
-        try await ProjectRunner.takeDown(project.name, global: global, removingVolumes: volumes)
-        print("project \(project.name) taken down")
+        // Named with -p, the project goes down without its file, which may be gone or broken.
+        let name = try compose.projectName ?? compose.load().name
+        try await ProjectRunner.takeDown(name, global: global, removingVolumes: volumes)
+        print("project \(name) taken down")
     }
 }
 

@@ -227,7 +227,8 @@ public struct ComposeProject: Hashable, Sendable, Codable {
         for service in services {
             for dependency in service.dependsOn where byName[dependency.service] == nil {
                 let why = leftOut.contains(dependency.service) ? "which has profiles and is left out" : "which is not a service of the file"
-                throw ReconcilerError(.compose, "\(file): service \(service.name): depends_on \(dependency.service), \(why)")
+                let key = service.networkService == dependency.service ? "network_mode: service:" : "depends_on "
+                throw ReconcilerError(.compose, "\(file): service \(service.name): \(key)\(dependency.service), \(why)")
             }
         }
         var finished: Set<String> = []

@@ -325,7 +325,7 @@ extension Reconciler {
                 failures[kind, default: 0] += 1
                 passes[kind] = 0
                 emit(ServiceEvent(project: options.project, service: name, container: container.name, kind: .probeFailed(kind),
-                                  message: "\(kind) probe failed (\(failures[kind]!) of \(probe.failureThreshold)): \(outcome.message)"))
+                                  message: "\(kind) probe failed (\(failures[kind]!) in a row; \(probe.failureThreshold) count): \(outcome.message)"))
             }
             switch kind {
             case .startup where outcome.passed:

@@ -266,7 +266,7 @@ let batchManifests = """
             "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: \(name)}\nspec:\n\(spec)\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{name: a, image: x}]\n"
         }
         #expect(failure(job("  completions: 1", restart: "")).contains("bad.yaml: Job j: spec.template.spec.restartPolicy: is missing: a Job's pods run to their end"))
-        #expect(failure(job("  completions: 1", restart: "restartPolicy: Always")).contains("Job j: spec.template.spec.restartPolicy: must be Never, OnFailure here, not Always"))
+        #expect(failure(job("  completions: 1", restart: "restartPolicy: Always")).contains("Job j: spec.template.spec.restartPolicy: must be Never or OnFailure here, not Always"))
         #expect(failure(job("  completionMode: Indexed")).contains("Job j: spec.completions: is missing: an Indexed Job needs it"))
         #expect(failure(job("  completions: 0")).contains("Job j: spec.completions:"))
         #expect(failure(job("  completionMode: Sometimes")).contains("spec.completionMode: must be NonIndexed or Indexed, not Sometimes"))
@@ -518,7 +518,7 @@ extension KubePlayTests {
                       containers:
                         - name: fetch
                           image: busybox:test
-                          command: ["sh", "-c", "echo index $JOB_COMPLETION_INDEX; wget -q -O - http://web/"]
+                          command: ["sh", "-c", "echo index $JOB_COMPLETION_INDEX; wget -q -O - http://web/ && wget -q -O - http://web.default.svc.cluster.local/"]
                 ---
                 apiVersion: batch/v1
                 kind: CronJob
@@ -570,7 +570,7 @@ extension KubePlayTests {
                 #expect(fetch?.condition == .complete && fetch?.succeeded == 2 && fetch?.completedIndexes == [0, 1], "\(String(describing: fetch)) \(output.withLock { $0 })")
                 #expect(tick?.condition == .complete, "\(String(describing: tick))")
                 let printed = output.withLock { $0.joined() }
-                #expect(printed.contains("index 0") && printed.contains("index 1") && printed.components(separatedBy: "served").count == 3, "the runs reached the Service by its name: \(printed)")
+                #expect(printed.contains("index 0") && printed.contains("index 1") && printed.components(separatedBy: "served").count == 5, "the runs reached the Service by its names: \(printed)")
                 #expect(printed.contains("ticked"))
                 #expect(try store.job("fetch")?.status.condition == .complete && store.jobs(cronJob: "tick").count == 1)
 
@@ -612,6 +612,7 @@ final class Recorded<Item: Sendable>: Sendable {
             .init(name: "api", source: .environment(variable: variable), environmentVariable: "API_KEY", mounted: false),
         ]
         web.template.configs = [.init(name: "nginx.conf", source: .content("events {}\nhttp {}\n"), target: "/etc/nginx/nginx.conf")]
+        web.template.extraHosts = ["legacy.local": "10.0.0.9", "legacy": "10.0.0.9"]
         web.template.capabilitiesDropped = ["ALL"]
         web.template.capabilitiesAdded = ["NET_BIND_SERVICE"]
         web.template.stopGracePeriod = .seconds(20)
@@ -678,6 +679,7 @@ final class Recorded<Item: Sendable>: Sendable {
                         == original.template.secrets.map { "\($0.name) \($0.mounted ? $0.path : "") \($0.environmentVariable ?? "") \(String($0.mode, radix: 8))" }.sorted())
                 #expect(back.template.configs.map { "\($0.name) \($0.path) \($0.source)" } == original.template.configs.map { "\($0.name) \($0.path) \($0.source)" })
                 #expect(back.template.publishedPorts == original.template.publishedPorts)
+                #expect(back.template.extraHosts == original.template.extraHosts && back.template.namespaces == original.template.namespaces)
                 #expect(back.initContainers.map { "\($0.root) \($0.command ?? []) \($0.environment) \($0.mounts) \($0.resources)" }
                         == original.initContainers.map { "\($0.root) \($0.command ?? []) \($0.environment) \($0.mounts) \($0.resources)" })
             }

@@ -9,6 +9,15 @@ import Testing
         [0x12, 0x34, 0x01, 0x00, 0, questions, 0, 0, 0, 0, 0, 0] + DNSMessage.encodeName(name) + [UInt8(type >> 8), UInt8(type & 0xFF), 0, 1]
     }
 
+    @Test func clusterNamesOfAServiceAreItsName() {
+        for name in ["web.default.svc.cluster.local", "web.default.svc.cluster.local.", "web.shop.svc", "web.default", "web.shop", "web.default.cluster.local"] {
+            #expect(NetworkResolver.clusterName(name, network: "shop_default") == "web", "\(name)")
+        }
+        for name in ["web", "web.example.com", "a.b.c.svc.cluster.local", "web.other", "svc.cluster.local"] {
+            #expect(NetworkResolver.clusterName(name, network: "shop_default") == nil, "\(name)")
+        }
+    }
+
     @Test func aQueryIsReadAsItWasWritten() throws {
         let bytes = query("db.shop")
         let message = try #require(DNSMessage(bytes))

@@ -145,7 +145,9 @@ struct KubeServiceGenerator {
             documents.append(["apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": deployment])
         }
         if let endpoint = endpointService(name: name, metadata: metadata) { documents.append(endpoint) }
-        if !service.dependsOn.isEmpty { warn("depends_on has no Kubernetes equivalent: its services start in any order") }
+        if service.dependsOn.contains(where: { $0.service != service.networkService }) {
+            warn("depends_on has no Kubernetes equivalent: its services start in any order")
+        }
         if service.template.privileged { warn("privileged: the cluster's policies may refuse it") }
         return documents
     }
@@ -239,6 +241,28 @@ struct KubeServiceGenerator {
         if !volumes.isEmpty { podSpec["volumes"] = volumes }
         if let hostname = template.hostname { podSpec["hostname"] = hostname }
         if template.network == .host { podSpec["hostNetwork"] = true }
+        if !template.namespaces.contains(.pid) { podSpec["hostPID"] = true }
+        if !template.namespaces.contains(.ipc) { podSpec["hostIPC"] = true }
+        if !template.namespaces.contains(.uts) { warn("the host's UTS namespace has no Kubernetes equivalent (hostNetwork gives it with the network)") }
+        // Host entries: those of an address; the host's gateway has no equivalent in a cluster.
+        var aliases: [String: [String]] = [:]
+        for (name, address) in template.extraHosts.sorted(by: { $0.key < $1.key }) {
+            if address == ContainerSpec.hostGateway {
+                warn("the host entry \(name) → host-gateway has no Kubernetes equivalent; left out")
+            } else {
+                aliases[address, default: []].append(name)
+            }
+        }
+        if !aliases.isEmpty { podSpec["hostAliases"] = aliases.sorted { $0.key < $1.key }.map { ["ip": $0.key, "hostnames": $0.value] } }
+        if let size = template.shmSize { warn("a /dev/shm of \(size) bytes: mount an emptyDir of medium Memory at /dev/shm in the cluster") }
+        if !template.networkAliases.isEmpty || !template.additionalNetworks.isEmpty {
+            warn("network aliases and networks besides the first have no Kubernetes equivalent: pods reach each other through Services")
+        }
+        if let other = service.networkService {
+            warn("shares the network of service \(other): in Kubernetes, put both containers in one pod")
+        } else if case .container(let other) = template.network {
+            warn("shares the network of container \(other): in Kubernetes, put both containers in one pod")
+        }
         var labels = service.labels.filter { Self.isLabel($0.key) && Self.isLabelValue($0.value) }
         labels[KubeManifests.nameLabel] = name
         if labels.count - 1 != service.labels.filter({ $0.key != KubeManifests.nameLabel }).count { warn("labels that are not Kubernetes labels are left out") }

@@ -197,7 +197,9 @@ struct KubeReader {
         service.labels = labels
         if let policy = try spec.string("restartPolicy") {
             guard restartAllowed.contains(policy) else {
-                throw spec.error("restartPolicy", "must be \(restartAllowed.sorted().joined(separator: ", ")) here, not \(policy)")
+                let allowed = restartAllowed.sorted()
+                let listed = allowed.count > 1 ? allowed.dropLast().joined(separator: ", ") + " or " + allowed.last! : allowed.joined()
+                throw spec.error("restartPolicy", "must be \(listed) here, not \(policy)")
             }
             service.restartPolicy = policy == "Always" ? .always : policy == "OnFailure" ? .onFailure : .never
         }
@@ -352,6 +354,13 @@ struct KubeReader {
         if !asJob { Self.apply(requirements, to: &spec) }
         try securityContext(try pod.object("securityContext"), container: try container.object("securityContext"), into: &spec)
         try volumes(container, pod: pod, into: &spec)
+        if try pod.bool("hostPID") == true { spec.namespaces.remove(.pid) }
+        if try pod.bool("hostIPC") == true { spec.namespaces.remove(.ipc) }
+        for alias in try pod.objects("hostAliases") {
+            let address = try alias.requiredString("ip")
+            guard IPv4Address(address) != nil else { throw alias.error("ip", "\(address) is not an IPv4 address") }
+            for name in try alias.strings("hostnames") { spec.extraHosts[name] = address }
+        }
         if try pod.bool("hostNetwork") == true {
             spec.network = .host
         } else {

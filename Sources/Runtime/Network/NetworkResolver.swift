@@ -169,12 +169,35 @@ final class NetworkResolver: Sendable {
             guard let member = members.first(where: { $0.address == address }) else { return nil }
             return message.answer(type: DNSMessage.pointerType, data: DNSMessage.encodeName(member.name))
         }
-        guard let member = members.first(where: { lease in
-            lease.name.lowercased() == name || lease.containerID.prefix(12) == name || lease.aliases.contains { $0.lowercased() == name }
-        }) else { return nil }
+        func member(named name: String) -> NetworkLease? {
+            members.first { lease in
+                lease.name.lowercased() == name || lease.containerID.prefix(12) == name || lease.aliases.contains { $0.lowercased() == name }
+            }
+        }
+        guard let member = member(named: name) ?? Self.clusterName(name, network: network).flatMap(member(named:)) else { return nil }
         // Only IPv4 addresses exist: any other type gets an empty answer.
         if message.type == DNSMessage.addressType { return message.answer(type: DNSMessage.addressType, data: member.address.octets) }
         return message.answer(type: nil, data: [])
+    }
+
+    /// A Kubernetes Service's name as pods write it, without what a
+    /// cluster adds: `web.default.svc.cluster.local`, `web.default.svc`,
+    /// `web.default` and `web.PROJECT` (on the network `PROJECT_default`)
+    /// name `web`; nil for a name of no such form.
+    static func clusterName(_ name: String, network: String) -> String? {
+        var rest = Substring(name.hasSuffix(".") ? String(name.dropLast()) : name)
+        for suffix in [".svc.cluster.local", ".cluster.local", ".svc"] where rest.hasSuffix(suffix) {
+            rest = rest.dropLast(suffix.count)
+            // What is left is NAME.NAMESPACE.
+            guard let dot = rest.firstIndex(of: "."), rest[rest.index(after: dot)...].allSatisfy({ $0 != "." }) else { return nil }
+            return String(rest[..<dot])
+        }
+        let project = network.hasSuffix("_default") ? String(network.dropLast(8)) : nil
+        for namespace in ["default", project].compactMap({ $0 }) where rest.hasSuffix("." + namespace) {
+            let stripped = rest.dropLast(namespace.count + 1)
+            return stripped.contains(".") || stripped.isEmpty ? nil : String(stripped)
+        }
+        return nil
     }
 
     private func forward(_ query: DNSMessage, from client: sockaddr_in, on fd: Int32) {
