@@ -49,7 +49,7 @@ extension KubePlay {
     ///   - wallClock: the time it is, which the CronJobs' schedules are matched against.
     ///   - events: called with each change.
     /// - Throws: `CancellationError` when cancelled with CronJobs, or
-    ///   ``SchedulerError`` for an invalid CronJob.
+    ///   `SchedulerError` for an invalid CronJob.
     public func runJobs(on cluster: Cluster, store: JobStore, logger: Logger = Logger(label: "gantry.kube"),
                         wallClock: @escaping @Sendable () -> Date = Date.init,
                         events: @escaping @Sendable (JobEvent) -> Void = { _ in }) async throws {
