@@ -371,8 +371,12 @@ struct ServiceCommand: AsyncParsableCommand {
         /// The load-balanced endpoint's virtual address and host ports.
         var virtualAddress: String?
         var ports: [String]
+        /// Whether a reconciler (an up or kube play) runs the service's
+        /// project now: without one the status is what it last recorded.
+        var reconciled: Bool?
 
-        init(_ record: ServiceRecord) {
+        init(_ record: ServiceRecord, reconciled: Bool? = nil) {
+            self.reconciled = reconciled
             project = record.spec.project
             name = record.spec.name
             if case .image(let image) = record.spec.template.root { self.image = image } else { image = "" }
@@ -399,14 +403,17 @@ struct ServiceCommand: AsyncParsableCommand {
 
         func run() async throws {
             let records = try ServiceStore(root: global.stateRoot).services(project: project)
+            var running: [String: Bool] = [:]
+            for name in Set(records.map(\.spec.project)) { running[name] = Reconciler.isRunning(project: name, root: global.stateRoot) }
+            let summaries = records.map { Summary($0, reconciled: running[$0.spec.project]) }
             switch output.format {
-            case .json: try Terminal.printJSON(records.map(Summary.init))
+            case .json: try Terminal.printJSON(summaries)
             case .table:
-                Terminal.printTable(["PROJECT", "NAME", "IMAGE", "READY", "AVAILABLE", "RESTARTS", "REVISION", "ROLLOUT", "ADDRESS", "PORTS"], records.map { record in
-                    let summary = Summary(record)
-                    return [summary.project, summary.name, summary.image, "\(summary.ready)/\(summary.replicas)", "\(summary.available)",
-                            "\(summary.restarts)", "\(summary.revision)", summary.rollout, summary.virtualAddress ?? "",
-                            summary.ports.joined(separator: ", ")]
+                Terminal.printTable(["PROJECT", "NAME", "IMAGE", "READY", "AVAILABLE", "RESTARTS", "REVISION", "ROLLOUT", "ADDRESS", "PORTS"], summaries.map { summary in
+                    // Without a reconciler the status is the last one recorded.
+                    [summary.project, summary.name, summary.image, "\(summary.ready)/\(summary.replicas)", "\(summary.available)",
+                     "\(summary.restarts)", "\(summary.revision)", summary.rollout + (summary.reconciled == false ? " (not running)" : ""),
+                     summary.virtualAddress ?? "", summary.ports.joined(separator: ", ")]
                 })
             }
         }

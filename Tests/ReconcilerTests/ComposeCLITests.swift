@@ -128,7 +128,9 @@ import Testing
                 // Both replicas behind the service's one port.
                 #expect(await httpGet(port: UInt16(webPort))?.contains("hello") == true)
                 let listed = try await gantry(root, ["service", "ls"]).output
-                #expect(listed.contains("127.0.0.1:\(webPort):8080/tcp"), "\(listed)")
+                #expect(listed.contains("127.0.0.1:\(webPort):8080/tcp") && !listed.contains("(not running)"), "\(listed)")
+                let summaries = try json(try await gantry(root, ["service", "ls", "--format", "json"]).output)
+                #expect(summaries.allSatisfy { $0["reconciled"] as? Bool == true }, "the up runs the project: \(summaries)")
 
                 // Other processes: inspect, logs, service logs, scale.
                 let worker = try #require(replicas.compactMap { $0["name"] as? String }.first { $0.hasPrefix("shop-worker-") })
