@@ -58,8 +58,8 @@ import Testing
         }
     }
 
-    @Test func aReconcilerThatAdoptsTheReplicasKeepsTheEndpointServing() async throws {
-        try await withBusyboxRuntime("balance-adopt", applets: reconcilerApplets + ["httpd", "cat"]) { runtime, _ in
+    @Test func aReconcilerThatAdoptsTheReplicasKeepsTheEndpointServingAndAReplicaReachesItsOwnService() async throws {
+        try await withBusyboxRuntime("balance-adopt", applets: reconcilerApplets + ["httpd", "cat", "wget", "timeout"]) { runtime, _ in
             var spec = shellService("web", replicas: 2, Self.server)
             spec.template = spec.template.network(.bridge(Networks.defaultName))
                 .publishing(PublishedPort(hostIP: IPv4Address("127.0.0.1"), hostPort: 0, containerPort: 80))
@@ -81,6 +81,15 @@ import Testing
                     try await Task.sleep(for: .milliseconds(100))
                 }
                 #expect(try reconciler.store.service("web").status.readyReplicas == 2)
+                // A replica reaches its own service through the virtual
+                // address, itself among the backends (the bridge's hairpin).
+                let replica = try #require(try runningReplicas(runtime, service: "web").first)
+                let process = try await runtime.container(replica.id).exec(ExecSpec(["sh", "-c", """
+                    for i in $(seq 20); do timeout 3 wget -qO- http://web/ > /dev/null || exit 1; done; echo reached
+                    """]))
+                var output = ""
+                for try await chunk in process.output { output += chunk.text }
+                #expect(output == "reached\n", "\(output)")
                 try reconciler.delete("web")
                 try await reconciler.waitUntil("web") { record, replicas in record == nil && replicas.isEmpty }
             }

@@ -273,6 +273,7 @@ public final class Networks: Sendable {
                 // IPv4 only: with IPv6 up, a container could send router
                 // advertisements that the host and its neighbours obey.
                 try disableIPv6(hostInterface)
+                try enableHairpin(hostInterface)
                 guard gantry_write_in_netns(namespace.raw, "/proc/sys/net/ipv6/conf/\(interface)/disable_ipv6", "1") == 0 || errno == ENOENT else {
                     throw RuntimeError(.network, "cannot turn IPv6 off on \(interface) in \(namespacePath)", underlying: Sys.errno)
                 }
@@ -633,6 +634,17 @@ public final class Networks: Sendable {
     private func disableIPv6(_ device: String) throws {
         guard host.isSystem else { return }
         let path = "/proc/sys/net/ipv6/conf/\(device)/disable_ipv6"
+        guard access(path, F_OK) == 0 else { return }
+        try FileIO.write("1", to: path, code: .network)
+    }
+
+    /// Lets the bridge send a frame back out of the port it came in on, as
+    /// kubelet's hairpin mode does: a container that reaches its own
+    /// service's virtual address or published port, and is chosen as the
+    /// backend, reaches itself (or is refused at once when nothing listens).
+    private func enableHairpin(_ device: String) throws {
+        guard host.isSystem else { return }
+        let path = "/sys/class/net/\(device)/brport/hairpin_mode"
         guard access(path, F_OK) == 0 else { return }
         try FileIO.write("1", to: path, code: .network)
     }
