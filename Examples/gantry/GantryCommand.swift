@@ -19,8 +19,13 @@ struct GantryCommand: AsyncParsableCommand {
     /// Parses the command line and runs the command, printing errors from
     /// Gantry as one line and exiting non-zero.
     static func main() async {
+        var command: any ParsableCommand
         do {
-            var command = try parseAsRoot(hoistingGlobalOptions(Array(CommandLine.arguments.dropFirst())))
+            command = try parseAsRoot(hoistingGlobalOptions(Array(CommandLine.arguments.dropFirst())))
+        } catch {
+            exit(withError: error)
+        }
+        do {
             if var asyncCommand = command as? any AsyncParsableCommand {
                 try await asyncCommand.run()
             } else {
@@ -40,6 +45,11 @@ struct GantryCommand: AsyncParsableCommand {
         } catch let error as BuildError {
             Terminal.printError(error.description)
             _exit(1)
+        } catch let error as ValidationError {
+            // The command line was right; what it asked for cannot be done:
+            // the reason alone, without the usage.
+            Terminal.printError(error.message)
+            _exit(64)
         } catch {
             exit(withError: error)
         }
