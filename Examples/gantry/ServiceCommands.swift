@@ -99,6 +99,9 @@ struct ProjectRunner {
     func run(_ project: ComposeProject, rebuilding: Bool = false, prepare: () throws -> Void = {},
              alongside: (Gantry) async throws -> [any Service] = { _ in [] }) async throws {
         if flags.detach { return try await runInBackground(project) }
+        if let running = Reconciler.reconcilingProcess(project: project.name, root: global.stateRoot) {
+            throw ValidationError("project \(project.name) is already up (pid \(running)); \(downHint) takes it down")
+        }
         let detached = ProcessInfo.processInfo.environment[Self.detachedVariable] != nil
         // Out of the terminal's session: its signals and hang-up are not ours.
         if detached {

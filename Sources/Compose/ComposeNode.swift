@@ -224,12 +224,36 @@ struct ComposeValue {
 
     /// A mapping whose keys must be among `allowed` (extension keys, `x-…`,
     /// are skipped), by key.
+    /// The key of `allowed` within two edits of `key` (and closer than any
+    /// other), if there is one.
+    static func nearest(_ key: String, among allowed: Set<String>) -> String? {
+        func distance(_ a: [Character], _ b: [Character]) -> Int {
+            var previous = Array(0 ... b.count)
+            for (i, x) in a.enumerated() {
+                var current = [i + 1] + Array(repeating: 0, count: b.count)
+                for (j, y) in b.enumerated() {
+                    current[j + 1] = min(previous[j + 1] + 1, current[j] + 1, previous[j] + (x == y ? 0 : 1))
+                }
+                previous = current
+            }
+            return previous[b.count]
+        }
+        guard key.count <= 64 else { return nil }
+        let typed = Array(key.lowercased())
+        let scored = allowed.map { ($0, distance(typed, Array($0))) }.filter { $0.1 <= min(2, max(1, typed.count / 3)) }
+        guard let best = scored.min(by: { ($0.1, $0.0) < ($1.1, $1.0) }), scored.filter({ $0.1 == best.1 }).count == 1 else { return nil }
+        return best.0
+    }
+
     func fields(_ allowed: Set<String>, what: String = "key") throws -> [String: ComposeValue] {
         if isNull { return [:] }
         var fields: [String: ComposeValue] = [:]
         for (key, value) in try mapping() where !key.hasPrefix("x-") {
             guard allowed.contains(key) else {
-                // A short list helps with a typo; the service keys are too many to list.
+                // The nearest key helps with a typo; a short list, when there is none.
+                if let nearest = Self.nearest(key, among: allowed) {
+                    throw value.keyError("is not a \(what) Gantry supports; did you mean \(nearest)?")
+                }
                 let listing = allowed.count <= 12 ? " (supported: \(allowed.sorted().joined(separator: ", ")))" : ""
                 throw value.keyError("is not a \(what) Gantry supports\(listing)")
             }

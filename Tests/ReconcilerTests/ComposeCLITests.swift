@@ -267,7 +267,7 @@ import Testing
                 #expect(Set(try await running(root).compactMap { $0["id"] as? String }) == before)
                 // A second up of the same project is refused.
                 let second = try await gantry(root, ["up", "-f", compose, "-p", "adopt"])
-                #expect(second.status != 0 && second.error.contains("already reconciled"))
+                #expect(second.status != 0 && second.error.contains("project adopt is already up (pid "), "\(second.error)")
                 #expect(try await gantry(root, ["down", "-f", compose, "-p", "adopt"]).status == 0)
                 try await waitForExit(processes[1])
                 #expect(try await running(root).isEmpty)

@@ -763,6 +763,10 @@ private func webFile(_ body: String, top: String = "") -> String {
         #expect(failure(webFile("privileged: maybe")).contains("service web: privileged \"maybe\": must be true or false"))
         #expect(failure(webFile("frobnicate: hyperv")).hasPrefix("compose.yaml: service web: frobnicate: is not a service key Gantry supports"))
         #expect(failure(webFile("volumes_from: [db]")).contains("service web: volumes_from: not supported: list the volumes themselves"))
+        // Too far from any key: no guess.
+        #expect(failure(webFile("restart_polcy: always")).hasSuffix("service web: restart_polcy: is not a service key Gantry supports"))
+        #expect(failure(webFile("enviroment: [A=1]")).contains("service web: enviroment: is not a service key Gantry supports; did you mean environment?"))
+        #expect(failure(webFile("healthchek: {test: [CMD, x]}")).contains("did you mean healthcheck?"))
         #expect(failure(webFile("pid: service:db")).contains("pid \"service:db\": must be host or private"))
         #expect(failure(webFile("group_add: [audio]")).contains("Gantry adds groups by number"))
         #expect(failure(webFile("container_name: web1\ndeploy:\n  replicas: 2")).contains("service web: container_name: names one container, and the service asks for 2 replicas"))
