@@ -196,6 +196,13 @@ public struct ComposeProject: Hashable, Sendable, Codable {
             }
         }
         try Self.checkDependencies(services, leftOut: leftOut, file: file)
+        // Anonymous volumes: the volumes services mount that none declares.
+        let declared = Set(volumes.values.map(\.name))
+        for service in services {
+            for case .volume(let volume, _, _) in service.template.mounts + service.initContainers.flatMap(\.mounts) where !declared.contains(volume) {
+                volumes[volume] = ComposeVolume(key: volume, name: volume)
+            }
+        }
         if usesDefaultNetwork, networks["default"] == nil {
             networks["default"] = ComposeNetwork(key: "default", name: "\(name)_default")
         }

@@ -3,13 +3,13 @@ import Runtime
 
 extension ServiceReader {
     /// `volumes:` then `tmpfs:`.
-    func mounts(_ fields: [String: ComposeValue]) throws -> [ContainerSpec.Mount] {
+    func mounts(_ fields: [String: ComposeValue], service: String) throws -> [ContainerSpec.Mount] {
         var mounts: [ContainerSpec.Mount] = []
         for item in try fields["volumes"]?.sequence() ?? [] {
             if case .mapping = item.node {
-                mounts.append(try longVolume(item))
+                mounts.append(try longVolume(item, service: service))
             } else {
-                mounts.append(try shortVolume(item))
+                mounts.append(try shortVolume(item, service: service))
             }
         }
         for item in try fields["tmpfs"]?.strings() ?? [] { mounts.append(try tmpfs(item)) }
@@ -17,8 +17,10 @@ extension ServiceReader {
     }
 
     /// `NAME:/path[:ro]`, `./dir:/path`, `/dir:/path[:ro,rslave]`, `~/dir:/path`.
-    private func shortVolume(_ item: ComposeValue) throws -> ContainerSpec.Mount {
+    private func shortVolume(_ item: ComposeValue, service: String) throws -> ContainerSpec.Mount {
         let text = try item.string()
+        // A path alone: an anonymous volume.
+        if text.hasPrefix("/"), !text.contains(":") { return anonymousVolume(at: text, service: service) }
         let syntax: ContainerSpec.VolumeSyntax
         do {
             syntax = try ContainerSpec.VolumeSyntax(parsing: text)
@@ -37,7 +39,7 @@ extension ServiceReader {
     }
 
     /// `{type: bind|volume|tmpfs, source, target, read_only, bind: {propagation}, tmpfs: {size, mode}}`.
-    private func longVolume(_ item: ComposeValue) throws -> ContainerSpec.Mount {
+    private func longVolume(_ item: ComposeValue, service: String) throws -> ContainerSpec.Mount {
         let fields = try item.fields(["type", "source", "target", "read_only", "bind", "volume", "tmpfs", "consistency"], what: "volume key")
         guard let typeValue = fields["type"] else { throw item.keyError("type: is missing (bind, volume or tmpfs)") }
         guard let targetValue = fields["target"] else { throw item.keyError("target: is missing") }
@@ -63,7 +65,10 @@ extension ServiceReader {
             return .bind(source: try hostPath(try source.string(), at: source), target: target, readOnly: readOnly, propagation: propagation)
         case "volume":
             guard let source = fields["source"], let name = try source.optionalString(), !name.isEmpty else {
-                throw item.keyError("anonymous volumes are not supported; give source: a volume declared under the top-level volumes:")
+                if let nocopy = try fields["volume"]?.fields(["nocopy", "subpath"], what: "volume option")["nocopy"], try nocopy.bool() {
+                    nocopy.warn("ignored; a new volume is filled from the image")
+                }
+                return anonymousVolume(at: target, service: service, readOnly: readOnly)
             }
             let options = try fields["volume"]?.fields(["nocopy", "subpath"], what: "volume option") ?? [:]
             if let nocopy = options["nocopy"], try nocopy.bool() { nocopy.warn("ignored; a new volume is filled from the image") }
@@ -124,6 +129,17 @@ extension ServiceReader {
     }
 
     /// The runtime name of a named volume, which must be declared.
+    /// An anonymous volume (a path without a source): a volume of the
+    /// project named after the service and the path, made when the project
+    /// is applied and removed with `down -v`. Docker makes one per container;
+    /// here the service's replicas share it, which a warning says when it
+    /// runs more than one.
+    private func anonymousVolume(at target: String, service: String, readOnly: Bool = false) -> ContainerSpec.Mount {
+        let path = target.split(separator: "/").joined(separator: "-")
+        let mangled = String(path.map { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) ? $0 : "-" })
+        return .volume(name: "\(project)_\(service)_\(mangled.isEmpty ? "root" : mangled)", target: target, readOnly: readOnly)
+    }
+
     private func volumeName(_ key: String, at item: ComposeValue) throws -> String {
         guard let volume = volumes[key] else { throw item.error("the volume \(key) is not declared under the top-level volumes:") }
         return volume.name

@@ -156,7 +156,7 @@ struct ServiceReader {
             template.resources.memorySwap = try swap.optionalString() == "-1" ? -1 : try swap.size()
         }
         try securityOptions(fields["security_opt"], into: &template)
-        template.mounts = try mounts(fields)
+        template.mounts = try mounts(fields, service: name)
         try provided(fields, into: &template)
         let network = try network(fields, service: service)
         template = template.network(network.mode, aliases: network.aliases)
@@ -188,6 +188,13 @@ struct ServiceReader {
             replicas = replicas ?? deployed
         }
         spec.replicas = replicas ?? 1
+        let anonymous = template.mounts.compactMap { mount -> String? in
+            if case .volume(let volume, let target, _) = mount, volume.hasPrefix("\(project)_\(name)_"), !volumes.values.contains(where: { $0.name == volume }) { return target }
+            return nil
+        }
+        if spec.replicas > 1, !anonymous.isEmpty {
+            fields["volumes"]?.warn("the anonymous volume\(anonymous.count == 1 ? "" : "s") of \(anonymous.joined(separator: ", ")) \(anonymous.count == 1 ? "is" : "are") the service's, shared by its \(spec.replicas) replicas (Docker gives each container its own)")
+        }
         if let name = fields["container_name"], spec.replicas > 1 {
             throw name.keyError("names one container, and the service asks for \(spec.replicas) replicas; drop container_name or run one")
         }

@@ -357,10 +357,16 @@ private func webFile(_ body: String, top: String = "") -> String {
         #expect(single.template.mounts == [.tmpfs(target: "/run")])
     }
 
-    @Test func volumeErrorsNameTheVolume() {
+    @Test func volumeErrorsNameTheVolume() throws {
         #expect(failure(webFile("volumes: [\"data:/data\"]")).contains("service web: volumes[0] \"data:/data\": the volume data is not declared"))
-        #expect(failure(webFile("volumes: [\"/var/lib/data\"]")).contains("anonymous volumes are not supported"))
-        #expect(failure(webFile("volumes:\n  - type: volume\n    target: /data")).contains("volumes[0]: anonymous volumes are not supported"))
+        // Anonymous volumes: the project's, named after the service and the path.
+        let anonymous = try parse(webFile("volumes: [\"/var/lib/data\", {type: volume, target: /cache, read_only: true}]"))
+        #expect(anonymous.services[0].template.mounts == [.volume(name: "demo_web_var-lib-data", target: "/var/lib/data"),
+                                                          .volume(name: "demo_web_cache", target: "/cache", readOnly: true)])
+        #expect(anonymous.volumes.map(\.name) == ["demo_web_cache", "demo_web_var-lib-data"] && anonymous.warnings.isEmpty)
+        let shared = try parse(webFile("volumes: [/data]\nscale: 2"))
+        #expect(shared.warnings == ["compose.yaml: service web: volumes: the anonymous volume of /data is the service's, shared by its 2 replicas (Docker gives each container its own)"],
+                "\(shared.warnings)")
         #expect(failure(webFile("volumes: [\"./a:relative\"]")).contains("must be an absolute path"))
         #expect(failure(webFile("volumes: [\"./a:/a:shared\"]")).contains("shared propagation is not offered"))
         #expect(failure(webFile("volumes:\n  - type: npipe\n    source: x\n    target: /x")).contains("volumes[0].type \"npipe\": must be bind, volume or tmpfs"))
