@@ -24,7 +24,12 @@ import Testing
                 try await reconciler.waitUntil("check", timeout: .seconds(90)) { record, _ in
                     (record?.status.succeeded ?? 0) + (record?.status.failed ?? 0) > 0
                 }
-                let record = try reconciler.store.service("check", project: project.name)
+                // The store's record follows the reconciler's a moment later.
+                var record = try reconciler.store.service("check", project: project.name)
+                for _ in 0 ..< 100 where record.status.succeeded + record.status.failed == 0 {
+                    try await Task.sleep(for: .milliseconds(20))
+                    record = try reconciler.store.service("check", project: project.name)
+                }
                 var logs = ""
                 for replica in try runtime.list() where replica.spec.labels[ReplicaLabel.project] == project.name
                     && replica.spec.labels[ReplicaLabel.service] == "check" {
