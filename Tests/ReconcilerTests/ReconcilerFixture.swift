@@ -32,9 +32,9 @@ func shellService(_ name: String, replicas: Int = 1, _ script: String) -> Servic
     return spec
 }
 
-/// The running replicas' records, by the runtime.
+/// The running replicas' records, by the runtime (init containers are not replicas).
 func runningReplicas(_ runtime: ContainerRuntime, service: String) throws -> [ContainerRecord] {
-    try runtime.list().filter { $0.spec.labels[ReplicaLabel.service] == service && $0.status == .running }
+    try runtime.list().filter { $0.spec.labels[ReplicaLabel.service] == service && $0.spec.labels[ReplicaLabel.initContainer] == nil && $0.status == .running }
 }
 
 /// Collects a reconciler's events while it runs.
