@@ -143,18 +143,28 @@ import Testing
 
     @Test func holdsTheMountNamespaceUntilTheEndAndReclaimsInTheBackground() async throws {
         try await withRuntime("ctr-mntns") { runtime, _ in
-            func heldNamespaces() -> Set<String> {
+            // The descriptors of this process that hold a mount namespace, by
+            // number. (Other tests' containers hold theirs too, and a freed
+            // namespace's number is soon another's: the descriptors that held
+            // this one are what is checked.)
+            func heldNamespaces() -> [String: String] {
                 let fds = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
-                return Set(fds.compactMap { try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\($0)") }.filter { $0.hasPrefix("mnt:[") })
+                var held: [String: String] = [:]
+                for fd in fds {
+                    if let target = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(fd)"), target.hasPrefix("mnt:[") { held[fd] = target }
+                }
+                return held
             }
             let container = try await runtime.create(shell("echo started; sleep 30"))
             try await container.start()
             let pid = try #require(try container.record.pid)
             let namespace = try FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/mnt")
-            #expect(heldNamespaces().contains(namespace), "the launcher does not hold the container's mount namespace")
+            let holders = heldNamespaces().filter { $0.value == namespace }.map(\.key)
+            #expect(!holders.isEmpty, "the launcher does not hold the container's mount namespace")
             _ = try await container.stop(grace: .milliseconds(100))
             await ContainerRuntime.settle()
-            #expect(!heldNamespaces().contains(namespace), "the mount namespace is still held after the container ended")
+            let after = heldNamespaces()
+            #expect(!holders.contains { after[$0] == namespace }, "the mount namespace is still held after the container ended")
             // Removal takes the directory out of the state root at once; its
             // files go in the background.
             let directory = runtime.containerDirectory(container.id)
