@@ -161,6 +161,9 @@ struct ServiceReader {
         let network = try network(fields, service: service)
         template = template.network(network.mode, aliases: network.aliases)
         template.additionalNetworks = network.others
+        if !template.extraHosts.isEmpty, !network.joinsBridge {
+            throw fields["extra_hosts", default: service].keyError("needs a bridge network, whose hosts file Gantry writes; this service's network is \(network.service.map { "service:" + $0 } ?? network.mode.description)")
+        }
         let ports = try fields["ports"]?.sequence().map(port) ?? []
         if !ports.isEmpty, !network.joinsBridge {
             fields["ports"]?.warn("ignored: published ports need a bridge network, not network_mode \(network.service.map { "service:" + $0 } ?? network.mode.description)")

@@ -89,7 +89,8 @@ public struct ServiceSpec: Hashable, Sendable, Codable {
     }
 
     /// The part of the spec whose change makes a new revision: the
-    /// template, the probes and the init containers.
+    /// template, the probes, the init containers and the service whose
+    /// network the replicas share.
     public var revisionTemplate: RevisionTemplate {
         get { RevisionTemplate(container: template, probes: probes, initContainers: initContainers.isEmpty ? nil : initContainers, networkService: networkService) }
         set {

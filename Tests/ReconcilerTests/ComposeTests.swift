@@ -890,6 +890,7 @@ private func webFile(_ body: String, top: String = "") -> String {
         #expect(try parse(webFile("extra_hosts: {db: 10.0.0.3}")).services[0].template.extraHosts == ["db": "10.0.0.3"])
         #expect(try parse(webFile("expose: [\"80\", 53/udp, 8000-8010]")).warnings.isEmpty)
         #expect(failure(webFile("expose: [http]")).contains("expose[0] \"http\": is not a port such as 80"))
+        #expect(failure(webFile("network_mode: host\nextra_hosts: [\"db=10.0.0.2\"]")).contains("service web: extra_hosts: needs a bridge network"))
         #expect(failure(webFile("stop_signal: SIGFOO")).contains("stop_signal \"SIGFOO\": is not a signal"))
         #expect(failure(webFile("stop_signal: 99")).contains("is not a signal"))
         #expect(failure(webFile("cap_add: [NET_MAGIC]")).contains("cap_add[0] \"NET_MAGIC\": is not a capability"))

@@ -169,7 +169,7 @@ struct KubeReader {
         }
         let container = containers[0]
         podVolumes = nil
-        var read = try self.container(container, pod: spec, service: name, asJob: asJob)
+        let read = try self.container(container, pod: spec, service: name, asJob: asJob)
         var service = ServiceSpec(name: name, project: project, template: read.spec)
         let initial = try spec.objects("initContainers")
         if asJob, !initial.isEmpty {
@@ -206,7 +206,6 @@ struct KubeReader {
         if let seconds = try spec.int("terminationGracePeriodSeconds") { service.template.stopGracePeriod = .seconds(seconds) }
         service.probes = try probes(container, service: name)
         if !asJob, let policy = read.pullPolicy { pullPolicies[name] = policy }
-        read.spec = service.template
         return PodTemplate(service: service, requirements: read.requirements, pullPolicy: read.pullPolicy)
     }
 
@@ -363,6 +362,10 @@ struct KubeReader {
         }
         if try pod.bool("hostNetwork") == true {
             spec.network = .host
+            if !spec.extraHosts.isEmpty {
+                pod.warn("hostAliases", "ignored with hostNetwork: the host's hosts file is not Gantry's to write")
+                spec.extraHosts = [:]
+            }
         } else {
             spec.network = .bridge("\(project)_default")
         }
