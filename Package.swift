@@ -31,6 +31,7 @@ let package = Package(
         .library(name: "Observability", targets: ["Observability"]),
         .library(name: "Compose", targets: ["Compose"]),
         .library(name: "Build", targets: ["Build"]),
+        .library(name: "GantryTesting", targets: ["GantryTesting"]),
         .executable(name: "gantry", targets: ["GantryCLI"]),
         .executable(name: "gantry-bench", targets: ["GantryBench"]),
     ],
@@ -185,6 +186,16 @@ let package = Package(
             dependencies: ["GantryCore", "OCIImage", "Runtime", "Scheduler", "Reconciler", "Observability"],
             swiftSettings: library
         ),
+        // Throwaway containers for test suites (Swift Testing and XCTest).
+        .target(
+            name: "GantryTesting",
+            dependencies: [
+                "GantryCore", "Gantry", "OCIImage", "Runtime", "Reconciler", "Build",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            swiftSettings: library
+        ),
         .executableTarget(
             name: "GantryCLI",
             // The layers are listed besides the umbrella so that SwiftPM
@@ -241,6 +252,11 @@ let package = Package(
             exclude: ["Fixtures"],
             swiftSettings: strict
         ),
+        .testTarget(
+            name: "GantryTestingTests",
+            dependencies: ["GantryTesting", "Gantry", "Runtime", "OCIImage", "GantryTestSupport"],
+            swiftSettings: strict
+        ),
         .testTarget(name: "BuildTests", dependencies: ["Build", "Runtime", "OCIImage", "GantryTestSupport"], swiftSettings: strict),
         .testTarget(name: "SchedulerTests", dependencies: ["Scheduler", "Runtime", "OCIImage", "GantryTestSupport"], swiftSettings: strict),
         .testTarget(
@@ -261,7 +277,7 @@ let package = Package(
         // a change seen only through `@_exported import` triggers no rebuild.
         .testTarget(
             name: "GuideTests",
-            dependencies: ["Gantry", "OCIImage", "Runtime", "Scheduler", "Reconciler", "Observability", "Build"],
+            dependencies: ["Gantry", "OCIImage", "Runtime", "Scheduler", "Reconciler", "Observability", "Build", "GantryTesting"],
             swiftSettings: strict
         ),
         .testTarget(

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 swift package dump-symbol-graph --minimum-access-level public >/dev/null
 graphs="$(swift build --show-bin-path)/../symbolgraph"
 rm -rf .build/docs .build/docs-graphs && mkdir -p .build/docs
-for module in Gantry GantryCore OCIImage Runtime Scheduler Reconciler Observability Compose Build; do
+for module in Gantry GantryCore OCIImage Runtime Scheduler Reconciler Observability Compose Build GantryTesting; do
     mkdir -p ".build/docs-graphs/$module"
     cp "$graphs/$module".symbols.json ".build/docs-graphs/$module/"
     catalog=()

@@ -216,72 +216,20 @@ enum Prober {
     }
 }
 
-/// One blocking TCP or HTTP check on a socket, bounded by a deadline.
+/// One TCP or HTTP check on a socket, bounded by a deadline.
 private struct SocketCheck {
     var fd: Int32
     var timeout: Int32
-    let deadline: UInt64
-
-    init(fd: Int32, timeout: Int32) {
-        self.fd = fd
-        self.timeout = timeout
-        deadline = DispatchTime.now().uptimeNanoseconds + UInt64(timeout) * 1_000_000
-    }
-
-    private func remaining() -> Int32 {
-        let now = DispatchTime.now().uptimeNanoseconds
-        return now >= deadline ? 0 : Int32((deadline - now) / 1_000_000) + 1
-    }
-
-    private func wait(for events: Int16) -> Bool {
-        var entry = pollfd(fd: fd, events: events, revents: 0)
-        while true {
-            let left = remaining()
-            if left == 0 { return false }
-            let ready = poll(&entry, 1, left)
-            if ready > 0 { return true }
-            if ready == 0 { return false }
-            if errno != EINTR { return false }
-        }
-    }
 
     func run(address: IPv4Address, port: UInt16, target: String, path: String?) -> ProbeResult {
-        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
-        var socketAddress = sockaddr_in()
-        socketAddress.sin_family = sa_family_t(AF_INET)
-        socketAddress.sin_port = port.bigEndian
-        socketAddress.sin_addr.s_addr = address.value.bigEndian
-        let connected = withUnsafePointer(to: &socketAddress) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        if connected != 0 {
-            guard errno == EINPROGRESS else { return ProbeResult(passed: false, message: "connecting to \(target): \(Errno(rawValue: errno))") }
-            guard wait(for: Int16(POLLOUT)) else { return ProbeResult(passed: false, message: "connecting to \(target) timed out after \(timeout) ms") }
-            var error: Int32 = 0
-            var length = socklen_t(MemoryLayout<Int32>.size)
-            getsockopt(fd, SOL_SOCKET, SO_ERROR, &error, &length)
-            guard error == 0 else { return ProbeResult(passed: false, message: "connecting to \(target): \(Errno(rawValue: error))") }
+        let request = path.map { Array("GET \($0) HTTP/1.1\r\nHost: \(target)\r\nUser-Agent: gantry-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n".utf8) } ?? []
+        let response: [UInt8]
+        switch TCPExchange(fd: fd, timeout: timeout).run(address: address, port: port, target: target, request: request,
+                                                          reading: path == nil ? .nothing : .firstLine) {
+        case .success(let bytes): response = bytes
+        case .failure(let failure): return ProbeResult(passed: false, message: failure.description)
         }
         guard let path else { return ProbeResult(passed: true, message: "") }
-        let request = Array("GET \(path) HTTP/1.1\r\nHost: \(target)\r\nUser-Agent: gantry-probe\r\nAccept: */*\r\nConnection: close\r\n\r\n".utf8)
-        var sent = 0
-        while sent < request.count {
-            let count = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            if count > 0 { sent += count; continue }
-            guard count < 0, errno == EAGAIN, wait(for: Int16(POLLOUT)) else {
-                return ProbeResult(passed: false, message: "sending to \(target) failed or timed out")
-            }
-        }
-        var response: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 512)
-        while !response.contains(UInt8(ascii: "\n")) && response.count < 4096 {
-            let count = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if count > 0 { response += buffer[..<count]; continue }
-            if count == 0 { break }
-            guard errno == EAGAIN, wait(for: Int16(POLLIN)) else {
-                return ProbeResult(passed: false, message: "no HTTP response from \(target) within \(timeout) ms")
-            }
-        }
         let line = String(decoding: response.prefix { $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\n") }, as: UTF8.self)
         let parts = line.split(separator: " ")
         guard parts.count >= 2, parts[0].hasPrefix("HTTP/"), let status = Int(parts[1]) else {

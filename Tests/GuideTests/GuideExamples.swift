@@ -1,6 +1,11 @@
 import Build
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import Gantry
+import GantryTesting
+import Testing
 
 // The code of README.md and of the guides in Documentation/Gantry.docc,
 // each block as the text shows it (GuideTests checks that every block is
@@ -247,4 +252,47 @@ func buildingGuideStepByStep(gantry: Gantry) async throws {
     try await image.copy("./config.json", to: "/srv/config.json")
     image.configuration.cmd = ["cat", "/srv/state"]
     try await image.commit(as: "worker:1")
+}
+
+func testingGuide() async throws {
+    let web = TestContainer(image: "busybox:test", command: ["httpd", "-f", "-p", "80", "-h", "/www"])
+        .copying(contents: "hello", to: "/www/index.html")
+        .exposing(80)
+        .waiting(for: .http("/", port: 80, body: { $0.contains("hello") }))
+    try await withTestContainer(web) { server in
+        let url = try server.url(80)                    // http://127.0.0.1:41873/
+        let (body, _) = try await URLSession.shared.data(from: url)
+        print(String(decoding: body, as: UTF8.self))
+    }
+}
+
+/// The Testing guide's suite: compiled, never run (the GantryTesting
+/// suites run what it does).
+@Suite(.disabled("the guides' examples are compiled, not run"))
+struct TestingGuideSuites {
+    @Suite(.container("cache", TestContainer(image: "busybox:test", command: ["nc", "-ll", "-p", "6379", "-e", "cat"])
+        .exposing(6379).waiting(for: .port(6379))))
+    struct CacheTests {
+        @Test func reachesTheCache() async throws {
+            let cache = try RunningContainer.scoped("cache")
+            print(try cache.endpoint(6379))             // 127.0.0.1:40117
+        }
+    }
+}
+
+func testingGuideNetwork() async throws {
+    let session = try TestSession.shared
+    try await session.withNetwork { network in
+        let db = TestContainer(image: "busybox:test", command: ["nc", "-ll", "-p", "5432", "-e", "cat"])
+            .network(network, aliases: ["db"])
+            .waiting(for: .port(5432))
+        try await session.withContainer(db) { _ in
+            let client = TestContainer(image: "busybox:test", command: ["sh", "-c", "echo ping | nc db 5432"])
+                .network(network)
+                .waiting(for: .exit(code: 0))
+            try await session.withContainer(client) { done in
+                print(try await done.logs())            // ping
+            }
+        }
+    }
 }

@@ -129,15 +129,26 @@ extension Container {
         }
     }
 
+    /// Whether `path` exists in the container's root file system (a final
+    /// symlink not followed; every other resolved within the root).
+    public func fileExists(_ path: String) async throws -> Bool {
+        try await opens(path, flags: GANTRY_O_PATH | O_NOFOLLOW)
+    }
+
     /// Whether `path` is a directory in the container's root file system
     /// (a final symlink followed, within the root); false when it is
     /// missing or something else.
     public func isDirectory(_ path: String) async throws -> Bool {
+        try await opens(path, flags: GANTRY_O_PATH | O_DIRECTORY)
+    }
+
+    /// Whether `path` opens with `flags` in the container's root file system.
+    private func opens(_ path: String, flags: Int32) async throws -> Bool {
         let name = name
         let found = Mutex(false)
         try await blocking { [self] in
             try withRootFileSystem(writable: false) { root in
-                if case .success(let fd) = FileTree.container(root, name).open(path, flags: GANTRY_O_PATH | O_DIRECTORY) {
+                if case .success(let fd) = FileTree.container(root, name).open(path, flags: flags) {
                     close(fd)
                     found.withLock { $0 = true }
                 }

@@ -105,6 +105,15 @@ extension Container {
             throw error
         }
         launched = true
+        // A container bound to this process holds its network namespace
+        // through its processes alone from now on: should this process
+        // die, even by SIGKILL, the kernel takes the namespace and its veth
+        // pair with the container's processes, instead of leaving them to
+        // the next open of the state root.
+        if record.spec.lifetime == .boundToHost, record.spec.pod == nil, runtime.networks.host.isSystem,
+           let attachment = record.network, !attachment.isUserMode {
+            umount2(runtime.containerDirectory(id) + "/netns", Int32(MNT_DETACH))
+        }
         return (process, pipes)
     }
 

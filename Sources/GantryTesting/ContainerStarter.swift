@@ -1,0 +1,288 @@
+import Build
+import Foundation
+import GantryCore
+import Logging
+import Runtime
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Starts one test container: its image found, pulled or built; created;
+/// files copied in; started; waited for. Whatever fails after the create
+/// removes what was made before the error is thrown.
+struct ContainerStarter {
+    let session: TestSession
+    let container: TestContainer
+
+    func start() async throws -> RunningContainer {
+        let runtime = try await session.preparedRuntime()
+        let image = try await imageName(runtime)
+        let healthCheck = try? await runtime.images.resolve(image).configuration.config?.healthcheck?.test
+        var spec = container.spec
+        spec.root = .image(image)
+        try place(&spec, runtime)
+
+        let reuseKey = container.reuse ? try reuseKey(image) : nil
+        if let reuseKey {
+            spec.name = "testing-reuse-" + reuseKey
+            spec.labels[TestSession.reuseLabel] = reuseKey
+            spec.lifetime = .independent
+            if let found = try await reusable(spec.name ?? "", runtime) {
+                let running = RunningContainer(container: found, runtime: runtime, description: container, volumes: [], kept: true)
+                try await awaitReady(running, healthCheck: healthCheck)
+                try await runHooks(.ready, running)
+                return running
+            }
+        } else if spec.name == nil {
+            spec.name = "testing-" + String(UUID().uuidString.prefix(8)).lowercased()
+        }
+
+        var volumes: [String] = []
+        do {
+            for target in container.volumeTargets {
+                let volume = try await runtime.volumes.create("testing-" + String(UUID().uuidString.prefix(12)).lowercased(),
+                                                              labels: reuseKey == nil ? TestSession.ownerLabels : [:])
+                volumes.append(volume.name)
+                spec.mounts.append(.volume(name: volume.name, target: target))
+            }
+        } catch {
+            for volume in volumes { try? await runtime.volumes.remove(volume) }
+            throw error
+        }
+        let created: Container
+        do {
+            created = try await runtime.create(spec)
+        } catch {
+            for volume in volumes { try? await runtime.volumes.remove(volume) }
+            throw error
+        }
+        let running = RunningContainer(container: created, runtime: runtime, description: container, volumes: volumes, kept: reuseKey != nil)
+        do {
+            try await copyFiles(into: created)
+            try await runHooks(.created, running)
+            try await created.start()
+            consumeLogs(of: created)
+            try await runHooks(.started, running)
+            try await awaitReady(running, healthCheck: healthCheck)
+            try await runHooks(.ready, running)
+            return running
+        } catch {
+            try? await Task { try await running.discard() }.value
+            throw error
+        }
+    }
+
+    // MARK: - Image
+
+    /// The image's name in the state root: found there, else pulled, or built.
+    private func imageName(_ runtime: ContainerRuntime) async throws -> String {
+        switch container.image {
+        case .named(let name):
+            if (try? await runtime.images.image(name)) != nil { return name }
+            #if Registry
+            do {
+                try await runtime.images.pull(name)
+                return name
+            } catch {
+                throw TestingError(.image, "image \(name) is not in the state root \(runtime.images.root) and cannot be pulled", underlying: error)
+            }
+            #else
+            throw TestingError(.image, "image \(name) is not in the state root \(runtime.images.root), and this build has no registry client to pull it")
+            #endif
+        case .built(let context, let dockerfile, let arguments):
+            let tag = "gantry-testing/built:" + String(fingerprint([context, dockerfile ?? "", arguments.sorted { $0.key < $1.key }.description]).prefix(16))
+            let path = dockerfile.map { $0.hasPrefix("/") ? $0 : context + "/" + $0 }
+            do {
+                try await ImageBuilder(runtime: runtime).build(context: context, options: BuildOptions(dockerfile: path, arguments: arguments, tags: [tag]))
+            } catch {
+                throw TestingError(.image, "cannot build the image of \(context)", underlying: error)
+            }
+            return tag
+        }
+    }
+
+    // MARK: - Networks and ports
+
+    /// Puts the container on its networks, with its exposed ports published.
+    private func place(_ spec: inout ContainerSpec, _ runtime: ContainerRuntime) throws {
+        if let first = container.networks.first {
+            spec.network = .bridge(first.network.name)
+            spec.networkAliases = first.aliases
+            spec.additionalNetworks = container.networks.dropFirst().map { ContainerSpec.NetworkMembership($0.network.name, aliases: $0.aliases) }
+        } else if !container.exposedPorts.isEmpty, spec.network == .none {
+            spec.network = .bridge(Networks.defaultName)
+        }
+        spec.publishedPorts += container.exposedPorts.map { PublishedPort(hostPort: 0, containerPort: $0) }
+    }
+
+    // MARK: - Reuse
+
+    /// The hash of what the container is: the same for the same image,
+    /// command, environment, ports, mounts and files.
+    private func reuseKey(_ image: String) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        var parts = [image, String(decoding: try encoder.encode(container.spec), as: UTF8.self)]
+        parts.append(container.exposedPorts.map(String.init).joined(separator: ","))
+        parts.append(container.volumeTargets.joined(separator: ","))
+        for file in container.files {
+            switch file {
+            case .host(let path, let target): parts.append("\(path)>\(target):\(fileStamp(path))")
+            case .contents(let bytes, let target, let mode): parts.append("\(target):\(mode):\(fingerprint([String(decoding: bytes, as: UTF8.self)]))")
+            }
+        }
+        if !container.networks.isEmpty {
+            throw TestingError(.invalidSpec, "a reusable container cannot join networks made for a test: they are removed with it")
+        }
+        return String(fingerprint(parts).prefix(16))
+    }
+
+    /// The reusable container of that name, when it runs; one that does
+    /// not run is removed.
+    private func reusable(_ name: String, _ runtime: ContainerRuntime) async throws -> Container? {
+        guard let found = try? runtime.container(name) else { return nil }
+        if try found.status == .running { return found }
+        try await found.remove(force: true)
+        return nil
+    }
+
+    // MARK: - Start
+
+    private func copyFiles(into created: Container) async throws {
+        for file in container.files {
+            switch file {
+            case .host(let path, let target):
+                try await created.makeDirectories((target as NSString).deletingLastPathComponent)
+                try await created.copyIn(from: path, to: target)
+            case .contents(let bytes, let target, let mode):
+                try await created.makeDirectories((target as NSString).deletingLastPathComponent)
+                let staging = NSTemporaryDirectory() + "gantry-testing-" + UUID().uuidString
+                defer { unlink(staging) }
+                guard FileManager.default.createFile(atPath: staging, contents: Data(bytes), attributes: [.posixPermissions: mode]) else {
+                    throw TestingError(.invalidSpec, "cannot stage the contents of \(target) at \(staging)")
+                }
+                chmod(staging, mode_t(mode))
+                try await created.copyIn(from: staging, to: target)
+            }
+        }
+    }
+
+    private func runHooks(_ point: TestContainer.LifecyclePoint, _ running: RunningContainer) async throws {
+        for hook in container.hooks[point] ?? [] { try await hook(running) }
+    }
+
+    /// Hands each line of output to the consumers, until the output ends
+    /// with the container.
+    private func consumeLogs(of created: Container) {
+        let consumers = container.logConsumers
+        guard !consumers.isEmpty else { return }
+        Task {
+            do {
+                for try await line in created.output.lines {
+                    for consumer in consumers { consumer(line) }
+                }
+            } catch {
+                // The output ends with the container.
+            }
+        }
+    }
+
+    /// Waits for the strategy, the container's end or the deadline,
+    /// whichever comes first.
+    private func awaitReady(_ running: RunningContainer, healthCheck: [String]?) async throws {
+        let strategy = container.waitStrategy
+        let ending = ContainerEnding()
+        // A reused container started by an earlier run is followed
+        // through its record instead.
+        let owned = (try? running.container.onExit { ending.set($0) }) != nil
+        let note = LastNote()
+        let context = WaitContext(running: running, healthCheck: healthCheck, ending: ending, lastNote: note)
+        let timeout = container.startupTimeout
+        enum Outcome: Sendable {
+            case ready
+            case failed(String)
+            case ended(ContainerExit)
+            case timedOut
+        }
+        let outcome = await withTaskGroup(of: Outcome?.self) { group in
+            group.addTask {
+                do {
+                    try await strategy.check(context)
+                    return .ready
+                } catch is CancellationError {
+                    return nil
+                } catch {
+                    return .failed("\(error)")
+                }
+            }
+            group.addTask {
+                let clock = ContinuousClock()
+                let deadline = clock.now.advanced(by: timeout)
+                while clock.now < deadline {
+                    if !owned, let record = try? running.container.record, record.status == .stopped {
+                        ending.set(record.exit ?? ContainerExit(status: .exited(0), reason: .exited))
+                    }
+                    if !strategy.awaitsExit, let exit = ending.exit {
+                        // What it wrote last reaches its log a moment after its end.
+                        try? await Task.sleep(for: .milliseconds(20))
+                        return .ended(exit)
+                    }
+                    do { try await Task.sleep(for: .milliseconds(10)) } catch { return nil }
+                }
+                return .timedOut
+            }
+            let first = await group.next() ?? nil
+            group.cancelAll()
+            return first ?? .timedOut
+        }
+        let what = "container \(running.name) (\(imageDescription))"
+        let reason: String
+        let code: TestingErrorCode
+        switch outcome {
+        case .ready: return
+        case .failed(let why):
+            (code, reason) = (.exited, "\(what) can never be ready (waiting for \(strategy)): \(why)")
+        case .ended(let exit):
+            (code, reason) = (.exited, "\(what) \(exit) before it was ready (waiting for \(strategy))")
+        case .timedOut:
+            (code, reason) = (.timedOut, "\(what) was not ready within \(timeout) (waiting for \(strategy))" + (note.text.map { "; last: \($0)" } ?? ""))
+        }
+        var message = reason
+        if case .timedOut = outcome, let exit = ending.exit { message += "; it \(exit)" }
+        let lines = await running.lastLines(20)
+        message += lines.isEmpty ? "\nit wrote nothing" : "\nits last lines:\n" + lines.map { "  | " + $0 }.joined(separator: "\n")
+        throw TestingError(code, message)
+    }
+
+    private var imageDescription: String {
+        switch container.image {
+        case .named(let name): name
+        case .built(let context, _, _): "built from \(context)"
+        }
+    }
+}
+
+/// A stable 64-bit FNV-1a hash of `parts`, in hexadecimal.
+private func fingerprint(_ parts: [String]) -> String {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for part in parts {
+        for byte in part.utf8 + [0] {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01B3
+        }
+    }
+    return String(hash, radix: 16).leftPadded(to: 16)
+}
+
+/// What changes when a host file changes: its size and modification time.
+private func fileStamp(_ path: String) -> String {
+    var status = stat()
+    guard stat(path, &status) == 0 else { return "missing" }
+    return "\(status.st_size).\(status.st_mtim.tv_sec).\(status.st_mtim.tv_nsec)"
+}
+
+private extension String {
+    func leftPadded(to length: Int) -> String {
+        count >= length ? self : String(repeating: "0", count: length - count) + self
+    }
+}
