@@ -255,6 +255,7 @@ let package = Package(
         .testTarget(
             name: "GantryTestingTests",
             dependencies: ["GantryTesting", "Gantry", "Runtime", "OCIImage", "GantryTestSupport"],
+            exclude: ["Fixtures"],
             swiftSettings: strict
         ),
         .testTarget(name: "BuildTests", dependencies: ["Build", "Runtime", "OCIImage", "GantryTestSupport"], swiftSettings: strict),

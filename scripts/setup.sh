@@ -17,6 +17,8 @@ packages=(
     # Runtime tests: a C compiler and static libc for a system-call probe;
     # nft and ip to look at what networks leave behind.
     gcc libc6-dev nftables iproute2
+    # GantryTesting's module tests: a PostgreSQL client.
+    postgresql-client
     # The cgroup v2 lane: a pure v2 kernel under QEMU, its initramfs and
     # modules; loop devices for the device-control tests.
     qemu-system-x86 kmod cpio util-linux

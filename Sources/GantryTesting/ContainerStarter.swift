@@ -1,4 +1,3 @@
-import Build
 import Foundation
 import GantryCore
 import Logging
@@ -90,14 +89,7 @@ struct ContainerStarter {
             throw TestingError(.image, "image \(name) is not in the state root \(runtime.images.root), and this build has no registry client to pull it")
             #endif
         case .built(let context, let dockerfile, let arguments):
-            let tag = "gantry-testing/built:" + String(fingerprint([context, dockerfile ?? "", arguments.sorted { $0.key < $1.key }.description]).prefix(16))
-            let path = dockerfile.map { $0.hasPrefix("/") ? $0 : context + "/" + $0 }
-            do {
-                try await ImageBuilder(runtime: runtime).build(context: context, options: BuildOptions(dockerfile: path, arguments: arguments, tags: [tag]))
-            } catch {
-                throw TestingError(.image, "cannot build the image of \(context)", underlying: error)
-            }
-            return tag
+            return try await session.buildImage(context: context, dockerfile: dockerfile, arguments: arguments)
         }
     }
 
@@ -263,7 +255,7 @@ struct ContainerStarter {
 }
 
 /// A stable 64-bit FNV-1a hash of `parts`, in hexadecimal.
-private func fingerprint(_ parts: [String]) -> String {
+func fingerprint(_ parts: [String]) -> String {
     var hash: UInt64 = 0xcbf2_9ce4_8422_2325
     for part in parts {
         for byte in part.utf8 + [0] {

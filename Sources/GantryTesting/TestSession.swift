@@ -1,3 +1,4 @@
+import Build
 import Foundation
 public import Gantry
 import GantryCore
@@ -146,6 +147,34 @@ public final class TestSession: Sendable {
 
     /// Labels for what this process makes.
     static var ownerLabels: [String: String] { [ownerLabel: ProcessMark.current] }
+
+    // MARK: - Images
+
+    /// Builds an image from a Dockerfile and returns its name; steps the
+    /// build cache knows are not run again.
+    ///
+    /// - Parameters:
+    ///   - context: The build context's directory.
+    ///   - dockerfile: The Dockerfile, relative to the context (or
+    ///     absolute); by default the context's `Dockerfile`.
+    ///   - arguments: Build arguments (`ARG`).
+    ///   - tag: The image's name; by default one made from the context,
+    ///     the Dockerfile and the arguments.
+    /// - Throws: ``TestingError`` with code `image`, the build's error
+    ///   (naming the Dockerfile's line) underneath.
+    @discardableResult
+    public func buildImage(context: String, dockerfile: String? = nil, arguments: [String: String] = [:],
+                           tag: String? = nil) async throws -> String {
+        let runtime = try await preparedRuntime()
+        let name = tag ?? "gantry-testing/built:" + String(fingerprint([context, dockerfile ?? "", arguments.sorted { $0.key < $1.key }.description]).prefix(16))
+        let path = dockerfile.map { $0.hasPrefix("/") ? $0 : context + "/" + $0 }
+        do {
+            try await ImageBuilder(runtime: runtime).build(context: context, options: BuildOptions(dockerfile: path, arguments: arguments, tags: [name]))
+        } catch {
+            throw TestingError(.image, "cannot build the image of \(context): \(error)", underlying: error)
+        }
+        return name
+    }
 
     // MARK: - Containers
 
