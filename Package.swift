@@ -190,7 +190,7 @@ let package = Package(
         .target(
             name: "GantryTesting",
             dependencies: [
-                "GantryCore", "Gantry", "OCIImage", "Runtime", "Reconciler", "Build",
+                "GantryCore", "Gantry", "OCIImage", "Runtime", "Reconciler", "Build", "Compose",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
             ],

@@ -23,7 +23,7 @@ docker_start() {
     local sock="unix://$dir/docker.sock"
     command -v dockerd >/dev/null || { echo "missing dockerd: apt-get install docker.io" >&2; return 1; }
     [ -x "$DOCKER_CLI" ] || { echo "missing $DOCKER_CLI: apt-get install docker.io" >&2; return 1; }
-    if [ -f "$dir/dockerd.pid" ] && kill -0 "$(cat "$dir/dockerd.pid")" 2>/dev/null; then
+    if [ -f "$dir/dockerd.pid" ] && _docker_alive "$(cat "$dir/dockerd.pid")"; then
         echo "a dockerd already runs for $dir" >&2
         return 1
     fi
@@ -33,6 +33,7 @@ docker_start() {
     iptables-save >"$dir/iptables.before"
     sysctl -n net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables >"$dir/sysctl.before" 2>/dev/null || true
     [ -d /run/containerd ] && touch "$dir/run-containerd.before"
+    [ -d /run/docker ] && touch "$dir/run-docker.before"
 
     if ! ip link show "$DOCKER_BENCH_BRIDGE" >/dev/null 2>&1; then
         ip link add "$DOCKER_BENCH_BRIDGE" type bridge
@@ -40,15 +41,18 @@ docker_start() {
         ip link set "$DOCKER_BENCH_BRIDGE" up
     fi
 
-    # Not exec'd from a subshell of ours: dockerd must outlive this function.
-    dockerd --data-root "$dir/data" --exec-root "$dir/exec" --pidfile "$dir/dockerd.pid" \
-        -H "$sock" --bridge "$DOCKER_BENCH_BRIDGE" --log-level warn \
+    # A config file of its own: /etc/docker/daemon.json is not read, and its
+    # trust key does not go to /etc/docker/key.json.
+    printf '{"deprecated-key-path": "%s"}\n' "$dir/key.json" >"$dir/daemon.json"
+    dockerd --config-file "$dir/daemon.json" --data-root "$dir/data" --exec-root "$dir/exec" \
+        --pidfile "$dir/dockerd.pid" -H "$sock" --bridge "$DOCKER_BENCH_BRIDGE" --log-level warn \
         </dev/null >"$dir/dockerd.log" 2>&1 &
     local pid=$! tries=0
     until "$DOCKER_CLI" -H "$sock" info >/dev/null 2>&1; do
-        if ! kill -0 "$pid" 2>/dev/null || [ $((tries += 1)) -gt 600 ]; then
+        if ! _docker_alive "$pid" || [ $((tries += 1)) -gt 600 ]; then
             echo "dockerd did not answer within 60 s; its log:" >&2
             tail -20 "$dir/dockerd.log" >&2
+            kill -KILL "$pid" 2>/dev/null || true
             docker_stop "$dir"
             return 1
         fi
@@ -62,7 +66,7 @@ docker_stop() {
     dir="$(realpath -m "$1")"
     local sock="unix://$dir/docker.sock" pid=""
     [ -f "$dir/dockerd.pid" ] && pid="$(cat "$dir/dockerd.pid")"
-    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+    if [ -n "$pid" ] && _docker_alive "$pid"; then
         # Containers removed through the daemon take their mounts, network
         # namespaces, veths and shims with them.
         local ids
@@ -70,21 +74,30 @@ docker_stop() {
         [ -z "$ids" ] || "$DOCKER_CLI" -H "$sock" rm -f $ids >/dev/null 2>&1 || true
         kill -TERM "$pid" 2>/dev/null || true
         local tries=0
-        while kill -0 "$pid" 2>/dev/null && [ $((tries += 1)) -le 300 ]; do sleep 0.1; done
+        while _docker_alive "$pid" && [ $((tries += 1)) -le 300 ]; do sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
-        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+        while _docker_alive "$pid"; do sleep 0.1; done
     fi
     rm -f "$dir/dockerd.pid"
 
-    # After a SIGKILL its containerd and shims live on: they are the
-    # processes whose command line names DIR.
-    local proc others
+    # Where dockerd had to be killed, its containers, containerd, shims and
+    # proxies live on: runc ends the first, the others are found by name.
+    local runc_root="$dir/exec/runtime-runc/moby" id proc comm others=""
+    if [ -d "$runc_root" ]; then
+        for id in $(runc --root "$runc_root" list -q 2>/dev/null); do
+            runc --root "$runc_root" delete --force "$id" 2>/dev/null || true
+        done
+    fi
     for proc in /proc/[0-9]*; do
-        if tr '\0' ' ' <"$proc/cmdline" 2>/dev/null | grep -qF -- "$dir/"; then
-            others+=" ${proc#/proc/}"
-        fi
+        comm="$(cat "$proc/comm" 2>/dev/null)" || continue
+        case "$comm" in
+        containerd | containerd-shim*) tr '\0' ' ' <"$proc/cmdline" | grep -qF -- " $dir/" || continue ;;
+        docker-proxy) tr '\0' ' ' <"$proc/cmdline" | grep -qF -- "-container-ip ${DOCKER_BENCH_CIDR%.*}." || continue ;;
+        *) continue ;;
+        esac
+        others+=" ${proc#/proc/}"
     done
-    [ -z "${others:-}" ] || kill -KILL $others 2>/dev/null || true
+    [ -z "$others" ] || kill -KILL $others 2>/dev/null || true
 
     # Deepest first, so that each is unmounted before the one it is under.
     local target
@@ -92,19 +105,27 @@ docker_stop() {
         umount -l "$target" 2>/dev/null || true
     done
 
-    ip link show "$DOCKER_BENCH_BRIDGE" >/dev/null 2>&1 && ip link delete "$DOCKER_BENCH_BRIDGE"
-
-    [ -f "$dir/iptables.before" ] && _docker_iptables_restore "$dir"
-    if [ -f "$dir/sysctl.before" ]; then
-        local forward bridge_nf
-        { read -r forward; read -r bridge_nf; } <"$dir/sysctl.before" || true
-        [ -z "${forward:-}" ] || sysctl -qw net.ipv4.ip_forward="$forward" || true
-        [ -z "${bridge_nf:-}" ] || sysctl -qw net.bridge.bridge-nf-call-iptables="$bridge_nf" || true
-    fi
-    # containerd puts its shims' sockets in /run/containerd/s whatever its
-    # state directory; the directory goes if it was not there before.
+    # The host as docker_start found it, where docker_start ran.
+    [ -f "$dir/nft-tables.before" ] || return 0
+    if ip link show "$DOCKER_BENCH_BRIDGE" >/dev/null 2>&1; then ip link delete "$DOCKER_BENCH_BRIDGE"; fi
+    _docker_iptables_restore "$dir"
+    local forward bridge_nf
+    { read -r forward; read -r bridge_nf; } <"$dir/sysctl.before" || true
+    [ -z "${forward:-}" ] || sysctl -qw net.ipv4.ip_forward="$forward" || true
+    [ -z "${bridge_nf:-}" ] || sysctl -qw net.bridge.bridge-nf-call-iptables="$bridge_nf" || true
+    # containerd puts its shims' sockets in /run/containerd/s and dockerd
+    # makes /run/docker/plugins whatever their state directories: they go
+    # where they were not there before.
     [ -f "$dir/run-containerd.before" ] || rm -rf /run/containerd
-    rm -f "$dir/nft-tables.before" "$dir/iptables.before" "$dir/sysctl.before" "$dir/run-containerd.before"
+    [ -f "$dir/run-docker.before" ] || rm -rf /run/docker
+    rm -f "$dir"/*.before
+}
+
+# Whether PID runs; a zombie does not (dockerd is the caller's child, which
+# the caller's shell may not have reaped yet).
+_docker_alive() {
+    local state
+    state="$(ps -o stat= -p "$1" 2>/dev/null)" && [ "${state:0:1}" != Z ]
 }
 
 # Takes back the iptables rules, chains and policies dockerd added (those not
@@ -116,12 +137,12 @@ _docker_iptables_restore() {
         before="$(awk -v t="*$table" '/^\*/ { in_t = ($0 == t); next } in_t' "$dir/iptables.before")"
         after="$(iptables -t "$table" -S 2>/dev/null)" || continue
         # Rules first, newest first, then the chains they jumped to.
-        grep '^-A ' <<<"$after" | grep -vxF -f <(grep '^-A ' <<<"$before"; echo '#') | tac |
+        { grep '^-A ' <<<"$after" | grep -vxF -f <(grep '^-A ' <<<"$before"; echo '#') || true; } | tac |
             while read -r rule; do eval "iptables -t $table -D ${rule#-A }" || true; done
-        grep '^-N ' <<<"$after" | grep -vxF -f <(grep '^:' <<<"$before" | awk '{ print "-N " substr($1, 2) }'; echo '#') |
-            while read -r _ chain; do iptables -t "$table" -F "$chain"; iptables -t "$table" -X "$chain" || true; done
+        { grep '^-N ' <<<"$after" | grep -vxF -f <(grep '^:' <<<"$before" | awk '{ print "-N " substr($1, 2) }'; echo '#') || true; } |
+            while read -r _ chain; do iptables -t "$table" -F "$chain" && iptables -t "$table" -X "$chain" || true; done
         # A built-in chain's policy, as it was (ACCEPT where the table was not).
-        grep '^-P ' <<<"$after" | while read -r _ chain policy; do
+        { grep '^-P ' <<<"$after" || true; } | while read -r _ chain policy; do
             local was
             was="$(awk -v c=":$chain" '$1 == c { print $2 }' <<<"$before")"
             [ "$policy" = "${was:-ACCEPT}" ] || iptables -t "$table" -P "$chain" "${was:-ACCEPT}"

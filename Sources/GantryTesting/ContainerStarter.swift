@@ -28,7 +28,7 @@ struct ContainerStarter {
             spec.lifetime = .independent
             if let found = try await reusable(spec.name ?? "", runtime) {
                 let running = RunningContainer(container: found, runtime: runtime, description: container, volumes: [], kept: true)
-                try await awaitReady(running, healthCheck: healthCheck)
+                try await running.awaitReady(container.waitStrategy, timeout: container.startupTimeout, healthCheck: healthCheck, image: imageDescription)
                 try await runHooks(.ready, running)
                 return running
             }
@@ -62,7 +62,7 @@ struct ContainerStarter {
             try await created.start()
             consumeLogs(of: created)
             try await runHooks(.started, running)
-            try await awaitReady(running, healthCheck: healthCheck)
+            try await running.awaitReady(container.waitStrategy, timeout: container.startupTimeout, healthCheck: healthCheck, image: imageDescription)
             try await runHooks(.ready, running)
             return running
         } catch {
@@ -177,73 +177,6 @@ struct ContainerStarter {
                 // The output ends with the container.
             }
         }
-    }
-
-    /// Waits for the strategy, the container's end or the deadline,
-    /// whichever comes first.
-    private func awaitReady(_ running: RunningContainer, healthCheck: [String]?) async throws {
-        let strategy = container.waitStrategy
-        let ending = ContainerEnding()
-        // A reused container started by an earlier run is followed
-        // through its record instead.
-        let owned = (try? running.container.onExit { ending.set($0) }) != nil
-        let note = LastNote()
-        let context = WaitContext(running: running, healthCheck: healthCheck, ending: ending, lastNote: note)
-        let timeout = container.startupTimeout
-        enum Outcome: Sendable {
-            case ready
-            case failed(String)
-            case ended(ContainerExit)
-            case timedOut
-        }
-        let outcome = await withTaskGroup(of: Outcome?.self) { group in
-            group.addTask {
-                do {
-                    try await strategy.check(context)
-                    return .ready
-                } catch is CancellationError {
-                    return nil
-                } catch {
-                    return .failed("\(error)")
-                }
-            }
-            group.addTask {
-                let clock = ContinuousClock()
-                let deadline = clock.now.advanced(by: timeout)
-                while clock.now < deadline {
-                    if !owned, let record = try? running.container.record, record.status == .stopped {
-                        ending.set(record.exit ?? ContainerExit(status: .exited(0), reason: .exited))
-                    }
-                    if !strategy.awaitsExit, let exit = ending.exit {
-                        // What it wrote last reaches its log a moment after its end.
-                        try? await Task.sleep(for: .milliseconds(20))
-                        return .ended(exit)
-                    }
-                    do { try await Task.sleep(for: .milliseconds(10)) } catch { return nil }
-                }
-                return .timedOut
-            }
-            let first = await group.next() ?? nil
-            group.cancelAll()
-            return first ?? .timedOut
-        }
-        let what = "container \(running.name) (\(imageDescription))"
-        let reason: String
-        let code: TestingErrorCode
-        switch outcome {
-        case .ready: return
-        case .failed(let why):
-            (code, reason) = (.exited, "\(what) can never be ready (waiting for \(strategy)): \(why)")
-        case .ended(let exit):
-            (code, reason) = (.exited, "\(what) \(exit) before it was ready (waiting for \(strategy))")
-        case .timedOut:
-            (code, reason) = (.timedOut, "\(what) was not ready within \(timeout) (waiting for \(strategy))" + (note.text.map { "; last: \($0)" } ?? ""))
-        }
-        var message = reason
-        if case .timedOut = outcome, let exit = ending.exit { message += "; it \(exit)" }
-        let lines = await running.lastLines(20)
-        message += lines.isEmpty ? "\nit wrote nothing" : "\nits last lines:\n" + lines.map { "  | " + $0 }.joined(separator: "\n")
-        throw TestingError(code, message)
     }
 
     private var imageDescription: String {

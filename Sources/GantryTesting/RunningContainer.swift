@@ -18,11 +18,16 @@ public final class RunningContainer: Sendable {
     let volumes: [String]
     /// Whether it is kept when removed (a reusable container).
     let kept: Bool
+    /// For a compose service's replica: the service's ports, which its
+    /// load-balanced endpoint publishes for all its replicas.
+    let servicePorts: [PublishedPort]?
     private let removed = Mutex(false)
 
-    init(container: Container, runtime: ContainerRuntime, description: TestContainer, volumes: [String], kept: Bool) {
+    init(container: Container, runtime: ContainerRuntime, description: TestContainer, volumes: [String], kept: Bool,
+         servicePorts: [PublishedPort]? = nil) {
         self.container = container
         self.runtime = runtime
+        self.servicePorts = servicePorts
         self.description = description
         self.volumes = volumes
         self.kept = kept
@@ -39,7 +44,7 @@ public final class RunningContainer: Sendable {
     /// - Throws: ``TestingError`` with code `portNotExposed` naming the
     ///   ports it does expose, when `port` is not one of them.
     public func mappedPort(_ port: UInt16) throws -> UInt16 {
-        let published = try container.record.network?.ports ?? []
+        let published = try servicePorts ?? container.record.network?.ports ?? []
         if let found = published.first(where: { $0.containerPort == port && $0.protocol == .tcp }) { return found.hostPort }
         let exposed = published.map { String($0.containerPort) }
         throw TestingError(.portNotExposed, "container \(name) does not expose port \(port)"
