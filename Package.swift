@@ -219,7 +219,7 @@ let package = Package(
         .executableTarget(
             name: "GantryBench",
             dependencies: [
-                "OCIImage", "Runtime", "Scheduler", "Reconciler",
+                "OCIImage", "Runtime", "Scheduler", "Reconciler", "GantryTesting",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             path: "Benchmarks/GantryBench",

@@ -10,7 +10,7 @@ struct GantryBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gantry-bench",
         abstract: "Measure how fast Gantry starts, heals and places containers and how little it keeps per container.",
-        subcommands: [Start.self, Burst.self, Memory.self, Port.self, Heal.self, Converge.self, Balance.self, SchedulerBenchmark.self])
+        subcommands: [Start.self, Burst.self, Memory.self, Port.self, Heal.self, Converge.self, Balance.self, SchedulerBenchmark.self, TestingBench.self])
 }
 
 /// Where the benchmarks run: a state root holding a busybox image.

@@ -82,20 +82,22 @@ docker_stop() {
 
     # Where dockerd had to be killed, its containers, containerd, shims and
     # proxies live on: runc ends the first, the others are found by name.
-    local runc_root="$dir/exec/runtime-runc/moby" id proc comm others=""
+    local runc_root="$dir/exec/runtime-runc/moby" id proc comm cmdline others=""
     if [ -d "$runc_root" ]; then
         for id in $(runc --root "$runc_root" list -q 2>/dev/null); do
             runc --root "$runc_root" delete --force "$id" 2>/dev/null || true
         done
     fi
     for proc in /proc/[0-9]*; do
-        comm="$(cat "$proc/comm" 2>/dev/null)" || continue
+        read -r comm 2>/dev/null <"$proc/comm" || continue
         case "$comm" in
-        containerd | containerd-shim*) tr '\0' ' ' <"$proc/cmdline" | grep -qF -- " $dir/" || continue ;;
-        docker-proxy) tr '\0' ' ' <"$proc/cmdline" | grep -qF -- "-container-ip ${DOCKER_BENCH_CIDR%.*}." || continue ;;
+        containerd | containerd-shim* | docker-proxy) ;;
         *) continue ;;
         esac
-        others+=" ${proc#/proc/}"
+        cmdline="$(tr '\0' ' ' 2>/dev/null <"$proc/cmdline")" || continue
+        case "$cmdline" in
+        *" $dir/"* | *"-container-ip ${DOCKER_BENCH_CIDR%.*}."*) others+=" ${proc#/proc/}" ;;
+        esac
     done
     [ -z "$others" ] || kill -KILL $others 2>/dev/null || true
 
@@ -145,10 +147,15 @@ _docker_iptables_restore() {
         { grep '^-P ' <<<"$after" || true; } | while read -r _ chain policy; do
             local was
             was="$(awk -v c=":$chain" '$1 == c { print $2 }' <<<"$before")"
-            [ "$policy" = "${was:-ACCEPT}" ] || iptables -t "$table" -P "$chain" "${was:-ACCEPT}"
+            [ "$policy" = "${was:-ACCEPT}" ] || iptables -t "$table" -P "$chain" "${was:-ACCEPT}" || true
         done
-        if ! grep -qx "table ip $table" "$dir/nft-tables.before" && nft list tables | grep -qx "table ip $table" &&
-            ! iptables -t "$table" -S | grep -qv '^-P .* ACCEPT$'; then
+        # (grep reads whole outputs here: with pipefail, grep -q on a pipe can
+        # fail its writer.)
+        local tables rest
+        tables="$(nft list tables)"
+        rest="$(iptables -t "$table" -S | grep -v '^-P .* ACCEPT$' || true)"
+        if ! grep -qx "table ip $table" "$dir/nft-tables.before" && grep -qx "table ip $table" <<<"$tables" &&
+            [ -z "$rest" ]; then
             nft delete table ip "$table"
         fi
     done

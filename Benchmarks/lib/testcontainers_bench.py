@@ -12,8 +12,9 @@ Each container runs busybox httpd on port 80, published on a host port.
 Per round: from DockerContainer.start() to ready (its port wait passed and one
 GET on 127.0.0.1 answered "ok"), then stop(), which removes the container.
 Then --sequence throwaway containers one after another. With --kill-test, a
-child process starts a container and is SIGKILLed: without Ryuk nothing
-removes that container, and the JSON says how many are left.
+child process starts --kill-count containers and is SIGKILLed: without Ryuk
+nothing removes them, and the JSON says how many are left (in `docker ps -a`)
+and running, right after the kill and 2 s later.
 """
 
 import argparse
@@ -120,23 +121,23 @@ def measure(args, client):
 
 
 def child(args):
-    """The process that is killed: starts a container, says so, waits."""
-    container = httpd_container(args.image, args.poll_interval).start()
-    get_ok(container, args.poll_interval)
+    """The process that is killed: starts its containers, says so, waits."""
+    for _ in range(args.kill_count):
+        get_ok(httpd_container(args.image, args.poll_interval).start(), args.poll_interval)
     print(SESSION_ID, flush=True)
     time.sleep(3600)
 
 
 def kill_test(args, client):
     process = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--image", args.image, "--child"],
+        [sys.executable, os.path.abspath(__file__), "--image", args.image, "--child", "--kill-count", str(args.kill_count)],
         stdout=subprocess.PIPE,
         text=True,
     )
     session = process.stdout.readline().strip()
     if not session:
         process.wait()
-        raise SystemExit("the child did not start its container")
+        raise SystemExit("the child did not start its containers")
     process.send_signal(signal.SIGKILL)
     process.wait()
 
@@ -144,15 +145,21 @@ def kill_test(args, client):
     def left():
         return client.containers.list(all=True, filters={"label": f"{LABEL_SESSION_ID}={session}"})
 
-    after_kill = len(left())
+    def running(containers):
+        return sum(1 for c in containers if c.status == "running")
+
+    after_kill = left()
     time.sleep(2)
     remaining = left()
     for container in remaining:
         container.remove(force=True, v=True)
     return {
         "tool": tool_name(client),
-        "left_after_kill": after_kill,
+        "started": args.kill_count,
+        "left_after_kill": len(after_kill),
         "left_after_2s": len(remaining),
+        "running_after_kill": running(after_kill),
+        "running_after_2s": running(remaining),
         "ryuk": "disabled",
     }
 
@@ -164,6 +171,7 @@ def main():
     parser.add_argument("--sequence", type=int, default=20)
     parser.add_argument("--output", help="JSON file (else stdout)")
     parser.add_argument("--kill-test", action="store_true", help="what a SIGKILLed test process leaves")
+    parser.add_argument("--kill-count", type=int, default=2, help="containers the killed process starts")
     # Gantry's port wait polls every 25 ms; testcontainers' default is 1 s.
     parser.add_argument("--poll-interval", type=float, default=0.025, help="seconds between wait checks")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

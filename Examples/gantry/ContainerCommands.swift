@@ -506,12 +506,23 @@ struct Kill: AsyncParsableCommand {
 struct Remove: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove containers.")
     @Flag(name: .shortAndLong, help: "Kill running containers first.") var force = false
-    @Argument(help: "Names or IDs.") var names: [String]
+    @Option(name: .customLong("label"), help: ArgumentHelp(
+        "Also remove every container with this label (and value, when given): `--label dev.gantry.testing.reuse` removes the containers tests keep for reuse.",
+        valueName: "key[=value]")) var labels: [String] = []
+    @Argument(help: "Names or IDs.") var names: [String] = []
     @OptionGroup var global: GlobalOptions
+
+    func validate() throws {
+        if names.isEmpty && labels.isEmpty { throw ValidationError("name the containers to remove, or give --label") }
+    }
 
     func run() async throws {
         let runtime = try await global.openGantry().containers
-        for name in names {
+        let wanted = try parseLabels(labels)
+        let labelled = try runtime.list().filter { record in
+            !wanted.isEmpty && wanted.allSatisfy { key, value in record.spec.labels[key].map { value.isEmpty || $0 == value } ?? false }
+        }
+        for name in names + labelled.map(\.name) {
             do {
                 try await runtime.container(name).remove(force: force)
             } catch let error as RuntimeError where error.code == .invalidState && runtime.damagedContainers().contains(where: { name.count >= 4 && $0.id.hasPrefix(name) || $0.names.contains(name) }) {

@@ -156,5 +156,6 @@ public final class RunningContainer: Sendable {
         for hook in description.hooks[.stopping] ?? [] { try? await hook(self) }
         try await container.remove(force: true)
         for volume in volumes { try await runtime.volumes.remove(volume) }
+        for hook in description.hooks[.removed] ?? [] { try? await hook(self) }
     }
 }

@@ -86,6 +86,20 @@ public struct RunningCompose: Sendable {
             }
     }
 
+    /// The last lines of output of `service`'s replicas, running or
+    /// not, for a failure's message.
+    func lastLines(of service: String) async -> String {
+        var text = ""
+        for replica in (try? runtime.list()) ?? [] where replica.spec.labels[ReplicaLabel.project] == project
+            && replica.spec.labels[ReplicaLabel.service] == service {
+            let logs = (try? await runtime.container(replica.id).logs.text()) ?? ""
+            let lines = logs.split(separator: "\n").suffix(20)
+            text += "\n\(replica.name) (\(replica.status)\(replica.exit.map { ", \($0)" } ?? "")): "
+                + (lines.isEmpty ? "it wrote nothing" : "its last lines:\n" + lines.map { "  | " + $0 }.joined(separator: "\n"))
+        }
+        return text
+    }
+
     /// A running replica of `service`.
     ///
     /// - Throws: ``TestingError`` when the project has no such service, or
@@ -142,13 +156,20 @@ extension TestSession {
         do {
             let result = try await reconciler.withRunning { reconciler in
                 try await reconciler.apply(project)
+                let running = RunningCompose(project: project.name, reconciler: reconciler, runtime: runtime)
                 for service in services {
-                    let record = try await reconciler.waitForRollout(service, timeout: max(deadline - .now, .zero))
+                    let what = "service \(service) of compose project \(project.name)"
+                    let record: ServiceRecord
+                    do {
+                        record = try await reconciler.waitForRollout(service, timeout: max(deadline - .now, .zero))
+                    } catch let error as ReconcilerError {
+                        throw TestingError(.timedOut, "\(what) did not roll out within \(compose.startupTimeout): \(error.message)"
+                            + (await running.lastLines(of: service)))
+                    }
                     if record.status.rollout == .failed {
-                        throw TestingError(.exited, "service \(service) of compose project \(project.name) did not roll out: \(record.status.message ?? "")")
+                        throw TestingError(.exited, "\(what) did not roll out: \(record.status.message ?? "")" + (await running.lastLines(of: service)))
                     }
                 }
-                let running = RunningCompose(project: project.name, reconciler: reconciler, runtime: runtime)
                 for service in services {
                     // The store's record follows the reconciler a moment later.
                     for _ in 0 ..< 100 where (try? running.service(service)) == nil { try await Task.sleep(for: .milliseconds(20)) }

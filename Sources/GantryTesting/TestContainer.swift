@@ -41,6 +41,8 @@ public struct TestContainer: Sendable {
         case ready
         /// About to be stopped and removed.
         case stopping
+        /// Stopped and removed: its output and files are gone.
+        case removed
     }
 
     /// A hook: work done at a point of the container's life.

@@ -61,8 +61,8 @@ public final class TestSession: Sendable {
     /// - Parameters:
     ///   - root: The state root, created when missing.
     ///   - registry: The client that pulls images the state root lacks; by
-    ///     default one that gives up on an unreachable registry within a
-    ///     few seconds, so that a test fails fast.
+    ///     default one that gives up on a registry it cannot connect to
+    ///     within about four seconds, so that a test fails fast.
     ///   - cgroupParent: The cgroup the containers are created under.
     ///   - runWithoutUnenforceableLimits: For an ordinary user without a
     ///     delegated cgroup: run containers that ask for limits without
@@ -70,7 +70,10 @@ public final class TestSession: Sendable {
     ///   - logger: Where the session logs.
     public init(root: StateRoot = .default, registry: RegistryClient? = nil, cgroupParent: String = "gantry",
                 runWithoutUnenforceableLimits: Bool = false, logger: Logger = Logger(label: "gantry.testing")) throws {
-        let client = try registry ?? RegistryClient(options: RegistryOptions(retry: RetryPolicy(attempts: 3, connectionWindow: .seconds(3))))
+        // The HTTP client keeps trying to connect until its connect
+        // timeout, even when refused: both bounds are short.
+        let client = try registry ?? RegistryClient(options: RegistryOptions(retry: RetryPolicy(attempts: 2, connectionWindow: .seconds(3)),
+                                                                             connectTimeout: .seconds(2)))
         gantry = try Gantry(root: root, registry: client, cgroupParent: cgroupParent,
                             runWithoutUnenforceableLimits: runWithoutUnenforceableLimits, logger: logger)
         self.logger = logger
@@ -188,6 +191,30 @@ public final class TestSession: Sendable {
     public func start(_ container: TestContainer) async throws -> RunningContainer {
         try await ContainerStarter(session: self, container: container).start()
     }
+
+    /// The container started under `key` for the whole run: started and
+    /// waited for by the first call, the same for every later call (from
+    /// any test, at once or after), and never removed by a test — it ends
+    /// with the process, as every container of a session does, and the
+    /// next session removes what it left.
+    ///
+    /// A start that failed is tried again by the next call.
+    public func containerForTheRun(_ key: String, _ container: TestContainer) async throws -> RunningContainer {
+        let task = runContainers.withLock { tasks in
+            if let task = tasks[key] { return task }
+            let task = Task { try await start(container) }
+            tasks[key] = task
+            return task
+        }
+        do {
+            return try await task.value
+        } catch {
+            runContainers.withLock { tasks in if tasks[key] == task { tasks[key] = nil } }
+            throw error
+        }
+    }
+
+    private let runContainers = Mutex<[String: Task<RunningContainer, any Error>]>([:])
 
     /// Runs `body` with `container` started and ready, and removes it
     /// afterwards: after `body` returns or throws, and on cancellation.

@@ -302,15 +302,18 @@ struct WaitContext: Sendable {
         case notYet(String?)
     }
 
-    /// Tries `attempt` every `interval` until it is satisfied.
+    /// Tries `attempt` until it is satisfied: soon again at first, since
+    /// most servers are ready within milliseconds, then every `interval`.
     func poll(_ interval: Duration, _ attempt: () async throws -> Attempt) async throws {
+        var pause = min(.milliseconds(1), interval)
         while true {
             try Task.checkCancellation()
             switch try await attempt() {
             case .satisfied: return
             case .notYet(let why): if let why { note(why) }
             }
-            try await Task.sleep(for: interval)
+            try await Task.sleep(for: pause)
+            pause = min(pause * 2, interval)
         }
     }
 

@@ -281,3 +281,30 @@ public func filesHolding(_ needle: String, under path: String) -> [String] {
 public func md5Hex(_ text: String) async throws -> String {
     String(try await run("md5sum", [], input: Data(text.utf8)).prefix(32))
 }
+
+/// Runs this test binary's tests matching `filter` as the ordinary `user`,
+/// with `home` as its home, `home/data` as `XDG_DATA_HOME` and `home/run`
+/// as `XDG_RUNTIME_DIR`, and `environment` besides; returns the exit
+/// status and the runner's report.
+public func runTests(asUser user: String, home: String, filter: String, environment: [String: String] = [:]) async throws -> (status: Int32, report: String) {
+    let variables = ["PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + home, "TMPDIR=/tmp", "XDG_DATA_HOME=" + home + "/data",
+                     "XDG_RUNTIME_DIR=" + home + "/run"] + environment.sorted { $0.key < $1.key }.map { $0.key + "=" + $0.value }
+    let (status, output, error) = try await runWithStatus("/usr/sbin/runuser", ["-u", user, "--", "env", "-i"] + variables + [
+        CommandLine.arguments[0], "--testing-library", "swift-testing", "--filter", filter,
+    ])
+    // The test runner reports on its standard error.
+    return (status, output + error)
+}
+
+/// The processes `user` still has once they had 2 s to end (an init whose
+/// launcher ended is reaped by the host's init a moment later), as `ps`
+/// lists them; empty when none.
+public func processesLeft(of user: String) async throws -> String {
+    var left = ""
+    for _ in 0 ..< 100 {
+        left = try await runWithStatus("/bin/ps", ["-o", "pid=,args=", "-u", user]).output
+        if left.isEmpty { break }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    return left
+}

@@ -36,7 +36,7 @@ struct ComposeTests {
         try await withTestingSession("testing-compose-fail") { session, _ async throws in
             let compose = TestCompose(file: Self.file)
                 .waiting(for: "client", .logLine(containing: "never printed"))
-                .startupTimeout(.seconds(3))
+                .startupTimeout(.seconds(8))
             let error = await #expect(throws: TestingError.self) { try await session.withCompose(compose) { _ in } }
             #expect(error?.code == .timedOut)
             #expect(error?.message.contains("service client of compose project testing-") == true, "\(error?.message ?? "")")

@@ -254,6 +254,24 @@ func buildingGuideStepByStep(gantry: Gantry) async throws {
     try await image.commit(as: "worker:1")
 }
 
+/// What the README's testing example stores.
+struct Order: Sendable { var id: Int }
+/// A store the README's testing example saves to.
+struct OrderStore {
+    init(url: String) throws {}
+    func save(_ order: Order) async throws {}
+}
+
+@Suite(.disabled("the guides' examples are compiled, not run"))
+struct ReadmeTestingExample {
+    @Test func storesAnOrder() async throws {
+        try await withTestContainer(.postgreSQL()) { db in
+            let url = try db.postgreSQLURL            // postgresql://test:test@127.0.0.1:40213/test
+            try await OrderStore(url: url).save(Order(id: 1))
+        }
+    }
+}
+
 func testingGuide() async throws {
     let web = TestContainer(image: "busybox:test", command: ["httpd", "-f", "-p", "80", "-h", "/www"])
         .copying(contents: "hello", to: "/www/index.html")
@@ -277,6 +295,19 @@ struct TestingGuideSuites {
             let cache = try RunningContainer.scoped("cache")
             print(try cache.endpoint(6379))             // 127.0.0.1:40117
         }
+    }
+}
+
+func testingGuideForTheRun() async throws {
+    let shared = try await TestSession.shared.containerForTheRun("db", .postgreSQL())
+    print(try shared.postgreSQLURL)
+}
+
+func testingGuideCompose() async throws {
+    let environment = TestCompose(file: "compose.yaml")
+        .waiting(for: "web", .http("/", port: 80))
+    try await TestSession.shared.withCompose(environment) { project in
+        print(try project.endpoint("web", 80))       // 127.0.0.1:40551
     }
 }
 

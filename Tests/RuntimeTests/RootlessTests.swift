@@ -17,8 +17,6 @@ private let fixtures = ProcessInfo.processInfo.environment["GANTRY_ROOTLESS_FIXT
 /// `umoci unpack` gives of it; then runs each user's suite as that user and
 /// removes the users and everything they made.
 @Suite(.requiresRoot, .serialized) struct RootlessHostTests {
-    let tests = CommandLine.arguments[0]
-
     @Test func ordinaryUsersRunContainers() async throws {
         try await withTemporaryDirectory("rootless") { dir in
             chmod(dir, 0o755)
@@ -40,22 +38,10 @@ private let fixtures = ProcessInfo.processInfo.environment["GANTRY_ROOTLESS_FIXT
                 _ = try await runWithStatus("/bin/mount", ["-t", "tmpfs", "-o", "mode=700,size=64m", "tmpfs", home + "/run"], check: true)
                 defer { umount2(home + "/run", Int32(MNT_DETACH)) }
                 _ = try await runWithStatus("/bin/chown", ["-R", user + ":" + user, home], check: true)
-                let (status, output, error) = try await runWithStatus("/usr/sbin/runuser", [
-                    "-u", user, "--", "env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + home, "TMPDIR=/tmp",
-                    "XDG_DATA_HOME=" + home + "/data", "XDG_RUNTIME_DIR=" + home + "/run", "GANTRY_ROOTLESS_FIXTURES=" + dir,
-                    tests, "--testing-library", "swift-testing", "--filter", suite + "/",
-                ])
-                // The test runner reports on its standard error.
-                let report = output + error
+                let (status, report) = try await runTests(asUser: user, home: home, filter: suite + "/", environment: ["GANTRY_ROOTLESS_FIXTURES": dir])
                 #expect(status == 0 && report.contains("Test run with \(count) in 1 suite passed") && !report.contains("() skipped"), "\(user): \(report)")
-                // Nothing of the user's is left running (an init whose
-                // launcher ended is reaped by the host's init a moment later).
-                var left = ""
-                for _ in 0 ..< 100 {
-                    left = try await runWithStatus("/bin/ps", ["-o", "pid=,args=", "-u", user]).output
-                    if left.isEmpty { break }
-                    try await Task.sleep(for: .milliseconds(20))
-                }
+                // Nothing of the user's is left running.
+                let left = try await processesLeft(of: user)
                 #expect(left.isEmpty, "processes of \(user) left: \(left)")
                 // Nor any run-time file (the base directory may stay).
                 let runtimeLeft = try FileManager.default.subpathsOfDirectory(atPath: home + "/run").filter { $0 != "gantry" }

@@ -1,5 +1,6 @@
 import CNftables
 import Foundation
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -40,19 +41,34 @@ enum Firewall {
         // One thread, with low descriptor numbers (libnftables selects on
         // its socket), makes every call: contexts are not safe to share.
         return try LowDescriptorThread.nftables.perform {
-            guard let context = nft_ctx_new(UInt32(NFT_CTX_DEFAULT)) else {
-                throw RuntimeError(.network, "cannot start libnftables")
-            }
-            defer { nft_ctx_free(context) }
-            if json { nft_ctx_output_set_flags(context, UInt32(NFT_CTX_OUTPUT_JSON | NFT_CTX_OUTPUT_HANDLE)) }
-            nft_ctx_buffer_output(context)
-            nft_ctx_buffer_error(context)
+            let context = try SystemContext.shared.context()
+            nft_ctx_output_set_flags(context, json ? UInt32(NFT_CTX_OUTPUT_JSON | NFT_CTX_OUTPUT_HANDLE) : 0)
             let status = nft_run_cmd_from_buffer(context, commands)
             guard status == 0 else {
                 let message = nft_ctx_get_error_buffer(context).map { String(cString: $0) } ?? ""
                 throw RuntimeError(.network, "nftables refused the rules: \(message.trimmingCharacters(in: .whitespacesAndNewlines))")
             }
             return nft_ctx_get_output_buffer(context).map { String(cString: $0) } ?? ""
+        }
+    }
+
+    /// The libnftables context of the thread that makes every call, made
+    /// once and kept with its netlink socket: closing a socket that made a
+    /// change waits for the kernel to finish committing it (10 to 20 ms
+    /// here), which a kept socket never pays. Used on that thread only.
+    private final class SystemContext: @unchecked Sendable {
+        static let shared = SystemContext()
+        private var made: OpaquePointer?
+
+        func context() throws -> OpaquePointer {
+            if let made { return made }
+            guard let context = nft_ctx_new(UInt32(NFT_CTX_DEFAULT)) else {
+                throw RuntimeError(.network, "cannot start libnftables")
+            }
+            nft_ctx_buffer_output(context)
+            nft_ctx_buffer_error(context)
+            made = context
+            return context
         }
     }
 
@@ -140,23 +156,33 @@ enum Firewall {
     }
 
     private static func installPortRules(containerID: String, address: IPv4Address, ports: [PublishedPort], host: NetworkHost) throws {
-        try ensureTable(host)
         let tag = containerTag(containerID)
-        try run(ports.map { port in
+        let rules = ports.map { port in
             let destination = port.hostIP.map { "ip daddr \($0) " } ?? ""
             return "add rule ip \(table) ports \(destination)\(port.protocol.rawValue) dport \(port.hostPort) dnat to \(address):\(port.containerPort) comment \"\(tag)\""
-        }.joined(separator: "\n"), host: host)
+        }.joined(separator: "\n")
+        // The table is checked (a listing of it, parsed) once per process;
+        // should another process have removed it since, adding the rules
+        // fails, and it is made again.
+        if host.isSystem, systemTableEnsured.load(ordering: .relaxed), (try? run(rules, host: host)) != nil { return }
+        try ensureTable(host)
+        if host.isSystem { systemTableEnsured.store(true, ordering: .relaxed) }
+        try run(rules, host: host)
     }
+
+    /// Whether this process has made sure of the host's table and chains.
+    private static let systemTableEnsured = Atomic<Bool>(false)
 
     /// Deletes every rule tagged for a network or container.
     static func removeRules(network id: String, host: NetworkHost) throws { try removeRules(tagged: networkTag(id), host: host) }
-    static func removeRules(container id: String, host: NetworkHost) throws { try removeRules(tagged: containerTag(id), host: host) }
+    /// A container's rules are in the `ports` chain only: that chain is listed, not the table.
+    static func removeRules(container id: String, host: NetworkHost) throws { try removeRules(tagged: containerTag(id), in: "ports", host: host) }
 
     /// The comments of every rule in the table (none when there is no table).
-    static func listRules(host: NetworkHost = .system) throws -> [(chain: String, handle: Int, comment: String?)] {
+    static func listRules(host: NetworkHost = .system, chain: String? = nil) throws -> [(chain: String, handle: Int, comment: String?)] {
         let output: String
         do {
-            output = try run("list table ip \(table)", json: true, host: host)
+            output = try run(chain.map { "list chain ip \(table) \($0)" } ?? "list table ip \(table)", json: true, host: host)
         } catch {
             return []
         }
@@ -176,16 +202,16 @@ enum Firewall {
         return items.compactMap { ($0["chain"] as? [String: Any])?["name"] as? String }
     }
 
-    private static func removeRules(tagged tag: String, host: NetworkHost) throws {
+    private static func removeRules(tagged tag: String, in chain: String? = nil, host: NetworkHost) throws {
         try changing(host) {
-            let commands = deleteCommands(tagged: tag, host: host)
+            let commands = deleteCommands(tagged: tag, in: chain, host: host)
             guard !commands.isEmpty else { return }
             try run(commands.joined(separator: "\n"), host: host)
         }
     }
 
-    static func deleteCommands(tagged tag: String, host: NetworkHost) -> [String] {
-        ((try? listRules(host: host)) ?? []).filter { $0.comment == tag }.map { "delete rule ip \(table) \($0.chain) handle \($0.handle)" }
+    static func deleteCommands(tagged tag: String, in chain: String? = nil, host: NetworkHost) -> [String] {
+        ((try? listRules(host: host, chain: chain)) ?? []).filter { $0.comment == tag }.map { "delete rule ip \(table) \($0.chain) handle \($0.handle)" }
     }
 
     static func networkTag(_ id: String) -> String { "gantry network " + id.prefix(12) }
