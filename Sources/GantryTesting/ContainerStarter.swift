@@ -21,7 +21,7 @@ struct ContainerStarter {
         spec.root = .image(image)
         try place(&spec, runtime)
 
-        let reuseKey = container.reuse ? try reuseKey(image) : nil
+        let reuseKey = container.reuse ? try reuseKey(image, digest: try await runtime.images.image(image).descriptor.digest.description) : nil
         if let reuseKey {
             spec.name = "testing-reuse-" + reuseKey
             spec.labels[TestSession.reuseLabel] = reuseKey
@@ -40,7 +40,7 @@ struct ContainerStarter {
         do {
             for target in container.volumeTargets {
                 let volume = try await runtime.volumes.create("testing-" + String(UUID().uuidString.prefix(12)).lowercased(),
-                                                              labels: reuseKey == nil ? TestSession.ownerLabels : [:])
+                                                              labels: reuseKey.map { [TestSession.reuseLabel: $0] } ?? TestSession.ownerLabels)
                 volumes.append(volume.name)
                 spec.mounts.append(.volume(name: volume.name, target: target))
             }
@@ -109,12 +109,12 @@ struct ContainerStarter {
 
     // MARK: - Reuse
 
-    /// The hash of what the container is: the same for the same image,
-    /// command, environment, ports, mounts and files.
-    private func reuseKey(_ image: String) throws -> String {
+    /// The hash of what the container is: the same for the same image
+    /// (by name and content), command, environment, ports, mounts and files.
+    private func reuseKey(_ image: String, digest: String) throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = .sortedKeys
-        var parts = [image, String(decoding: try encoder.encode(container.spec), as: UTF8.self)]
+        var parts = [image, digest, String(decoding: try encoder.encode(container.spec), as: UTF8.self)]
         parts.append(container.exposedPorts.map(String.init).joined(separator: ","))
         parts.append(container.volumeTargets.joined(separator: ","))
         for file in container.files {

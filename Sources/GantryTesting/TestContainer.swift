@@ -181,7 +181,8 @@ public struct TestContainer: Sendable {
     /// Keeps the container after the test and between runs: a later start
     /// of the same configuration (image, command, environment, ports,
     /// mounts, files) finds it running and waits for it as for a new one.
-    /// ``TestSession/removeReusedContainers()`` removes such containers.
+    /// ``TestSession/removeReusedContainers()`` removes such containers, and
+    /// the volumes made for them.
     /// Networks made for a test cannot be reused with it.
     public func reusable(_ reuse: Bool = true) -> TestContainer { with { $0.reuse = reuse } }
 }

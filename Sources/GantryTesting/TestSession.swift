@@ -55,8 +55,8 @@ public final class TestSession: Sendable {
     }
 
     #if Registry
-    /// Opens a session over `root`, removing what sessions of processes
-    /// that have ended left there.
+    /// Opens a session over `root`. What sessions of processes that have
+    /// ended left there is removed before its first container.
     ///
     /// - Parameters:
     ///   - root: The state root, created when missing.
@@ -79,8 +79,8 @@ public final class TestSession: Sendable {
         self.logger = logger
     }
     #else
-    /// Opens a session over `root`, removing what sessions of processes
-    /// that have ended left there.
+    /// Opens a session over `root`. What sessions of processes that have
+    /// ended left there is removed before its first container.
     ///
     /// - Parameters:
     ///   - root: The state root, created when missing.
@@ -265,7 +265,7 @@ public final class TestSession: Sendable {
     }
 
     /// Removes every container kept by ``TestContainer/reusable(_:)`` in this
-    /// state root, and returns their names.
+    /// state root, with the volumes made for them, and returns their names.
     @discardableResult
     public func removeReusedContainers() async throws -> [String] {
         let runtime = try await preparedRuntime()
@@ -273,6 +273,9 @@ public final class TestSession: Sendable {
         for record in try runtime.list() where record.spec.labels[Self.reuseLabel] != nil {
             try await runtime.container(record.id).remove(force: true)
             removed.append(record.name)
+        }
+        for volume in try runtime.volumes.list() where volume.labels[Self.reuseLabel] != nil {
+            try await runtime.volumes.remove(volume.name)
         }
         return removed
     }

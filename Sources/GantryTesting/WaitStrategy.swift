@@ -385,7 +385,7 @@ struct SocketTarget: Sendable {
         case .failure(let failure): return .failure(failure)
         case .success(let bytes):
             let text = String(decoding: bytes, as: UTF8.self)
-            let head = text.prefix { $0 != "\r" && $0 != "\n" }.split(separator: " ")
+            let head = String(decoding: bytes.prefix { $0 != UInt8(ascii: "\r") && $0 != UInt8(ascii: "\n") }, as: UTF8.self).split(separator: " ")
             guard head.count >= 2, head[0].hasPrefix("HTTP/"), let status = Int(head[1]) else {
                 return .failure(TCPExchangeFailure("\(name)\(path) sent no HTTP status line"))
             }

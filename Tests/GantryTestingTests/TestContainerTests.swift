@@ -121,7 +121,7 @@ struct TestContainerTests {
             #expect(exit?.message.contains("exited with 1") == true, "\(exit?.message ?? "")")
 
             let refused = TestContainer(image: "busybox:test", command: ["sleep", "60"]).waiting(for: .http("/", port: 80))
-                .startupTimeout(.milliseconds(400))
+                .startupTimeout(.seconds(2))
             let http = await #expect(throws: TestingError.self) { try await session.start(refused) }
             #expect(http?.message.contains("last: connecting to") == true, "\(http?.message ?? "")")
 

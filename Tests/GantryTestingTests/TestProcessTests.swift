@@ -58,12 +58,12 @@ struct TestProcessTests {
             let parent = try session.runtime.cgroupParent
             await #expect(processExitsWith: .success) { [root = root as String, parent = parent as String] in
                 let session = try TestSession(root: StateRoot(root), cgroupParent: parent)
-                let spec = TestContainer(image: "busybox:test", command: ["sleep", "600"]).exposing(80).reusable()
+                let spec = TestContainer(image: "busybox:test", command: ["sleep", "600"]).exposing(80).volume(at: "/data").reusable()
                 try await session.withContainer(spec) { _ in }
             }
             let kept = try session.runtime.list()
             #expect(kept.count == 1)
-            let spec = TestContainer(image: "busybox:test", command: ["sleep", "600"]).exposing(80).reusable()
+            let spec = TestContainer(image: "busybox:test", command: ["sleep", "600"]).exposing(80).volume(at: "/data").reusable()
             let found = try await session.withContainer(spec) { reused async throws in
                 #expect(try reused.mappedPort(80) > 0)
                 return reused.id

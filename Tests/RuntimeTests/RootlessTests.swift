@@ -293,7 +293,7 @@ struct RootlessTests {
             try write("from the container\n", to: dir + "/rootfs/www/index.html")
             #expect(try await gantry(["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"], root: root).status == 0)
             // A server on the host's loopback.
-            let (hostPort, server) = try serveOnHostLoopback(dir)
+            let (hostPort, server) = try await serveOnHostLoopback(dir)
             defer { server.kill(.kill); _ = server.wait() }
 
             let started = try await gantry(["run", "-d", "--name", "web", "-p", "127.0.0.1:0:8080", "bb:1", "httpd", "-f", "-p", "8080", "-h", "/www"], root: root)
@@ -335,7 +335,7 @@ struct RootlessTests {
             try write("served by name\n", to: dir + "/rootfs/www/index.html")
             #expect(try await gantry(["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"], root: root).status == 0)
             // A server on the host's loopback.
-            let (hostPort, server) = try serveOnHostLoopback(dir)
+            let (hostPort, server) = try await serveOnHostLoopback(dir)
             defer { server.kill(.kill); _ = server.wait() }
 
             let created = try await gantry(["network", "create", "backend"], root: root)
@@ -473,7 +473,7 @@ struct RootlessTests {
             try FileManager.default.createDirectory(atPath: dir + "/rootfs/www", withIntermediateDirectories: false)
             try write("through slirp4netns\n", to: dir + "/rootfs/www/index.html")
             #expect(try await gantry(["image", "import-rootfs", dir + "/rootfs", "--name", "bb:1"], root: root).status == 0)
-            let (hostPort, server) = try serveOnHostLoopback(dir)
+            let (hostPort, server) = try await serveOnHostLoopback(dir)
             defer { server.kill(.kill); _ = server.wait() }
             #expect(try await gantry(["network", "create", "backend"], root: root, environment: slirp).status == 0)
             var ports: [UInt16] = []
@@ -582,12 +582,39 @@ struct RootlessTests {
     }
 
     /// A web server on the host's loopback serving `dir/host/file` ("from the host").
-    func serveOnHostLoopback(_ dir: String) throws -> (port: UInt16, server: ChildProcess) {
+    func serveOnHostLoopback(_ dir: String) async throws -> (port: UInt16, server: ChildProcess) {
         try FileManager.default.createDirectory(atPath: dir + "/host", withIntermediateDirectories: false)
         try write("from the host\n", to: dir + "/host/file")
-        let port = try UserModeNetwork.freePort(PublishedPort(hostIP: IPv4Address("127.0.0.1"), containerPort: 1))
-        let server = try ChildProcess("/usr/bin/python3", ["-m", "http.server", "\(port)", "--bind", "127.0.0.1", "--directory", dir + "/host"],
-                                      stdout: .null, stderr: .null)
+        // The kernel chooses the port as the server binds it: a port chosen
+        // first and bound a moment later could meanwhile be published by
+        // another test's container, whose rule would then take the
+        // connections meant for this server.
+        var ends: [Int32] = [-1, -1]
+        guard pipe(&ends) == 0 else { throw ToolError(description: "cannot make a pipe: \(Errno(rawValue: errno))") }
+        let server: ChildProcess
+        do {
+            server = try ChildProcess("/usr/bin/python3", ["-u", "-m", "http.server", "0", "--bind", "127.0.0.1", "--directory", dir + "/host"],
+                                      stdout: .descriptor(ends[1]), stderr: .null)
+        } catch {
+            close(ends[0])
+            close(ends[1])
+            throw error
+        }
+        close(ends[1])
+        let reader = ends[0]
+        // "Serving HTTP on 127.0.0.1 port N (…)", read off the cooperative pool.
+        let banner = await onOwnThread { () -> String in
+            defer { close(reader) }
+            var line: [UInt8] = []
+            var byte: UInt8 = 0
+            while read(reader, &byte, 1) == 1, byte != UInt8(ascii: "\n") { line.append(byte) }
+            return String(decoding: line, as: UTF8.self)
+        }
+        guard let port = banner.split(separator: " ").compactMap({ UInt16($0) }).first else {
+            server.kill(.kill)
+            _ = server.wait()
+            throw ToolError(description: "the host's server did not say its port: \(banner)")
+        }
         return (port, server)
     }
 
