@@ -193,6 +193,10 @@ let package = Package(
                 "GantryCore", "Gantry", "OCIImage", "Runtime", "Reconciler", "Build", "Compose",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SystemPackage", package: "swift-system"),
+                // HTTPS waits.
+                .product(name: "AsyncHTTPClient", package: "async-http-client", condition: .when(traits: ["Registry"])),
+                .product(name: "NIOCore", package: "swift-nio", condition: .when(traits: ["Registry"])),
+                .product(name: "NIOSSL", package: "swift-nio-ssl", condition: .when(traits: ["Registry"])),
             ],
             swiftSettings: library
         ),

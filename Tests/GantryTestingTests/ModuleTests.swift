@@ -55,6 +55,23 @@ struct ModuleTests {
             for name in [image, "debian:test"] { _ = try await session.gantry.images.remove(name) }
         }
     }
+
+    @Test("An HTTPS wait is satisfied through the mapped port, whatever certificate the server shows", .requiresRoot,
+          .enabled(if: hasDebian, "needs the Debian layout scripts/setup.sh makes"))
+    func httpsWait() async throws {
+        try await withTestingSession("testing-https") { session, _ in
+            try await session.gantry.images.importLayout(at: Self.debianLayout, tag: "bookworm", name: "debian:test")
+            let image = try await session.buildImage(context: Self.fixtures + "/https", tag: "https:debian")
+            let server = TestContainer(image: image).exposing(443).waiting(for: .https("/", port: 443, body: { $0.contains("s_server") }))
+            try await session.withContainer(server) { tls async throws in
+                #expect(try tls.url(443, scheme: "https").absoluteString == "https://127.0.0.1:\(try tls.mappedPort(443))/")
+            }
+            let unexposed = TestContainer(image: image).waiting(for: .https("/", port: 443))
+            let error = await #expect(throws: TestingError.self) { try await session.start(unexposed) }
+            #expect(error?.message.contains("does not expose port 443") == true, "\(error?.message ?? "")")
+            for name in [image, "debian:test"] { _ = try await session.gantry.images.remove(name) }
+        }
+    }
 }
 
 /// Sends `request` to a Redis server on the host's `port` and returns what
