@@ -14,12 +14,21 @@ struct ModuleTests {
     static let fixtures = URL(fileURLWithPath: #filePath).deletingLastPathComponent().path + "/Fixtures"
     static var hasDebian: Bool { FileManager.default.fileExists(atPath: debianLayout + "/index.json") }
 
+    /// A session with the image built from the fixture `fixture` on
+    /// Debian's layout, both images removed afterwards.
+    func withFixtureImage(_ fixture: String, _ body: (TestSession, String) async throws -> Void) async throws {
+        try await withTestingSession("testing-" + fixture) { session, _ in
+            try await session.gantry.images.importLayout(at: Self.debianLayout, tag: "bookworm", name: "debian:test")
+            let image = try await session.buildImage(context: Self.fixtures + "/" + fixture, tag: fixture + ":debian")
+            try await body(session, image)
+            for name in [image, "debian:test"] { _ = try await session.gantry.images.remove(name) }
+        }
+    }
+
     @Test("PostgreSQL is reached with psql through the module's URL", .requiresRoot,
           .enabled(if: hasDebian, "needs the Debian layout scripts/setup.sh makes"))
     func postgreSQL() async throws {
-        try await withTestingSession("testing-postgres") { session, _ in
-            try await session.gantry.images.importLayout(at: Self.debianLayout, tag: "bookworm", name: "debian:test")
-            let image = try await session.buildImage(context: Self.fixtures + "/postgres", tag: "postgres:debian")
+        try await withFixtureImage("postgres") { session, image in
             let postgres = TestContainer.postgreSQL(image: image, database: "shop", user: "app", password: "s3cret/pw")
             try await session.withContainer(postgres) { db async throws in
                 let url = try db.postgreSQLURL
@@ -31,16 +40,13 @@ struct ModuleTests {
                 #expect(wrong.status != 0)
                 #expect(throws: TestingError.self) { try db.redisURL }
             }
-            for name in [image, "debian:test"] { _ = try await session.gantry.images.remove(name) }
         }
     }
 
     @Test("Redis answers through the module's URL, with and without a password", .requiresRoot,
           .enabled(if: hasDebian, "needs the Debian layout scripts/setup.sh makes"))
     func redis() async throws {
-        try await withTestingSession("testing-redis") { session, _ in
-            try await session.gantry.images.importLayout(at: Self.debianLayout, tag: "bookworm", name: "debian:test")
-            let image = try await session.buildImage(context: Self.fixtures + "/redis", tag: "redis:debian")
+        try await withFixtureImage("redis") { session, image in
             try await session.withContainer(.redis(image: image)) { cache async throws in
                 let url = try cache.redisURL
                 #expect(url == "redis://127.0.0.1:\(try cache.mappedPort(6379))")
@@ -52,16 +58,13 @@ struct ModuleTests {
                 #expect(try await redisExchange(port: port, "PING\r\n").hasPrefix("-NOAUTH"))
                 #expect(try await redisExchange(port: port, "AUTH hunter2\r\nPING\r\n").contains("+PONG"))
             }
-            for name in [image, "debian:test"] { _ = try await session.gantry.images.remove(name) }
         }
     }
 
     @Test("An HTTPS wait is satisfied through the mapped port, whatever certificate the server shows", .requiresRoot,
           .enabled(if: hasDebian, "needs the Debian layout scripts/setup.sh makes"))
     func httpsWait() async throws {
-        try await withTestingSession("testing-https") { session, _ in
-            try await session.gantry.images.importLayout(at: Self.debianLayout, tag: "bookworm", name: "debian:test")
-            let image = try await session.buildImage(context: Self.fixtures + "/https", tag: "https:debian")
+        try await withFixtureImage("https") { session, image in
             let server = TestContainer(image: image).exposing(443).waiting(for: .https("/", port: 443, body: { $0.contains("s_server") }))
             try await session.withContainer(server) { tls async throws in
                 #expect(try tls.url(443, scheme: "https").absoluteString == "https://127.0.0.1:\(try tls.mappedPort(443))/")
@@ -69,7 +72,6 @@ struct ModuleTests {
             let unexposed = TestContainer(image: image).waiting(for: .https("/", port: 443))
             let error = await #expect(throws: TestingError.self) { try await session.start(unexposed) }
             #expect(error?.message.contains("does not expose port 443") == true, "\(error?.message ?? "")")
-            for name in [image, "debian:test"] { _ = try await session.gantry.images.remove(name) }
         }
     }
 }
