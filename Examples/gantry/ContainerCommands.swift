@@ -507,7 +507,7 @@ struct Remove: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "rm", abstract: "Remove containers.")
     @Flag(name: .shortAndLong, help: "Kill running containers first.") var force = false
     @Option(name: .customLong("label"), help: ArgumentHelp(
-        "Also remove every container with this label (and value, when given): `--label dev.gantry.testing.reuse` removes the containers tests keep for reuse.",
+        "Also remove every container and volume with this label (and value, when given): `--label dev.gantry.testing.reuse` removes what tests keep for reuse.",
         valueName: "key[=value]")) var labels: [String] = []
     @Argument(help: "Names or IDs.") var names: [String] = []
     @OptionGroup var global: GlobalOptions
@@ -531,6 +531,17 @@ struct Remove: AsyncParsableCommand {
                 try runtime.removeDamaged(name)
             }
             print(name)
+        }
+        // Volumes with the labels, once the containers that used them are gone.
+        guard !wanted.isEmpty else { return }
+        for volume in try runtime.volumes.list()
+        where wanted.allSatisfy({ key, value in volume.labels[key].map { value.isEmpty || $0 == value } ?? false }) {
+            do {
+                try await runtime.volumes.remove(volume.name)
+                print(volume.name)
+            } catch {
+                Terminal.printWarning("volume \(volume.name) is kept: \(error)")
+            }
         }
     }
 }

@@ -33,13 +33,13 @@ struct ContainerStarter {
                 return running
             }
         } else if spec.name == nil {
-            spec.name = "testing-" + String(UUID().uuidString.prefix(8)).lowercased()
+            spec.name = "testing-" + freshSuffix(8)
         }
 
         var volumes: [String] = []
         do {
             for target in container.volumeTargets {
-                let volume = try await runtime.volumes.create("testing-" + String(UUID().uuidString.prefix(12)).lowercased(),
+                let volume = try await runtime.volumes.create("testing-" + freshSuffix(12),
                                                               labels: reuseKey.map { [TestSession.reuseLabel: $0] } ?? TestSession.ownerLabels)
                 volumes.append(volume.name)
                 spec.mounts.append(.volume(name: volume.name, target: target))
@@ -185,6 +185,11 @@ struct ContainerStarter {
         case .built(let context, _, _): "built from \(context)"
         }
     }
+}
+
+/// `count` random lowercase hexadecimal digits, for names.
+func freshSuffix(_ count: Int) -> String {
+    String(UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(count)).lowercased()
 }
 
 /// A stable 64-bit FNV-1a hash of `parts`, in hexadecimal.

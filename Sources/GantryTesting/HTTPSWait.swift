@@ -30,7 +30,7 @@ extension WaitStrategy {
                     return .notYet("GET \(url): \(error)")
                 }
                 guard status(code) else { return .notYet("it answered HTTP \(code)") }
-                if let body, !body(text) { return .notYet("its body did not match: \(text.prefix(200))") }
+                if let body, !body(text) { return .notYet("its body did not match: \(text.prefix(200).trimmingCharacters(in: .whitespacesAndNewlines))") }
                 return .satisfied
             }
         }

@@ -47,8 +47,9 @@ public final class RunningContainer: Sendable {
         let published = try servicePorts ?? container.record.network?.ports ?? []
         if let found = published.first(where: { $0.containerPort == port && $0.protocol == .tcp }) { return found.hostPort }
         let exposed = published.map { String($0.containerPort) }
+        let how = servicePorts == nil ? "expose it with TestContainer.exposing(_:)" : "publish it with the service's ports: in the compose file"
         throw TestingError(.portNotExposed, "container \(name) does not expose port \(port)"
-            + (exposed.isEmpty ? "; it exposes none (expose it with TestContainer.exposing(_:))" : "; it exposes \(exposed.joined(separator: ", "))"))
+            + (exposed.isEmpty ? "; it exposes none (\(how))" : "; it exposes \(exposed.joined(separator: ", "))"))
     }
 
     /// `127.0.0.1:PORT` for the container's `port`.

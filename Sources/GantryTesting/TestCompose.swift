@@ -138,10 +138,12 @@ extension TestSession {
     ///   compose reader words them.
     public func withCompose<T: Sendable>(_ compose: TestCompose, _ body: @Sendable (RunningCompose) async throws -> T) async throws -> T {
         let runtime = try await preparedRuntime()
-        let name = compose.projectName ?? "testing-" + String(UUID().uuidString.prefix(8)).lowercased()
+        let name = compose.projectName ?? "testing-" + freshSuffix(8)
         var environment = ProcessInfo.processInfo.environment
         environment.merge(compose.environment) { $1 }
-        var loaded = try ComposeProject.load(path: compose.file, environment: environment, projectName: name, profiles: compose.profiles)
+        // Relative to the working directory, which a message names.
+        let file = URL(fileURLWithPath: compose.file).standardizedFileURL.path
+        var loaded = try ComposeProject.load(path: file, environment: environment, projectName: name, profiles: compose.profiles)
         if !compose.keepsHostPorts {
             for index in loaded.services.indices {
                 loaded.services[index].template.publishedPorts = loaded.services[index].template.publishedPorts.map {
@@ -177,7 +179,8 @@ extension TestSession {
                 for (service, strategy) in compose.waits.sorted(by: { $0.key < $1.key }) {
                     let replica = try running.service(service)
                     try await replica.awaitReady(strategy, timeout: max(deadline - .now, .milliseconds(1)), healthCheck: nil,
-                                                 image: "service \(service) of compose project \(project.name)")
+                                                 image: "service \(service) of compose project \(project.name)",
+                                                 reportedTimeout: compose.startupTimeout)
                 }
                 return try await body(running)
             }

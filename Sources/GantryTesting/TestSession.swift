@@ -174,7 +174,7 @@ public final class TestSession: Sendable {
         do {
             try await ImageBuilder(runtime: runtime).build(context: context, options: BuildOptions(dockerfile: path, arguments: arguments, tags: [name]))
         } catch {
-            throw TestingError(.image, "cannot build the image of \(context): \(error)", underlying: error)
+            throw TestingError(.image, "cannot build the image of \(context)", underlying: error)
         }
         return name
     }
@@ -187,7 +187,9 @@ public final class TestSession: Sendable {
     /// - Throws: ``TestingError`` when its image cannot be found, pulled
     ///   or built, when it ends before it is ready, or when the start-up
     ///   deadline passes; the message then shows its last lines of output.
-    ///   What was created is removed first.
+    ///   What the runtime refuses (a program or user the image lacks, a
+    ///   name in use) is its `RuntimeError`, as it is. What was created is
+    ///   removed first.
     public func start(_ container: TestContainer) async throws -> RunningContainer {
         try await ContainerStarter(session: self, container: container).start()
     }
@@ -254,7 +256,7 @@ public final class TestSession: Sendable {
     /// Makes a bridge network owned by this process; ``removeNetwork(_:)``
     /// removes it, and so does the next session once this process has ended.
     public func makeNetwork(_ name: String? = nil) async throws -> TestNetwork {
-        let chosen = name ?? "testing-" + String(UUID().uuidString.prefix(8)).lowercased()
+        let chosen = name ?? "testing-" + freshSuffix(8)
         let record = try await preparedRuntime().networks.create(chosen, labels: Self.ownerLabels)
         return TestNetwork(name: record.name, subnet: record.subnet)
     }

@@ -47,7 +47,7 @@ public struct WaitStrategy: Sendable, CustomStringConvertible {
         do {
             _ = try Regex(pattern)
         } catch {
-            throw TestingError(.invalidSpec, "\(pattern) is not a regular expression: \(error)")
+            throw TestingError(.invalidSpec, "\"\(pattern)\" is not a regular expression: \(error)")
         }
         return logLines("a line matching /\(pattern)/", times: times) { line in
             // Compiled again here: a Regex is not Sendable.
@@ -111,7 +111,9 @@ public struct WaitStrategy: Sendable, CustomStringConvertible {
                 case .success(let answer): response = answer
                 }
                 guard status(response.status) else { return .notYet("it answered HTTP \(response.status)") }
-                if let body, !body(response.body) { return .notYet("its body did not match: \(response.body.prefix(200))") }
+                if let body, !body(response.body) {
+                    return .notYet("its body did not match: \(response.body.prefix(200).trimmingCharacters(in: .whitespacesAndNewlines))")
+                }
                 return .satisfied
             }
         }
@@ -178,25 +180,29 @@ public struct WaitStrategy: Sendable, CustomStringConvertible {
     /// Ready once one of `strategies` is; fails only when all of them fail.
     public static func any(_ strategies: [WaitStrategy]) -> WaitStrategy {
         WaitStrategy(description: strategies.map(\.description).joined(separator: " or "), awaitsExit: strategies.allSatisfy { $0.awaitsExit }) { context in
-            try await withThrowingTaskGroup(of: Bool.self) { group in
+            try await withThrowingTaskGroup(of: String?.self) { group in
                 for strategy in strategies {
                     group.addTask {
                         do {
                             try await strategy.check(context)
-                            return true
+                            return nil
                         } catch is CancellationError {
                             throw CancellationError()
                         } catch {
                             context.note("\(strategy.description): \(error)")
-                            return false
+                            return "\(strategy.description): \(error)"
                         }
                     }
                 }
-                for try await satisfied in group where satisfied {
-                    group.cancelAll()
-                    return
+                var failures: [String] = []
+                for try await failure in group {
+                    guard let failure else {
+                        group.cancelAll()
+                        return
+                    }
+                    failures.append(failure)
                 }
-                throw WaitFailure("none of them can be satisfied")
+                throw WaitFailure("none of them can be satisfied (\(failures.joined(separator: "; ")))")
             }
         }
     }
@@ -205,7 +211,7 @@ public struct WaitStrategy: Sendable, CustomStringConvertible {
 extension RunningContainer {
     /// Waits for the strategy, the container's end or the deadline,
     /// whichever comes first.
-    func awaitReady(_ strategy: WaitStrategy, timeout: Duration, healthCheck: [String]?, image: String) async throws {
+    func awaitReady(_ strategy: WaitStrategy, timeout: Duration, healthCheck: [String]?, image: String, reportedTimeout: Duration? = nil) async throws {
         let running = self
         let ending = ContainerEnding()
         // A reused container started by an earlier run is followed
@@ -260,7 +266,7 @@ extension RunningContainer {
         case .ended(let exit):
             (code, reason) = (.exited, "\(what) \(exit) before it was ready (waiting for \(strategy))")
         case .timedOut:
-            (code, reason) = (.timedOut, "\(what) was not ready within \(timeout) (waiting for \(strategy))" + (note.text.map { "; last: \($0)" } ?? ""))
+            (code, reason) = (.timedOut, "\(what) was not ready within \(reportedTimeout ?? timeout) (waiting for \(strategy))" + (note.text.map { "; last: \($0)" } ?? ""))
         }
         var message = reason
         if case .timedOut = outcome, let exit = ending.exit { message += "; it \(exit)" }
@@ -372,9 +378,14 @@ struct SocketTarget: Sendable {
             guard fd >= 0 else { return .failure(TCPExchangeFailure("\(name): cannot open a socket: \(Errno(rawValue: errno))")) }
         }
         let (address, port, name) = (address, port, name)
-        return await offload {
-            defer { close(fd) }
-            return TCPExchange(fd: fd, timeout: 2000).run(address: address, port: port, target: name, request: request, reading: reading)
+        do {
+            return try await offload { isCancelled in
+                defer { close(fd) }
+                return TCPExchange(fd: fd, timeout: 2000, isCancelled: isCancelled)
+                    .run(address: address, port: port, target: name, request: request, reading: reading)
+            }
+        } catch {
+            return .failure(TCPExchangeFailure("\(name): \(error)"))
         }
     }
 

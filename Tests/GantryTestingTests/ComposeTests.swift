@@ -22,6 +22,8 @@ struct ComposeTests {
                 let client = try project.service("client")
                 #expect(try await client.logs().contains("served by"))
                 #expect(throws: TestingError.self) { try project.service("db") }
+                let unpublished = #expect(throws: TestingError.self) { try project.mappedPort("client", 80) }
+                #expect(unpublished?.message.contains("ports: in the compose file") == true, "\(unpublished?.message ?? "")")
                 return project.project
             }
             let runtime = try session.runtime

@@ -119,6 +119,9 @@ struct TestContainerTests {
             let wrongExit = TestContainer(image: "busybox:test", command: ["false"]).waiting(for: .exit(code: 0))
             let exit = await #expect(throws: TestingError.self) { try await session.start(wrongExit) }
             #expect(exit?.message.contains("exited with 1") == true, "\(exit?.message ?? "")")
+            let neither = TestContainer(image: "busybox:test", command: ["sh", "-c", "exit 2"]).waiting(for: .any(.exit(code: 0), .exit(code: 1)))
+            let any = await #expect(throws: TestingError.self) { try await session.start(neither) }
+            #expect(any?.message.contains("none of them can be satisfied (it to end with 0: it exited with 2") == true, "\(any?.message ?? "")")
 
             let refused = TestContainer(image: "busybox:test", command: ["sleep", "60"]).waiting(for: .http("/", port: 80))
                 .startupTimeout(.seconds(2))

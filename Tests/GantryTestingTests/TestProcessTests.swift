@@ -75,7 +75,10 @@ struct TestProcessTests {
             let gantry = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("gantry").path
             let key = kept.first?.spec.labels[TestSession.reuseLabel] ?? ""
             let removed = try await GantryTestSupport.run(gantry, ["rm", "--force", "--label", TestSession.reuseLabel + "=" + key, "--root", root])
-            #expect(removed == (kept.first?.name ?? "") + "\n")
+            // The container, then the volume made for it.
+            let lines = removed.split(separator: "\n")
+            #expect(lines.count == 2 && lines.first.map(String.init) == kept.first?.name, "\(removed)")
+            #expect(try session.runtime.volumes.list().count == 1)
             #expect(try await session.removeReusedContainers().count == 1)
             #expect(try session.runtime.list().isEmpty)
         }

@@ -23,11 +23,14 @@ package struct TCPExchange {
     /// The deadline's length in milliseconds, for messages.
     private let timeout: Int32
     private let deadline: UInt64
+    private let isCancelled: (() -> Bool)?
 
-    /// An exchange on `fd`, which it does not close, ending within `timeout` milliseconds.
-    package init(fd: Int32, timeout: Int32) {
+    /// An exchange on `fd`, which it does not close, ending within
+    /// `timeout` milliseconds, or soon after `isCancelled` says so.
+    package init(fd: Int32, timeout: Int32, isCancelled: (() -> Bool)? = nil) {
         self.fd = fd
         self.timeout = timeout
+        self.isCancelled = isCancelled
         deadline = DispatchTime.now().uptimeNanoseconds + UInt64(max(timeout, 0)) * 1_000_000
     }
 
@@ -40,11 +43,12 @@ package struct TCPExchange {
         var entry = pollfd(fd: fd, events: events, revents: 0)
         while true {
             let left = remaining()
-            if left == 0 { return false }
-            let ready = poll(&entry, 1, left)
+            if left == 0 || isCancelled?() == true { return false }
+            // In slices, when a cancellation is to be noticed.
+            let ready = poll(&entry, 1, isCancelled == nil ? left : min(left, 20))
             if ready > 0 { return true }
-            if ready == 0 { return false }
-            if errno != EINTR { return false }
+            if ready == 0, isCancelled == nil { return false }
+            if ready < 0, errno != EINTR { return false }
         }
     }
 

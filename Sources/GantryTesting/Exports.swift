@@ -1,0 +1,3 @@
+// `import GantryTesting` is enough to write tests: the umbrella's types
+// (`StateRoot`, `ContainerSpec`, `PublishedPort`, …) come with it.
+@_exported import Gantry
