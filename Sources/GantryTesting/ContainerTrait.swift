@@ -27,6 +27,8 @@ public struct ContainerTrait: TestTrait, SuiteTrait, TestScoping {
     /// Applied to a suite, the container is started once for all its tests.
     public var isRecursive: Bool { false }
 
+    /// Starts the container, runs `function` with it in scope under
+    /// ``key``, and removes it, however `function` ends.
     public func provideScope(for test: Test, testCase: Test.Case?, performing function: @Sendable () async throws -> Void) async throws {
         let session = try await session?() ?? TestSession.shared
         try await session.withContainer(container) { running in

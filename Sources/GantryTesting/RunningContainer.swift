@@ -143,9 +143,9 @@ public final class RunningContainer: Sendable {
         try await container.copyIn(from: hostPath, to: path)
     }
 
-    /// Stops the container (its stop signal, then `SIGKILL` after its grace
-    /// period) and removes it with its fresh volumes; a reusable container
-    /// is kept running. Removing twice does nothing.
+    /// Kills the container (a test needs no graceful stop) and removes it
+    /// with its fresh volumes; a reusable container is kept running.
+    /// Removing twice does nothing.
     public func remove() async throws {
         if kept { return }
         try await discard()
