@@ -152,6 +152,10 @@ extension TestSession {
             }
         }
         let project = loaded
+        let known = Set(project.services.map(\.name))
+        for service in compose.waits.keys.sorted() where !known.contains(service) {
+            throw TestingError(.invalidSpec, "\(file) has no service \(service) to wait for; its services: \(known.sorted().joined(separator: ", "))")
+        }
         let reconciler = try Reconciler(runtime: runtime, options: Reconciler.Options(project: project.name))
         let services = project.services.map(\.name)
         let deadline = ContinuousClock.now + compose.startupTimeout

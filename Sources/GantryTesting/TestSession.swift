@@ -38,6 +38,14 @@ public final class TestSession: Sendable {
 
     private static let sharedSession = Mutex<TestSession?>(nil)
 
+    /// The logger a session uses unless given one: `gantry.testing`, at
+    /// the warning level.
+    public static var defaultLogger: Logger {
+        var logger = Logger(label: "gantry.testing")
+        logger.logLevel = .warning
+        return logger
+    }
+
     /// The session most tests share, opened on first use: over the state
     /// root in `GANTRY_TESTING_ROOT`, or Gantry's default state root
     /// (`/var/lib/gantry` for root, `$XDG_DATA_HOME/gantry` otherwise),
@@ -67,9 +75,10 @@ public final class TestSession: Sendable {
     ///   - runWithoutUnenforceableLimits: For an ordinary user without a
     ///     delegated cgroup: run containers that ask for limits without
     ///     them instead of failing.
-    ///   - logger: Where the session logs.
+    ///   - logger: Where the session logs; by default warnings and errors
+    ///     only, so that a test's output is not filled with routine notes.
     public init(root: StateRoot = .default, registry: RegistryClient? = nil, cgroupParent: String = "gantry",
-                runWithoutUnenforceableLimits: Bool = false, logger: Logger = Logger(label: "gantry.testing")) throws {
+                runWithoutUnenforceableLimits: Bool = false, logger: Logger = TestSession.defaultLogger) throws {
         // The HTTP client keeps trying to connect until its connect
         // timeout, even when refused: both bounds are short.
         let client = try registry ?? RegistryClient(options: RegistryOptions(retry: RetryPolicy(attempts: 2, connectionWindow: .seconds(3)),
@@ -88,9 +97,10 @@ public final class TestSession: Sendable {
     ///   - runWithoutUnenforceableLimits: For an ordinary user without a
     ///     delegated cgroup: run containers that ask for limits without
     ///     them instead of failing.
-    ///   - logger: Where the session logs.
+    ///   - logger: Where the session logs; by default warnings and errors
+    ///     only, so that a test's output is not filled with routine notes.
     public init(root: StateRoot = .default, cgroupParent: String = "gantry", runWithoutUnenforceableLimits: Bool = false,
-                logger: Logger = Logger(label: "gantry.testing")) throws {
+                logger: Logger = TestSession.defaultLogger) throws {
         gantry = try Gantry(root: root, cgroupParent: cgroupParent, runWithoutUnenforceableLimits: runWithoutUnenforceableLimits, logger: logger)
         self.logger = logger
     }

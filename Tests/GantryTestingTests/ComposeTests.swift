@@ -48,6 +48,11 @@ struct ComposeTests {
                 #expect(error?.message.contains("fetched") == true, "\(error?.message ?? "")")
             }
             #expect(try session.runtime.list().isEmpty)
+            // A misspelt service is refused before anything starts.
+            let misspelt = await #expect(throws: TestingError.self) {
+                try await session.withCompose(TestCompose(file: Self.file).waiting(for: "wbe", .running)) { _ in }
+            }
+            #expect(misspelt?.message.contains("has no service wbe to wait for; its services: client, web") == true, "\(misspelt?.message ?? "")")
         }
     }
 }
