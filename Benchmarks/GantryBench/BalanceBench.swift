@@ -83,10 +83,6 @@ struct Balance: AsyncParsableCommand {
             }
         }
     }
-
-    private func median(_ values: [Double]) -> Double {
-        values.isEmpty ? 0 : percentile(values.sorted(), 0.5)
-    }
 }
 
 /// The address of a ready replica of `web`.

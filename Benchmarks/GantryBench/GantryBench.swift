@@ -60,6 +60,11 @@ func percentile(_ sorted: [Double], _ fraction: Double) -> Double {
     sorted[min(sorted.count - 1, Int((Double(sorted.count - 1) * fraction).rounded()))]
 }
 
+/// The median of `values` (0 when there are none).
+func median(_ values: [Double]) -> Double {
+    values.isEmpty ? 0 : percentile(values.sorted(), 0.5)
+}
+
 /// This process's resident memory, in KiB.
 func residentKiB() -> Int {
     let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""

@@ -16,12 +16,13 @@ struct ContainerStarter {
     func start() async throws -> RunningContainer {
         let runtime = try await session.preparedRuntime()
         let image = try await imageName(runtime)
-        let healthCheck = try? await runtime.images.resolve(image).configuration.config?.healthcheck?.test
+        let resolved = try await runtime.images.resolve(image)
+        let healthCheck = resolved.configuration.config?.healthcheck?.test
         var spec = container.spec
         spec.root = .image(image)
         try place(&spec, runtime)
 
-        let reuseKey = container.reuse ? try reuseKey(image, digest: try await runtime.images.image(image).descriptor.digest.description) : nil
+        let reuseKey = container.reuse ? try reuseKey(image, digest: resolved.record.descriptor.digest.description) : nil
         if let reuseKey {
             spec.name = "testing-reuse-" + reuseKey
             spec.labels[TestSession.reuseLabel] = reuseKey
@@ -126,7 +127,7 @@ struct ContainerStarter {
         if !container.networks.isEmpty {
             throw TestingError(.invalidSpec, "a reusable container cannot join networks made for a test: they are removed with it")
         }
-        return String(fingerprint(parts).prefix(16))
+        return fingerprint(parts)
     }
 
     /// The reusable container of that name, when it runs; one that does
@@ -192,16 +193,10 @@ func freshSuffix(_ count: Int) -> String {
     String(UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(count)).lowercased()
 }
 
-/// A stable 64-bit FNV-1a hash of `parts`, in hexadecimal.
+/// The first 16 hexadecimal digits of the SHA-256 digest of `parts`,
+/// each ended with a NUL.
 func fingerprint(_ parts: [String]) -> String {
-    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-    for part in parts {
-        for byte in part.utf8 + [0] {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x0000_0100_0000_01B3
-        }
-    }
-    return String(hash, radix: 16).leftPadded(to: 16)
+    String(Digest.compute(parts.flatMap { Array($0.utf8) + [0] }).encoded.prefix(16))
 }
 
 /// What changes when a host file changes: its size and modification time.
@@ -209,10 +204,4 @@ private func fileStamp(_ path: String) -> String {
     var status = stat()
     guard stat(path, &status) == 0 else { return "missing" }
     return "\(status.st_size).\(status.st_mtim.tv_sec).\(status.st_mtim.tv_nsec)"
-}
-
-private extension String {
-    func leftPadded(to length: Int) -> String {
-        count >= length ? self : String(repeating: "0", count: length - count) + self
-    }
 }

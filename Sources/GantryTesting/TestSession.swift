@@ -179,7 +179,7 @@ public final class TestSession: Sendable {
     public func buildImage(context: String, dockerfile: String? = nil, arguments: [String: String] = [:],
                            tag: String? = nil) async throws -> String {
         let runtime = try await preparedRuntime()
-        let name = tag ?? "gantry-testing/built:" + String(fingerprint([context, dockerfile ?? "", arguments.sorted { $0.key < $1.key }.description]).prefix(16))
+        let name = tag ?? "gantry-testing/built:" + fingerprint([context, dockerfile ?? "", arguments.sorted { $0.key < $1.key }.description])
         let path = dockerfile.map { $0.hasPrefix("/") ? $0 : context + "/" + $0 }
         do {
             try await ImageBuilder(runtime: runtime).build(context: context, options: BuildOptions(dockerfile: path, arguments: arguments, tags: [name]))

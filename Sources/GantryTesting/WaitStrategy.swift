@@ -213,11 +213,11 @@ extension RunningContainer {
     /// whichever comes first.
     func awaitReady(_ strategy: WaitStrategy, timeout: Duration, healthCheck: [String]?, image: String, reportedTimeout: Duration? = nil) async throws {
         let running = self
-        let ending = ContainerEnding()
+        let ending = Latest<ContainerExit>()
         // A reused container started by an earlier run is followed
         // through its record instead.
         let owned = (try? running.container.onExit { ending.set($0) }) != nil
-        let note = LastNote()
+        let note = Latest<String>()
         let context = WaitContext(running: running, healthCheck: healthCheck, ending: ending, lastNote: note)
         enum Outcome: Sendable {
             case ready
@@ -243,7 +243,7 @@ extension RunningContainer {
                     if !owned, let record = try? running.container.record, record.status == .stopped {
                         ending.set(record.exit ?? ContainerExit(status: .exited(0), reason: .exited))
                     }
-                    if !strategy.awaitsExit, let exit = ending.exit {
+                    if !strategy.awaitsExit, let exit = ending.current {
                         // What it wrote last reaches its log a moment after its end.
                         try? await Task.sleep(for: .milliseconds(20))
                         return .ended(exit)
@@ -266,10 +266,10 @@ extension RunningContainer {
         case .ended(let exit):
             (code, reason) = (.exited, "\(what) \(exit) before it was ready (waiting for \(strategy))")
         case .timedOut:
-            (code, reason) = (.timedOut, "\(what) was not ready within \(reportedTimeout ?? timeout) (waiting for \(strategy))" + (note.text.map { "; last: \($0)" } ?? ""))
+            (code, reason) = (.timedOut, "\(what) was not ready within \(reportedTimeout ?? timeout) (waiting for \(strategy))" + (note.current.map { "; last: \($0)" } ?? ""))
         }
         var message = reason
-        if case .timedOut = outcome, let exit = ending.exit { message += "; it \(exit)" }
+        if case .timedOut = outcome, let exit = ending.current { message += "; it \(exit)" }
         let lines = await running.lastLines(20)
         message += lines.isEmpty ? "\nit wrote nothing" : "\nits last lines:\n" + lines.map { "  | " + $0 }.joined(separator: "\n")
         throw TestingError(code, message)
@@ -287,10 +287,10 @@ struct WaitContext: Sendable {
     let running: RunningContainer
     /// The image's `HEALTHCHECK` test, if it has one.
     let healthCheck: [String]?
-    private let ending: ContainerEnding
-    private let lastNote: LastNote
+    private let ending: Latest<ContainerExit>
+    private let lastNote: Latest<String>
 
-    init(running: RunningContainer, healthCheck: [String]?, ending: ContainerEnding, lastNote: LastNote) {
+    init(running: RunningContainer, healthCheck: [String]?, ending: Latest<ContainerExit>, lastNote: Latest<String>) {
         self.running = running
         self.healthCheck = healthCheck
         self.ending = ending
@@ -298,7 +298,7 @@ struct WaitContext: Sendable {
     }
 
     /// How the container ended, once it has.
-    func exit() -> ContainerExit? { ending.exit }
+    func exit() -> ContainerExit? { ending.current }
 
     /// Keeps why the wait is not yet satisfied, for the failure's message.
     func note(_ text: String) { lastNote.set(text) }
@@ -340,18 +340,13 @@ struct WaitContext: Sendable {
     typealias Vantage = WaitStrategy.Vantage
 }
 
-/// How the container ended, once it has: set by the runtime's exit handler.
-final class ContainerEnding: Sendable {
-    private let value = Mutex<ContainerExit?>(nil)
-    var exit: ContainerExit? { value.withLock { $0 } }
-    func set(_ exit: ContainerExit) { value.withLock { $0 = exit } }
-}
-
-/// The last reason a wait gave for not being satisfied.
-final class LastNote: Sendable {
-    private let value = Mutex<String?>(nil)
-    var text: String? { value.withLock { $0 } }
-    func set(_ text: String) { value.withLock { $0 = text } }
+/// The latest value one task set for others to read: how the container
+/// ended (set by the runtime's exit handler), the last reason a wait gave
+/// for not being satisfied.
+final class Latest<Value: Sendable>: Sendable {
+    private let value = Mutex<Value?>(nil)
+    var current: Value? { value.withLock { $0 } }
+    func set(_ new: Value) { value.withLock { $0 = new } }
 }
 
 /// An HTTP response, as much as a wait needs.
