@@ -180,8 +180,8 @@ public struct WaitStrategy: Sendable, CustomStringConvertible {
     /// Ready once one of `strategies` is; fails only when all of them fail.
     public static func any(_ strategies: [WaitStrategy]) -> WaitStrategy {
         WaitStrategy(description: strategies.map(\.description).joined(separator: " or "), awaitsExit: strategies.allSatisfy { $0.awaitsExit }) { context in
-            try await withThrowingTaskGroup(of: String?.self) { group in
-                for strategy in strategies {
+            try await withThrowingTaskGroup(of: (index: Int, failure: String)?.self) { group in
+                for (index, strategy) in strategies.enumerated() {
                     group.addTask {
                         do {
                             try await strategy.check(context)
@@ -190,11 +190,11 @@ public struct WaitStrategy: Sendable, CustomStringConvertible {
                             throw CancellationError()
                         } catch {
                             context.note("\(strategy.description): \(error)")
-                            return "\(strategy.description): \(error)"
+                            return (index, "\(strategy.description): \(error)")
                         }
                     }
                 }
-                var failures: [String] = []
+                var failures: [(index: Int, failure: String)] = []
                 for try await failure in group {
                     guard let failure else {
                         group.cancelAll()
@@ -202,7 +202,9 @@ public struct WaitStrategy: Sendable, CustomStringConvertible {
                     }
                     failures.append(failure)
                 }
-                throw WaitFailure("none of them can be satisfied (\(failures.joined(separator: "; ")))")
+                // In the order the strategies were given, whichever failed first.
+                let reasons = failures.sorted { $0.index < $1.index }.map(\.failure)
+                throw WaitFailure("none of them can be satisfied (\(reasons.joined(separator: "; ")))")
             }
         }
     }
